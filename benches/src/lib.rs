@@ -1,0 +1,1 @@
+//! Benchmarks for Kuota; the benches live in `benches/benches/`.

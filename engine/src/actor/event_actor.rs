@@ -1,0 +1,279 @@
+//! `EventActor`: owns one `EventQuota`, applies commands to it, sends the effects to the
+//! writer and answers each caller only once its effects are durable. When the store fails a
+//! submission, every decision not yet answered is rolled back by reloading the event from the
+//! store (the committed truth), and those callers get an error.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
+use tokio::sync::oneshot;
+
+use crate::actor::messages::{
+    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage,
+};
+use crate::clock::Clock;
+use crate::command::Command;
+use crate::counters::PublishedCounters;
+use crate::ids::{EventId, Seq};
+use crate::limits::{HOLD_EXPIRY_TICK_MS, PENDING_DECISIONS_MAX};
+use crate::outcome::Outcome;
+use crate::quota::EventQuota;
+use crate::store::{EventLoader, StoreError, Submission, SubmissionSender};
+
+/// Wait between two attempts to reload an event after a store failure.
+const RELOAD_RETRY_DELAY_MS: u64 = 200;
+
+/// What an event actor shares with every thread: its published counters and mailbox depth.
+#[derive(Debug)]
+pub struct EventShared {
+    pub published: PublishedCounters,
+    /// Messages sent and not yet handled; bounded by `MAILBOX_CAPACITY_MAX` at the sender.
+    pub mailbox_depth: AtomicUsize,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    InFlight,
+    Durable,
+    Failed(StoreError),
+}
+
+/// A decision taken and not yet answered.
+#[derive(Debug)]
+struct PendingDecision {
+    submission: Option<u64>,
+    state: PendingState,
+    last_seq: Seq,
+    outcome: Outcome,
+    reply: Option<Reply>,
+}
+
+/// Everything an event actor is started with.
+#[derive(Debug)]
+pub struct EventActorParts {
+    pub quota: EventQuota,
+    pub epoch: u64,
+    pub shared: Arc<EventShared>,
+    pub submissions: SubmissionSender,
+    pub loader: Arc<dyn EventLoader>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+pub struct EventActor {
+    event: EventId,
+    quota: EventQuota,
+    epoch: u64,
+    shared: Arc<EventShared>,
+    submissions: SubmissionSender,
+    loader: Arc<dyn EventLoader>,
+    clock: Arc<dyn Clock>,
+    pending: VecDeque<PendingDecision>,
+    next_submission: u64,
+    recovering: bool,
+}
+
+fn answer(reply: Option<Reply>, result: Result<Outcome, ActorError>) {
+    if let Some(reply) = reply {
+        // The caller may have given up (a closed connection); nobody is left to tell.
+        let _ = reply.send(result);
+    }
+}
+
+impl EventActor {
+    pub fn new(parts: EventActorParts) -> Self {
+        parts.shared.published.publish(&parts.quota);
+        EventActor {
+            event: parts.quota.config().id.clone(),
+            quota: parts.quota,
+            epoch: parts.epoch,
+            shared: parts.shared,
+            submissions: parts.submissions,
+            loader: parts.loader,
+            clock: parts.clock,
+            pending: VecDeque::new(),
+            next_submission: 0,
+            recovering: false,
+        }
+    }
+
+    /// Applies one command and sends its effects; the caller is answered in `release_settled`.
+    fn decide(&mut self, command: Command, reply: Option<Reply>, context: &mut Context<Self>) {
+        if self.recovering {
+            return answer(reply, Err(ActorError::Recovering));
+        }
+        if self.pending.len() >= PENDING_DECISIONS_MAX {
+            return answer(reply, Err(ActorError::Overloaded));
+        }
+        // Reserve the writer's queue slot before deciding: a decision whose effects could not be
+        // sent would have to be undone.
+        let Ok(permit) = self.submissions.try_reserve() else {
+            return answer(reply, Err(ActorError::Overloaded));
+        };
+        let (outcome, effects) = self.quota.apply(&command, self.clock.now());
+        self.shared.published.publish(&self.quota);
+        let last_seq = self.quota.last_seq();
+        if effects.is_empty() {
+            drop(permit);
+            if self.pending.is_empty() {
+                return answer(reply, Ok(outcome));
+            }
+            // Decided on top of decisions not yet durable: answer in order, after them.
+            let state = PendingState::Durable;
+            self.pending.push_back(PendingDecision { submission: None, state, last_seq, outcome, reply });
+            return;
+        }
+        let submission_id = self.next_submission;
+        self.next_submission += 1;
+        let (done, committed) = oneshot::channel();
+        permit.send(Submission { event: self.event.clone(), epoch: self.epoch, effects, done });
+        let state = PendingState::InFlight;
+        self.pending.push_back(PendingDecision {
+            submission: Some(submission_id),
+            state,
+            last_seq,
+            outcome,
+            reply,
+        });
+        let settled = committed.into_actor(self).map(move |result, actor, context| {
+            let result = result.unwrap_or_else(|_| Err(StoreError::Unavailable("the writer stopped".into())));
+            actor.settle(submission_id, result, context);
+        });
+        context.spawn(settled);
+    }
+
+    fn settle(&mut self, submission: u64, result: Result<(), StoreError>, context: &mut Context<Self>) {
+        // After a rollback the entry is gone: its caller was answered already.
+        let Some(entry) = self.pending.iter_mut().find(|entry| entry.submission == Some(submission)) else {
+            return;
+        };
+        entry.state = match result {
+            Ok(()) => PendingState::Durable,
+            Err(error) => PendingState::Failed(error),
+        };
+        self.release_settled(context);
+    }
+
+    /// Answers durable decisions from the front, in order; rolls back at the first failure.
+    fn release_settled(&mut self, context: &mut Context<Self>) {
+        while let Some(front) = self.pending.front() {
+            match &front.state {
+                PendingState::InFlight => return,
+                PendingState::Failed(error) => {
+                    let error = error.clone();
+                    return self.roll_back(error, context);
+                }
+                PendingState::Durable => {
+                    // The loop condition just saw the front entry.
+                    let entry = self.pending.pop_front().unwrap();
+                    self.quota.mark_durable(entry.last_seq);
+                    answer(entry.reply, Ok(entry.outcome));
+                }
+            }
+        }
+    }
+
+    /// Fails every unanswered decision and reloads the event: the store holds exactly what
+    /// was committed, so the reloaded quota is the state with those decisions undone.
+    fn roll_back(&mut self, error: StoreError, context: &mut Context<Self>) {
+        tracing::warn!(event_id = %self.event, %error, pending = self.pending.len(), "store failed a write; rolling back");
+        for entry in self.pending.drain(..) {
+            answer(entry.reply, Err(ActorError::StoreFailed(error.clone())));
+        }
+        if error == StoreError::Fenced {
+            // Another node owns the event now. Reloading would take it back; step down instead.
+            return context.stop();
+        }
+        self.recovering = true;
+        self.reload(context);
+    }
+
+    fn reload(&mut self, context: &mut Context<Self>) {
+        let loader = self.loader.clone();
+        let event = self.event.clone();
+        let loading = async move { loader.load(&event).await }.into_actor(self).map(|result, actor, context| {
+            match result {
+                Ok(Some(loaded)) => {
+                    actor.quota = loaded.quota;
+                    actor.epoch = loaded.epoch;
+                    actor.recovering = false;
+                    actor.shared.published.publish(&actor.quota);
+                    tracing::info!(event_id = %actor.event, epoch = actor.epoch, "event reloaded after a store failure");
+                }
+                Ok(None) => context.stop(),
+                Err(error) => {
+                    tracing::warn!(event_id = %actor.event, %error, "reloading the event failed; retrying");
+                    context.run_later(Duration::from_millis(RELOAD_RETRY_DELAY_MS), |actor, context| {
+                        actor.reload(context)
+                    });
+                }
+            }
+        });
+        context.spawn(loading);
+    }
+
+    fn message_received(&self) {
+        self.shared.mailbox_depth.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Actor for EventActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, context: &mut Self::Context) {
+        context.run_interval(Duration::from_millis(HOLD_EXPIRY_TICK_MS), |actor, context| {
+            let due = actor.quota.next_hold_expiry().is_some_and(|expiry| expiry <= actor.clock.now());
+            if due && !actor.recovering {
+                actor.decide(Command::ExpireHolds, None, context);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _context: &mut Self::Context) {
+        for entry in self.pending.drain(..) {
+            answer(entry.reply, Err(ActorError::Stopped));
+        }
+    }
+}
+
+impl Handler<RegisterMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: RegisterMessage, context: &mut Self::Context) {
+        self.message_received();
+        self.decide(Command::Register(message.request), Some(message.reply), context);
+    }
+}
+
+impl Handler<ConfirmMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ConfirmMessage, context: &mut Self::Context) {
+        self.message_received();
+        let command = Command::Confirm { registration: message.registration };
+        self.decide(command, Some(message.reply), context);
+    }
+}
+
+impl Handler<CancelMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CancelMessage, context: &mut Self::Context) {
+        self.message_received();
+        let command = Command::Cancel { registration: message.registration };
+        self.decide(command, Some(message.reply), context);
+    }
+}
+
+impl Handler<SetCapacityMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SetCapacityMessage, context: &mut Self::Context) {
+        self.message_received();
+        let command = Command::SetCapacity { category: message.category, capacity: message.capacity };
+        self.decide(command, Some(message.reply), context);
+    }
+}

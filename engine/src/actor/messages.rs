@@ -1,0 +1,61 @@
+//! Messages an event actor takes. Each carries the sender half of its reply, so that callers
+//! can use `try_send` (a full mailbox is refused at once) and still get an answer.
+
+use actix::Message;
+use tokio::sync::oneshot;
+
+use crate::command::Register;
+use crate::ids::{CategoryCode, RegistrationId};
+use crate::outcome::Outcome;
+use crate::store::StoreError;
+
+/// Why an event actor could not decide, as opposed to what it decided (`Outcome`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActorError {
+    /// The mailbox, the pending decisions or the writer's queue is full: shed the request.
+    #[error("the event is overloaded")]
+    Overloaded,
+    /// The store failed and the actor is reloading the event from it.
+    #[error("the event is recovering from a store failure")]
+    Recovering,
+    /// The decision was rolled back because the store did not commit it.
+    #[error("the store did not commit the decision: {0}")]
+    StoreFailed(StoreError),
+    /// The store could not load the event.
+    #[error("the event could not be loaded: {0}")]
+    LoadFailed(StoreError),
+    /// The actor stopped before it answered (step-down or shutdown).
+    #[error("the event actor stopped")]
+    Stopped,
+}
+
+pub type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RegisterMessage {
+    pub request: Register,
+    pub reply: Reply,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConfirmMessage {
+    pub registration: RegistrationId,
+    pub reply: Reply,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelMessage {
+    pub registration: RegistrationId,
+    pub reply: Reply,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetCapacityMessage {
+    pub category: CategoryCode,
+    pub capacity: u32,
+    pub reply: Reply,
+}

@@ -1,0 +1,215 @@
+//! `Registry`: finds the actor of an event, starting it on first use (loading the event from
+//! the store), on a small set of dedicated arbiters so that deciding never competes with the
+//! web workers' threads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, Handler, Message};
+use dashmap::DashMap;
+use tokio::sync::{OnceCell, oneshot};
+
+use crate::actor::event_actor::{EventActor, EventActorParts, EventShared};
+use crate::actor::messages::{
+    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage,
+};
+use crate::clock::Clock;
+use crate::command::Register;
+use crate::counters::PublishedCounters;
+use crate::event::EventConfig;
+use crate::ids::{CategoryCode, EventId, RegistrationId};
+use crate::limits::MAILBOX_CAPACITY_MAX;
+use crate::outcome::Outcome;
+use crate::store::{EventLoader, SubmissionSender};
+
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryConfig {
+    /// Threads that run event actors.
+    pub arbiters: usize,
+    /// Messages one event actor may have waiting.
+    pub mailbox_capacity_max: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { arbiters: 1, mailbox_capacity_max: MAILBOX_CAPACITY_MAX }
+    }
+}
+
+/// A running event: where to send its commands and where to read its figures.
+#[derive(Clone, Debug)]
+pub struct EventHandle {
+    address: Addr<EventActor>,
+    shared: Arc<EventShared>,
+    config: Arc<EventConfig>,
+    mailbox_capacity_max: usize,
+}
+
+impl EventHandle {
+    /// The event as loaded (capacities change later; the counters have the current ones).
+    pub fn config(&self) -> &EventConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &PublishedCounters {
+        &self.shared.published
+    }
+
+    /// Messages waiting in the actor's mailbox.
+    pub fn mailbox_depth(&self) -> usize {
+        self.shared.mailbox_depth.load(Ordering::Acquire)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.address.connected()
+    }
+
+    pub async fn register(&self, request: Register) -> Result<Outcome, ActorError> {
+        self.request(|reply| RegisterMessage { request, reply }).await
+    }
+
+    pub async fn confirm(&self, registration: RegistrationId) -> Result<Outcome, ActorError> {
+        self.request(|reply| ConfirmMessage { registration, reply }).await
+    }
+
+    pub async fn cancel(&self, registration: RegistrationId) -> Result<Outcome, ActorError> {
+        self.request(|reply| CancelMessage { registration, reply }).await
+    }
+
+    pub async fn set_capacity(&self, category: CategoryCode, capacity: u32) -> Result<Outcome, ActorError> {
+        self.request(|reply| SetCapacityMessage { category, capacity, reply }).await
+    }
+
+    /// Sends without waiting for room: a full mailbox is `Overloaded` at once.
+    async fn request<M>(&self, message: impl FnOnce(Reply) -> M) -> Result<Outcome, ActorError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        EventActor: Handler<M>,
+    {
+        let depth = &self.shared.mailbox_depth;
+        if depth.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity_max {
+            depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(ActorError::Overloaded);
+        }
+        let (reply, answered) = oneshot::channel();
+        if let Err(error) = self.address.try_send(message(reply)) {
+            depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(match error {
+                actix::prelude::SendError::Full(_) => ActorError::Overloaded,
+                actix::prelude::SendError::Closed(_) => ActorError::Stopped,
+            });
+        }
+        answered.await.map_err(|_| ActorError::Stopped)?
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Registry {
+    events: DashMap<EventId, Arc<OnceCell<EventHandle>>>,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: AtomicUsize,
+    loader: Arc<dyn EventLoader>,
+    submissions: SubmissionSender,
+    clock: Arc<dyn Clock>,
+    config: RegistryConfig,
+}
+
+impl Registry {
+    /// Starts the arbiters; call from within an actix system.
+    pub fn new(
+        config: RegistryConfig,
+        loader: Arc<dyn EventLoader>,
+        submissions: SubmissionSender,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let arbiters = (0..config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        Registry {
+            events: DashMap::new(),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            loader,
+            submissions,
+            clock,
+            config,
+        }
+    }
+
+    /// Events with a running actor on this node.
+    pub fn owned_events(&self) -> usize {
+        self.events.iter().filter(|entry| entry.value().get().is_some_and(EventHandle::is_running)).count()
+    }
+
+    /// The running event, loading and starting it on first use; `Ok(None)` when the store has
+    /// no such event. Concurrent first uses share one load.
+    pub async fn event(&self, id: &EventId) -> Result<Option<EventHandle>, ActorError> {
+        loop {
+            let cell = self.events.entry(id.clone()).or_default().clone();
+            let started = cell.get_or_try_init(|| self.start(id)).await;
+            match started {
+                Ok(handle) if handle.is_running() => return Ok(Some(handle.clone())),
+                // It stepped down or stopped: forget it and start it anew.
+                Ok(_) => {
+                    self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
+                }
+                Err(StartError::NotFound) => {
+                    // Unknown ids must not fill the map.
+                    self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
+                    return Ok(None);
+                }
+                Err(StartError::Load(error)) => {
+                    self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn start(&self, id: &EventId) -> Result<EventHandle, StartError> {
+        let loaded =
+            self.loader.load(id).await.map_err(|error| StartError::Load(ActorError::LoadFailed(error)))?;
+        let loaded = loaded.ok_or(StartError::NotFound)?;
+        let config = Arc::new(loaded.quota.config().clone());
+        let shared = Arc::new(EventShared {
+            published: PublishedCounters::new(&config),
+            mailbox_depth: AtomicUsize::new(0),
+        });
+        let parts = EventActorParts {
+            quota: loaded.quota,
+            epoch: loaded.epoch,
+            shared: shared.clone(),
+            submissions: self.submissions.clone(),
+            loader: self.loader.clone(),
+            clock: self.clock.clone(),
+        };
+        let arbiter = self.next_arbiter_handle();
+        let actor = EventActor::new(parts);
+        let address = EventActor::start_in_arbiter(&arbiter, move |context| {
+            // The mailbox is bounded by `mailbox_depth` at the sender (`EventHandle::request`).
+            // Actix's own bound parks a sender instead of refusing, so it is switched off (0),
+            // before any message can arrive.
+            context.set_mailbox_capacity(0);
+            actor
+        });
+        tracing::info!(event_id = %id, epoch = loaded.epoch, "event actor started");
+        Ok(EventHandle { address, shared, config, mailbox_capacity_max: self.config.mailbox_capacity_max })
+    }
+
+    fn next_arbiter_handle(&self) -> ArbiterHandle {
+        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        self.arbiters[index].handle()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+enum StartError {
+    NotFound,
+    Load(ActorError),
+}

@@ -1,0 +1,217 @@
+//! Identifiers and the small domain types that name things. Each is parsed once, at the edge,
+//! through `TryFrom`/`parse`, so that everything past the edge can trust it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::limits::{
+    CATEGORY_CODE_LENGTH_MAX, EMAIL_LENGTH_MAX, EVENT_ID_LENGTH_MAX, IDEMPOTENCY_KEY_LENGTH_MAX,
+};
+
+/// Why a piece of input is not a valid identifier; the message is meant for the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidId(pub &'static str);
+
+fn is_code_character(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
+}
+
+/// An event's id: 1–64 of `[A-Za-z0-9_-]`. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventId(Arc<str>);
+
+impl EventId {
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        if text.is_empty() || text.len() > EVENT_ID_LENGTH_MAX {
+            return Err(InvalidId("an event id has 1 to 64 characters"));
+        }
+        if !text.bytes().all(is_code_character) {
+            return Err(InvalidId("an event id uses only A-Z, a-z, 0-9, '_' and '-'"));
+        }
+        Ok(EventId(Arc::from(text)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A category's code, such as `10K`: 1–32 of `[A-Za-z0-9_-]`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CategoryCode(Arc<str>);
+
+impl CategoryCode {
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        if text.is_empty() || text.len() > CATEGORY_CODE_LENGTH_MAX {
+            return Err(InvalidId("a category code has 1 to 32 characters"));
+        }
+        if !text.bytes().all(is_code_character) {
+            return Err(InvalidId("a category code uses only A-Z, a-z, 0-9, '_' and '-'"));
+        }
+        Ok(CategoryCode(Arc::from(text)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A registrant's e-mail address, trimmed and lower-cased. It is also the registrant's key:
+/// two registrations whose e-mails normalize to the same text are the same person.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(Arc<str>);
+
+impl Email {
+    /// Trims and lower-cases, then checks the shape `local@domain.tld` without spaces or
+    /// control characters. Deliverability is not this type's business.
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        let normalized = text.trim().to_lowercase();
+        if normalized.is_empty() {
+            return Err(InvalidId("an e-mail address is required"));
+        }
+        if normalized.len() > EMAIL_LENGTH_MAX {
+            return Err(InvalidId("an e-mail address has at most 254 characters"));
+        }
+        if normalized.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidId("an e-mail address has no spaces or control characters"));
+        }
+        let Some((local, domain)) = normalized.rsplit_once('@') else {
+            return Err(InvalidId("an e-mail address has the shape name@domain"));
+        };
+        let domain_is_valid = !domain.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && !domain.contains('@');
+        if local.is_empty() || local.contains('@') || !domain_is_valid {
+            return Err(InvalidId("an e-mail address has the shape name@domain"));
+        }
+        Ok(Email(Arc::from(normalized)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The client's `Idempotency-Key`: 1–255 printable ASCII characters (space to `~`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(Arc<str>);
+
+impl IdempotencyKey {
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        if text.is_empty() || text.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+            return Err(InvalidId("an Idempotency-Key has 1 to 255 characters"));
+        }
+        if !text.bytes().all(|byte| (0x20..=0x7e).contains(&byte)) {
+            return Err(InvalidId("an Idempotency-Key uses printable ASCII only"));
+        }
+        Ok(IdempotencyKey(Arc::from(text)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A digest of a request body, so that a key reused with another body can be told apart from
+/// a retry. The API computes it; the engine only compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint(pub u64);
+
+/// A registration, numbered from 1 within its event. The API shows it as `<event>.<number>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RegistrationId(pub u64);
+
+/// The per-event sequence number of an effect; the write-behind commits them in this order
+/// and uses them to apply an effect at most once.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Seq(pub u64);
+
+macro_rules! text_identifier_impls {
+    ($($name:ident),*) => {$(
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(text: String) -> Result<Self, InvalidId> {
+                Self::parse(&text)
+            }
+        }
+        impl TryFrom<&str> for $name {
+            type Error = InvalidId;
+            fn try_from(text: &str) -> Result<Self, InvalidId> {
+                Self::parse(text)
+            }
+        }
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0.to_string()
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(formatter, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+    )*};
+}
+
+text_identifier_impls!(EventId, CategoryCode, Email, IdempotencyKey);
+
+impl fmt::Display for RegistrationId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_email_is_trimmed_and_lower_cased() {
+        let email = Email::parse("  Ana.Runner@Example.ORG ").unwrap();
+        assert_eq!(email.as_str(), "ana.runner@example.org");
+    }
+
+    #[test]
+    fn an_email_without_a_domain_dot_or_with_spaces_is_rejected() {
+        for bad in
+            ["", "ana", "ana@", "@example.org", "ana@example", "a na@example.org", "ana@@x.org", "ana@x..org"]
+        {
+            assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(Email::parse(&format!("{}@example.org", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn category_codes_and_event_ids_allow_only_the_code_alphabet() {
+        assert!(CategoryCode::parse("21K_elite-1").is_ok());
+        for bad in ["", "10 K", "10K.", "ü", &"x".repeat(33)] {
+            assert!(CategoryCode::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(EventId::parse("race-2026").is_ok());
+        assert!(EventId::parse("race.2026").is_err());
+    }
+
+    #[test]
+    fn an_idempotency_key_is_one_to_255_printable_ascii_characters() {
+        assert!(IdempotencyKey::parse("a b~!").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        for bad in ["", "tab\there", "é", &"k".repeat(256)] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

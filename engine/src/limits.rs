@@ -1,0 +1,60 @@
+//! Every bound of the engine, named once, with units last. Configuration may lower or raise
+//! the per-event ones through `QuotaLimits`; the rest are constants.
+
+/// Categories one event may have.
+pub const CATEGORIES_MAX: usize = 64;
+
+/// Length of a category code, in bytes (ASCII `[A-Za-z0-9_-]`).
+pub const CATEGORY_CODE_LENGTH_MAX: usize = 32;
+
+/// Length of an event id, in bytes (ASCII `[A-Za-z0-9_-]`).
+pub const EVENT_ID_LENGTH_MAX: usize = 64;
+
+/// Length of an e-mail address, in bytes (RFC 5321's path limit).
+pub const EMAIL_LENGTH_MAX: usize = 254;
+
+/// Length of an `Idempotency-Key`, in bytes of printable ASCII.
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+
+/// Capacity of one category, in seats.
+pub const CATEGORY_CAPACITY_MAX: u32 = 10_000_000;
+
+/// Ended (cancelled or expired) registrations an event remembers, so that a second cancel or a
+/// late confirm gets an exact answer; older ones are forgotten first (the store still has them).
+pub const ENDED_REGISTRATIONS_MAX: usize = 100_000;
+
+/// Registrations between two full recounts of the counters in release builds. Cheap
+/// invariants are checked after every apply; the O(n) recount is amortized over this many.
+pub const FULL_CHECK_INTERVAL_APPLIES: u64 = 1 << 16;
+
+/// Messages waiting in one event actor's mailbox; more is `Overloaded`.
+pub const MAILBOX_CAPACITY_MAX: usize = 4_096;
+
+/// Decisions one event actor may have waiting for durability; more is `Overloaded`.
+pub const PENDING_DECISIONS_MAX: usize = 8_192;
+
+/// How often an event actor looks for holds that are due, in milliseconds. The API promises
+/// expiry within one second of its cause; the core also expires due holds on every command.
+pub const HOLD_EXPIRY_TICK_MS: u64 = 200;
+
+/// Per-event bounds, set by configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaLimits {
+    /// Registrants one category's waitlist may hold.
+    pub waitlist_length_max: u32,
+    /// Idempotency entries one event keeps; when full of unexpired entries, a new keyed
+    /// registration is refused with `Outcome::IdempotencyFull` (a 503), never evicted early.
+    pub idempotency_entries_max: u32,
+    /// How long an idempotency entry is kept, in seconds.
+    pub idempotency_retention_seconds: u32,
+}
+
+impl Default for QuotaLimits {
+    fn default() -> Self {
+        QuotaLimits {
+            waitlist_length_max: 100_000,
+            idempotency_entries_max: 2_000_000,
+            idempotency_retention_seconds: 24 * 60 * 60,
+        }
+    }
+}
