@@ -32,6 +32,7 @@ POLICY_RC_D=/usr/sbin/policy-rc.d
 
 TMP_ROOT=""        # private instances live here; removed at exit
 PRIVATE_PIDS=()    # private server processes to stop at exit
+STEP_PID=""        # cargo step in progress, stopped at exit too
 
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -65,9 +66,23 @@ stop_process() {
   wait "$pid" 2>/dev/null || true
 }
 
+# Reaps a private server that already exited and drops it from PRIVATE_PIDS,
+# so cleanup never signals a recycled pid.
+forget_process() {
+  local gone=$1 pid kept=()
+  wait "$gone" 2>/dev/null || true
+  for pid in "${PRIVATE_PIDS[@]}"; do
+    [[ $pid == "$gone" ]] || kept+=("$pid")
+  done
+  PRIVATE_PIDS=("${kept[@]}")
+}
+
 cleanup() {
   local rc=$? pid
   trap - EXIT
+  if [[ -n $STEP_PID ]]; then
+    stop_process "$STEP_PID"
+  fi
   for pid in "${PRIVATE_PIDS[@]}"; do
     stop_process "$pid"
   done
@@ -247,7 +262,7 @@ mysql_answers() {
 }
 
 start_private_mysql() {
-  local server install_db dir port pid
+  local server install_db dir port pid attempt
   server=$(find_bin mariadbd mysqld) || {
     apt_install mariadb-server
     server=$(find_bin mariadbd mysqld) || die "mariadbd still not found after installing mariadb-server"
@@ -273,22 +288,28 @@ start_private_mysql() {
     die "mariadb-install-db failed"
   fi
 
-  port=$(free_port)
-  "$server" --no-defaults --datadir="$dir" --socket="$TMP_ROOT/mysql.sock" \
-    --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
-    --innodb-buffer-pool-size=256M --max-connections=500 \
-    --pid-file="$TMP_ROOT/mysql.pid" --log-error="$TMP_ROOT/mysql.err" \
-    --tmpdir="$TMP_ROOT" "${as_root[@]}" \
-    </dev/null >>"$TMP_ROOT/mysql.out" 2>&1 &
-  pid=$!
-  PRIVATE_PIDS+=("$pid")
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    "$server" --no-defaults --datadir="$dir" --socket="$TMP_ROOT/mysql.sock" \
+      --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+      --innodb-buffer-pool-size=256M --max-connections=500 \
+      --pid-file="$TMP_ROOT/mysql.pid" --log-error="$TMP_ROOT/mysql.err" \
+      --tmpdir="$TMP_ROOT" "${as_root[@]}" \
+      </dev/null >>"$TMP_ROOT/mysql.out" 2>&1 &
+    pid=$!
+    PRIVATE_PIDS+=("$pid")
 
-  M_HOST=127.0.0.1 M_PORT=$port M_USER=root M_PASS=""
-  if ! wait_until "$pid" mysql_answers 60; then
-    cat "$TMP_ROOT/mysql.err" "$TMP_ROOT/mysql.out" >&2 2>/dev/null || true
-    die "private MariaDB did not answer on 127.0.0.1:$port within 60 s"
-  fi
-  KUOTA_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port"
+    M_HOST=127.0.0.1 M_PORT=$port M_USER=root M_PASS=""
+    if wait_until "$pid" mysql_answers 60; then
+      KUOTA_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port"
+      return 0
+    fi
+    is_running "$pid" && break   # alive but silent for 60 s: retrying won't help
+    forget_process "$pid"
+    log "private MariaDB exited during startup on port $port (attempt $attempt/3)"
+  done
+  cat "$TMP_ROOT/mysql.err" "$TMP_ROOT/mysql.out" >&2 2>/dev/null || true
+  die "private MariaDB did not come up (server log above)"
 }
 
 ensure_mysql() {
@@ -300,7 +321,7 @@ ensure_mysql() {
   if mysql_answers; then
     log "MySQL: using found server at $(redact_url "$KUOTA_TEST_MYSQL_URL")"
   else
-    log "MySQL: nothing answers at $(redact_url "$KUOTA_TEST_MYSQL_URL"); starting a private MariaDB"
+    log "MySQL: no usable server at $(redact_url "$KUOTA_TEST_MYSQL_URL"); starting a private MariaDB"
     start_private_mysql
     log "MySQL: using private MariaDB at $KUOTA_TEST_MYSQL_URL"
   fi
@@ -375,7 +396,7 @@ redis_answers() {
 }
 
 start_private_redis() {
-  local server port pid
+  local server port pid attempt
   server=$(find_bin redis-server) || {
     apt_install redis-server
     server=$(find_bin redis-server) || die "redis-server still not found after installing redis-server"
@@ -383,20 +404,26 @@ start_private_redis() {
   [[ -n $REDIS_CLI ]] || REDIS_CLI=$(find_bin redis-cli) || REDIS_CLI=""
 
   tmp_root
-  port=$(free_port)
-  # No persistence: the data is thrown away with the folder anyway.
-  "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$TMP_ROOT" --daemonize no \
-    </dev/null >>"$TMP_ROOT/redis.log" 2>&1 &
-  pid=$!
-  PRIVATE_PIDS+=("$pid")
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    # No persistence: the data is thrown away with the folder anyway.
+    "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+      --dir "$TMP_ROOT" --daemonize no \
+      </dev/null >>"$TMP_ROOT/redis.log" 2>&1 &
+    pid=$!
+    PRIVATE_PIDS+=("$pid")
 
-  R_HOST=127.0.0.1 R_PORT=$port R_USER="" R_PASS=""
-  if ! wait_until "$pid" redis_answers 30; then
-    cat "$TMP_ROOT/redis.log" >&2 || true
-    die "private Redis did not answer on 127.0.0.1:$port within 30 s"
-  fi
-  KUOTA_TEST_REDIS_URL="redis://127.0.0.1:$port"
+    R_HOST=127.0.0.1 R_PORT=$port R_USER="" R_PASS=""
+    if wait_until "$pid" redis_answers 30; then
+      KUOTA_TEST_REDIS_URL="redis://127.0.0.1:$port"
+      return 0
+    fi
+    is_running "$pid" && break   # alive but silent for 30 s: retrying won't help
+    forget_process "$pid"
+    log "private Redis exited during startup on port $port (attempt $attempt/3)"
+  done
+  cat "$TMP_ROOT/redis.log" >&2 || true
+  die "private Redis did not come up (server log above)"
 }
 
 ensure_redis() {
@@ -408,7 +435,7 @@ ensure_redis() {
   if redis_answers; then
     log "Redis: using found server at $(redact_url "$KUOTA_TEST_REDIS_URL")"
   else
-    log "Redis: nothing answers at $(redact_url "$KUOTA_TEST_REDIS_URL"); starting a private Redis"
+    log "Redis: no usable server at $(redact_url "$KUOTA_TEST_REDIS_URL"); starting a private Redis"
     start_private_redis
     log "Redis: using private Redis at $KUOTA_TEST_REDIS_URL"
   fi
@@ -463,9 +490,17 @@ ensure_cargo() {
   fi
 }
 
+# Runs one step in the background and waits for it, so that a signal sent to
+# this script alone still reaches the step (cleanup stops it) instead of
+# leaving it running against servers we are about to stop.
 run_step() {
+  local rc=0
   log "running: $*"
-  "$@"
+  "$@" &
+  STEP_PID=$!
+  wait "$STEP_PID" || rc=$?
+  STEP_PID=""
+  return "$rc"
 }
 
 main() {

@@ -1,1 +1,5 @@
-//! Benchmarks for Kuota; the benches live in `benches/benches/`.
+//! Shared pieces of Kuota's benchmarks. The benches themselves live in `benches/benches/`
+//! (criterion) and `benches/src/bin/` (measurement programs that print a table).
+
+pub mod fixtures;
+pub mod process;

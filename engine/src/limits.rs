@@ -19,10 +19,6 @@ pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
 /// Capacity of one category, in seats.
 pub const CATEGORY_CAPACITY_MAX: u32 = 10_000_000;
 
-/// Ended (cancelled or expired) registrations an event remembers, so that a second cancel or a
-/// late confirm gets an exact answer; older ones are forgotten first (the store still has them).
-pub const ENDED_REGISTRATIONS_MAX: usize = 100_000;
-
 /// Registrations between two full recounts of the counters in release builds. Cheap
 /// invariants are checked after every apply; the O(n) recount is amortized over this many.
 pub const FULL_CHECK_INTERVAL_APPLIES: u64 = 1 << 16;

@@ -7,11 +7,11 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 
 use crate::clock::Timestamp;
-use crate::command::{Command, Idempotency, Register};
+use crate::command::{Command, Register};
 use crate::effect::{Effect, EffectKind};
 use crate::event::{CategoryIndex, EventConfig, EventConfigError};
 use crate::ids::{CategoryCode, Email, Fingerprint, IdempotencyKey, RegistrationId, Seq};
-use crate::limits::{CATEGORY_CAPACITY_MAX, ENDED_REGISTRATIONS_MAX, FULL_CHECK_INTERVAL_APPLIES};
+use crate::limits::{CATEGORY_CAPACITY_MAX, FULL_CHECK_INTERVAL_APPLIES};
 use crate::outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
 
 /// Hash maps with a fixed-key hasher: the core must not draw randomness, and nothing it
@@ -22,11 +22,74 @@ type Map<K, V> = HashMap<K, V, BuildHasherDefault<std::hash::DefaultHasher>>;
 /// it (and in release builds) they run every `FULL_CHECK_INTERVAL_APPLIES` applies.
 const DEBUG_FULL_CHECK_REGISTRATIONS_MAX: usize = 4_096;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Registration {
-    registrant: Email,
+/// A 128-bit digest of a registrant's e-mail or of an idempotency key. The core keeps these
+/// instead of the text: they are 16 bytes inline where the text would be a pointer and a heap
+/// block, which is what brings an active registration under its memory budget. Two different
+/// texts share a digest with a probability near 2^-128 per pair; the store's unique indexes,
+/// which hold the text, remain the final word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct KeyDigest([u64; 2]);
+
+impl KeyDigest {
+    fn of(text: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        // Two SipHash-1-3 runs with fixed keys over domain-separated input give 128 bits.
+        let half = |domain: u8| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            domain.hash(&mut hasher);
+            text.hash(&mut hasher);
+            hasher.finish()
+        };
+        KeyDigest([half(0x4b), half(0x51)])
+    }
+}
+
+/// Where a registration number stands. `Vacant`: never issued here (or ended before a reload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Vacant,
+    Held,
+    Confirmed,
+    Waitlisted,
+    Cancelled,
+    Expired,
+}
+
+/// One registration number of the event, 32 bytes, in a vector indexed by number: numbers
+/// are dense, so this is smaller than any map, and it remembers ended registrations too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    registrant: KeyDigest,
+    /// Meaningful while `Held`.
+    hold_expires_at: Timestamp,
     category: CategoryIndex,
-    status: ActiveStatus,
+    state: SlotState,
+}
+
+impl Slot {
+    const VACANT: Slot = Slot {
+        registrant: KeyDigest([0, 0]),
+        hold_expires_at: Timestamp::ZERO,
+        category: 0,
+        state: SlotState::Vacant,
+    };
+
+    fn active_status(&self) -> Option<ActiveStatus> {
+        match self.state {
+            SlotState::Held => Some(ActiveStatus::Held { expires_at: self.hold_expires_at }),
+            SlotState::Confirmed => Some(ActiveStatus::Confirmed),
+            SlotState::Waitlisted => Some(ActiveStatus::Waitlisted),
+            _ => None,
+        }
+    }
+
+    fn set_active(&mut self, status: ActiveStatus) {
+        (self.state, self.hold_expires_at) = match status {
+            ActiveStatus::Held { expires_at } => (SlotState::Held, expires_at),
+            ActiveStatus::Confirmed => (SlotState::Confirmed, Timestamp::ZERO),
+            ActiveStatus::Waitlisted => (SlotState::Waitlisted, Timestamp::ZERO),
+        };
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +113,7 @@ impl CategoryState {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct IdempotencyEntry {
+    key: KeyDigest,
     fingerprint: Fingerprint,
     decision: Decision,
     /// The effect that records the decision; the decision is durable once this seq is.
@@ -99,16 +163,18 @@ pub enum RestoreError {
 pub struct EventQuota {
     config: EventConfig,
     categories: Vec<CategoryState>,
-    registrations: Map<RegistrationId, Registration>,
-    registrants: Map<Email, RegistrationId>,
+    /// Registration number `n` is at index `n - 1`.
+    slots: Vec<Slot>,
+    /// Active registrations by registrant.
+    registrants: Map<KeyDigest, RegistrationId>,
     /// Held registrations by expiry, soonest first.
     holds: BTreeSet<(Timestamp, RegistrationId)>,
-    idempotency: Map<IdempotencyKey, IdempotencyEntry>,
-    /// Idempotency keys in the order they expire (retention is the same for all).
-    idempotency_expiry: VecDeque<(Timestamp, IdempotencyKey)>,
-    ended: Map<RegistrationId, EndedStatus>,
-    ended_order: VecDeque<RegistrationId>,
-    next_registration: u64,
+    /// Idempotency entries in the order they expire (retention is the same for all), with the
+    /// absolute position of the front one; the map finds an entry's position by key.
+    idempotency_entries: VecDeque<IdempotencyEntry>,
+    idempotency_front: u64,
+    idempotency: Map<KeyDigest, u64>,
+    active: usize,
     last_seq: Seq,
     durable_seq: Seq,
     /// The latest `now` seen; time never runs backwards inside the core.
@@ -121,7 +187,7 @@ impl fmt::Debug for EventQuota {
         formatter
             .debug_struct("EventQuota")
             .field("event", &self.config.id)
-            .field("registrations", &self.registrations.len())
+            .field("active_registrations", &self.active)
             .field("idempotency_entries", &self.idempotency.len())
             .field("last_seq", &self.last_seq)
             .field("durable_seq", &self.durable_seq)
@@ -146,14 +212,13 @@ impl EventQuota {
         Ok(EventQuota {
             config,
             categories,
-            registrations: Map::default(),
+            slots: Vec::new(),
             registrants: Map::default(),
             holds: BTreeSet::new(),
+            idempotency_entries: VecDeque::new(),
+            idempotency_front: 0,
             idempotency: Map::default(),
-            idempotency_expiry: VecDeque::new(),
-            ended: Map::default(),
-            ended_order: VecDeque::new(),
-            next_registration: 1,
+            active: 0,
             last_seq: Seq(0),
             durable_seq: Seq(0),
             latest_now: Timestamp::ZERO,
@@ -175,13 +240,14 @@ impl EventQuota {
         self.durable_seq
     }
 
+    /// The number the next registration will get.
     pub fn next_registration(&self) -> u64 {
-        self.next_registration
+        self.slots.len() as u64 + 1
     }
 
     /// Active registrations (held, confirmed, waitlisted).
     pub fn active_registrations(&self) -> usize {
-        self.registrations.len()
+        self.active
     }
 
     pub fn idempotency_entries(&self) -> usize {
@@ -193,18 +259,29 @@ impl EventQuota {
         self.holds.first().map(|(expires_at, _)| *expires_at)
     }
 
+    fn slot(&self, registration: RegistrationId) -> Option<&Slot> {
+        let index = usize::try_from(registration.0.checked_sub(1)?).ok()?;
+        self.slots.get(index)
+    }
+
+    fn slot_mut(&mut self, registration: RegistrationId) -> &mut Slot {
+        let index = registration.0 as usize - 1;
+        &mut self.slots[index]
+    }
+
     /// The current status of an active registration, and its waitlist position (from 1).
     pub fn status_of(&self, registration: RegistrationId) -> Option<(ActiveStatus, Option<u32>)> {
-        let found = self.registrations.get(&registration)?;
-        let position = match found.status {
-            ActiveStatus::Waitlisted => self.categories[usize::from(found.category)]
+        let slot = self.slot(registration)?;
+        let status = slot.active_status()?;
+        let position = match status {
+            ActiveStatus::Waitlisted => self.categories[usize::from(slot.category)]
                 .waitlist
                 .iter()
                 .position(|waiting| *waiting == registration)
                 .map(|index| index as u32 + 1),
             _ => None,
         };
-        Some((found.status, position))
+        Some((status, position))
     }
 
     /// The figures of every category, in configuration order.
@@ -270,8 +347,9 @@ impl EventQuota {
         let Some(category) = self.config.category_index(&request.category) else {
             return Outcome::UnknownCategory;
         };
-        if let Some(idempotency) = &request.idempotency {
-            if let Some(entry) = self.idempotency.get(&idempotency.key) {
+        let key = request.idempotency.as_ref().map(|idempotency| KeyDigest::of(idempotency.key.as_str()));
+        if let (Some(idempotency), Some(key)) = (&request.idempotency, key) {
+            if let Some(entry) = self.idempotency_entry(key) {
                 return if entry.fingerprint != idempotency.fingerprint {
                     Outcome::KeyReused
                 } else if entry.seq > self.durable_seq {
@@ -285,7 +363,7 @@ impl EventQuota {
             }
         }
         let decision = self.decide(category, request, now, effects);
-        if let Some(idempotency) = &request.idempotency {
+        if let (Some(idempotency), Some(key)) = (&request.idempotency, key) {
             if decision.registration().is_none() {
                 let kind = EffectKind::DecisionRecorded {
                     idempotency: idempotency.clone(),
@@ -293,7 +371,15 @@ impl EventQuota {
                 };
                 self.emit(effects, now, kind);
             }
-            self.remember_decision(idempotency, decision.clone(), self.last_seq, now);
+            let retention = u64::from(self.config.limits.idempotency_retention_seconds);
+            let entry = IdempotencyEntry {
+                key,
+                fingerprint: idempotency.fingerprint,
+                decision: decision.clone(),
+                seq: self.last_seq,
+                expires_at: now.plus_seconds(retention),
+            };
+            self.remember_decision(entry);
         }
         Outcome::Decided(decision)
     }
@@ -315,7 +401,8 @@ impl EventQuota {
         {
             return Decision::Closed;
         }
-        if self.registrants.contains_key(&request.registrant) {
+        let registrant = KeyDigest::of(request.registrant.as_str());
+        if self.registrants.contains_key(&registrant) {
             return Decision::AlreadyRegistered;
         }
         let state = &self.categories[usize::from(category)];
@@ -328,9 +415,9 @@ impl EventQuota {
         } else {
             return Decision::SoldOut;
         };
-        let registration = RegistrationId(self.next_registration);
-        self.next_registration += 1;
-        self.insert_active(registration, request.registrant.clone(), category, status);
+        let registration = RegistrationId(self.next_registration());
+        self.slots.push(Slot::VACANT);
+        self.insert_active(registration, registrant, category, status);
         let kind = EffectKind::Created {
             registration,
             category,
@@ -361,22 +448,33 @@ impl EventQuota {
         }
     }
 
-    fn remember_decision(&mut self, idempotency: &Idempotency, decision: Decision, seq: Seq, now: Timestamp) {
-        let retention = u64::from(self.config.limits.idempotency_retention_seconds);
-        let expires_at = now.plus_seconds(retention);
-        let entry = IdempotencyEntry { fingerprint: idempotency.fingerprint, decision, seq, expires_at };
-        let previous = self.idempotency.insert(idempotency.key.clone(), entry);
+    fn idempotency_entry(&self, key: KeyDigest) -> Option<&IdempotencyEntry> {
+        let position = *self.idempotency.get(&key)?;
+        let entry = &self.idempotency_entries[(position - self.idempotency_front) as usize];
+        assert_eq!(entry.key, key, "idempotency index points at another entry");
+        Some(entry)
+    }
+
+    fn remember_decision(&mut self, mut entry: IdempotencyEntry) {
+        // Entries must expire in the order they were made. Clocks of two nodes can disagree
+        // across an ownership change, so an entry never expires before the one made before it.
+        if let Some(last) = self.idempotency_entries.back() {
+            entry.expires_at = entry.expires_at.max(last.expires_at);
+        }
+        let position = self.idempotency_front + self.idempotency_entries.len() as u64;
+        let previous = self.idempotency.insert(entry.key, position);
         assert!(previous.is_none(), "an idempotency key was decided twice");
-        self.idempotency_expiry.push_back((expires_at, idempotency.key.clone()));
+        self.idempotency_entries.push_back(entry);
     }
 
     fn forget_expired_idempotency(&mut self, now: Timestamp) {
-        while let Some((expires_at, _)) = self.idempotency_expiry.front()
-            && *expires_at <= now
+        while let Some(front) = self.idempotency_entries.front()
+            && front.expires_at <= now
         {
-            // The loop condition just saw a front element.
-            let (_, key) = self.idempotency_expiry.pop_front().unwrap();
+            let key = front.key;
+            self.idempotency_entries.pop_front();
             self.idempotency.remove(&key);
+            self.idempotency_front += 1;
         }
     }
 
@@ -386,23 +484,21 @@ impl EventQuota {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Outcome {
-        let Some(found) = self.registrations.get_mut(&registration) else {
-            return match self.ended.get(&registration) {
-                Some(EndedStatus::Expired) => Outcome::HoldExpired { registration },
-                Some(EndedStatus::Cancelled) => {
-                    Outcome::AlreadyEnded { registration, status: EndedStatus::Cancelled }
-                }
-                None => Outcome::UnknownRegistration,
-            };
+        let Some(slot) = self.slot(registration).copied() else {
+            return Outcome::UnknownRegistration;
         };
-        match found.status {
-            ActiveStatus::Confirmed => Outcome::RegistrationConfirmed { registration, already: true },
-            ActiveStatus::Waitlisted => Outcome::NotHeld { registration },
-            ActiveStatus::Held { expires_at } => {
+        match slot.state {
+            SlotState::Vacant => Outcome::UnknownRegistration,
+            SlotState::Expired => Outcome::HoldExpired { registration },
+            SlotState::Cancelled => Outcome::AlreadyEnded { registration, status: EndedStatus::Cancelled },
+            SlotState::Confirmed => Outcome::RegistrationConfirmed { registration, already: true },
+            SlotState::Waitlisted => Outcome::NotHeld { registration },
+            SlotState::Held => {
+                let expires_at = slot.hold_expires_at;
                 // Due holds expired at the start of apply, so this one is still running.
                 assert!(expires_at > now, "a due hold survived the expiry pass");
-                found.status = ActiveStatus::Confirmed;
-                let category = &mut self.categories[usize::from(found.category)];
+                self.slot_mut(registration).set_active(ActiveStatus::Confirmed);
+                let category = &mut self.categories[usize::from(slot.category)];
                 category.held -= 1;
                 category.confirmed += 1;
                 assert!(self.holds.remove(&(expires_at, registration)), "a hold was not indexed");
@@ -413,21 +509,20 @@ impl EventQuota {
     }
 
     fn cancel(&mut self, registration: RegistrationId, now: Timestamp, effects: &mut Vec<Effect>) -> Outcome {
-        if !self.registrations.contains_key(&registration) {
-            return match self.ended.get(&registration) {
-                Some(EndedStatus::Cancelled) => {
-                    Outcome::RegistrationCancelled { registration, already: true }
-                }
-                Some(EndedStatus::Expired) => {
-                    Outcome::AlreadyEnded { registration, status: EndedStatus::Expired }
-                }
-                None => Outcome::UnknownRegistration,
-            };
+        let Some(slot) = self.slot(registration).copied() else {
+            return Outcome::UnknownRegistration;
+        };
+        match slot.state {
+            SlotState::Vacant => Outcome::UnknownRegistration,
+            SlotState::Cancelled => Outcome::RegistrationCancelled { registration, already: true },
+            SlotState::Expired => Outcome::AlreadyEnded { registration, status: EndedStatus::Expired },
+            SlotState::Held | SlotState::Confirmed | SlotState::Waitlisted => {
+                let category = self.end_active(registration, EndedStatus::Cancelled);
+                self.emit(effects, now, EffectKind::Cancelled { registration });
+                self.promote(category, now, effects);
+                Outcome::RegistrationCancelled { registration, already: false }
+            }
         }
-        let category = self.end_active(registration, EndedStatus::Cancelled);
-        self.emit(effects, now, EffectKind::Cancelled { registration });
-        self.promote(category, now, effects);
-        Outcome::RegistrationCancelled { registration, already: false }
     }
 
     fn set_capacity(
@@ -488,19 +583,20 @@ impl EventQuota {
                 }
                 _ => state.confirmed += 1,
             }
-            let found = self.registrations.get_mut(&registration).expect("a waitlisted id is active");
-            assert_eq!(found.status, ActiveStatus::Waitlisted, "the waitlist held a seated registration");
-            found.status = status;
+            let slot = self.slot_mut(registration);
+            assert_eq!(slot.state, SlotState::Waitlisted, "the waitlist held a seated registration");
+            slot.set_active(status);
             self.emit(effects, now, EffectKind::Promoted { registration, status });
             promoted += 1;
         }
         promoted
     }
 
+    /// Seats (or waitlists) a registration whose slot exists and is vacant.
     fn insert_active(
         &mut self,
         registration: RegistrationId,
-        registrant: Email,
+        registrant: KeyDigest,
         category: CategoryIndex,
         status: ActiveStatus,
     ) {
@@ -513,36 +609,39 @@ impl EventQuota {
             }
             ActiveStatus::Waitlisted => state.waitlist.push_back(registration),
         }
-        let previous = self.registrants.insert(registrant.clone(), registration);
+        let previous = self.registrants.insert(registrant, registration);
         assert!(previous.is_none(), "a registrant got a second active registration");
-        let previous = self.registrations.insert(registration, Registration { registrant, category, status });
-        assert!(previous.is_none(), "a registration id was used twice");
+        let slot = self.slot_mut(registration);
+        assert_eq!(slot.state, SlotState::Vacant, "a registration number was used twice");
+        *slot = Slot { registrant, hold_expires_at: Timestamp::ZERO, category, state: SlotState::Vacant };
+        slot.set_active(status);
+        self.active += 1;
     }
 
-    /// Removes an active registration and remembers how it ended; returns its category.
+    /// Ends an active registration and remembers how; returns its category.
     fn end_active(&mut self, registration: RegistrationId, ended: EndedStatus) -> CategoryIndex {
-        let removed = self.registrations.remove(&registration).expect("ending an active registration");
-        let state = &mut self.categories[usize::from(removed.category)];
-        match removed.status {
-            ActiveStatus::Confirmed => state.confirmed -= 1,
-            ActiveStatus::Held { expires_at } => {
+        let slot = *self.slot(registration).expect("ending a registration that exists");
+        let state = &mut self.categories[usize::from(slot.category)];
+        match slot.state {
+            SlotState::Confirmed => state.confirmed -= 1,
+            SlotState::Held => {
                 state.held -= 1;
-                assert!(self.holds.remove(&(expires_at, registration)), "a hold was not indexed");
+                let indexed = self.holds.remove(&(slot.hold_expires_at, registration));
+                assert!(indexed, "a hold was not indexed");
             }
-            ActiveStatus::Waitlisted => {
+            SlotState::Waitlisted => {
                 let index = state.waitlist.iter().position(|waiting| *waiting == registration);
                 state.waitlist.remove(index.expect("a waitlisted registration is on its waitlist"));
             }
+            other => panic!("ending registration {registration} in state {other:?}"),
         }
-        self.registrants.remove(&removed.registrant);
-        self.ended.insert(registration, ended);
-        self.ended_order.push_back(registration);
-        if self.ended_order.len() > ENDED_REGISTRATIONS_MAX
-            && let Some(oldest) = self.ended_order.pop_front()
-        {
-            self.ended.remove(&oldest);
-        }
-        removed.category
+        self.registrants.remove(&slot.registrant);
+        self.active -= 1;
+        self.slot_mut(registration).state = match ended {
+            EndedStatus::Cancelled => SlotState::Cancelled,
+            EndedStatus::Expired => SlotState::Expired,
+        };
+        slot.category
     }
 
     /// The invariants that cost O(categories), after every apply, in every build; the full
@@ -562,16 +661,12 @@ impl EventQuota {
             active += state.taken() as usize + state.waitlist.len();
             held += state.held as usize;
         }
-        assert_eq!(active, self.registrations.len(), "counters disagree with the registrations");
-        assert_eq!(
-            self.registrants.len(),
-            self.registrations.len(),
-            "registrants and registrations disagree"
-        );
+        assert_eq!(active, self.active, "counters disagree with the registrations");
+        assert_eq!(self.registrants.len(), self.active, "registrants and registrations disagree");
         assert_eq!(held, self.holds.len(), "held counters disagree with the hold index");
-        assert_eq!(self.idempotency.len(), self.idempotency_expiry.len());
+        assert_eq!(self.idempotency.len(), self.idempotency_entries.len());
         self.applies += 1;
-        let small = cfg!(debug_assertions) && self.registrations.len() <= DEBUG_FULL_CHECK_REGISTRATIONS_MAX;
+        let small = cfg!(debug_assertions) && self.slots.len() <= DEBUG_FULL_CHECK_REGISTRATIONS_MAX;
         if small || self.applies.is_multiple_of(FULL_CHECK_INTERVAL_APPLIES) {
             self.check_invariants_fully();
         }
@@ -581,34 +676,40 @@ impl EventQuota {
     /// O(registrations); panics on the first disagreement.
     pub fn check_invariants_fully(&self) {
         let mut counts = vec![(0u32, 0u32, 0u32); self.categories.len()];
-        for (id, registration) in &self.registrations {
-            assert!(id.0 < self.next_registration, "registration {id} is beyond the next number");
-            assert_eq!(self.registrants.get(&registration.registrant), Some(id), "registrant index is wrong");
-            let count = &mut counts[usize::from(registration.category)];
-            match registration.status {
+        let mut active = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            let id = RegistrationId(index as u64 + 1);
+            let Some(status) = slot.active_status() else { continue };
+            active += 1;
+            assert_eq!(self.registrants.get(&slot.registrant), Some(&id), "registrant index is wrong");
+            let count = &mut counts[usize::from(slot.category)];
+            match status {
                 ActiveStatus::Confirmed => count.0 += 1,
                 ActiveStatus::Held { expires_at } => {
                     count.1 += 1;
-                    assert!(self.holds.contains(&(expires_at, *id)), "hold of {id} is not indexed");
+                    assert!(self.holds.contains(&(expires_at, id)), "hold of {id} is not indexed");
                 }
                 ActiveStatus::Waitlisted => count.2 += 1,
             }
         }
+        assert_eq!(active, self.active, "active count differs from a recount");
         for (index, state) in self.categories.iter().enumerate() {
             let (confirmed, held, waitlisted) = counts[index];
             assert_eq!((state.confirmed, state.held), (confirmed, held), "counters differ from a recount");
             assert_eq!(state.waitlist.len() as u32, waitlisted, "waitlist differs from a recount");
             let mut previous = None;
             for waiting in &state.waitlist {
-                let found = &self.registrations[waiting];
-                assert_eq!(found.status, ActiveStatus::Waitlisted);
-                assert_eq!(usize::from(found.category), index);
+                let slot = self.slot(*waiting).expect("a waitlisted number exists");
+                assert_eq!(slot.state, SlotState::Waitlisted);
+                assert_eq!(usize::from(slot.category), index);
                 assert!(previous < Some(*waiting), "waitlist is out of arrival order");
                 previous = Some(*waiting);
             }
         }
-        for (key, entry) in &self.idempotency {
-            assert!(entry.seq <= self.last_seq, "idempotency entry {key} is beyond the last effect");
+        for (offset, entry) in self.idempotency_entries.iter().enumerate() {
+            assert!(entry.seq <= self.last_seq, "an idempotency entry is beyond the last effect");
+            let position = self.idempotency_front + offset as u64;
+            assert_eq!(self.idempotency.get(&entry.key), Some(&position), "idempotency index is wrong");
         }
     }
 }
@@ -617,12 +718,12 @@ impl EventQuota {
 #[derive(Debug)]
 pub struct QuotaBuilder {
     quota: EventQuota,
-    highest_registration: u64,
+    idempotency: Vec<IdempotencyEntry>,
 }
 
 impl QuotaBuilder {
     pub fn new(config: EventConfig) -> Result<Self, RestoreError> {
-        Ok(QuotaBuilder { quota: EventQuota::new(config)?, highest_registration: 0 })
+        Ok(QuotaBuilder { quota: EventQuota::new(config)?, idempotency: Vec::new() })
     }
 
     pub fn add_registration(&mut self, record: RegistrationRecord) -> Result<(), RestoreError> {
@@ -630,10 +731,13 @@ impl QuotaBuilder {
         let quota = &mut self.quota;
         let category =
             quota.config.category_index(&record.category).ok_or(RestoreError::UnknownCategory(id))?;
-        if quota.registrations.contains_key(&id) {
+        let index = usize::try_from(id.0.checked_sub(1).ok_or(RestoreError::DuplicateRegistration(id))?)
+            .map_err(|_| RestoreError::RegistrationNumberTooHigh(id))?;
+        if quota.slots.get(index).is_some_and(|slot| slot.state != SlotState::Vacant) {
             return Err(RestoreError::DuplicateRegistration(id));
         }
-        if quota.registrants.contains_key(&record.registrant) {
+        let registrant = KeyDigest::of(record.registrant.as_str());
+        if quota.registrants.contains_key(&registrant) {
             return Err(RestoreError::DuplicateRegistrant(id));
         }
         if record.status != ActiveStatus::Waitlisted {
@@ -642,42 +746,46 @@ impl QuotaBuilder {
                 return Err(RestoreError::OverCapacity(record.category));
             }
         }
-        quota.insert_active(id, record.registrant, category, record.status);
-        self.highest_registration = self.highest_registration.max(id.0);
+        if quota.slots.len() <= index {
+            quota.slots.resize(index + 1, Slot::VACANT);
+        }
+        quota.insert_active(id, registrant, category, record.status);
         Ok(())
     }
 
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
-        let expires_at = record.decided_at.plus_seconds(retention);
-        let entry = IdempotencyEntry {
+        self.idempotency.push(IdempotencyEntry {
+            key: KeyDigest::of(record.key.as_str()),
             fingerprint: record.fingerprint,
             decision: record.decision,
             seq: Seq(0),
-            expires_at,
-        };
-        if self.quota.idempotency.insert(record.key.clone(), entry).is_none() {
-            self.quota.idempotency_expiry.push_back((expires_at, record.key));
-        }
+            expires_at: record.decided_at.plus_seconds(retention),
+        });
     }
 
     /// Finishes the rebuild: `next_registration` and `last_seq` come from the store (the
     /// highest ever issued, ended registrations included). Everything loaded is durable.
     pub fn finish(mut self, next_registration: u64, last_seq: Seq) -> Result<EventQuota, RestoreError> {
         let quota = &mut self.quota;
-        if self.highest_registration >= next_registration {
-            return Err(RestoreError::RegistrationNumberTooHigh(RegistrationId(self.highest_registration)));
+        let issued = next_registration.saturating_sub(1);
+        if quota.slots.len() as u64 > issued {
+            return Err(RestoreError::RegistrationNumberTooHigh(RegistrationId(quota.slots.len() as u64)));
         }
-        quota.next_registration = next_registration;
+        quota.slots.resize(issued as usize, Slot::VACANT);
         quota.last_seq = last_seq;
         quota.durable_seq = last_seq;
-        for entry in quota.idempotency.values_mut() {
-            entry.seq = last_seq;
-        }
         for state in &mut quota.categories {
             state.waitlist.make_contiguous().sort_unstable();
         }
-        quota.idempotency_expiry.make_contiguous().sort_unstable();
+        self.idempotency.sort_by_key(|entry| entry.expires_at);
+        for mut entry in self.idempotency {
+            if quota.idempotency.contains_key(&entry.key) {
+                continue;
+            }
+            entry.seq = last_seq;
+            quota.remember_decision(entry);
+        }
         // Rows may have been stored while a seat was free and people waited (a crash between
         // two effects cannot do that, but a hand-edited table can); refuse rather than guess.
         for (state, config) in quota.categories.iter().zip(&quota.config.categories) {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -18,14 +18,17 @@ use super::support::{START, event_config, register};
 /// decision, which is the only way to let its mailbox fill deterministically.
 #[derive(Debug, Default)]
 struct GatedClock {
-    gate: Mutex<()>,
+    closed: AtomicBool,
     reads: AtomicBool,
 }
 
 impl Clock for GatedClock {
     fn now(&self) -> Timestamp {
         self.reads.store(true, Ordering::SeqCst);
-        drop(self.gate.lock().unwrap());
+        // This runs on the actor's arbiter thread: blocking it is the point.
+        while self.closed.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         START
     }
 }
@@ -143,7 +146,7 @@ async fn a_full_mailbox_answers_overloaded_at_once() {
     let registry_config = RegistryConfig { arbiters: 1, mailbox_capacity_max: 8 };
     let fixture = fixture(event_config(&[("10K", 100)], 0), 1_024, registry_config, clock.clone());
     let event = handle(&fixture).await;
-    let closed = clock.gate.lock().unwrap();
+    clock.closed.store(true, Ordering::SeqCst);
     let first = actix_rt::spawn({
         let event = event.clone();
         async move { event.register(register("10K", "first@x.org")).await }
@@ -163,7 +166,7 @@ async fn a_full_mailbox_answers_overloaded_at_once() {
     }
     let refused = poll_once(event.register(register("10K", "late@x.org")));
     assert_eq!(refused, Some(Err(ActorError::Overloaded)), "a full mailbox must refuse without waiting");
-    drop(closed);
+    clock.closed.store(false, Ordering::SeqCst);
     assert!(first.await.unwrap().is_ok());
     for waiting in queued {
         assert!(matches!(waiting.await.unwrap(), Ok(Outcome::Decided(Decision::Confirmed { .. }))));
