@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::event::{CategoryIndex, EventConfig};
-use crate::ids::CategoryCode;
+use crate::ids::{CategoryCode, IdempotencyKey};
 use crate::outcome::CategoryAvailability;
 use crate::quota::EventQuota;
 
@@ -27,7 +27,18 @@ pub struct PublishedCounters {
     waitlist_length_max: u32,
     /// Grows whenever a figure changes: an `ETag` and a change signal for streams.
     version: AtomicU64,
+    /// A Bloom filter of the idempotency keys the actor has seen. The sold-out fast path may
+    /// only answer a request whose key was never decided: a retry of a request that got a
+    /// seat must get its seat back (a replay), not "sold out". A false positive merely sends
+    /// the request to the actor; there are no false negatives.
+    keys_seen: Box<[AtomicU64]>,
 }
+
+/// Bits of the seen-keys filter per seat of the event (about 2% false positives at two keys
+/// per seat), and its bounds in bits.
+const KEYS_SEEN_BITS_PER_SEAT: u64 = 16;
+const KEYS_SEEN_BITS_MIN: u64 = 1 << 12;
+const KEYS_SEEN_BITS_MAX: u64 = 1 << 26;
 
 impl PublishedCounters {
     pub fn new(config: &EventConfig) -> Self {
@@ -36,7 +47,52 @@ impl PublishedCounters {
             categories: config.categories.iter().map(|_| PublishedCategory::default()).collect(),
             waitlist_length_max: config.limits.waitlist_length_max,
             version: AtomicU64::new(0),
+            keys_seen: {
+                let seats: u64 = config.categories.iter().map(|category| u64::from(category.capacity)).sum();
+                let bits = (seats * KEYS_SEEN_BITS_PER_SEAT)
+                    .clamp(KEYS_SEEN_BITS_MIN, KEYS_SEEN_BITS_MAX)
+                    .next_power_of_two();
+                (0..bits / 64).map(|_| AtomicU64::new(0)).collect()
+            },
         }
+    }
+
+    /// The three filter positions of a key, as (word, bit mask) pairs.
+    fn key_positions(&self, key: &IdempotencyKey) -> [(usize, u64); 3] {
+        self.digest_positions(crate::ids::text_digest(key.as_str()))
+    }
+
+    fn digest_positions(&self, [first, second]: [u64; 2]) -> [(usize, u64); 3] {
+        let bits = self.keys_seen.len() as u64 * 64;
+        // Double hashing: position i = first + i × second, modulo the (power of two) size.
+        let position = |i: u64| {
+            let bit = first.wrapping_add(i.wrapping_mul(second)) & (bits - 1);
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        };
+        [position(0), position(1), position(2)]
+    }
+
+    /// Called by the actor before it decides a keyed request.
+    pub fn note_idempotency_key(&self, key: &IdempotencyKey) {
+        for (word, mask) in self.key_positions(key) {
+            self.keys_seen[word].fetch_or(mask, Ordering::Release);
+        }
+    }
+
+    /// Notes every key the quota holds a decision for (after a load).
+    pub fn note_decided_keys(&self, quota: &EventQuota) {
+        for digest in quota.idempotency_digests() {
+            for (word, mask) in self.digest_positions(digest) {
+                self.keys_seen[word].fetch_or(mask, Ordering::Release);
+            }
+        }
+    }
+
+    /// False when the key has certainly never been decided by this event (since it loaded).
+    pub fn may_have_seen_key(&self, key: &IdempotencyKey) -> bool {
+        self.key_positions(key)
+            .iter()
+            .all(|(word, mask)| self.keys_seen[*word].load(Ordering::Acquire) & mask != 0)
     }
 
     /// Copies the quota's figures; bumps the version when any changed.

@@ -136,6 +136,19 @@ pub struct RegistrationId(pub u64);
 )]
 pub struct Seq(pub u64);
 
+/// A 128-bit digest of a text: two SipHash-1-3 runs with fixed keys over domain-separated
+/// input. Deterministic (the core draws no randomness), well spread, not cryptographic.
+pub(crate) fn text_digest(text: &str) -> [u64; 2] {
+    use std::hash::{Hash, Hasher};
+    let half = |domain: u8| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        domain.hash(&mut hasher);
+        text.hash(&mut hasher);
+        hasher.finish()
+    };
+    [half(0x4b), half(0x51)]
+}
+
 macro_rules! text_identifier_impls {
     ($($name:ident),*) => {$(
         impl TryFrom<String> for $name {

@@ -14,9 +14,31 @@ use crate::ids::{CategoryCode, Email, Fingerprint, IdempotencyKey, RegistrationI
 use crate::limits::{CATEGORY_CAPACITY_MAX, FULL_CHECK_INTERVAL_APPLIES};
 use crate::outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
 
-/// Hash maps with a fixed-key hasher: the core must not draw randomness, and nothing it
-/// decides depends on iteration order.
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<std::hash::DefaultHasher>>;
+/// Maps keyed by `KeyDigest`. A digest is already uniformly spread SipHash output, so the map
+/// uses its first word as the hash instead of hashing it again (the core must not draw
+/// randomness either, which rules out `RandomState`).
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<DigestHasher>>;
+
+/// Passes a `KeyDigest`'s first word through as the hash; see `Map`.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `KeyDigest::hash` only calls `write_u64`; fold anything else in all the same.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 ^= word;
+    }
+}
 
 /// Full recounts run after every apply in debug builds while the event is this small; beyond
 /// it (and in release builds) they run every `FULL_CHECK_INTERVAL_APPLIES` applies.
@@ -27,20 +49,19 @@ const DEBUG_FULL_CHECK_REGISTRATIONS_MAX: usize = 4_096;
 /// block, which is what brings an active registration under its memory budget. Two different
 /// texts share a digest with a probability near 2^-128 per pair; the store's unique indexes,
 /// which hold the text, remain the final word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct KeyDigest([u64; 2]);
+
+impl std::hash::Hash for KeyDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // One word is enough for bucketing; `Eq` compares both.
+        state.write_u64(self.0[0]);
+    }
+}
 
 impl KeyDigest {
     fn of(text: &str) -> Self {
-        use std::hash::{Hash, Hasher};
-        // Two SipHash-1-3 runs with fixed keys over domain-separated input give 128 bits.
-        let half = |domain: u8| {
-            let mut hasher = std::hash::DefaultHasher::new();
-            domain.hash(&mut hasher);
-            text.hash(&mut hasher);
-            hasher.finish()
-        };
-        KeyDigest([half(0x4b), half(0x51)])
+        KeyDigest(crate::ids::text_digest(text))
     }
 }
 
@@ -252,6 +273,11 @@ impl EventQuota {
 
     pub fn idempotency_entries(&self) -> usize {
         self.idempotency.len()
+    }
+
+    /// Digests of the idempotency keys with a remembered decision (see `PublishedCounters`).
+    pub(crate) fn idempotency_digests(&self) -> impl Iterator<Item = [u64; 2]> + '_ {
+        self.idempotency_entries.iter().map(|entry| entry.key.0)
     }
 
     /// The earliest hold expiry, for the actor's timer.

@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use crate::actor::messages::{
     ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage,
 };
-use crate::clock::Clock;
-use crate::command::Command;
+use crate::clock::{Clock, Timestamp};
+use crate::command::{Command, Register};
 use crate::counters::PublishedCounters;
 use crate::ids::{EventId, Seq};
 use crate::limits::{HOLD_EXPIRY_TICK_MS, PENDING_DECISIONS_MAX};
@@ -48,6 +48,7 @@ struct PendingDecision {
     state: PendingState,
     last_seq: Seq,
     outcome: Outcome,
+    at: Timestamp,
     reply: Option<Reply>,
 }
 
@@ -76,7 +77,7 @@ pub struct EventActor {
     recovering: bool,
 }
 
-fn answer(reply: Option<Reply>, result: Result<Outcome, ActorError>) {
+fn answer(reply: Option<Reply>, result: Result<(Outcome, Timestamp), ActorError>) {
     if let Some(reply) = reply {
         // The caller may have given up (a closed connection); nobody is left to tell.
         let _ = reply.send(result);
@@ -86,6 +87,7 @@ fn answer(reply: Option<Reply>, result: Result<Outcome, ActorError>) {
 impl EventActor {
     pub fn new(parts: EventActorParts) -> Self {
         parts.shared.published.publish(&parts.quota);
+        parts.shared.published.note_decided_keys(&parts.quota);
         EventActor {
             event: parts.quota.config().id.clone(),
             quota: parts.quota,
@@ -113,17 +115,22 @@ impl EventActor {
         let Ok(permit) = self.submissions.try_reserve() else {
             return answer(reply, Err(ActorError::Overloaded));
         };
-        let (outcome, effects) = self.quota.apply(&command, self.clock.now());
+        if let Command::Register(Register { idempotency: Some(idempotency), .. }) = &command {
+            // Before the decision, so that no reader can see it decided yet not noted.
+            self.shared.published.note_idempotency_key(&idempotency.key);
+        }
+        let at = self.clock.now();
+        let (outcome, effects) = self.quota.apply(&command, at);
         self.shared.published.publish(&self.quota);
         let last_seq = self.quota.last_seq();
         if effects.is_empty() {
             drop(permit);
             if self.pending.is_empty() {
-                return answer(reply, Ok(outcome));
+                return answer(reply, Ok((outcome, at)));
             }
             // Decided on top of decisions not yet durable: answer in order, after them.
             let state = PendingState::Durable;
-            self.pending.push_back(PendingDecision { submission: None, state, last_seq, outcome, reply });
+            self.pending.push_back(PendingDecision { submission: None, state, last_seq, outcome, at, reply });
             return;
         }
         let submission_id = self.next_submission;
@@ -136,6 +143,7 @@ impl EventActor {
             state,
             last_seq,
             outcome,
+            at,
             reply,
         });
         let settled = committed.into_actor(self).map(move |result, actor, context| {
@@ -170,7 +178,7 @@ impl EventActor {
                     // The loop condition just saw the front entry.
                     let entry = self.pending.pop_front().unwrap();
                     self.quota.mark_durable(entry.last_seq);
-                    answer(entry.reply, Ok(entry.outcome));
+                    answer(entry.reply, Ok((entry.outcome, entry.at)));
                 }
             }
         }
@@ -201,6 +209,7 @@ impl EventActor {
                     actor.epoch = loaded.epoch;
                     actor.recovering = false;
                     actor.shared.published.publish(&actor.quota);
+                    actor.shared.published.note_decided_keys(&actor.quota);
                     tracing::info!(event_id = %actor.event, epoch = actor.epoch, "event reloaded after a store failure");
                 }
                 Ok(None) => context.stop(),

@@ -4,6 +4,7 @@
 use actix::Message;
 use tokio::sync::oneshot;
 
+use crate::clock::Timestamp;
 use crate::command::Register;
 use crate::ids::{CategoryCode, RegistrationId};
 use crate::outcome::Outcome;
@@ -29,7 +30,9 @@ pub enum ActorError {
     Stopped,
 }
 
-pub type Reply = oneshot::Sender<Result<Outcome, ActorError>>;
+/// What an actor answers: the outcome and the time it was decided at (the `now` the command
+/// was applied at, which is also the time its effects carry).
+pub type Reply = oneshot::Sender<Result<(Outcome, Timestamp), ActorError>>;
 
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

@@ -13,7 +13,7 @@ use crate::actor::event_actor::{EventActor, EventActorParts, EventShared};
 use crate::actor::messages::{
     ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage,
 };
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::command::Register;
 use crate::counters::PublishedCounters;
 use crate::event::EventConfig;
@@ -65,23 +65,28 @@ impl EventHandle {
     }
 
     pub async fn register(&self, request: Register) -> Result<Outcome, ActorError> {
+        Ok(self.register_timed(request).await?.0)
+    }
+
+    /// Like `register`, with the time the decision was taken (its effects carry the same).
+    pub async fn register_timed(&self, request: Register) -> Result<(Outcome, Timestamp), ActorError> {
         self.request(|reply| RegisterMessage { request, reply }).await
     }
 
     pub async fn confirm(&self, registration: RegistrationId) -> Result<Outcome, ActorError> {
-        self.request(|reply| ConfirmMessage { registration, reply }).await
+        Ok(self.request(|reply| ConfirmMessage { registration, reply }).await?.0)
     }
 
     pub async fn cancel(&self, registration: RegistrationId) -> Result<Outcome, ActorError> {
-        self.request(|reply| CancelMessage { registration, reply }).await
+        Ok(self.request(|reply| CancelMessage { registration, reply }).await?.0)
     }
 
     pub async fn set_capacity(&self, category: CategoryCode, capacity: u32) -> Result<Outcome, ActorError> {
-        self.request(|reply| SetCapacityMessage { category, capacity, reply }).await
+        Ok(self.request(|reply| SetCapacityMessage { category, capacity, reply }).await?.0)
     }
 
     /// Sends without waiting for room: a full mailbox is `Overloaded` at once.
-    async fn request<M>(&self, message: impl FnOnce(Reply) -> M) -> Result<Outcome, ActorError>
+    async fn request<M>(&self, message: impl FnOnce(Reply) -> M) -> Result<(Outcome, Timestamp), ActorError>
     where
         M: Message<Result = ()> + Send + 'static,
         EventActor: Handler<M>,
