@@ -1,4 +1,15 @@
 //! Kuota persistence: the stores behind the engine's traits (MySQL, embedded SQLite), the
 //! write-behind writer with group commit, recovery, and Redis leases and sessions.
 //!
-//! Nothing is here yet beyond the crate itself; see the persistence issue.
+//! # Layout
+//! - `store`: the SQL store (MySQL/MariaDB and SQLite), migrations, recovery (`EventLoader`).
+//! - `write_behind`: the writer that commits effect submissions in batches, one transaction each.
+//! - `lease`: event ownership leases (Redis, or in-process for the embedded default).
+//! - `session`: admin sessions (Redis, or in memory for the embedded default).
+//! - `random`: random bytes and hex tokens from the operating system (lease tokens, session ids).
+
+pub mod lease;
+pub mod random;
+pub mod session;
+pub mod store;
+pub mod write_behind;

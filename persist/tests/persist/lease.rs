@@ -1,0 +1,476 @@
+//! Event ownership leases, against the Redis named by `KUOTA_TEST_REDIS_URL` and against the
+//! in-process implementation: both must obey the same rules, so most test bodies run on both.
+//! Each Redis test works under a random key prefix and deletes its keys when it ends.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kuota_engine::store::BoxFuture;
+use kuota_persist::lease::{
+    InProcessLeases, LEASE_SAFETY_MARGIN_MIN_MS, LEASE_TTL_MIN_MS, Lease, LeaseError, Leases, RedisLeases,
+    lease_safety_margin, spawn_renewal,
+};
+use kuota_persist::random;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+const TEST_REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+
+/// Acquirers racing for one key in the contention test.
+const CONCURRENT_ACQUIRERS: usize = 64;
+
+/// A short lease, so that expiry tests finish quickly while the safety margin (100 ms) still
+/// leaves a validity window of 200 ms.
+const SHORT_TTL_MS: u64 = 300;
+
+/// A lease long enough that a test never sees it expire by accident.
+const LONG_TTL_MS: u64 = 10_000;
+
+/// Time added to a TTL when a test waits for it to run out: Redis expires keys within a
+/// millisecond, and this leaves room for a loaded test machine.
+const EXPIRY_SLACK_MS: u64 = 100;
+
+/// A Redis connection under a random key prefix; dropping it deletes every key under the prefix,
+/// also when the test panicked.
+struct TestRedis {
+    client: redis::Client,
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl TestRedis {
+    async fn connect() -> TestRedis {
+        let url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| TEST_REDIS_URL_DEFAULT.to_owned());
+        let client = redis::Client::open(url).expect("KUOTA_TEST_REDIS_URL must be a valid Redis URL");
+        let connection = ConnectionManager::new(client.clone())
+            .await
+            .expect("the test Redis (KUOTA_TEST_REDIS_URL) must be running for these tests");
+        TestRedis { client, connection, prefix: format!("kuota_t_{}:", random::token_hex(8)) }
+    }
+
+    fn leases(&self) -> Arc<dyn Leases> {
+        Arc::new(RedisLeases::new(self.connection.clone(), self.prefix.clone()))
+    }
+
+    /// The Redis key behind a lease key (the layout `RedisLeases` documents).
+    fn lease_key(&self, key: &str) -> String {
+        format!("{}lease:{}", self.prefix, key)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        // A synchronous connection, because cleanup must also run while a failed test unwinds.
+        let Ok(mut connection) = self.client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> =
+            match redis::Commands::scan_match(&mut connection, format!("{}*", self.prefix)) {
+                Ok(iterator) => iterator.filter_map(Result::ok).collect(),
+                Err(_) => return,
+            };
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
+        }
+    }
+}
+
+fn milliseconds(count: u64) -> Duration {
+    Duration::from_millis(count)
+}
+
+/// Runs one test body against Redis and against the in-process leases, as two tests named
+/// `<body>::in_redis` and `<body>::in_process`.
+macro_rules! against_both {
+    ($body:ident) => {
+        mod $body {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn in_redis() {
+                let redis = TestRedis::connect().await;
+                super::$body(redis.leases()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn in_process() {
+                super::$body(Arc::new(InProcessLeases::new())).await;
+            }
+        }
+    };
+}
+
+against_both!(two_holders_never_both_hold);
+async fn two_holders_never_both_hold(leases: Arc<dyn Leases>) {
+    let attempts: Vec<_> = (0..CONCURRENT_ACQUIRERS)
+        .map(|_| {
+            let leases = Arc::clone(&leases);
+            tokio::spawn(async move { leases.acquire("event:race", milliseconds(LONG_TTL_MS)).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        if let Some(lease) = attempt.await.expect("an acquirer task does not panic").expect("acquire answers")
+        {
+            winners.push(lease);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of {CONCURRENT_ACQUIRERS} concurrent acquirers wins");
+
+    // While the winner holds the key, later attempts fail too.
+    assert_eq!(leases.acquire("event:race", milliseconds(LONG_TTL_MS)).await, Ok(None));
+    assert_eq!(leases.release(&winners[0]).await, Ok(true));
+}
+
+against_both!(an_expired_lease_lets_another_holder_acquire);
+async fn an_expired_lease_lets_another_holder_acquire(leases: Arc<dyn Leases>) {
+    let first =
+        leases.acquire("event:expiry", milliseconds(SHORT_TTL_MS)).await.unwrap().expect("the key is free");
+    assert_eq!(leases.acquire("event:expiry", milliseconds(SHORT_TTL_MS)).await, Ok(None));
+
+    tokio::time::sleep(milliseconds(SHORT_TTL_MS + EXPIRY_SLACK_MS)).await;
+    let second = leases
+        .acquire("event:expiry", milliseconds(LONG_TTL_MS))
+        .await
+        .unwrap()
+        .expect("the first lease expired");
+    assert_ne!(first.token(), second.token());
+
+    // The first holder can neither renew nor release what is now the second holder's.
+    assert_eq!(leases.renew(&first).await, Ok(None));
+    assert_eq!(leases.release(&first).await, Ok(false));
+    assert!(leases.renew(&second).await.unwrap().is_some(), "the second holder still holds the key");
+}
+
+against_both!(a_release_by_a_non_holder_does_nothing);
+async fn a_release_by_a_non_holder_does_nothing(leases: Arc<dyn Leases>) {
+    let holder =
+        leases.acquire("event:release", milliseconds(LONG_TTL_MS)).await.unwrap().expect("the key is free");
+    let impostor =
+        Lease::new("event:release", random::random_token_128(), milliseconds(LONG_TTL_MS), Instant::now());
+
+    assert_eq!(leases.release(&impostor).await, Ok(false));
+    assert_eq!(leases.acquire("event:release", milliseconds(LONG_TTL_MS)).await, Ok(None), "still held");
+    assert!(leases.renew(&holder).await.unwrap().is_some(), "the holder still holds the key");
+
+    assert_eq!(leases.release(&holder).await, Ok(true));
+    assert_eq!(leases.release(&holder).await, Ok(false), "a second release finds nothing to release");
+}
+
+against_both!(a_renewal_by_a_non_holder_fails);
+async fn a_renewal_by_a_non_holder_fails(leases: Arc<dyn Leases>) {
+    let holder =
+        leases.acquire("event:renew", milliseconds(LONG_TTL_MS)).await.unwrap().expect("the key is free");
+    let impostor =
+        Lease::new("event:renew", random::random_token_128(), milliseconds(LONG_TTL_MS), Instant::now());
+    assert_eq!(leases.renew(&impostor).await, Ok(None));
+
+    // Nor can anyone renew a key nobody holds.
+    let stranger =
+        Lease::new("event:unheld", random::random_token_128(), milliseconds(LONG_TTL_MS), Instant::now());
+    assert_eq!(leases.renew(&stranger).await, Ok(None));
+    assert!(leases.acquire("event:unheld", milliseconds(LONG_TTL_MS)).await.unwrap().is_some());
+
+    assert_eq!(leases.release(&holder).await, Ok(true));
+}
+
+against_both!(a_released_lease_is_free_to_take_at_once);
+async fn a_released_lease_is_free_to_take_at_once(leases: Arc<dyn Leases>) {
+    let first =
+        leases.acquire("event:handover", milliseconds(LONG_TTL_MS)).await.unwrap().expect("the key is free");
+    assert_eq!(leases.release(&first).await, Ok(true));
+    assert!(leases.acquire("event:handover", milliseconds(LONG_TTL_MS)).await.unwrap().is_some());
+}
+
+against_both!(a_renewal_keeps_the_token_and_restarts_the_ttl);
+async fn a_renewal_keeps_the_token_and_restarts_the_ttl(leases: Arc<dyn Leases>) {
+    let first =
+        leases.acquire("event:extend", milliseconds(SHORT_TTL_MS)).await.unwrap().expect("the key is free");
+    tokio::time::sleep(milliseconds(SHORT_TTL_MS / 2)).await;
+    let renewed = leases.renew(&first).await.unwrap().expect("the holder renews in time");
+    assert_eq!(renewed.token(), first.token());
+    assert_eq!(renewed.ttl(), first.ttl());
+    assert!(renewed.acquired_at() > first.acquired_at());
+    assert!(renewed.valid_until() > first.valid_until());
+
+    // Past the first TTL, the renewed lease still holds the key.
+    tokio::time::sleep(milliseconds(SHORT_TTL_MS / 2 + EXPIRY_SLACK_MS / 2)).await;
+    assert!(Instant::now() > first.acquired_at() + first.ttl());
+    assert_eq!(leases.acquire("event:extend", milliseconds(SHORT_TTL_MS)).await, Ok(None));
+    assert_eq!(leases.release(&renewed).await, Ok(true));
+}
+
+against_both!(a_key_or_ttl_out_of_bounds_is_refused);
+async fn a_key_or_ttl_out_of_bounds_is_refused(leases: Arc<dyn Leases>) {
+    let too_short = milliseconds(LEASE_TTL_MIN_MS - 1);
+    assert!(matches!(leases.acquire("event:bounds", too_short).await, Err(LeaseError::InvalidTtl { .. })));
+    assert!(matches!(
+        leases.acquire("", milliseconds(LONG_TTL_MS)).await,
+        Err(LeaseError::InvalidKey { .. })
+    ));
+    let long_key = "k".repeat(1000);
+    assert!(matches!(
+        leases.acquire(&long_key, milliseconds(LONG_TTL_MS)).await,
+        Err(LeaseError::InvalidKey { .. })
+    ));
+}
+
+against_both!(a_keeper_holds_a_lease_well_past_its_ttl_and_releases_it);
+async fn a_keeper_holds_a_lease_well_past_its_ttl_and_releases_it(leases: Arc<dyn Leases>) {
+    let lease =
+        leases.acquire("event:kept", milliseconds(SHORT_TTL_MS)).await.unwrap().expect("the key is free");
+    let first_expiry = lease.acquired_at() + lease.ttl();
+    let keeper = spawn_renewal(Arc::clone(&leases), lease.clone(), lease.renewal_interval());
+
+    tokio::time::sleep(milliseconds(3 * SHORT_TTL_MS)).await;
+    let now = Instant::now();
+    assert!(now > first_expiry + milliseconds(SHORT_TTL_MS));
+    assert!(keeper.is_held(now), "the keeper renewed the lease in time");
+    assert_eq!(keeper.lease().expect("held").token(), lease.token());
+    assert_eq!(leases.acquire("event:kept", milliseconds(SHORT_TTL_MS)).await, Ok(None));
+
+    assert_eq!(keeper.release().await, Ok(true));
+    assert!(leases.acquire("event:kept", milliseconds(SHORT_TTL_MS)).await.unwrap().is_some());
+}
+
+against_both!(a_keeper_whose_lease_was_released_elsewhere_reports_the_loss_before_the_ttl);
+async fn a_keeper_whose_lease_was_released_elsewhere_reports_the_loss_before_the_ttl(
+    leases: Arc<dyn Leases>,
+) {
+    let ttl = milliseconds(1_000);
+    let lease = leases.acquire("event:released", ttl).await.unwrap().expect("the key is free");
+    let mut keeper = spawn_renewal(Arc::clone(&leases), lease.clone(), milliseconds(50));
+    let updates = keeper.subscribe();
+
+    // Someone else with the same lease (a component that thinks the event is done) releases
+    // it, and another node takes it over.
+    assert_eq!(leases.release(&lease).await, Ok(true));
+    let thief = leases.acquire("event:released", ttl).await.unwrap().expect("the key was released");
+
+    tokio::time::timeout(ttl, keeper.lost()).await.expect("the loss is reported within one TTL");
+    let reported_at = Instant::now();
+    assert!(keeper.lease().is_none());
+    assert!(updates.borrow().is_none(), "subscribers see the loss too");
+    assert!(!keeper.is_held(reported_at));
+    // Every renewal the keeper made started after `lease.acquired_at`, so reporting before the
+    // first lease's TTL is the strictest form of "before the TTL".
+    assert!(
+        reported_at < lease.acquired_at() + ttl,
+        "the loss was reported {:?} before the TTL ran out",
+        (lease.acquired_at() + ttl).saturating_duration_since(reported_at)
+    );
+    assert_eq!(leases.release(&thief).await, Ok(true));
+}
+
+against_both!(a_keeper_whose_renewals_hang_reports_the_loss_before_the_ttl);
+async fn a_keeper_whose_renewals_hang_reports_the_loss_before_the_ttl(leases: Arc<dyn Leases>) {
+    let ttl = milliseconds(1_000);
+    let lease = leases.acquire("event:hung", ttl).await.unwrap().expect("the key is free");
+    let hanging: Arc<dyn Leases> = Arc::new(Hanging);
+    let mut keeper = spawn_renewal(hanging, lease.clone(), milliseconds(50));
+
+    tokio::time::timeout(ttl, keeper.lost()).await.expect("the loss is reported within one TTL");
+    let reported_at = Instant::now();
+    assert!(reported_at >= lease.valid_until(), "the lease was held for as long as it was valid");
+    assert!(
+        reported_at < lease.acquired_at() + ttl,
+        "the loss was reported {:?} before the TTL ran out",
+        (lease.acquired_at() + ttl).saturating_duration_since(reported_at)
+    );
+    assert_eq!(leases.release(&lease).await, Ok(true));
+}
+
+against_both!(a_keeper_retries_failed_renewals_while_the_lease_is_valid);
+async fn a_keeper_retries_failed_renewals_while_the_lease_is_valid(leases: Arc<dyn Leases>) {
+    let lease =
+        leases.acquire("event:flaky", milliseconds(SHORT_TTL_MS)).await.unwrap().expect("the key is free");
+    let first_expiry = lease.acquired_at() + lease.ttl();
+    let flaky: Arc<dyn Leases> =
+        Arc::new(Flaky { inner: Arc::clone(&leases), failures_left: AtomicUsize::new(2) });
+    let keeper = spawn_renewal(Arc::clone(&flaky), lease.clone(), lease.renewal_interval());
+
+    tokio::time::sleep(milliseconds(2 * SHORT_TTL_MS)).await;
+    let now = Instant::now();
+    assert!(now > first_expiry);
+    assert!(keeper.is_held(now), "two failed renewals were retried in time");
+    assert_eq!(leases.acquire("event:flaky", milliseconds(SHORT_TTL_MS)).await, Ok(None));
+    assert_eq!(keeper.release().await, Ok(true));
+}
+
+against_both!(a_keeper_whose_renewals_keep_failing_reports_the_loss_before_the_ttl);
+async fn a_keeper_whose_renewals_keep_failing_reports_the_loss_before_the_ttl(leases: Arc<dyn Leases>) {
+    let ttl = milliseconds(1_000);
+    let lease = leases.acquire("event:failing", ttl).await.unwrap().expect("the key is free");
+    let failing: Arc<dyn Leases> =
+        Arc::new(Flaky { inner: Arc::clone(&leases), failures_left: AtomicUsize::new(usize::MAX) });
+    let mut keeper = spawn_renewal(failing, lease.clone(), milliseconds(50));
+
+    tokio::time::timeout(ttl, keeper.lost()).await.expect("the loss is reported within one TTL");
+    let reported_at = Instant::now();
+    assert!(reported_at >= lease.valid_until(), "failed renewals are retried while the lease is valid");
+    assert!(
+        reported_at < lease.acquired_at() + ttl,
+        "the loss was reported {:?} before the TTL ran out",
+        (lease.acquired_at() + ttl).saturating_duration_since(reported_at)
+    );
+    assert_eq!(leases.release(&lease).await, Ok(true));
+}
+
+/// A lease service whose next `failures_left` renewals fail with an error before reaching the
+/// real one, like a connection that drops for a moment.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn Leases>,
+    failures_left: AtomicUsize,
+}
+
+impl Leases for Flaky {
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.inner.acquire(key, ttl)
+    }
+
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        let failed =
+            self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1));
+        if failed.is_ok() {
+            Box::pin(std::future::ready(Err(LeaseError::Unavailable("connection reset".to_owned()))))
+        } else {
+            self.inner.renew(lease)
+        }
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        self.inner.release(lease)
+    }
+}
+
+/// A lease service that never answers, like one behind a partition with no timeouts.
+#[derive(Debug)]
+struct Hanging;
+
+impl Leases for Hanging {
+    fn acquire<'a>(
+        &'a self,
+        _key: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn renew<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn release<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_holder_whose_key_was_stolen_reports_the_loss_before_the_ttl() {
+    let redis = TestRedis::connect().await;
+    let leases = redis.leases();
+    let ttl = milliseconds(1_000);
+    let lease = leases.acquire("event:stolen", ttl).await.unwrap().expect("the key is free");
+    let mut keeper = spawn_renewal(Arc::clone(&leases), lease.clone(), milliseconds(50));
+
+    // Another party overwrites the key with its own token (as after an operator's FLUSH and a
+    // new acquisition).
+    let mut raw = redis.connection.clone();
+    let _: () = redis::cmd("SET")
+        .arg(redis.lease_key("event:stolen"))
+        .arg("someone-else")
+        .arg("PX")
+        .arg(10_000)
+        .query_async(&mut raw)
+        .await
+        .expect("the test Redis accepts a SET");
+
+    tokio::time::timeout(ttl, keeper.lost()).await.expect("the loss is reported within one TTL");
+    let reported_at = Instant::now();
+    assert!(reported_at < lease.acquired_at() + ttl, "reported before even the first TTL ran out");
+    let stored: String = redis::cmd("GET")
+        .arg(redis.lease_key("event:stolen"))
+        .query_async(&mut raw)
+        .await
+        .expect("GET answers");
+    assert_eq!(stored, "someone-else", "the former holder neither renewed nor deleted the thief's key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_holder_that_cannot_reach_redis_reports_the_loss_before_the_ttl() {
+    let redis = TestRedis::connect().await;
+    let ttl = milliseconds(1_000);
+    let lease = redis.leases().acquire("event:partitioned", ttl).await.unwrap().expect("the key is free");
+
+    // The holder's own connection goes to a loopback port nothing listens on: every renewal
+    // fails or hangs while the connection manager retries, and the keeper must give up when the
+    // lease stops being valid, not when Redis would expire it.
+    let closed_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port is free");
+        listener.local_addr().expect("a bound listener has an address").port()
+    };
+    let client = redis::Client::open(format!("redis://127.0.0.1:{closed_port}")).expect("the URL is valid");
+    let unreachable = ConnectionManager::new_lazy_with_config(client, ConnectionManagerConfig::new())
+        .expect("a lazy connection manager does not connect yet");
+    let cut_off: Arc<dyn Leases> = Arc::new(RedisLeases::new(unreachable, redis.prefix.clone()));
+    let mut keeper = spawn_renewal(cut_off, lease.clone(), milliseconds(50));
+
+    tokio::time::timeout(ttl, keeper.lost()).await.expect("the loss is reported within one TTL");
+    let reported_at = Instant::now();
+    assert!(reported_at >= lease.valid_until(), "a failing renewal is retried while the lease is valid");
+    assert!(
+        reported_at < lease.acquired_at() + ttl,
+        "the loss was reported {:?} before the TTL ran out",
+        (lease.acquired_at() + ttl).saturating_duration_since(reported_at)
+    );
+}
+
+#[tokio::test]
+async fn a_redis_lease_is_stored_under_the_prefix_with_the_ttl_in_milliseconds() {
+    let redis = TestRedis::connect().await;
+    let lease =
+        redis.leases().acquire("event:layout", milliseconds(LONG_TTL_MS)).await.unwrap().expect("free");
+    let mut raw = redis.connection.clone();
+    let stored: String = redis::cmd("GET")
+        .arg(redis.lease_key("event:layout"))
+        .query_async(&mut raw)
+        .await
+        .expect("GET answers");
+    assert_eq!(stored, lease.token());
+    let remaining_ms: i64 = redis::cmd("PTTL")
+        .arg(redis.lease_key("event:layout"))
+        .query_async(&mut raw)
+        .await
+        .expect("PTTL answers");
+    assert!((1..=LONG_TTL_MS as i64).contains(&remaining_ms), "{remaining_ms}");
+}
+
+#[test]
+fn the_safety_margin_is_a_tenth_of_the_ttl_but_at_least_100_ms() {
+    assert_eq!(lease_safety_margin(milliseconds(30_000)), milliseconds(3_000));
+    assert_eq!(lease_safety_margin(milliseconds(1_000)), milliseconds(LEASE_SAFETY_MARGIN_MIN_MS));
+    assert_eq!(lease_safety_margin(milliseconds(LEASE_TTL_MIN_MS)), milliseconds(LEASE_SAFETY_MARGIN_MIN_MS));
+}
+
+#[test]
+fn a_lease_stops_being_valid_a_safety_margin_before_its_ttl() {
+    let acquired_at = Instant::now();
+    let lease = Lease::new("event:clock", "token", milliseconds(10_000), acquired_at);
+    assert_eq!(lease.valid_until(), acquired_at + milliseconds(9_000));
+    assert!(lease.is_valid(acquired_at));
+    assert!(lease.is_valid(acquired_at + milliseconds(8_999)));
+    assert!(!lease.is_valid(acquired_at + milliseconds(9_000)));
+    assert!(lease.renewal_interval() < milliseconds(9_000));
+}
+
+#[test]
+fn the_debug_form_of_a_lease_leaves_the_token_out() {
+    let lease = Lease::new("event:debug", "secret-token", milliseconds(1_000), Instant::now());
+    assert!(!format!("{lease:?}").contains("secret-token"));
+}

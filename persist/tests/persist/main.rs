@@ -1,0 +1,7 @@
+//! The persistence crate's integration tests, in one binary so that it links once. They run
+//! against the real MariaDB and Redis named by `KUOTA_TEST_MYSQL_URL` and `KUOTA_TEST_REDIS_URL`.
+
+mod lease;
+mod session;
+mod store;
+mod write_behind;
