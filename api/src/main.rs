@@ -1,6 +1,14 @@
-//! `kuota`: the HTTP server. The API issue builds it; until then it says so and exits non-zero.
+//! `kuota`: wires telemetry, configuration and the application, then serves until stopped.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("kuota: the HTTP server is not built yet (see the API issue); the engine core is.");
-    std::process::ExitCode::FAILURE
+use clap::Parser;
+use kuota_api::configuration::{Cli, Settings};
+use kuota_api::startup::Application;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load(Cli::parse())?;
+    kuota_api::telemetry::init(&settings.log_format);
+    let application = Application::build(settings).await?;
+    application.announce();
+    application.run_until_stopped().await
 }

@@ -115,7 +115,8 @@ pub struct Registry {
     arbiters: Vec<Arbiter>,
     next_arbiter: AtomicUsize,
     loader: Arc<dyn EventLoader>,
-    submissions: SubmissionSender,
+    /// `None` once shut down: no actor may start, and the writer can see its senders go.
+    submissions: std::sync::Mutex<Option<SubmissionSender>>,
     clock: Arc<dyn Clock>,
     config: RegistryConfig,
 }
@@ -134,7 +135,7 @@ impl Registry {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             loader,
-            submissions,
+            submissions: std::sync::Mutex::new(Some(submissions)),
             clock,
             config,
         }
@@ -143,6 +144,16 @@ impl Registry {
     /// Events with a running actor on this node.
     pub fn owned_events(&self) -> usize {
         self.events.iter().filter(|entry| entry.value().get().is_some_and(EventHandle::is_running)).count()
+    }
+
+    /// Mailbox depth of every running event, for metrics.
+    pub fn mailbox_depths(&self) -> Vec<(EventId, usize)> {
+        self.events
+            .iter()
+            .filter_map(|entry| {
+                entry.value().get().map(|handle| (entry.key().clone(), handle.mailbox_depth()))
+            })
+            .collect()
     }
 
     /// The running event, loading and starting it on first use; `Ok(None)` when the store has
@@ -171,6 +182,9 @@ impl Registry {
     }
 
     async fn start(&self, id: &EventId) -> Result<EventHandle, StartError> {
+        let Some(submissions) = self.submission_sender() else {
+            return Err(StartError::Load(ActorError::Stopped));
+        };
         let loaded =
             self.loader.load(id).await.map_err(|error| StartError::Load(ActorError::LoadFailed(error)))?;
         let loaded = loaded.ok_or(StartError::NotFound)?;
@@ -183,7 +197,7 @@ impl Registry {
             quota: loaded.quota,
             epoch: loaded.epoch,
             shared: shared.clone(),
-            submissions: self.submissions.clone(),
+            submissions,
             loader: self.loader.clone(),
             clock: self.clock.clone(),
         };
@@ -198,6 +212,21 @@ impl Registry {
         });
         tracing::info!(event_id = %id, epoch = loaded.epoch, "event actor started");
         Ok(EventHandle { address, shared, config, mailbox_capacity_max: self.config.mailbox_capacity_max })
+    }
+
+    fn submission_sender(&self) -> Option<SubmissionSender> {
+        // A panic while holding this lock would be in `shutdown`, which cannot panic.
+        self.submissions.lock().expect("registry lock poisoned").clone()
+    }
+
+    /// Stops every event actor and lets go of the writer's channel, so that the writer can
+    /// commit what it accepted and finish (graceful shutdown). Later uses answer `Stopped`.
+    pub fn shutdown(&self) {
+        self.submissions.lock().expect("registry lock poisoned").take();
+        self.events.clear();
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 
     fn next_arbiter_handle(&self) -> ArbiterHandle {

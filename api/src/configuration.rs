@@ -1,0 +1,259 @@
+//! Settings, in layers: defaults, then an optional TOML file (`--config FILE`), then `KUOTA_*`
+//! environment variables, then command-line flags. Names are part of the API contract.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+
+/// Every setting as a flag (and its environment variable). Unset ones fall back to the file,
+/// then to the defaults.
+#[derive(Debug, Default, Parser)]
+#[command(name = "kuota", version, about = "Kuota: event registration quotas under flash crowds")]
+pub struct Cli {
+    /// TOML file with any of the settings below (keys are the flag names with underscores).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "KUOTA_LISTEN")]
+    pub listen: Option<String>,
+    /// Store: mysql://user:password@host:port/database or sqlite://path [default: sqlite://data/kuota.db].
+    #[arg(long, env = "KUOTA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis for leases, sessions and shared rate limits; unset = in-process.
+    #[arg(long, env = "KUOTA_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Admin bearer token; unset = a random one printed once at startup.
+    #[arg(long, env = "KUOTA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Registration writes per second per client IP (0 = off) [default: 20].
+    #[arg(long, env = "KUOTA_RATE_LIMIT_IP_PER_SECOND")]
+    pub rate_limit_ip_per_second: Option<u32>,
+    /// Burst of registration writes per client IP [default: 40].
+    #[arg(long, env = "KUOTA_RATE_LIMIT_IP_BURST")]
+    pub rate_limit_ip_burst: Option<u32>,
+    /// Registration writes per minute per registrant e-mail (0 = off) [default: 6].
+    #[arg(long, env = "KUOTA_RATE_LIMIT_EMAIL_PER_MINUTE")]
+    pub rate_limit_email_per_minute: Option<u32>,
+    /// Comma-separated proxy IPs whose X-Forwarded-For is trusted [default: none].
+    #[arg(long, env = "KUOTA_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// This node's id in a cluster [default: host name].
+    #[arg(long, env = "KUOTA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// URL other nodes reach this one at [default: the listen address].
+    #[arg(long, env = "KUOTA_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Largest request body, in bytes [default: 16384].
+    #[arg(long, env = "KUOTA_BODY_LIMIT_BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// Longest wait of the write-behind before it commits a batch, in ms [default: 2].
+    #[arg(long, env = "KUOTA_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Most effects in one write-behind transaction [default: 1000].
+    #[arg(long, env = "KUOTA_BATCH_SIZE_MAX")]
+    pub batch_size_max: Option<usize>,
+    /// Submissions the write-behind queue holds before requests are shed [default: 16384].
+    #[arg(long, env = "KUOTA_WRITE_QUEUE_CAPACITY_MAX")]
+    pub write_queue_capacity_max: Option<usize>,
+    /// Messages one event actor's mailbox holds before requests are shed [default: 4096].
+    #[arg(long, env = "KUOTA_MAILBOX_CAPACITY_MAX")]
+    pub mailbox_capacity_max: Option<usize>,
+    /// Threads that run event actors [default: 1].
+    #[arg(long, env = "KUOTA_ACTOR_THREADS")]
+    pub actor_threads: Option<usize>,
+    /// HTTP worker threads [default: the number of cores].
+    #[arg(long, env = "KUOTA_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// How long a replayable decision is kept, in seconds [default: 86400].
+    #[arg(long, env = "KUOTA_IDEMPOTENCY_RETENTION_SECONDS")]
+    pub idempotency_retention_seconds: Option<u32>,
+    /// Log format: json, pretty or auto (pretty on a terminal) [default: auto].
+    #[arg(long, env = "KUOTA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as read from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    admin_token: Option<String>,
+    rate_limit_ip_per_second: Option<u32>,
+    rate_limit_ip_burst: Option<u32>,
+    rate_limit_email_per_minute: Option<u32>,
+    trusted_proxies: Option<String>,
+    node_id: Option<String>,
+    advertise_url: Option<String>,
+    body_limit_bytes: Option<usize>,
+    flush_interval_ms: Option<u64>,
+    batch_size_max: Option<usize>,
+    write_queue_capacity_max: Option<usize>,
+    mailbox_capacity_max: Option<usize>,
+    actor_threads: Option<usize>,
+    http_workers: Option<usize>,
+    idempotency_retention_seconds: Option<u32>,
+    log_format: Option<String>,
+}
+
+/// The settings in force.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: String,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub rate_limit_ip_per_second: u32,
+    pub rate_limit_ip_burst: u32,
+    pub rate_limit_email_per_minute: u32,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub node_id: String,
+    pub advertise_url: String,
+    pub body_limit_bytes: usize,
+    pub flush_interval_ms: u64,
+    pub batch_size_max: usize,
+    pub write_queue_capacity_max: usize,
+    pub mailbox_capacity_max: usize,
+    pub actor_threads: usize,
+    pub http_workers: usize,
+    pub idempotency_retention_seconds: u32,
+    pub log_format: String,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/kuota.db";
+
+impl Settings {
+    /// Merges flags and environment (already in `cli`) over the file over the defaults.
+    pub fn load(cli: Cli) -> anyhow::Result<Settings> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration file {}", path.display()))?;
+                toml::from_str::<FileSettings>(&text)
+                    .with_context(|| format!("in the configuration file {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let listen = cli.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let trusted = cli.trusted_proxies.or(file.trusted_proxies).unwrap_or_default();
+        let trusted_proxies = trusted
+            .split(',')
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| {
+                text.parse::<IpAddr>().with_context(|| format!("trusted proxy {text:?} is not an IP"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let node_id = cli.node_id.or(file.node_id).unwrap_or_else(host_name);
+        let advertise_url =
+            cli.advertise_url.or(file.advertise_url).unwrap_or_else(|| format!("http://{listen}"));
+        let settings = Settings {
+            database_url: cli
+                .database_url
+                .or(file.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            redis_url: cli.redis_url.or(file.redis_url).filter(|url| !url.is_empty()),
+            admin_token: cli.admin_token.or(file.admin_token).filter(|token| !token.is_empty()),
+            rate_limit_ip_per_second: cli
+                .rate_limit_ip_per_second
+                .or(file.rate_limit_ip_per_second)
+                .unwrap_or(20),
+            rate_limit_ip_burst: cli.rate_limit_ip_burst.or(file.rate_limit_ip_burst).unwrap_or(40),
+            rate_limit_email_per_minute: cli
+                .rate_limit_email_per_minute
+                .or(file.rate_limit_email_per_minute)
+                .unwrap_or(6),
+            trusted_proxies,
+            node_id,
+            advertise_url,
+            listen,
+            body_limit_bytes: cli.body_limit_bytes.or(file.body_limit_bytes).unwrap_or(16 * 1024),
+            flush_interval_ms: cli.flush_interval_ms.or(file.flush_interval_ms).unwrap_or(2),
+            batch_size_max: cli.batch_size_max.or(file.batch_size_max).unwrap_or(1_000),
+            write_queue_capacity_max: cli
+                .write_queue_capacity_max
+                .or(file.write_queue_capacity_max)
+                .unwrap_or(16_384),
+            mailbox_capacity_max: cli
+                .mailbox_capacity_max
+                .or(file.mailbox_capacity_max)
+                .unwrap_or(kuota_engine::limits::MAILBOX_CAPACITY_MAX),
+            actor_threads: cli.actor_threads.or(file.actor_threads).unwrap_or(1).max(1),
+            http_workers: cli
+                .http_workers
+                .or(file.http_workers)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+                .max(1),
+            idempotency_retention_seconds: cli
+                .idempotency_retention_seconds
+                .or(file.idempotency_retention_seconds)
+                .unwrap_or(24 * 60 * 60),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_else(|| "auto".into()),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.body_limit_bytes >= 1_024, "body_limit_bytes must be at least 1024");
+        anyhow::ensure!((1..=10_000).contains(&self.batch_size_max), "batch_size_max must be 1 to 10000");
+        anyhow::ensure!(self.write_queue_capacity_max >= 1, "write_queue_capacity_max must be at least 1");
+        anyhow::ensure!(self.mailbox_capacity_max >= 1, "mailbox_capacity_max must be at least 1");
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "json" | "pretty" | "auto"),
+            "log_format must be json, pretty or auto"
+        );
+        anyhow::ensure!(
+            self.database_url.starts_with("mysql://") || self.database_url.starts_with("sqlite:"),
+            "database_url must start with mysql:// or sqlite:"
+        );
+        Ok(())
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "kuota".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_configuration_it_serves_on_localhost_with_sqlite() {
+        let settings = Settings::load(Cli::default()).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:8080");
+        assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(settings.redis_url, None);
+        assert_eq!((settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst), (20, 40));
+        assert_eq!(settings.rate_limit_email_per_minute, 6);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let path = std::env::temp_dir().join(format!("kuota-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbatch_size_max = 10\n").unwrap();
+        let cli = Cli { config: Some(path.clone()), batch_size_max: Some(20), ..Cli::default() };
+        let settings = Settings::load(cli).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:9000");
+        assert_eq!(settings.batch_size_max, 20);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_that_names_it() {
+        let path = std::env::temp_dir().join(format!("kuota-config-bad-{}.toml", std::process::id()));
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let error = Settings::load(Cli { config: Some(path.clone()), ..Cli::default() }).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(format!("{error:#}").contains("lisen"), "{error:#}");
+    }
+}

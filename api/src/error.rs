@@ -1,0 +1,181 @@
+//! Every error the API answers with, as an RFC 9457 problem document with a stable `code`.
+//! Unexpected failures keep their cause in the log and never in the response.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// One invalid field of a request body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        FieldError { field: field.to_string(), message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the Idempotency-Key header is required")]
+    IdempotencyKeyMissing,
+    #[error("{0}")]
+    IdempotencyKeyInvalid(String),
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0} was not found")]
+    NotFound(&'static str),
+    #[error("a credential is required")]
+    Unauthorized,
+    /// A refusal decided by the event (sold out, already registered, ...), with extra members.
+    #[error("{detail}")]
+    Conflict { status: StatusCode, code: &'static str, detail: String, extra: Option<serde_json::Value> },
+    #[error("the same Idempotency-Key is still being processed")]
+    KeyInFlight,
+    #[error("the Idempotency-Key was used with a different body")]
+    KeyReused,
+    #[error("too many requests")]
+    RateLimited { retry_after_seconds: u64, policy: String, state: String },
+    #[error("{reason}")]
+    Overloaded { reason: &'static str, retry_after_seconds: u64 },
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Conflict { status: StatusCode::CONFLICT, code, detail: detail.into(), extra: None }
+    }
+
+    pub fn overloaded(reason: &'static str, retry_after_seconds: u64) -> Self {
+        ApiError::Overloaded { reason, retry_after_seconds }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::IdempotencyKeyMissing => "idempotency_key_missing",
+            ApiError::IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
+            ApiError::MalformedBody(_) => "malformed_body",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Validation(_) | ApiError::InvalidQuery(_) => "validation_failed",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::KeyInFlight => "idempotency_key_in_flight",
+            ApiError::KeyReused => "idempotency_key_reused",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::IdempotencyKeyMissing | ApiError::IdempotencyKeyInvalid(_) => "Invalid Idempotency-Key",
+            ApiError::MalformedBody(_) => "Malformed body",
+            ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::Validation(_) | ApiError::InvalidQuery(_) => "Validation failed",
+            ApiError::NotFound(_) => "Not found",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Conflict { .. } | ApiError::KeyInFlight => "Conflict",
+            ApiError::KeyReused => "Idempotency-Key reused",
+            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::Overloaded { .. } => "Overloaded",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemDocument<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a serde_json::Value>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::IdempotencyKeyMissing
+            | ApiError::IdempotencyKeyInvalid(_)
+            | ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation(_) | ApiError::InvalidQuery(_) | ApiError::KeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict { status, .. } => *status,
+            ApiError::KeyInFlight => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let ApiError::Internal(error) = self {
+            tracing::error!(error = ?error, "request failed unexpectedly");
+        }
+        let code = self.code();
+        let (errors, extra) = match self {
+            ApiError::Validation(errors) => (Some(errors.as_slice()), None),
+            ApiError::Conflict { extra, .. } => (None, extra.as_ref()),
+            _ => (None, None),
+        };
+        let detail = match self {
+            ApiError::Internal(_) => "the server failed unexpectedly; it has been logged".to_string(),
+            other => other.to_string(),
+        };
+        let document = ProblemDocument {
+            kind: format!("https://kuota.dev/problems/{code}"),
+            title: self.title(),
+            status: status.as_u16(),
+            detail,
+            code,
+            errors,
+            extra,
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
+        match self {
+            ApiError::KeyInFlight => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::Overloaded { retry_after_seconds, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+            }
+            ApiError::RateLimited { retry_after_seconds, policy, state } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+                response.insert_header(("RateLimit-Policy", policy.as_str()));
+                response.insert_header(("RateLimit", state.as_str()));
+            }
+            _ => {}
+        }
+        // Serializing plain strings and numbers cannot fail.
+        response.body(serde_json::to_vec(&document).expect("problem documents serialize"))
+    }
+}

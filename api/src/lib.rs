@@ -1,0 +1,26 @@
+//! Kuota's HTTP server (`kuota`).
+//!
+//! # Layout
+//! - `configuration`: settings in layers (defaults, TOML file, `KUOTA_*` env, flags).
+//! - `startup`: `Application::build` wires store, write-behind, registry and server; binds.
+//! - `telemetry`: structured logs.
+//! - `state`: what handlers share: registry, store, limits, auth, shedding.
+//! - `routes`: one file per resource.
+//! - `domain`: request bodies parsed into domain types, with every field error listed.
+//! - `error`: problem documents with stable codes.
+//! - `rate_limit`: GCRA limits per client IP and per registrant e-mail.
+//! - `tokens`: registrant access tokens, fingerprints, constant-time comparison.
+//! - `time_format`: RFC 3339 times.
+//! - `metrics`: the Prometheus recorder and metric names.
+
+pub mod configuration;
+pub mod domain;
+pub mod error;
+pub mod metrics;
+pub mod rate_limit;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod time_format;
+pub mod tokens;

@@ -1,0 +1,45 @@
+//! Prometheus metrics: the recorder, the names, and the request middleware's measurements.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "kuota_http_requests_total";
+pub const HTTP_REQUEST_DURATION: &str = "kuota_http_request_duration_seconds";
+pub const ADMISSIONS: &str = "kuota_admissions_total";
+pub const SHED: &str = "kuota_shed_total";
+pub const RATE_LIMITED: &str = "kuota_rate_limited_total";
+pub const STORE_ERRORS: &str = "kuota_store_errors_total";
+pub const WRITE_QUEUE_DEPTH: &str = "kuota_write_behind_queue_depth";
+pub const WRITE_BATCHES: &str = "kuota_write_behind_batches_total";
+pub const WRITE_EFFECTS: &str = "kuota_write_behind_effects_total";
+pub const WRITE_BATCHES_FAILED: &str = "kuota_write_behind_batches_failed_total";
+pub const WRITE_FENCED: &str = "kuota_write_behind_fenced_total";
+pub const WRITE_BREAKER_OPEN: &str = "kuota_write_behind_breaker_open";
+pub const WRITE_BATCH_SIZE: &str = "kuota_write_behind_batch_size";
+pub const WRITE_COMMIT_DURATION: &str = "kuota_write_behind_commit_duration_seconds";
+pub const OWNED_EVENTS: &str = "kuota_owned_events";
+pub const MAILBOX_DEPTH: &str = "kuota_mailbox_depth";
+
+/// Latency buckets, in seconds: from 100 µs to 10 s.
+const DURATION_BUCKETS_SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide recorder (metrics has one global recorder; tests start many apps).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(DURATION_BUCKETS_SECONDS)
+                // The buckets are valid (non-empty, increasing); this cannot fail.
+                .expect("histogram buckets are valid");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist only if a library installed one; then ours is unused
+            // by the macros but still renders, which a test would notice at once.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,134 @@
+//! GCRA rate limits (the generic cell rate algorithm): per client IP and per registrant
+//! e-mail on the registration route. Each key keeps one number, its theoretical arrival time.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use dashmap::DashMap;
+
+/// Keys one limiter tracks. Past this, keys whose state has lapsed are dropped first; if the
+/// table is still full, new keys are let through untracked (failing open keeps registrants in,
+/// and the IP limit still bounds each client already tracked).
+pub const RATE_LIMIT_KEYS_MAX: usize = 200_000;
+
+/// A refusal: when to retry, and the header values that explain it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub retry_after_seconds: u64,
+    pub policy: String,
+    pub state: String,
+}
+
+#[derive(Debug)]
+pub struct Gcra<K: Hash + Eq> {
+    name: &'static str,
+    /// Milliseconds between two requests at the sustained rate.
+    emission_interval_ms: u64,
+    /// How far ahead of now the theoretical arrival time may run: the burst.
+    tolerance_ms: u64,
+    burst: u32,
+    window_seconds: u64,
+    theoretical_arrival_ms: DashMap<K, u64>,
+}
+
+impl<K: Hash + Eq + Clone> Gcra<K> {
+    /// `None` when `requests` is 0 (the limit is off).
+    pub fn new(name: &'static str, requests: u32, window_seconds: u64, burst: u32) -> Option<Self> {
+        if requests == 0 {
+            return None;
+        }
+        let emission_interval_ms = (window_seconds * 1_000 / u64::from(requests)).max(1);
+        let burst = burst.max(1);
+        Some(Gcra {
+            name,
+            emission_interval_ms,
+            tolerance_ms: emission_interval_ms * u64::from(burst - 1),
+            burst,
+            window_seconds,
+            theoretical_arrival_ms: DashMap::new(),
+        })
+    }
+
+    fn policy(&self) -> String {
+        format!("\"{}\";q={};w={}", self.name, self.burst, self.window_seconds)
+    }
+
+    /// Counts one request of `key` at `now_ms`, or refuses it.
+    pub fn check(&self, key: &K, now_ms: u64) -> Result<(), Refusal> {
+        if self.theoretical_arrival_ms.len() >= RATE_LIMIT_KEYS_MAX
+            && !self.theoretical_arrival_ms.contains_key(key)
+        {
+            self.theoretical_arrival_ms.retain(|_, arrival| *arrival > now_ms);
+            if self.theoretical_arrival_ms.len() >= RATE_LIMIT_KEYS_MAX {
+                return Ok(());
+            }
+        }
+        let mut arrival = self.theoretical_arrival_ms.entry(key.clone()).or_insert(now_ms);
+        let theoretical = (*arrival).max(now_ms);
+        let allowed_at = theoretical.saturating_sub(self.tolerance_ms);
+        if allowed_at > now_ms {
+            let wait_ms = allowed_at - now_ms;
+            let retry_after_seconds = wait_ms.div_ceil(1_000).max(1);
+            return Err(Refusal {
+                retry_after_seconds,
+                policy: self.policy(),
+                state: format!("\"{}\";r=0;t={retry_after_seconds}", self.name),
+            });
+        }
+        *arrival = theoretical + self.emission_interval_ms;
+        Ok(())
+    }
+}
+
+/// The client address to limit: the peer, or the first untrusted hop of `X-Forwarded-For`
+/// when the peer is a trusted proxy.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let hops = forwarded_for.unwrap_or("").split(',').rev().map(str::trim);
+    for hop in hops {
+        match hop.parse::<IpAddr>() {
+            Ok(address) if trusted_proxies.contains(&address) => continue,
+            Ok(address) => return Some(address),
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_requests_are_refused_until_the_rate_allows() {
+        let limiter = Gcra::new("ip", 2, 1, 3).unwrap();
+        for _ in 0..3 {
+            assert!(limiter.check(&"a", 1_000).is_ok());
+        }
+        let refusal = limiter.check(&"a", 1_000).unwrap_err();
+        assert_eq!(refusal.retry_after_seconds, 1);
+        assert!(limiter.check(&"b", 1_000).is_ok(), "keys are independent");
+        assert!(limiter.check(&"a", 1_500).is_ok(), "one request per 500 ms at 2/s");
+        assert!(limiter.check(&"a", 1_500).is_err());
+    }
+
+    #[test]
+    fn zero_turns_a_limit_off() {
+        assert!(Gcra::<&str>::new("ip", 0, 1, 10).is_none());
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(Some(proxy), Some("203.0.113.9, 10.0.0.1"), &[proxy]), Some(client));
+        assert_eq!(client_ip(Some(client), Some("198.51.100.1"), &[proxy]), Some(client));
+    }
+}

@@ -1,0 +1,55 @@
+//! One file per resource, each with `configure`; shared request helpers here.
+
+pub mod admin;
+pub mod events;
+pub mod operations;
+pub mod registrations;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, web};
+use futures_util::StreamExt;
+
+use crate::error::ApiError;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    events::configure(config);
+    registrations::configure(config);
+    admin::configure(config);
+    operations::configure(config);
+}
+
+/// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit_bytes`
+/// (checked against `Content-Length` first, then while reading, so a lying header changes
+/// nothing).
+pub async fn json_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit_bytes: usize,
+) -> Result<web::Bytes, ApiError> {
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media_type != "application/json"
+        && !(media_type.starts_with("application/") && media_type.ends_with("+json"))
+    {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit_bytes) {
+        return Err(ApiError::PayloadTooLarge { limit_bytes });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit_bytes));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))?;
+        if body.len() + chunk.len() > limit_bytes {
+            return Err(ApiError::PayloadTooLarge { limit_bytes });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

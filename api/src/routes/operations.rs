@@ -1,0 +1,116 @@
+//! Liveness, readiness, the busy banner and metrics.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+
+use crate::metrics;
+use crate::state::AppState;
+
+/// How long readiness waits for the store or Redis before calling it unreachable.
+const READINESS_PROBE_TIMEOUT_MS: u64 = 1_000;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(render_metrics))
+        .route("/v1/status", web::get().to(status));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+#[tracing::instrument(skip(state))]
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let timeout = Duration::from_millis(READINESS_PROBE_TIMEOUT_MS);
+    let mut failing = Vec::new();
+    match tokio::time::timeout(timeout, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        _ => failing.push("store"),
+    }
+    if let Some(redis) = &state.redis {
+        let mut connection = redis.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(_)) => {}
+            _ => failing.push("redis"),
+        }
+    }
+    if state.write_behind.breaker_open() {
+        failing.push("write_behind");
+    }
+    if failing.is_empty() {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "not_ready", "failing": failing }))
+    }
+}
+
+async fn status(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.busy())
+}
+
+async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
+    let stats = state.write_behind.stats();
+    ::metrics::gauge!(metrics::WRITE_QUEUE_DEPTH).set(state.write_behind.queue_depth() as f64);
+    ::metrics::gauge!(metrics::OWNED_EVENTS).set(state.registry.owned_events() as f64);
+    for (event, depth) in state.registry.mailbox_depths() {
+        ::metrics::gauge!(metrics::MAILBOX_DEPTH, "event_id" => event.to_string()).set(depth as f64);
+    }
+    let mut text = state.metrics.render();
+    // The writer keeps its own counters (it has no metrics dependency); they are written out
+    // here in the exposition format.
+    let counters = [
+        (metrics::WRITE_BATCHES, "Write-behind transactions committed.", stats.batches_committed),
+        (metrics::WRITE_EFFECTS, "Effects committed by the write-behind.", stats.effects_committed),
+        (
+            metrics::WRITE_BATCHES_FAILED,
+            "Write-behind transactions that failed for good.",
+            stats.batches_failed,
+        ),
+        (
+            metrics::WRITE_FENCED,
+            "Submissions refused because another node owns the event.",
+            stats.submissions_fenced,
+        ),
+    ];
+    for (name, help, value) in counters {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+    }
+    let breaker = u8::from(stats.breaker_open);
+    text.push_str(&format!(
+        "# TYPE {} gauge\n{} {breaker}\n",
+        metrics::WRITE_BREAKER_OPEN,
+        metrics::WRITE_BREAKER_OPEN
+    ));
+    write_histogram(&mut text, metrics::WRITE_BATCH_SIZE, &stats.batch_effects, 1.0);
+    write_histogram(&mut text, metrics::WRITE_COMMIT_DURATION, &stats.commit_latency_micros, 1e-6);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+}
+
+/// Writes a per-bucket histogram as a cumulative Prometheus histogram, scaling its unit.
+fn write_histogram(
+    text: &mut String,
+    name: &str,
+    histogram: &kuota_persist::write_behind::Histogram,
+    scale: f64,
+) {
+    text.push_str(&format!("# TYPE {name} histogram\n"));
+    let mut cumulative = 0;
+    for (index, count) in histogram.counts.iter().enumerate() {
+        cumulative += count;
+        let bound = histogram
+            .bounds
+            .get(index)
+            .map_or_else(|| "+Inf".to_string(), |bound| (*bound as f64 * scale).to_string());
+        text.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+    }
+    if histogram.counts.len() <= histogram.bounds.len() {
+        text.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
+    }
+    text.push_str(&format!("{name}_sum {}\n{name}_count {cumulative}\n", histogram.sum as f64 * scale));
+}

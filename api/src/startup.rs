@@ -1,0 +1,181 @@
+//! Builds the application: store, write-behind, registry, sessions, then the HTTP server on a
+//! bound listener (port 0 works, for tests), and runs it until a signal stops it.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, Service, ServiceResponse};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use futures_util::FutureExt;
+use kuota_engine::SystemClock;
+use kuota_engine::actor::{Registry, RegistryConfig};
+use kuota_persist::random;
+use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
+use kuota_persist::store::SqlStore;
+use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
+use tracing_actix_web::TracingLogger;
+
+use crate::configuration::Settings;
+use crate::error::ApiError;
+use crate::metrics;
+use crate::routes;
+use crate::state::AppState;
+
+/// How long in-flight requests may finish after a stop signal, in seconds.
+const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
+/// How long the write-behind may take to commit what was accepted at shutdown, in seconds.
+const DRAIN_TIMEOUT_SECONDS: u64 = 30;
+/// Redis key prefix of this deployment's sessions and shared limits.
+const REDIS_PREFIX: &str = "kuota:";
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    generated_admin_token: bool,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = SqlStore::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("connecting to the store at {}", redact(&settings.database_url)))?;
+        let secret = store.setting_or_insert("token_secret", &random::token_hex(32)).await?;
+        let generated_admin_token = settings.admin_token.is_none();
+        let admin_token = settings.admin_token.clone().unwrap_or_else(|| random::token_hex(16));
+        let (redis, sessions) = match &settings.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).context("parsing KUOTA_REDIS_URL")?;
+                let manager =
+                    redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
+                let sessions: Arc<dyn SessionStore> =
+                    Arc::new(RedisSessionStore::new(manager.clone(), REDIS_PREFIX));
+                (Some(manager), sessions)
+            }
+            None => (None, Arc::new(MemorySessionStore::default()) as Arc<dyn SessionStore>),
+        };
+        let write_behind_config = WriteBehindConfig {
+            flush_interval_ms: settings.flush_interval_ms,
+            batch_size_max: settings.batch_size_max,
+            queue_capacity_max: settings.write_queue_capacity_max,
+            ..WriteBehindConfig::default()
+        };
+        let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config);
+        let registry_config = RegistryConfig {
+            arbiters: settings.actor_threads,
+            mailbox_capacity_max: settings.mailbox_capacity_max,
+        };
+        let registry =
+            Registry::new(registry_config, Arc::new(store.clone()), submissions, Arc::new(SystemClock));
+        let listener =
+            TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.http_workers;
+        let state = web::Data::new(AppState::new(
+            settings,
+            registry,
+            store,
+            write_behind,
+            sessions,
+            admin_token,
+            secret.into_bytes(),
+            redis,
+        ));
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|_, _| ApiError::NotFound("the resource").into()),
+                )
+                .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                    ApiError::InvalidQuery(format!("the query string is invalid: {error}")).into()
+                }))
+                .wrap_fn(|request, service| {
+                    let started = Instant::now();
+                    let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let method = request.method().to_string();
+                    service.call(request).map(move |result: Result<ServiceResponse, actix_web::Error>| {
+                        if let Ok(response) = &result {
+                            let status = response.status().as_u16().to_string();
+                            let labels = [("route", route), ("method", method), ("status", status)];
+                            ::metrics::counter!(metrics::HTTP_REQUESTS, &labels).increment(1);
+                            ::metrics::histogram!(metrics::HTTP_REQUEST_DURATION, &labels)
+                                .record(started.elapsed().as_secs_f64());
+                        }
+                        result
+                    })
+                })
+                .wrap(TracingLogger::default())
+                .configure(routes::configure)
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound("the resource"))
+                }))
+        })
+        .workers(workers)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECONDS)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server, state, generated_admin_token })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.state.admin_token
+    }
+
+    /// Prints where the server listens, and the admin token once when it was generated.
+    pub fn announce(&self) {
+        let host = self.state.settings.listen.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host);
+        println!("kuota listening on http://{host}:{}", self.port);
+        println!("store: {}", redact(&self.state.settings.database_url));
+        if self.generated_admin_token {
+            println!(
+                "admin token (printed once; set KUOTA_ADMIN_TOKEN to choose one): {}",
+                self.state.admin_token
+            );
+        }
+    }
+
+    /// Serves until SIGTERM/SIGINT, lets in-flight requests finish, stops the event actors,
+    /// and waits until the write-behind has committed everything it accepted.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await.context("serving HTTP")?;
+        tracing::info!("stopped accepting; draining the write-behind");
+        self.state.registry.shutdown();
+        let drained = tokio::time::timeout(
+            Duration::from_secs(DRAIN_TIMEOUT_SECONDS),
+            self.state.write_behind.drained(),
+        )
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("write-behind drained; bye"),
+            Err(_) => tracing::error!("the write-behind did not drain within {DRAIN_TIMEOUT_SECONDS} s"),
+        }
+        Ok(())
+    }
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..scheme_end + 3], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,193 @@
+//! What every request handler shares.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use kuota_engine::actor::{ActorError, EventHandle, Registry};
+use kuota_engine::{Clock, Email, EventId, SystemClock};
+use kuota_persist::session::{SessionId, SessionStore};
+use kuota_persist::store::SqlStore;
+use kuota_persist::write_behind::WriteBehindHandle;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::configuration::Settings;
+use crate::error::ApiError;
+use crate::metrics;
+use crate::rate_limit::{Gcra, client_ip};
+use crate::tokens::constant_time_eq;
+
+/// The cookie that carries an admin session.
+pub const SESSION_COOKIE: &str = "kuota_session";
+/// How long after the last shed request `GET /v1/status` still reports busy, in ms.
+const BUSY_AFTER_SHED_MS: u64 = 5_000;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Settings,
+    pub registry: Registry,
+    pub store: SqlStore,
+    pub write_behind: WriteBehindHandle,
+    pub sessions: Arc<dyn SessionStore>,
+    pub admin_token: String,
+    pub token_secret: Vec<u8>,
+    pub clock: SystemClock,
+    pub metrics: PrometheusHandle,
+    pub redis: Option<redis::aio::ConnectionManager>,
+    pub ip_limit: Option<Gcra<IpAddr>>,
+    pub email_limit: Option<Gcra<Email>>,
+    last_shed_ms: AtomicU64,
+    /// Live `GET /v1/events/{id}/stream` connections (bounded by `STREAM_SUBSCRIBERS_MAX`).
+    pub stream_subscribers: std::sync::atomic::AtomicUsize,
+}
+
+/// What `GET /v1/status` shows.
+#[derive(Debug, serde::Serialize)]
+pub struct Busy {
+    pub busy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Settings,
+        registry: Registry,
+        store: SqlStore,
+        write_behind: WriteBehindHandle,
+        sessions: Arc<dyn SessionStore>,
+        admin_token: String,
+        token_secret: Vec<u8>,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) -> Self {
+        let ip_limit = Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst);
+        let email_limit = Gcra::new(
+            "email",
+            settings.rate_limit_email_per_minute,
+            60,
+            settings.rate_limit_email_per_minute,
+        );
+        AppState {
+            settings,
+            registry,
+            store,
+            write_behind,
+            sessions,
+            admin_token,
+            token_secret,
+            clock: SystemClock,
+            metrics: metrics::recorder(),
+            redis,
+            ip_limit,
+            email_limit,
+            last_shed_ms: AtomicU64::new(0),
+            stream_subscribers: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now().as_millis()
+    }
+
+    /// The running event, or 404; a store that cannot load it is a 503.
+    pub async fn event(&self, id: &EventId) -> Result<EventHandle, ApiError> {
+        match self.registry.event(id).await {
+            Ok(Some(handle)) => Ok(handle),
+            Ok(None) => Err(ApiError::NotFound("the event")),
+            Err(error) => Err(self.actor_error(error)),
+        }
+    }
+
+    /// How long a shed client should wait: the write-behind backlog over its drain rate.
+    pub fn retry_after_seconds(&self) -> u64 {
+        let depth = self.write_behind.queue_depth();
+        let rate = self.write_behind.stats().drain_rate_per_second;
+        kuota_persist::write_behind::retry_after_seconds(depth, rate)
+    }
+
+    /// Turns an actor's refusal into a 503, and remembers that we shed.
+    pub fn actor_error(&self, error: ActorError) -> ApiError {
+        let reason = match &error {
+            ActorError::Overloaded => "the event's queue is full",
+            ActorError::Recovering | ActorError::StoreFailed(_) | ActorError::LoadFailed(_) => {
+                ::metrics::counter!(metrics::STORE_ERRORS).increment(1);
+                "the store did not commit; retry"
+            }
+            ActorError::Stopped => "the event is moving; retry",
+        };
+        tracing::warn!(%error, "request shed");
+        self.shed(reason)
+    }
+
+    /// A 503 `overloaded` for `reason`, counted and remembered for the busy banner.
+    pub fn shed(&self, reason: &'static str) -> ApiError {
+        ::metrics::counter!(metrics::SHED, "reason" => reason).increment(1);
+        self.last_shed_ms.store(self.now_ms(), Ordering::Relaxed);
+        ApiError::overloaded(reason, self.retry_after_seconds())
+    }
+
+    pub fn busy(&self) -> Busy {
+        let reason = if self.write_behind.breaker_open() {
+            Some("the store is failing")
+        } else if self.now_ms().saturating_sub(self.last_shed_ms.load(Ordering::Relaxed)) < BUSY_AFTER_SHED_MS
+        {
+            Some("requests are being shed")
+        } else {
+            None
+        };
+        Busy { busy: reason.is_some(), reason }
+    }
+
+    /// Applies the per-IP limit of the registration route.
+    pub fn limit_client(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        let Some(limit) = &self.ip_limit else { return Ok(()) };
+        let forwarded = request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
+        let peer = request.peer_addr().map(|address| address.ip());
+        let Some(ip) = client_ip(peer, forwarded, &self.settings.trusted_proxies) else { return Ok(()) };
+        limit.check(&ip, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
+    }
+
+    /// Applies the per-e-mail limit of the registration route.
+    pub fn limit_registrant(&self, email: &Email) -> Result<(), ApiError> {
+        let Some(limit) = &self.email_limit else { return Ok(()) };
+        limit.check(email, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
+    }
+
+    fn rate_limited(&self, refusal: crate::rate_limit::Refusal) -> ApiError {
+        ::metrics::counter!(metrics::RATE_LIMITED).increment(1);
+        ApiError::RateLimited {
+            retry_after_seconds: refusal.retry_after_seconds,
+            policy: refusal.policy,
+            state: refusal.state,
+        }
+    }
+
+    /// True when the request carries the admin token or a live admin session.
+    pub async fn is_admin(&self, request: &HttpRequest) -> Result<bool, ApiError> {
+        if let Some(token) = bearer(request)
+            && constant_time_eq(token, &self.admin_token)
+        {
+            return Ok(true);
+        }
+        let Some(cookie) = request.cookie(SESSION_COOKIE) else { return Ok(false) };
+        let Ok(id) = SessionId::parse(cookie.value()) else { return Ok(false) };
+        let session =
+            self.sessions.get(&id).await.map_err(|error| anyhow::anyhow!("session store: {error}"))?;
+        Ok(session.is_some())
+    }
+
+    /// 401 unless the request is an admin's.
+    pub async fn require_admin(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        if self.is_admin(request).await? { Ok(()) } else { Err(ApiError::Unauthorized) }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(request: &HttpRequest) -> Option<&str> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|token| !token.is_empty())
+}

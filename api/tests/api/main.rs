@@ -1,0 +1,9 @@
+//! The API's integration tests, in one binary: each starts the real server on port 0 over a
+//! fresh MariaDB database (named by `KUOTA_TEST_MYSQL_URL`) or a fresh SQLite file.
+
+mod bad_input;
+mod concurrency;
+mod events;
+mod operations;
+mod registrations;
+mod support;

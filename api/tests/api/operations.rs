@@ -1,0 +1,106 @@
+//! Health, readiness, the busy flag and metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::support::{Backend, fresh_database, race, registration, settings, spawn_app};
+
+#[actix_rt::test]
+async fn health_readiness_and_status_answer_when_all_is_well() {
+    let app = spawn_app(Backend::MariaDb).await;
+    assert_eq!(app.get("/healthz", &[]).await.status, 200);
+    assert_eq!(app.get("/readyz", &[]).await.status, 200);
+    let status = app.get("/v1/status", &[]).await.json();
+    assert_eq!(status["busy"], false);
+}
+
+#[actix_rt::test]
+async fn metrics_contain_the_contract_series() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 1, 0)).await;
+    app.register("race", "k1", &registration("10K", "a@example.org")).await;
+    app.register("race", "k2", &registration("10K", "b@example.org")).await;
+    let metrics = String::from_utf8(app.get("/metrics", &[]).await.body).unwrap();
+    for series in [
+        "kuota_http_requests_total",
+        "kuota_http_request_duration_seconds_bucket",
+        "kuota_admissions_total",
+        "kuota_write_behind_queue_depth",
+        "kuota_write_behind_batch_size",
+        "kuota_write_behind_commit_duration_seconds",
+        "kuota_owned_events",
+        "kuota_mailbox_depth",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+}
+
+/// A TCP relay in front of MariaDB that can be cut: the database becomes unreachable on
+/// demand, which the real server cannot be made to do without stopping it for everyone.
+async fn cuttable_relay(target: String) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let watched = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            if watched.load(Ordering::SeqCst) {
+                continue; // Dropping the socket refuses the connection.
+            }
+            let target = target.clone();
+            let watched = watched.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(target).await else { return };
+                let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                let cut = async {
+                    while !watched.load(Ordering::SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::select! { _ = copy => {}, _ = cut => {} }
+            });
+        }
+    });
+    (port, cut)
+}
+
+#[actix_rt::test]
+async fn readiness_turns_503_and_names_the_store_when_the_database_is_unreachable() {
+    let (direct_url, _, _) = fresh_database(Backend::MariaDb).await;
+    let (scheme_and_credentials, rest) =
+        direct_url.rsplit_once('@').unwrap_or(("mysql://root", direct_url.trim_start_matches("mysql://")));
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let (relay_port, cut) = cuttable_relay(host_port.to_string()).await;
+    let relayed = format!("{scheme_and_credentials}@127.0.0.1:{relay_port}/{database}");
+    let application = kuota_api::startup::Application::build(settings(&relayed)).await.unwrap();
+    let port = application.port();
+    actix_rt::spawn(application.run_until_stopped());
+    let get = |path: &'static str| async move {
+        let app = super::support::TestApp::attach(port);
+        app.get(path, &[]).await
+    };
+    assert_eq!(get("/readyz").await.status, 200);
+    cut.store(true, Ordering::SeqCst);
+    // The relay notices the cut within 20 ms; readiness must follow within a few seconds.
+    let mut not_ready = get("/readyz").await;
+    for _ in 0..50 {
+        if not_ready.status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        not_ready = get("/readyz").await;
+    }
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.json()["failing"].as_array().unwrap().iter().any(|part| part == "store"));
+    assert_eq!(get("/healthz").await.status, 200, "liveness does not depend on the store");
+    // The database itself was created directly; drop it the same way.
+    let base = direct_url.rsplit_once('/').unwrap().0.to_string();
+    let mut connection = <sqlx::MySqlConnection as sqlx::Connection>::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+}

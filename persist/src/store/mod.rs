@@ -1,0 +1,482 @@
+//! `SqlStore`: Kuota's tables on MySQL/MariaDB or on an embedded SQLite file, chosen by the
+//! URL's scheme. It creates and reads events, pages through registrations and the audit trail,
+//! commits the write-behind's batches (`write`) and rebuilds events at startup (`recovery`).
+//!
+//! # Layout
+//! - `backend`: the two databases behind one interface (statements as SQL text plus values).
+//! - `plan`: what a batch of effects means for the stored rows (pure).
+//! - `write`: one batch, one transaction, with the epoch check.
+//! - `recovery`: `EventLoader`, streaming an event's rows into a `QuotaBuilder`.
+//! - `rows`, `error`: the types handed out.
+
+mod backend;
+mod error;
+mod plan;
+mod recovery;
+mod rows;
+mod write;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kuota_engine::{
+    CategoryCode, CategoryConfig, Clock, EventConfig, EventId, QuotaLimits, RegistrationId, Seq, SystemClock,
+    Timestamp,
+};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use self::backend::{Pool, RowAccess, Runner, Statement};
+pub use self::error::{FailureKind, PersistError};
+use self::plan::{millis, signed, unsigned};
+pub use self::rows::{
+    AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,
+};
+pub use self::write::{BatchItem, BatchReport};
+
+/// Connections to MySQL one store keeps: the writer's commits (`connections_max`, ≤ 4),
+/// recovery, and the API's reads.
+const MYSQL_CONNECTIONS_MAX: u32 = 8;
+
+/// Connections to a SQLite file. SQLite has one writer at a time; more connections only let
+/// reads run beside it (WAL).
+const SQLITE_CONNECTIONS_MAX: u32 = 4;
+
+/// How long a caller waits for a free connection, in milliseconds, before the store counts
+/// as unavailable.
+const POOL_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+/// How long SQLite waits for another connection's write lock, in milliseconds.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Rows one page of registrations or audit entries may have.
+pub const PAGE_SIZE_MAX: u32 = 500;
+
+const REGISTRATION_COLUMNS: &str = "number, category_code, email, full_name, phone, attributes_json, status, \
+     hold_expires_at, waitlist_position, access_token_hash, created_at, updated_at";
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: Pool,
+    /// Recovery reads "now" here to leave out idempotency entries past their retention.
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("SqlStore").field("dialect", &self.pool.dialect()).finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to `mysql://…` (or `mariadb://…`) or `sqlite://path` (the file and its folder
+    /// are created when missing) and applies the schema migrations.
+    pub async fn connect(url: &str) -> Result<SqlStore, PersistError> {
+        let pool = if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Pool::Mysql(connect_mysql(url).await?)
+        } else if url.starts_with("sqlite:") {
+            Pool::Sqlite(connect_sqlite(url).await?)
+        } else {
+            // Only the scheme: the rest of a URL may hold a password.
+            let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+            return Err(PersistError::UnsupportedUrl(format!("{scheme}:")));
+        };
+        Ok(SqlStore { pool, clock: Arc::new(SystemClock) })
+    }
+
+    /// The same store, reading "now" from `clock` (tests and the simulator run in their own time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqlStore {
+        self.clock = clock;
+        self
+    }
+
+    /// True for SQLite, where only one transaction writes at a time.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.pool, Pool::Sqlite(_))
+    }
+
+    /// Closes every connection; afterwards every call fails.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Succeeds when the database answers and has Kuota's schema.
+    #[tracing::instrument(skip(self))]
+    pub async fn ping(&self) -> Result<(), PersistError> {
+        let statement = Statement::new("SELECT id FROM events LIMIT 1");
+        self.pool.for_each_row(&statement, |_| Ok::<(), PersistError>(())).await
+    }
+
+    /// Stores a new event with its categories; `false` when an event with that id exists.
+    #[tracing::instrument(skip(self, config, now), fields(event_id = %config.id))]
+    pub async fn create_event(&self, config: &EventConfig, now: Timestamp) -> Result<bool, PersistError> {
+        config.validate()?;
+        let mut transaction = self.pool.begin_write().await?;
+        let limits = &config.limits;
+        let insert_event = Statement::new(
+            "INSERT INTO events (id, name, opens_at, closes_at, hold_ttl_seconds, waitlist_length_max, \
+             idempotency_entries_max, idempotency_retention_seconds, epoch, last_seq, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+        )
+        .bind(config.id.as_str())
+        .bind(config.name.as_str())
+        .bind(config.opens_at.map(millis))
+        .bind(config.closes_at.map(millis))
+        .bind(i64::from(config.hold_ttl_seconds))
+        .bind(i64::from(limits.waitlist_length_max))
+        .bind(i64::from(limits.idempotency_entries_max))
+        .bind(i64::from(limits.idempotency_retention_seconds))
+        .bind(millis(now));
+        match transaction.execute(&insert_event).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+        let mut insert_categories =
+            Statement::new("INSERT INTO categories (event_id, position, code, name, capacity) VALUES ");
+        for (position, category) in config.categories.iter().enumerate() {
+            let separator = if position == 0 { "" } else { ", " };
+            insert_categories.sql.push_str(separator);
+            insert_categories.sql.push_str("(?, ?, ?, ?, ?)");
+            insert_categories.push_value(config.id.as_str());
+            // `validate` bounds the categories by CATEGORIES_MAX (64).
+            insert_categories.push_value(position as i64);
+            insert_categories.push_value(category.code.as_str());
+            insert_categories.push_value(category.name.as_str());
+            insert_categories.push_value(i64::from(category.capacity));
+        }
+        transaction.execute(&insert_categories).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// The event as stored, with the current capacities.
+    #[tracing::instrument(skip(self), fields(event_id = %id))]
+    pub async fn event_config(&self, id: &EventId) -> Result<Option<EventConfig>, PersistError> {
+        let stored = read_event(&mut Runner::Pool(&self.pool), id).await?;
+        Ok(stored.map(|stored| stored.config))
+    }
+
+    /// The event's epoch (how often it was taken over) and the seq of its latest committed effect.
+    #[tracing::instrument(skip(self), fields(event_id = %id))]
+    pub async fn event_progress(&self, id: &EventId) -> Result<Option<EventProgress>, PersistError> {
+        let statement = Statement::new("SELECT epoch, last_seq FROM events WHERE id = ?").bind(id.as_str());
+        let mut progress = None;
+        self.pool
+            .for_each_row(&statement, |row| {
+                let epoch = unsigned(row.int(0)?, "events.epoch")?;
+                let last_seq = Seq(unsigned(row.int(1)?, "events.last_seq")?);
+                progress = Some(EventProgress { epoch, last_seq });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(progress)
+    }
+
+    #[tracing::instrument(skip(self), fields(event_id = %event))]
+    pub async fn registration(
+        &self,
+        event: &EventId,
+        id: RegistrationId,
+    ) -> Result<Option<RegistrationRow>, PersistError> {
+        let sql =
+            format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE event_id = ? AND number = ?");
+        let statement = Statement::new(sql).bind(event.as_str()).bind(signed(id.0));
+        let mut found = None;
+        self.pool
+            .for_each_row(&statement, |row| {
+                found = Some(registration_row(event, row)?);
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(found)
+    }
+
+    /// Registrations of an event by number, after `after`, optionally of one status only
+    /// (keyset pagination: pass the last id of a page to get the next). `limit` is capped at
+    /// `PAGE_SIZE_MAX`.
+    #[tracing::instrument(skip(self), fields(event_id = %event))]
+    pub async fn registrations_page(
+        &self,
+        event: &EventId,
+        status: Option<RowStatus>,
+        limit: u32,
+        after: Option<RegistrationId>,
+    ) -> Result<Vec<RegistrationRow>, PersistError> {
+        let status_filter = if status.is_some() { " AND status = ?" } else { "" };
+        let sql = format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM registrations \
+             WHERE event_id = ?{status_filter} AND number > ? ORDER BY number LIMIT ?"
+        );
+        let mut statement = Statement::new(sql).bind(event.as_str());
+        if let Some(status) = status {
+            statement.push_value(status.as_str());
+        }
+        statement.push_value(signed(after.map_or(0, |id| id.0)));
+        statement.push_value(i64::from(limit.min(PAGE_SIZE_MAX)));
+        let mut rows = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                rows.push(registration_row(event, row)?);
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(rows)
+    }
+
+    /// How many registrations each category has in each status.
+    #[tracing::instrument(skip(self), fields(event_id = %event))]
+    pub async fn status_counts(&self, event: &EventId) -> Result<Vec<StatusCount>, PersistError> {
+        let statement = Statement::new(
+            "SELECT category_code, status, COUNT(*) FROM registrations WHERE event_id = ? \
+             GROUP BY category_code, status ORDER BY category_code, status",
+        )
+        .bind(event.as_str());
+        let mut counts = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                counts.push(StatusCount {
+                    category: parse_code(row.text(0)?)?,
+                    status: parse_status(row.text(1)?)?,
+                    count: unsigned(row.int(2)?, "count")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(counts)
+    }
+
+    /// The audit trail of an event, oldest first, after the audit id `after`.
+    #[tracing::instrument(skip(self), fields(event_id = %event))]
+    pub async fn audit_page(
+        &self,
+        event: &EventId,
+        limit: u32,
+        after: Option<u64>,
+    ) -> Result<Vec<AuditRow>, PersistError> {
+        let statement = Statement::new(
+            "SELECT id, registration_number, seq, kind, detail_json, at FROM audit_log \
+             WHERE event_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(event.as_str())
+        .bind(signed(after.unwrap_or(0)))
+        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
+        let mut rows = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                let registration =
+                    row.optional_int(1)?.map(|number| unsigned(number, "audit_log.registration_number"));
+                rows.push(AuditRow {
+                    id: unsigned(row.int(0)?, "audit_log.id")?,
+                    registration: registration.transpose()?.map(RegistrationId),
+                    seq: Seq(unsigned(row.int(2)?, "audit_log.seq")?),
+                    kind: row.text(3)?.to_owned(),
+                    detail_json: row.text(4)?.to_owned(),
+                    at: timestamp(row.int(5)?, "audit_log.at")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(rows)
+    }
+
+    /// Outbox entries of every event, oldest first, after the outbox id `after`.
+    #[tracing::instrument(skip(self))]
+    pub async fn outbox_page(&self, limit: u32, after: Option<u64>) -> Result<Vec<OutboxRow>, PersistError> {
+        let statement = Statement::new(
+            "SELECT id, event_id, registration_number, kind, payload_json, status, attempts, available_at, \
+             created_at FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(signed(after.unwrap_or(0)))
+        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
+        let mut rows = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                rows.push(OutboxRow {
+                    id: unsigned(row.int(0)?, "outbox.id")?,
+                    event: EventId::parse(row.text(1)?).map_err(|error| invalid("outbox.event_id", error))?,
+                    registration: RegistrationId(unsigned(row.int(2)?, "outbox.registration_number")?),
+                    kind: row.text(3)?.to_owned(),
+                    payload_json: row.text(4)?.to_owned(),
+                    status: row.text(5)?.to_owned(),
+                    attempts: u32::try_from(row.int(6)?)
+                        .map_err(|error| invalid("outbox.attempts", error))?,
+                    available_at: timestamp(row.int(7)?, "outbox.available_at")?,
+                    created_at: timestamp(row.int(8)?, "outbox.created_at")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(rows)
+    }
+
+    /// The value stored under `key`, storing `value` first if there is none. Nodes that race
+    /// to insert all get the winner's value (e.g. a token secret shared by a cluster).
+    #[tracing::instrument(skip(self, value))]
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, PersistError> {
+        let insert = Statement::new("INSERT INTO settings (name, value) VALUES (?, ?)").bind(key).bind(value);
+        match self.pool.execute(&insert).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {}
+            Err(error) => return Err(error.into()),
+        }
+        let select = Statement::new("SELECT value FROM settings WHERE name = ?").bind(key);
+        let mut stored = None;
+        self.pool
+            .for_each_row(&select, |row| {
+                stored = Some(row.text(0)?.to_owned());
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        stored.ok_or_else(|| PersistError::Mismatch(format!("setting {key:?} vanished after it was stored")))
+    }
+}
+
+async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
+    let url = url.strip_prefix("mariadb:").map_or_else(|| url.to_owned(), |rest| format!("mysql:{rest}"));
+    let options = MySqlConnectOptions::from_str(&url)?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(MYSQL_CONNECTIONS_MAX)
+        .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations/mysql").run(&pool).await?;
+    Ok(pool)
+}
+
+async fn connect_sqlite(url: &str) -> Result<sqlx::SqlitePool, PersistError> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))
+        // A commit is an acknowledgement: FULL syncs the WAL on every commit, so that an
+        // acknowledged registration survives a power cut, not just a process crash.
+        .synchronous(SqliteSynchronous::Full);
+    let mut pool_options = SqlitePoolOptions::new()
+        .max_connections(SQLITE_CONNECTIONS_MAX)
+        .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS));
+    if in_memory {
+        // An in-memory database lives as long as one connection to it: keep exactly one, forever.
+        pool_options =
+            pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+    } else {
+        options = options.journal_mode(SqliteJournalMode::Wal);
+        create_parent_folder(options.get_filename())?;
+    }
+    let pool = pool_options.connect_with(options).await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    Ok(pool)
+}
+
+fn create_parent_folder(file: &Path) -> Result<(), PersistError> {
+    match file.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => std::fs::create_dir_all(folder)
+            .map_err(|source| PersistError::CreateFolder { path: folder.to_path_buf(), source }),
+        _ => Ok(()),
+    }
+}
+
+/// An event row with its categories, as read by `event_config` and by recovery.
+pub(crate) struct StoredEvent {
+    pub config: EventConfig,
+    pub epoch: u64,
+    pub last_seq: Seq,
+}
+
+pub(crate) async fn read_event(
+    runner: &mut Runner<'_>,
+    id: &EventId,
+) -> Result<Option<StoredEvent>, PersistError> {
+    let event = Statement::new(
+        "SELECT name, opens_at, closes_at, hold_ttl_seconds, waitlist_length_max, idempotency_entries_max, \
+         idempotency_retention_seconds, epoch, last_seq FROM events WHERE id = ?",
+    )
+    .bind(id.as_str());
+    let mut stored = None;
+    runner
+        .for_each_row(&event, |row| {
+            let config = EventConfig {
+                id: id.clone(),
+                name: row.text(0)?.to_owned(),
+                opens_at: row.optional_int(1)?.map(|at| timestamp(at, "events.opens_at")).transpose()?,
+                closes_at: row.optional_int(2)?.map(|at| timestamp(at, "events.closes_at")).transpose()?,
+                hold_ttl_seconds: small(row.int(3)?, "events.hold_ttl_seconds")?,
+                categories: Vec::new(),
+                limits: QuotaLimits {
+                    waitlist_length_max: small(row.int(4)?, "events.waitlist_length_max")?,
+                    idempotency_entries_max: small(row.int(5)?, "events.idempotency_entries_max")?,
+                    idempotency_retention_seconds: small(
+                        row.int(6)?,
+                        "events.idempotency_retention_seconds",
+                    )?,
+                },
+            };
+            let epoch = unsigned(row.int(7)?, "events.epoch")?;
+            let last_seq = Seq(unsigned(row.int(8)?, "events.last_seq")?);
+            stored = Some(StoredEvent { config, epoch, last_seq });
+            Ok::<(), PersistError>(())
+        })
+        .await?;
+    let Some(mut stored) = stored else { return Ok(None) };
+    let categories =
+        Statement::new("SELECT code, name, capacity FROM categories WHERE event_id = ? ORDER BY position")
+            .bind(id.as_str());
+    runner
+        .for_each_row(&categories, |row| {
+            stored.config.categories.push(CategoryConfig {
+                code: parse_code(row.text(0)?)?,
+                name: row.text(1)?.to_owned(),
+                capacity: small(row.int(2)?, "categories.capacity")?,
+            });
+            Ok::<(), PersistError>(())
+        })
+        .await?;
+    Ok(Some(stored))
+}
+
+fn registration_row(event: &EventId, row: &dyn RowAccess) -> Result<RegistrationRow, PersistError> {
+    let waitlist_position =
+        row.optional_int(8)?.map(|position| small(position, "registrations.waitlist_position"));
+    Ok(RegistrationRow {
+        id: RegistrationId(unsigned(row.int(0)?, "registrations.number")?),
+        event: event.clone(),
+        category: parse_code(row.text(1)?)?,
+        email: row.text(2)?.to_owned(),
+        full_name: row.text(3)?.to_owned(),
+        phone: row.optional_text(4)?.map(str::to_owned),
+        attributes_json: row.optional_text(5)?.map(str::to_owned),
+        status: parse_status(row.text(6)?)?,
+        hold_expires_at: row
+            .optional_int(7)?
+            .map(|at| timestamp(at, "registrations.hold_expires_at"))
+            .transpose()?,
+        waitlist_position: waitlist_position.transpose()?,
+        access_token_hash: row.text(9)?.to_owned(),
+        created_at: timestamp(row.int(10)?, "registrations.created_at")?,
+        updated_at: timestamp(row.int(11)?, "registrations.updated_at")?,
+    })
+}
+
+fn invalid(column: &str, error: impl fmt::Display) -> PersistError {
+    PersistError::InvalidRow(format!("{column}: {error}"))
+}
+
+fn timestamp(stored: i64, column: &str) -> Result<Timestamp, PersistError> {
+    unsigned(stored, column).map(Timestamp::from_millis)
+}
+
+fn small(stored: i64, column: &str) -> Result<u32, PersistError> {
+    u32::try_from(stored).map_err(|error| invalid(column, error))
+}
+
+fn parse_code(text: &str) -> Result<CategoryCode, PersistError> {
+    CategoryCode::parse(text).map_err(|error| invalid("category code", error))
+}
+
+fn parse_status(text: &str) -> Result<RowStatus, PersistError> {
+    RowStatus::parse(text).ok_or_else(|| invalid("registrations.status", UnknownStatus(text.to_owned())))
+}

@@ -1,0 +1,375 @@
+//! Folding a batch of effects into the rows one transaction writes. Pure: no SQL here, so that
+//! what each effect means for the stored rows can be read (and tested) on its own. It mirrors
+//! `kuota_engine::memory`, the reference for what each effect means.
+
+use std::collections::BTreeMap;
+
+use kuota_engine::{ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, Seq, Timestamp};
+use serde_json::json;
+
+use crate::store::error::PersistError;
+use crate::store::rows::RowStatus;
+
+/// Milliseconds as the database stores them. Timestamps beyond `i64::MAX` ms (292 million
+/// years) cannot come from a clock; saturating keeps the conversion total.
+pub(crate) fn millis(at: Timestamp) -> i64 {
+    i64::try_from(at.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A counter (registration number, seq, epoch) as the database stores it (signed BIGINT).
+pub(crate) fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored BIGINT back to a counter; a negative one was never written by Kuota.
+pub(crate) fn unsigned(value: i64, column: &str) -> Result<u64, PersistError> {
+    u64::try_from(value).map_err(|_| PersistError::InvalidRow(format!("{column} is negative: {value}")))
+}
+
+/// A registration that this batch creates, in the state the batch leaves it in.
+#[derive(Debug)]
+pub(crate) struct NewRegistration<'a> {
+    pub number: i64,
+    pub category: &'a str,
+    pub email: &'a str,
+    pub details: &'a RegistrationDetails,
+    pub status: RowStatus,
+    pub hold_expires_at: Option<i64>,
+    pub waitlist_position: Option<i64>,
+    pub idempotency_key: Option<&'a str>,
+    pub fingerprint: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A registration stored by an earlier batch whose state this batch changes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RegistrationChange {
+    pub number: i64,
+    pub status: RowStatus,
+    pub hold_expires_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct IdempotencyEntry<'a> {
+    pub key: &'a str,
+    pub fingerprint: i64,
+    pub decision_json: String,
+    pub decided_at: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct AuditEntry {
+    pub seq: i64,
+    pub registration: Option<i64>,
+    pub kind: &'static str,
+    pub detail_json: String,
+    pub at: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct OutboxEntry {
+    pub registration: i64,
+    pub kind: &'static str,
+    pub payload_json: String,
+    pub at: i64,
+}
+
+/// Everything one batch writes for one event.
+#[derive(Debug)]
+pub(crate) struct EventPlan<'a> {
+    pub event: &'a EventId,
+    pub epoch: u64,
+    /// The stored `last_seq` once this plan is committed.
+    pub last_seq: Seq,
+    /// Effects at or below the stored `last_seq`: committed before, skipped now.
+    pub skipped_effects: usize,
+    pub applied_effects: usize,
+    pub new_registrations: BTreeMap<u64, NewRegistration<'a>>,
+    pub changes: BTreeMap<u64, RegistrationChange>,
+    /// By key: a key decided twice in one batch keeps its latest decision.
+    pub idempotency: BTreeMap<&'a str, IdempotencyEntry<'a>>,
+    pub audit: Vec<AuditEntry>,
+    pub outbox: Vec<OutboxEntry>,
+    /// Category code → capacity; the latest change wins.
+    pub capacities: BTreeMap<&'a str, i64>,
+}
+
+impl<'a> EventPlan<'a> {
+    pub fn new(event: &'a EventId, epoch: u64, stored_last_seq: Seq) -> Self {
+        EventPlan {
+            event,
+            epoch,
+            last_seq: stored_last_seq,
+            skipped_effects: 0,
+            applied_effects: 0,
+            new_registrations: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            idempotency: BTreeMap::new(),
+            audit: Vec::new(),
+            outbox: Vec::new(),
+            capacities: BTreeMap::new(),
+        }
+    }
+
+    /// Folds the effects of one submission in. Effects must continue the event's sequence
+    /// without a gap: a gap means an earlier submission never reached the store, and writing
+    /// on top of it would store decisions taken on state the store does not have.
+    pub fn add(&mut self, effects: &'a [Effect]) -> Result<(), PersistError> {
+        for effect in effects {
+            if effect.seq <= self.last_seq {
+                self.skipped_effects += 1;
+                continue;
+            }
+            if effect.seq.0 != self.last_seq.0 + 1 {
+                return Err(PersistError::Mismatch(format!(
+                    "event {} got effect seq {} after seq {}",
+                    self.event, effect.seq.0, self.last_seq.0
+                )));
+            }
+            self.last_seq = effect.seq;
+            self.applied_effects += 1;
+            self.apply(effect);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, effect: &'a Effect) {
+        let at = millis(effect.at);
+        let seq = signed(effect.seq.0);
+        let (registration, kind, detail) = match &effect.kind {
+            EffectKind::Created {
+                registration,
+                category_code,
+                registrant,
+                status,
+                waitlist_position,
+                idempotency,
+                details,
+                ..
+            } => {
+                let row_status = RowStatus::of_active(*status);
+                let hold_expires_at = hold_expiry(*status);
+                let waitlist_position = waitlist_position.map(i64::from);
+                let number = signed(registration.0);
+                self.new_registrations.insert(
+                    registration.0,
+                    NewRegistration {
+                        number,
+                        category: category_code.as_str(),
+                        email: registrant.as_str(),
+                        details,
+                        status: row_status,
+                        hold_expires_at,
+                        waitlist_position,
+                        idempotency_key: idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
+                        fingerprint: idempotency
+                            .as_ref()
+                            .map(|idempotency| fingerprint(idempotency.fingerprint.0)),
+                        created_at: at,
+                        updated_at: at,
+                    },
+                );
+                if let (Some(idempotency), Some(decision)) = (idempotency, effect.kind.decision()) {
+                    self.remember(idempotency.key.as_str(), idempotency.fingerprint.0, &decision, at);
+                }
+                self.announce(number, "registration_created", row_status, at);
+                let detail = json!({
+                    "category": category_code.as_str(),
+                    "status": row_status.as_str(),
+                    "hold_expires_at": hold_expires_at,
+                    "waitlist_position": waitlist_position,
+                    "idempotency_key": idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
+                });
+                (Some(number), "created", detail)
+            }
+            EffectKind::Confirmed { registration } => {
+                let number = self.change(registration.0, RowStatus::Confirmed, None, at);
+                self.announce(number, "registration_confirmed", RowStatus::Confirmed, at);
+                (Some(number), "confirmed", json!({}))
+            }
+            EffectKind::Promoted { registration, status } => {
+                let row_status = RowStatus::of_active(*status);
+                let hold_expires_at = hold_expiry(*status);
+                let number = self.change(registration.0, row_status, hold_expires_at, at);
+                self.announce(number, "registration_promoted", row_status, at);
+                let detail = json!({ "status": row_status.as_str(), "hold_expires_at": hold_expires_at });
+                (Some(number), "promoted", detail)
+            }
+            EffectKind::Cancelled { registration } => {
+                (Some(self.change(registration.0, RowStatus::Cancelled, None, at)), "cancelled", json!({}))
+            }
+            EffectKind::Expired { registration } => {
+                (Some(self.change(registration.0, RowStatus::Expired, None, at)), "expired", json!({}))
+            }
+            EffectKind::DecisionRecorded { idempotency, decision } => {
+                self.remember(idempotency.key.as_str(), idempotency.fingerprint.0, decision, at);
+                let detail = json!({ "idempotency_key": idempotency.key.as_str(), "decision": decision });
+                (None, "decision_recorded", detail)
+            }
+            EffectKind::CapacityChanged { category_code, capacity, .. } => {
+                self.capacities.insert(category_code.as_str(), i64::from(*capacity));
+                let detail = json!({ "category": category_code.as_str(), "capacity": capacity });
+                (None, "capacity_changed", detail)
+            }
+        };
+        self.audit.push(AuditEntry { seq, registration, kind, detail_json: detail.to_string(), at });
+    }
+
+    /// Applies a status change to a registration created in this batch, or records it as a
+    /// change to a stored one. Any change takes the registration off the waitlist.
+    fn change(&mut self, registration: u64, status: RowStatus, hold_expires_at: Option<i64>, at: i64) -> i64 {
+        let number = signed(registration);
+        if let Some(created) = self.new_registrations.get_mut(&registration) {
+            created.status = status;
+            created.hold_expires_at = hold_expires_at;
+            created.waitlist_position = None;
+            created.updated_at = at;
+        } else {
+            self.changes
+                .insert(registration, RegistrationChange { number, status, hold_expires_at, updated_at: at });
+        }
+        number
+    }
+
+    fn remember(&mut self, key: &'a str, fingerprint_bits: u64, decision: &kuota_engine::Decision, at: i64) {
+        // A `Decision` is plain data (enums, integers); serializing it cannot fail.
+        let decision_json = serde_json::to_string(decision).expect("a Decision serializes to JSON");
+        let entry = IdempotencyEntry {
+            key,
+            fingerprint: fingerprint(fingerprint_bits),
+            decision_json,
+            decided_at: at,
+        };
+        self.idempotency.insert(key, entry);
+    }
+
+    fn announce(&mut self, registration: i64, kind: &'static str, status: RowStatus, at: i64) {
+        let payload = json!({
+            "event_id": self.event.as_str(),
+            "registration": registration,
+            "status": status.as_str(),
+        });
+        self.outbox.push(OutboxEntry { registration, kind, payload_json: payload.to_string(), at });
+    }
+}
+
+fn hold_expiry(status: ActiveStatus) -> Option<i64> {
+    match status {
+        ActiveStatus::Held { expires_at } => Some(millis(expires_at)),
+        ActiveStatus::Confirmed | ActiveStatus::Waitlisted => None,
+    }
+}
+
+/// A body fingerprint uses all 64 bits; it is stored bit for bit in a signed BIGINT.
+pub(crate) fn fingerprint(bits: u64) -> i64 {
+    i64::from_ne_bytes(bits.to_ne_bytes())
+}
+
+/// The inverse of `fingerprint`.
+pub(crate) fn fingerprint_bits(stored: i64) -> u64 {
+    u64::from_ne_bytes(stored.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kuota_engine::{CategoryCode, Email, RegistrationId};
+
+    use super::*;
+
+    fn created(seq: u64, registration: u64, email: &str, status: ActiveStatus) -> Effect {
+        Effect {
+            seq: Seq(seq),
+            at: Timestamp::from_millis(1_000 + seq),
+            kind: EffectKind::Created {
+                registration: RegistrationId(registration),
+                category: 0,
+                category_code: CategoryCode::parse("10K").unwrap(),
+                registrant: Email::parse(email).unwrap(),
+                status,
+                waitlist_position: None,
+                idempotency: None,
+                details: Arc::new(RegistrationDetails::default()),
+            },
+        }
+    }
+
+    fn event() -> EventId {
+        EventId::parse("race").unwrap()
+    }
+
+    #[test]
+    fn a_registration_created_and_cancelled_in_one_batch_is_inserted_cancelled() {
+        let effects = vec![
+            created(1, 1, "a@x.org", ActiveStatus::Confirmed),
+            Effect {
+                seq: Seq(2),
+                at: Timestamp::from_millis(2_000),
+                kind: EffectKind::Cancelled { registration: RegistrationId(1) },
+            },
+        ];
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(0));
+        plan.add(&effects).unwrap();
+        let row = &plan.new_registrations[&1];
+        assert_eq!((row.status, row.created_at, row.updated_at), (RowStatus::Cancelled, 1_001, 2_000));
+        assert!(plan.changes.is_empty());
+        assert_eq!(plan.audit.len(), 2);
+        assert_eq!(plan.outbox.len(), 1, "only the creation is announced");
+    }
+
+    #[test]
+    fn effects_at_or_below_the_stored_seq_are_skipped() {
+        let effects = vec![
+            created(1, 1, "a@x.org", ActiveStatus::Confirmed),
+            created(2, 2, "b@x.org", ActiveStatus::Confirmed),
+        ];
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(1));
+        plan.add(&effects).unwrap();
+        assert_eq!((plan.skipped_effects, plan.applied_effects), (1, 1));
+        assert_eq!(plan.new_registrations.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(plan.last_seq, Seq(2));
+    }
+
+    #[test]
+    fn a_gap_in_the_sequence_is_refused() {
+        let effects = vec![created(3, 1, "a@x.org", ActiveStatus::Confirmed)];
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(1));
+        assert!(matches!(plan.add(&effects), Err(PersistError::Mismatch(_))));
+    }
+
+    #[test]
+    fn a_promotion_of_a_stored_registration_becomes_a_change_with_its_hold() {
+        let effects = vec![Effect {
+            seq: Seq(8),
+            at: Timestamp::from_millis(5_000),
+            kind: EffectKind::Promoted {
+                registration: RegistrationId(4),
+                status: ActiveStatus::Held { expires_at: Timestamp::from_millis(65_000) },
+            },
+        }];
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(7));
+        plan.add(&effects).unwrap();
+        let expected = RegistrationChange {
+            number: 4,
+            status: RowStatus::Held,
+            hold_expires_at: Some(65_000),
+            updated_at: 5_000,
+        };
+        assert_eq!(plan.changes[&4], expected);
+        assert_eq!(plan.outbox[0].kind, "registration_promoted");
+    }
+
+    #[test]
+    fn a_fingerprint_keeps_all_its_bits() {
+        for bits in [0, 1, u64::MAX, 1 << 63, 0x0123_4567_89ab_cdef] {
+            assert_eq!(fingerprint_bits(fingerprint(bits)), bits);
+        }
+    }
+}

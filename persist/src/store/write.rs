@@ -1,0 +1,377 @@
+//! One batch of effect submissions, one transaction: lock the batch's event rows, leave out the
+//! submissions of a stale epoch (fenced), fold the rest into rows (`plan`), write them with
+//! multi-row statements, advance each event's `last_seq` under its epoch, commit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kuota_engine::{Effect, EventId, Seq};
+
+use crate::store::SqlStore;
+use crate::store::backend::{Dialect, Statement, Transaction};
+use crate::store::error::PersistError;
+use crate::store::plan::{EventPlan, signed, unsigned};
+
+/// Parameters one statement may carry. SQLite allows 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`
+/// since 3.32), MySQL 65,535 per prepared statement; this stays below both.
+const PARAMETERS_PER_STATEMENT_MAX: usize = 30_000;
+
+/// Registrations one `UPDATE … CASE` statement changes. The database scans a `CASE` list
+/// linearly for every row it updates, so a statement's cost grows with its square.
+const CHANGES_PER_STATEMENT_MAX: usize = 100;
+
+/// One submission's part of a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchItem<'a> {
+    pub event: &'a EventId,
+    pub epoch: u64,
+    pub effects: &'a [Effect],
+}
+
+/// What a committed batch did for each (event, epoch) it carried.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Pairs whose epoch is not the stored one: another owner took the event. Nothing of
+    /// theirs was written.
+    pub fenced: Vec<(EventId, u64)>,
+    /// Events that are not stored at all. Nothing of theirs was written.
+    pub missing: Vec<EventId>,
+    pub applied_effects: usize,
+    /// Effects at or below an event's stored `last_seq`, committed by an earlier batch.
+    pub skipped_effects: usize,
+}
+
+impl BatchReport {
+    /// Whether the submissions of `event` under `epoch` were committed.
+    pub fn committed(&self, event: &EventId, epoch: u64) -> bool {
+        !self.missing.contains(event)
+            && !self.fenced.iter().any(|(fenced, at)| fenced == event && *at == epoch)
+    }
+}
+
+impl SqlStore {
+    /// Commits `items` in one transaction, in their order, or nothing of them. Submissions of a
+    /// fenced or missing event are left out (see `BatchReport`); the rest commit.
+    #[tracing::instrument(skip_all, fields(submissions = items.len()))]
+    pub async fn commit_batch(&self, items: &[BatchItem<'_>]) -> Result<BatchReport, PersistError> {
+        let mut transaction = self.pool.begin_write().await?;
+        let stored = lock_events(&mut transaction, self.pool.dialect(), items).await?;
+        let mut report = BatchReport::default();
+        let mut plans: BTreeMap<&EventId, EventPlan<'_>> = BTreeMap::new();
+        for item in items {
+            let Some(&(epoch, last_seq)) = stored.get(item.event) else {
+                if !report.missing.contains(item.event) {
+                    report.missing.push(item.event.clone());
+                }
+                continue;
+            };
+            if epoch != item.epoch {
+                let pair = (item.event.clone(), item.epoch);
+                if !report.fenced.contains(&pair) {
+                    report.fenced.push(pair);
+                }
+                continue;
+            }
+            plans
+                .entry(item.event)
+                .or_insert_with(|| EventPlan::new(item.event, epoch, last_seq))
+                .add(item.effects)?;
+        }
+        for plan in plans.values() {
+            report.applied_effects += plan.applied_effects;
+            report.skipped_effects += plan.skipped_effects;
+        }
+        write_plans(&mut transaction, self.pool.dialect(), &plans).await?;
+        transaction.commit().await?;
+        Ok(report)
+    }
+}
+
+/// Locks the rows of the batch's events (until commit) and reads their epoch and `last_seq`.
+/// On MySQL `FOR UPDATE` takes the row locks, so that a concurrent `load` (which increments the
+/// epoch) waits for this transaction or this one for it; SQLite's `BEGIN IMMEDIATE` already
+/// holds the database's only write lock.
+async fn lock_events(
+    transaction: &mut Transaction,
+    dialect: Dialect,
+    items: &[BatchItem<'_>],
+) -> Result<HashMap<EventId, (u64, Seq)>, PersistError> {
+    let mut events: Vec<&EventId> = items.iter().map(|item| item.event).collect();
+    events.sort_unstable();
+    events.dedup();
+    let mut stored = HashMap::with_capacity(events.len());
+    for chunk in events.chunks(PARAMETERS_PER_STATEMENT_MAX) {
+        let mut statement = Statement::new("SELECT id, epoch, last_seq FROM events WHERE id IN (");
+        push_placeholders(&mut statement.sql, chunk.len());
+        statement.sql.push(')');
+        if dialect == Dialect::Mysql {
+            statement.sql.push_str(" FOR UPDATE");
+        }
+        for event in chunk {
+            statement.push_value(event.as_str());
+        }
+        transaction
+            .for_each_row(&statement, |row| {
+                let id = EventId::parse(row.text(0)?)
+                    .map_err(|error| PersistError::InvalidRow(format!("events.id: {error}")))?;
+                let epoch = unsigned(row.int(1)?, "events.epoch")?;
+                let last_seq = Seq(unsigned(row.int(2)?, "events.last_seq")?);
+                stored.insert(id, (epoch, last_seq));
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+    }
+    Ok(stored)
+}
+
+/// Writes every plan. Changes to stored registrations go first: a registration that ends frees
+/// its registrant's slot in the unique index, which a registration created in the same batch
+/// by the same registrant may need.
+async fn write_plans(
+    transaction: &mut Transaction,
+    dialect: Dialect,
+    plans: &BTreeMap<&EventId, EventPlan<'_>>,
+) -> Result<(), PersistError> {
+    for plan in plans.values() {
+        let changes: Vec<_> = plan.changes.values().collect();
+        for chunk in changes.chunks(CHANGES_PER_STATEMENT_MAX) {
+            let statement = change_statement(plan.event, chunk);
+            let matched = transaction.execute(&statement).await?;
+            if matched != chunk.len() as u64 {
+                return Err(PersistError::Mismatch(format!(
+                    "event {}: {} of {} registrations to change are stored",
+                    plan.event,
+                    matched,
+                    chunk.len()
+                )));
+            }
+        }
+    }
+    for statement in registration_inserts(plans) {
+        transaction.execute(&statement).await?;
+    }
+    for statement in idempotency_upserts(dialect, plans) {
+        transaction.execute(&statement).await?;
+    }
+    for statement in audit_inserts(plans) {
+        transaction.execute(&statement).await?;
+    }
+    for statement in outbox_inserts(plans) {
+        transaction.execute(&statement).await?;
+    }
+    for plan in plans.values() {
+        for (code, capacity) in &plan.capacities {
+            let statement =
+                Statement::new("UPDATE categories SET capacity = ? WHERE event_id = ? AND code = ?")
+                    .bind(*capacity)
+                    .bind(plan.event.as_str())
+                    .bind(*code);
+            if transaction.execute(&statement).await? != 1 {
+                return Err(PersistError::Mismatch(format!("event {} has no category {code}", plan.event)));
+            }
+        }
+        // The epoch check of record. The rows are locked since `lock_events`, so this cannot
+        // miss; it is checked again where it is written, as every invariant is.
+        let advance = Statement::new("UPDATE events SET last_seq = ? WHERE id = ? AND epoch = ?")
+            .bind(signed(plan.last_seq.0))
+            .bind(plan.event.as_str())
+            .bind(signed(plan.epoch));
+        if transaction.execute(&advance).await? != 1 {
+            return Err(PersistError::Mismatch(format!(
+                "event {} left epoch {} during the batch",
+                plan.event, plan.epoch
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Appends `?, ?, ?` (`count` of them).
+fn push_placeholders(sql: &mut String, count: usize) {
+    for index in 0..count {
+        sql.push_str(if index == 0 { "?" } else { ", ?" });
+    }
+}
+
+/// Builds `INSERT INTO table (columns) VALUES (…), (…)` statements of at most
+/// `PARAMETERS_PER_STATEMENT_MAX` parameters from rows of `columns` values each.
+fn multi_row_inserts<'a, Row>(
+    head: &str,
+    columns: usize,
+    tail: &str,
+    rows: impl IntoIterator<Item = Row>,
+    mut push_row: impl FnMut(&mut Statement<'a>, Row),
+) -> Vec<Statement<'a>> {
+    let rows_per_statement = (PARAMETERS_PER_STATEMENT_MAX / columns).max(1);
+    let mut row_placeholders = String::from("(");
+    push_placeholders(&mut row_placeholders, columns);
+    row_placeholders.push(')');
+    let mut statements = Vec::new();
+    let mut current: Option<(Statement<'a>, usize)> = None;
+    for row in rows {
+        let (statement, count) = current.get_or_insert_with(|| (Statement::new(head), 0));
+        if *count > 0 {
+            statement.sql.push_str(", ");
+        }
+        statement.sql.push_str(&row_placeholders);
+        push_row(statement, row);
+        *count += 1;
+        if *count == rows_per_statement
+            && let Some((mut full, _)) = current.take()
+        {
+            full.sql.push_str(tail);
+            statements.push(full);
+        }
+    }
+    if let Some((mut last, _)) = current {
+        last.sql.push_str(tail);
+        statements.push(last);
+    }
+    statements
+}
+
+fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+    let rows =
+        plans.values().flat_map(|plan| plan.new_registrations.values().map(move |row| (plan.event, row)));
+    multi_row_inserts(
+        "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, phone, \
+         attributes_json, status, hold_expires_at, waitlist_position, idempotency_key, body_fingerprint, \
+         access_token_hash, created_at, updated_at) VALUES ",
+        16,
+        "",
+        rows,
+        |statement, (event, row)| {
+            let details = row.details;
+            statement.push_value(event.as_str());
+            statement.push_value(row.number);
+            statement.push_value(row.category);
+            statement.push_value(row.email);
+            statement.push_value(row.status.is_active().then_some(row.email));
+            statement.push_value(details.full_name.as_str());
+            statement.push_value(details.phone.as_deref());
+            statement.push_value(details.attributes_json.as_deref());
+            statement.push_value(row.status.as_str());
+            statement.push_value(row.hold_expires_at);
+            statement.push_value(row.waitlist_position);
+            statement.push_value(row.idempotency_key);
+            statement.push_value(row.fingerprint);
+            statement.push_value(details.access_token_hash.as_str());
+            statement.push_value(row.created_at);
+            statement.push_value(row.updated_at);
+        },
+    )
+}
+
+/// Idempotency entries replace older ones of the same key: a key whose retention has passed
+/// may be decided afresh, and its old row may not have been purged yet.
+fn idempotency_upserts<'a>(
+    dialect: Dialect,
+    plans: &'a BTreeMap<&EventId, EventPlan<'_>>,
+) -> Vec<Statement<'a>> {
+    let tail = match dialect {
+        Dialect::Mysql => {
+            " ON DUPLICATE KEY UPDATE fingerprint = VALUES(fingerprint), decision_json = VALUES(decision_json), \
+             decided_at = VALUES(decided_at)"
+        }
+        Dialect::Sqlite => {
+            " ON CONFLICT (event_id, idempotency_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             decision_json = excluded.decision_json, decided_at = excluded.decided_at"
+        }
+    };
+    let rows =
+        plans.values().flat_map(|plan| plan.idempotency.values().map(move |entry| (plan.event, entry)));
+    multi_row_inserts(
+        "INSERT INTO idempotency_entries (event_id, idempotency_key, fingerprint, decision_json, decided_at) VALUES ",
+        5,
+        tail,
+        rows,
+        |statement, (event, entry)| {
+            statement.push_value(event.as_str());
+            statement.push_value(entry.key);
+            statement.push_value(entry.fingerprint);
+            statement.push_value(entry.decision_json.as_str());
+            statement.push_value(entry.decided_at);
+        },
+    )
+}
+
+fn audit_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+    let rows = plans.values().flat_map(|plan| plan.audit.iter().map(move |entry| (plan.event, entry)));
+    multi_row_inserts(
+        "INSERT INTO audit_log (event_id, seq, registration_number, kind, detail_json, at) VALUES ",
+        6,
+        "",
+        rows,
+        |statement, (event, entry)| {
+            statement.push_value(event.as_str());
+            statement.push_value(entry.seq);
+            statement.push_value(entry.registration);
+            statement.push_value(entry.kind);
+            statement.push_value(entry.detail_json.as_str());
+            statement.push_value(entry.at);
+        },
+    )
+}
+
+fn outbox_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+    let rows = plans.values().flat_map(|plan| plan.outbox.iter().map(move |entry| (plan.event, entry)));
+    multi_row_inserts(
+        "INSERT INTO outbox (event_id, registration_number, kind, payload_json, available_at, created_at) VALUES ",
+        6,
+        "",
+        rows,
+        |statement, (event, entry)| {
+            statement.push_value(event.as_str());
+            statement.push_value(entry.registration);
+            statement.push_value(entry.kind);
+            statement.push_value(entry.payload_json.as_str());
+            statement.push_value(entry.at);
+            statement.push_value(entry.at);
+        },
+    )
+}
+
+/// One `UPDATE` for up to `CHANGES_PER_STATEMENT_MAX` stored registrations of one event, each
+/// to its own status, hold expiry and time. Every value is explicit per row, so the statement
+/// means the same on MySQL (which lets later assignments see earlier ones) and on SQLite.
+fn change_statement<'a>(
+    event: &'a EventId,
+    changes: &[&crate::store::plan::RegistrationChange],
+) -> Statement<'a> {
+    let mut statement = Statement::new("UPDATE registrations SET status = CASE number");
+    for change in changes {
+        statement.sql.push_str(" WHEN ? THEN ?");
+        statement.push_value(change.number);
+        statement.push_value(change.status.as_str());
+    }
+    statement.sql.push_str(" END, hold_expires_at = CASE number");
+    for change in changes {
+        statement.sql.push_str(" WHEN ? THEN ?");
+        statement.push_value(change.number);
+        statement.push_value(change.hold_expires_at);
+    }
+    statement.sql.push_str(" END, updated_at = CASE number");
+    for change in changes {
+        statement.sql.push_str(" WHEN ? THEN ?");
+        statement.push_value(change.number);
+        statement.push_value(change.updated_at);
+    }
+    statement.sql.push_str(" END, waitlist_position = NULL");
+    let ended: Vec<i64> =
+        changes.iter().filter(|change| !change.status.is_active()).map(|change| change.number).collect();
+    if !ended.is_empty() {
+        statement.sql.push_str(", active_email = CASE WHEN number IN (");
+        push_placeholders(&mut statement.sql, ended.len());
+        statement.sql.push_str(") THEN NULL ELSE active_email END");
+        for number in ended {
+            statement.push_value(number);
+        }
+    }
+    statement.sql.push_str(" WHERE event_id = ? AND number IN (");
+    statement.push_value(event.as_str());
+    push_placeholders(&mut statement.sql, changes.len());
+    statement.sql.push(')');
+    for change in changes {
+        statement.push_value(change.number);
+    }
+    statement
+}

@@ -1,0 +1,160 @@
+//! One batch on its way to the store: the transaction with its bounded retries, and the answer
+//! to every submission in it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kuota_engine::EventId;
+use kuota_engine::store::{StoreError, Submission};
+
+use crate::store::{BatchItem, BatchReport, FailureKind, PersistError, SqlStore};
+use crate::write_behind::WriteBehindConfig;
+use crate::write_behind::stats::Shared;
+
+/// How a batch ended, for the dispatcher: which events it may now hand to the next batch,
+/// which (event, epoch) pairs failed (and poison their later submissions), and what the store's
+/// health looked like.
+#[derive(Debug)]
+pub(super) struct CommitOutcome {
+    pub events: Vec<EventId>,
+    pub failed_pairs: Vec<(EventId, u64)>,
+    /// The store failed (not the data): counts toward the breaker.
+    pub store_failed: bool,
+    /// A transaction committed: the store works.
+    pub store_worked: bool,
+}
+
+/// Commits `submissions` (one batch; no event in it is in another running batch) and answers
+/// each of them.
+pub(super) async fn commit(
+    store: SqlStore,
+    config: WriteBehindConfig,
+    shared: Arc<Shared>,
+    submissions: Vec<Submission>,
+) -> CommitOutcome {
+    let mut events: Vec<EventId> = submissions.iter().map(|submission| submission.event.clone()).collect();
+    events.sort_unstable();
+    events.dedup();
+    let mut outcome =
+        CommitOutcome { events, failed_pairs: Vec::new(), store_failed: false, store_worked: false };
+    match attempt(&store, &config, &shared, &submissions).await {
+        Ok(report) => answer(&shared, submissions, &report, &mut outcome),
+        Err(error) if error.failure_kind() == FailureKind::Data && outcome.events.len() > 1 => {
+            // One event's effects broke a rule of the database. Commit each event on its own,
+            // so that the others are not failed with it.
+            tracing::warn!(error = %error.chain(), "a batch broke a rule of the database; committing its events one by one");
+            for group in split_by_event(submissions) {
+                match attempt(&store, &config, &shared, &group).await {
+                    Ok(report) => answer(&shared, group, &report, &mut outcome),
+                    Err(error) => fail_all(&shared, group, &error, &mut outcome),
+                }
+            }
+        }
+        Err(error) => fail_all(&shared, submissions, &error, &mut outcome),
+    }
+    outcome
+}
+
+/// One transaction, tried again after transient errors with growing pauses, a bounded number
+/// of times. A retry after a failed `COMMIT` whose transaction did commit is harmless: every
+/// effect at or below the stored `last_seq` is skipped.
+async fn attempt(
+    store: &SqlStore,
+    config: &WriteBehindConfig,
+    shared: &Shared,
+    submissions: &[Submission],
+) -> Result<BatchReport, PersistError> {
+    let items: Vec<BatchItem<'_>> = submissions
+        .iter()
+        .map(|submission| BatchItem {
+            event: &submission.event,
+            epoch: submission.epoch,
+            effects: &submission.effects,
+        })
+        .collect();
+    let mut pause = Duration::from_millis(config.retry_backoff_ms);
+    let mut attempts = 1;
+    loop {
+        let started = Instant::now();
+        match store.commit_batch(&items).await {
+            Ok(report) => {
+                let effects = report.applied_effects;
+                shared.batch_committed(submissions.len(), effects, report.skipped_effects, started.elapsed());
+                return Ok(report);
+            }
+            Err(error)
+                if error.failure_kind() == FailureKind::Transient
+                    && attempts < config.commit_attempts_max =>
+            {
+                tracing::warn!(error = %error.chain(), attempts, "a batch failed; trying again");
+                shared.retried();
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(4);
+                attempts += 1;
+            }
+            Err(error) => {
+                shared.batch_failed();
+                return Err(error);
+            }
+        }
+    }
+}
+
+fn answer(shared: &Shared, submissions: Vec<Submission>, report: &BatchReport, outcome: &mut CommitOutcome) {
+    outcome.store_worked = true;
+    for submission in submissions {
+        let result = if report.missing.contains(&submission.event) {
+            Err(StoreError::Unavailable(format!("event {} is not stored", submission.event)))
+        } else if !report.committed(&submission.event, submission.epoch) {
+            Err(StoreError::Fenced)
+        } else {
+            Ok(())
+        };
+        match &result {
+            Ok(()) => shared.submission_committed(),
+            Err(error) => {
+                shared.submission_failed(*error == StoreError::Fenced);
+                push_pair(&mut outcome.failed_pairs, &submission);
+            }
+        }
+        // The actor may have stopped meanwhile; then nobody waits for the answer.
+        let _ = submission.done.send(result);
+    }
+}
+
+fn fail_all(
+    shared: &Shared,
+    submissions: Vec<Submission>,
+    error: &PersistError,
+    outcome: &mut CommitOutcome,
+) {
+    tracing::error!(error = %error.chain(), submissions = submissions.len(), "a batch failed");
+    if error.failure_kind() != FailureKind::Data {
+        outcome.store_failed = true;
+    }
+    let reason = StoreError::Unavailable(error.chain());
+    for submission in submissions {
+        shared.submission_failed(false);
+        push_pair(&mut outcome.failed_pairs, &submission);
+        // The actor may have stopped meanwhile; then nobody waits for the answer.
+        let _ = submission.done.send(Err(reason.clone()));
+    }
+}
+
+fn push_pair(pairs: &mut Vec<(EventId, u64)>, submission: &Submission) {
+    if !pairs.iter().any(|(event, epoch)| *event == submission.event && *epoch == submission.epoch) {
+        pairs.push((submission.event.clone(), submission.epoch));
+    }
+}
+
+/// The submissions grouped by event, each group in submission order.
+fn split_by_event(submissions: Vec<Submission>) -> Vec<Vec<Submission>> {
+    let mut groups: Vec<Vec<Submission>> = Vec::new();
+    for submission in submissions {
+        match groups.iter_mut().find(|group| group[0].event == submission.event) {
+            Some(group) => group.push(submission),
+            None => groups.push(vec![submission]),
+        }
+    }
+    groups
+}
