@@ -1,6 +1,6 @@
-//! `kuota-sim`: capacity planning on the real engine. Not built yet (see the simulator issue).
+//! `kuota-sim`: see the library's documentation (`sim/src/lib.rs`) for what it does and its
+//! layout; this file only hands over to the command line.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("kuota-sim: not built yet (see the simulator issue).");
-    std::process::ExitCode::FAILURE
+    kuota_sim::cli::main()
 }

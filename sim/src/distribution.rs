@@ -1,0 +1,144 @@
+//! Service times, delays and latencies as scenario files describe them, and how to draw them.
+//!
+//! Scenario files write them in milliseconds (fractions allowed); the simulator draws whole
+//! microseconds, its unit of virtual time.
+
+use serde::Deserialize;
+
+use crate::random::Rng;
+
+/// Microseconds of virtual time since the event opened.
+pub type Micros = u64;
+
+/// Microseconds in one millisecond.
+pub const MICROS_PER_MILLI: u64 = 1_000;
+/// Microseconds in one second.
+pub const MICROS_PER_SECOND: u64 = 1_000_000;
+
+/// Longest value one draw may give, in microseconds (a day). Lognormal tails are unbounded;
+/// a draw beyond this says more about the parameters than about the system.
+pub const SAMPLE_MAX_US: Micros = 24 * 60 * 60 * MICROS_PER_SECOND;
+
+/// The standard normal quantile of 0.99: a lognormal with median `m` and 99th percentile `q`
+/// has `sigma = ln(q / m) / Z_99`.
+const STANDARD_NORMAL_P99: f64 = 2.326_347_874_040_841;
+
+/// A distribution of durations, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "distribution", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Distribution {
+    Constant {
+        value_ms: f64,
+    },
+    Uniform {
+        min_ms: f64,
+        max_ms: f64,
+    },
+    Exponential {
+        mean_ms: f64,
+    },
+    /// Given by its median and 99th percentile, the two figures people usually know.
+    Lognormal {
+        median_ms: f64,
+        p99_ms: f64,
+    },
+}
+
+impl Distribution {
+    /// Why the parameters cannot be used, naming the parameter; `None` when they can.
+    pub fn problem(&self) -> Option<String> {
+        let finite_non_negative = |name: &str, value: f64| {
+            (!value.is_finite() || value < 0.0).then(|| format!("{name} must be a number >= 0 (got {value})"))
+        };
+        match *self {
+            Distribution::Constant { value_ms } => finite_non_negative("value_ms", value_ms),
+            Distribution::Uniform { min_ms, max_ms } => finite_non_negative("min_ms", min_ms)
+                .or_else(|| finite_non_negative("max_ms", max_ms))
+                .or_else(|| {
+                    (max_ms < min_ms).then(|| format!("max_ms ({max_ms}) is below min_ms ({min_ms})"))
+                }),
+            Distribution::Exponential { mean_ms } => finite_non_negative("mean_ms", mean_ms),
+            Distribution::Lognormal { median_ms, p99_ms } => {
+                let median_positive = (!median_ms.is_finite() || median_ms <= 0.0)
+                    .then(|| format!("median_ms must be a number > 0 (got {median_ms})"));
+                median_positive.or_else(|| finite_non_negative("p99_ms", p99_ms)).or_else(|| {
+                    (p99_ms < median_ms)
+                        .then(|| format!("p99_ms ({p99_ms}) is below median_ms ({median_ms})"))
+                })
+            }
+        }
+    }
+
+    /// One draw, in whole microseconds, at most `SAMPLE_MAX_US`.
+    pub fn sample_micros(&self, rng: &mut Rng) -> Micros {
+        let milliseconds = match *self {
+            Distribution::Constant { value_ms } => value_ms,
+            Distribution::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * rng.unit(),
+            Distribution::Exponential { mean_ms } => rng.exponential(mean_ms),
+            Distribution::Lognormal { median_ms, p99_ms } => {
+                let sigma = (p99_ms / median_ms).ln() / STANDARD_NORMAL_P99;
+                median_ms * (sigma * rng.standard_normal()).exp()
+            }
+        };
+        let micros = (milliseconds * MICROS_PER_MILLI as f64).round();
+        // `as` saturates for floats: NaN becomes 0 and +inf becomes u64::MAX, clamped below.
+        (micros.max(0.0) as Micros).min(SAMPLE_MAX_US)
+    }
+
+    /// The mean, in milliseconds, for summaries.
+    pub fn mean_ms(&self) -> f64 {
+        match *self {
+            Distribution::Constant { value_ms } => value_ms,
+            Distribution::Uniform { min_ms, max_ms } => (min_ms + max_ms) / 2.0,
+            Distribution::Exponential { mean_ms } => mean_ms,
+            Distribution::Lognormal { median_ms, p99_ms } => {
+                let sigma = (p99_ms / median_ms).ln() / STANDARD_NORMAL_P99;
+                median_ms * (sigma * sigma / 2.0).exp()
+            }
+        }
+    }
+
+    /// A short description for reports, such as `lognormal(median 0.4 ms, p99 3 ms)`.
+    pub fn describe(&self) -> String {
+        match *self {
+            Distribution::Constant { value_ms } => format!("{value_ms} ms"),
+            Distribution::Uniform { min_ms, max_ms } => format!("uniform({min_ms}–{max_ms} ms)"),
+            Distribution::Exponential { mean_ms } => format!("exponential(mean {mean_ms} ms)"),
+            Distribution::Lognormal { median_ms, p99_ms } => {
+                format!("lognormal(median {median_ms} ms, p99 {p99_ms} ms)")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::Stream;
+
+    #[test]
+    fn a_lognormal_draw_has_about_the_median_and_p99_it_was_given() {
+        let distribution = Distribution::Lognormal { median_ms: 4.0, p99_ms: 20.0 };
+        let mut rng = Rng::new(11, Stream::System);
+        let mut draws: Vec<Micros> = (0..200_000).map(|_| distribution.sample_micros(&mut rng)).collect();
+        draws.sort_unstable();
+        let median = draws[draws.len() / 2] as f64 / 1_000.0;
+        let p99 = draws[draws.len() * 99 / 100] as f64 / 1_000.0;
+        assert!((median - 4.0).abs() < 0.1, "median {median}");
+        assert!((p99 - 20.0).abs() < 1.0, "p99 {p99}");
+    }
+
+    #[test]
+    fn a_constant_draws_its_value_in_microseconds() {
+        let mut rng = Rng::new(1, Stream::System);
+        assert_eq!(Distribution::Constant { value_ms: 0.004 }.sample_micros(&mut rng), 4);
+    }
+
+    #[test]
+    fn parameters_out_of_order_are_named() {
+        let problem = Distribution::Uniform { min_ms: 5.0, max_ms: 1.0 }.problem().unwrap();
+        assert!(problem.contains("max_ms"), "{problem}");
+        let problem = Distribution::Lognormal { median_ms: 0.0, p99_ms: 1.0 }.problem().unwrap();
+        assert!(problem.contains("median_ms"), "{problem}");
+    }
+}

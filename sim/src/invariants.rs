@@ -1,0 +1,299 @@
+//! The simulator's own account of what the store holds, rebuilt from the effects it commits,
+//! and the checks run on it: during the run after every committed effect, and at the end
+//! against the engine (`availability()`, `check_invariants_fully()`) and the clients' view.
+//!
+//! The account is kept apart from the engine on purpose: an invariant is checked twice, where
+//! data is written (the engine's own asserts) and where it is read back (here).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use kuota_engine::{ActiveStatus, Effect, EffectKind, EventQuota, RegistrationId, Seq};
+
+pub const CHECK_CAPACITY: &str = "never above capacity (store view, after every committed effect)";
+pub const CHECK_ONE_ACTIVE: &str = "at most one active registration per registrant (store view)";
+pub const CHECK_SEQ_ORDER: &str = "effects committed once each, in seq order";
+pub const CHECK_AGREES: &str = "store view equals EventQuota::availability() at the end";
+pub const CHECK_ALL_DURABLE: &str = "every decision durable at the end (durable_seq = last_seq)";
+pub const CHECK_CLIENT_CAPACITY: &str = "registrants holding a 'confirmed' answer per category <= capacity";
+pub const CHECK_CLIENT_ONE_ID: &str = "no registrant told two different registration ids";
+pub const CHECK_ANSWERED: &str = "every request answered exactly once";
+pub const CHECK_ENGINE: &str = "EventQuota::check_invariants_fully()";
+
+/// Every check, in the order the report lists them.
+pub const CHECKS: [&str; 9] = [
+    CHECK_CAPACITY,
+    CHECK_ONE_ACTIVE,
+    CHECK_SEQ_ORDER,
+    CHECK_AGREES,
+    CHECK_ALL_DURABLE,
+    CHECK_CLIENT_CAPACITY,
+    CHECK_CLIENT_ONE_ID,
+    CHECK_ANSWERED,
+    CHECK_ENGINE,
+];
+
+/// Details kept per check; beyond this only the check's count grows.
+const DETAILS_PER_CHECK_MAX: usize = 5;
+
+/// The violations of one check: how many, and the first few in full.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckViolations {
+    pub count: u64,
+    pub details: Vec<String>,
+}
+
+/// Violations found so far, by check.
+#[derive(Clone, Debug, Default)]
+pub struct Violations {
+    by_check: Vec<(&'static str, CheckViolations)>,
+    pub total: u64,
+}
+
+impl Violations {
+    pub fn add(&mut self, check: &'static str, detail: String) {
+        self.total += 1;
+        let position = self.by_check.iter().position(|(known, _)| *known == check);
+        let index = position.unwrap_or_else(|| {
+            self.by_check.push((check, CheckViolations::default()));
+            self.by_check.len() - 1
+        });
+        let found = &mut self.by_check[index].1;
+        found.count += 1;
+        if found.details.len() < DETAILS_PER_CHECK_MAX {
+            found.details.push(detail);
+        }
+    }
+
+    /// The violations of `check`; `None` when it holds.
+    pub fn of(&self, check: &str) -> Option<&CheckViolations> {
+        self.by_check.iter().find(|(known, _)| *known == check).map(|(_, found)| found)
+    }
+}
+
+/// A stored registration's status, including how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredStatus {
+    Held,
+    Confirmed,
+    Waitlisted,
+    Expired,
+    Cancelled,
+}
+
+impl From<ActiveStatus> for StoredStatus {
+    fn from(status: ActiveStatus) -> Self {
+        match status {
+            ActiveStatus::Held { .. } => StoredStatus::Held,
+            ActiveStatus::Confirmed => StoredStatus::Confirmed,
+            ActiveStatus::Waitlisted => StoredStatus::Waitlisted,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Stored {
+    registrant: u32,
+    category: u16,
+    status: StoredStatus,
+}
+
+/// A registrant to tell that a waitlisted registration got a seat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Promotion {
+    pub registrant: u32,
+    pub registration: RegistrationId,
+    pub status: StoredStatus,
+}
+
+/// Per-category figures: (confirmed, held, waitlisted).
+pub type CategoryFigures = (u32, u32, u32);
+
+/// What the store would hold after the effects committed so far.
+#[derive(Debug)]
+pub struct StoreView {
+    codes: Vec<String>,
+    capacity: Vec<u32>,
+    figures: Vec<CategoryFigures>,
+    /// Registrations by id (ids are dense from 1); `None` until their creation is committed.
+    registrations: Vec<Option<Stored>>,
+    /// Who asked for each registration id, learned when the engine decided it.
+    requested_by: Vec<u32>,
+    /// Each registrant's active registration id, 0 for none.
+    active_of: Vec<u64>,
+    last_seq: Seq,
+    /// Debug only: counts every confirmation twice, so that tests can watch the checks fire.
+    break_model: bool,
+    pub violations: Violations,
+}
+
+impl StoreView {
+    /// A view of an empty store for categories `(code, capacity)`.
+    pub fn new(categories: Vec<(String, u32)>, registrants: usize, break_model: bool) -> Self {
+        let (codes, capacity): (Vec<String>, Vec<u32>) = categories.into_iter().unzip();
+        StoreView {
+            codes,
+            figures: vec![(0, 0, 0); capacity.len()],
+            capacity,
+            registrations: Vec::new(),
+            requested_by: Vec::new(),
+            active_of: vec![0; registrants],
+            last_seq: Seq(0),
+            break_model,
+            violations: Violations::default(),
+        }
+    }
+
+    /// Notes who asked for `registration`, at the moment the engine decided it.
+    pub fn note_requester(&mut self, registration: RegistrationId, registrant: u32) {
+        let index = registration.0 as usize;
+        if index >= self.requested_by.len() {
+            self.requested_by.resize(index + 1, u32::MAX);
+        }
+        self.requested_by[index] = registrant;
+    }
+
+    pub fn figures(&self) -> &[CategoryFigures] {
+        &self.figures
+    }
+
+    pub fn status_of(&self, registration: RegistrationId) -> Option<StoredStatus> {
+        self.registrations.get(registration.0 as usize).copied().flatten().map(|stored| stored.status)
+    }
+
+    /// Applies one committed effect; returns a promotion to announce, if it was one.
+    pub fn apply(&mut self, effect: &Effect) -> Option<Promotion> {
+        if effect.seq <= self.last_seq {
+            let detail = format!("effect {:?} committed after {:?}", effect.seq, self.last_seq);
+            self.violations.add(CHECK_SEQ_ORDER, detail);
+        }
+        self.last_seq = self.last_seq.max(effect.seq);
+        match &effect.kind {
+            EffectKind::Created { registration, category, status, .. } => {
+                self.create(*registration, *category, StoredStatus::from(*status), effect.seq);
+                None
+            }
+            EffectKind::Confirmed { registration } => {
+                self.change(*registration, StoredStatus::Confirmed, effect.seq);
+                None
+            }
+            EffectKind::Cancelled { registration } => {
+                self.change(*registration, StoredStatus::Cancelled, effect.seq);
+                None
+            }
+            EffectKind::Expired { registration } => {
+                self.change(*registration, StoredStatus::Expired, effect.seq);
+                None
+            }
+            EffectKind::Promoted { registration, status } => {
+                let status = StoredStatus::from(*status);
+                let registrant = self.change(*registration, status, effect.seq)?;
+                Some(Promotion { registrant, registration: *registration, status })
+            }
+            EffectKind::DecisionRecorded { .. } | EffectKind::CapacityChanged { .. } => None,
+        }
+    }
+
+    fn create(&mut self, registration: RegistrationId, category: u16, status: StoredStatus, seq: Seq) {
+        let index = registration.0 as usize;
+        let registrant = self.requested_by.get(index).copied().unwrap_or(u32::MAX);
+        let Some(active) = self.active_of.get_mut(registrant as usize) else {
+            let detail = format!("registration {registration} was created without a known requester");
+            return self.violations.add(CHECK_ONE_ACTIVE, detail);
+        };
+        if *active != 0 {
+            let detail = format!(
+                "registrant {registrant} got registration {registration} at {seq:?} while {} is active",
+                *active
+            );
+            self.violations.add(CHECK_ONE_ACTIVE, detail);
+        }
+        *active = registration.0;
+        if index >= self.registrations.len() {
+            self.registrations.resize(index + 1, None);
+        }
+        self.registrations[index] = Some(Stored { registrant, category, status });
+        self.count(category, status, 1);
+        self.check_capacity(category, seq);
+    }
+
+    /// Moves a registration to `status`; returns its registrant.
+    fn change(&mut self, registration: RegistrationId, status: StoredStatus, seq: Seq) -> Option<u32> {
+        let slot = self.registrations.get_mut(registration.0 as usize).and_then(Option::as_mut);
+        let Some(stored) = slot else {
+            let detail =
+                format!("{seq:?} changes registration {registration}, which the store does not have");
+            self.violations.add(CHECK_SEQ_ORDER, detail);
+            return None;
+        };
+        let (category, previous, registrant) = (stored.category, stored.status, stored.registrant);
+        stored.status = status;
+        self.count(category, previous, -1);
+        self.count(category, status, 1);
+        if matches!(status, StoredStatus::Expired | StoredStatus::Cancelled) {
+            self.active_of[registrant as usize] = 0;
+        }
+        self.check_capacity(category, seq);
+        Some(registrant)
+    }
+
+    fn count(&mut self, category: u16, status: StoredStatus, delta: i64) {
+        let figures = &mut self.figures[usize::from(category)];
+        let cell = match status {
+            StoredStatus::Confirmed => &mut figures.0,
+            StoredStatus::Held => &mut figures.1,
+            StoredStatus::Waitlisted => &mut figures.2,
+            StoredStatus::Expired | StoredStatus::Cancelled => return,
+        };
+        // The deliberately broken model counts a confirmation twice (see `break_model`).
+        let delta =
+            if self.break_model && status == StoredStatus::Confirmed && delta > 0 { 2 } else { delta };
+        *cell = (i64::from(*cell) + delta).max(0) as u32;
+    }
+
+    fn check_capacity(&mut self, category: u16, seq: Seq) {
+        let (confirmed, held, _) = self.figures[usize::from(category)];
+        let capacity = self.capacity[usize::from(category)];
+        if confirmed + held > capacity {
+            let detail = format!(
+                "category {} takes {} seats ({confirmed} confirmed + {held} held) of {capacity} after {seq:?}",
+                self.codes[usize::from(category)],
+                confirmed + held
+            );
+            self.violations.add(CHECK_CAPACITY, detail);
+        }
+    }
+
+    /// Compares with the engine's figures and runs its full recount; adds what disagrees.
+    pub fn check_against_engine(&mut self, quota: &EventQuota) {
+        for (index, availability) in quota.availability().iter().enumerate() {
+            let engine = (availability.confirmed, availability.held, availability.waitlisted);
+            if self.figures[index] != engine {
+                let detail = format!(
+                    "category {}: store view (confirmed, held, waitlisted) = {:?}, engine = {engine:?}",
+                    availability.code, self.figures[index]
+                );
+                self.violations.add(CHECK_AGREES, detail);
+            }
+        }
+        if quota.durable_seq() != quota.last_seq() {
+            let detail = format!("durable {:?}, last {:?}", quota.durable_seq(), quota.last_seq());
+            self.violations.add(CHECK_ALL_DURABLE, detail);
+        }
+        if let Err(reason) = full_engine_check(quota) {
+            self.violations.add(CHECK_ENGINE, reason);
+        }
+    }
+}
+
+/// Runs `check_invariants_fully`, which panics on a broken invariant, and returns the panic's
+/// message instead (the default hook has also printed it to stderr).
+fn full_engine_check(quota: &EventQuota) -> Result<(), String> {
+    // The quota is only read, so nothing half-changed can be observed after a panic.
+    catch_unwind(AssertUnwindSafe(|| quota.check_invariants_fully())).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+            .unwrap_or_else(|| "check_invariants_fully panicked".to_string())
+    })
+}

@@ -1,0 +1,328 @@
+//! What a run measures: answers by class with their latencies (hdrhistogram), registrants'
+//! final states, write-behind figures, and per-second series of rates and queue depths.
+
+use hdrhistogram::Histogram;
+
+use crate::distribution::{MICROS_PER_SECOND, Micros, SAMPLE_MAX_US};
+
+/// Largest latency the histograms resolve, in microseconds; larger values are recorded as it.
+pub const LATENCY_MAX_US: u64 = 2 * SAMPLE_MAX_US;
+/// Significant figures of the summary histograms (0.1 % resolution).
+const SUMMARY_SIGNIFICANT_FIGURES: u8 = 3;
+/// Significant figures of the per-bucket histograms behind the latency chart (1 % resolution),
+/// kept low because there is one per chart bucket.
+const SERIES_SIGNIFICANT_FIGURES: u8 = 2;
+/// Largest latency the per-bucket histograms resolve, in microseconds (an hour).
+const SERIES_LATENCY_MAX_US: u64 = 3_600 * MICROS_PER_SECOND;
+
+/// How a request was answered: the HTTP answer it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerClass {
+    Held,
+    Confirmed,
+    Waitlisted,
+    SoldOut,
+    SoldOutFastPath,
+    AlreadyRegistered,
+    KeyInFlight,
+    PaymentConfirmed,
+    HoldExpired,
+    Cancelled,
+    OtherRefusal,
+    ShedNodeQueue,
+    ShedMailbox,
+    ShedPendingDecisions,
+    ShedWriteQueue,
+    ShedIdempotencyFull,
+    RateLimited,
+}
+
+impl AnswerClass {
+    pub const ALL: [AnswerClass; 17] = [
+        AnswerClass::Held,
+        AnswerClass::Confirmed,
+        AnswerClass::Waitlisted,
+        AnswerClass::SoldOut,
+        AnswerClass::SoldOutFastPath,
+        AnswerClass::AlreadyRegistered,
+        AnswerClass::KeyInFlight,
+        AnswerClass::PaymentConfirmed,
+        AnswerClass::HoldExpired,
+        AnswerClass::Cancelled,
+        AnswerClass::OtherRefusal,
+        AnswerClass::ShedNodeQueue,
+        AnswerClass::ShedMailbox,
+        AnswerClass::ShedPendingDecisions,
+        AnswerClass::ShedWriteQueue,
+        AnswerClass::ShedIdempotencyFull,
+        AnswerClass::RateLimited,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AnswerClass::Held => "held (201)",
+            AnswerClass::Confirmed => "confirmed (201)",
+            AnswerClass::Waitlisted => "waitlisted (202)",
+            AnswerClass::SoldOut => "sold out (409, by the actor)",
+            AnswerClass::SoldOutFastPath => "sold out (409, fast path)",
+            AnswerClass::AlreadyRegistered => "already registered (409)",
+            AnswerClass::KeyInFlight => "key in flight (409)",
+            AnswerClass::PaymentConfirmed => "payment confirmed (200)",
+            AnswerClass::HoldExpired => "hold expired (410)",
+            AnswerClass::Cancelled => "cancelled (200)",
+            AnswerClass::OtherRefusal => {
+                "other refusal (409: payment or cancel of an ended or waitlisted registration)"
+            }
+            AnswerClass::ShedNodeQueue => "shed: node queue full (503)",
+            AnswerClass::ShedMailbox => "shed: actor mailbox full (503)",
+            AnswerClass::ShedPendingDecisions => "shed: pending decisions full (503)",
+            AnswerClass::ShedWriteQueue => "shed: write-behind queue full (503)",
+            AnswerClass::ShedIdempotencyFull => "shed: idempotency table full (503)",
+            AnswerClass::RateLimited => "rate limited (429)",
+        }
+    }
+
+    /// A 503: refused for lack of room, to be retried after `Retry-After`.
+    pub fn is_shed(self) -> bool {
+        matches!(
+            self,
+            AnswerClass::ShedNodeQueue
+                | AnswerClass::ShedMailbox
+                | AnswerClass::ShedPendingDecisions
+                | AnswerClass::ShedWriteQueue
+                | AnswerClass::ShedIdempotencyFull
+        )
+    }
+
+    /// A 503 or 429: the client is asked to come back later.
+    pub fn asks_to_retry(self) -> bool {
+        self.is_shed() || self == AnswerClass::RateLimited
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a registrant's story ended, as the store (or, without a registration, the client) saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalState {
+    Confirmed,
+    Held,
+    Waitlisted,
+    Expired,
+    Cancelled,
+    SoldOut,
+    AlreadyRegistered,
+    GaveUp,
+    Other,
+}
+
+impl FinalState {
+    pub const ALL: [FinalState; 9] = [
+        FinalState::Confirmed,
+        FinalState::Held,
+        FinalState::Waitlisted,
+        FinalState::Expired,
+        FinalState::Cancelled,
+        FinalState::SoldOut,
+        FinalState::AlreadyRegistered,
+        FinalState::GaveUp,
+        FinalState::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FinalState::Confirmed => "confirmed",
+            FinalState::Held => "held (hold still running at the end)",
+            FinalState::Waitlisted => "waitlisted (still waiting at the end)",
+            FinalState::Expired => "hold expired unpaid",
+            FinalState::Cancelled => "cancelled",
+            FinalState::SoldOut => "sold out",
+            FinalState::AlreadyRegistered => "already registered",
+            FinalState::GaveUp => "gave up (no decision within the attempts allowed)",
+            FinalState::Other => "other",
+        }
+    }
+}
+
+/// Counts of effects by kind, as the store committed them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EffectCounts {
+    pub created_held: u64,
+    pub created_confirmed: u64,
+    pub created_waitlisted: u64,
+    pub confirmed: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+    pub promoted: u64,
+    pub decisions_recorded: u64,
+    pub other: u64,
+}
+
+/// One second of virtual time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SecondStats {
+    /// Registrants pressing "register" for the first time.
+    pub arrivals: u32,
+    /// Requests sent (first tries, retries, refreshes, payments, cancels).
+    pub requests: u32,
+    /// Seats given by a decision (held or confirmed).
+    pub admissions: u32,
+    pub answers: u32,
+    /// Answers that asked to come back later (503 and 429).
+    pub refused_for_load: u32,
+    /// Largest number of requests waiting for an HTTP worker, summed over nodes.
+    pub node_queue_max: u32,
+    pub mailbox_max: u32,
+    pub write_queue_max: u32,
+    pub transactions: u32,
+    pub effects_committed: u32,
+}
+
+/// The part of the run the charts show, cut into equal buckets.
+#[derive(Clone, Copy, Debug)]
+pub struct ChartWindow {
+    pub bucket_seconds: u64,
+    pub buckets: usize,
+}
+
+impl ChartWindow {
+    pub fn bucket_of(&self, at: Micros) -> Option<usize> {
+        let bucket = (at / MICROS_PER_SECOND / self.bucket_seconds) as usize;
+        (bucket < self.buckets).then_some(bucket)
+    }
+
+    pub fn seconds(&self) -> u64 {
+        self.bucket_seconds * self.buckets as u64
+    }
+}
+
+fn histogram(high: u64, figures: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, high, figures).expect("constant bounds with low >= 1 and high >= 2 * low")
+}
+
+/// Every figure a run collects.
+#[derive(Debug)]
+pub struct Metrics {
+    pub answers: [u64; AnswerClass::ALL.len()],
+    pub latency: Vec<Histogram<u64>>,
+    /// Latency of every answer to a registration request, whatever it was.
+    pub registration_latency: Histogram<u64>,
+    /// From a registrant's first press to the answer that ended their registration attempt.
+    pub time_to_final_answer: Histogram<u64>,
+    pub replays: u64,
+    pub requests_sent: u64,
+    pub superseded_answers: u64,
+    pub effects: EffectCounts,
+    pub transactions: u64,
+    pub batch_effects_max: u64,
+    pub commit_latency: Histogram<u64>,
+    pub node_queue_peak: u64,
+    pub mailbox_peak: u64,
+    pub write_queue_peak: u64,
+    pub pending_peak: u64,
+    pub seconds: Vec<SecondStats>,
+    pub window: ChartWindow,
+    pub window_latency: Vec<Option<Histogram<u32>>>,
+    pub sold_out_at: Option<Micros>,
+    pub events_processed: u64,
+}
+
+impl Metrics {
+    pub fn new(window: ChartWindow) -> Self {
+        let summary = || histogram(LATENCY_MAX_US, SUMMARY_SIGNIFICANT_FIGURES);
+        Metrics {
+            answers: [0; AnswerClass::ALL.len()],
+            latency: AnswerClass::ALL.iter().map(|_| summary()).collect(),
+            registration_latency: summary(),
+            time_to_final_answer: summary(),
+            replays: 0,
+            requests_sent: 0,
+            superseded_answers: 0,
+            effects: EffectCounts::default(),
+            transactions: 0,
+            batch_effects_max: 0,
+            commit_latency: summary(),
+            node_queue_peak: 0,
+            mailbox_peak: 0,
+            write_queue_peak: 0,
+            pending_peak: 0,
+            seconds: Vec::new(),
+            window,
+            window_latency: (0..window.buckets).map(|_| None).collect(),
+            sold_out_at: None,
+            events_processed: 0,
+        }
+    }
+
+    /// The stats of the second holding `at`, created on first use.
+    pub fn second(&mut self, at: Micros) -> &mut SecondStats {
+        let index = (at / MICROS_PER_SECOND) as usize;
+        if index >= self.seconds.len() {
+            self.seconds.resize(index + 1, SecondStats::default());
+        }
+        &mut self.seconds[index]
+    }
+
+    pub fn count(&self, class: AnswerClass) -> u64 {
+        self.answers[class.index()]
+    }
+
+    pub fn latency_of(&self, class: AnswerClass) -> &Histogram<u64> {
+        &self.latency[class.index()]
+    }
+
+    pub fn answers_total(&self) -> u64 {
+        self.answers.iter().sum()
+    }
+
+    /// Records one answer as its client received it.
+    pub fn record_answer(&mut self, class: AnswerClass, latency_us: u64, at: Micros, registration: bool) {
+        let latency_us = latency_us.max(1);
+        self.answers[class.index()] += 1;
+        self.latency[class.index()].saturating_record(latency_us);
+        if registration {
+            self.registration_latency.saturating_record(latency_us);
+        }
+        let second = self.second(at);
+        second.answers += 1;
+        if class.asks_to_retry() {
+            second.refused_for_load += 1;
+        }
+        if let Some(bucket) = self.window.bucket_of(at) {
+            let series = self.window_latency[bucket].get_or_insert_with(|| {
+                Histogram::new_with_bounds(1, SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
+                    .expect("constant bounds with low >= 1 and high >= 2 * low")
+            });
+            series.saturating_record(latency_us);
+        }
+    }
+
+    pub fn observe_node_queue(&mut self, at: Micros, depth: u64) {
+        self.node_queue_peak = self.node_queue_peak.max(depth);
+        let second = self.second(at);
+        second.node_queue_max = second.node_queue_max.max(depth as u32);
+    }
+
+    pub fn observe_mailbox(&mut self, at: Micros, depth: u64) {
+        self.mailbox_peak = self.mailbox_peak.max(depth);
+        let second = self.second(at);
+        second.mailbox_max = second.mailbox_max.max(depth as u32);
+    }
+
+    pub fn observe_write_queue(&mut self, at: Micros, depth: u64) {
+        self.write_queue_peak = self.write_queue_peak.max(depth);
+        let second = self.second(at);
+        second.write_queue_max = second.write_queue_max.max(depth as u32);
+    }
+
+    pub fn record_transaction(&mut self, at: Micros, effects: u64, latency_us: u64) {
+        self.transactions += 1;
+        self.batch_effects_max = self.batch_effects_max.max(effects);
+        self.commit_latency.saturating_record(latency_us.max(1));
+        let second = self.second(at);
+        second.transactions += 1;
+        second.effects_committed += effects as u32;
+    }
+}

@@ -1,0 +1,332 @@
+//! The discrete-event model of one event under a surge, in virtual time:
+//!
+//! ```text
+//! registrant ─rtt/2─▶ node (HTTP workers, bounded queue → 503)
+//!                      │ rate limit (429), sold-out fast path (409, no actor)
+//!                      └─forward/2 (other nodes)─▶ event actor (bounded mailbox → 503)
+//!                                                   │ EventQuota::apply at virtual now
+//!                                                   ▼ effects (bounded write queue → 503)
+//!                                                  write-behind: batches by size or interval,
+//!                                                  limited connections, sampled commit latency
+//! registrant ◀─rtt/2── node ◀──────── answer after the batch holding it committed (mark_durable)
+//! ```
+//!
+//! The decision is the real `EventQuota` from `kuota-engine`; everything around it is a model
+//! whose parameters come from the scenario. One event is owned by node 0.
+//!
+//! # Layout
+//! - `agenda`: the timed-event heap and its deterministic tie-breaking.
+//! - `client`: registrants: arrivals, requests, retries, refreshes, payments and cancels.
+//! - `node`: HTTP workers, rate limits, the sold-out fast path and forwarding.
+//! - `actor`: the event actor around `EventQuota`: mailbox, pending decisions, hold timer.
+//! - `writer`: the write-behind queue, group commit and the durable prefix.
+//! - `finish`: the end of a run: final states and invariant checks.
+
+mod actor;
+mod agenda;
+mod client;
+mod finish;
+mod node;
+mod writer;
+
+use std::sync::Arc;
+
+use kuota_engine::{CategoryCode, EventQuota, RegistrationDetails, RegistrationId, Timestamp};
+
+use crate::arrivals::arrival_times;
+use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros};
+use crate::invariants::{StoreView, Violations};
+use crate::metrics::{AnswerClass, ChartWindow, FinalState, Metrics};
+use crate::progress::Progress;
+use crate::random::{Rng, Stream};
+use crate::scenario::Scenario;
+
+pub use agenda::Action;
+use agenda::{Agenda, EventKind};
+
+/// The node that owns the simulated event and runs its actor.
+const OWNER_NODE: u32 = 0;
+
+/// Virtual time zero (the opening) as the engine's wall-clock timestamp: an arbitrary instant
+/// far from the epoch, like the engine's own tests use.
+const OPENING: Timestamp = Timestamp::from_seconds(1_800_000_000);
+
+/// Events between two progress updates; checking the wall clock on every event would cost more
+/// than the events.
+const PROGRESS_EVERY_EVENTS: u64 = 1 << 16;
+
+/// Chart buckets over the arrival window, at most.
+const CHART_BUCKETS_MAX: u64 = 300;
+
+/// How a run may deviate from the plain model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Debug only: the simulator's store view counts every confirmation twice, so that the
+    /// invariant checks have something to find.
+    pub break_model: bool,
+    /// Show a progress bar on stderr when it is a terminal and the run takes a while.
+    pub progress: bool,
+}
+
+/// Everything a finished run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub seed: u64,
+    pub metrics: Metrics,
+    pub availability: Vec<kuota_engine::CategoryAvailability>,
+    pub final_states: [u64; FinalState::ALL.len()],
+    /// Registrants whose waitlisted registration got a seat.
+    pub promoted_registrants: u64,
+    pub violations: Violations,
+    /// When the last event happened.
+    pub end_at: Micros,
+}
+
+impl RunResult {
+    pub fn final_count(&self, state: FinalState) -> u64 {
+        self.final_states[FinalState::ALL.iter().position(|known| *known == state).unwrap_or(0)]
+    }
+}
+
+/// Simulates `scenario` with `seed`.
+pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> RunResult {
+    let mut arrivals_rng = Rng::new(seed, Stream::Arrivals);
+    let arrivals = arrival_times(&scenario.arrivals, &mut arrivals_rng);
+    let progress = Progress::new(options.progress, u64::from(scenario.arrivals.registrants), "registrants");
+    let mut simulation = Simulation::new(scenario, seed, arrivals, options, progress);
+    simulation.run();
+    simulation.finish()
+}
+
+/// Scenario figures in the simulator's units.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    patience_us: Micros,
+    retry_jitter_us: Micros,
+    retry_after_us: Micros,
+    flush_interval_us: Micros,
+    commit_per_effect_us: f64,
+    forward_half_us: Micros,
+    counters_lag_us: Micros,
+}
+
+fn micros_from_millis(milliseconds: f64) -> Micros {
+    (milliseconds * MICROS_PER_MILLI as f64).round() as Micros
+}
+
+impl Settings {
+    fn new(scenario: &Scenario) -> Self {
+        let (behaviour, system) = (&scenario.behaviour, &scenario.system);
+        Settings {
+            patience_us: micros_from_millis(behaviour.patience_ms),
+            retry_jitter_us: micros_from_millis(behaviour.retry_jitter_ms),
+            retry_after_us: u64::from(system.retry_after_seconds) * MICROS_PER_SECOND,
+            flush_interval_us: micros_from_millis(system.flush_interval_ms),
+            commit_per_effect_us: system.commit_per_effect_ms * MICROS_PER_MILLI as f64,
+            forward_half_us: micros_from_millis(system.forward_round_trip_ms) / 2,
+            counters_lag_us: micros_from_millis(system.counters_lag_ms),
+        }
+    }
+}
+
+/// An HTTP request in flight, from its send to its answer reaching the registrant.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    registrant: u32,
+    action: Action,
+    attempt: u32,
+    node: u32,
+    /// The registrant's register sequence this request belongs to (register requests only).
+    sequence: u32,
+    sent_at: Micros,
+    round_trip_us: Micros,
+    class: AnswerClass,
+    registration: Option<RegistrationId>,
+    replayed: bool,
+    retry_after_us: Micros,
+}
+
+/// Requests in flight, in reusable slots so that memory follows the requests in flight rather
+/// than all requests ever sent.
+#[derive(Debug, Default)]
+struct Requests {
+    slots: Vec<Request>,
+    free: Vec<u32>,
+    in_flight: u64,
+}
+
+impl Requests {
+    fn insert(&mut self, request: Request) -> u32 {
+        self.in_flight += 1;
+        if let Some(slot) = self.free.pop() {
+            self.slots[slot as usize] = request;
+            return slot;
+        }
+        self.slots.push(request);
+        (self.slots.len() - 1) as u32
+    }
+
+    fn get(&self, slot: u32) -> &Request {
+        &self.slots[slot as usize]
+    }
+
+    fn get_mut(&mut self, slot: u32) -> &mut Request {
+        &mut self.slots[slot as usize]
+    }
+
+    fn remove(&mut self, slot: u32) -> Request {
+        self.in_flight -= 1;
+        self.free.push(slot);
+        self.slots[slot as usize]
+    }
+}
+
+struct Simulation<'a> {
+    scenario: &'a Scenario,
+    seed: u64,
+    settings: Settings,
+    now: Micros,
+    agenda: Agenda,
+    arrivals: Vec<Micros>,
+    next_arrival: usize,
+    behaviour_rng: Rng,
+    system_rng: Rng,
+    /// Cumulative demand shares of the categories, for drawing a registrant's choice.
+    demand_cumulative: Vec<f64>,
+    codes: Vec<CategoryCode>,
+    details: Arc<RegistrationDetails>,
+    registrants: Vec<client::Registrant>,
+    requests: Requests,
+    nodes: node::Nodes,
+    actor: actor::Actor,
+    writer: writer::Writer,
+    store: StoreView,
+    metrics: Metrics,
+    progress: Progress,
+}
+
+impl<'a> Simulation<'a> {
+    fn new(
+        scenario: &'a Scenario,
+        seed: u64,
+        arrivals: Vec<Micros>,
+        options: RunOptions,
+        progress: Progress,
+    ) -> Self {
+        let config = scenario.event_config();
+        let codes = config.categories.iter().map(|category| category.code.clone()).collect();
+        let capacity =
+            config.categories.iter().map(|category| (category.code.to_string(), category.capacity)).collect();
+        let quota = EventQuota::new(config).expect("the scenario's event was validated when it was parsed");
+        let registrants = scenario.arrivals.registrants as usize;
+        let window = chart_window(scenario);
+        let mut cumulative = 0.0;
+        let demand_cumulative = scenario
+            .demand_shares()
+            .iter()
+            .map(|share| {
+                cumulative += share;
+                cumulative
+            })
+            .collect();
+        Simulation {
+            scenario,
+            seed,
+            settings: Settings::new(scenario),
+            now: 0,
+            agenda: Agenda::default(),
+            arrivals,
+            next_arrival: 0,
+            behaviour_rng: Rng::new(seed, Stream::Behaviour),
+            system_rng: Rng::new(seed, Stream::System),
+            demand_cumulative,
+            codes,
+            details: Arc::new(RegistrationDetails {
+                full_name: "Simulated Registrant".into(),
+                ..Default::default()
+            }),
+            registrants: Vec::with_capacity(registrants),
+            requests: Requests::default(),
+            nodes: node::Nodes::new(scenario.system.nodes),
+            actor: actor::Actor::new(quota, &scenario.event),
+            writer: writer::Writer::default(),
+            store: StoreView::new(capacity, registrants, options.break_model),
+            metrics: Metrics::new(window),
+            progress,
+        }
+    }
+
+    fn run(&mut self) {
+        self.schedule_next_arrival();
+        while let Some((at, kind)) = self.agenda.pop() {
+            self.now = at;
+            self.dispatch(kind);
+            self.metrics.events_processed += 1;
+            if self.metrics.events_processed.is_multiple_of(PROGRESS_EVERY_EVENTS) {
+                self.progress.update(self.next_arrival as u64);
+            }
+        }
+        self.progress.finish();
+    }
+
+    fn dispatch(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::Arrival => self.arrive(),
+            EventKind::Send { registrant, action, attempt } => self.send(registrant, action, attempt),
+            EventKind::NodeIngress { request } => self.node_ingress(request),
+            EventKind::WorkerDone { node, request } => self.worker_done(node, request),
+            EventKind::ActorReceive { request } => self.actor_receive(request),
+            EventKind::ActorDone => self.actor_done(),
+            EventKind::HoldTick => self.hold_tick(),
+            EventKind::FlushDue => self.flush_due(),
+            EventKind::CommitDone { batch } => self.commit_done(batch),
+            EventKind::ClientAnswer { request } => self.client_answer(request),
+            EventKind::PatienceOver { registrant, sequence } => self.patience_over(registrant, sequence),
+        }
+    }
+
+    fn schedule_in(&mut self, delay: Micros, kind: EventKind) {
+        self.agenda.schedule(self.now + delay, kind);
+    }
+
+    /// Sends `class` back to the registrant of `request`; `from_actor` answers pay the forward
+    /// hop back when the request came in through another node.
+    fn answer(
+        &mut self,
+        slot: u32,
+        class: AnswerClass,
+        registration: Option<RegistrationId>,
+        from_actor: bool,
+    ) {
+        let forward_half_us = self.settings.forward_half_us;
+        let retry_after_us = self.settings.retry_after_us;
+        let request = self.requests.get_mut(slot);
+        request.class = class;
+        request.registration = registration;
+        if class.is_shed() || class == AnswerClass::KeyInFlight {
+            request.retry_after_us = retry_after_us;
+        }
+        let mut back = request.round_trip_us - request.round_trip_us / 2;
+        if from_actor && request.node != OWNER_NODE {
+            back += forward_half_us;
+        }
+        self.schedule_in(back, EventKind::ClientAnswer { request: slot });
+    }
+
+    fn timestamp(&self) -> Timestamp {
+        OPENING.plus_millis(self.now / MICROS_PER_MILLI)
+    }
+}
+
+/// Micros after opening of an engine timestamp.
+fn micros_of(timestamp: Timestamp) -> Micros {
+    OPENING.millis_until(timestamp) * MICROS_PER_MILLI
+}
+
+/// The charts cover the arrival window and a tenth more, in at most `CHART_BUCKETS_MAX` buckets.
+fn chart_window(scenario: &Scenario) -> ChartWindow {
+    let arrival_seconds = scenario.arrivals.spike_seconds + scenario.arrivals.tail_seconds;
+    let seconds = ((arrival_seconds * 1.1).ceil() as u64).max(10);
+    let bucket_seconds = seconds.div_ceil(CHART_BUCKETS_MAX).max(1);
+    ChartWindow { bucket_seconds, buckets: seconds.div_ceil(bucket_seconds) as usize }
+}

@@ -1,0 +1,412 @@
+//! A scenario file: the event, who arrives when, how they behave and the system that serves
+//! them. Parsed from TOML (unknown keys are errors, so that a typo is not silently ignored),
+//! then validated field by field; every error names the file and the field or line.
+
+use std::path::Path;
+
+use kuota_engine::limits::{MAILBOX_CAPACITY_MAX, PENDING_DECISIONS_MAX};
+use kuota_engine::{CategoryCode, CategoryConfig, EventConfig, EventId, QuotaLimits};
+use serde::Deserialize;
+
+use crate::distribution::Distribution;
+
+/// Registrants one scenario may have; each costs about a hundred bytes of simulator state.
+pub const REGISTRANTS_MAX: u32 = 10_000_000;
+/// Nodes one scenario may have.
+pub const NODES_MAX: u32 = 1_024;
+/// HTTP workers one node may have.
+pub const HTTP_WORKERS_PER_NODE_MAX: u32 = 4_096;
+/// Largest value a queue bound of the model may be set to, in entries.
+pub const QUEUE_BOUND_MAX: u32 = 10_000_000;
+/// Largest write-behind batch, in effects.
+pub const BATCH_SIZE_LIMIT_EFFECTS: u32 = 100_000;
+/// Database connections one scenario may have.
+pub const DATABASE_CONNECTIONS_MAX: u32 = 10_000;
+/// Requests one registrant may send for one action (first try, retries and refreshes).
+pub const ATTEMPTS_LIMIT: u32 = 100;
+/// Longest arrival window (spike plus tail), in seconds: a week.
+pub const ARRIVAL_WINDOW_SECONDS_MAX: f64 = 7.0 * 24.0 * 3_600.0;
+/// Longest `Retry-After` the model may send, in seconds.
+pub const RETRY_AFTER_SECONDS_MAX: u32 = 3_600;
+
+/// Why a scenario cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// `message` is toml's, which names the line and column and shows the line.
+    #[error("scenario {path} is not a valid scenario file:\n{message}")]
+    Parse { path: String, message: String },
+    #[error("scenario {path}: field `{field}`: {reason}")]
+    Invalid { path: String, field: String, reason: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The seed used when `--seed` is not given.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub event: EventSection,
+    pub arrivals: Arrivals,
+    #[serde(default)]
+    pub behaviour: Behaviour,
+    pub system: System,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSection {
+    /// 0: a registration is confirmed at once; more: it is held this long for payment.
+    #[serde(default)]
+    pub hold_ttl_seconds: u32,
+    #[serde(default = "default_waitlist_length_max")]
+    pub waitlist_length_max: u32,
+    pub categories: Vec<CategorySection>,
+}
+
+fn default_waitlist_length_max() -> u32 {
+    QuotaLimits::default().waitlist_length_max
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategorySection {
+    pub code: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub capacity: u32,
+    /// Share of registrants who want this category; unset for all: in proportion to capacity.
+    #[serde(default)]
+    pub demand_share: Option<f64>,
+}
+
+/// How the spike's arrivals spread over its window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpikeShape {
+    /// A constant rate: a Poisson process (given the count, arrival times are uniform).
+    #[default]
+    Poisson,
+    /// The rate grows linearly from zero to its peak at the end of the spike.
+    RampUp,
+    /// The rate peaks at opening and falls linearly to zero at the end of the spike.
+    RampDown,
+}
+
+impl SpikeShape {
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpikeShape::Poisson => "poisson",
+            SpikeShape::RampUp => "ramp_up",
+            SpikeShape::RampDown => "ramp_down",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arrivals {
+    pub registrants: u32,
+    /// Share of registrants arriving in the spike, which starts at opening.
+    pub spike_share: f64,
+    pub spike_seconds: f64,
+    #[serde(default)]
+    pub shape: SpikeShape,
+    /// The rest arrive at a constant rate over this many seconds after the spike.
+    #[serde(default)]
+    pub tail_seconds: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Behaviour {
+    /// Retry after a 503 or 429 (after `Retry-After` plus jitter); otherwise give up at once.
+    pub retry_on_overload: bool,
+    /// Extra wait added to `Retry-After`, drawn uniformly from 0 to this.
+    pub retry_jitter_ms: f64,
+    /// Requests one registrant sends for one action at most (first try included).
+    pub attempts_max: u32,
+    /// Share of registrants who press "register" again when no answer came within `patience_ms`.
+    pub impatient_share: f64,
+    pub patience_ms: f64,
+    /// Share of registrants who ask to join the waitlist when their category is sold out.
+    pub waitlist_share: f64,
+    /// Share of held registrants who pay (the payment callback confirms), after `pay_delay`.
+    pub pay_share: f64,
+    pub pay_delay: Distribution,
+    /// Share of registrants with a registration who cancel it, after `cancel_delay`.
+    pub cancel_share: f64,
+    pub cancel_delay: Distribution,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            retry_on_overload: true,
+            retry_jitter_ms: 1_000.0,
+            attempts_max: 5,
+            impatient_share: 0.0,
+            patience_ms: 5_000.0,
+            waitlist_share: 0.0,
+            pay_share: 1.0,
+            pay_delay: Distribution::Constant { value_ms: 60_000.0 },
+            cancel_share: 0.0,
+            cancel_delay: Distribution::Constant { value_ms: 600_000.0 },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct System {
+    pub nodes: u32,
+    pub http_workers_per_node: u32,
+    /// Requests waiting for an HTTP worker on one node; more is 503.
+    pub http_queue_max: u32,
+    /// CPU time of one request on an HTTP worker (parsing, checks, answering).
+    pub http_service: Distribution,
+    /// Time the event actor spends on one command (`EventQuota::apply` and bookkeeping).
+    pub actor_service: Distribution,
+    #[serde(default = "default_mailbox_capacity_max")]
+    pub mailbox_capacity_max: u32,
+    #[serde(default = "default_pending_decisions_max")]
+    pub pending_decisions_max: u32,
+    /// Submissions waiting for a write-behind batch; more is 503.
+    pub write_queue_max: u32,
+    /// Longest wait of a submission before its batch is committed; 0: commit at once.
+    pub flush_interval_ms: f64,
+    /// Effects in one database transaction at most.
+    pub batch_size_max: u32,
+    /// Transactions in flight at once.
+    pub database_connections: u32,
+    pub commit_latency: Distribution,
+    /// Extra commit time per effect in the batch.
+    #[serde(default)]
+    pub commit_per_effect_ms: f64,
+    /// Registrant to node and back.
+    pub network_round_trip: Distribution,
+    /// Node to the event's owner and back, for requests that land on another node.
+    #[serde(default)]
+    pub forward_round_trip_ms: f64,
+    /// How old the published counters are on nodes that do not own the event.
+    #[serde(default)]
+    pub counters_lag_ms: f64,
+    #[serde(default = "default_retry_after_seconds")]
+    pub retry_after_seconds: u32,
+    /// Registration writes per registrant e-mail per minute; 0: no limit.
+    #[serde(default = "default_rate_limit_email_per_minute")]
+    pub rate_limit_email_per_minute: u32,
+}
+
+fn default_mailbox_capacity_max() -> u32 {
+    MAILBOX_CAPACITY_MAX as u32
+}
+
+fn default_pending_decisions_max() -> u32 {
+    PENDING_DECISIONS_MAX as u32
+}
+
+fn default_retry_after_seconds() -> u32 {
+    1
+}
+
+/// The API's default (`KUOTA_RATE_LIMIT_EMAIL_PER_MINUTE`).
+fn default_rate_limit_email_per_minute() -> u32 {
+    6
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: shown.clone(), source })?;
+        Scenario::parse(&text, &shown)
+    }
+
+    /// Parses and validates; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text)
+            .map_err(|error| ScenarioError::Parse { path: origin.to_string(), message: error.to_string() })?;
+        scenario.validate().map_err(|(field, reason)| ScenarioError::Invalid {
+            path: origin.to_string(),
+            field,
+            reason,
+        })?;
+        Ok(scenario)
+    }
+
+    /// The engine's configuration of the simulated event.
+    pub fn event_config(&self) -> EventConfig {
+        let categories = self
+            .event
+            .categories
+            .iter()
+            .map(|category| CategoryConfig {
+                code: CategoryCode::parse(&category.code).expect("codes are checked by validate()"),
+                name: category.name.clone().unwrap_or_else(|| category.code.clone()),
+                capacity: category.capacity,
+            })
+            .collect();
+        EventConfig {
+            id: EventId::parse("simulated").expect("a constant valid event id"),
+            name: self.name.clone(),
+            opens_at: None,
+            closes_at: None,
+            hold_ttl_seconds: self.event.hold_ttl_seconds,
+            categories,
+            limits: QuotaLimits {
+                waitlist_length_max: self.event.waitlist_length_max,
+                ..QuotaLimits::default()
+            },
+        }
+    }
+
+    /// Total seats of all categories.
+    pub fn seats(&self) -> u64 {
+        self.event.categories.iter().map(|category| u64::from(category.capacity)).sum()
+    }
+
+    /// Each category's share of demand, in configuration order, summing to 1.
+    pub fn demand_shares(&self) -> Vec<f64> {
+        let categories = &self.event.categories;
+        let weights: Vec<f64> = if categories.iter().any(|category| category.demand_share.is_some()) {
+            categories.iter().map(|category| category.demand_share.unwrap_or(0.0)).collect()
+        } else {
+            categories.iter().map(|category| f64::from(category.capacity)).collect()
+        };
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            // Only reachable with zero seats everywhere; spread demand evenly.
+            return vec![1.0 / categories.len() as f64; categories.len()];
+        }
+        weights.iter().map(|weight| weight / total).collect()
+    }
+}
+
+/// A validation failure: the field's path and why.
+type Invalid = (String, String);
+
+fn require(condition: bool, field: &str, reason: impl FnOnce() -> String) -> Result<(), Invalid> {
+    if condition { Ok(()) } else { Err((field.to_string(), reason())) }
+}
+
+fn share(value: f64, field: &str) -> Result<(), Invalid> {
+    require((0.0..=1.0).contains(&value), field, || format!("must be between 0 and 1 (got {value})"))
+}
+
+fn within(value: u32, low: u32, high: u32, field: &str) -> Result<(), Invalid> {
+    require((low..=high).contains(&value), field, || {
+        format!("must be between {low} and {high} (got {value})")
+    })
+}
+
+fn milliseconds(value: f64, field: &str) -> Result<(), Invalid> {
+    require(value.is_finite() && value >= 0.0, field, || {
+        format!("must be a number of milliseconds >= 0 (got {value})")
+    })
+}
+
+fn distribution(value: &Distribution, field: &str) -> Result<(), Invalid> {
+    match value.problem() {
+        Some(problem) => Err((field.to_string(), problem)),
+        None => Ok(()),
+    }
+}
+
+impl Scenario {
+    fn validate(&self) -> Result<(), Invalid> {
+        require(!self.name.trim().is_empty(), "name", || "must not be empty".into())?;
+        self.validate_event()?;
+        self.validate_arrivals()?;
+        self.validate_behaviour()?;
+        self.validate_system()
+    }
+
+    fn validate_event(&self) -> Result<(), Invalid> {
+        for (index, category) in self.event.categories.iter().enumerate() {
+            let field = |name: &str| format!("event.categories[{index}].{name}");
+            if let Err(error) = CategoryCode::parse(&category.code) {
+                return Err((field("code"), error.to_string()));
+            }
+            if let Some(demand) = category.demand_share {
+                share(demand, &field("demand_share"))?;
+            }
+        }
+        let shares_given = self.event.categories.iter().filter(|category| category.demand_share.is_some());
+        let shares_total: f64 = shares_given.clone().filter_map(|category| category.demand_share).sum();
+        require(shares_given.count() == 0 || shares_total > 0.0, "event.categories", || {
+            "demand_share must be positive for at least one category".into()
+        })?;
+        self.event_config().validate().map_err(|error| ("event.categories".to_string(), error.to_string()))
+    }
+
+    fn validate_arrivals(&self) -> Result<(), Invalid> {
+        let arrivals = &self.arrivals;
+        within(arrivals.registrants, 1, REGISTRANTS_MAX, "arrivals.registrants")?;
+        share(arrivals.spike_share, "arrivals.spike_share")?;
+        let seconds = |value: f64, field: &str| {
+            require(value.is_finite() && (0.0..=ARRIVAL_WINDOW_SECONDS_MAX).contains(&value), field, || {
+                format!("must be between 0 and {ARRIVAL_WINDOW_SECONDS_MAX} seconds (got {value})")
+            })
+        };
+        seconds(arrivals.spike_seconds, "arrivals.spike_seconds")?;
+        seconds(arrivals.tail_seconds, "arrivals.tail_seconds")?;
+        require(
+            arrivals.spike_share == 0.0 || arrivals.spike_seconds > 0.0,
+            "arrivals.spike_seconds",
+            || "must be > 0 when spike_share is above 0".into(),
+        )?;
+        require(arrivals.spike_share == 1.0 || arrivals.tail_seconds > 0.0, "arrivals.tail_seconds", || {
+            "must be > 0 when spike_share is below 1 (the rest arrive in the tail)".into()
+        })?;
+        seconds(arrivals.spike_seconds + arrivals.tail_seconds, "arrivals.tail_seconds")
+    }
+
+    fn validate_behaviour(&self) -> Result<(), Invalid> {
+        let behaviour = &self.behaviour;
+        milliseconds(behaviour.retry_jitter_ms, "behaviour.retry_jitter_ms")?;
+        within(behaviour.attempts_max, 1, ATTEMPTS_LIMIT, "behaviour.attempts_max")?;
+        share(behaviour.impatient_share, "behaviour.impatient_share")?;
+        milliseconds(behaviour.patience_ms, "behaviour.patience_ms")?;
+        require(
+            behaviour.impatient_share == 0.0 || behaviour.patience_ms > 0.0,
+            "behaviour.patience_ms",
+            || "must be > 0 when impatient_share is above 0".into(),
+        )?;
+        share(behaviour.waitlist_share, "behaviour.waitlist_share")?;
+        share(behaviour.pay_share, "behaviour.pay_share")?;
+        distribution(&behaviour.pay_delay, "behaviour.pay_delay")?;
+        share(behaviour.cancel_share, "behaviour.cancel_share")?;
+        distribution(&behaviour.cancel_delay, "behaviour.cancel_delay")
+    }
+
+    fn validate_system(&self) -> Result<(), Invalid> {
+        let system = &self.system;
+        within(system.nodes, 1, NODES_MAX, "system.nodes")?;
+        within(system.http_workers_per_node, 1, HTTP_WORKERS_PER_NODE_MAX, "system.http_workers_per_node")?;
+        within(system.http_queue_max, 0, QUEUE_BOUND_MAX, "system.http_queue_max")?;
+        within(system.mailbox_capacity_max, 1, QUEUE_BOUND_MAX, "system.mailbox_capacity_max")?;
+        within(system.pending_decisions_max, 1, QUEUE_BOUND_MAX, "system.pending_decisions_max")?;
+        within(system.write_queue_max, 1, QUEUE_BOUND_MAX, "system.write_queue_max")?;
+        within(system.batch_size_max, 1, BATCH_SIZE_LIMIT_EFFECTS, "system.batch_size_max")?;
+        within(system.database_connections, 1, DATABASE_CONNECTIONS_MAX, "system.database_connections")?;
+        within(system.retry_after_seconds, 0, RETRY_AFTER_SECONDS_MAX, "system.retry_after_seconds")?;
+        milliseconds(system.flush_interval_ms, "system.flush_interval_ms")?;
+        milliseconds(system.commit_per_effect_ms, "system.commit_per_effect_ms")?;
+        milliseconds(system.forward_round_trip_ms, "system.forward_round_trip_ms")?;
+        milliseconds(system.counters_lag_ms, "system.counters_lag_ms")?;
+        distribution(&system.http_service, "system.http_service")?;
+        distribution(&system.actor_service, "system.actor_service")?;
+        distribution(&system.commit_latency, "system.commit_latency")?;
+        distribution(&system.network_round_trip, "system.network_round_trip")
+    }
+}

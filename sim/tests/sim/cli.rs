@@ -1,0 +1,33 @@
+use crate::support::{SMALL_SCENARIO, kuota_sim, scenario_file, stderr, stdout};
+
+#[test]
+fn load_is_not_available_yet_and_says_so() {
+    let output = kuota_sim(&["load", "--url", "http://127.0.0.1:8080"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("comes with the HTTP API"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_recommendation_prints_the_table_it_searched_and_its_choice() {
+    let path = scenario_file("recommendation", SMALL_SCENARIO);
+    let output =
+        kuota_sim(&["run", path.to_str().unwrap(), "--target-p99-ms", "60000", "--refused-share-max", "1"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("seed=99\n"));
+    assert!(text.contains("| nodes | batch size max | flush interval ms | p99 ms |"), "{text}");
+    assert!(text.contains("(chosen)"), "{text}");
+    assert!(text.contains("Recommended: 1 node(s)"), "{text}");
+    assert!(text.contains("# kuota-sim run: small"), "the chosen run's report is missing");
+}
+
+#[test]
+fn an_unreachable_target_is_reported_and_exits_1() {
+    let mut scenario = SMALL_SCENARIO.to_string();
+    // A round trip of a second makes any p99 under a millisecond impossible at every size.
+    scenario = scenario.replacen("median_ms = 30, p99_ms = 120", "median_ms = 1000, p99_ms = 1000", 1);
+    let path = scenario_file("unreachable", &scenario);
+    let output = kuota_sim(&["run", path.to_str().unwrap(), "--target-p99-ms", "1"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stdout(&output).contains("No configuration tried meets the target."));
+}

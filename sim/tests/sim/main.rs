@@ -1,0 +1,10 @@
+//! `kuota-sim`'s integration tests, in one binary so that it links once. Each module is one
+//! concern; `support` has the small scenario they share and the helpers that run the binary.
+
+mod broken_model;
+mod cli;
+mod outcomes;
+mod plan;
+mod reproducibility;
+mod scenario_errors;
+mod support;
