@@ -25,6 +25,9 @@ pub struct Cli {
     /// Redis for leases, sessions and shared rate limits; unset = in-process.
     #[arg(long, env = "KUOTA_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key this deployment writes [default: kuota:].
+    #[arg(long, env = "KUOTA_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Admin bearer token; unset = a random one printed once at startup.
     #[arg(long, env = "KUOTA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -82,6 +85,7 @@ struct FileSettings {
     listen: Option<String>,
     database_url: Option<String>,
     redis_url: Option<String>,
+    redis_prefix: Option<String>,
     admin_token: Option<String>,
     rate_limit_ip_per_second: Option<u32>,
     rate_limit_ip_burst: Option<u32>,
@@ -106,6 +110,7 @@ pub struct Settings {
     pub listen: String,
     pub database_url: String,
     pub redis_url: Option<String>,
+    pub redis_prefix: String,
     pub admin_token: Option<String>,
     pub rate_limit_ip_per_second: u32,
     pub rate_limit_ip_burst: u32,
@@ -157,6 +162,7 @@ impl Settings {
                 .or(file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             redis_url: cli.redis_url.or(file.redis_url).filter(|url| !url.is_empty()),
+            redis_prefix: cli.redis_prefix.or(file.redis_prefix).unwrap_or_else(|| "kuota:".into()),
             admin_token: cli.admin_token.or(file.admin_token).filter(|token| !token.is_empty()),
             rate_limit_ip_per_second: cli
                 .rate_limit_ip_per_second

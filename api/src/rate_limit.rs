@@ -31,6 +31,52 @@ pub struct Gcra<K: Hash + Eq> {
     theoretical_arrival_ms: DashMap<K, u64>,
 }
 
+/// The same GCRA in Redis, so that a limit holds across nodes. Time is Redis's own (`TIME`),
+/// so nodes with skewed clocks still agree. Returns 0 when allowed, else the wait in ms.
+const GCRA_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local arrival = tonumber(redis.call('GET', KEYS[1]) or now)
+if arrival < now then arrival = now end
+local allowed_at = arrival - tolerance
+if allowed_at > now then return allowed_at - now end
+local next_arrival = arrival + emission
+redis.call('SET', KEYS[1], next_arrival, 'PX', next_arrival - now + 1000)
+return 0
+";
+
+/// A `Gcra` whose state lives in Redis under `prefix`.
+#[derive(Debug)]
+pub struct SharedGcra {
+    script: redis::Script,
+    prefix: String,
+}
+
+impl SharedGcra {
+    pub fn new(prefix: &str) -> Self {
+        SharedGcra { script: redis::Script::new(GCRA_SCRIPT), prefix: format!("{prefix}rate:") }
+    }
+
+    /// Counts one request of `key` against `limit`'s rate, in Redis.
+    pub async fn check<K: Hash + Eq + Clone>(
+        &self,
+        limit: &Gcra<K>,
+        key: &str,
+        connection: &mut redis::aio::ConnectionManager,
+    ) -> redis::RedisResult<Result<(), Refusal>> {
+        let wait_ms: u64 = self
+            .script
+            .key(format!("{}{}:{key}", self.prefix, limit.name))
+            .arg(limit.emission_interval_ms)
+            .arg(limit.tolerance_ms)
+            .invoke_async(connection)
+            .await?;
+        Ok(if wait_ms == 0 { Ok(()) } else { Err(limit.refusal(wait_ms)) })
+    }
+}
+
 impl<K: Hash + Eq + Clone> Gcra<K> {
     /// `None` when `requests` is 0 (the limit is off).
     pub fn new(name: &'static str, requests: u32, window_seconds: u64, burst: u32) -> Option<Self> {
@@ -53,6 +99,15 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
         format!("\"{}\";q={};w={}", self.name, self.burst, self.window_seconds)
     }
 
+    fn refusal(&self, wait_ms: u64) -> Refusal {
+        let retry_after_seconds = wait_ms.div_ceil(1_000).max(1);
+        Refusal {
+            retry_after_seconds,
+            policy: self.policy(),
+            state: format!("\"{}\";r=0;t={retry_after_seconds}", self.name),
+        }
+    }
+
     /// Counts one request of `key` at `now_ms`, or refuses it.
     pub fn check(&self, key: &K, now_ms: u64) -> Result<(), Refusal> {
         if self.theoretical_arrival_ms.len() >= RATE_LIMIT_KEYS_MAX
@@ -67,13 +122,7 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
         let theoretical = (*arrival).max(now_ms);
         let allowed_at = theoretical.saturating_sub(self.tolerance_ms);
         if allowed_at > now_ms {
-            let wait_ms = allowed_at - now_ms;
-            let retry_after_seconds = wait_ms.div_ceil(1_000).max(1);
-            return Err(Refusal {
-                retry_after_seconds,
-                policy: self.policy(),
-                state: format!("\"{}\";r=0;t={retry_after_seconds}", self.name),
-            });
+            return Err(self.refusal(allowed_at - now_ms));
         }
         *arrival = theoretical + self.emission_interval_ms;
         Ok(())

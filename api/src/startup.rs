@@ -27,8 +27,6 @@ use crate::state::AppState;
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
 /// How long the write-behind may take to commit what was accepted at shutdown, in seconds.
 const DRAIN_TIMEOUT_SECONDS: u64 = 30;
-/// Redis key prefix of this deployment's sessions and shared limits.
-const REDIS_PREFIX: &str = "kuota:";
 
 pub struct Application {
     port: u16,
@@ -57,7 +55,7 @@ impl Application {
                 let manager =
                     redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
                 let sessions: Arc<dyn SessionStore> =
-                    Arc::new(RedisSessionStore::new(manager.clone(), REDIS_PREFIX));
+                    Arc::new(RedisSessionStore::new(manager.clone(), settings.redis_prefix.clone()));
                 (Some(manager), sessions)
             }
             None => (None, Arc::new(MemorySessionStore::default()) as Arc<dyn SessionStore>),

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::metrics;
-use crate::rate_limit::{Gcra, client_ip};
+use crate::rate_limit::{Gcra, SharedGcra, client_ip};
 use crate::tokens::constant_time_eq;
 
 /// The cookie that carries an admin session.
@@ -38,6 +38,7 @@ pub struct AppState {
     pub redis: Option<redis::aio::ConnectionManager>,
     pub ip_limit: Option<Gcra<IpAddr>>,
     pub email_limit: Option<Gcra<Email>>,
+    shared_limit: SharedGcra,
     last_shed_ms: AtomicU64,
     /// Live `GET /v1/events/{id}/stream` connections (bounded by `STREAM_SUBSCRIBERS_MAX`).
     pub stream_subscribers: std::sync::atomic::AtomicUsize,
@@ -63,6 +64,7 @@ impl AppState {
         token_secret: Vec<u8>,
         redis: Option<redis::aio::ConnectionManager>,
     ) -> Self {
+        let prefix = settings.redis_prefix.clone();
         let ip_limit = Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst);
         let email_limit = Gcra::new(
             "email",
@@ -83,6 +85,7 @@ impl AppState {
             redis,
             ip_limit,
             email_limit,
+            shared_limit: SharedGcra::new(&prefix),
             last_shed_ms: AtomicU64::new(0),
             stream_subscribers: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -150,9 +153,18 @@ impl AppState {
         limit.check(&ip, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
     }
 
-    /// Applies the per-e-mail limit of the registration route.
-    pub fn limit_registrant(&self, email: &Email) -> Result<(), ApiError> {
+    /// Applies the per-e-mail limit of the registration route: in Redis when configured, so
+    /// that it holds across nodes; in this process otherwise, or while Redis fails (a limit
+    /// that fails closed would turn a cache outage into a registration outage).
+    pub async fn limit_registrant(&self, email: &Email) -> Result<(), ApiError> {
         let Some(limit) = &self.email_limit else { return Ok(()) };
+        if let Some(redis) = &self.redis {
+            let mut connection = redis.clone();
+            match self.shared_limit.check(limit, email.as_str(), &mut connection).await {
+                Ok(verdict) => return verdict.map_err(|refusal| self.rate_limited(refusal)),
+                Err(error) => tracing::warn!(%error, "shared rate limit unavailable; limiting locally"),
+            }
+        }
         limit.check(email, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
     }
 

@@ -184,7 +184,7 @@ async fn create(
     state.limit_client(&request)?;
     let event = state.event(&event_id).await?;
     let parsed = domain::registration(&body, event.config(), key.clone(), &state.token_secret)?;
-    state.limit_registrant(&parsed.register.registrant)?;
+    state.limit_registrant(&parsed.register.registrant).await?;
     let category = parsed.register.category.clone();
     // Sold out is answered from the published counters, unless this key may have been decided
     // before (then its decision must be replayed, which only the actor knows).

@@ -219,3 +219,24 @@ async fn the_core_flows_work_on_the_embedded_sqlite_store() {
     let refused = app.register("race", "k2", &registration("10K", "b@example.org")).await;
     assert_eq!(refused.code(), "sold_out");
 }
+
+#[actix_rt::test]
+async fn with_redis_the_per_email_limit_holds_across_two_nodes() {
+    let redis_url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("kuota_t_{}:", kuota_persist::random::token_hex(6));
+    let shared = |settings: &mut kuota_api::configuration::Settings| {
+        settings.redis_url = Some(redis_url.clone());
+        settings.redis_prefix = prefix.clone();
+        settings.rate_limit_email_per_minute = 1;
+    };
+    let first = spawn_app_with(Backend::Sqlite, shared).await;
+    let second = spawn_app_with(Backend::Sqlite, shared).await;
+    first.create_event(race("race", 5, 0)).await;
+    second.create_event(race("race", 5, 0)).await;
+    let allowed = first.register("race", "k1", &registration("10K", "a@example.org")).await;
+    assert_eq!(allowed.status, 201);
+    let limited = second.register("race", "k1", &registration("10K", "a@example.org")).await;
+    assert_eq!((limited.status, limited.code()), (429, "rate_limited".into()));
+    let other = second.register("race", "k2", &registration("10K", "b@example.org")).await;
+    assert_eq!(other.status, 201, "the limit is per e-mail");
+}

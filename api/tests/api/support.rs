@@ -38,6 +38,7 @@ pub fn settings(database_url: &str) -> Settings {
         listen: "127.0.0.1:0".into(),
         database_url: database_url.into(),
         redis_url: None,
+        redis_prefix: format!("kuota_t_{}:", random_suffix()),
         admin_token: Some(ADMIN_TOKEN.into()),
         // Limits are off unless a test turns them on: many requests come from one address.
         rate_limit_ip_per_second: 0,
