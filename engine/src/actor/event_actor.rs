@@ -17,6 +17,7 @@ use crate::actor::messages::{
 use crate::clock::{Clock, Timestamp};
 use crate::command::{Command, Register};
 use crate::counters::PublishedCounters;
+use crate::effect::Effect;
 use crate::ids::{EventId, Seq};
 use crate::limits::{HOLD_EXPIRY_TICK_MS, PENDING_DECISIONS_MAX};
 use crate::outcome::Outcome;
@@ -73,8 +74,18 @@ pub struct EventActor {
     loader: Arc<dyn EventLoader>,
     clock: Arc<dyn Clock>,
     pending: VecDeque<PendingDecision>,
+    /// Effects of this mailbox burst, not yet sent; see `open_outbox`.
+    outbox: Option<Outbox>,
     next_submission: u64,
     recovering: bool,
+}
+
+/// Effects gathered for one submission, with the writer's queue slot reserved for it.
+#[derive(Debug)]
+struct Outbox {
+    permit: tokio::sync::mpsc::OwnedPermit<Submission>,
+    effects: Vec<Effect>,
+    submission: u64,
 }
 
 fn answer(reply: Option<Reply>, result: Result<(Outcome, Timestamp), ActorError>) {
@@ -97,12 +108,14 @@ impl EventActor {
             loader: parts.loader,
             clock: parts.clock,
             pending: VecDeque::new(),
+            outbox: None,
             next_submission: 0,
             recovering: false,
         }
     }
 
-    /// Applies one command and sends its effects; the caller is answered in `release_settled`.
+    /// Applies one command and adds its effects to the outbox; the caller is answered in
+    /// `release_settled`, once the outbox's submission is committed.
     fn decide(&mut self, command: Command, reply: Option<Reply>, context: &mut Context<Self>) {
         if self.recovering {
             return answer(reply, Err(ActorError::Recovering));
@@ -112,9 +125,9 @@ impl EventActor {
         }
         // Reserve the writer's queue slot before deciding: a decision whose effects could not be
         // sent would have to be undone.
-        let Ok(permit) = self.submissions.try_reserve() else {
+        if self.outbox.is_none() && !self.open_outbox(context) {
             return answer(reply, Err(ActorError::Overloaded));
-        };
+        }
         if let Command::Register(Register { idempotency: Some(idempotency), .. }) = &command {
             // Before the decision, so that no reader can see it decided yet not noted.
             self.shared.published.note_idempotency_key(&idempotency.key);
@@ -124,7 +137,6 @@ impl EventActor {
         self.shared.published.publish(&self.quota);
         let last_seq = self.quota.last_seq();
         if effects.is_empty() {
-            drop(permit);
             if self.pending.is_empty() {
                 return answer(reply, Ok((outcome, at)));
             }
@@ -133,35 +145,54 @@ impl EventActor {
             self.pending.push_back(PendingDecision { submission: None, state, last_seq, outcome, at, reply });
             return;
         }
-        let submission_id = self.next_submission;
-        self.next_submission += 1;
-        let (done, committed) = oneshot::channel();
-        permit.send(Submission { event: self.event.clone(), epoch: self.epoch, effects, done });
+        // `open_outbox` above made sure there is one.
+        let outbox = self.outbox.as_mut().expect("an open outbox");
+        outbox.effects.extend(effects);
+        let submission = Some(outbox.submission);
         let state = PendingState::InFlight;
-        self.pending.push_back(PendingDecision {
-            submission: Some(submission_id),
-            state,
-            last_seq,
-            outcome,
-            at,
-            reply,
-        });
+        self.pending.push_back(PendingDecision { submission, state, last_seq, outcome, at, reply });
+    }
+
+    /// Reserves a slot in the writer's queue for the decisions of this mailbox burst, and
+    /// schedules the flush: actix polls spawned futures after it has drained the mailbox, so
+    /// every decision taken until then shares one submission (one commit round trip, one
+    /// completion) instead of one each.
+    fn open_outbox(&mut self, context: &mut Context<Self>) -> bool {
+        let Ok(permit) = self.submissions.clone().try_reserve_owned() else {
+            return false;
+        };
+        let submission = self.next_submission;
+        self.next_submission += 1;
+        self.outbox = Some(Outbox { permit, effects: Vec::new(), submission });
+        context.spawn(actix::fut::ready(()).map(|(), actor: &mut Self, context| actor.flush(context)));
+        true
+    }
+
+    /// Sends the outbox's effects as one submission and waits for its completion.
+    fn flush(&mut self, context: &mut Context<Self>) {
+        let Some(outbox) = self.outbox.take() else { return };
+        if outbox.effects.is_empty() {
+            return; // Dropping the permit frees the slot.
+        }
+        let (done, committed) = oneshot::channel();
+        let effects = outbox.effects;
+        outbox.permit.send(Submission { event: self.event.clone(), epoch: self.epoch, effects, done });
+        let submission = outbox.submission;
         let settled = committed.into_actor(self).map(move |result, actor, context| {
             let result = result.unwrap_or_else(|_| Err(StoreError::Unavailable("the writer stopped".into())));
-            actor.settle(submission_id, result, context);
+            actor.settle(submission, result, context);
         });
         context.spawn(settled);
     }
 
     fn settle(&mut self, submission: u64, result: Result<(), StoreError>, context: &mut Context<Self>) {
-        // After a rollback the entry is gone: its caller was answered already.
-        let Some(entry) = self.pending.iter_mut().find(|entry| entry.submission == Some(submission)) else {
-            return;
-        };
-        entry.state = match result {
-            Ok(()) => PendingState::Durable,
-            Err(error) => PendingState::Failed(error),
-        };
+        // After a rollback the entries are gone: their callers were answered already.
+        for entry in self.pending.iter_mut().filter(|entry| entry.submission == Some(submission)) {
+            entry.state = match &result {
+                Ok(()) => PendingState::Durable,
+                Err(error) => PendingState::Failed(error.clone()),
+            };
+        }
         self.release_settled(context);
     }
 
@@ -191,6 +222,8 @@ impl EventActor {
         for entry in self.pending.drain(..) {
             answer(entry.reply, Err(ActorError::StoreFailed(error.clone())));
         }
+        // Its effects belong to decisions just failed.
+        self.outbox = None;
         if error == StoreError::Fenced {
             // Another node owns the event now. Reloading would take it back; step down instead.
             return context.stop();

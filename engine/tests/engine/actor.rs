@@ -179,12 +179,16 @@ async fn a_full_writer_queue_answers_overloaded() {
     let fixture = fixture(event_config(&[("10K", 100)], 0), 2, RegistryConfig::default(), clock);
     let event = handle(&fixture).await;
     fixture.store.stall();
-    let attempts: Vec<_> = (0..6)
-        .map(|n| {
-            let event = event.clone();
-            actix_rt::spawn(async move { event.register(register("10K", &format!("r{n}@x.org"))).await })
-        })
-        .collect();
+    // One request per mailbox burst (an actor sends one submission per burst), so each needs
+    // its own slot in the writer's queue.
+    let mut attempts = Vec::new();
+    for n in 0..6 {
+        let event = event.clone();
+        attempts.push(actix_rt::spawn(async move {
+            event.register(register("10K", &format!("r{n}@x.org"))).await
+        }));
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+    }
     let mut overloaded = 0;
     // The writer holds one submission and its queue two more; at least three must be refused.
     for _ in 0..200 {
