@@ -4,6 +4,7 @@
 mod bad_input;
 mod concurrency;
 mod events;
+mod lifecycle;
 mod operations;
 mod registrations;
 mod support;

@@ -88,6 +88,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let (database_url, database, sqlite_directory) = fresh_database(backend).await;
+    let mut app = spawn_app_on(&database_url, adjust).await;
+    (app.database, app.sqlite_directory) = (database, sqlite_directory);
+    app
+}
+
+/// Another server over an existing database (a restart, or a second node); it cleans nothing up.
+pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let database_url = database_url.to_string();
     let mut settings = settings(&database_url);
     adjust(&mut settings);
     if std::env::var_os("KUOTA_TEST_LOG").is_some() {
@@ -96,7 +104,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let application = Application::build(settings).await.expect("the application builds");
     let port = application.port();
     actix_rt::spawn(application.run_until_stopped());
-    TestApp { port, database_url, database, sqlite_directory }
+    TestApp { port, database_url, database: None, sqlite_directory: None }
 }
 
 impl Drop for TestApp {
