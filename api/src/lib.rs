@@ -8,6 +8,7 @@
 //! - `routes`: one file per resource.
 //! - `domain`: request bodies parsed into domain types, with every field error listed.
 //! - `error`: problem documents with stable codes.
+//! - `openapi`: the OpenAPI 3.1 document generated from the handlers, and Swagger UI at `/docs`.
 //! - `rate_limit`: GCRA limits per client IP and per registrant e-mail.
 //! - `tokens`: registrant access tokens, fingerprints, constant-time comparison.
 //! - `time_format`: RFC 3339 times.
@@ -17,6 +18,7 @@ pub mod configuration;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;

@@ -13,7 +13,8 @@ pub fn init(log_format: &str) {
         "pretty" => false,
         _ => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
     // `try_init` fails only when a subscriber is already installed, which is fine.
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

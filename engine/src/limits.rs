@@ -21,7 +21,7 @@ pub const CATEGORY_CAPACITY_MAX: u32 = 10_000_000;
 
 /// Registrations between two full recounts of the counters in release builds. Cheap
 /// invariants are checked after every apply; the O(n) recount is amortized over this many.
-pub const FULL_CHECK_INTERVAL_APPLIES: u64 = 1 << 16;
+pub const FULL_CHECK_INTERVAL_APPLIES: u64 = 1 << 18;
 
 /// Messages waiting in one event actor's mailbox; more is `Overloaded`.
 pub const MAILBOX_CAPACITY_MAX: usize = 4_096;

@@ -44,6 +44,9 @@ impl std::hash::Hasher for DigestHasher {
 /// it (and in release builds) they run every `FULL_CHECK_INTERVAL_APPLIES` applies.
 const DEBUG_FULL_CHECK_REGISTRATIONS_MAX: usize = 4_096;
 
+/// Registrations an event reserves room for when it is created or loaded (see `new`).
+const RESERVED_REGISTRATIONS_MAX: u64 = 1_000_000;
+
 /// A 128-bit digest of a registrant's e-mail or of an idempotency key. The core keeps these
 /// instead of the text: they are 16 bytes inline where the text would be a pointer and a heap
 /// block, which is what brings an active registration under its memory budget. Two different
@@ -217,9 +220,13 @@ impl fmt::Debug for EventQuota {
 }
 
 impl EventQuota {
-    /// A new event with no registrations.
+    /// A new event with no registrations. Room for as many registrations as the event has
+    /// seats (up to `RESERVED_REGISTRATIONS_MAX`) is reserved now, so that no table grows (and
+    /// rehashes) in the middle of the rush that fills them.
     pub fn new(config: EventConfig) -> Result<Self, EventConfigError> {
         config.validate()?;
+        let seats: u64 = config.categories.iter().map(|category| u64::from(category.capacity)).sum();
+        let reserved = seats.min(RESERVED_REGISTRATIONS_MAX) as usize;
         let categories = config
             .categories
             .iter()
@@ -233,12 +240,12 @@ impl EventQuota {
         Ok(EventQuota {
             config,
             categories,
-            slots: Vec::new(),
-            registrants: Map::default(),
+            slots: Vec::with_capacity(reserved),
+            registrants: Map::with_capacity_and_hasher(reserved, Default::default()),
             holds: BTreeSet::new(),
-            idempotency_entries: VecDeque::new(),
+            idempotency_entries: VecDeque::with_capacity(reserved),
             idempotency_front: 0,
-            idempotency: Map::default(),
+            idempotency: Map::with_capacity_and_hasher(reserved, Default::default()),
             active: 0,
             last_seq: Seq(0),
             durable_seq: Seq(0),

@@ -8,6 +8,7 @@ use kuota_persist::session::{SessionData, SessionId};
 
 use crate::domain::json_object;
 use crate::error::{ApiError, FieldError};
+use crate::openapi::{PayloadTooLarge, Problem, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::state::{AppState, SESSION_COOKIE};
 use crate::tokens::constant_time_eq;
@@ -21,6 +22,59 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
+/// The body of `POST /v1/admin/sessions`.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct LogIn {
+    /// The admin token.
+    pub token: String,
+}
+
+/// An admin session was opened; its id is in the `Set-Cookie` header.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct Session {
+    #[schema(example = 28800)]
+    pub expires_in_seconds: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/sessions",
+    operation_id = "log_in",
+    tag = "admin",
+    summary = "Trade the admin token for a session cookie",
+    request_body = LogIn,
+    responses(
+        (
+            status = 201,
+            description = "Logged in.",
+            body = Session,
+            headers((
+                "Set-Cookie" = String,
+                description = "`kuota_session=...; HttpOnly; SameSite=Strict; Path=/`."
+            ))
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON (`malformed_body`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 401,
+            description = "Not the admin token (`unauthorized`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (
+            status = 422,
+            description = "No `token` string (`validation_failed`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    )
+)]
 #[tracing::instrument(skip(state, request, payload))]
 async fn log_in(
     state: web::Data<AppState>,
@@ -53,6 +107,20 @@ async fn log_in(
         .json(serde_json::json!({ "expires_in_seconds": ADMIN_SESSION_TTL_SECONDS })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/sessions",
+    operation_id = "log_out",
+    tag = "admin",
+    summary = "Log out",
+    description = "Ends the session named by the cookie, if any, and clears the cookie.",
+    responses((
+        status = 204,
+        description = "Logged out.",
+        headers(("Set-Cookie" = String, description = "Clears `kuota_session`."))
+    )),
+    security((), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request))]
 async fn log_out(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     if let Some(cookie) = request.cookie(SESSION_COOKIE)

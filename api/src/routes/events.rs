@@ -8,6 +8,7 @@ use kuota_engine::{CategoryAvailability, CategoryCode, EventId, Outcome, Timesta
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::openapi::{Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::routes::registrations::page_bounds;
 use crate::state::AppState;
@@ -58,6 +59,34 @@ fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u6
     (web::Bytes::from(format!("event: availability\ndata: {data}\n\n")), (version, status))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/stream",
+    operation_id = "stream_availability",
+    tag = "public",
+    summary = "Follow an event's availability live (Server-Sent Events)",
+    description = "On connect, and then on every change (coalesced to at most one every 250 ms), an \
+        `event: availability` whose `data` is `{\"event_id\", \"status\", \"categories\": [...]}` with \
+        the same figures as `GET /v1/events/{event_id}`; a `: heartbeat` comment every 15 s.",
+    params(("event_id" = String, Path, description = "The event's id.")),
+    responses(
+        (
+            status = 200,
+            description = "The stream of `availability` events.",
+            content_type = "text/event-stream",
+            body = String,
+            example = "event: availability\n\
+                data: {\"event_id\":\"city-race\",\"status\":\"open\",\"categories\":[]}\n\n"
+        ),
+        (
+            status = 404,
+            description = "No such event (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    )
+)]
 #[tracing::instrument(skip(state), fields(event_id = %path))]
 async fn stream(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
@@ -90,8 +119,11 @@ async fn stream(state: web::Data<AppState>, path: web::Path<String>) -> Result<H
         .streaming(frames))
 }
 
-#[derive(Debug, Serialize)]
+/// A category with its live figures.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CategoryAvailability)]
 struct CategoryView<'a> {
+    #[schema(example = "10K")]
     code: &'a str,
     name: &'a str,
     capacity: u32,
@@ -101,13 +133,20 @@ struct CategoryView<'a> {
     waitlisted: u32,
 }
 
-#[derive(Debug, Serialize)]
+/// An event with live availability per category.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
 pub struct EventView<'a> {
+    #[schema(example = "city-race")]
     id: &'a str,
+    #[schema(example = "City Race")]
     name: &'a str,
+    #[schema(required = true, format = DateTime)]
     opens_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
     closes_at: Option<String>,
     hold_ttl_seconds: u32,
+    #[schema(value_type = crate::openapi::EventStatus)]
     status: &'static str,
     categories: Vec<CategoryView<'a>>,
 }
@@ -160,6 +199,127 @@ pub fn event_view<'a>(
     }
 }
 
+/// The body of `POST /v1/events`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": "city-race",
+    "name": "City Race",
+    "opens_at": "2026-11-24T10:00:00Z",
+    "closes_at": "2026-12-24T10:00:00Z",
+    "hold_ttl_seconds": 900,
+    "categories": [{ "code": "10K", "name": "10 km", "capacity": 500 }]
+}))]
+pub struct NewEvent {
+    /// Generated when absent.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub id: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    /// When registration opens; open at once when absent.
+    #[schema(format = DateTime)]
+    pub opens_at: Option<String>,
+    /// When registration closes; after `opens_at`; never when absent.
+    #[schema(format = DateTime)]
+    pub closes_at: Option<String>,
+    /// How long a seat is held until confirmed (`POST /v1/registrations/{id}/confirm`); 0
+    /// confirms at once.
+    #[schema(default = 0, maximum = 604800)]
+    pub hold_ttl_seconds: Option<u32>,
+    /// Distinct codes.
+    #[schema(min_items = 1, max_items = 64)]
+    pub categories: Vec<NewCategory>,
+}
+
+/// A category of a new event.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct NewCategory {
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9_-]+$", example = "10K")]
+    pub code: String,
+    #[schema(min_length = 1, max_length = 200, example = "10 km")]
+    pub name: String,
+    /// Seats.
+    #[schema(maximum = 10000000)]
+    pub capacity: u32,
+}
+
+/// The body of `PATCH /v1/events/{event_id}/categories/{code}`.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct CapacityChange {
+    /// Seats; raising it promotes waitlisted registrants, and it cannot go below the seats
+    /// confirmed or held.
+    #[schema(maximum = 10000000, example = 600)]
+    pub capacity: u32,
+}
+
+/// One page of an event's audit trail.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: u64,
+    /// The registration concerned, if any.
+    #[schema(required = true, example = "city-race.17")]
+    pub registration_id: Option<String>,
+    /// The event's sequence number of the change.
+    pub seq: u64,
+    /// `created`, `confirmed`, `cancelled`, `expired`, `promoted`, `decision_recorded` or
+    /// `capacity_changed`.
+    #[schema(example = "created")]
+    pub kind: String,
+    /// What changed, as recorded.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "create_event",
+    tag = "admin",
+    summary = "Create an event",
+    request_body = NewEvent,
+    responses(
+        (
+            status = 201,
+            description = "Created; unset times are `null`.",
+            body = EventView,
+            headers(("Location" = String, description = "`/v1/events/{event_id}`."))
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON (`malformed_body`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 401, response = Unauthorized),
+        (
+            status = 409,
+            description = "An event with this id exists (`event_exists`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (
+            status = 422,
+            description = "Invalid fields (`validation_failed`, with `errors`): `closes_at` not after \
+                `opens_at`, no category, a duplicate code, a negative capacity, ...",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request, payload))]
 async fn create(
     state: web::Data<AppState>,
@@ -188,6 +348,44 @@ async fn create(
         .json(event_view(&event, &figures, now)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}",
+    operation_id = "get_event",
+    tag = "public",
+    summary = "An event with live availability",
+    params(
+        ("event_id" = String, Path, description = "The event's id."),
+        (
+            "If-None-Match" = Option<String>,
+            Header,
+            description = "An `ETag` from an earlier answer: 304 while it still matches."
+        )
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The event.",
+            body = EventView,
+            headers(
+                ("ETag" = String, description = "Changes with every figure and with the status."),
+                ("Cache-Control" = String, description = "`public, max-age=1`.")
+            )
+        ),
+        (
+            status = 304,
+            description = "Unchanged since the `ETag` given in `If-None-Match`.",
+            headers(("ETag" = String), ("Cache-Control" = String))
+        ),
+        (
+            status = 404,
+            description = "No such event (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    )
+)]
 #[tracing::instrument(skip(state, request), fields(event_id = %path))]
 async fn read(
     state: web::Data<AppState>,
@@ -218,6 +416,52 @@ async fn read(
         .json(event_view(&event, &figures, now)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/events/{event_id}/categories/{code}",
+    operation_id = "change_capacity",
+    tag = "admin",
+    summary = "Change a category's capacity",
+    description = "Raising it promotes waitlisted registrants; it cannot go below the seats confirmed or \
+        held.",
+    params(
+        ("event_id" = String, Path, description = "The event's id."),
+        ("code" = String, Path, description = "The category's code.")
+    ),
+    request_body = CapacityChange,
+    responses(
+        (status = 200, description = "The event with its new figures.", body = EventView),
+        (
+            status = 400,
+            description = "Malformed JSON (`malformed_body`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such event or category (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 409,
+            description = "Below the seats confirmed or held (`capacity_below_taken`, with `taken`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (
+            status = 422,
+            description = "Invalid `capacity` (`validation_failed`, with `errors`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request, payload), fields(event_id = %path.0))]
 async fn change_capacity(
     state: web::Data<AppState>,
@@ -250,12 +494,42 @@ async fn change_capacity(
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Entries per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page; the first page without it.
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/audit",
+    operation_id = "list_audit_entries",
+    tag = "admin",
+    summary = "An event's audit trail",
+    description = "Oldest first, paginated by keyset: follow `next_cursor` until it is `null`.",
+    params(("event_id" = String, Path, description = "The event's id."), AuditQuery),
+    responses(
+        (status = 200, description = "One page of the trail.", body = AuditPage),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such event (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 422,
+            description = "Invalid `limit` or `cursor` (`validation_failed`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request, query), fields(event_id = %path))]
 async fn audit(
     state: web::Data<AppState>,

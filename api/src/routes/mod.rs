@@ -16,6 +16,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     registrations::configure(config);
     admin::configure(config);
     operations::configure(config);
+    crate::openapi::configure(config);
 }
 
 /// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit_bytes`

@@ -18,10 +18,49 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/status", web::get().to(status));
 }
 
+/// Liveness: `{"status": "ok"}`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({ "status": "ok" }))]
+pub struct Health {
+    pub status: String,
+}
+
+/// Readiness: `ready`, or `not_ready` with the failing parts named.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({ "status": "not_ready", "failing": ["store"] }))]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// With `not_ready`: `store`, `redis` and/or `write_behind`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Vec<String>>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process serves.", body = Health))
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    summary = "Readiness",
+    description = "The store is reachable, Redis is reachable when configured, and the write-behind \
+        is not stalled.",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready; `failing` names the parts.", body = Readiness)
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let timeout = Duration::from_millis(READINESS_PROBE_TIMEOUT_MS);
@@ -50,10 +89,35 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    operation_id = "status",
+    tag = "operations",
+    summary = "The system busy banner",
+    description = "Busy while the server sheds load or the store is failing, and a few seconds after.",
+    responses((status = 200, description = "Whether to show the banner.", body = crate::openapi::Busy))
+)]
 async fn status(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.busy())
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "Request rate and latency per route and status, admissions by outcome, write-behind \
+        queue depth, batch size and commit latency, store errors, shed and rate-limited counts, owned \
+        events, mailbox depth.",
+    responses((
+        status = 200,
+        description = "The Prometheus text exposition format.",
+        content_type = "text/plain; version=0.0.4",
+        body = String
+    ))
+)]
 async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
     let stats = state.write_behind.stats();
     ::metrics::gauge!(metrics::WRITE_QUEUE_DEPTH).set(state.write_behind.queue_depth() as f64);

@@ -7,6 +7,7 @@ use kuota_persist::store::{RegistrationRow, RowStatus};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::state::{AppState, bearer};
 use crate::{domain, metrics, time_format, tokens};
@@ -31,35 +32,95 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 /// The answer to a registration request that got (or waits for) a seat.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Admission<'a> {
+    #[schema(example = "city-race.17")]
     id: String,
+    #[schema(example = "city-race")]
     event_id: &'a str,
+    #[schema(example = "10K")]
     category: &'a str,
+    #[schema(value_type = crate::openapi::AdmissionStatus)]
     status: &'static str,
+    /// With `waitlisted`: 1 for the head of the waitlist.
     #[serde(skip_serializing_if = "Option::is_none")]
     waitlist_position: Option<u32>,
+    /// With `held`: when the hold lapses unless confirmed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The registrant's bearer token for `GET` and `DELETE /v1/registrations/{registration_id}`.
     access_token: &'a str,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
 /// A registration as its registrant or an organizer reads it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Registration)]
 struct RegistrationView {
+    #[schema(example = "city-race.17")]
     id: String,
+    #[schema(example = "city-race")]
     event_id: String,
+    #[schema(example = "10K")]
     category: String,
+    #[schema(value_type = crate::openapi::RegistrationStatus)]
     status: &'static str,
+    /// Normalized: trimmed and lower-cased.
+    #[schema(example = "ana@example.org")]
     email: String,
+    #[schema(example = "Ana Runner")]
     full_name: String,
+    #[schema(required = true)]
     phone: Option<String>,
+    #[schema(required = true, value_type = Option<Object>)]
     attributes: Option<serde_json::Value>,
+    /// While `waitlisted`: 1 for the head of the waitlist.
+    #[schema(required = true)]
     waitlist_position: Option<u32>,
+    /// While `held`: when the hold lapses unless confirmed.
+    #[schema(required = true, format = DateTime)]
     expires_at: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+}
+
+/// The body of `POST /v1/events/{event_id}/registrations`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({ "category": "10K", "email": "ana@example.org", "full_name": "Ana Runner" }))]
+pub struct NewRegistration {
+    /// The code of one of the event's categories.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9_-]+$")]
+    pub category: String,
+    /// Trimmed and lower-cased; a registrant has at most one active (`held`, `confirmed` or
+    /// `waitlisted`) registration per event.
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub full_name: String,
+    #[schema(max_length = 32)]
+    pub phone: Option<String>,
+    /// Anything the organizer asks for; at most 4 KiB serialized.
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Value>,
+    /// When sold out, join the waitlist (202) instead of being refused (409 `sold_out`).
+    #[schema(default = false)]
+    pub waitlist: Option<bool>,
+}
+
+/// One page of an event's registrations.
+#[derive(utoipa::ToSchema)]
+// Only describes the page, which `list` writes with `json!`; its items' type is private and
+// has no `Debug`.
+#[allow(dead_code, missing_debug_implementations)]
+pub struct RegistrationPage {
+    items: Vec<RegistrationView>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
 }
 
 impl From<&RegistrationRow> for RegistrationView {
@@ -170,6 +231,97 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event_id}/registrations",
+    operation_id = "register",
+    tag = "public",
+    summary = "Register for an event",
+    description = "Takes a seat (`confirmed`, or `held` when the event has holds), joins the waitlist \
+        (`waitlist: true`), or is refused. What the event decided (201, 202, and 409 `sold_out`, \
+        `already_registered`, `not_open`, `closed`) is stored with the `Idempotency-Key` and replayed \
+        byte for byte, with `Idempotent-Replayed: true`, to a retry with the same key and body; \
+        what was refused before reaching the event is not stored, so a retry is decided afresh.",
+    params(
+        ("event_id" = String, Path, description = "The event's id."),
+        (
+            "Idempotency-Key" = String,
+            Header,
+            description = "Required; scoped to the event. The same key with the same body gets the same \
+                answer.",
+            min_length = 1,
+            max_length = 255,
+            pattern = "^[ -~]+$"
+        )
+    ),
+    request_body = NewRegistration,
+    responses(
+        (
+            status = 201,
+            description = "A seat: `confirmed`, or `held` until `expires_at` when the event has holds.",
+            body = Admission,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replay."))
+        ),
+        (
+            status = 202,
+            description = "Sold out and `waitlist: true`: `waitlisted` at `waitlist_position`.",
+            body = Admission,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replay."))
+        ),
+        (
+            status = 400,
+            description = "`idempotency_key_missing`, `idempotency_key_invalid` (not 1–255 printable \
+                ASCII) or `malformed_body`.",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 404,
+            description = "No such event (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 409,
+            description = "`sold_out`; `already_registered` (this e-mail has an active registration in \
+                the event); `not_open` (with `opens_at`); `closed`; or `idempotency_key_in_flight` (the \
+                same key is still being decided: retry after `Retry-After`).",
+            body = Problem,
+            content_type = "application/problem+json",
+            headers(
+                ("Idempotent-Replayed" = String, description = "`true` on a replay."),
+                ("Retry-After" = u64, description = "With `idempotency_key_in_flight`.")
+            ),
+            examples(
+                ("sold_out" = (value = json!({
+                    "type": "https://kuota.dev/problems/sold_out", "title": "Conflict", "status": 409,
+                    "detail": "the category is sold out", "code": "sold_out"
+                }))),
+                ("not_open" = (value = json!({
+                    "type": "https://kuota.dev/problems/not_open", "title": "Conflict", "status": 409,
+                    "detail": "registration has not opened yet", "code": "not_open",
+                    "opens_at": "2026-11-24T10:00:00Z"
+                })))
+            )
+        ),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (
+            status = 422,
+            description = "`validation_failed` with `errors` (bad e-mail, unknown category, missing or \
+                too long field), or `idempotency_key_reused` (the key came with another body).",
+            body = Problem,
+            content_type = "application/problem+json",
+            example = json!({
+                "type": "https://kuota.dev/problems/validation_failed", "title": "Validation failed",
+                "status": 422, "detail": "the request has invalid fields", "code": "validation_failed",
+                "errors": [{ "field": "email", "message": "an e-mail address needs an '@'" }]
+            })
+        ),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Overloaded)
+    )
+)]
 #[tracing::instrument(skip(state, request, payload), fields(event_id = %path))]
 async fn create(
     state: web::Data<AppState>,
@@ -266,6 +418,31 @@ async fn authorized_row(
     if is_admin || token_matches { Ok(row) } else { Err(ApiError::NotFound("the registration")) }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/registrations/{registration_id}",
+    operation_id = "get_registration",
+    tag = "public",
+    summary = "A registration, with its current status",
+    params(("registration_id" = String, Path, description = "The `id` from the registration's answer.")),
+    responses(
+        (status = 200, description = "The registration.", body = RegistrationView),
+        (
+            status = 401,
+            description = "No credential at all (`unauthorized`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 404,
+            description = "No such registration, or the token is not its registrant's (`not_found`: \
+                existence is never revealed).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("registrant_token" = []), ("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(registration_id = %path))]
 async fn read(
     state: web::Data<AppState>,
@@ -286,6 +463,39 @@ async fn reread(state: &AppState, row: &RegistrationRow) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(RegistrationView::from(&fresh)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/registrations/{registration_id}",
+    operation_id = "cancel_registration",
+    tag = "public",
+    summary = "Cancel a registration",
+    description = "The seat returns to the pool and the head of the waitlist is promoted (to `held` or \
+        `confirmed`, per the event). Idempotent: cancelling again answers 200.",
+    params(("registration_id" = String, Path, description = "The `id` from the registration's answer.")),
+    responses(
+        (status = 200, description = "The registration, `cancelled`.", body = RegistrationView),
+        (
+            status = 401,
+            description = "No credential at all (`unauthorized`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 404,
+            description = "No such registration, or the token is not its registrant's (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 410,
+            description = "The hold had already expired (`hold_expired`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    ),
+    security(("registrant_token" = []), ("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(registration_id = %path))]
 async fn cancel(
     state: web::Data<AppState>,
@@ -310,6 +520,39 @@ async fn cancel(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/registrations/{registration_id}/confirm",
+    operation_id = "confirm_registration",
+    tag = "admin",
+    summary = "Confirm a held registration (payment callback)",
+    description = "`held` → `confirmed`. Idempotent: 200 again when already confirmed.",
+    params(("registration_id" = String, Path, description = "The registration's id.")),
+    responses(
+        (status = 200, description = "The registration, `confirmed`.", body = RegistrationView),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such registration (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 409,
+            description = "`registration_cancelled`, or `not_held` (a waitlisted registration).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 410,
+            description = "The hold lapsed before the confirmation (`hold_expired`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(registration_id = %path))]
 async fn confirm(
     state: web::Data<AppState>,
@@ -346,10 +589,16 @@ async fn confirm(
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Only registrations with this status.
+    #[param(value_type = Option<crate::openapi::RegistrationStatus>)]
     status: Option<String>,
+    /// Registrations per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page; the first page without it.
     cursor: Option<String>,
 }
 
@@ -375,6 +624,33 @@ pub fn page_bounds(limit: Option<&str>, cursor: Option<&str>) -> Result<(u32, Op
     Ok((limit, cursor))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/registrations",
+    operation_id = "list_registrations",
+    tag = "admin",
+    summary = "An event's registrations",
+    description = "Paginated by keyset from the store: follow `next_cursor` until it is `null`.",
+    params(("event_id" = String, Path, description = "The event's id."), PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = RegistrationPage),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such event (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 422,
+            description = "`limit` outside 1–500, an unknown `status` or a bad `cursor` \
+                (`validation_failed`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request, query), fields(event_id = %path))]
 async fn list(
     state: web::Data<AppState>,

@@ -5,6 +5,7 @@ mod bad_input;
 mod concurrency;
 mod events;
 mod lifecycle;
+mod openapi;
 mod operations;
 mod registrations;
 mod support;
