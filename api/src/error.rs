@@ -54,6 +54,12 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<kuota_persist::store::PersistError> for ApiError {
+    fn from(error: kuota_persist::store::PersistError) -> Self {
+        ApiError::Internal(anyhow::Error::new(error).context("the store failed"))
+    }
+}
+
 impl ApiError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         ApiError::Conflict { status: StatusCode::CONFLICT, code, detail: detail.into(), extra: None }

@@ -331,11 +331,7 @@ async fn create(
     let generated = kuota_persist::random::token_hex(6);
     let config = domain::new_event(&body, &generated, state.settings.idempotency_retention_seconds)?;
     let now = kuota_engine::Clock::now(&state.clock);
-    let created = state
-        .store
-        .create_event(&config, now)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?;
+    let created = state.store.create_event(&config, now).await?;
     if !created {
         return Err(ApiError::conflict("event_exists", format!("an event with id {} exists", config.id)));
     }
@@ -540,11 +536,10 @@ async fn audit(
     state.require_admin(&request).await?;
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
     let (limit, cursor) = page_bounds(query.limit.as_deref(), query.cursor.as_deref())?;
-    let store_error = |error| ApiError::Internal(anyhow::anyhow!("{error}"));
-    if state.store.event_config(&id).await.map_err(store_error)?.is_none() {
+    if state.store.event_config(&id).await?.is_none() {
         return Err(ApiError::NotFound("the event"));
     }
-    let rows = state.store.audit_page(&id, limit, cursor).await.map_err(store_error)?;
+    let rows = state.store.audit_page(&id, limit, cursor).await?;
     let next_cursor =
         (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.to_string())).flatten();
     let items: Vec<serde_json::Value> = rows

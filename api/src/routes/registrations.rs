@@ -384,14 +384,9 @@ async fn replay(
         );
         return Ok(response);
     };
-    let row = state
-        .store
-        .registration(event, registration)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?
-        .ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("replayed registration {registration} is not stored"))
-        })?;
+    let row = state.store.registration(event, registration).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("replayed registration {registration} is not stored"))
+    })?;
     admission_response(decision, event, row.category.as_str(), key, state, row.created_at, true)
 }
 
@@ -410,8 +405,7 @@ async fn authorized_row(
     let row = state
         .store
         .registration(&event, registration)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?
+        .await?
         .ok_or(ApiError::NotFound("the registration"))?;
     let token_matches = token
         .is_some_and(|token| tokens::constant_time_eq(&tokens::token_hash(token), &row.access_token_hash));
@@ -454,12 +448,8 @@ async fn read(
 }
 
 async fn reread(state: &AppState, row: &RegistrationRow) -> Result<HttpResponse, ApiError> {
-    let fresh = state
-        .store
-        .registration(&row.event, row.id)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?
-        .ok_or(ApiError::NotFound("the registration"))?;
+    let fresh =
+        state.store.registration(&row.event, row.id).await?.ok_or(ApiError::NotFound("the registration"))?;
     Ok(HttpResponse::Ok().json(RegistrationView::from(&fresh)))
 }
 
@@ -670,20 +660,10 @@ async fn list(
             )])
         })?),
     };
-    if state
-        .store
-        .event_config(&event)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?
-        .is_none()
-    {
+    if state.store.event_config(&event).await?.is_none() {
         return Err(ApiError::NotFound("the event"));
     }
-    let rows = state
-        .store
-        .registrations_page(&event, status, limit, cursor.map(RegistrationId))
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?;
+    let rows = state.store.registrations_page(&event, status, limit, cursor.map(RegistrationId)).await?;
     let next_cursor =
         (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.0.to_string())).flatten();
     let items: Vec<RegistrationView> = rows.iter().map(RegistrationView::from).collect();
