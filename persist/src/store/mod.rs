@@ -75,6 +75,8 @@ impl fmt::Debug for SqlStore {
 impl SqlStore {
     /// Connects to `mysql://…` (or `mariadb://…`) or `sqlite://path` (the file and its folder
     /// are created when missing) and applies the schema migrations.
+    // The URL stays out of the span: it may hold a password.
+    #[tracing::instrument(skip_all)]
     pub async fn connect(url: &str) -> Result<SqlStore, PersistError> {
         let pool = if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             Pool::Mysql(connect_mysql(url).await?)
@@ -250,7 +252,8 @@ impl SqlStore {
         Ok(counts)
     }
 
-    /// The audit trail of an event, oldest first, after the audit id `after`.
+    /// The audit trail of an event, oldest first, after the audit id `after` (an entry's id is
+    /// the seq of its effect).
     #[tracing::instrument(skip(self), fields(event_id = %event))]
     pub async fn audit_page(
         &self,
@@ -259,8 +262,8 @@ impl SqlStore {
         after: Option<u64>,
     ) -> Result<Vec<AuditRow>, PersistError> {
         let statement = Statement::new(
-            "SELECT id, registration_number, seq, kind, detail_json, at FROM audit_log \
-             WHERE event_id = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT seq, registration_number, seq, kind, detail_json, at FROM audit_log \
+             WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(event.as_str())
         .bind(signed(after.unwrap_or(0)))
@@ -271,7 +274,7 @@ impl SqlStore {
                 let registration =
                     row.optional_int(1)?.map(|number| unsigned(number, "audit_log.registration_number"));
                 rows.push(AuditRow {
-                    id: unsigned(row.int(0)?, "audit_log.id")?,
+                    id: unsigned(row.int(0)?, "audit_log.seq")?,
                     registration: registration.transpose()?.map(RegistrationId),
                     seq: Seq(unsigned(row.int(2)?, "audit_log.seq")?),
                     kind: row.text(3)?.to_owned(),

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use kuota_engine::{ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, Seq, Timestamp};
-use serde_json::json;
 
 use crate::store::error::PersistError;
 use crate::store::rows::RowStatus;
@@ -175,46 +174,54 @@ impl<'a> EventPlan<'a> {
                     self.remember(idempotency.key.as_str(), idempotency.fingerprint.0, &decision, at);
                 }
                 self.announce(number, "registration_created", row_status, at);
-                let detail = json!({
-                    "category": category_code.as_str(),
-                    "status": row_status.as_str(),
-                    "hold_expires_at": hold_expires_at,
-                    "waitlist_position": waitlist_position,
-                    "idempotency_key": idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
-                });
+                let detail = AuditDetail::Created {
+                    category: category_code.as_str(),
+                    status: row_status.as_str(),
+                    hold_expires_at,
+                    waitlist_position,
+                    idempotency_key: idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
+                };
                 (Some(number), "created", detail)
             }
             EffectKind::Confirmed { registration } => {
                 let number = self.change(registration.0, RowStatus::Confirmed, None, at);
                 self.announce(number, "registration_confirmed", RowStatus::Confirmed, at);
-                (Some(number), "confirmed", json!({}))
+                (Some(number), "confirmed", AuditDetail::Empty {})
             }
             EffectKind::Promoted { registration, status } => {
                 let row_status = RowStatus::of_active(*status);
                 let hold_expires_at = hold_expiry(*status);
                 let number = self.change(registration.0, row_status, hold_expires_at, at);
                 self.announce(number, "registration_promoted", row_status, at);
-                let detail = json!({ "status": row_status.as_str(), "hold_expires_at": hold_expires_at });
+                let detail = AuditDetail::Promoted { status: row_status.as_str(), hold_expires_at };
                 (Some(number), "promoted", detail)
             }
-            EffectKind::Cancelled { registration } => {
-                (Some(self.change(registration.0, RowStatus::Cancelled, None, at)), "cancelled", json!({}))
-            }
-            EffectKind::Expired { registration } => {
-                (Some(self.change(registration.0, RowStatus::Expired, None, at)), "expired", json!({}))
-            }
+            EffectKind::Cancelled { registration } => (
+                Some(self.change(registration.0, RowStatus::Cancelled, None, at)),
+                "cancelled",
+                AuditDetail::Empty {},
+            ),
+            EffectKind::Expired { registration } => (
+                Some(self.change(registration.0, RowStatus::Expired, None, at)),
+                "expired",
+                AuditDetail::Empty {},
+            ),
             EffectKind::DecisionRecorded { idempotency, decision } => {
                 self.remember(idempotency.key.as_str(), idempotency.fingerprint.0, decision, at);
-                let detail = json!({ "idempotency_key": idempotency.key.as_str(), "decision": decision });
+                let detail =
+                    AuditDetail::DecisionRecorded { idempotency_key: idempotency.key.as_str(), decision };
                 (None, "decision_recorded", detail)
             }
             EffectKind::CapacityChanged { category_code, capacity, .. } => {
                 self.capacities.insert(category_code.as_str(), i64::from(*capacity));
-                let detail = json!({ "category": category_code.as_str(), "capacity": capacity });
+                let detail =
+                    AuditDetail::CapacityChanged { category: category_code.as_str(), capacity: *capacity };
                 (None, "capacity_changed", detail)
             }
         };
-        self.audit.push(AuditEntry { seq, registration, kind, detail_json: detail.to_string(), at });
+        // Plain structs of strings and integers; serializing them cannot fail.
+        let detail_json = serde_json::to_string(&detail).expect("an audit detail serializes to JSON");
+        self.audit.push(AuditEntry { seq, registration, kind, detail_json, at });
     }
 
     /// Applies a status change to a registration created in this batch, or records it as a
@@ -246,13 +253,50 @@ impl<'a> EventPlan<'a> {
     }
 
     fn announce(&mut self, registration: i64, kind: &'static str, status: RowStatus, at: i64) {
-        let payload = json!({
-            "event_id": self.event.as_str(),
-            "registration": registration,
-            "status": status.as_str(),
-        });
-        self.outbox.push(OutboxEntry { registration, kind, payload_json: payload.to_string(), at });
+        let payload = OutboxPayload { event_id: self.event.as_str(), registration, status: status.as_str() };
+        // A plain struct of strings and integers; serializing it cannot fail.
+        let payload_json = serde_json::to_string(&payload).expect("an outbox payload serializes to JSON");
+        self.outbox.push(OutboxEntry { registration, kind, payload_json, at });
     }
+}
+
+/// What an audit entry says beyond its kind, as JSON. Serialized from plain structs rather
+/// than built as `serde_json::Value`s: a batch writes one per effect, inside its transaction.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum AuditDetail<'a> {
+    Created {
+        category: &'a str,
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hold_expires_at: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        waitlist_position: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<&'a str>,
+    },
+    Promoted {
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hold_expires_at: Option<i64>,
+    },
+    DecisionRecorded {
+        idempotency_key: &'a str,
+        decision: &'a kuota_engine::Decision,
+    },
+    CapacityChanged {
+        category: &'a str,
+        capacity: u32,
+    },
+    Empty {},
+}
+
+/// What the delivery worker needs to find the registration an outbox entry announces.
+#[derive(serde::Serialize)]
+struct OutboxPayload<'a> {
+    event_id: &'a str,
+    registration: i64,
+    status: &'static str,
 }
 
 fn hold_expiry(status: ActiveStatus) -> Option<i64> {

@@ -96,6 +96,8 @@ pub struct RegistrationRow {
 /// One entry of an event's audit trail: one effect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRow {
+    /// The entry's id within its event, the keyset cursor of `audit_page`: the seq of the
+    /// effect (so `id == seq.0`).
     pub id: u64,
     pub registration: Option<RegistrationId>,
     pub seq: Seq,

@@ -39,8 +39,8 @@ pub use self::stats::{
 };
 use crate::store::SqlStore;
 
-/// Batches one writer may have committing at once; a pool beyond it buys nothing on a database
-/// that serializes commits of one event anyway, and takes connections from the readers.
+/// Batches one writer may have committing at once (batches of different events only: one
+/// event's commits are serial). A pool beyond it takes connections from the readers.
 pub const CONNECTIONS_MAX: u32 = 4;
 
 /// (event, epoch) pairs the writer remembers as failed. A pair is forgotten as soon as a newer
@@ -60,8 +60,11 @@ pub struct WriteBehindConfig {
     /// Submissions the queue holds; the engine's actors `try_reserve` in it, so a full queue
     /// is an immediate `Overloaded`.
     pub queue_capacity_max: usize,
-    /// Batches committing at once, each on its own connection; at most `CONNECTIONS_MAX`, and
-    /// one on SQLite.
+    /// Batches of different events committing at once, each on its own connection; at most
+    /// `CONNECTIONS_MAX`, and one on SQLite. One by default: on the 2-core machine measured
+    /// (`benches/benches/write_behind.rs`), two concurrent transactions committed less than
+    /// half as many registrations per second as one, as MariaDB's threads contended for the
+    /// cores. Raise it where the database has cores to spare.
     pub connections_max: u32,
     /// Attempts of one transaction after transient errors (deadlock, lost connection).
     pub commit_attempts_max: u32,
@@ -69,7 +72,8 @@ pub struct WriteBehindConfig {
     pub retry_backoff_ms: u64,
     /// Batches failing in a row (after their retries) that open the breaker.
     pub breaker_failures_max: u32,
-    /// While the breaker is open, how often the store is probed, in milliseconds.
+    /// While the breaker is open, how often the store is probed, in milliseconds (looked at
+    /// every `TICK_INTERVAL_MS`, so shorter intervals act as that).
     pub breaker_probe_interval_ms: u64,
 }
 
@@ -79,7 +83,7 @@ impl Default for WriteBehindConfig {
             flush_interval_ms: 2,
             batch_size_max: 1_000,
             queue_capacity_max: 16_384,
-            connections_max: CONNECTIONS_MAX,
+            connections_max: 1,
             commit_attempts_max: 3,
             retry_backoff_ms: 20,
             breaker_failures_max: 3,
@@ -377,6 +381,7 @@ impl Dispatcher {
             shared.taken.fetch_sub(committing, Ordering::Relaxed);
             outcome
         });
+        self.shared.commits_in_flight(self.commits.len());
     }
 
     fn finished(&mut self, outcome: CommitOutcome) {

@@ -93,6 +93,7 @@ pub(crate) struct Shared {
     retries: AtomicU64,
     last_batch_effects: AtomicU64,
     last_batch_submissions: AtomicU64,
+    commits_in_flight_max: AtomicU64,
     commit_latency: AtomicHistogram<{ COMMIT_LATENCY_BOUNDS_MICROS.len() + 1 }>,
     batch_effects: AtomicHistogram<{ BATCH_EFFECTS_BOUNDS.len() + 1 }>,
     /// Submissions answered per second, smoothed; an `f64` in its bits.
@@ -116,6 +117,7 @@ impl Default for Shared {
             retries: AtomicU64::new(0),
             last_batch_effects: AtomicU64::new(0),
             last_batch_submissions: AtomicU64::new(0),
+            commits_in_flight_max: AtomicU64::new(0),
             commit_latency: AtomicHistogram::new(&COMMIT_LATENCY_BOUNDS_MICROS),
             batch_effects: AtomicHistogram::new(&BATCH_EFFECTS_BOUNDS),
             drain_rate_bits: AtomicU64::new(0f64.to_bits()),
@@ -135,6 +137,11 @@ impl Shared {
         self.last_batch_submissions.store(submissions as u64, Ordering::Relaxed);
         self.batch_effects.record(effects as u64);
         self.commit_latency.record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Notes how many batches are committing right now.
+    pub fn commits_in_flight(&self, count: usize) {
+        self.commits_in_flight_max.fetch_max(count as u64, Ordering::Relaxed);
     }
 
     pub fn batch_failed(&self) {
@@ -187,6 +194,7 @@ impl Shared {
             retries: self.retries.load(Ordering::Relaxed),
             last_batch_effects: self.last_batch_effects.load(Ordering::Relaxed),
             last_batch_submissions: self.last_batch_submissions.load(Ordering::Relaxed),
+            commits_in_flight_max: self.commits_in_flight_max.load(Ordering::Relaxed),
             commit_latency_micros: self.commit_latency.snapshot(),
             batch_effects: self.batch_effects.snapshot(),
             drain_rate_per_second: self.drain_rate_per_second(),
@@ -213,6 +221,8 @@ pub struct WriteBehindStats {
     pub retries: u64,
     pub last_batch_effects: u64,
     pub last_batch_submissions: u64,
+    /// The most batches that were committing at the same time.
+    pub commits_in_flight_max: u64,
     /// Time from `BEGIN` to `COMMIT` of committed batches, in microseconds.
     pub commit_latency_micros: Histogram,
     /// Effects per committed batch.

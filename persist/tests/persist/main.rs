@@ -3,5 +3,6 @@
 
 mod lease;
 mod session;
+mod sql_support;
 mod store;
 mod write_behind;

@@ -1,1 +1,492 @@
-//! Not written yet.
+//! The SQL store on MariaDB and on SQLite: events, rows written through the real write-behind,
+//! recovery, fencing, idempotent apply, and the database's own guards. Effects come from a
+//! local `EventQuota`, so every row written is one the engine's rules produced.
+
+use std::time::Duration;
+
+use kuota_engine::store::{EventLoader, StoreError};
+use kuota_engine::{
+    ActiveStatus, Command, Decision, Effect, EffectKind, Email, EventId, EventQuota, Outcome,
+    RegistrationDetails, RegistrationId, Seq,
+};
+use kuota_persist::store::{PersistError, RowStatus, SqlStore, StatusCount};
+use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
+
+use crate::sql_support::{
+    Backend, START, TestDatabase, code, decide, event_config, event_id, keyed, on_both_databases, register,
+    submit, submit_later, waitlisting,
+};
+
+on_both_databases!(
+    an_event_is_stored_once_and_reads_back_as_created,
+    effects_written_through_the_writer_become_rows_and_a_load_rebuilds_the_same_availability,
+    every_load_takes_a_new_epoch_and_an_unknown_event_loads_as_none,
+    the_same_submission_applied_twice_changes_nothing,
+    a_writer_with_a_stale_epoch_is_fenced_while_other_events_in_its_batch_commit,
+    a_failed_submission_poisons_later_ones_of_the_same_event_and_epoch,
+    keyed_decisions_are_replayed_after_a_restart,
+    an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction,
+    a_waitlist_promotion_and_a_capacity_change_survive_a_restart,
+    registration_and_audit_pages_follow_keyset_order,
+    the_outbox_gets_one_pending_row_per_created_confirmed_or_promoted_registration,
+    the_database_refuses_a_second_active_registration_of_one_registrant,
+    a_setting_keeps_its_first_value,
+);
+
+/// A writer whose batches gather long enough for a test to put several submissions in one.
+fn slow_flush() -> WriteBehindConfig {
+    WriteBehindConfig { flush_interval_ms: 200, ..WriteBehindConfig::default() }
+}
+
+/// Stores and loads an event; returns the store, its quota and epoch.
+async fn stored_event(
+    database: &TestDatabase,
+    id: &str,
+    categories: &[(&str, u32)],
+    hold_ttl_seconds: u32,
+) -> (SqlStore, EventQuota, u64) {
+    let store = database.store().await;
+    let config = event_config(id, categories, hold_ttl_seconds);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().expect("the event was just stored");
+    (store, loaded.quota, loaded.epoch)
+}
+
+fn registration_number(outcome: &Outcome) -> RegistrationId {
+    match outcome {
+        Outcome::Decided(decision) => decision.registration().expect("the decision created a registration"),
+        other => panic!("expected a new registration, got {other:?}"),
+    }
+}
+
+async fn an_event_is_stored_once_and_reads_back_as_created(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let mut config = event_config("race", &[("10K", 3), ("21K", 2)], 600);
+    config.opens_at = Some(START);
+    config.closes_at = Some(START.plus_seconds(3_600));
+    config.limits.waitlist_length_max = 77;
+    assert!(store.create_event(&config, START).await.unwrap());
+    assert!(!store.create_event(&config, START).await.unwrap(), "the same id a second time is refused");
+    assert_eq!(store.event_config(&config.id).await.unwrap(), Some(config.clone()));
+    assert_eq!(store.event_config(&event_id("nope")).await.unwrap(), None);
+    store.ping().await.unwrap();
+}
+
+async fn effects_written_through_the_writer_become_rows_and_a_load_rebuilds_the_same_availability(
+    backend: Backend,
+) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 3), ("21K", 1)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let mut now = START;
+    let mut confirmed = Vec::new();
+    for n in 0..5 {
+        now = now.plus_millis(10);
+        let (outcome, effects) =
+            decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), now);
+        if n < 3 {
+            confirmed.push(registration_number(&outcome));
+            submit(&sender, &id, epoch, effects).await.unwrap();
+        } else {
+            assert_eq!(outcome, Outcome::Decided(Decision::SoldOut));
+            assert!(effects.is_empty(), "an unkeyed sold-out decision writes nothing");
+        }
+    }
+    let (_, effects) = decide(&mut quota, Command::Register(register("21K", "s@x.org")), now);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let (_, effects) = decide(&mut quota, Command::Register(waitlisting(register("21K", "w@x.org"))), now);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let (_, effects) = decide(&mut quota, Command::Cancel { registration: confirmed[1] }, now.plus_millis(5));
+    submit(&sender, &id, epoch, effects).await.unwrap();
+
+    let rows = store.registrations_page(&id, None, 100, None).await.unwrap();
+    let statuses: Vec<_> = rows.iter().map(|row| (row.id.0, row.status)).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, RowStatus::Confirmed),
+            (2, RowStatus::Cancelled),
+            (3, RowStatus::Confirmed),
+            (4, RowStatus::Confirmed),
+            (5, RowStatus::Waitlisted)
+        ]
+    );
+    let first = &rows[0];
+    assert_eq!((first.email.as_str(), first.full_name.as_str()), ("r0@x.org", "Ana Runner"));
+    assert_eq!(first.phone.as_deref(), Some("+41 79 000 00 00"));
+    assert_eq!(first.attributes_json.as_deref(), Some(r#"{"shirt":"M"}"#));
+    assert_eq!(first.access_token_hash, "hash-of-r0@x.org");
+    assert_eq!(first.created_at, START.plus_millis(10));
+    assert_eq!(rows[1].updated_at, now.plus_millis(5), "a cancel stamps its own time");
+    assert_eq!(rows[4].waitlist_position, Some(1));
+
+    drop(sender);
+    writer.closed().await;
+    let reloaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(reloaded.epoch, epoch + 1);
+    assert_eq!(reloaded.quota.availability(), quota.availability());
+    assert_eq!(reloaded.quota.next_registration(), quota.next_registration());
+    assert_eq!(reloaded.quota.last_seq(), quota.last_seq());
+    let progress = store.event_progress(&id).await.unwrap().unwrap();
+    assert_eq!((progress.epoch, progress.last_seq), (epoch + 1, quota.last_seq()));
+}
+
+async fn every_load_takes_a_new_epoch_and_an_unknown_event_loads_as_none(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, _, first) = stored_event(&database, "race", &[("10K", 3)], 0).await;
+    let id = event_id("race");
+    let second = store.load(&id).await.unwrap().unwrap().epoch;
+    let third = store.load(&id).await.unwrap().unwrap().epoch;
+    assert_eq!((first, second, third), (1, 2, 3));
+    assert!(store.load(&event_id("nope")).await.unwrap().is_none());
+}
+
+async fn the_same_submission_applied_twice_changes_nothing(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 3)], 60).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (_, created) =
+        decide(&mut quota, Command::Register(keyed(register("10K", "a@x.org"), "k1", 7)), START);
+    let (_, confirmed) = decide(&mut quota, Command::Confirm { registration: RegistrationId(1) }, START);
+    submit(&sender, &id, epoch, created.clone()).await.unwrap();
+    submit(&sender, &id, epoch, confirmed.clone()).await.unwrap();
+    let rows_before = store.registrations_page(&id, None, 100, None).await.unwrap();
+    let audit_before = store.audit_page(&id, 100, None).await.unwrap();
+    let outbox_before = store.outbox_page(100, None).await.unwrap();
+
+    // Both again, in order, and then both together in one submission.
+    submit(&sender, &id, epoch, created.clone()).await.unwrap();
+    submit(&sender, &id, epoch, confirmed.clone()).await.unwrap();
+    submit(&sender, &id, epoch, [created, confirmed].concat()).await.unwrap();
+
+    assert_eq!(store.registrations_page(&id, None, 100, None).await.unwrap(), rows_before);
+    assert_eq!(store.audit_page(&id, 100, None).await.unwrap(), audit_before);
+    assert_eq!(store.outbox_page(100, None).await.unwrap(), outbox_before);
+    assert_eq!(rows_before[0].status, RowStatus::Confirmed);
+    assert_eq!(audit_before.len(), 2);
+    let stats = writer.stats();
+    assert_eq!((stats.effects_committed, stats.effects_skipped), (2, 4));
+    drop(sender);
+    writer.closed().await;
+}
+
+async fn a_writer_with_a_stale_epoch_is_fenced_while_other_events_in_its_batch_commit(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
+    let other_config = event_config("other", &[("5K", 3)], 0);
+    assert!(store.create_event(&other_config, START).await.unwrap());
+    let other = store.load(&other_config.id).await.unwrap().unwrap();
+    let mut other_quota = other.quota;
+    let race = event_id("race");
+    // A second owner takes the event: the first one's epoch is stale from now on.
+    let current = store.load(&race).await.unwrap().unwrap();
+    assert_eq!(current.epoch, stale_epoch + 1);
+
+    let (sender, writer) = WriteBehind::start(store.clone(), slow_flush());
+    let (_, stale_effects) =
+        decide(&mut stale_quota, Command::Register(register("10K", "stale@x.org")), START);
+    let (_, other_effects) = decide(&mut other_quota, Command::Register(register("5K", "o@x.org")), START);
+    let stale = submit_later(&sender, &race, stale_epoch, stale_effects).await;
+    let fine = submit_later(&sender, &other_config.id, other.epoch, other_effects).await;
+    assert_eq!(stale.await.unwrap(), Err(StoreError::Fenced));
+    assert_eq!(fine.await.unwrap(), Ok(()), "the other event in the same batch commits");
+    let stats = writer.stats();
+    assert_eq!((stats.batches_committed, stats.submissions_fenced), (1, 1), "both were in one batch");
+
+    let mut current_quota = current.quota;
+    let (_, effects) = decide(&mut current_quota, Command::Register(register("10K", "owner@x.org")), START);
+    submit(&sender, &race, current.epoch, effects).await.unwrap();
+    let rows = store.registrations_page(&race, None, 100, None).await.unwrap();
+    let emails: Vec<_> = rows.iter().map(|row| row.email.as_str()).collect();
+    assert_eq!(emails, vec!["owner@x.org"], "nothing of the stale owner was written");
+    assert_eq!(store.registrations_page(&other_config.id, None, 100, None).await.unwrap().len(), 1);
+    drop(sender);
+    writer.closed().await;
+}
+
+async fn a_failed_submission_poisons_later_ones_of_the_same_event_and_epoch(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    // Confirming a registration the store does not have: the engine and the store disagree,
+    // and the writer must not paper over it.
+    let impossible =
+        Effect { seq: Seq(1), at: START, kind: EffectKind::Confirmed { registration: RegistrationId(99) } };
+    let failed = submit(&sender, &id, epoch, vec![impossible]).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    assert_eq!(submit(&sender, &id, epoch, effects).await, Err(StoreError::EarlierWriteFailed));
+    assert!(store.registrations_page(&id, None, 100, None).await.unwrap().is_empty());
+
+    // The actor's way out: reload, which takes a new epoch, and decide again.
+    let reloaded = store.load(&id).await.unwrap().unwrap();
+    let mut quota = reloaded.quota;
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    submit(&sender, &id, reloaded.epoch, effects).await.unwrap();
+    assert_eq!(store.registrations_page(&id, None, 100, None).await.unwrap().len(), 1);
+    assert!(!writer.breaker_open(), "a data error is not a failing store");
+    drop(sender);
+    writer.closed().await;
+}
+
+async fn keyed_decisions_are_replayed_after_a_restart(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    // A key ending in a space must stay apart from the same key without it.
+    let first = keyed(register("10K", "a@x.org"), "key ", 11);
+    let (outcome, effects) = decide(&mut quota, Command::Register(first.clone()), START);
+    assert_eq!(outcome, Outcome::Decided(Decision::Confirmed { registration: RegistrationId(1) }));
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let sold_out = keyed(register("10K", "b@x.org"), "key", u64::MAX);
+    let (outcome, effects) = decide(&mut quota, Command::Register(sold_out.clone()), START);
+    assert_eq!(outcome, Outcome::Decided(Decision::SoldOut));
+    assert_eq!(effects.len(), 1, "a keyed sold-out decision is recorded");
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    drop(sender);
+    writer.closed().await;
+
+    let mut reloaded = store.load(&id).await.unwrap().unwrap().quota;
+    let later = START.plus_seconds(60);
+    let (outcome, effects) = decide(&mut reloaded, Command::Register(sold_out.clone()), later);
+    assert_eq!(outcome, Outcome::Replayed(Decision::SoldOut));
+    assert!(effects.is_empty());
+    let (outcome, _) = decide(&mut reloaded, Command::Register(first), later);
+    assert_eq!(outcome, Outcome::Replayed(Decision::Confirmed { registration: RegistrationId(1) }));
+    let (outcome, _) =
+        decide(&mut reloaded, Command::Register(keyed(register("10K", "b@x.org"), "key", 12)), later);
+    assert_eq!(outcome, Outcome::KeyReused);
+
+    // Past the retention, a restart no longer knows the keys.
+    let retention = u64::from(reloaded.config().limits.idempotency_retention_seconds);
+    let clock = kuota_engine::ManualClock::new(START.plus_seconds(retention + 1));
+    let forgetful = store.clone().with_clock(std::sync::Arc::new(clock));
+    let expired = forgetful.load(&id).await.unwrap().unwrap().quota;
+    assert_eq!(expired.idempotency_entries(), 0);
+}
+
+async fn an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction(
+    backend: Backend,
+) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 60).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (outcome, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    let expires_at = START.plus_seconds(60);
+    assert_eq!(outcome, Outcome::Decided(Decision::Held { registration: RegistrationId(1), expires_at }));
+    submit(&sender, &id, epoch, effects).await.unwrap();
+
+    let restarted = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(restarted.quota.status_of(RegistrationId(1)), Some((ActiveStatus::Held { expires_at }, None)));
+    let (mut quota, epoch) = (restarted.quota, restarted.epoch);
+
+    // One decision: the due hold expires first, then the same registrant registers again.
+    let later = expires_at.plus_millis(1);
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), later);
+    let kinds: Vec<_> = effects.iter().map(|effect| std::mem::discriminant(&effect.kind)).collect();
+    assert_eq!(kinds.len(), 2, "an expiry and a creation: {effects:?}");
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let (_, effects) = decide(&mut quota, Command::Confirm { registration: RegistrationId(2) }, later);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+
+    let expired = store.registration(&id, RegistrationId(1)).await.unwrap().unwrap();
+    assert_eq!((expired.status, expired.hold_expires_at), (RowStatus::Expired, None));
+    let confirmed = store.registration(&id, RegistrationId(2)).await.unwrap().unwrap();
+    assert_eq!((confirmed.status, confirmed.hold_expires_at), (RowStatus::Confirmed, None));
+    let reloaded = store.load(&id).await.unwrap().unwrap().quota;
+    assert_eq!(reloaded.availability(), quota.availability());
+    assert_eq!(reloaded.status_of(RegistrationId(2)), Some((ActiveStatus::Confirmed, None)));
+    assert_eq!(reloaded.status_of(RegistrationId(1)), None);
+    drop(sender);
+    writer.closed().await;
+}
+
+async fn a_waitlist_promotion_and_a_capacity_change_survive_a_restart(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    for email in ["a@x.org", "b@x.org", "c@x.org", "d@x.org"] {
+        let (_, effects) = decide(&mut quota, Command::Register(waitlisting(register("10K", email))), START);
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    let (_, effects) = decide(&mut quota, Command::Cancel { registration: RegistrationId(1) }, START);
+    assert_eq!(effects.len(), 2, "a cancel and a promotion");
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let set_capacity = Command::SetCapacity { category: code("10K"), capacity: 2 };
+    let (outcome, effects) = decide(&mut quota, set_capacity, START);
+    assert!(matches!(outcome, Outcome::CapacityChanged { promoted: 1, .. }), "{outcome:?}");
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    drop(sender);
+    writer.closed().await;
+
+    let promoted = store.registration(&id, RegistrationId(2)).await.unwrap().unwrap();
+    assert_eq!((promoted.status, promoted.waitlist_position), (RowStatus::Confirmed, None));
+    let waiting = store.registration(&id, RegistrationId(4)).await.unwrap().unwrap();
+    assert_eq!((waiting.status, waiting.waitlist_position), (RowStatus::Waitlisted, Some(3)));
+    assert_eq!(store.event_config(&id).await.unwrap().unwrap().categories[0].capacity, 2);
+    let reloaded = store.load(&id).await.unwrap().unwrap().quota;
+    assert_eq!(reloaded.availability(), quota.availability());
+    assert_eq!(reloaded.status_of(RegistrationId(4)), Some((ActiveStatus::Waitlisted, Some(1))));
+}
+
+async fn registration_and_audit_pages_follow_keyset_order(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 4)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    for n in 0..7 {
+        let (_, effects) = decide(
+            &mut quota,
+            Command::Register(waitlisting(register("10K", &format!("r{n}@x.org")))),
+            START,
+        );
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    drop(sender);
+    writer.closed().await;
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.registrations_page(&id, None, 3, after).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|row| row.id.0));
+    }
+    assert_eq!(seen, (1..=7).collect::<Vec<_>>());
+    let waitlisted = store.registrations_page(&id, Some(RowStatus::Waitlisted), 2, None).await.unwrap();
+    assert_eq!(waitlisted.iter().map(|row| row.id.0).collect::<Vec<_>>(), vec![5, 6]);
+    let rest =
+        store.registrations_page(&id, Some(RowStatus::Waitlisted), 2, Some(RegistrationId(6))).await.unwrap();
+    assert_eq!(rest.iter().map(|row| row.id.0).collect::<Vec<_>>(), vec![7]);
+
+    let first = store.audit_page(&id, 4, None).await.unwrap();
+    let second = store.audit_page(&id, 4, Some(first[3].id)).await.unwrap();
+    let seqs: Vec<_> = first.iter().chain(&second).map(|row| row.seq.0).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert!(first.iter().chain(&second).all(|row| row.kind == "created"));
+    assert_eq!(first[0].registration, Some(RegistrationId(1)));
+    let detail: serde_json::Value = serde_json::from_str(&second[2].detail_json).unwrap();
+    assert_eq!(detail["status"], "waitlisted");
+    let counts = store.status_counts(&id).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            StatusCount { category: code("10K"), status: RowStatus::Confirmed, count: 4 },
+            StatusCount { category: code("10K"), status: RowStatus::Waitlisted, count: 3 },
+        ]
+    );
+}
+
+async fn the_outbox_gets_one_pending_row_per_created_confirmed_or_promoted_registration(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 2)], 60).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let commands = [
+        Command::Register(register("10K", "a@x.org")),
+        Command::Register(register("10K", "b@x.org")),
+        Command::Register(waitlisting(register("10K", "c@x.org"))),
+        Command::Confirm { registration: RegistrationId(1) },
+        Command::Cancel { registration: RegistrationId(2) },
+    ];
+    for command in commands {
+        let (_, effects) = decide(&mut quota, command, START);
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    drop(sender);
+    writer.closed().await;
+    let outbox = store.outbox_page(100, None).await.unwrap();
+    let kinds: Vec<_> = outbox.iter().map(|row| (row.registration.0, row.kind.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, "registration_created"),
+            (2, "registration_created"),
+            (3, "registration_created"),
+            (1, "registration_confirmed"),
+            (3, "registration_promoted"),
+        ]
+    );
+    assert!(outbox.iter().all(|row| row.status == "pending" && row.attempts == 0 && row.event == id));
+    let payload: serde_json::Value = serde_json::from_str(&outbox[4].payload_json).unwrap();
+    assert_eq!(payload["status"], "held");
+}
+
+async fn the_database_refuses_a_second_active_registration_of_one_registrant(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, _, epoch) = stored_event(&database, "race", &[("10K", 5)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    // What a broken engine might send: two active registrations of one registrant.
+    let created = |seq: u64, number: u64| Effect {
+        seq: Seq(seq),
+        at: START,
+        kind: EffectKind::Created {
+            registration: RegistrationId(number),
+            category: 0,
+            category_code: code("10K"),
+            registrant: Email::parse("twice@x.org").unwrap(),
+            status: ActiveStatus::Confirmed,
+            waitlist_position: None,
+            idempotency: None,
+            details: std::sync::Arc::new(RegistrationDetails::default()),
+        },
+    };
+    let refused = submit(&sender, &id, epoch, vec![created(1, 1), created(2, 2)]).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert!(
+        store.registrations_page(&id, None, 100, None).await.unwrap().is_empty(),
+        "the batch rolled back"
+    );
+    assert_eq!(store.event_progress(&id).await.unwrap().unwrap().last_seq, Seq(0));
+    drop(sender);
+    writer.closed().await;
+}
+
+async fn a_setting_keeps_its_first_value(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    assert_eq!(store.setting_or_insert("token_secret", "first").await.unwrap(), "first");
+    assert_eq!(store.setting_or_insert("token_secret", "second").await.unwrap(), "first");
+    assert_eq!(store.setting_or_insert("other", "x").await.unwrap(), "x");
+}
+
+#[tokio::test]
+async fn a_sqlite_url_creates_its_folder_and_file_and_keeps_data_across_connections() {
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let store = database.store().await;
+    let config = event_config("race", &[("10K", 1)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    store.close().await;
+    let path = database.url.trim_start_matches("sqlite://");
+    assert!(std::path::Path::new(path).is_file(), "{path} was not created");
+    let reopened = SqlStore::connect(&database.url).await.unwrap();
+    assert_eq!(reopened.event_config(&config.id).await.unwrap(), Some(config));
+}
+
+#[tokio::test]
+async fn an_unknown_url_scheme_is_refused_without_echoing_the_url() {
+    let error = SqlStore::connect("postgres://user:secret@localhost/db").await.unwrap_err();
+    assert!(matches!(&error, PersistError::UnsupportedUrl(scheme) if scheme == "postgres:"), "{error:?}");
+    assert!(!error.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn a_closed_store_fails_its_calls() {
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let store = database.store().await;
+    store.close().await;
+    let failed = tokio::time::timeout(Duration::from_secs(5), store.ping()).await.expect("fails fast");
+    assert!(failed.is_err());
+    let id: EventId = event_id("race");
+    assert!(store.load(&id).await.is_err());
+}

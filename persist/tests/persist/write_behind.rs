@@ -1,1 +1,484 @@
-//! Not written yet.
+//! The write-behind writer against MariaDB (and SQLite where it makes sense): driven by the
+//! engine's real registry and actors, batching, graceful shutdown, the breaker, retries after a
+//! lost connection, and a writer process killed with SIGKILL.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kuota_engine::actor::{Registry, RegistryConfig};
+use kuota_engine::store::{EventLoader, StoreError};
+use kuota_engine::{Command, Decision, ManualClock, Outcome, RegistrationId};
+use kuota_persist::store::RowStatus;
+use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
+use sqlx::Connection;
+
+use crate::sql_support::{
+    Backend, START, TestDatabase, decide, event_config, event_id, keyed, mysql_server_url, on_both_databases,
+    register, submit, submit_later, waitlisting,
+};
+
+on_both_databases!(
+    batches_of_different_events_commit_side_by_side_and_each_event_keeps_its_order,
+    submissions_sent_within_the_flush_interval_commit_in_one_transaction,
+    a_batch_gathers_at_most_batch_size_max_effects,
+    closing_every_sender_commits_everything_accepted_before_closed_resolves,
+);
+
+/// Registrations racing for the seats in the engine-driven test.
+const CONCURRENT_REGISTRATIONS: usize = 400;
+
+/// Seats they race for.
+const SEATS: u32 = 25;
+
+#[actix_rt::test]
+async fn concurrent_registrations_through_the_engine_store_exactly_capacity_on_mariadb() {
+    concurrent_registrations_store_exactly_capacity_and_survive_a_restart(Backend::Mysql).await;
+}
+
+#[actix_rt::test]
+async fn concurrent_registrations_through_the_engine_store_exactly_capacity_on_sqlite() {
+    concurrent_registrations_store_exactly_capacity_and_survive_a_restart(Backend::Sqlite).await;
+}
+
+/// The engine's registry and actors, with `SqlStore` as loader and the real writer: N
+/// registrations for few seats give exactly that many confirmed rows, and a restart (a new
+/// registry, a new load) publishes the same counters.
+async fn concurrent_registrations_store_exactly_capacity_and_survive_a_restart(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let clock = Arc::new(ManualClock::new(START));
+    let store = database.store().await.with_clock(clock.clone());
+    let config = event_config("race", &[("10K", SEATS)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let id = config.id.clone();
+
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let registry = Registry::new(RegistryConfig::default(), Arc::new(store.clone()), sender, clock.clone());
+    let event = registry.event(&id).await.unwrap().expect("the event is stored");
+    let attempts: Vec<_> = (0..CONCURRENT_REGISTRATIONS)
+        .map(|n| {
+            let event = event.clone();
+            let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n as u64);
+            actix_rt::spawn(async move { event.register(request).await })
+        })
+        .collect();
+    let mut confirmed = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap().unwrap() {
+            Outcome::Decided(Decision::Confirmed { registration }) => confirmed.push(registration),
+            Outcome::Decided(Decision::SoldOut) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(confirmed.len(), SEATS as usize);
+    let rows = store.registrations_page(&id, Some(RowStatus::Confirmed), 500, None).await.unwrap();
+    let mut stored: Vec<_> = rows.iter().map(|row| row.id).collect();
+    confirmed.sort_unstable();
+    stored.sort_unstable();
+    assert_eq!(stored, confirmed, "every acknowledged registration is stored, and nothing else");
+    let counters = event.counters().snapshot();
+    let stats = writer.stats();
+    assert!(stats.batches_committed < CONCURRENT_REGISTRATIONS as u64, "submissions were batched: {stats:?}");
+    drop(event);
+    drop(registry);
+
+    let (sender, second_writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let restarted = Registry::new(RegistryConfig::default(), Arc::new(store.clone()), sender, clock.clone());
+    let event = restarted.event(&id).await.unwrap().unwrap();
+    assert_eq!(event.counters().snapshot(), counters);
+    assert_eq!(store.event_progress(&id).await.unwrap().unwrap().epoch, 2);
+    // Every keyed decision, sold out ones included, replays after the restart.
+    let replayed = event.register(keyed(register("10K", "r399@x.org"), "key-399", 399)).await.unwrap();
+    assert!(matches!(replayed, Outcome::Replayed(_)), "{replayed:?}");
+    drop(event);
+    drop(restarted);
+    for writer in [writer, second_writer] {
+        tokio::time::timeout(Duration::from_secs(10), writer.closed())
+            .await
+            .expect("the writer closes once the registry's actors are gone");
+    }
+}
+
+async fn submissions_sent_within_the_flush_interval_commit_in_one_transaction(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let config = event_config("race", &[("10K", 100)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().unwrap();
+    let mut quota = loaded.quota;
+    let config = WriteBehindConfig { flush_interval_ms: 300, ..WriteBehindConfig::default() };
+    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let mut answers = Vec::new();
+    for n in 0..50 {
+        let (_, effects) =
+            decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), START);
+        answers.push(submit_later(&sender, &config_id(&quota), loaded.epoch, effects).await);
+    }
+    assert!(writer.queue_depth() > 0, "the batch is still gathering");
+    for answer in answers {
+        assert_eq!(answer.await.unwrap(), Ok(()));
+    }
+    let stats = writer.stats();
+    assert_eq!((stats.batches_committed, stats.last_batch_effects, stats.effects_committed), (1, 50, 50));
+    assert_eq!(stats.commit_latency_micros.count(), 1);
+    assert_eq!(stats.batch_effects.quantile_upper_bound(1.0), Some(50));
+    drop(sender);
+    writer.closed().await;
+}
+
+/// Events written at once in the pipelining test.
+const PIPELINED_EVENTS: usize = 4;
+
+async fn batches_of_different_events_commit_side_by_side_and_each_event_keeps_its_order(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let mut events = Vec::new();
+    for index in 0..PIPELINED_EVENTS {
+        let config = event_config(&format!("race{index}"), &[("10K", 50)], 0);
+        assert!(store.create_event(&config, START).await.unwrap());
+        let loaded = store.load(&config.id).await.unwrap().unwrap();
+        events.push((config.id, loaded.quota, loaded.epoch));
+    }
+    // Small batches and four connections, so that batches of different events overlap.
+    let writer_config = WriteBehindConfig {
+        flush_interval_ms: 1,
+        batch_size_max: 16,
+        connections_max: 4,
+        ..WriteBehindConfig::default()
+    };
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let mut answers = Vec::new();
+    // Blocks of one batch per event, so that a full batch of each event waits while the
+    // previous event's batch commits.
+    for block in 0..5 {
+        for (id, quota, epoch) in &mut events {
+            for n in block * 16..(block + 1) * 16 {
+                // Waitlisting past the 50 seats, and cancelling now and then: later effects
+                // depend on earlier ones, so an event's batches must commit in order.
+                let command = if n % 10 == 9 {
+                    Command::Cancel { registration: RegistrationId(n as u64 - 8) }
+                } else {
+                    Command::Register(waitlisting(register("10K", &format!("r{n}@x.org"))))
+                };
+                let (_, effects) = decide(quota, command, START);
+                answers.push(submit_later(&sender, id, *epoch, effects).await);
+            }
+        }
+    }
+    for answer in answers {
+        assert_eq!(answer.await.unwrap(), Ok(()));
+    }
+    for (id, quota, _) in &events {
+        let reloaded = store.load(id).await.unwrap().unwrap().quota;
+        assert_eq!(reloaded.availability(), quota.availability(), "event {id}");
+        assert_eq!(reloaded.last_seq(), quota.last_seq());
+        let audit = store.audit_page(id, 500, None).await.unwrap();
+        let seqs: Vec<u64> = audit.iter().map(|row| row.seq.0).collect();
+        assert_eq!(seqs, (1..=quota.last_seq().0).collect::<Vec<_>>(), "event {id} has every effect once");
+    }
+    let overlapped = writer.stats().commits_in_flight_max;
+    match backend {
+        Backend::Mysql => assert!(overlapped >= 2, "batches never overlapped: {overlapped}"),
+        Backend::Sqlite => assert_eq!(overlapped, 1, "SQLite has one writer at a time"),
+    }
+    drop(sender);
+    writer.closed().await;
+}
+
+fn config_id(quota: &kuota_engine::EventQuota) -> kuota_engine::EventId {
+    quota.config().id.clone()
+}
+
+async fn a_batch_gathers_at_most_batch_size_max_effects(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let config = event_config("race", &[("10K", 100)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().unwrap();
+    let mut quota = loaded.quota;
+    let writer_config =
+        WriteBehindConfig { flush_interval_ms: 300, batch_size_max: 10, ..WriteBehindConfig::default() };
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let mut answers = Vec::new();
+    for n in 0..35 {
+        let (_, effects) =
+            decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), START);
+        answers.push(submit_later(&sender, &config.id, loaded.epoch, effects).await);
+    }
+    for answer in answers {
+        assert_eq!(answer.await.unwrap(), Ok(()));
+    }
+    let stats = writer.stats();
+    assert_eq!(stats.effects_committed, 35);
+    assert!(stats.batches_committed >= 4, "{stats:?}");
+    assert_eq!(stats.batch_effects.quantile_upper_bound(1.0), Some(10), "{stats:?}");
+    drop(sender);
+    writer.closed().await;
+}
+
+async fn closing_every_sender_commits_everything_accepted_before_closed_resolves(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let config = event_config("race", &[("10K", 1_000)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().unwrap();
+    let mut quota = loaded.quota;
+    // A long flush interval: only the closing queue makes the last batch start early.
+    let writer_config =
+        WriteBehindConfig { flush_interval_ms: 60_000, batch_size_max: 64, ..Default::default() };
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let mut answers = Vec::new();
+    for n in 0..300 {
+        let (_, effects) =
+            decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), START);
+        answers.push(submit_later(&sender, &config.id, loaded.epoch, effects).await);
+    }
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(30), writer.closed()).await.expect("closed resolves promptly");
+    for mut answer in answers {
+        assert_eq!(answer.try_recv(), Ok(Ok(())), "answered before closed resolved");
+    }
+    let stored = store.status_counts(&config.id).await.unwrap();
+    assert_eq!(stored[0].count, 300);
+}
+
+/// Runs raw SQL on the test server (outside any store).
+async fn server_sql(sql: String) {
+    let mut server = sqlx::MySqlConnection::connect(&mysql_server_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut server).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_that_keeps_failing_opens_the_breaker_and_a_working_probe_closes_it() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let store = database.store().await;
+    let config = event_config("race", &[("10K", 100)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().unwrap();
+    let mut quota = loaded.quota;
+    let writer_config = WriteBehindConfig {
+        flush_interval_ms: 1,
+        breaker_failures_max: 3,
+        breaker_probe_interval_ms: 100,
+        ..WriteBehindConfig::default()
+    };
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    // The store loses its tables underneath the writer.
+    server_sql(format!("DROP DATABASE {}", database.name())).await;
+    // Three events, so that the poison of the first failure does not spare the store the others.
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "r@x.org")), START);
+    let failed = submit(&sender, &config.id, loaded.epoch, effects).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    assert!(!writer.breaker_open(), "one failure is not a pattern");
+    for other in ["second", "third"] {
+        let failed = submit(&sender, &event_id(other), 1, effects_of_an_unstored_event(other)).await;
+        assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    }
+    assert!(writer.breaker_open());
+    let failed_batches = writer.stats().batches_failed;
+    assert_eq!(failed_batches, 3);
+    let started = Instant::now();
+    let refused = submit(&sender, &event_id("fourth"), 1, effects_of_an_unstored_event("fourth")).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_millis(100), "refused at once: {:?}", started.elapsed());
+    assert_eq!(writer.stats().batches_failed, failed_batches, "the refusal did not touch the store");
+
+    // The store comes back; the probe notices and the breaker closes.
+    server_sql(format!("CREATE DATABASE {}", database.name())).await;
+    let restored = database.store().await;
+    let fresh = event_config("fresh", &[("10K", 100)], 0);
+    assert!(restored.create_event(&fresh, START).await.unwrap());
+    let fresh_loaded = restored.load(&fresh.id).await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while writer.breaker_open() {
+        assert!(Instant::now() < deadline, "the breaker stayed open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut fresh_quota = fresh_loaded.quota;
+    let (_, effects) = decide(&mut fresh_quota, Command::Register(register("10K", "back@x.org")), START);
+    assert_eq!(submit(&sender, &fresh.id, fresh_loaded.epoch, effects).await, Ok(()));
+    drop(sender);
+    writer.closed().await;
+}
+
+/// A registration of an event the dropped store never had: the store fails before it could
+/// tell that the event is missing.
+fn effects_of_an_unstored_event(id: &str) -> Vec<kuota_engine::Effect> {
+    let mut quota = kuota_engine::EventQuota::new(event_config(id, &[("10K", 1)], 0)).unwrap();
+    decide(&mut quota, Command::Register(register("10K", "o@x.org")), START).1
+}
+
+#[tokio::test]
+async fn a_connection_lost_in_the_middle_of_a_batch_is_retried_and_the_submission_commits() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let store = database.store().await;
+    let config = event_config("race", &[("10K", 100)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().unwrap();
+    let mut quota = loaded.quota;
+
+    // Hold the event row so that the writer's batch waits inside its transaction.
+    let database_url = database.url.clone();
+    let mut holder = sqlx::MySqlConnection::connect(&database_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT id FROM events WHERE id = 'race' FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    let answer = submit_later(&sender, &config.id, loaded.epoch, effects).await;
+
+    // Find the writer's waiting connection and kill it.
+    let mut admin = sqlx::MySqlConnection::connect(&mysql_server_url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let waiting = loop {
+        let found: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM information_schema.processlist WHERE db = ? AND info LIKE 'SELECT id, epoch%'",
+        )
+        .bind(database.name())
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+        if let Some((id,)) = found {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the writer's batch never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {waiting}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    assert_eq!(answer.await.unwrap(), Ok(()));
+    assert!(writer.stats().retries >= 1, "{:?}", writer.stats());
+    assert_eq!(store.registration(&config.id, RegistrationId(1)).await.unwrap().unwrap().email, "a@x.org");
+    drop(sender);
+    writer.closed().await;
+}
+
+/// Rounds of the crash test: each starts a writer process and (but for the last) kills it.
+const CRASH_ROUNDS: usize = 4;
+
+/// Registrations each writer process attempts.
+const CRASH_REGISTRATIONS_PER_ROUND: usize = 3_000;
+
+/// The window in which a writer process is killed, in milliseconds after it started.
+const CRASH_KILL_WINDOW_MS: (u64, u64) = (150, 900);
+
+/// How long the last writer process (which is not killed) may take, in seconds.
+const CRASH_LAST_ROUND_SECONDS_MAX: u64 = 60;
+
+/// A SplitMix64 step: a small, seeded, reproducible source of kill times.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut mixed = *state;
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^ (mixed >> 31)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_registrations_survive_sigkill_of_the_writer_and_no_category_is_oversold() {
+    let seed = std::env::var("KUOTA_CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| u64::from_ne_bytes(kuota_persist::random::random_bytes::<8>()));
+    println!("crash test seed: {seed} (set KUOTA_CRASH_SEED={seed} to replay the kill times)");
+    let mut random = seed;
+
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let store = database.store().await;
+    let capacities = [("10K", 1_500u32), ("21K", 1_000u32)];
+    let config = event_config("race", &capacities, 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+
+    let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
+    let mut killed_mid_run = 0;
+    for round in 0..CRASH_ROUNDS {
+        let last = round + 1 == CRASH_ROUNDS;
+        let mut child = Process::new(env!("CARGO_BIN_EXE_kuota-crash-writer"))
+            .args([
+                database.url.as_str(),
+                "race",
+                &format!("round{round}"),
+                &CRASH_REGISTRATIONS_PER_ROUND.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the crash writer binary starts");
+        let stdout = child.stdout.take().expect("stdout was piped");
+        // Lines are read on a thread as they come, so that nothing acknowledged before the kill
+        // is lost in a pipe buffer.
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+        });
+        if last {
+            let deadline = Instant::now() + Duration::from_secs(CRASH_LAST_ROUND_SECONDS_MAX);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("the last writer process did not finish within {CRASH_LAST_ROUND_SECONDS_MAX} s");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(status.success(), "the last writer process failed: {status}");
+        } else {
+            let (low, high) = CRASH_KILL_WINDOW_MS;
+            let delay = low + next_random(&mut random) % (high - low);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            // `Child::kill` sends SIGKILL on Unix: no destructor, no flush, no rollback runs.
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+        let lines = reader.join().expect("the reader thread does not panic");
+        if !lines.iter().any(|line| line == "DONE") {
+            killed_mid_run += 1;
+        }
+        for line in lines {
+            let mut words = line.split(' ');
+            if words.next() == Some("ACK") {
+                let number: u64 =
+                    words.next().and_then(|number| number.parse().ok()).expect("ACK <number> <email>");
+                let email = words.next().expect("ACK <number> <email>").to_owned();
+                assert!(
+                    acknowledged.insert(number, email).is_none(),
+                    "registration {number} acknowledged twice"
+                );
+            }
+        }
+    }
+    assert!(killed_mid_run >= 1, "no writer was killed before it finished: the test proved nothing");
+    assert!(!acknowledged.is_empty());
+
+    let id = event_id("race");
+    for (number, email) in &acknowledged {
+        let row = store.registration(&id, RegistrationId(*number)).await.unwrap();
+        let row = row.unwrap_or_else(|| panic!("acknowledged registration {number} ({email}) is not stored"));
+        assert_eq!((&row.email, row.status), (email, RowStatus::Confirmed));
+    }
+    for (code, capacity) in capacities {
+        let taken: u64 = store
+            .status_counts(&id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|count| {
+                count.category.as_str() == code
+                    && matches!(count.status, RowStatus::Confirmed | RowStatus::Held)
+            })
+            .map(|count| count.count)
+            .sum();
+        assert!(taken <= u64::from(capacity), "category {code} holds {taken} of {capacity} seats");
+    }
+    // Recovery recounts everything and refuses an oversold category.
+    let reloaded = store.load(&id).await.unwrap().unwrap();
+    let confirmed: u32 = reloaded.quota.availability().iter().map(|category| category.confirmed).sum();
+    assert!(confirmed as usize >= acknowledged.len());
+}
