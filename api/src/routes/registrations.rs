@@ -444,7 +444,16 @@ async fn read(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let row = authorized_row(&state, &request, &path).await?;
-    Ok(HttpResponse::Ok().json(RegistrationView::from(&row)))
+    let mut view = RegistrationView::from(&row);
+    if row.status == RowStatus::Waitlisted {
+        // The stored position is the one at joining; the actor knows where it stands now.
+        let event = state.event(&row.event).await?;
+        let status = event.status(row.id).await.map_err(|error| state.actor_error(error))?;
+        if let Some((kuota_engine::ActiveStatus::Waitlisted, Some(position))) = status {
+            view.waitlist_position = Some(position);
+        }
+    }
+    Ok(HttpResponse::Ok().json(view))
 }
 
 async fn reread(state: &AppState, row: &RegistrationRow) -> Result<HttpResponse, ApiError> {

@@ -240,3 +240,26 @@ async fn with_redis_the_per_email_limit_holds_across_two_nodes() {
     let other = second.register("race", "k2", &registration("10K", "b@example.org")).await;
     assert_eq!(other.status, 201, "the limit is per e-mail");
 }
+
+#[actix_rt::test]
+async fn a_waitlisted_registrant_reads_their_current_position() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 1, 0)).await;
+    app.register("race", "k0", &registration("10K", "seated@example.org")).await;
+    let mut ids = Vec::new();
+    for n in 1..=2 {
+        let mut waiting = registration("10K", &format!("w{n}@example.org"));
+        waiting["waitlist"] = json!(true);
+        ids.push(app.register("race", &format!("k{n}"), &waiting).await.json());
+    }
+    let second = format!("/v1/registrations/{}", ids[1]["id"].as_str().unwrap());
+    let token = format!("Bearer {}", ids[1]["access_token"].as_str().unwrap());
+    assert_eq!(app.get(&second, &[("Authorization", &token)]).await.json()["waitlist_position"], 2);
+    let first = format!("/v1/registrations/{}", ids[0]["id"].as_str().unwrap());
+    assert_eq!(app.admin("DELETE", &first, None).await.status, 200);
+    let moved = app.get(&second, &[("Authorization", &token)]).await.json();
+    assert_eq!(
+        (moved["status"].as_str(), moved["waitlist_position"].as_u64()),
+        (Some("waitlisted"), Some(1))
+    );
+}

@@ -12,7 +12,7 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
 use tokio::sync::oneshot;
 
 use crate::actor::messages::{
-    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage,
+    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage, StatusMessage,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::command::{Command, Register};
@@ -317,5 +317,15 @@ impl Handler<SetCapacityMessage> for EventActor {
         self.message_received();
         let command = Command::SetCapacity { category: message.category, capacity: message.capacity };
         self.decide(command, Some(message.reply), context);
+    }
+}
+
+impl Handler<StatusMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: StatusMessage, _context: &mut Self::Context) {
+        self.message_received();
+        // The caller may have given up; nobody is left to tell.
+        let _ = message.reply.send(self.quota.status_of(message.registration));
     }
 }

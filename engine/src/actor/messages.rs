@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use crate::clock::Timestamp;
 use crate::command::Register;
 use crate::ids::{CategoryCode, RegistrationId};
-use crate::outcome::Outcome;
+use crate::outcome::{ActiveStatus, Outcome};
 use crate::store::StoreError;
 
 /// Why an event actor could not decide, as opposed to what it decided (`Outcome`).
@@ -61,4 +61,16 @@ pub struct SetCapacityMessage {
     pub category: CategoryCode,
     pub capacity: u32,
     pub reply: Reply,
+}
+
+/// What an actor answers about one registration: its status and waitlist position (from 1),
+/// or `None` when it is not active.
+pub type StatusReply = oneshot::Sender<Option<(ActiveStatus, Option<u32>)>>;
+
+/// A read of one registration's current status; answered at once, without the writer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StatusMessage {
+    pub registration: RegistrationId,
+    pub reply: StatusReply,
 }

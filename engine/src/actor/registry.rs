@@ -11,7 +11,7 @@ use tokio::sync::{OnceCell, oneshot};
 
 use crate::actor::event_actor::{EventActor, EventActorParts, EventShared};
 use crate::actor::messages::{
-    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage,
+    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, SetCapacityMessage, StatusMessage,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::command::Register;
@@ -19,7 +19,7 @@ use crate::counters::PublishedCounters;
 use crate::event::EventConfig;
 use crate::ids::{CategoryCode, EventId, RegistrationId};
 use crate::limits::MAILBOX_CAPACITY_MAX;
-use crate::outcome::Outcome;
+use crate::outcome::{ActiveStatus, Outcome};
 use crate::store::{EventLoader, SubmissionSender};
 
 #[derive(Clone, Copy, Debug)]
@@ -70,23 +70,32 @@ impl EventHandle {
 
     /// Like `register`, with the time the decision was taken (its effects carry the same).
     pub async fn register_timed(&self, request: Register) -> Result<(Outcome, Timestamp), ActorError> {
-        self.request(|reply| RegisterMessage { request, reply }).await
+        self.request(|reply| RegisterMessage { request, reply }).await?
+    }
+
+    /// The current status and waitlist position of an active registration (`None` otherwise),
+    /// as the actor sees it now (decisions not yet durable included).
+    pub async fn status(
+        &self,
+        registration: RegistrationId,
+    ) -> Result<Option<(ActiveStatus, Option<u32>)>, ActorError> {
+        self.request(|reply| StatusMessage { registration, reply }).await
     }
 
     pub async fn confirm(&self, registration: RegistrationId) -> Result<Outcome, ActorError> {
-        Ok(self.request(|reply| ConfirmMessage { registration, reply }).await?.0)
+        Ok(self.request(|reply| ConfirmMessage { registration, reply }).await??.0)
     }
 
     pub async fn cancel(&self, registration: RegistrationId) -> Result<Outcome, ActorError> {
-        Ok(self.request(|reply| CancelMessage { registration, reply }).await?.0)
+        Ok(self.request(|reply| CancelMessage { registration, reply }).await??.0)
     }
 
     pub async fn set_capacity(&self, category: CategoryCode, capacity: u32) -> Result<Outcome, ActorError> {
-        Ok(self.request(|reply| SetCapacityMessage { category, capacity, reply }).await?.0)
+        Ok(self.request(|reply| SetCapacityMessage { category, capacity, reply }).await??.0)
     }
 
     /// Sends without waiting for room: a full mailbox is `Overloaded` at once.
-    async fn request<M>(&self, message: impl FnOnce(Reply) -> M) -> Result<(Outcome, Timestamp), ActorError>
+    async fn request<M, R>(&self, message: impl FnOnce(oneshot::Sender<R>) -> M) -> Result<R, ActorError>
     where
         M: Message<Result = ()> + Send + 'static,
         EventActor: Handler<M>,
@@ -104,7 +113,7 @@ impl EventHandle {
                 actix::prelude::SendError::Closed(_) => ActorError::Stopped,
             });
         }
-        answered.await.map_err(|_| ActorError::Stopped)?
+        answered.await.map_err(|_| ActorError::Stopped)
     }
 }
 
