@@ -1,15 +1,18 @@
-//! The command line: `plan`, `run` and (later) `load`; exit codes; the report files.
+//! The command line: `plan`, `run` and `load`; exit codes; the report files.
 //!
-//! Exit codes: 0 success; 1 no configuration met `--target-p99-ms`, or an output file could not
-//! be written; 2 bad input (flags, scenario file) or a subcommand that is not available yet;
-//! 3 an invariant was violated.
+//! Exit codes: 0 success; 1 no configuration met `--target-p99-ms`, an output file could not
+//! be written, or `load` could not make its run (server unreachable, event not created, no
+//! answer at all); 2 bad input (flags, scenario file, a URL `load` may not use); 3 an invariant
+//! (`run`) or a client-side check (`load`) was violated.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::load::target::Target;
+use crate::load::{self, EventChoice, LoadConfig, Mode, Spacing};
 use crate::model::{RunOptions, RunResult, simulate};
 use crate::plan::{COMMIT_LATENCY_ASSUMED_MS, PlanInputs, compute};
 use crate::recommend::search;
@@ -20,6 +23,8 @@ pub const EXIT_TARGET_MISSED: u8 = 1;
 pub const EXIT_OUTPUT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INVARIANT_VIOLATED: u8 = 3;
+pub const EXIT_LOAD_FAILED: u8 = 1;
+pub const EXIT_CHECK_VIOLATED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,11 +43,9 @@ enum Command {
     Plan(PlanArgs),
     /// Simulate a scenario file on the real EventQuota in virtual time.
     Run(RunArgs),
-    /// Drive load against a running server (not available yet: it comes with the HTTP API).
-    Load {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
-    },
+    /// Drive registrations against a running Kuota and check its answers (loopback only
+    /// unless --allow-remote).
+    Load(Box<LoadArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -99,15 +102,225 @@ struct RunArgs {
     break_model: bool,
 }
 
+/// How the open loop spaces its requests.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArrivalsArg {
+    /// Exponential gaps: a Poisson process, like a scenario's `poisson` spike.
+    Poisson,
+    /// Evenly spaced.
+    Even,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The server's base URL, plain http (e.g. http://127.0.0.1:8080). Its host must be
+    /// loopback (127.0.0.0/8, localhost, ::1) unless --allow-remote is given.
+    #[arg(long)]
+    url: String,
+    /// Allow a host that is not loopback. Only for a deployment you own and may load; without
+    /// it, load refuses to send anything anywhere but this machine.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Admin token, to create the event the run registers for.
+    #[arg(long, env = "KUOTA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Register for this existing event instead of creating one (no admin token needed).
+    #[arg(long)]
+    event: Option<String>,
+    /// Seats of each category of a created event.
+    #[arg(long, default_value_t = 1_000)]
+    capacity: u32,
+    /// Categories of a created event (C1, C2, ...); demand spreads by free seats.
+    #[arg(long, default_value_t = 1)]
+    categories: u32,
+    /// Hold time of a created event, in seconds (0: seats are confirmed at once).
+    #[arg(long, default_value_t = 0)]
+    hold_ttl_seconds: u32,
+    /// Open loop: registrations due per second, whatever the answers.
+    #[arg(long, conflicts_with = "users", required_unless_present = "users")]
+    rate: Option<f64>,
+    /// Open loop: seconds over which the rate ramps linearly from 0 to --rate.
+    #[arg(long, default_value_t = 0.0)]
+    ramp_seconds: f64,
+    /// Open loop: how requests are spaced.
+    #[arg(long, value_enum, default_value = "poisson")]
+    arrivals: ArrivalsArg,
+    /// Closed loop: virtual users, each waiting for its answer before the next registration.
+    #[arg(long)]
+    users: Option<u32>,
+    /// Closed loop: pause between a user's registrations, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
+    /// How long to send, in seconds (answers are collected up to one timeout longer).
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// Requests to send at most, retries included.
+    #[arg(long, default_value_t = 100_000)]
+    requests_max: u64,
+    /// Connections open at once at most [default: 1000 open loop; 2 × users closed loop].
+    #[arg(long)]
+    connections: Option<u32>,
+    /// Longest wait for one answer, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Share of registrations sent again with the same Idempotency-Key, half of them while the
+    /// first is in flight, half after its answer.
+    #[arg(long, default_value_t = 0.0)]
+    retry_share: f64,
+    /// Share of registrations for an e-mail already used, with a new Idempotency-Key.
+    #[arg(long, default_value_t = 0.0)]
+    repeat_registrant_share: f64,
+    /// Send again after a 503, 429 or 409 idempotency_key_in_flight, once Retry-After passed.
+    #[arg(long)]
+    honour_retry_after: bool,
+    /// With --honour-retry-after: requests per attempt at most, the first included.
+    #[arg(long, default_value_t = 5)]
+    attempts_max: u32,
+    /// With --honour-retry-after: extra wait, uniform from 0 to this, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    retry_jitter_ms: u64,
+    /// Runtime threads of the generator; 1 keeps it on one core of a shared machine.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Seed of who registers for what and which registrations are sent again [default: from
+    /// the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also write the report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Plan(args) => plan_command(&args),
         Command::Run(args) => run_command(&args),
-        Command::Load { .. } => {
-            eprintln!("kuota-sim load: not available yet; it comes with the HTTP API.");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
+        Command::Load(args) => load_command(&args),
     }
+}
+
+fn load_bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("kuota-sim load: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// `Err` naming the flag when `value` is outside `low..=high`.
+fn flag_within<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    value: T,
+    low: T,
+    high: T,
+) -> Result<(), String> {
+    if low <= value && value <= high {
+        Ok(())
+    } else {
+        Err(format!("{flag}: must be between {low} and {high} (got {value})"))
+    }
+}
+
+/// The run's configuration, every bound checked; the target is checked first, so a refused
+/// URL is reported before anything else and nothing is sent.
+fn load_config(args: &LoadArgs) -> Result<LoadConfig, String> {
+    let target = Target::new(&args.url, args.allow_remote).map_err(|error| error.to_string())?;
+    let event = match (&args.event, &args.admin_token) {
+        (Some(id), _) => EventChoice::Existing(id.clone()),
+        (None, Some(token)) => {
+            flag_within("--categories", args.categories, 1, kuota_engine::limits::CATEGORIES_MAX as u32)?;
+            flag_within("--capacity", args.capacity, 0, kuota_engine::limits::CATEGORY_CAPACITY_MAX)?;
+            EventChoice::Create {
+                admin_token: token.clone(),
+                categories: args.categories,
+                capacity: args.capacity,
+                hold_ttl_seconds: args.hold_ttl_seconds,
+            }
+        }
+        (None, None) => {
+            return Err("give --event ID of an existing event, or --admin-token (or KUOTA_ADMIN_TOKEN) \
+                        to create one"
+                .into());
+        }
+    };
+    flag_within("--seconds", args.seconds, f64::MIN_POSITIVE, load::SECONDS_MAX)?;
+    flag_within("--requests-max", args.requests_max, 1, load::REQUESTS_MAX)?;
+    flag_within("--timeout-ms", args.timeout_ms, 1, load::REQUEST_TIMEOUT_MS_MAX)?;
+    flag_within("--retry-share", args.retry_share, 0.0, 1.0)?;
+    flag_within("--repeat-registrant-share", args.repeat_registrant_share, 0.0, 1.0)?;
+    flag_within("--attempts-max", args.attempts_max, 1, crate::scenario::ATTEMPTS_LIMIT)?;
+    flag_within("--retry-jitter-ms", args.retry_jitter_ms, 0, load::RETRY_AFTER_WAIT_SECONDS_MAX * 1_000)?;
+    flag_within("--threads", args.threads, 1, load::THREADS_MAX)?;
+    let (mode, default_connections) = match (args.rate, args.users) {
+        (Some(rate), None) => {
+            flag_within("--rate", rate, f64::MIN_POSITIVE, load::RATE_MAX_PER_SECOND)?;
+            flag_within("--ramp-seconds", args.ramp_seconds, 0.0, args.seconds)?;
+            let spacing = match args.arrivals {
+                ArrivalsArg::Poisson => Spacing::Poisson,
+                ArrivalsArg::Even => Spacing::Even,
+            };
+            let mode = Mode::Open { rate_per_second: rate, ramp_seconds: args.ramp_seconds, spacing };
+            (mode, load::OPEN_LOOP_CONNECTIONS_DEFAULT)
+        }
+        (None, Some(users)) => {
+            flag_within("--users", users, 1, load::USERS_MAX)?;
+            flag_within("--think-ms", args.think_ms, 0, load::REQUEST_TIMEOUT_MS_MAX)?;
+            let mode = Mode::Closed { users, think: Duration::from_millis(args.think_ms) };
+            (mode, (users * 2).min(load::CONNECTIONS_MAX))
+        }
+        // clap requires exactly one of --rate and --users.
+        _ => return Err("give either --rate (open loop) or --users (closed loop)".into()),
+    };
+    let connections = args.connections.unwrap_or(default_connections);
+    flag_within("--connections", connections, 1, load::CONNECTIONS_MAX)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        // Any value will do; the clock makes two runs on one event use different keys and e-mails.
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |since| since.as_nanos() as u64)
+    });
+    Ok(LoadConfig {
+        target,
+        event,
+        mode,
+        seconds: args.seconds,
+        requests_max: args.requests_max,
+        connections,
+        timeout: Duration::from_millis(args.timeout_ms),
+        retry_share: args.retry_share,
+        repeat_registrant_share: args.repeat_registrant_share,
+        honour_retry_after: args.honour_retry_after,
+        attempts_max: args.attempts_max,
+        retry_jitter: Duration::from_millis(args.retry_jitter_ms),
+        threads: args.threads,
+        seed,
+    })
+}
+
+fn load_command(args: &LoadArgs) -> ExitCode {
+    let config = match load_config(args) {
+        Ok(config) => config,
+        Err(message) => return load_bad_input(message),
+    };
+    let outcome = match load::run(config) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("kuota-sim load: {error}");
+            return ExitCode::from(EXIT_LOAD_FAILED);
+        }
+    };
+    let text = load::report::render(&outcome);
+    print!("{text}");
+    if let Some(path) = &args.report
+        && let Err(error) = std::fs::write(path, &text)
+    {
+        eprintln!("kuota-sim load: cannot write the report to {}: {error}", path.display());
+        return ExitCode::from(EXIT_OUTPUT_FAILED);
+    }
+    if outcome.violations() > 0 {
+        eprintln!("kuota-sim load: a client-side check was violated; see the Checks section");
+        return ExitCode::from(EXIT_CHECK_VIOLATED);
+    }
+    if outcome.recorder.answered() == 0 {
+        eprintln!("kuota-sim load: no request was answered");
+        return ExitCode::from(EXIT_LOAD_FAILED);
+    }
+    ExitCode::SUCCESS
 }
 
 fn plan_command(args: &PlanArgs) -> ExitCode {

@@ -3,8 +3,9 @@
 //! `plan` sizes a deployment from a handful of figures, printing each formula. `run` plays a
 //! scenario (an event, a crowd and a system) as a discrete-event simulation in virtual time,
 //! with every admission decided by the real `kuota_engine::EventQuota`; it is seeded, prints
-//! `seed=<n>` first, and the same seed and scenario give a byte-identical report. `load`, the
-//! live load driver, comes with the HTTP API.
+//! `seed=<n>` first, and the same seed and scenario give a byte-identical report. `load` drives
+//! registrations against a running Kuota over HTTP (loopback only, unless `--allow-remote`),
+//! measures it and checks its answers from the client's side.
 //!
 //! # Layout
 //! - `cli`: the command line (`plan`, `run`, `load`), exit codes, and writing report files.
@@ -16,6 +17,7 @@
 //! - `model`: the discrete-event simulation around `EventQuota` (nodes, actor, write-behind).
 //! - `metrics`: answers by class, latency histograms, per-second series.
 //! - `invariants`: the store view rebuilt from committed effects, and the invariant checks.
+//! - `load`: the live load driver: target rule, HTTP client, client-side checks, its report.
 //! - `recommend`: the `--target-p99-ms` search over node counts and batch settings.
 //! - `report`: the Markdown report that `run` prints and `--report` writes.
 //! - `charts`: the SVG charts next to a written report.
@@ -26,6 +28,7 @@ pub mod charts;
 pub mod cli;
 pub mod distribution;
 pub mod invariants;
+pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod plan;

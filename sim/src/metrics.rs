@@ -226,6 +226,8 @@ pub struct Metrics {
     pub window: ChartWindow,
     pub window_latency: Vec<Option<Histogram<u32>>>,
     pub sold_out_at: Option<Micros>,
+    /// When the last answer reached its client.
+    pub last_answer_at: Micros,
     pub events_processed: u64,
 }
 
@@ -252,6 +254,7 @@ impl Metrics {
             window,
             window_latency: (0..window.buckets).map(|_| None).collect(),
             sold_out_at: None,
+            last_answer_at: 0,
             events_processed: 0,
         }
     }
@@ -280,6 +283,7 @@ impl Metrics {
     /// Records one answer as its client received it.
     pub fn record_answer(&mut self, class: AnswerClass, latency_us: u64, at: Micros, registration: bool) {
         let latency_us = latency_us.max(1);
+        self.last_answer_at = self.last_answer_at.max(at);
         self.answers[class.index()] += 1;
         self.latency[class.index()].saturating_record(latency_us);
         if registration {

@@ -161,6 +161,21 @@ fn answers_section(out: &mut String, metrics: &Metrics) {
          answers nobody waited for any more (the registrant had pressed again): {}; replays of an earlier decision: {}.\n",
         metrics.requests_sent, metrics.superseded_answers, metrics.replays
     );
+    // The figure `kuota-sim load` reports as "answers/s", measured the same way, for calibration.
+    let span_seconds = metrics.last_answer_at as f64 / MICROS_PER_SECOND as f64;
+    if span_seconds > 0.0 {
+        let refused: u64 = AnswerClass::ALL
+            .iter()
+            .filter(|class| class.asks_to_retry())
+            .map(|class| metrics.count(*class))
+            .sum();
+        let _ = writeln!(
+            out,
+            "Answers per second from opening to the last answer ({span_seconds:.3} s): {:.1}; without 503 and 429: {:.1}.\n",
+            total as f64 / span_seconds,
+            (total - refused) as f64 / span_seconds
+        );
+    }
 }
 
 fn registrants_section(out: &mut String, scenario: &Scenario, result: &RunResult) {

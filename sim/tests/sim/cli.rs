@@ -1,13 +1,6 @@
 use crate::support::{SMALL_SCENARIO, kuota_sim, scenario_file, stderr, stdout};
 
 #[test]
-fn load_is_not_available_yet_and_says_so() {
-    let output = kuota_sim(&["load", "--url", "http://127.0.0.1:8080"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("comes with the HTTP API"), "{}", stderr(&output));
-}
-
-#[test]
 fn the_recommendation_prints_the_table_it_searched_and_its_choice() {
     let path = scenario_file("recommendation", SMALL_SCENARIO);
     let output =

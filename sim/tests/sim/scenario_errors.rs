@@ -64,3 +64,17 @@ fn the_example_scenarios_are_valid() {
         assert_eq!(scenario.name, name);
     }
 }
+
+#[test]
+fn the_calibration_scenarios_are_valid_and_named_after_their_files() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/calibration");
+    let mut found = 0;
+    for entry in std::fs::read_dir(&folder).expect("sim/scenarios/calibration exists") {
+        let path = entry.expect("a readable folder entry").path();
+        let scenario = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+        let stem = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default();
+        assert_eq!(scenario.name, format!("calibration-{stem}"));
+        found += 1;
+    }
+    assert!(found >= 5, "the calibration scenarios are missing");
+}
