@@ -1,0 +1,326 @@
+//! `e2e`: Kuota against the designs people run today, in one command, on this machine.
+//!
+//! Starts each contender in turn on loopback (the `ceiling`, `lock-and-transaction` and
+//! `redis-counter` baselines of the `baseline` binary, then the real `kuota`), each with a fresh
+//! MariaDB database and its own Redis key prefix, drives every one with the same load from the
+//! same generator, and prints one table per pinning mode and Kuota's goals. It builds nothing:
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p kuota-benches --bin e2e -- --seconds 10
+//! ```
+//!
+//! # Layout
+//! - `http`: the minimal HTTP/1.1 keep-alive client and the requests.
+//! - `load`: closed- and open-loop load over N connections, with latency histograms.
+//! - `servers`: the contenders' binaries, starting (pinned or not) and stopping them.
+//! - `database`: per-contender database and user, MariaDB's counters, integrity checks, Redis.
+//! - `scenario`: the phases every contender goes through.
+//! - `report`: measurements, medians over repeats, the table and the goals.
+//! - `system`: `/proc` readings (CPU time, peak RSS, load) and `taskset` pinning.
+
+mod database;
+mod http;
+mod load;
+mod report;
+mod scenario;
+mod servers;
+mod system;
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+
+use crate::database::Admin;
+use crate::report::{Measurement, Pass};
+use crate::scenario::{Run, Settings};
+use crate::servers::{Binaries, Contender};
+
+/// The core servers are pinned to, and the core the generator is pinned to.
+const SERVER_CORE: usize = 0;
+const GENERATOR_CORE: &str = "1";
+/// Every core, to unpin the generator again (taskset keeps the ones that exist).
+const ALL_CORES: &str = "0-1023";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Pinning {
+    /// Server on core 0, load generator on core 1 (MariaDB and Redis float).
+    Pinned,
+    /// Everything floats over all cores.
+    Unpinned,
+    /// Pinned, then unpinned.
+    Both,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "e2e",
+    about = "Kuota against the lock-and-transaction and Redis-counter designs, end to end"
+)]
+struct Args {
+    /// Seconds of each phase (admissions stop earlier once the event is sold out).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of unmeasured load before the admissions.
+    #[arg(long, default_value_t = 1)]
+    warmup_seconds: u64,
+    /// Client connections (closed loop: requests in flight).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seats of the hot event.
+    #[arg(long, default_value_t = 30_000)]
+    seats: u64,
+    /// Passes over all contenders; the table shows medians.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    #[arg(long, value_enum, default_value_t = Pinning::Both)]
+    pinning: Pinning,
+    /// Contenders, in order (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,lock-and-transaction,redis-counter,kuota")]
+    contenders: Vec<String>,
+    /// MariaDB as an administrator (databases and users are created and dropped).
+    #[arg(long, env = "KUOTA_BENCH_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
+    mysql_url: String,
+    /// Contenders reach MariaDB through this Unix socket instead of TCP (the administrator
+    /// connection still uses --mysql-url).
+    #[arg(long, value_name = "PATH")]
+    mysql_socket: Option<String>,
+    #[arg(long, env = "KUOTA_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// HTTP worker threads of every server [default: the number of cores, Kuota's default].
+    #[arg(long)]
+    http_workers: Option<usize>,
+    /// Percent of requests that repeat an earlier registrant's e-mail (with a new key).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50))]
+    resubmit_percent: u64,
+    /// RUST_LOG for Kuota (`info` logs every request; the baselines log none).
+    #[arg(long, default_value = "warn")]
+    kuota_log: String,
+    /// An extra Kuota setting, as `KUOTA_NAME=value` (repeatable; for experiments such as
+    /// `KUOTA_FLUSH_INTERVAL_MS=0`). The benchmark proper runs Kuota's defaults.
+    #[arg(long = "kuota-setting", value_name = "KUOTA_NAME=VALUE", value_parser = parse_kuota_setting)]
+    kuota_settings: Vec<(String, String)>,
+    /// Database pool size of the baselines (Kuota's is its own).
+    #[arg(long, default_value_t = 32)]
+    database_connections: u32,
+    /// Pause between attempts on a busy lock in lock-and-transaction, in ms.
+    #[arg(long, default_value_t = 2)]
+    lock_retry_ms: u64,
+    /// Most requests one phase sends.
+    #[arg(long, default_value_t = 10_000_000)]
+    requests_max: u64,
+    /// Folder with `kuota` and `baseline` [default: this program's folder].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Keep the servers' logs (they are deleted after a successful run).
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One thread: the generator takes one core's worth at most, and pinning it is one call.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let contenders = args
+        .contenders
+        .iter()
+        .map(|name| Contender::parse(name).ok_or_else(|| anyhow::anyhow!("unknown contender {name:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let binaries = Binaries::locate(args.bin_dir.clone())?;
+    let pinnings = pinnings(args.pinning)?;
+    let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
+    let settings = settings(&args)?;
+    std::fs::create_dir_all(&settings.log_directory)?;
+    print_header(&args, &settings, &admin, &binaries).await?;
+    let context =
+        Context { contenders: &contenders, settings: &settings, binaries: &binaries, admin: &admin };
+    let passes = measure_all(&context, &pinnings, args.repeat).await;
+    admin.close().await;
+    print_results(&passes?, &pinnings, &contenders, args.repeat);
+    if !args.keep_logs {
+        let _ = std::fs::remove_dir_all(&settings.log_directory);
+    }
+    Ok(())
+}
+
+/// What every pass needs.
+struct Context<'a> {
+    contenders: &'a [Contender],
+    settings: &'a Settings,
+    binaries: &'a Binaries,
+    admin: &'a Admin,
+}
+
+/// Every repeat, every pinning mode, every contender; a contender that fails is reported and
+/// left out of its pass.
+async fn measure_all(
+    context: &Context<'_>,
+    pinnings: &[bool],
+    repeat: usize,
+) -> anyhow::Result<Vec<(bool, Pass)>> {
+    let mut passes = Vec::new();
+    let mut ordinal = 0;
+    for round in 1..=repeat {
+        for &pinned in pinnings {
+            // `pinnings` holds `true` only when `taskset` works; unpinning needs it as well.
+            if pinnings.contains(&true) {
+                system::pin_self(if pinned { GENERATOR_CORE } else { ALL_CORES })?;
+            }
+            let mut pass = Pass::new();
+            for &contender in context.contenders {
+                ordinal += 1;
+                let core = pinned.then_some(SERVER_CORE);
+                let Context { settings, binaries, admin, .. } = *context;
+                let run = Run { contender, core, ordinal, settings, binaries, admin };
+                eprintln!("[pass {round}/{repeat}, {}] {} …", mode(pinned), contender.name());
+                match scenario::measure(&run).await {
+                    Ok(measurement) => {
+                        eprintln!("    {}", summary(&measurement));
+                        pass.push((contender, measurement));
+                    }
+                    Err(error) => eprintln!("    FAILED: {error:#}"),
+                }
+            }
+            report::relate(&mut pass);
+            passes.push((pinned, pass));
+        }
+    }
+    Ok(passes)
+}
+
+fn parse_kuota_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if name.starts_with("KUOTA_") => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KUOTA_NAME=value")),
+    }
+}
+
+fn pinnings(pinning: Pinning) -> anyhow::Result<Vec<bool>> {
+    let available = system::taskset_available();
+    let wanted = match pinning {
+        Pinning::Pinned => vec![true],
+        Pinning::Unpinned => vec![false],
+        Pinning::Both => vec![true, false],
+    };
+    if available {
+        return Ok(wanted);
+    }
+    anyhow::ensure!(pinning != Pinning::Pinned, "`taskset` is not available: pinning is impossible");
+    eprintln!("`taskset` is not available: running unpinned only");
+    Ok(vec![false])
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    // Unique enough to keep two runs (or a crashed earlier one) apart; not a secret.
+    let run_id = format!("{:08x}", (nanos as u64 ^ u64::from(std::process::id())) & 0xffff_ffff);
+    let http_workers =
+        args.http_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    Ok(Settings {
+        seconds: args.seconds,
+        warmup_seconds: args.warmup_seconds,
+        connections: args.connections,
+        seats: args.seats,
+        requests_max: args.requests_max,
+        http_workers,
+        resubmit_percent: args.resubmit_percent,
+        redis_url: args.redis_url.clone(),
+        kuota_log: args.kuota_log.clone(),
+        kuota_settings: args.kuota_settings.clone(),
+        database_connections: args.database_connections,
+        lock_retry_ms: args.lock_retry_ms,
+        log_directory: std::env::temp_dir().join(format!("kuota-e2e-{run_id}")),
+        admin_token: format!("e2e-admin-{run_id}"),
+        run_id,
+    })
+}
+
+async fn print_header(
+    args: &Args,
+    settings: &Settings,
+    admin: &Admin,
+    binaries: &Binaries,
+) -> anyhow::Result<()> {
+    println!("# Kuota end to end, {}", system::utc_now());
+    println!();
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    println!("- command: `e2e {}`", command.join(" "));
+    println!("- machine: {}", system::machine());
+    println!("- store: {}, reached over {}", admin.describe().await?, admin.transport());
+    println!("- kuota binary built {}", binaries.kuota_built());
+    println!(
+        "- load: {} connections, {} s per phase (admissions stop when sold out), {} seats, {} % resubmissions, \
+         {} HTTP workers per server, {} pass(es)",
+        settings.connections,
+        settings.seconds,
+        settings.seats,
+        settings.resubmit_percent,
+        settings.http_workers,
+        args.repeat
+    );
+    println!(
+        "- the load generator (one thread) shares this machine's cores with the server, MariaDB and Redis; \
+         pinned = server on core {SERVER_CORE}, generator on core {GENERATOR_CORE}, MariaDB and Redis unpinned"
+    );
+    let counters = if admin.counts_per_user() {
+        "MariaDB per-user statistics (each contender connects as its own user)"
+    } else {
+        "MariaDB global status (Questions, Handler_write/update/delete): includes every other client"
+    };
+    println!("- database statements and rows written: {counters}; transactions: counted by each server");
+    let extra: Vec<String> =
+        settings.kuota_settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
+    let extra = if extra.is_empty() { "its defaults otherwise".into() } else { extra.join(" ") };
+    println!("- Kuota: RUST_LOG={}, durable acknowledgements, rate limits off, {extra}", settings.kuota_log);
+    println!();
+    Ok(())
+}
+
+fn mode(pinned: bool) -> &'static str {
+    if pinned { "pinned" } else { "unpinned" }
+}
+
+fn summary(measurement: &Measurement) -> String {
+    let p99 = |latency: Option<report::Latency>| latency.map_or(0.0, |latency| latency.p99 / 1_000.0);
+    format!(
+        "{:.0} accepted/s (p99 {:.2} ms), sold out {:.0}/s (p99 {:.2} ms), open loop {:.0}/s p99 {:.2} ms, errors {}",
+        measurement.accepted_per_second,
+        p99(measurement.success_latency),
+        measurement.sold_out_answers_per_second,
+        p99(measurement.sold_out_latency),
+        measurement.paced_rate,
+        p99(measurement.paced_latency),
+        measurement.admission_errors + measurement.sold_out_errors + measurement.paced_errors,
+    )
+}
+
+fn print_results(passes: &[(bool, Pass)], pinnings: &[bool], contenders: &[Contender], repeat: usize) {
+    for &pinned in pinnings {
+        let columns: Vec<(Contender, Measurement)> = contenders
+            .iter()
+            .filter_map(|&contender| {
+                let runs: Vec<&Measurement> = passes
+                    .iter()
+                    .filter(|(mode, _)| *mode == pinned)
+                    .flat_map(|(_, pass)| {
+                        pass.iter().filter(|(which, _)| *which == contender).map(|(_, m)| m)
+                    })
+                    .collect();
+                (!runs.is_empty()).then(|| (contender, report::combine(&runs)))
+            })
+            .collect();
+        let of = if repeat > 1 { format!("median of {repeat} passes") } else { "one pass".into() };
+        println!("## {} ({of})", mode(pinned));
+        println!();
+        print!("{}", report::table(&columns));
+        println!();
+        println!("Kuota's goals ({}):", mode(pinned));
+        print!("{}", report::goals(&columns));
+        println!();
+    }
+}
