@@ -15,7 +15,7 @@ use kuota_persist::lease::{
 use kuota_persist::random;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-const TEST_REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+use super::redis_support::TestRedis;
 
 /// Acquirers racing for one key in the contention test.
 const CONCURRENT_ACQUIRERS: usize = 64;
@@ -31,24 +31,7 @@ const LONG_TTL_MS: u64 = 10_000;
 /// millisecond, and this leaves room for a loaded test machine.
 const EXPIRY_SLACK_MS: u64 = 100;
 
-/// A Redis connection under a random key prefix; dropping it deletes every key under the prefix,
-/// also when the test panicked.
-struct TestRedis {
-    client: redis::Client,
-    connection: ConnectionManager,
-    prefix: String,
-}
-
 impl TestRedis {
-    async fn connect() -> TestRedis {
-        let url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| TEST_REDIS_URL_DEFAULT.to_owned());
-        let client = redis::Client::open(url).expect("KUOTA_TEST_REDIS_URL must be a valid Redis URL");
-        let connection = ConnectionManager::new(client.clone())
-            .await
-            .expect("the test Redis (KUOTA_TEST_REDIS_URL) must be running for these tests");
-        TestRedis { client, connection, prefix: format!("kuota_t_{}:", random::token_hex(8)) }
-    }
-
     fn leases(&self) -> Arc<dyn Leases> {
         Arc::new(RedisLeases::new(self.connection.clone(), self.prefix.clone()))
     }
@@ -56,23 +39,6 @@ impl TestRedis {
     /// The Redis key behind a lease key (the layout `RedisLeases` documents).
     fn lease_key(&self, key: &str) -> String {
         format!("{}lease:{}", self.prefix, key)
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        // A synchronous connection, because cleanup must also run while a failed test unwinds.
-        let Ok(mut connection) = self.client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> =
-            match redis::Commands::scan_match(&mut connection, format!("{}*", self.prefix)) {
-                Ok(iterator) => iterator.filter_map(Result::ok).collect(),
-                Err(_) => return,
-            };
-        if !keys.is_empty() {
-            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
-        }
     }
 }
 

@@ -5,14 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kuota_persist::random;
 use kuota_persist::session::{
     InvalidSessionId, MemorySessionStore, RedisSessionStore, SESSION_SUBJECT_LENGTH_MAX,
     SESSION_TTL_MAX_SECONDS, SessionData, SessionError, SessionId, SessionStore,
 };
-use redis::aio::ConnectionManager;
 
-const TEST_REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+use super::redis_support::TestRedis;
 
 /// A session long enough that a test never sees it expire by accident.
 const LONG_TTL_MS: u64 = 60_000;
@@ -24,24 +22,7 @@ const SHORT_TTL_MS: u64 = 100;
 /// millisecond, and this leaves room for a loaded test machine.
 const EXPIRY_SLACK_MS: u64 = 100;
 
-/// A Redis connection under a random key prefix; dropping it deletes every key under the prefix,
-/// also when the test panicked.
-struct TestRedis {
-    client: redis::Client,
-    connection: ConnectionManager,
-    prefix: String,
-}
-
 impl TestRedis {
-    async fn connect() -> TestRedis {
-        let url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| TEST_REDIS_URL_DEFAULT.to_owned());
-        let client = redis::Client::open(url).expect("KUOTA_TEST_REDIS_URL must be a valid Redis URL");
-        let connection = ConnectionManager::new(client.clone())
-            .await
-            .expect("the test Redis (KUOTA_TEST_REDIS_URL) must be running for these tests");
-        TestRedis { client, connection, prefix: format!("kuota_t_{}:", random::token_hex(8)) }
-    }
-
     fn sessions(&self) -> Arc<dyn SessionStore> {
         Arc::new(RedisSessionStore::new(self.connection.clone(), self.prefix.clone()))
     }
@@ -49,23 +30,6 @@ impl TestRedis {
     /// The Redis key behind a session (the layout `RedisSessionStore` documents).
     fn session_key(&self, id: &SessionId) -> String {
         format!("{}session:{}", self.prefix, id.as_str())
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        // A synchronous connection, because cleanup must also run while a failed test unwinds.
-        let Ok(mut connection) = self.client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> =
-            match redis::Commands::scan_match(&mut connection, format!("{}*", self.prefix)) {
-                Ok(iterator) => iterator.filter_map(Result::ok).collect(),
-                Err(_) => return,
-            };
-        if !keys.is_empty() {
-            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
-        }
     }
 }
 
