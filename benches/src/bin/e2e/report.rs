@@ -45,7 +45,9 @@ pub struct Measurement {
     pub accepted: u64,
     pub accepted_per_second: f64,
     pub selling_seconds: f64,
-    pub sold_out_in_admission: bool,
+    /// Passes whose admissions filled the hot event, of `passes`.
+    pub sold_out_passes: u32,
+    pub passes: u32,
     pub success_latency: Option<Latency>,
     pub admission_errors: u64,
     pub already_registered: u64,
@@ -144,7 +146,8 @@ pub fn combine(runs: &[&Measurement]) -> Measurement {
         accepted: count(|run| run.accepted),
         accepted_per_second: value(|run| run.accepted_per_second),
         selling_seconds: value(|run| run.selling_seconds),
-        sold_out_in_admission: runs.iter().all(|run| run.sold_out_in_admission),
+        sold_out_passes: runs.iter().map(|run| run.sold_out_passes).sum(),
+        passes: runs.iter().map(|run| run.passes).sum(),
         success_latency: median_latency(runs, |run| run.success_latency),
         admission_errors: count(|run| run.admission_errors),
         already_registered: count(|run| run.already_registered),
@@ -183,7 +186,11 @@ const ROWS: &[Row] = &[
     ("  ÷ ceiling requests/s (same pass)", |m| factor(m.share_of_ceiling, 2)),
     ("  kuota ÷ this", |m| factor(m.kuota_times_this, 1)),
     ("  accepted / selling window (s)", |m| {
-        let full = if m.sold_out_in_admission { "sold out" } else { "not full" };
+        let full = match (m.sold_out_passes, m.passes) {
+            (0, _) => "not full".to_string(),
+            (sold, passes) if sold == passes => "sold out".to_string(),
+            (sold, passes) => format!("sold out in {sold} of {passes} passes"),
+        };
         format!("{} in {:.2} s, {full}", m.accepted, m.selling_seconds)
     }),
     ("  success latency p50 / p99 / max (ms)", |m| Latency::show(m.success_latency)),

@@ -301,7 +301,8 @@ fn record_admission(
     };
     measurement.accepted = accepted;
     measurement.selling_seconds = window.as_secs_f64();
-    measurement.sold_out_in_admission = tally.first_sold_out_at.is_some();
+    measurement.sold_out_passes = u32::from(tally.first_sold_out_at.is_some());
+    measurement.passes = 1;
     measurement.accepted_per_second = per_second(accepted, window);
     measurement.success_latency = Latency::of(&tally.successes);
     measurement.admission_errors = tally.errors();
