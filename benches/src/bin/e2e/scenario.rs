@@ -31,7 +31,7 @@ const WARMUP_EVENT: &str = "warmup";
 /// The event of the open loop.
 const PACED_EVENT: &str = "paced";
 /// The open loop runs at this share of the contender's closed-loop accepted rate.
-pub const PACED_SHARE: f64 = 0.5;
+const PACED_SHARE: f64 = 0.5;
 /// Seats of the open-loop event, as a multiple of the registrations it is sent (it must not
 /// sell out: what is measured is the latency of admissions).
 const PACED_SEATS_MARGIN: f64 = 1.5;
@@ -195,63 +195,84 @@ impl Phases<'_> {
     /// Every phase; returns the measurement and how many registrations to the hot event were
     /// acknowledged.
     async fn all(&self) -> anyhow::Result<(Measurement, u64)> {
-        let settings = self.settings();
-        let registrants = Arc::new(Registrants::new(settings.resubmit_percent));
-        let seconds = Duration::from_secs(settings.seconds);
-        self.create_event(HOT_EVENT, settings.seats).await?;
-        // As many seats as the hot event: a warm-up that fills it turns to sold-out answers,
-        // which warm up as well, and a larger event would inflate the servers' memory.
-        self.create_event(WARMUP_EVENT, settings.seats).await?;
-        let warmup = Duration::from_secs(settings.warmup_seconds);
-        load::closed_loop(self.plan(Self::register(WARMUP_EVENT), warmup, false), registrants.clone())
-            .await?;
-
+        let registrants = Arc::new(Registrants::new(self.settings().resubmit_percent));
+        self.create_event(HOT_EVENT, self.settings().seats).await?;
+        self.warm_up(&registrants).await?;
         let mut measurement = Measurement::default();
-        let before = self.snapshot().await?;
-        let admission =
-            load::closed_loop(self.plan(Self::register(HOT_EVENT), seconds, true), registrants.clone())
-                .await?;
-        let after = self.snapshot().await?;
-        record_admission(&mut measurement, &admission, &before, &after);
-        if !self.run.contender.stores_registrations() {
-            measurement.statements_per_accepted = None;
-            measurement.rows_written_per_accepted = None;
-            measurement.transactions_per_accepted = None;
-        }
-        if self.run.contender != Contender::LockAndTransaction {
-            measurement.lock_attempts_per_accepted = None;
-        }
-        if self.run.contender != Contender::Kuota {
-            measurement.commit_ms = None;
-        }
-
+        let admission = self.admissions(&mut measurement, &registrants).await?;
         let filled = self.fill(&admission, registrants.clone()).await?;
         measurement.topped_up = filled.topped_up;
-        let hot_acknowledged = admission.tally.successes() + filled.acknowledged;
+        let late_admissions = self.sold_out(&mut measurement, &registrants).await?;
+        self.paced(&mut measurement, registrants).await?;
+        let acknowledged = admission.tally.successes() + filled.acknowledged + late_admissions;
+        Ok((measurement, acknowledged))
+    }
 
+    async fn warm_up(&self, registrants: &Arc<Registrants>) -> anyhow::Result<()> {
+        // As many seats as the hot event: a warm-up that fills it turns to sold-out answers,
+        // which warm up as well, and a larger event would inflate the servers' memory.
+        self.create_event(WARMUP_EVENT, self.settings().seats).await?;
+        let duration = Duration::from_secs(self.settings().warmup_seconds);
+        load::closed_loop(self.plan(Self::register(WARMUP_EVENT), duration, false), registrants.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn admissions(
+        &self,
+        measurement: &mut Measurement,
+        registrants: &Arc<Registrants>,
+    ) -> anyhow::Result<PhaseResult> {
+        let duration = Duration::from_secs(self.settings().seconds);
+        let before = self.snapshot().await?;
+        let plan = self.plan(Self::register(HOT_EVENT), duration, true);
+        let admission = load::closed_loop(plan, registrants.clone()).await?;
+        let after = self.snapshot().await?;
+        record_admission(measurement, &admission, &before, &after);
+        keep_what_applies(self.run.contender, measurement);
+        Ok(admission)
+    }
+
+    /// New registrants keep coming to the full event; returns the 2xx answers a storing design
+    /// gave (seats sold past the end, which the integrity check then counts).
+    async fn sold_out(
+        &self,
+        measurement: &mut Measurement,
+        registrants: &Arc<Registrants>,
+    ) -> anyhow::Result<u64> {
         let target = match self.run.contender {
             Contender::Ceiling => Target::Get { path: format!("/v1/events/{HOT_EVENT}") },
             _ => Self::register(HOT_EVENT),
         };
+        let duration = Duration::from_secs(self.settings().seconds);
         let before = self.snapshot().await?;
-        let sold_out = load::closed_loop(self.plan(target, seconds, false), registrants.clone()).await?;
+        let sold_out = load::closed_loop(self.plan(target, duration, false), registrants.clone()).await?;
         let after = self.snapshot().await?;
-        record_sold_out(&mut measurement, &sold_out, &before, &after);
-        // Only the ceiling answers 2xx here; anywhere else a 2xx is a seat sold past the end.
-        let late_admissions =
-            if self.run.contender.stores_registrations() { sold_out.tally.successes() } else { 0 };
+        record_sold_out(measurement, &sold_out, &before, &after);
+        Ok(if self.run.contender.stores_registrations() { sold_out.tally.successes() } else { 0 })
+    }
 
+    /// The open loop at `PACED_SHARE` of the closed loop's accepted rate, on an event that
+    /// cannot sell out.
+    async fn paced(
+        &self,
+        measurement: &mut Measurement,
+        registrants: Arc<Registrants>,
+    ) -> anyhow::Result<()> {
         let rate = measurement.accepted_per_second * PACED_SHARE;
-        if rate > 0.0 {
-            let seats = (rate * seconds.as_secs_f64() * PACED_SEATS_MARGIN).ceil() as u64 + 1;
-            self.create_event(PACED_EVENT, seats).await?;
-            let plan = self.plan(Self::register(PACED_EVENT), seconds, false);
-            let paced = load::open_loop(plan, registrants, rate).await?;
-            measurement.paced_rate = rate;
-            measurement.paced_latency = Latency::of(&paced.tally.successes);
-            measurement.paced_errors = paced.tally.errors();
+        if rate <= 0.0 {
+            return Ok(());
         }
-        Ok((measurement, hot_acknowledged + late_admissions))
+        let duration = Duration::from_secs(self.settings().seconds);
+        let seats = (rate * duration.as_secs_f64() * PACED_SEATS_MARGIN).ceil() as u64 + 1;
+        self.create_event(PACED_EVENT, seats).await?;
+        let paced =
+            load::open_loop(self.plan(Self::register(PACED_EVENT), duration, false), registrants, rate)
+                .await?;
+        measurement.paced_rate = rate;
+        measurement.paced_latency = Latency::of(&paced.tally.successes);
+        measurement.paced_errors = paced.tally.errors();
+        Ok(())
     }
 
     /// Makes sure the hot event is full before the sold-out phase: Kuota through its API (its
@@ -320,6 +341,22 @@ fn record_admission(
     measurement.commit_ms = per_item(work.commit_seconds * 1e3, work.transactions);
     if let Some(failure) = &tally.first_failure {
         eprintln!("    first unexpected answer during admissions: {failure}");
+    }
+}
+
+/// Leaves out the figures that do not apply to a contender (the ceiling stores nothing; only
+/// lock-and-transaction takes locks; only Kuota has a write-behind).
+fn keep_what_applies(contender: Contender, measurement: &mut Measurement) {
+    if !contender.stores_registrations() {
+        measurement.statements_per_accepted = None;
+        measurement.rows_written_per_accepted = None;
+        measurement.transactions_per_accepted = None;
+    }
+    if contender != Contender::LockAndTransaction {
+        measurement.lock_attempts_per_accepted = None;
+    }
+    if contender != Contender::Kuota {
+        measurement.commit_ms = None;
     }
 }
 
