@@ -106,9 +106,8 @@ impl AppState {
 
     /// How long a shed client should wait: the write-behind backlog over its drain rate.
     pub fn retry_after_seconds(&self) -> u64 {
-        let depth = self.write_behind.queue_depth();
-        let rate = self.write_behind.stats().drain_rate_per_second;
-        kuota_persist::write_behind::retry_after_seconds(depth, rate)
+        // The handle reads its atomics; `stats()` would copy both histograms on every shed.
+        self.write_behind.retry_after_seconds()
     }
 
     /// Turns an actor's refusal into a 503, and remembers that we shed.
