@@ -366,13 +366,16 @@ const CRASH_ROUNDS: usize = 4;
 /// Registrations each writer process attempts.
 const CRASH_REGISTRATIONS_PER_ROUND: usize = 3_000;
 
-/// The window in which a writer process is killed, in milliseconds after it started.
-const CRASH_KILL_WINDOW_MS: (u64, u64) = (150, 900);
+/// A killed writer process is killed after this many acknowledgements (a seeded random number in
+/// the range). Counting acknowledgements rather than milliseconds makes the kill land mid-run on a
+/// fast machine and a slow one alike: a writer can acknowledge at most one in-flight window
+/// (64 decisions) past the count before the kill, far below the 3,000 it attempts.
+const CRASH_KILL_AFTER_ACKS: (usize, usize) = (20, 500);
 
-/// How long the last writer process (which is not killed) may take, in seconds.
-const CRASH_LAST_ROUND_SECONDS_MAX: u64 = 60;
+/// How long one writer process may take (to reach its kill point, or for the last one to finish).
+const CRASH_ROUND_SECONDS_MAX: u64 = 60;
 
-/// A SplitMix64 step: a small, seeded, reproducible source of kill times.
+/// A SplitMix64 step: a small, seeded, reproducible source of kill points.
 fn next_random(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut mixed = *state;
@@ -387,7 +390,7 @@ async fn acknowledged_registrations_survive_sigkill_of_the_writer_and_no_categor
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| u64::from_ne_bytes(kuota_persist::random::random_bytes::<8>()));
-    println!("crash test seed: {seed} (set KUOTA_CRASH_SEED={seed} to replay the kill times)");
+    println!("crash test seed: {seed} (set KUOTA_CRASH_SEED={seed} to replay the kill points)");
     let mut random = seed;
 
     let database = TestDatabase::create(Backend::Mysql).await;
@@ -400,6 +403,8 @@ async fn acknowledged_registrations_survive_sigkill_of_the_writer_and_no_categor
     let mut killed_mid_run = 0;
     for round in 0..CRASH_ROUNDS {
         let last = round + 1 == CRASH_ROUNDS;
+        let (low, high) = CRASH_KILL_AFTER_ACKS;
+        let kill_after = (!last).then(|| low + (next_random(&mut random) as usize) % (high - low));
         let mut child = Process::new(env!("CARGO_BIN_EXE_kuota-crash-writer"))
             .args([
                 database.url.as_str(),
@@ -412,46 +417,60 @@ async fn acknowledged_registrations_survive_sigkill_of_the_writer_and_no_categor
             .expect("the crash writer binary starts");
         let stdout = child.stdout.take().expect("stdout was piped");
         // Lines are read on a thread as they come, so that nothing acknowledged before the kill
-        // is lost in a pipe buffer.
+        // is lost in a pipe buffer; they reach the test through a channel.
+        let (line_sender, lines) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
-        });
-        if last {
-            let deadline = Instant::now() + Duration::from_secs(CRASH_LAST_ROUND_SECONDS_MAX);
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line_sender.send(line).is_err() {
+                    break;
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("the last writer process did not finish within {CRASH_LAST_ROUND_SECONDS_MAX} s");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            assert!(status.success(), "the last writer process failed: {status}");
-        } else {
-            let (low, high) = CRASH_KILL_WINDOW_MS;
-            let delay = low + next_random(&mut random) % (high - low);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            // `Child::kill` sends SIGKILL on Unix: no destructor, no flush, no rollback runs.
-            let _ = child.kill();
-            child.wait().unwrap();
-        }
-        let lines = reader.join().expect("the reader thread does not panic");
-        if !lines.iter().any(|line| line == "DONE") {
-            killed_mid_run += 1;
-        }
-        for line in lines {
-            let mut words = line.split(' ');
-            if words.next() == Some("ACK") {
-                let number: u64 =
-                    words.next().and_then(|number| number.parse().ok()).expect("ACK <number> <email>");
-                let email = words.next().expect("ACK <number> <email>").to_owned();
-                assert!(
-                    acknowledged.insert(number, email).is_none(),
-                    "registration {number} acknowledged twice"
-                );
             }
+        });
+        let deadline = Instant::now() + Duration::from_secs(CRASH_ROUND_SECONDS_MAX);
+        let mut round_acks = 0;
+        let mut done = false;
+        let mut killed = false;
+        loop {
+            let line = match lines.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        panic!("writer process {round} ran past {CRASH_ROUND_SECONDS_MAX} s");
+                    }
+                    continue;
+                }
+                // The process closed its output: it finished, failed or was killed.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut words = line.split(' ');
+            match words.next() {
+                Some("ACK") => {
+                    let number: u64 =
+                        words.next().and_then(|number| number.parse().ok()).expect("ACK <number> <email>");
+                    let email = words.next().expect("ACK <number> <email>").to_owned();
+                    assert!(
+                        acknowledged.insert(number, email).is_none(),
+                        "registration {number} acknowledged twice"
+                    );
+                    round_acks += 1;
+                }
+                Some("DONE") => done = true,
+                _ => {}
+            }
+            if !killed && kill_after.is_some_and(|kill_after| round_acks >= kill_after) {
+                // `Child::kill` sends SIGKILL on Unix: no destructor, no flush, no rollback runs.
+                // Lines already in the pipe are still read (and counted) until it closes.
+                let _ = child.kill();
+                killed = true;
+            }
+        }
+        let status = child.wait().unwrap();
+        reader.join().expect("the reader thread does not panic");
+        if last {
+            assert!(done && status.success(), "the last writer process failed: {status}");
+        } else if !done {
+            killed_mid_run += 1;
         }
     }
     assert!(killed_mid_run >= 1, "no writer was killed before it finished: the test proved nothing");
