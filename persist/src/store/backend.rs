@@ -11,6 +11,8 @@ use sqlx::Row;
 use sqlx::mysql::{MySql, MySqlPool, MySqlRow};
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
 
+use crate::store::text_protocol;
+
 /// Which SQL dialect a statement is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -221,11 +223,26 @@ impl Pool {
     }
 }
 
+/// Statements inside a transaction go over MySQL's text protocol (see `text_protocol` for why);
+/// SQLite runs each as a prepared statement, which costs no round trip.
 impl Transaction {
     pub async fn execute(&mut self, statement: &Statement<'_>) -> Result<u64, sqlx::Error> {
+        let matched = self.execute_all(std::slice::from_ref(statement)).await?;
+        Ok(matched.first().copied().unwrap_or(0))
+    }
+
+    /// Runs `statements` in order and returns the rows each matched; on MySQL several
+    /// statements share a round trip.
+    pub async fn execute_all(&mut self, statements: &[Statement<'_>]) -> Result<Vec<u64>, sqlx::Error> {
         match self {
-            Transaction::Mysql(transaction) => mysql::execute(&mut **transaction, statement).await,
-            Transaction::Sqlite(transaction) => sqlite::execute(&mut **transaction, statement).await,
+            Transaction::Mysql(transaction) => text_protocol::execute_all(transaction, statements).await,
+            Transaction::Sqlite(transaction) => {
+                let mut matched = Vec::with_capacity(statements.len());
+                for statement in statements {
+                    matched.push(sqlite::execute(&mut **transaction, statement).await?);
+                }
+                Ok(matched)
+            }
         }
     }
 
@@ -236,7 +253,7 @@ impl Transaction {
     ) -> Result<(), Failure> {
         match self {
             Transaction::Mysql(transaction) => {
-                mysql::for_each_row(&mut **transaction, statement, visit).await
+                text_protocol::for_each_row(transaction, statement, visit).await
             }
             Transaction::Sqlite(transaction) => {
                 sqlite::for_each_row(&mut **transaction, statement, visit).await

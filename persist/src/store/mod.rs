@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `backend`: the two databases behind one interface (statements as SQL text plus values).
+//! - `text_protocol`: MySQL statements inside transactions, values inlined, batched per round trip.
 //! - `plan`: what a batch of effects means for the stored rows (pure).
 //! - `write`: one batch, one transaction, with the epoch check.
 //! - `recovery`: `EventLoader`, streaming an event's rows into a `QuotaBuilder`.
@@ -14,6 +15,7 @@ mod error;
 mod plan;
 mod recovery;
 mod rows;
+mod text_protocol;
 mod write;
 
 use std::fmt;

@@ -7,13 +7,19 @@ use std::collections::{BTreeMap, HashMap};
 use kuota_engine::{Effect, EventId, Seq};
 
 use crate::store::SqlStore;
-use crate::store::backend::{Dialect, Statement, Transaction};
+use crate::store::backend::{Dialect, Statement, Transaction, Value};
 use crate::store::error::PersistError;
 use crate::store::plan::{EventPlan, signed, unsigned};
 
 /// Parameters one statement may carry. SQLite allows 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`
 /// since 3.32), MySQL 65,535 per prepared statement; this stays below both.
 const PARAMETERS_PER_STATEMENT_MAX: usize = 30_000;
+
+/// Bytes of text values one multi-row statement carries, about (the row that crosses it is
+/// the statement's last). A registration's details may hold kilobytes of attributes; this keeps
+/// a statement, and on MySQL a round trip (see `text_protocol`), well below the server's
+/// `max_allowed_packet` (16 MiB by default on MariaDB), where rows alone would not.
+const VALUE_BYTES_PER_STATEMENT_MAX: usize = 1 << 20;
 
 /// Registrations one `UPDATE … CASE` statement changes. The database scans a `CASE` list
 /// linearly for every row it updates, so a statement's cost grows with its square.
@@ -123,66 +129,81 @@ async fn lock_events(
     Ok(stored)
 }
 
-/// Writes every plan. Changes to stored registrations go first: a registration that ends frees
-/// its registrant's slot in the unique index, which a registration created in the same batch
-/// by the same registrant may need.
+/// What a statement of the batch must have matched for the batch to commit.
+#[derive(Debug)]
+enum Expect {
+    Any,
+    /// Exactly this many rows; otherwise the batch fails with the message.
+    Rows(u64, String),
+}
+
+/// Writes every plan, all statements in one call (one round trip on MySQL unless the batch is
+/// very large), then checks what each matched. Changes to stored registrations go first: a
+/// registration that ends frees its registrant's slot in the unique index, which a
+/// registration created in the same batch by the same registrant may need.
 async fn write_plans(
     transaction: &mut Transaction,
     dialect: Dialect,
     plans: &BTreeMap<&EventId, EventPlan<'_>>,
 ) -> Result<(), PersistError> {
+    let mut statements = Vec::new();
+    let mut expected = Vec::new();
     for plan in plans.values() {
         let changes: Vec<_> = plan.changes.values().collect();
         for chunk in changes.chunks(CHANGES_PER_STATEMENT_MAX) {
-            let statement = change_statement(plan.event, chunk);
-            let matched = transaction.execute(&statement).await?;
-            if matched != chunk.len() as u64 {
-                return Err(PersistError::Mismatch(format!(
-                    "event {}: {} of {} registrations to change are stored",
-                    plan.event,
-                    matched,
-                    chunk.len()
-                )));
-            }
+            statements.push(change_statement(plan.event, chunk));
+            expected.push(Expect::Rows(
+                chunk.len() as u64,
+                format!("event {}: registrations to change are not all stored", plan.event),
+            ));
         }
     }
-    for statement in registration_inserts(plans) {
-        transaction.execute(&statement).await?;
-    }
-    for statement in idempotency_upserts(dialect, plans) {
-        transaction.execute(&statement).await?;
-    }
-    for statement in audit_inserts(plans) {
-        transaction.execute(&statement).await?;
-    }
-    for statement in outbox_inserts(plans) {
-        transaction.execute(&statement).await?;
+    let inserts = registration_inserts(plans)
+        .into_iter()
+        .chain(idempotency_upserts(dialect, plans))
+        .chain(audit_inserts(plans))
+        .chain(outbox_inserts(plans));
+    for statement in inserts {
+        statements.push(statement);
+        expected.push(Expect::Any);
     }
     for plan in plans.values() {
         for (code, capacity) in &plan.capacities {
-            let statement =
+            statements.push(
                 Statement::new("UPDATE categories SET capacity = ? WHERE event_id = ? AND code = ?")
                     .bind(*capacity)
                     .bind(plan.event.as_str())
-                    .bind(*code);
-            if transaction.execute(&statement).await? != 1 {
-                return Err(PersistError::Mismatch(format!("event {} has no category {code}", plan.event)));
-            }
+                    .bind(*code),
+            );
+            expected.push(Expect::Rows(1, format!("event {} has no category {code}", plan.event)));
         }
         // The epoch check of record. The rows are locked since `lock_events`, so this cannot
         // miss; it is checked again where it is written, as every invariant is.
-        let advance = Statement::new("UPDATE events SET last_seq = ? WHERE id = ? AND epoch = ?")
-            .bind(signed(plan.last_seq.0))
-            .bind(plan.event.as_str())
-            .bind(signed(plan.epoch));
-        if transaction.execute(&advance).await? != 1 {
-            return Err(PersistError::Mismatch(format!(
-                "event {} left epoch {} during the batch",
-                plan.event, plan.epoch
-            )));
+        statements.push(
+            Statement::new("UPDATE events SET last_seq = ? WHERE id = ? AND epoch = ?")
+                .bind(signed(plan.last_seq.0))
+                .bind(plan.event.as_str())
+                .bind(signed(plan.epoch)),
+        );
+        expected.push(Expect::Rows(
+            1,
+            format!("event {} left epoch {} during the batch", plan.event, plan.epoch),
+        ));
+    }
+    let matched = transaction.execute_all(&statements).await?;
+    for (expect, matched) in expected.into_iter().zip(matched) {
+        if let Expect::Rows(rows, message) = expect
+            && rows != matched
+        {
+            return Err(PersistError::Mismatch(format!("{message} ({matched} of {rows} rows matched)")));
         }
     }
     Ok(())
+}
+
+/// The bytes of some values (text as its length, a number or NULL as 8).
+fn value_bytes(values: &[Value<'_>]) -> usize {
+    values.iter().map(|value| if let Value::Text(text) = value { text.len() } else { 8 }).sum()
 }
 
 /// Appends `?, ?, ?` (`count` of them).
@@ -193,7 +214,8 @@ fn push_placeholders(sql: &mut String, count: usize) {
 }
 
 /// Builds `INSERT INTO table (columns) VALUES (…), (…)` statements of at most
-/// `PARAMETERS_PER_STATEMENT_MAX` parameters from rows of `columns` values each.
+/// `PARAMETERS_PER_STATEMENT_MAX` parameters and about `VALUE_BYTES_PER_STATEMENT_MAX` bytes of
+/// text values, from rows of `columns` values each.
 fn multi_row_inserts<'a, Row>(
     head: &str,
     columns: usize,
@@ -206,23 +228,26 @@ fn multi_row_inserts<'a, Row>(
     push_placeholders(&mut row_placeholders, columns);
     row_placeholders.push(')');
     let mut statements = Vec::new();
-    let mut current: Option<(Statement<'a>, usize)> = None;
+    // The statement being built, its rows and the bytes of its values.
+    let mut current: Option<(Statement<'a>, usize, usize)> = None;
     for row in rows {
-        let (statement, count) = current.get_or_insert_with(|| (Statement::new(head), 0));
+        let (statement, count, bytes) = current.get_or_insert_with(|| (Statement::new(head), 0, 0));
         if *count > 0 {
             statement.sql.push_str(", ");
         }
         statement.sql.push_str(&row_placeholders);
+        let values_before = statement.values.len();
         push_row(statement, row);
+        *bytes += value_bytes(&statement.values[values_before..]);
         *count += 1;
-        if *count == rows_per_statement
-            && let Some((mut full, _)) = current.take()
+        if (*count == rows_per_statement || *bytes >= VALUE_BYTES_PER_STATEMENT_MAX)
+            && let Some((mut full, ..)) = current.take()
         {
             full.sql.push_str(tail);
             statements.push(full);
         }
     }
-    if let Some((mut last, _)) = current {
+    if let Some((mut last, ..)) = current {
         last.sql.push_str(tail);
         statements.push(last);
     }

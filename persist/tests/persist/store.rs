@@ -31,6 +31,7 @@ on_both_databases!(
     the_outbox_gets_one_pending_row_per_created_confirmed_or_promoted_registration,
     the_database_refuses_a_second_active_registration_of_one_registrant,
     a_setting_keeps_its_first_value,
+    text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte,
 );
 
 /// A writer whose batches gather long enough for a test to put several submissions in one.
@@ -489,4 +490,35 @@ async fn a_closed_store_fails_its_calls() {
     assert!(failed.is_err());
     let id: EventId = event_id("race");
     assert!(store.load(&id).await.is_err());
+}
+
+/// The writer inlines values into MySQL's text protocol (`text_protocol`): nothing a registrant
+/// types may change a statement or come back different.
+async fn text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let awkward_name = "Zoë O'Brien \\' \"; DROP TABLE registrations; -- 李小龍 🏃";
+    let awkward_attributes = r#"{"note":"it's \"quoted\"\\n","emoji":"🏃‍♀️","empty":""}"#;
+    let mut request = keyed(register("10K", "zoe@x.org"), "key-'\\-? ;", 7);
+    request.details = std::sync::Arc::new(RegistrationDetails {
+        full_name: awkward_name.into(),
+        phone: Some(String::new()),
+        attributes_json: Some(awkward_attributes.into()),
+        access_token_hash: "?".into(),
+    });
+    let (outcome, effects) = decide(&mut quota, Command::Register(request), START.plus_millis(1));
+    let number = registration_number(&outcome);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    drop(sender);
+    writer.closed().await;
+
+    let row = store.registration(&id, number).await.unwrap().expect("the registration is stored");
+    assert_eq!(row.full_name, awkward_name);
+    assert_eq!(row.phone.as_deref(), Some(""));
+    assert_eq!(row.attributes_json.as_deref(), Some(awkward_attributes));
+    assert_eq!(row.access_token_hash, "?");
+    let reloaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(reloaded.quota.availability(), quota.availability());
 }

@@ -1,0 +1,185 @@
+//! MySQL's text protocol for statements inside write transactions: each statement's values are
+//! written into its SQL text, and the writes of a batch travel together, several statements per
+//! round trip.
+//!
+//! Why not prepared statements there. The writer's statements change shape with every batch
+//! (a multi-row `INSERT` of 37 rows is another text than one of 38), so every batch prepared new
+//! statements and sqlx's per-connection statement cache kept evicting. An eviction sends
+//! `COM_STMT_CLOSE`, which the server never answers, right before the next command. sqlx does not
+//! set `TCP_NODELAY`, so over TCP the kernel held that next command back (Nagle's algorithm)
+//! until the close was acknowledged, and MariaDB acknowledges a packet it has nothing to answer
+//! to only when its 40 ms delayed-ACK timer fires: the writer, and with it every registration of
+//! the event, stalled about 45 ms at a time (see docs/benchmarks.md). Over the text protocol
+//! every command gets an answer before the next one is sent, nothing is prepared or closed, and a
+//! batch needs four round trips (`BEGIN`, the row locks, the writes, `COMMIT`) instead of about
+//! fifteen.
+//!
+//! Values cannot change a statement's meaning: integers are written in decimal, text as a
+//! hexadecimal literal with a character set introducer (`_utf8mb4 X'…'`). A hex literal means
+//! the same whatever the session's `sql_mode` (`NO_BACKSLASH_ESCAPES` changes what a quoted
+//! literal means, not what a hex literal means), and it cannot contain a quote.
+
+use sqlx::mysql::MySqlConnection;
+use sqlx::{AssertSqlSafe, Either, Executor};
+
+use crate::store::backend::{RowAccess, Statement, Value, next_item};
+
+/// SQL text sent in one round trip, at most (a single longer statement goes alone). MariaDB's
+/// and MySQL's default `max_allowed_packet` is 16 MiB and 64 MiB; this stays far below both.
+pub(crate) const ROUND_TRIP_BYTES_MAX: usize = 4 << 20;
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends `statement` to `out` with every `?` replaced by its value.
+///
+/// Fails if the statement has not exactly one value per `?`: a bug in the statement's builder.
+/// The statements built in this crate never hold a `?` other than placeholders (no string
+/// literals, no comments).
+pub(crate) fn render(statement: &Statement<'_>, out: &mut String) -> Result<(), sqlx::Error> {
+    let mut values = statement.values.iter();
+    let mut rest = statement.sql.as_str();
+    while let Some(position) = rest.find('?') {
+        out.push_str(&rest[..position]);
+        rest = &rest[position + 1..];
+        let value = values.next().ok_or_else(|| placeholder_mismatch(statement))?;
+        push_literal(out, *value);
+    }
+    out.push_str(rest);
+    if values.next().is_some() {
+        return Err(placeholder_mismatch(statement));
+    }
+    Ok(())
+}
+
+fn placeholder_mismatch(statement: &Statement<'_>) -> sqlx::Error {
+    let placeholders = statement.sql.matches('?').count();
+    sqlx::Error::InvalidArgument(format!(
+        "a statement has {placeholders} placeholders and {} values: {:.120}",
+        statement.values.len(),
+        statement.sql
+    ))
+}
+
+fn push_literal(out: &mut String, value: Value<'_>) {
+    match value {
+        Value::Int(number) => {
+            // Writing to a String cannot fail.
+            let _ = std::fmt::Write::write_fmt(out, format_args!("{number}"));
+        }
+        Value::Null => out.push_str("NULL"),
+        Value::Text(text) => {
+            out.reserve(text.len() * 2 + 12);
+            out.push_str("_utf8mb4 X'");
+            for byte in text.bytes() {
+                out.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+                out.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+            }
+            out.push('\'');
+        }
+    }
+}
+
+/// Runs `statements` in order, as few round trips as `ROUND_TRIP_BYTES_MAX` allows, and returns
+/// the rows each matched. The server stops at the first statement that fails and answers with
+/// its error; the statements before it stay in the open transaction, which the caller rolls back.
+pub(crate) async fn execute_all(
+    connection: &mut MySqlConnection,
+    statements: &[Statement<'_>],
+) -> Result<Vec<u64>, sqlx::Error> {
+    let mut matched = Vec::with_capacity(statements.len());
+    let mut text = String::new();
+    let mut in_text = 0;
+    for (index, statement) in statements.iter().enumerate() {
+        if in_text > 0 {
+            text.push_str(";\n");
+        }
+        render(statement, &mut text)?;
+        in_text += 1;
+        let last = index + 1 == statements.len();
+        if last || text.len() >= ROUND_TRIP_BYTES_MAX {
+            run(connection, std::mem::take(&mut text), in_text, &mut matched).await?;
+            in_text = 0;
+        }
+    }
+    Ok(matched)
+}
+
+/// Sends one text of `count` statements and collects each one's matched rows.
+async fn run(
+    connection: &mut MySqlConnection,
+    text: String,
+    count: usize,
+    matched: &mut Vec<u64>,
+) -> Result<(), sqlx::Error> {
+    let before = matched.len();
+    let mut results = connection.fetch_many(sqlx::raw_sql(AssertSqlSafe(text)));
+    while let Some(result) = next_item(&mut results).await {
+        if let Either::Left(done) = result? {
+            matched.push(done.rows_affected());
+        }
+    }
+    if matched.len() - before != count {
+        return Err(sqlx::Error::Protocol(format!(
+            "{count} statements were sent and {} answered",
+            matched.len() - before
+        )));
+    }
+    Ok(())
+}
+
+/// Streams the rows of one query into `visit`, as `backend`'s prepared variant does.
+pub(crate) async fn for_each_row<Failure: From<sqlx::Error>>(
+    connection: &mut MySqlConnection,
+    statement: &Statement<'_>,
+    mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let mut text = String::new();
+    render(statement, &mut text)?;
+    let mut rows = connection.fetch(sqlx::raw_sql(AssertSqlSafe(text)));
+    while let Some(row) = next_item(&mut rows).await {
+        visit(&row?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(statement: &Statement<'_>) -> Result<String, sqlx::Error> {
+        let mut out = String::new();
+        render(statement, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn values_replace_the_placeholders_in_order() {
+        let statement = Statement::new("UPDATE t SET a = ?, b = ? WHERE c = ?")
+            .bind(-42_i64)
+            .bind(None::<i64>)
+            .bind("x'y");
+        assert_eq!(
+            rendered(&statement).unwrap(),
+            "UPDATE t SET a = -42, b = NULL WHERE c = _utf8mb4 X'782779'"
+        );
+    }
+
+    #[test]
+    fn text_is_written_as_hex_so_no_quote_or_backslash_survives() {
+        let statement = Statement::new("SELECT ?").bind("é\\'; DROP TABLE t; --");
+        let text = rendered(&statement).unwrap();
+        assert!(text.starts_with("SELECT _utf8mb4 X'C3A95C27"));
+        assert_eq!(text.matches('\'').count(), 2);
+        assert!(!text.contains('\\'));
+    }
+
+    #[test]
+    fn the_empty_string_is_an_empty_hex_literal() {
+        assert_eq!(rendered(&Statement::new("SELECT ?").bind("")).unwrap(), "SELECT _utf8mb4 X''");
+    }
+
+    #[test]
+    fn too_few_or_too_many_values_are_refused() {
+        assert!(rendered(&Statement::new("SELECT ?, ?").bind(1_i64)).is_err());
+        assert!(rendered(&Statement::new("SELECT ?").bind(1_i64).bind(2_i64)).is_err());
+    }
+}
