@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use kuota_persist::write_behind::WriteBehindConfig;
 use serde::Deserialize;
 
 /// Every setting as a flag (and its environment variable). Unset ones fall back to the file,
@@ -52,7 +53,8 @@ pub struct Cli {
     /// Largest request body, in bytes [default: 16384].
     #[arg(long, env = "KUOTA_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
-    /// Longest wait of the write-behind before it commits a batch, in ms [default: 2].
+    /// How long a write-behind batch gathers before it may commit, in ms; 0 commits as soon as
+    /// the previous commit of its event finished [default: 0].
     #[arg(long, env = "KUOTA_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
     /// Most effects in one write-behind transaction [default: 1000].
@@ -178,7 +180,10 @@ impl Settings {
             advertise_url,
             listen,
             body_limit_bytes: cli.body_limit_bytes.or(file.body_limit_bytes).unwrap_or(16 * 1024),
-            flush_interval_ms: cli.flush_interval_ms.or(file.flush_interval_ms).unwrap_or(2),
+            flush_interval_ms: cli
+                .flush_interval_ms
+                .or(file.flush_interval_ms)
+                .unwrap_or(WriteBehindConfig::default().flush_interval_ms),
             batch_size_max: cli.batch_size_max.or(file.batch_size_max).unwrap_or(1_000),
             write_queue_capacity_max: cli
                 .write_queue_capacity_max

@@ -48,7 +48,7 @@ pub fn settings(database_url: &str) -> Settings {
         node_id: "test".into(),
         advertise_url: "http://127.0.0.1".into(),
         body_limit_bytes: 16 * 1024,
-        flush_interval_ms: 2,
+        flush_interval_ms: 0,
         batch_size_max: 1_000,
         write_queue_capacity_max: 16_384,
         mailbox_capacity_max: 4_096,
