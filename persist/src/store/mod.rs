@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `backend`: the two databases behind one interface (statements as SQL text plus values).
+//! - `maintenance`: outbox claims and settlements for the delivery worker; purges past retention.
 //! - `text_protocol`: MySQL statements inside transactions, values inlined, batched per round trip.
 //! - `plan`: what a batch of effects means for the stored rows (pure).
 //! - `write`: one batch, one transaction, with the epoch check.
@@ -12,6 +13,7 @@
 
 mod backend;
 mod error;
+mod maintenance;
 mod plan;
 mod recovery;
 mod rows;
@@ -33,6 +35,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use self::backend::{Pool, RowAccess, Runner, Statement};
 pub use self::error::{FailureKind, PersistError};
+pub use self::maintenance::{Purged, Settlement};
 use self::plan::{millis, signed, unsigned};
 pub use self::rows::{
     AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,

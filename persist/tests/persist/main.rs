@@ -2,6 +2,7 @@
 //! against the real MariaDB and Redis named by `KUOTA_TEST_MYSQL_URL` and `KUOTA_TEST_REDIS_URL`.
 
 mod lease;
+mod outbox;
 mod redis_support;
 mod session;
 mod sql_support;

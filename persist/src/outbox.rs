@@ -1,0 +1,249 @@
+//! The outbox delivery worker and the purge of expired rows.
+//!
+//! Post-registration work (a confirmation e-mail, a payment request, a webhook) is an outbox row
+//! written in the same transaction as the registration change it announces. This worker claims
+//! due rows (`SqlStore::claim_outbox`), hands each to a `Deliver` with a deadline, and settles
+//! it: delivered, retried later with exponential backoff, or dead after `attempts_max` attempts
+//! (kept for an operator, never retried by itself). Delivery is at least once. Every
+//! `purge_interval` it also deletes idempotency entries past their event's retention and
+//! delivered outbox rows past `delivered_retention`, so that neither table grows without end.
+//!
+//! Kuota ships one `Deliver`: `LogDelivery`, which writes each entry as a structured log line
+//! (target `kuota::outbox`) for a log shipper to pick up. An integration (mail, payments, HTTP)
+//! implements `Deliver`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kuota_engine::{Clock, Timestamp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::store::{OutboxRow, Purged, Settlement, SqlStore};
+
+/// A delivery's outcome: `Err` carries what went wrong, stored as the row's `last_error`.
+pub type DeliveryResult = Result<(), String>;
+
+/// Where outbox entries go.
+pub trait Deliver: Send + Sync + std::fmt::Debug + 'static {
+    fn deliver<'a>(
+        &'a self,
+        entry: &'a OutboxRow,
+    ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>>;
+}
+
+/// Delivers an entry by logging it (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogDelivery;
+
+impl Deliver for LogDelivery {
+    fn deliver<'a>(
+        &'a self,
+        entry: &'a OutboxRow,
+    ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
+        tracing::info!(
+            target: "kuota::outbox",
+            outbox_id = entry.id,
+            event_id = %entry.event,
+            registration = entry.registration.0,
+            kind = %entry.kind,
+            attempt = entry.attempts,
+            payload = %entry.payload_json,
+            "outbox entry delivered"
+        );
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Longest error text kept in `last_error`, in bytes.
+const LAST_ERROR_BYTES_MAX: usize = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// Entries claimed per round.
+    pub batch_max: u32,
+    /// Pause after a round that found nothing due.
+    pub poll_interval: Duration,
+    /// One delivery's deadline; a delivery past it counts as failed. The claim lasts this plus
+    /// `CLAIM_MARGIN`, so no other worker takes the entry while it may still be delivered.
+    pub delivery_timeout: Duration,
+    /// Attempts before an entry is dead.
+    pub attempts_max: u32,
+    /// Pause before the second attempt; each further one waits twice as long, up to `backoff_max`.
+    pub backoff_first: Duration,
+    pub backoff_max: Duration,
+    pub purge_interval: Duration,
+    pub delivered_retention: Duration,
+    /// Chunks (of 1,000 rows) one purge looks at, at most.
+    pub purge_chunks_max: u32,
+}
+
+/// Added to a delivery's deadline for its claim.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            batch_max: 100,
+            poll_interval: Duration::from_millis(500),
+            delivery_timeout: Duration::from_secs(10),
+            attempts_max: 8,
+            backoff_first: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+            purge_interval: Duration::from_secs(600),
+            delivered_retention: Duration::from_secs(7 * 24 * 3_600),
+            purge_chunks_max: 100,
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// The pause after failed attempt number `attempts` (1 = the first).
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(31);
+        self.backoff_first.saturating_mul(1 << doublings).min(self.backoff_max)
+    }
+}
+
+/// A running worker; `stop` ends it after the round in progress.
+#[derive(Debug)]
+pub struct OutboxWorker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl OutboxWorker {
+    /// Starts the worker as a task of the current tokio runtime.
+    pub fn start(
+        store: SqlStore,
+        deliver: Arc<dyn Deliver>,
+        clock: Arc<dyn Clock>,
+        config: OutboxConfig,
+    ) -> OutboxWorker {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut next_purge = tokio::time::Instant::now();
+            loop {
+                if *stopped.borrow() {
+                    return;
+                }
+                let delivered = match deliver_due(&store, deliver.as_ref(), clock.now(), &config).await {
+                    Ok(count) => count,
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox round failed; trying again after the poll interval");
+                        0
+                    }
+                };
+                if tokio::time::Instant::now() >= next_purge {
+                    next_purge = tokio::time::Instant::now() + config.purge_interval;
+                    let now = clock.now();
+                    let delivered_before = Timestamp::from_millis(
+                        now.as_millis().saturating_sub(config.delivered_retention.as_millis() as u64),
+                    );
+                    match store.purge(now, delivered_before, config.purge_chunks_max).await {
+                        Ok(Purged { idempotency_entries, outbox_entries }) => {
+                            if idempotency_entries + outbox_entries > 0 {
+                                tracing::info!(
+                                    idempotency_entries,
+                                    outbox_entries,
+                                    "purged rows past retention"
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "purge failed; trying again at the next interval")
+                        }
+                    }
+                }
+                if delivered < config.batch_max as usize {
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        () = tokio::time::sleep(config.poll_interval) => {}
+                    }
+                }
+            }
+        });
+        OutboxWorker { stop, task }
+    }
+
+    /// Stops the worker and waits for the round in progress to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.task.await
+            && error.is_panic()
+        {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+}
+
+/// One round: claims due entries, delivers them one after another, settles each. Returns how
+/// many were claimed.
+pub async fn deliver_due(
+    store: &SqlStore,
+    deliver: &dyn Deliver,
+    now: Timestamp,
+    config: &OutboxConfig,
+) -> Result<usize, crate::store::PersistError> {
+    let claim_until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
+    let claimed = store.claim_outbox(now, claim_until, config.batch_max).await?;
+    for entry in &claimed {
+        let result = match tokio::time::timeout(config.delivery_timeout, deliver.deliver(entry)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} ms", config.delivery_timeout.as_millis())),
+        };
+        let settlement = match result {
+            Ok(()) => Settlement::Delivered,
+            Err(mut error) => {
+                truncate(&mut error, LAST_ERROR_BYTES_MAX);
+                if entry.attempts >= config.attempts_max {
+                    tracing::error!(outbox_id = entry.id, attempts = entry.attempts, %error, "outbox entry is dead");
+                    Settlement::Dead { error }
+                } else {
+                    let retry_at = now.plus_millis(config.backoff(entry.attempts).as_millis() as u64);
+                    Settlement::Retry { retry_at, error }
+                }
+            }
+        };
+        if !store.settle_outbox(entry, &settlement).await? {
+            tracing::warn!(outbox_id = entry.id, "an outbox claim ran out before its delivery was settled");
+        }
+    }
+    Ok(claimed.len())
+}
+
+fn truncate(text: &mut String, bytes_max: usize) {
+    if text.len() > bytes_max {
+        let mut end = bytes_max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_pause_up_to_the_most() {
+        let config = OutboxConfig {
+            backoff_first: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            ..OutboxConfig::default()
+        };
+        let pauses: Vec<u64> = (1..=6).map(|attempts| config.backoff(attempts).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(config.backoff(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_long_error_is_cut_at_a_character_boundary() {
+        let mut text = "é".repeat(600);
+        truncate(&mut text, 1_001);
+        assert_eq!(text.len(), 1_000);
+    }
+}

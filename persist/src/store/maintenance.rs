@@ -1,0 +1,231 @@
+//! The store's side of the background work: claiming and settling outbox entries for the
+//! delivery worker (`crate::outbox`), and purging rows past their retention.
+//!
+//! Claims are optimistic and need no long transaction: a worker takes an entry by moving its
+//! `available_at` past the delivery's deadline (`UPDATE … WHERE id = ? AND available_at = ?`,
+//! one row matched = claimed), so two workers on two nodes never deliver one entry at once, and
+//! an entry whose worker died becomes due again when the claim runs out. Delivery is
+//! therefore at least once; the payload carries the event and registration for receivers to
+//! deduplicate.
+
+use kuota_engine::{EventId, RegistrationId, Timestamp};
+
+use crate::store::backend::Statement;
+use crate::store::plan::{millis, signed, unsigned};
+use crate::store::{OutboxRow, PAGE_SIZE_MAX, PersistError, SqlStore, invalid, timestamp};
+
+/// Idempotency keys one purge statement looks at (and deletes at most).
+const PURGE_CHUNK_ROWS: u32 = 1_000;
+
+/// Outbox entry states as stored.
+const PENDING: &str = "pending";
+const DELIVERED: &str = "delivered";
+const DEAD: &str = "dead";
+
+/// How a delivery attempt ended, for `settle_outbox`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    Delivered,
+    /// Try again at `retry_at`.
+    Retry {
+        retry_at: Timestamp,
+        error: String,
+    },
+    /// Out of attempts: the entry is kept, dead, for an operator.
+    Dead {
+        error: String,
+    },
+}
+
+/// What a purge removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub idempotency_entries: u64,
+    pub outbox_entries: u64,
+}
+
+impl SqlStore {
+    /// Claims up to `limit` due, pending outbox entries (oldest due first) until `claim_until`,
+    /// counting the attempt. Entries another worker claimed first are left out.
+    #[tracing::instrument(skip(self))]
+    pub async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        claim_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, PersistError> {
+        let candidates = Statement::new(
+            "SELECT id, event_id, registration_number, kind, payload_json, status, attempts, available_at, \
+             created_at FROM outbox WHERE status = ? AND available_at <= ? ORDER BY status, available_at, id \
+             LIMIT ?",
+        )
+        .bind(PENDING)
+        .bind(millis(now))
+        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
+        let mut rows = Vec::new();
+        self.pool
+            .for_each_row(&candidates, |row| {
+                rows.push(OutboxRow {
+                    id: unsigned(row.int(0)?, "outbox.id")?,
+                    event: EventId::parse(row.text(1)?).map_err(|error| invalid("outbox.event_id", error))?,
+                    registration: RegistrationId(unsigned(row.int(2)?, "outbox.registration_number")?),
+                    kind: row.text(3)?.to_owned(),
+                    payload_json: row.text(4)?.to_owned(),
+                    status: row.text(5)?.to_owned(),
+                    attempts: u32::try_from(row.int(6)?)
+                        .map_err(|error| invalid("outbox.attempts", error))?,
+                    available_at: timestamp(row.int(7)?, "outbox.available_at")?,
+                    created_at: timestamp(row.int(8)?, "outbox.created_at")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            let claim = Statement::new(
+                "UPDATE outbox SET available_at = ?, attempts = attempts + 1 \
+                 WHERE id = ? AND status = ? AND available_at = ?",
+            )
+            .bind(millis(claim_until))
+            .bind(signed(row.id))
+            .bind(PENDING)
+            .bind(millis(row.available_at));
+            if self.pool.execute(&claim).await? == 1 {
+                row.attempts += 1;
+                row.available_at = claim_until;
+                claimed.push(row);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Records how the delivery of a claimed entry ended. `false` when the claim was lost
+    /// (it ran out and another worker claimed the entry): the other worker settles it.
+    #[tracing::instrument(skip(self, entry), fields(outbox_id = entry.id))]
+    pub async fn settle_outbox(
+        &self,
+        entry: &OutboxRow,
+        settlement: &Settlement,
+    ) -> Result<bool, PersistError> {
+        let (status, available_at, error) = match settlement {
+            Settlement::Delivered => (DELIVERED, entry.available_at, None),
+            Settlement::Retry { retry_at, error } => (PENDING, *retry_at, Some(error.as_str())),
+            Settlement::Dead { error } => (DEAD, entry.available_at, Some(error.as_str())),
+        };
+        let settle = Statement::new(
+            "UPDATE outbox SET status = ?, available_at = ?, last_error = ? \
+             WHERE id = ? AND status = ? AND available_at = ? AND attempts = ?",
+        )
+        .bind(status)
+        .bind(millis(available_at))
+        .bind(error)
+        .bind(signed(entry.id))
+        .bind(PENDING)
+        .bind(millis(entry.available_at))
+        .bind(i64::from(entry.attempts));
+        Ok(self.pool.execute(&settle).await? == 1)
+    }
+
+    /// Deletes idempotency entries past their event's retention (the engine forgot them
+    /// already; recovery skips them) and delivered outbox entries settled before
+    /// `delivered_before`. Works in chunks of `PURGE_CHUNK_ROWS`, so that no statement holds
+    /// locks for long, and at most `chunks_max` chunks per call: a caller runs it again later.
+    #[tracing::instrument(skip(self))]
+    pub async fn purge(
+        &self,
+        now: Timestamp,
+        delivered_before: Timestamp,
+        chunks_max: u32,
+    ) -> Result<Purged, PersistError> {
+        let mut purged = Purged::default();
+        let mut chunks = 0;
+        let mut events = Vec::new();
+        let list = Statement::new("SELECT id, idempotency_retention_seconds FROM events ORDER BY id");
+        self.pool
+            .for_each_row(&list, |row| {
+                let id = row.text(0)?.to_owned();
+                let retention = unsigned(row.int(1)?, "events.idempotency_retention_seconds")?;
+                events.push((id, retention));
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        for (event, retention_seconds) in &events {
+            let expired_before = millis(now).saturating_sub(signed(retention_seconds.saturating_mul(1_000)));
+            // Walks the event's keys in primary-key order, a bounded range per statement
+            // whatever the table's size (there is no index on age; see migration 0002), and
+            // deletes the expired ones of each range. Every statement has one fixed shape.
+            let mut after = String::new();
+            loop {
+                if chunks >= chunks_max {
+                    return Ok(purged);
+                }
+                chunks += 1;
+                let page = Statement::new(
+                    "SELECT idempotency_key FROM idempotency_entries \
+                     WHERE event_id = ? AND idempotency_key > ? ORDER BY idempotency_key LIMIT ?",
+                )
+                .bind(event.as_str())
+                .bind(after.as_str())
+                .bind(i64::from(PURGE_CHUNK_ROWS));
+                let (mut seen, mut last) = (0, None);
+                self.pool
+                    .for_each_row(&page, |row| {
+                        seen += 1;
+                        last = Some(String::from_utf8_lossy(row.bytes(0)?).into_owned());
+                        Ok::<(), PersistError>(())
+                    })
+                    .await?;
+                let Some(last) = last else { break };
+                let delete = Statement::new(
+                    "DELETE FROM idempotency_entries WHERE event_id = ? AND idempotency_key > ? \
+                     AND idempotency_key <= ? AND decided_at < ?",
+                )
+                .bind(event.as_str())
+                .bind(after.as_str())
+                .bind(last.as_str())
+                .bind(expired_before);
+                purged.idempotency_entries += self.pool.execute(&delete).await?;
+                if seen < PURGE_CHUNK_ROWS {
+                    break;
+                }
+                after = last;
+            }
+        }
+        while chunks < chunks_max {
+            chunks += 1;
+            let page = Statement::new(
+                "SELECT id FROM outbox WHERE status = ? AND available_at < ? ORDER BY status, available_at, id \
+                 LIMIT ?",
+            )
+            .bind(DELIVERED)
+            .bind(millis(delivered_before))
+            .bind(i64::from(PURGE_CHUNK_ROWS));
+            let (mut seen, mut lowest, mut highest) = (0_usize, i64::MAX, i64::MIN);
+            self.pool
+                .for_each_row(&page, |row| {
+                    let id = row.int(0)?;
+                    seen += 1;
+                    (lowest, highest) = (lowest.min(id), highest.max(id));
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
+            if seen == 0 {
+                break;
+            }
+            // The id range of the page, with the purge's conditions again: a row in the range
+            // that the page did not list meets them too, or it is not deleted.
+            let delete = Statement::new(
+                "DELETE FROM outbox WHERE status = ? AND available_at < ? AND id >= ? AND id <= ?",
+            )
+            .bind(DELIVERED)
+            .bind(millis(delivered_before))
+            .bind(lowest)
+            .bind(highest);
+            purged.outbox_entries += self.pool.execute(&delete).await?;
+            if seen < PURGE_CHUNK_ROWS as usize {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+}
