@@ -118,7 +118,8 @@ impl AppState {
                 ::metrics::counter!(metrics::STORE_ERRORS).increment(1);
                 "the store did not commit; retry"
             }
-            ActorError::Stopped => "the event is moving; retry",
+            ActorError::Stopped | ActorError::OwnedElsewhere => "the event is moving; retry",
+            ActorError::Ownership(_) => "the lease service is unavailable; retry",
         };
         tracing::warn!(%error, "request shed");
         self.shed(reason)

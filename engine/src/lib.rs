@@ -17,6 +17,7 @@
 //! - `counters`: figures an actor publishes for lock-free reads (sold-out fast path).
 //! - `store`: the loader trait and the bounded submission channel to a writer, with its contract.
 //! - `memory`: an in-memory store (loader and writer) that can be told to fail or stall.
+//! - `ownership`: which node may run an event's actor (`Ownership`, `Claim`, `Tenure`).
 //! - `actor`: the event actor, its messages, and the registry that starts actors on arbiters.
 
 pub mod actor;
@@ -29,6 +30,7 @@ pub mod ids;
 pub mod limits;
 pub mod memory;
 pub mod outcome;
+pub mod ownership;
 pub mod quota;
 pub mod store;
 

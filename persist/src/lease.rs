@@ -53,6 +53,9 @@ pub const LEASE_SAFETY_MARGIN_TTL_DIVISOR: u32 = 10;
 /// Length of a lease key, in bytes. Keys name events; anything longer is a mistake.
 pub const LEASE_KEY_LENGTH_MAX: usize = 256;
 
+/// Length of a lease's holder description (see `Leases::acquire_as`), in bytes.
+pub const LEASE_HOLDER_LENGTH_MAX: usize = 512;
+
 /// Leases one `InProcessLeases` keeps at once (one per owned event).
 pub const IN_PROCESS_LEASES_MAX: usize = 100_000;
 
@@ -84,6 +87,10 @@ pub enum LeaseError {
     /// The key is empty or longer than `LEASE_KEY_LENGTH_MAX` bytes.
     #[error("a lease key must be 1 to {LEASE_KEY_LENGTH_MAX} bytes, not {length_bytes}")]
     InvalidKey { length_bytes: usize },
+    /// The holder description is longer than `LEASE_HOLDER_LENGTH_MAX` bytes or has a control
+    /// character.
+    #[error("a lease holder must be at most {LEASE_HOLDER_LENGTH_MAX} bytes of printable text")]
+    InvalidHolder,
     /// `IN_PROCESS_LEASES_MAX` unexpired leases are held already.
     #[error("{IN_PROCESS_LEASES_MAX} leases are held already")]
     Full,
@@ -100,6 +107,22 @@ fn checked_ttl_ms(key: &str, ttl: Duration) -> Result<u64, LeaseError> {
         return Err(LeaseError::InvalidTtl { ttl_ms });
     }
     Ok(u64::try_from(ttl_ms).expect("the TTL was just checked to be at most LEASE_TTL_MAX_MS, a u64"))
+}
+
+/// The value stored under a lease's key: a random token, then the holder's description after a
+/// space, so that others can read who holds it (`Leases::holder`) while renew and release still
+/// compare the whole value.
+fn lease_token(holder: &str) -> Result<String, LeaseError> {
+    if holder.len() > LEASE_HOLDER_LENGTH_MAX || holder.chars().any(char::is_control) {
+        return Err(LeaseError::InvalidHolder);
+    }
+    let token = random::random_token_128();
+    Ok(if holder.is_empty() { token } else { format!("{token} {holder}") })
+}
+
+/// The holder's description in a stored lease value ("" for an anonymous holder).
+fn holder_of(value: &str) -> String {
+    value.split_once(' ').map(|(_, holder)| holder.to_owned()).unwrap_or_default()
 }
 
 /// A lease held by this process: proof of ownership of `key` until `valid_until`.
@@ -185,8 +208,26 @@ pub trait Leases: Send + Sync + fmt::Debug + 'static {
     /// Takes `key` for `ttl` if nobody holds it. `Ok(None)` when someone does. A slow answer eats
     /// into the lease (its clock started before the command left), so the holder checks
     /// `is_valid` before acting on it.
-    fn acquire<'a>(&'a self, key: &'a str, ttl: Duration)
-    -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.acquire_as(key, "", ttl)
+    }
+
+    /// Like `acquire`, and records `holder` (printable, at most `LEASE_HOLDER_LENGTH_MAX` bytes)
+    /// with the lease for `holder` to read: how the other nodes find an event's owner.
+    fn acquire_as<'a>(
+        &'a self,
+        key: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
+
+    /// The holder description of `key`'s live lease ("" when acquired without one), or `None`
+    /// when nobody holds it.
+    fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>>;
 
     /// Extends `lease` by its TTL, counted from now, if it is still this holder's. Returns the
     /// renewed lease (same token, new `acquired_at`), or `Ok(None)` when it was lost: expired,
@@ -237,9 +278,14 @@ impl RedisLeases {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn acquire_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, LeaseError> {
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
         let ttl_ms = checked_ttl_ms(key, ttl)?;
-        let token = random::random_token_128();
+        let token = lease_token(holder)?;
         let mut connection = self.connection.clone();
         // Read before the command leaves, so that the round trip counts against the holder:
         // Redis starts the TTL no earlier than this instant.
@@ -254,6 +300,20 @@ impl RedisLeases {
             .await
             .map_err(unavailable)?;
         Ok(answer.map(|_| Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at)))
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn lease_holder(&self, key: &str) -> Result<Option<String>, LeaseError> {
+        if key.is_empty() || key.len() > LEASE_KEY_LENGTH_MAX {
+            return Err(LeaseError::InvalidKey { length_bytes: key.len() });
+        }
+        let mut connection = self.connection.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.redis_key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(value.as_deref().map(holder_of))
     }
 
     #[tracing::instrument(skip(self, lease), fields(key = %lease.key()))]
@@ -290,12 +350,17 @@ impl fmt::Debug for RedisLeases {
 }
 
 impl Leases for RedisLeases {
-    fn acquire<'a>(
+    fn acquire_as<'a>(
         &'a self,
         key: &'a str,
+        holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
-        Box::pin(self.acquire_lease(key, ttl))
+        Box::pin(self.acquire_lease(key, holder, ttl))
+    }
+
+    fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
+        Box::pin(self.lease_holder(key))
     }
 
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
@@ -332,8 +397,9 @@ impl InProcessLeases {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn acquire_now(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, LeaseError> {
+    fn acquire_now(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, LeaseError> {
         let ttl = Duration::from_millis(checked_ttl_ms(key, ttl)?);
+        let token = lease_token(holder)?;
         let now = Instant::now();
         let mut held = self.held();
         if held.get(key).is_some_and(|lease| lease.expires_at > now) {
@@ -345,9 +411,13 @@ impl InProcessLeases {
                 return Err(LeaseError::Full);
             }
         }
-        let token = random::random_token_128();
         held.insert(key.to_owned(), HeldLease { token: token.clone(), expires_at: now + ttl });
         Ok(Some(Lease::new(key, token, ttl, now)))
+    }
+
+    fn holder_now(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        self.held().get(key).filter(|lease| lease.expires_at > now).map(|lease| holder_of(&lease.token))
     }
 
     fn renew_now(&self, lease: &Lease) -> Result<Option<Lease>, LeaseError> {
@@ -380,12 +450,17 @@ impl InProcessLeases {
 }
 
 impl Leases for InProcessLeases {
-    fn acquire<'a>(
+    fn acquire_as<'a>(
         &'a self,
         key: &'a str,
+        holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
-        Box::pin(std::future::ready(self.acquire_now(key, ttl)))
+        Box::pin(std::future::ready(self.acquire_now(key, holder, ttl)))
+    }
+
+    fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
+        Box::pin(std::future::ready(Ok(self.holder_now(key))))
     }
 
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {

@@ -21,6 +21,7 @@ use crate::effect::Effect;
 use crate::ids::{EventId, Seq};
 use crate::limits::{HOLD_EXPIRY_TICK_MS, PENDING_DECISIONS_MAX};
 use crate::outcome::Outcome;
+use crate::ownership::Tenure;
 use crate::quota::EventQuota;
 use crate::store::{EventLoader, StoreError, Submission, SubmissionSender};
 
@@ -62,6 +63,8 @@ pub struct EventActorParts {
     pub submissions: SubmissionSender,
     pub loader: Arc<dyn EventLoader>,
     pub clock: Arc<dyn Clock>,
+    /// The ownership the actor runs under; it steps down when that ends.
+    pub tenure: Tenure,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ pub struct EventActor {
     submissions: SubmissionSender,
     loader: Arc<dyn EventLoader>,
     clock: Arc<dyn Clock>,
+    tenure: Tenure,
     pending: VecDeque<PendingDecision>,
     /// Effects of this mailbox burst, not yet sent; see `open_outbox`.
     outbox: Option<Outbox>,
@@ -107,6 +111,7 @@ impl EventActor {
             submissions: parts.submissions,
             loader: parts.loader,
             clock: parts.clock,
+            tenure: parts.tenure,
             pending: VecDeque::new(),
             outbox: None,
             next_submission: 0,
@@ -119,6 +124,13 @@ impl EventActor {
     fn decide(&mut self, command: Command, reply: Option<Reply>, context: &mut Context<Self>) {
         if self.recovering {
             return answer(reply, Err(ActorError::Recovering));
+        }
+        if !self.tenure.is_held() {
+            // Checked against the clock before every decision, so that a renewal task running
+            // late cannot stretch ownership past the lease's safety margin.
+            tracing::warn!(event_id = %self.event, "ownership lapsed; stepping down");
+            answer(reply, Err(ActorError::Stopped));
+            return context.stop();
         }
         if self.pending.len() >= PENDING_DECISIONS_MAX {
             return answer(reply, Err(ActorError::Overloaded));
@@ -266,6 +278,12 @@ impl Actor for EventActor {
     type Context = Context<Self>;
 
     fn started(&mut self, context: &mut Self::Context) {
+        if let Some(lost) = self.tenure.take_lost() {
+            context.spawn(lost.into_actor(self).map(|(), actor, context| {
+                tracing::warn!(event_id = %actor.event, "ownership lost; stepping down");
+                context.stop();
+            }));
+        }
         context.run_interval(Duration::from_millis(HOLD_EXPIRY_TICK_MS), |actor, context| {
             let due = actor.quota.next_hold_expiry().is_some_and(|expiry| expiry <= actor.clock.now());
             if due && !actor.recovering {

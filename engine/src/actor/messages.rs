@@ -8,6 +8,7 @@ use crate::clock::Timestamp;
 use crate::command::Register;
 use crate::ids::{CategoryCode, RegistrationId};
 use crate::outcome::{ActiveStatus, Outcome};
+use crate::ownership::OwnershipError;
 use crate::store::StoreError;
 
 /// Why an event actor could not decide, as opposed to what it decided (`Outcome`).
@@ -28,6 +29,12 @@ pub enum ActorError {
     /// The actor stopped before it answered (step-down or shutdown).
     #[error("the event actor stopped")]
     Stopped,
+    /// Another node owns the event (`Registry::locate` says which).
+    #[error("another node owns the event")]
+    OwnedElsewhere,
+    /// Whether this node may own the event could not be found out.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
 }
 
 /// What an actor answers: the outcome and the time it was decided at (the `now` the command

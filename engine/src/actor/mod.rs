@@ -7,4 +7,4 @@ pub mod registry;
 
 pub use event_actor::EventActor;
 pub use messages::ActorError;
-pub use registry::{EventHandle, Registry, RegistryConfig};
+pub use registry::{EventHandle, Located, Registry, RegistryConfig};

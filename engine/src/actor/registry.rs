@@ -1,6 +1,7 @@
 //! `Registry`: finds the actor of an event, starting it on first use (loading the event from
 //! the store), on a small set of dedicated arbiters so that deciding never competes with the
-//! web workers' threads.
+//! web workers' threads. An actor starts only once `Ownership` granted the event to this node;
+//! otherwise `locate` names the owner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ use crate::event::EventConfig;
 use crate::ids::{CategoryCode, EventId, RegistrationId};
 use crate::limits::MAILBOX_CAPACITY_MAX;
 use crate::outcome::{ActiveStatus, Outcome};
+use crate::ownership::{Claim, Owner, Ownership, SoleOwner};
 use crate::store::{EventLoader, SubmissionSender};
 
 #[derive(Clone, Copy, Debug)]
@@ -128,6 +130,18 @@ pub struct Registry {
     submissions: std::sync::Mutex<Option<SubmissionSender>>,
     clock: Arc<dyn Clock>,
     config: RegistryConfig,
+    ownership: Arc<dyn Ownership>,
+}
+
+/// Where an event runs, as `Registry::locate` found it.
+#[derive(Debug)]
+pub enum Located {
+    /// On this node (started now if it was not running).
+    Here(EventHandle),
+    /// On another node; this one may not run it.
+    Elsewhere(Owner),
+    /// Nowhere: the store has no such event.
+    Missing,
 }
 
 impl Registry {
@@ -147,7 +161,14 @@ impl Registry {
             submissions: std::sync::Mutex::new(Some(submissions)),
             clock,
             config,
+            ownership: Arc::new(SoleOwner),
         }
+    }
+
+    /// Starts actors only for events `ownership` grants (by default, `SoleOwner`: all of them).
+    pub fn with_ownership(mut self, ownership: Arc<dyn Ownership>) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Events with a running actor on this node.
@@ -167,12 +188,23 @@ impl Registry {
 
     /// The running event, loading and starting it on first use; `Ok(None)` when the store has
     /// no such event. Concurrent first uses share one load.
+    /// Another node's ownership is `ActorError::OwnedElsewhere`.
     pub async fn event(&self, id: &EventId) -> Result<Option<EventHandle>, ActorError> {
+        match self.locate(id).await? {
+            Located::Here(handle) => Ok(Some(handle)),
+            Located::Elsewhere(_) => Err(ActorError::OwnedElsewhere),
+            Located::Missing => Ok(None),
+        }
+    }
+
+    /// The running event, started on first use when this node can own it; else its owner.
+    /// Concurrent first uses share one claim and one load.
+    pub async fn locate(&self, id: &EventId) -> Result<Located, ActorError> {
         loop {
             let cell = self.events.entry(id.clone()).or_default().clone();
             let started = cell.get_or_try_init(|| self.start(id)).await;
             match started {
-                Ok(handle) if handle.is_running() => return Ok(Some(handle.clone())),
+                Ok(handle) if handle.is_running() => return Ok(Located::Here(handle.clone())),
                 // It stepped down or stopped: forget it and start it anew.
                 Ok(_) => {
                     self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
@@ -180,7 +212,12 @@ impl Registry {
                 Err(StartError::NotFound) => {
                     // Unknown ids must not fill the map.
                     self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
-                    return Ok(None);
+                    return Ok(Located::Missing);
+                }
+                Err(StartError::Elsewhere(owner)) => {
+                    // Asked again on the next use: the owner may change.
+                    self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
+                    return Ok(Located::Elsewhere(owner));
                 }
                 Err(StartError::Load(error)) => {
                     self.events.remove_if(id, |_, current| Arc::ptr_eq(current, &cell));
@@ -194,9 +231,18 @@ impl Registry {
         let Some(submissions) = self.submission_sender() else {
             return Err(StartError::Load(ActorError::Stopped));
         };
+        // Ownership first: loading takes a new epoch, which would fence the rightful owner.
+        let tenure = match self.ownership.claim(id).await {
+            Ok(Claim::Owned(tenure)) => tenure,
+            Ok(Claim::Elsewhere(owner)) => return Err(StartError::Elsewhere(owner)),
+            Err(error) => return Err(StartError::Load(ActorError::Ownership(error))),
+        };
         let loaded =
             self.loader.load(id).await.map_err(|error| StartError::Load(ActorError::LoadFailed(error)))?;
-        let loaded = loaded.ok_or(StartError::NotFound)?;
+        let Some(loaded) = loaded else {
+            self.ownership.disclaim(id).await;
+            return Err(StartError::NotFound);
+        };
         let config = Arc::new(loaded.quota.config().clone());
         let shared = Arc::new(EventShared {
             published: PublishedCounters::new(&config),
@@ -209,6 +255,7 @@ impl Registry {
             submissions,
             loader: self.loader.clone(),
             clock: self.clock.clone(),
+            tenure,
         };
         let arbiter = self.next_arbiter_handle();
         let actor = EventActor::new(parts);
@@ -254,5 +301,6 @@ impl Drop for Registry {
 
 enum StartError {
     NotFound,
+    Elsewhere(Owner),
     Load(ActorError),
 }

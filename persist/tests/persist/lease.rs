@@ -67,6 +67,21 @@ macro_rules! against_both {
     };
 }
 
+against_both!(others_read_who_holds_a_lease_until_it_is_released);
+async fn others_read_who_holds_a_lease_until_it_is_released(leases: Arc<dyn Leases>) {
+    let ttl = milliseconds(LONG_TTL_MS);
+    assert_eq!(leases.holder("event:who").await, Ok(None));
+    let lease = leases.acquire_as("event:who", "node-a http://10.0.0.7:8080", ttl).await.unwrap().unwrap();
+    assert_eq!(leases.holder("event:who").await, Ok(Some("node-a http://10.0.0.7:8080".to_owned())));
+    assert_eq!(leases.acquire_as("event:who", "node-b http://10.0.0.8:8080", ttl).await, Ok(None));
+    assert!(leases.renew(&lease).await.unwrap().is_some(), "the holder description is part of the token");
+    assert_eq!(leases.release(&lease).await, Ok(true));
+    assert_eq!(leases.holder("event:who").await, Ok(None));
+    let anonymous = leases.acquire("event:who", ttl).await.unwrap().unwrap();
+    assert_eq!(leases.holder("event:who").await, Ok(Some(String::new())));
+    assert_eq!(leases.release(&anonymous).await, Ok(true));
+}
+
 against_both!(two_holders_never_both_hold);
 async fn two_holders_never_both_hold(leases: Arc<dyn Leases>) {
     let attempts: Vec<_> = (0..CONCURRENT_ACQUIRERS)
@@ -292,12 +307,17 @@ struct Flaky {
 }
 
 impl Leases for Flaky {
-    fn acquire<'a>(
+    fn acquire_as<'a>(
         &'a self,
         key: &'a str,
+        holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
-        self.inner.acquire(key, ttl)
+        self.inner.acquire_as(key, holder, ttl)
+    }
+
+    fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
+        self.inner.holder(key)
     }
 
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
@@ -320,11 +340,16 @@ impl Leases for Flaky {
 struct Hanging;
 
 impl Leases for Hanging {
-    fn acquire<'a>(
+    fn acquire_as<'a>(
         &'a self,
         _key: &'a str,
+        _holder: &'a str,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn holder<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
         Box::pin(std::future::pending())
     }
 
