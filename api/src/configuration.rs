@@ -50,6 +50,10 @@ pub struct Cli {
     /// URL other nodes reach this one at [default: the listen address].
     #[arg(long, env = "KUOTA_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// How long an event's ownership lease lasts unless renewed, in ms; a crashed owner's events
+    /// wait this long for a new owner [default: 10000].
+    #[arg(long, env = "KUOTA_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
     /// Largest request body, in bytes [default: 16384].
     #[arg(long, env = "KUOTA_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -95,6 +99,7 @@ struct FileSettings {
     trusted_proxies: Option<String>,
     node_id: Option<String>,
     advertise_url: Option<String>,
+    lease_ttl_ms: Option<u64>,
     body_limit_bytes: Option<usize>,
     flush_interval_ms: Option<u64>,
     batch_size_max: Option<usize>,
@@ -120,6 +125,7 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     pub node_id: String,
     pub advertise_url: String,
+    pub lease_ttl_ms: u64,
     pub body_limit_bytes: usize,
     pub flush_interval_ms: u64,
     pub batch_size_max: usize,
@@ -132,6 +138,9 @@ pub struct Settings {
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/kuota.db";
+
+/// How long an event's ownership lease lasts unless renewed, in ms.
+pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
 
 impl Settings {
     /// Merges flags and environment (already in `cli`) over the file over the defaults.
@@ -178,6 +187,7 @@ impl Settings {
             trusted_proxies,
             node_id,
             advertise_url,
+            lease_ttl_ms: cli.lease_ttl_ms.or(file.lease_ttl_ms).unwrap_or(LEASE_TTL_MS_DEFAULT),
             listen,
             body_limit_bytes: cli.body_limit_bytes.or(file.body_limit_bytes).unwrap_or(16 * 1024),
             flush_interval_ms: cli
@@ -221,6 +231,17 @@ impl Settings {
         anyhow::ensure!(
             self.database_url.starts_with("mysql://") || self.database_url.starts_with("sqlite:"),
             "database_url must start with mysql:// or sqlite:"
+        );
+        anyhow::ensure!(
+            kuota_persist::ownership::NodeIdentity::new(&self.node_id, &self.advertise_url).is_some(),
+            "node_id and advertise_url must be non-empty and without spaces"
+        );
+        let lease_ttl_range = kuota_persist::lease::LEASE_TTL_MIN_MS..=kuota_persist::lease::LEASE_TTL_MAX_MS;
+        anyhow::ensure!(
+            lease_ttl_range.contains(&self.lease_ttl_ms),
+            "lease_ttl_ms must be {} to {}",
+            lease_ttl_range.start(),
+            lease_ttl_range.end()
         );
         Ok(())
     }

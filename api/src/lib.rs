@@ -3,6 +3,8 @@
 //! # Layout
 //! - `configuration`: settings in layers (defaults, TOML file, `KUOTA_*` env, flags).
 //! - `startup`: `Application::build` wires store, write-behind, registry and server; binds.
+//! - `cluster`: event ownership by lease, and the middleware that forwards to an event's owner.
+//! - `forward`: the small HTTP/1.1 client that forwards, with named timeouts and size bound.
 //! - `telemetry`: structured logs.
 //! - `state`: what handlers share: registry, store, limits, auth, shedding.
 //! - `routes`: one file per resource.
@@ -14,9 +16,11 @@
 //! - `time_format`: RFC 3339 times.
 //! - `metrics`: the Prometheus recorder and metric names.
 
+pub mod cluster;
 pub mod configuration;
 pub mod domain;
 pub mod error;
+pub mod forward;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;

@@ -20,6 +20,8 @@ pub const WRITE_BATCH_SIZE: &str = "kuota_write_behind_batch_size";
 pub const WRITE_COMMIT_DURATION: &str = "kuota_write_behind_commit_duration_seconds";
 pub const OWNED_EVENTS: &str = "kuota_owned_events";
 pub const MAILBOX_DEPTH: &str = "kuota_mailbox_depth";
+/// Requests forwarded to the owner of their event: time to its relayed answer.
+pub const FORWARD_DURATION: &str = "kuota_forward_duration_seconds";
 
 /// Latency buckets, in seconds: from 100 µs to 10 s.
 const DURATION_BUCKETS_SECONDS: &[f64] =

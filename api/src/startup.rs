@@ -17,6 +17,7 @@ use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 use tracing_actix_web::TracingLogger;
 
+use crate::cluster::{self, Cluster};
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::metrics;
@@ -76,6 +77,8 @@ impl Application {
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let cluster = Cluster::start(&settings, port, redis.clone(), secret.as_bytes())?;
+        let registry = registry.with_ownership(cluster.ownership());
         let workers = settings.http_workers;
         let state = web::Data::new(AppState::new(
             settings,
@@ -86,6 +89,7 @@ impl Application {
             admin_token,
             secret.into_bytes(),
             redis,
+            cluster,
         ));
         let shared = state.clone();
         let server = HttpServer::new(move || {
@@ -98,6 +102,8 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|error, _| {
                     ApiError::InvalidQuery(format!("the query string is invalid: {error}")).into()
                 }))
+                // Innermost: forwarded requests are measured and traced like the others.
+                .wrap(actix_web::middleware::from_fn(cluster::route_to_owner))
                 .wrap_fn(|request, service| {
                     let started = Instant::now();
                     let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
@@ -162,6 +168,8 @@ impl Application {
             Ok(()) => tracing::info!("write-behind drained; bye"),
             Err(_) => tracing::error!("the write-behind did not drain within {DRAIN_TIMEOUT_SECONDS} s"),
         }
+        // Only now: another node that took an event earlier would fence the writes draining.
+        self.state.cluster.release_all().await;
         Ok(())
     }
 }

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::HttpRequest;
 use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest};
 use kuota_engine::actor::{ActorError, EventHandle, Registry};
 use kuota_engine::{Clock, Email, EventId, SystemClock};
 use kuota_persist::session::{SessionId, SessionStore};
@@ -13,6 +13,7 @@ use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::WriteBehindHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::cluster::{Cluster, ForwardedClient};
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::metrics;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub clock: SystemClock,
     pub metrics: PrometheusHandle,
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// This node's identity and event leases, and the forward token of its deployment.
+    pub cluster: Cluster,
     pub ip_limit: Option<Gcra<IpAddr>>,
     pub email_limit: Option<Gcra<Email>>,
     shared_limit: SharedGcra,
@@ -63,6 +66,7 @@ impl AppState {
         admin_token: String,
         token_secret: Vec<u8>,
         redis: Option<redis::aio::ConnectionManager>,
+        cluster: Cluster,
     ) -> Self {
         let prefix = settings.redis_prefix.clone();
         let ip_limit = Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst);
@@ -83,6 +87,7 @@ impl AppState {
             clock: SystemClock,
             metrics: metrics::recorder(),
             redis,
+            cluster,
             ip_limit,
             email_limit,
             shared_limit: SharedGcra::new(&prefix),
@@ -147,9 +152,18 @@ impl AppState {
     /// Applies the per-IP limit of the registration route.
     pub fn limit_client(&self, request: &HttpRequest) -> Result<(), ApiError> {
         let Some(limit) = &self.ip_limit else { return Ok(()) };
-        let forwarded = request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
-        let peer = request.peer_addr().map(|address| address.ip());
-        let Some(ip) = client_ip(peer, forwarded, &self.settings.trusted_proxies) else { return Ok(()) };
+        // A request forwarded by a peer node carries the client the first node saw.
+        let forwarded_client = request.extensions().get::<ForwardedClient>().copied();
+        let ip = match forwarded_client {
+            Some(ForwardedClient(client)) => client,
+            None => {
+                let forwarded =
+                    request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
+                let peer = request.peer_addr().map(|address| address.ip());
+                client_ip(peer, forwarded, &self.settings.trusted_proxies)
+            }
+        };
+        let Some(ip) = ip else { return Ok(()) };
         limit.check(&ip, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
     }
 

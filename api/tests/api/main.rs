@@ -2,6 +2,7 @@
 //! fresh MariaDB database (named by `KUOTA_TEST_MYSQL_URL`) or a fresh SQLite file.
 
 mod bad_input;
+mod cluster;
 mod concurrency;
 mod events;
 mod lifecycle;

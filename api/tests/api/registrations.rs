@@ -224,20 +224,27 @@ async fn the_core_flows_work_on_the_embedded_sqlite_store() {
 async fn with_redis_the_per_email_limit_holds_across_two_nodes() {
     let redis_url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("kuota_t_{}:", kuota_persist::random::token_hex(6));
-    let shared = |settings: &mut kuota_api::configuration::Settings| {
-        settings.redis_url = Some(redis_url.clone());
-        settings.redis_prefix = prefix.clone();
-        settings.rate_limit_email_per_minute = 1;
+    let node = |node_id: &'static str| {
+        let (redis_url, prefix) = (redis_url.clone(), prefix.clone());
+        move |settings: &mut kuota_api::configuration::Settings| {
+            settings.redis_url = Some(redis_url);
+            settings.redis_prefix = prefix;
+            settings.node_id = node_id.into();
+            settings.rate_limit_email_per_minute = 1;
+        }
     };
-    let first = spawn_app_with(Backend::Sqlite, shared).await;
-    let second = spawn_app_with(Backend::Sqlite, shared).await;
+    // One deployment (one database, one Redis prefix): each node owns the event it created, so
+    // the two registrations below are decided on different nodes.
+    let first = spawn_app_with(Backend::MariaDb, node("node-a")).await;
+    let second = super::support::spawn_app_on(&first.database_url, node("node-b")).await;
     first.create_event(race("race", 5, 0)).await;
-    second.create_event(race("race", 5, 0)).await;
+    second.create_event(race("relay", 5, 0)).await;
     let allowed = first.register("race", "k1", &registration("10K", "a@example.org")).await;
     assert_eq!(allowed.status, 201);
-    let limited = second.register("race", "k1", &registration("10K", "a@example.org")).await;
+    let limited = second.register("relay", "k1", &registration("10K", "a@example.org")).await;
     assert_eq!((limited.status, limited.code()), (429, "rate_limited".into()));
-    let other = second.register("race", "k2", &registration("10K", "b@example.org")).await;
+    assert_eq!(limited.header("kuota-owner"), None, "decided by the second node itself");
+    let other = second.register("relay", "k2", &registration("10K", "b@example.org")).await;
     assert_eq!(other.status, 201, "the limit is per e-mail");
 }
 

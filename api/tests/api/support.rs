@@ -46,7 +46,9 @@ pub fn settings(database_url: &str) -> Settings {
         rate_limit_email_per_minute: 0,
         trusted_proxies: Vec::new(),
         node_id: "test".into(),
-        advertise_url: "http://127.0.0.1".into(),
+        // `:0` takes the bound port.
+        advertise_url: "http://127.0.0.1:0".into(),
+        lease_ttl_ms: 10_000,
         body_limit_bytes: 16 * 1024,
         flush_interval_ms: 0,
         batch_size_max: 1_000,

@@ -1,0 +1,362 @@
+//! More than one node: who owns which event, and the middleware that sends a request to the
+//! owner of its event.
+//!
+//! A node runs an event's actor only while it holds the event's lease (`LeaseOwnership`, in
+//! Redis when `KUOTA_REDIS_URL` is set, in this process otherwise). A request for an event that
+//! another node owns is forwarded there once, marked with `Kuota-Forwarded-By` and proven to come
+//! from a node of this deployment by `Kuota-Forward-Token` (derived from the secret every node
+//! shares through the store). A forwarded request that reaches a node which is not the owner
+//! either is answered `503 overloaded` with `Retry-After`, never forwarded again: ownership is
+//! moving, and the client's retry finds the new owner.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use hmac::{Hmac, KeyInit, Mac};
+use kuota_engine::EventId;
+use kuota_engine::actor::Located;
+use kuota_engine::ownership::{Owner, Ownership};
+use kuota_persist::lease::{InProcessLeases, Leases, RedisLeases};
+use kuota_persist::ownership::{LeaseOwnership, NodeIdentity};
+use sha2::Sha256;
+
+use crate::configuration::Settings;
+use crate::error::ApiError;
+use crate::forward::{self, Outgoing, PeerAddress};
+use crate::metrics;
+use crate::rate_limit::client_ip;
+use crate::state::AppState;
+use crate::tokens::constant_time_eq;
+
+/// Names the node that forwarded a request (set only by Kuota nodes).
+pub const FORWARDED_BY: &str = "kuota-forwarded-by";
+/// Proves that a forwarded request comes from a node of this deployment.
+pub const FORWARD_TOKEN: &str = "kuota-forward-token";
+/// On a relayed answer: the node that owns the event and decided.
+pub const OWNER: &str = "kuota-owner";
+
+/// How long a client should wait when the owner changes hands or does not answer, in seconds:
+/// a handover completes within a renewal interval, a dead owner's lease within its TTL, and
+/// the retry is cheap either way.
+pub const OWNER_MOVING_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// How long graceful shutdown waits for each lease release, in ms.
+pub const LEASE_RELEASE_TIMEOUT_MS: u64 = 1_000;
+
+/// Request headers a forwarded request keeps; the rest are the hop's own.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "idempotency-key",
+    "authorization",
+    "cookie",
+    "if-none-match",
+    "x-request-id",
+    "traceparent",
+    "accept",
+];
+
+/// Answer headers that describe the hop, not the answer; actix writes its own.
+const HOP_BY_HOP_ANSWER_HEADERS: &[&str] =
+    &["connection", "keep-alive", "transfer-encoding", "content-length", "date", "upgrade", "trailer"];
+
+/// This node's place in the deployment: its identity, its leases, and the forward token.
+#[derive(Debug)]
+pub struct Cluster {
+    node: NodeIdentity,
+    ownership: Arc<LeaseOwnership>,
+    forward_token: String,
+}
+
+/// A request a peer node forwarded: the client's address as the first node saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardedClient(pub Option<IpAddr>);
+
+impl Cluster {
+    /// Leases in Redis when `redis` is given (shared by every node with the same prefix), in
+    /// this process otherwise. `port` is the bound port: an advertised URL ending in `:0` (as the
+    /// default does with `KUOTA_LISTEN=...:0`) takes it. Call from the runtime that lives until
+    /// the process ends: lease renewals run on it.
+    pub fn start(
+        settings: &Settings,
+        port: u16,
+        redis: Option<redis::aio::ConnectionManager>,
+        token_secret: &[u8],
+    ) -> anyhow::Result<Cluster> {
+        let url = match settings.advertise_url.strip_suffix(":0") {
+            Some(base) => format!("{base}:{port}"),
+            None => settings.advertise_url.clone(),
+        };
+        anyhow::ensure!(
+            PeerAddress::parse(&url).is_some(),
+            "advertise_url must be http://host:port, not {url}"
+        );
+        let node = NodeIdentity::new(&settings.node_id, &url)
+            .ok_or_else(|| anyhow::anyhow!("node_id and advertise_url must be without spaces"))?;
+        let leases: Arc<dyn Leases> = match redis {
+            Some(connection) => Arc::new(RedisLeases::new(connection, settings.redis_prefix.clone())),
+            None => Arc::new(InProcessLeases::new()),
+        };
+        let ttl = Duration::from_millis(settings.lease_ttl_ms);
+        let ownership = LeaseOwnership::new(leases, node.clone(), ttl, tokio::runtime::Handle::current())?;
+        Ok(Cluster { node, ownership: Arc::new(ownership), forward_token: forward_token(token_secret) })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node.node_id
+    }
+
+    pub fn advertise_url(&self) -> &str {
+        &self.node.url
+    }
+
+    /// What the registry asks before it starts an event's actor.
+    pub fn ownership(&self) -> Arc<dyn Ownership> {
+        self.ownership.clone()
+    }
+
+    /// Events whose lease this node holds.
+    pub fn owned_events(&self) -> usize {
+        self.ownership.owned_events()
+    }
+
+    /// Gives every lease back; graceful shutdown calls it once the write-behind drained.
+    pub async fn release_all(&self) {
+        self.ownership.release_all(Duration::from_millis(LEASE_RELEASE_TIMEOUT_MS)).await;
+    }
+
+    /// The forwarding node's id, when the request carries a valid forward token.
+    fn forwarded_by<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        let token = headers.get(FORWARD_TOKEN)?.to_str().ok()?;
+        let node = headers.get(FORWARDED_BY)?.to_str().ok()?;
+        constant_time_eq(token, &self.forward_token).then_some(node)
+    }
+}
+
+/// A secret every node of a deployment derives alike from the store's shared token secret, and
+/// no client can.
+pub fn forward_token(secret: &[u8]) -> String {
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(b"kuota node-to-node forwarding v1");
+    mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A route that needs the event's actor, and therefore its owner.
+#[derive(Debug, PartialEq, Eq)]
+struct OwnedRoute {
+    event: EventId,
+    /// `GET /v1/events/{event_id}/stream`: redirected rather than relayed (it never ends).
+    stream: bool,
+}
+
+/// Which routes reach an event's actor. Listings and the audit trail read the store and stay
+/// local; reading a registration needs the actor only for a waitlist position, but is sent to
+/// the owner all the same so that every node answers alike.
+fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
+    let segments: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
+    let (event, stream) = match (method, segments.as_slice()) {
+        ("GET", ["events", event]) => (*event, false),
+        ("POST", ["events", event, "registrations"]) => (*event, false),
+        ("PATCH", ["events", event, "categories", _]) => (*event, false),
+        ("GET", ["events", event, "stream"]) => (*event, true),
+        ("GET" | "DELETE", ["registrations", registration])
+        | ("POST", ["registrations", registration, "confirm"]) => (registration.rsplit_once('.')?.0, false),
+        _ => return None,
+    };
+    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream })
+}
+
+/// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
+/// forwarded to its owner, once; everything else goes to the handlers.
+pub async fn route_to_owner(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let route = owned_route(request.method().as_str(), request.path());
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let (Some(route), Some(state)) = (route, state) else {
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    };
+    let forwarded_by = state.cluster.forwarded_by(request.headers()).map(str::to_owned);
+    if forwarded_by.is_some() {
+        let client = forwarded_client_ip(request.headers(), &state.settings.trusted_proxies);
+        request.extensions_mut().insert(ForwardedClient(client));
+    }
+    // Errors (the lease service or the store is down) are left to the handler, which meets
+    // them again and answers them as it always does.
+    let Ok(Located::Elsewhere(owner)) = state.registry.locate(&route.event).await else {
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    };
+    let (http_request, payload) = request.into_parts();
+    let response = if let Some(from) = forwarded_by {
+        tracing::warn!(event_id = %route.event, %from, owner = %owner.node_id, "forwarded here, owned elsewhere");
+        moving("the event's owner is changing; retry").error_response()
+    } else if owner.node_id == state.cluster.node_id() {
+        // An earlier run of this node holds the lease (a crash, then a restart under the same
+        // id): it runs out within one TTL, then this run takes over.
+        moving("an earlier run of this node still holds the event; retry").error_response()
+    } else if route.stream {
+        redirect(&owner, &http_request)
+    } else {
+        forward_to(&state, &owner, &http_request, payload)
+            .await
+            .unwrap_or_else(|error| error.error_response())
+    };
+    Ok(ServiceResponse::new(http_request, response))
+}
+
+/// A 503 `overloaded` for a moment of changing ownership.
+fn moving(reason: &'static str) -> ApiError {
+    ::metrics::counter!(metrics::SHED, "reason" => reason).increment(1);
+    ApiError::overloaded(reason, OWNER_MOVING_RETRY_AFTER_SECONDS)
+}
+
+/// A stream is long-lived: the client is sent to the owner instead of being relayed through
+/// this node.
+fn redirect(owner: &Owner, request: &actix_web::HttpRequest) -> HttpResponse {
+    let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
+    let location = format!("{}{target}", owner.url.trim_end_matches('/'));
+    HttpResponse::TemporaryRedirect().insert_header((header::LOCATION, location)).finish()
+}
+
+async fn forward_to(
+    state: &AppState,
+    owner: &Owner,
+    request: &actix_web::HttpRequest,
+    payload: actix_web::dev::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.settings.body_limit_bytes).await?;
+    let Some(peer) = PeerAddress::parse(&owner.url) else {
+        tracing::error!(owner = %owner.node_id, url = %owner.url, "the owner advertises an unusable URL");
+        return Err(moving("the event's owner cannot be reached; retry"));
+    };
+    let client_chain = client_chain(request);
+    let mut headers: Vec<(&str, &[u8])> = FORWARDED_REQUEST_HEADERS
+        .iter()
+        .filter_map(|name| request.headers().get(*name).map(|value| (*name, value.as_bytes())))
+        .collect();
+    headers.push(("x-forwarded-for", client_chain.as_bytes()));
+    headers.push((FORWARDED_BY, state.cluster.node_id().as_bytes()));
+    headers.push((FORWARD_TOKEN, state.cluster.forward_token.as_bytes()));
+    let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
+    let outgoing = Outgoing { method: request.method().as_str(), target, headers, body: &body };
+    let started = std::time::Instant::now();
+    let answer = forward::send(&peer, &outgoing).await.map_err(|error| {
+        tracing::warn!(owner = %owner.node_id, %error, "forwarding failed");
+        moving("the event's owner did not answer; retry")
+    })?;
+    ::metrics::histogram!(metrics::FORWARD_DURATION).record(started.elapsed().as_secs_f64());
+    relay(owner, answer)
+}
+
+/// The owner's answer, as this node's.
+fn relay(owner: &Owner, answer: forward::Answer) -> Result<HttpResponse, ApiError> {
+    let status = actix_web::http::StatusCode::from_u16(answer.status)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("the owner answered status {}", answer.status)))?;
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &answer.headers {
+        if HOP_BY_HOP_ANSWER_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_bytes(value)) {
+            response.append_header((name, value));
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&owner.node_id) {
+        response.insert_header((OWNER, value));
+    }
+    Ok(response.body(answer.body))
+}
+
+/// The body, up to the same limit the handlers apply (413 beyond it).
+async fn read_body(mut payload: actix_web::dev::Payload, limit_bytes: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))?;
+        if body.len() + chunk.len() > limit_bytes {
+            return Err(ApiError::PayloadTooLarge { limit_bytes });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `X-Forwarded-For` for the owner: what this node received, then the peer it received it from,
+/// so that the owner can find the client exactly as this node would have.
+fn client_chain(request: &actix_web::HttpRequest) -> String {
+    let received = request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
+    let peer = request.peer_addr().map(|address| address.ip().to_string()).unwrap_or_default();
+    match received.map(str::trim).filter(|chain| !chain.is_empty()) {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer,
+    }
+}
+
+/// The client of a forwarded request: the last hop of its `X-Forwarded-For` is the peer the
+/// forwarding node saw, the hops before it what that peer claimed; `client_ip` then decides as
+/// the forwarding node would have.
+fn forwarded_client_ip(headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let chain = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let (before, last) = match chain.rsplit_once(',') {
+        Some((before, last)) => (Some(before), last),
+        None => (None, chain),
+    };
+    let peer = last.trim().parse::<IpAddr>().ok()?;
+    client_ip(Some(peer), before, trusted_proxies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &str, path: &str) -> Option<(String, bool)> {
+        owned_route(method, path).map(|route| (route.event.to_string(), route.stream))
+    }
+
+    #[test]
+    fn routes_that_reach_an_actor_name_their_event() {
+        assert_eq!(route("POST", "/v1/events/race/registrations"), Some(("race".into(), false)));
+        assert_eq!(route("GET", "/v1/events/race"), Some(("race".into(), false)));
+        assert_eq!(route("PATCH", "/v1/events/race/categories/10K"), Some(("race".into(), false)));
+        assert_eq!(route("GET", "/v1/events/race/stream"), Some(("race".into(), true)));
+        assert_eq!(route("DELETE", "/v1/registrations/race.17"), Some(("race".into(), false)));
+        assert_eq!(route("POST", "/v1/registrations/city.race.3/confirm"), None, "not an event id");
+        assert_eq!(route("POST", "/v1/registrations/race.3/confirm"), Some(("race".into(), false)));
+    }
+
+    #[test]
+    fn routes_served_from_the_store_stay_local() {
+        assert_eq!(route("GET", "/v1/events/race/registrations"), None);
+        assert_eq!(route("GET", "/v1/events/race/audit"), None);
+        assert_eq!(route("POST", "/v1/events"), None);
+        assert_eq!(route("GET", "/healthz"), None);
+    }
+
+    #[test]
+    fn the_owner_finds_the_client_the_forwarding_node_saw() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(forwarded_client_ip(&headers, &[]), "203.0.113.9".parse().ok());
+        // Behind a trusted proxy the forwarding node believed the proxy's hop; so does the owner.
+        let chain = HeaderValue::from_static("198.51.100.4, 10.0.0.1");
+        headers.insert(HeaderName::from_static("x-forwarded-for"), chain);
+        assert_eq!(forwarded_client_ip(&headers, &[proxy]), "198.51.100.4".parse().ok());
+        // Not behind one, what the client claimed counts for nothing.
+        assert_eq!(forwarded_client_ip(&headers, &[]), Some(proxy));
+    }
+
+    #[test]
+    fn the_forward_token_depends_on_the_shared_secret() {
+        assert_eq!(forward_token(b"one"), forward_token(b"one"));
+        assert_ne!(forward_token(b"one"), forward_token(b"two"));
+    }
+}

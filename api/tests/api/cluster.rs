@@ -1,0 +1,345 @@
+//! Two nodes over one MariaDB database and one Redis prefix: the event's lease elects one owner,
+//! the other node forwards to it, and ownership moves when the owner stops or loses its lease.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::Connection;
+
+use super::support::{
+    ADMIN_TOKEN, Backend, Response, TestApp, race, registration, spawn_app_on, spawn_app_with,
+};
+
+fn redis_url() -> String {
+    std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// One Redis prefix per test, shared by its nodes; its keys are deleted when the test ends.
+struct SharedRedis {
+    prefix: String,
+}
+
+impl SharedRedis {
+    fn new() -> SharedRedis {
+        SharedRedis { prefix: format!("kuota_t_{}:", kuota_persist::random::token_hex(6)) }
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(redis_url()).unwrap().get_connection().expect("the test Redis answers")
+    }
+
+    fn lease_key(&self, event: &str) -> String {
+        format!("{}lease:event:{event}", self.prefix)
+    }
+
+    /// The node id in the event's lease, if any.
+    fn lease_holder(&self, event: &str) -> Option<String> {
+        let value: Option<String> =
+            redis::cmd("GET").arg(self.lease_key(event)).query(&mut self.connection()).unwrap();
+        value.and_then(|value| value.split(' ').nth(1).map(str::to_owned))
+    }
+}
+
+impl Drop for SharedRedis {
+    fn drop(&mut self) {
+        let mut connection = self.connection();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut connection).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
+        }
+    }
+}
+
+/// A node of the cluster: same Redis prefix, its own id, advertising its real (bound) port.
+fn as_node<'a>(
+    redis: &'a SharedRedis,
+    node_id: &'a str,
+    lease_ttl_ms: u64,
+) -> impl FnOnce(&mut kuota_api::configuration::Settings) + 'a {
+    move |settings| {
+        settings.redis_url = Some(redis_url());
+        settings.redis_prefix = redis.prefix.clone();
+        settings.node_id = node_id.into();
+        settings.advertise_url = "http://127.0.0.1:0".into();
+        settings.lease_ttl_ms = lease_ttl_ms;
+    }
+}
+
+async fn two_nodes(redis: &SharedRedis, lease_ttl_ms: u64) -> (TestApp, TestApp) {
+    let a = spawn_app_with(Backend::MariaDb, as_node(redis, "node-a", lease_ttl_ms)).await;
+    let b = spawn_app_on(&a.database_url, as_node(redis, "node-b", lease_ttl_ms)).await;
+    (a, b)
+}
+
+async fn database(app: &TestApp) -> sqlx::MySqlConnection {
+    sqlx::MySqlConnection::connect(&app.database_url).await.expect("MariaDB answers")
+}
+
+async fn confirmed_rows(app: &TestApp, event: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM registrations WHERE event_id = ? AND status = 'confirmed'")
+        .bind(event)
+        .fetch_one(&mut database(app).await)
+        .await
+        .unwrap()
+}
+
+/// How often the event was loaded, i.e. how many actors ever ran it.
+async fn epoch(app: &TestApp, event: &str) -> i64 {
+    sqlx::query_scalar("SELECT epoch FROM events WHERE id = ?")
+        .bind(event)
+        .fetch_one(&mut database(app).await)
+        .await
+        .unwrap()
+}
+
+fn text(response: &Response) -> String {
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+#[actix_rt::test]
+async fn two_nodes_sell_every_seat_once_through_one_owner() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    let seats = 6;
+    a.create_event(race("race", seats, 0)).await;
+    let (mut confirmed, mut sold_out) = (0, 0);
+    for n in 0..15 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let response =
+            node.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@example.org"))).await;
+        match (response.status, response.code_if_problem().as_str()) {
+            (201, _) => confirmed += 1,
+            (409, "sold_out") => sold_out += 1,
+            _ => panic!("registration {n} got {}: {}", response.status, text(&response)),
+        }
+        if n % 2 == 1 {
+            assert_eq!(response.header("kuota-owner"), Some("node-a"), "node b forwards to the owner");
+        }
+    }
+    assert_eq!((confirmed, sold_out), (seats, 15 - seats));
+    assert_eq!(confirmed_rows(&a, "race").await, i64::from(seats));
+    assert_eq!(epoch(&a, "race").await, 1, "only node a ever loaded the event");
+    assert_eq!(redis.lease_holder("race").as_deref(), Some("node-a"));
+    // Reads that need the actor are forwarded as well, with their caching headers.
+    let via_b = b.get("/v1/events/race", &[]).await;
+    assert_eq!(via_b.status, 200, "{}", text(&via_b));
+    assert_eq!(via_b.json()["status"], "sold_out");
+    let etag = via_b.header("etag").expect("an ETag is relayed").to_string();
+    let unchanged = b.get("/v1/events/race", &[("If-None-Match", &etag)]).await;
+    assert_eq!(unchanged.status, 304);
+    // The stream never ends, so a node that does not own the event sends the client over.
+    let stream = b.get("/v1/events/race/stream", &[]).await;
+    assert_eq!(stream.status, 307);
+    assert_eq!(
+        stream.header("location"),
+        Some(format!("http://127.0.0.1:{}/v1/events/race/stream", a.port).as_str())
+    );
+}
+
+#[actix_rt::test]
+async fn a_replay_through_the_other_node_is_the_same_answer() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.create_event(race("race", 1, 0)).await;
+    let first = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!(first.status, 201, "{}", text(&first));
+    let replayed = a.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!((replayed.status, &replayed.body), (first.status, &first.body));
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    let replayed_again = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!((replayed_again.status, &replayed_again.body), (first.status, &first.body));
+    // The registrant reads and cancels through either node with their token.
+    let token = first.json()["access_token"].as_str().unwrap().to_string();
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let read = b.get(&format!("/v1/registrations/{id}"), &[("Authorization", &bearer)]).await;
+    assert_eq!((read.status, read.json()["status"].clone()), (200, Value::from("confirmed")));
+    let cancelled =
+        b.request("DELETE", &format!("/v1/registrations/{id}"), &[("Authorization", &bearer)], None).await;
+    assert_eq!((cancelled.status, cancelled.json()["status"].clone()), (200, Value::from("cancelled")));
+    let again = b.register("race", "k2", &registration("10K", "bo@example.org")).await;
+    assert_eq!(again.status, 201, "the cancelled seat is free again: {}", text(&again));
+}
+
+/// Registers, retrying the 503s of a handover (the client's part of the contract).
+async fn register_until_decided(node: &TestApp, key: &str, email: &str) -> Response {
+    for _ in 0..50 {
+        let response = node.register("race", key, &registration("10K", email)).await;
+        if response.status != 503 {
+            return response;
+        }
+        assert!(response.header("retry-after").is_some(), "a 503 says when to retry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{key} was refused with 503 for 5 s");
+}
+
+#[actix_rt::test]
+async fn when_the_owner_loses_its_lease_the_other_node_takes_over_without_overselling() {
+    let redis = SharedRedis::new();
+    // A short lease, so that the former owner notices the loss within a few hundred ms.
+    let (a, b) = two_nodes(&redis, 1_000).await;
+    let seats = 8;
+    a.create_event(race("race", seats, 0)).await;
+    for n in 0..4 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            register_until_decided(node, &format!("k{n}"), &format!("r{n}@example.org")).await.status,
+            201
+        );
+    }
+    // Simulate the loss (an operator's FLUSH, a Redis failover that lost the key).
+    let _: i64 = redis::cmd("DEL").arg(redis.lease_key("race")).query(&mut redis.connection()).unwrap();
+    let (mut confirmed, mut sold_out) = (4, 0);
+    for n in 4..20 {
+        let node = if n % 2 == 1 { &a } else { &b };
+        let response = register_until_decided(node, &format!("k{n}"), &format!("r{n}@example.org")).await;
+        match (response.status, response.code_if_problem().as_str()) {
+            (201, _) => confirmed += 1,
+            (409, "sold_out") => sold_out += 1,
+            _ => panic!("registration {n} got {}: {}", response.status, text(&response)),
+        }
+    }
+    assert_eq!((confirmed, sold_out), (seats, 20 - seats));
+    assert_eq!(confirmed_rows(&a, "race").await, i64::from(seats), "never more rows than seats");
+    assert_eq!(redis.lease_holder("race").as_deref(), Some("node-b"), "node b took the free lease first");
+    assert!(epoch(&a, "race").await >= 2, "node b loaded the event under a new epoch");
+}
+
+#[actix_rt::test]
+async fn a_forwarded_request_is_never_forwarded_again() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.create_event(race("race", 5, 0)).await;
+    let secret: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = 'token_secret'")
+        .fetch_one(&mut database(&a).await)
+        .await
+        .unwrap();
+    let token = kuota_api::cluster::forward_token(secret.as_bytes());
+    // As if a third node had forwarded to b, believing b the owner.
+    let headers = [
+        ("Idempotency-Key", "k1"),
+        ("Kuota-Forwarded-By", "node-c"),
+        ("Kuota-Forward-Token", token.as_str()),
+    ];
+    let refused =
+        b.post_json("/v1/events/race/registrations", &headers, &registration("10K", "ana@example.org")).await;
+    assert_eq!((refused.status, refused.code().as_str()), (503, "overloaded"), "{}", text(&refused));
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("kuota-owner"), None, "answered by b itself, not relayed");
+    assert_eq!(confirmed_rows(&a, "race").await, 0, "the owner never saw it");
+    // A client cannot pass for a node: without the token the marker is ignored and the request
+    // is forwarded like any other.
+    let spoofed =
+        [("Idempotency-Key", "k2"), ("Kuota-Forwarded-By", "node-c"), ("Kuota-Forward-Token", "guess")];
+    let forwarded =
+        b.post_json("/v1/events/race/registrations", &spoofed, &registration("10K", "bo@example.org")).await;
+    assert_eq!(forwarded.status, 201, "{}", text(&forwarded));
+    assert_eq!(forwarded.header("kuota-owner"), Some("node-a"));
+}
+
+#[actix_rt::test]
+async fn an_owner_that_does_not_answer_is_a_prompt_503() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.admin("POST", "/v1/events", Some(&race("race", 5, 0))).await;
+    // The lease names a node that is gone (it crashed holding it): nothing listens there.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _: i64 = redis::cmd("DEL").arg(redis.lease_key("race")).query(&mut redis.connection()).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(redis.lease_key("race"))
+        .arg(format!("token node-x http://127.0.0.1:{gone}"))
+        .arg("PX")
+        .arg(10_000)
+        .query(&mut redis.connection())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!((refused.status, refused.code().as_str()), (503, "overloaded"), "{}", text(&refused));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(text(&refused).contains("did not answer"), "{}", text(&refused));
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded by the connect timeout");
+    drop(a);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[actix_rt::test]
+async fn after_the_owner_stops_gracefully_the_other_node_takes_over_at_once() {
+    let redis = SharedRedis::new();
+    // Node b in this process; node a is the real binary, so that it can be stopped with SIGTERM.
+    // The lease is long: only a release at shutdown lets b take over without waiting for it.
+    let b = spawn_app_with(Backend::MariaDb, as_node(&redis, "node-b", 60_000)).await;
+    let port = free_port();
+    let mut a_process = Command::new(env!("CARGO_BIN_EXE_kuota"))
+        .env("KUOTA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KUOTA_ADVERTISE_URL", format!("http://127.0.0.1:{port}"))
+        .env("KUOTA_NODE_ID", "node-a")
+        .env("KUOTA_DATABASE_URL", &b.database_url)
+        .env("KUOTA_REDIS_URL", redis_url())
+        .env("KUOTA_REDIS_PREFIX", &redis.prefix)
+        .env("KUOTA_LEASE_TTL_MS", "60000")
+        .env("KUOTA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("KUOTA_RATE_LIMIT_IP_PER_SECOND", "0")
+        .env("KUOTA_RATE_LIMIT_EMAIL_PER_MINUTE", "0")
+        .env("KUOTA_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let a = TestApp::attach(port);
+    let mut started = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "node a did not start");
+    let seats = 6;
+    a.create_event(race("race", seats, 0)).await;
+    for n in 0..4 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let response =
+            node.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@example.org"))).await;
+        assert_eq!(response.status, 201, "{}", text(&response));
+    }
+    assert_eq!(redis.lease_holder("race").as_deref(), Some("node-a"));
+    let killed = Command::new("kill").args(["-TERM", &a_process.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut exited = None;
+    for _ in 0..300 {
+        if let Some(status) = a_process.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = exited.unwrap_or_else(|| {
+        let _ = a_process.kill();
+        panic!("node a did not stop within 15 s of SIGTERM")
+    });
+    assert!(exited.success(), "exit status {exited:?}");
+    assert_eq!(redis.lease_holder("race"), None, "node a released its lease after draining");
+    let (mut confirmed, mut sold_out) = (4, 0);
+    for n in 4..12 {
+        let response =
+            b.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@example.org"))).await;
+        match (response.status, response.code_if_problem().as_str()) {
+            (201, _) => confirmed += 1,
+            (409, "sold_out") => sold_out += 1,
+            _ => panic!("registration {n} got {}: {}", response.status, text(&response)),
+        }
+    }
+    assert_eq!((confirmed, sold_out), (seats, 12 - seats));
+    assert_eq!(confirmed_rows(&b, "race").await, i64::from(seats));
+    assert_eq!(redis.lease_holder("race").as_deref(), Some("node-b"));
+    // A replay of what node a decided, now answered by node b.
+    let replay = b.register("race", "k0", &registration("10K", "r0@example.org")).await;
+    assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")));
+}
