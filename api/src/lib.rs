@@ -15,6 +15,7 @@
 //! - `tokens`: registrant access tokens, fingerprints, constant-time comparison.
 //! - `time_format`: RFC 3339 times.
 //! - `metrics`: the Prometheus recorder and metric names.
+//! - `middleware`: the request span and request metrics, and resources that carry their route label.
 
 pub mod cluster;
 pub mod configuration;
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod middleware;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;

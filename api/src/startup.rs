@@ -3,24 +3,22 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::{Server, Service, ServiceResponse};
+use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
-use futures_util::FutureExt;
 use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
 use kuota_persist::random;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
-use tracing_actix_web::TracingLogger;
 
 use crate::cluster::{self, Cluster};
 use crate::configuration::Settings;
 use crate::error::ApiError;
-use crate::metrics;
+use crate::middleware;
 use crate::routes;
 use crate::state::AppState;
 
@@ -104,22 +102,9 @@ impl Application {
                 }))
                 // Innermost: forwarded requests are measured and traced like the others.
                 .wrap(actix_web::middleware::from_fn(cluster::route_to_owner))
-                .wrap_fn(|request, service| {
-                    let started = Instant::now();
-                    let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
-                    let method = request.method().to_string();
-                    service.call(request).map(move |result: Result<ServiceResponse, actix_web::Error>| {
-                        if let Ok(response) = &result {
-                            let status = response.status().as_u16().to_string();
-                            let labels = [("route", route), ("method", method), ("status", status)];
-                            ::metrics::counter!(metrics::HTTP_REQUESTS, &labels).increment(1);
-                            ::metrics::histogram!(metrics::HTTP_REQUEST_DURATION, &labels)
-                                .record(started.elapsed().as_secs_f64());
-                        }
-                        result
-                    })
-                })
-                .wrap(TracingLogger::default())
+                // The span wraps the metrics, as the last `wrap` runs first.
+                .wrap_fn(middleware::record_metrics)
+                .wrap_fn(middleware::in_request_span)
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, _>(ApiError::NotFound("the resource"))

@@ -8,6 +8,7 @@ use kuota_persist::session::{SessionData, SessionId};
 
 use crate::domain::json_object;
 use crate::error::{ApiError, FieldError};
+use crate::middleware::resource;
 use crate::openapi::{PayloadTooLarge, Problem, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::state::{AppState, SESSION_COOKIE};
@@ -18,7 +19,7 @@ pub const ADMIN_SESSION_TTL_SECONDS: u64 = 8 * 60 * 60;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(
-        web::resource("/v1/admin/sessions").route(web::post().to(log_in)).route(web::delete().to(log_out)),
+        resource("/v1/admin/sessions").route(web::post().to(log_in)).route(web::delete().to(log_out)),
     );
 }
 

@@ -8,6 +8,7 @@ use kuota_engine::{CategoryAvailability, CategoryCode, EventId, Outcome, Timesta
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::middleware::resource;
 use crate::openapi::{Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::routes::registrations::page_bounds;
@@ -16,13 +17,11 @@ use crate::{domain, time_format};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(web::resource("/v1/events").route(web::post().to(create)))
-        .service(web::resource("/v1/events/{event_id}").route(web::get().to(read)))
-        .service(
-            web::resource("/v1/events/{event_id}/categories/{code}").route(web::patch().to(change_capacity)),
-        )
-        .service(web::resource("/v1/events/{event_id}/audit").route(web::get().to(audit)))
-        .service(web::resource("/v1/events/{event_id}/stream").route(web::get().to(stream)));
+        .service(resource("/v1/events").route(web::post().to(create)))
+        .service(resource("/v1/events/{event_id}").route(web::get().to(read)))
+        .service(resource("/v1/events/{event_id}/categories/{code}").route(web::patch().to(change_capacity)))
+        .service(resource("/v1/events/{event_id}/audit").route(web::get().to(audit)))
+        .service(resource("/v1/events/{event_id}/stream").route(web::get().to(stream)));
 }
 
 /// Server-Sent Events subscribers one node serves at once; more get 503.

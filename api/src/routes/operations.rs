@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 
 use crate::metrics;
+use crate::middleware::resource;
 use crate::state::AppState;
 
 /// How long readiness waits for the store or Redis before calling it unreachable.
@@ -12,10 +13,10 @@ const READINESS_PROBE_TIMEOUT_MS: u64 = 1_000;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(render_metrics))
-        .route("/v1/status", web::get().to(status));
+        .service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(render_metrics)))
+        .service(resource("/v1/status").route(web::get().to(status)));
 }
 
 /// Liveness: `{"status": "ok"}`.

@@ -7,6 +7,7 @@ use kuota_persist::store::{RegistrationRow, RowStatus};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::middleware::resource;
 use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::state::{AppState, bearer};
@@ -19,16 +20,16 @@ const PAGE_LIMIT_DEFAULT: u32 = 50;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
-            web::resource("/v1/events/{event_id}/registrations")
+            resource("/v1/events/{event_id}/registrations")
                 .route(web::post().to(create))
                 .route(web::get().to(list)),
         )
         .service(
-            web::resource("/v1/registrations/{registration_id}")
+            resource("/v1/registrations/{registration_id}")
                 .route(web::get().to(read))
                 .route(web::delete().to(cancel)),
         )
-        .service(web::resource("/v1/registrations/{registration_id}/confirm").route(web::post().to(confirm)));
+        .service(resource("/v1/registrations/{registration_id}/confirm").route(web::post().to(confirm)));
 }
 
 /// The answer to a registration request that got (or waits for) a seat.

@@ -37,6 +37,25 @@ async fn metrics_contain_the_contract_series() {
     }
 }
 
+#[actix_rt::test]
+async fn request_metrics_are_labelled_with_the_route_pattern_method_and_status() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 1, 0)).await;
+    app.register("race", "k1", &registration("10K", "a@example.org")).await;
+    app.register("race", "k2", &registration("10K", "b@example.org")).await;
+    app.get("/nowhere", &[]).await;
+    let metrics = String::from_utf8(app.get("/metrics", &[]).await.body).unwrap();
+    for labels in [
+        r#"kuota_http_requests_total{route="/v1/events/{event_id}/registrations",method="POST",status="201"}"#,
+        r#"kuota_http_requests_total{route="/v1/events/{event_id}/registrations",method="POST",status="409"}"#,
+        r#"kuota_http_requests_total{route="/v1/events",method="POST",status="201"}"#,
+        r#"kuota_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+        r#"kuota_http_request_duration_seconds_count{route="/v1/events/{event_id}/registrations",method="POST",status="409"}"#,
+    ] {
+        assert!(metrics.contains(labels), "{labels} missing from:\n{metrics}");
+    }
+}
+
 /// A TCP relay in front of MariaDB that can be cut: the database becomes unreachable on
 /// demand, which the real server cannot be made to do without stopping it for everyone.
 async fn cuttable_relay(target: String) -> (u16, Arc<AtomicBool>) {

@@ -1,0 +1,194 @@
+//! The app-wide request middlewares (the request span and the request metrics) and `resource`,
+//! which builds a resource that carries its route label.
+//!
+//! Neither middleware matches the path again. actix-web's `match_pattern()` runs the router's
+//! regular expressions a second time and allocates the pattern on every request: with
+//! tracing-actix-web's root span, which did the same once more and drew a UUID, that was a
+//! quarter of the CPU of a sold-out answer (docs/benchmarks.md, "What limits Kuota now"). A
+//! resource built with `resource` puts its pattern, a `&'static str`, in the request's
+//! extensions instead; only requests that no such resource answered (the OpenAPI document,
+//! Swagger UI, 404s) fall back to `match_pattern()`, and those are rare.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::{Error, HttpMessage, Resource, web};
+use futures_util::FutureExt;
+use kuota_persist::random;
+use metrics::{Counter, Histogram};
+use tracing::Instrument;
+
+use crate::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
+
+/// The route label of requests that no resource matched.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The pattern of the resource that answered a request, for its metrics.
+#[derive(Clone, Copy, Debug)]
+struct RouteLabel(&'static str);
+
+/// `web::resource(pattern)` that labels its requests' metrics with `pattern`, exactly the label
+/// `match_pattern()` would give, without matching the path a second time.
+pub fn resource(
+    pattern: &'static str,
+) -> Resource<
+    impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse, Error = Error, InitError = ()>,
+> {
+    // A resource's middleware wraps all its routes, those added after `wrap_fn` too, and its
+    // 405 answer for other methods, which `match_pattern()` labels with the pattern as well.
+    web::resource(pattern).wrap_fn(move |request, service| {
+        request.extensions_mut().insert(RouteLabel(pattern));
+        service.call(request)
+    })
+}
+
+/// Runs the request inside its span, `HTTP request`, which every log line of the request
+/// carries, with a request id. The span's fields (and the id) are computed only when the span
+/// is enabled: `info_span!` evaluates them lazily, so under `RUST_LOG=warn` a request pays for
+/// none of it.
+pub fn in_request_span<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    let span = tracing::info_span!(
+        "HTTP request",
+        http.method = %request.method(),
+        http.target = %request.uri(),
+        request_id = %RequestId::next(),
+        http.status_code = tracing::field::Empty,
+    );
+    let future = span.in_scope(|| service.call(request));
+    let finished = span.clone();
+    future.instrument(span).map(move |result| {
+        if let Ok(response) = &result {
+            finished.record("http.status_code", response.status().as_u16());
+        }
+        result
+    })
+}
+
+/// Counts the request and records its duration in `kuota_http_requests_total` and
+/// `kuota_http_request_duration_seconds`, labelled by route, method and status.
+pub fn record_metrics<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    let started = Instant::now();
+    service.call(request).map(move |result| {
+        if let Ok(response) = &result {
+            record(response, started.elapsed().as_secs_f64());
+        }
+        result
+    })
+}
+
+fn record<B>(response: &ServiceResponse<B>, seconds: f64) {
+    let request = response.request();
+    let route = request.extensions().get::<RouteLabel>().map(|label| label.0);
+    let status = response.status().as_u16();
+    if let (Some(route), Some(method)) = (route, standard_method(request.method())) {
+        SERIES.with_borrow_mut(|series| {
+            let series =
+                series.entry((route, method, status)).or_insert_with(|| Series::new(route, method, status));
+            series.requests.increment(1);
+            series.duration.record(seconds);
+        });
+        return;
+    }
+    let route = request.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_string());
+    let labels = [("route", route), ("method", request.method().to_string()), ("status", status.to_string())];
+    ::metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    ::metrics::histogram!(HTTP_REQUEST_DURATION, &labels).record(seconds);
+}
+
+/// The handles of one (route, method, status) series. Looking a series up through the
+/// `counter!` macro builds its key (a label vector) and hashes it in the recorder's registry on
+/// every request; a handle is the registered atomic itself.
+#[derive(Debug)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl Series {
+    fn new(route: &'static str, method: &'static str, status: u16) -> Self {
+        let labels =
+            [("route", route.to_string()), ("method", method.to_string()), ("status", status.to_string())];
+        Series {
+            requests: ::metrics::counter!(HTTP_REQUESTS, &labels),
+            duration: ::metrics::histogram!(HTTP_REQUEST_DURATION, &labels),
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker thread's series handles. Bounded without a limit of its own: routes are the
+    /// resources' patterns, methods the nine standard ones (others are not cached) and statuses
+    /// three digits.
+    static SERIES: RefCell<HashMap<(&'static str, &'static str, u16), Series>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The name of a standard method as a `&'static str`; `None` for an extension method, which a
+/// client chooses freely and which therefore must not grow the per-thread cache.
+fn standard_method(method: &Method) -> Option<&'static str> {
+    const STANDARD_METHODS: [&str; 9] =
+        ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "CONNECT", "PATCH", "TRACE"];
+    STANDARD_METHODS.into_iter().find(|name| *name == method.as_str())
+}
+
+/// A request's id in the logs: a prefix drawn at random once per process, so that the ids of
+/// two processes (or of a restart) differ, then a sequence number, so that ids never repeat
+/// within the process. Cheaper than a UUID per request, and drawn only when a span logs it.
+#[derive(Debug)]
+struct RequestId {
+    prefix: u64,
+    sequence: u64,
+}
+
+impl RequestId {
+    fn next() -> Self {
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| u64::from_be_bytes(random::random_bytes()));
+        RequestId { prefix, sequence: SEQUENCE.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{:016x}-{}", self.prefix, self.sequence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_share_the_process_prefix_and_never_repeat() {
+        let (first, second) = (RequestId::next(), RequestId::next());
+        assert_eq!(first.prefix, second.prefix);
+        assert!(second.sequence > first.sequence);
+        assert_ne!(first.to_string(), second.to_string());
+    }
+
+    #[test]
+    fn only_standard_methods_get_a_static_name() {
+        assert_eq!(standard_method(&Method::PATCH), Some("PATCH"));
+        assert_eq!(standard_method(&Method::from_bytes(b"PURGE").unwrap()), None);
+    }
+}
