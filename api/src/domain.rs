@@ -112,11 +112,52 @@ impl Fields {
     }
 }
 
-/// A registration request, parsed, with what the actor and the store need.
+/// A registration request, parsed. What only an admission needs (the request's fingerprint,
+/// the registrant's access token and its hash: an HMAC and two SHA-256) is derived later, by
+/// `into_register`, so that a sold-out answer from the published counters never pays for it.
 #[derive(Debug)]
 pub struct RegistrationRequest {
-    pub register: Register,
-    pub access_token: String,
+    pub category: CategoryCode,
+    pub registrant: Email,
+    pub waitlist: bool,
+    full_name: String,
+    phone: Option<String>,
+    attributes_json: Option<String>,
+}
+
+impl RegistrationRequest {
+    /// The actor's command for this request with `key`, and the registrant's access token
+    /// (whose hash the command carries to the store).
+    pub fn into_register(
+        self,
+        event: &EventId,
+        key: IdempotencyKey,
+        token_secret: &[u8],
+    ) -> (Register, String) {
+        let fingerprint = tokens::fingerprint(&[
+            self.category.as_str(),
+            self.registrant.as_str(),
+            &self.full_name,
+            self.phone.as_deref().unwrap_or(""),
+            self.attributes_json.as_deref().unwrap_or(""),
+            if self.waitlist { "1" } else { "0" },
+        ]);
+        let access_token = tokens::access_token(token_secret, event, &key);
+        let details = RegistrationDetails {
+            full_name: self.full_name,
+            phone: self.phone,
+            attributes_json: self.attributes_json,
+            access_token_hash: tokens::token_hash(&access_token),
+        };
+        let register = Register {
+            category: self.category,
+            registrant: self.registrant,
+            idempotency: Some(Idempotency { key, fingerprint }),
+            waitlist: self.waitlist,
+            details: Arc::new(details),
+        };
+        (register, access_token)
+    }
 }
 
 /// Parses `Idempotency-Key`: required, 1–255 printable ASCII.
@@ -129,12 +170,7 @@ pub fn idempotency_key(header: Option<&[u8]>) -> Result<IdempotencyKey, ApiError
 }
 
 /// Parses a registration body for `event` (whose categories are known).
-pub fn registration(
-    body: &[u8],
-    event: &EventConfig,
-    key: IdempotencyKey,
-    token_secret: &[u8],
-) -> Result<RegistrationRequest, ApiError> {
+pub fn registration(body: &[u8], event: &EventConfig) -> Result<RegistrationRequest, ApiError> {
     let object = json_object(body)?;
     let mut fields = Fields::default();
     fields.unknown(&object, &["category", "email", "full_name", "phone", "attributes", "waitlist"]);
@@ -168,30 +204,8 @@ pub fn registration(
         (Some(category), Some(email), Some(full_name)) => Some((category, email, full_name)),
         _ => None,
     };
-    let (category, email, full_name) = fields.finish(parsed)?;
-    let fingerprint = tokens::fingerprint(&[
-        category.as_str(),
-        email.as_str(),
-        &full_name,
-        phone.as_deref().unwrap_or(""),
-        attributes.as_deref().unwrap_or(""),
-        if waitlist { "1" } else { "0" },
-    ]);
-    let access_token = tokens::access_token(token_secret, &event.id, &key);
-    let details = RegistrationDetails {
-        full_name,
-        phone,
-        attributes_json: attributes,
-        access_token_hash: tokens::token_hash(&access_token),
-    };
-    let register = Register {
-        category,
-        registrant: email,
-        idempotency: Some(Idempotency { key, fingerprint }),
-        waitlist,
-        details: Arc::new(details),
-    };
-    Ok(RegistrationRequest { register, access_token })
+    let (category, registrant, full_name) = fields.finish(parsed)?;
+    Ok(RegistrationRequest { category, registrant, waitlist, full_name, phone, attributes_json: attributes })
 }
 
 /// Parses `POST /v1/events`; `generated_id` is used when the body names none.

@@ -1,8 +1,12 @@
 //! Registrations: create (the hot path), read, cancel, confirm, and the admin listing.
 
+use std::sync::LazyLock;
+
+use actix_web::body::MessageBody;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use kuota_engine::{Decision, EndedStatus, EventId, IdempotencyKey, Outcome, RegistrationId, Timestamp};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use kuota_engine::{Decision, EndedStatus, EventId, Outcome, RegistrationId, Timestamp};
 use kuota_persist::store::{RegistrationRow, RowStatus};
 use serde::Serialize;
 
@@ -163,12 +167,10 @@ fn admission_response(
     decision: &Decision,
     event: &EventId,
     category: &str,
-    key: &IdempotencyKey,
-    state: &AppState,
+    access_token: &str,
     created_at: Timestamp,
     replayed: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let token = tokens::access_token(&state.token_secret, event, key);
     let (status, registration, label, waitlist_position, expires_at) = match *decision {
         Decision::Confirmed { registration } => (StatusCode::CREATED, registration, "confirmed", None, None),
         Decision::Held { registration, expires_at } => {
@@ -186,7 +188,7 @@ fn admission_response(
         status: label,
         waitlist_position,
         expires_at,
-        access_token: &token,
+        access_token,
         created_at: time_format::format(created_at),
     };
     let mut response = HttpResponse::build(status);
@@ -194,6 +196,26 @@ fn admission_response(
         response.insert_header(("Idempotent-Replayed", "true"));
     }
     Ok(response.json(body))
+}
+
+/// The answer to a request refused as sold out from the published counters, the hottest answer
+/// of a sale: the same status, headers and bytes as `refusal(&Decision::SoldOut)`, whose
+/// problem document is serialized once per process instead of once per request.
+fn sold_out_response() -> HttpResponse {
+    static RENDERED: LazyLock<(StatusCode, HeaderValue, web::Bytes)> = LazyLock::new(|| {
+        let response = refusal(&Decision::SoldOut).error_response();
+        let status = response.status();
+        // `ApiError::error_response` always sets the problem document's content type.
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).cloned().expect("a problem names its content type");
+        // A problem document is one in-memory buffer, never a stream.
+        let body = response.into_body().try_into_bytes().expect("a problem document is a single buffer");
+        (status, content_type, body)
+    });
+    let (status, content_type, body) = &*RENDERED;
+    HttpResponse::build(*status)
+        .insert_header((header::CONTENT_TYPE, content_type.clone()))
+        .body(body.clone())
 }
 
 /// The problem document of a decision that refused a seat.
@@ -336,27 +358,29 @@ async fn create(
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     state.limit_client(&request)?;
     let event = state.event(&event_id).await?;
-    let parsed = domain::registration(&body, event.config(), key.clone(), &state.token_secret)?;
-    state.limit_registrant(&parsed.register.registrant).await?;
-    let category = parsed.register.category.clone();
+    let parsed = domain::registration(&body, event.config())?;
+    state.limit_registrant(&parsed.registrant).await?;
     // Sold out is answered from the published counters, unless this key may have been decided
-    // before (then its decision must be replayed, which only the actor knows).
-    let sold_out = event.counters().is_sold_out(&category, parsed.register.waitlist) == Some(true);
+    // before (then its decision must be replayed, which only the actor knows). This comes before
+    // the access token and the fingerprint are derived: a sold-out answer needs neither.
+    let sold_out = event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
     if sold_out && !event.counters().may_have_seen_key(&key) {
         ::metrics::counter!(metrics::ADMISSIONS, "outcome" => "sold_out_fast").increment(1);
-        return Err(refusal(&Decision::SoldOut));
+        return Ok(sold_out_response());
     }
     if state.write_behind.breaker_open() {
         return Err(state.shed("the store is failing"));
     }
+    let category = parsed.category.clone();
+    let (register, access_token) = parsed.into_register(&event_id, key.clone(), &state.token_secret);
     let (outcome, decided_at) =
-        event.register_timed(parsed.register).await.map_err(|error| state.actor_error(error))?;
+        event.register_timed(register).await.map_err(|error| state.actor_error(error))?;
     ::metrics::counter!(metrics::ADMISSIONS, "outcome" => outcome_label(&outcome)).increment(1);
     match outcome {
         Outcome::Decided(decision) => {
-            admission_response(&decision, &event_id, category.as_str(), &key, &state, decided_at, false)
+            admission_response(&decision, &event_id, category.as_str(), &access_token, decided_at, false)
         }
-        Outcome::Replayed(decision) => replay(&state, &event_id, &key, &decision).await,
+        Outcome::Replayed(decision) => replay(&state, &event_id, &access_token, &decision).await,
         Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
         Outcome::KeyReused => Err(ApiError::KeyReused),
         Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
@@ -369,12 +393,12 @@ async fn create(
 }
 
 /// Answers a retry with the first decision's status and body, byte for byte: the body is
-/// rebuilt from the stored registration (its category and creation time) and the token is
-/// derived again from the same key.
+/// rebuilt from the stored registration (its category and creation time), and the token, being
+/// derived from the event and the key, is the one the first answer carried.
 async fn replay(
     state: &AppState,
     event: &EventId,
-    key: &IdempotencyKey,
+    access_token: &str,
     decision: &Decision,
 ) -> Result<HttpResponse, ApiError> {
     let Some(registration) = decision.registration() else {
@@ -388,7 +412,7 @@ async fn replay(
     let row = state.store.registration(event, registration).await?.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!("replayed registration {registration} is not stored"))
     })?;
-    admission_response(decision, event, row.category.as_str(), key, state, row.created_at, true)
+    admission_response(decision, event, row.category.as_str(), access_token, row.created_at, true)
 }
 
 /// Loads a registration the caller may see: its registrant (by access token) or an admin.
@@ -678,4 +702,25 @@ async fn list(
         (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.0.to_string())).flatten();
     let items: Vec<RegistrationView> = rows.iter().map(RegistrationView::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prerendered_sold_out_answer_is_the_refusal_byte_for_byte() {
+        let expected = refusal(&Decision::SoldOut).error_response();
+        let prerendered = sold_out_response();
+        assert_eq!(prerendered.status(), expected.status());
+        let headers = |response: &HttpResponse| {
+            let mut headers: Vec<_> =
+                response.headers().iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+            headers.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
+            headers
+        };
+        assert_eq!(headers(&prerendered), headers(&expected));
+        let body = |response: HttpResponse| response.into_body().try_into_bytes().ok().unwrap();
+        assert_eq!(body(prerendered), body(expected));
+    }
 }
