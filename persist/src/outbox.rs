@@ -2,7 +2,7 @@
 //!
 //! Post-registration work (a confirmation e-mail, a payment request, a webhook) is an outbox row
 //! written in the same transaction as the registration change it announces. This worker claims
-//! due rows (`SqlStore::claim_outbox`), hands each to a `Deliver` with a deadline, and settles
+//! a round of due rows (`SqlStore::claim_outbox`), hands each to a `Deliver` with a deadline, and settles
 //! it: delivered, retried later with exponential backoff, or dead after `attempts_max` attempts
 //! (kept for an operator, never retried by itself). Delivery is at least once. Every
 //! `purge_interval` it also deletes idempotency entries past their event's retention and
@@ -179,17 +179,18 @@ impl OutboxWorker {
     }
 }
 
-/// One round: claims due entries, delivers them one after another, settles each. Returns how
-/// many were claimed.
+/// One round: claims due entries, delivers them one after another, and settles them together.
+/// Returns how many were claimed.
 pub async fn deliver_due(
     store: &SqlStore,
     deliver: &dyn Deliver,
     now: Timestamp,
     config: &OutboxConfig,
 ) -> Result<usize, crate::store::PersistError> {
-    let claim_until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
-    let claimed = store.claim_outbox(now, claim_until, config.batch_max).await?;
-    for entry in &claimed {
+    let until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
+    let claim = store.claim_outbox(now, until, config.batch_max).await?;
+    let mut settlements = Vec::with_capacity(claim.entries.len());
+    for entry in &claim.entries {
         let result = match tokio::time::timeout(config.delivery_timeout, deliver.deliver(entry)).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {} ms", config.delivery_timeout.as_millis())),
@@ -207,11 +208,17 @@ pub async fn deliver_due(
                 }
             }
         };
-        if !store.settle_outbox(entry, &settlement).await? {
-            tracing::warn!(outbox_id = entry.id, "an outbox claim ran out before its delivery was settled");
-        }
+        settlements.push((entry.id, settlement));
     }
-    Ok(claimed.len())
+    let settled = store.settle_outbox(&claim, &settlements).await?;
+    if settled < settlements.len() as u64 {
+        tracing::warn!(
+            claimed = settlements.len(),
+            settled,
+            "outbox claims ran out before their deliveries were settled; other workers retry them"
+        );
+    }
+    Ok(claim.entries.len())
 }
 
 fn truncate(text: &mut String, bytes_max: usize) {

@@ -204,6 +204,28 @@ impl Pool {
         }
     }
 
+    /// Runs `statements` in order on one connection, each committing on its own, and returns
+    /// the rows each matched. On MySQL they go unprepared over the text protocol, several per
+    /// round trip: for statements whose text changes from call to call (see `text_protocol`).
+    pub async fn execute_all_unprepared(
+        &self,
+        statements: &[Statement<'_>],
+    ) -> Result<Vec<u64>, sqlx::Error> {
+        match self {
+            Pool::Mysql(pool) => {
+                let mut connection = pool.acquire().await?;
+                text_protocol::execute_all(&mut connection, statements).await
+            }
+            Pool::Sqlite(pool) => {
+                let mut matched = Vec::with_capacity(statements.len());
+                for statement in statements {
+                    matched.push(sqlite::execute(pool, statement).await?);
+                }
+                Ok(matched)
+            }
+        }
+    }
+
     pub async fn for_each_row<Failure: From<sqlx::Error>>(
         &self,
         statement: &Statement<'_>,

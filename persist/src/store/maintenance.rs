@@ -1,16 +1,16 @@
 //! The store's side of the background work: claiming and settling outbox entries for the
 //! delivery worker (`crate::outbox`), and purging rows past their retention.
 //!
-//! Claims are optimistic and need no long transaction: a worker takes an entry by moving its
-//! `available_at` past the delivery's deadline (`UPDATE … WHERE id = ? AND available_at = ?`,
-//! one row matched = claimed), so two workers on two nodes never deliver one entry at once, and
-//! an entry whose worker died becomes due again when the claim runs out. Delivery is
+//! Claims need no long transaction: a worker takes a round of due entries with one `UPDATE`
+//! that moves their `available_at` past the deliveries' deadline and stamps its claim token, so
+//! two workers on two nodes never deliver one entry at once, and an entry whose worker died
+//! becomes due again when the claim runs out. Settling checks the token and the claim's end. Delivery is
 //! therefore at least once; the payload carries the event and registration for receivers to
 //! deduplicate.
 
 use kuota_engine::{EventId, RegistrationId, Timestamp};
 
-use crate::store::backend::Statement;
+use crate::store::backend::{Dialect, RowAccess, Statement};
 use crate::store::plan::{millis, signed, unsigned};
 use crate::store::{OutboxRow, PAGE_SIZE_MAX, PersistError, SqlStore, invalid, timestamp};
 
@@ -37,6 +37,15 @@ pub enum Settlement {
     },
 }
 
+/// Entries one worker claimed in one round, until `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxClaim {
+    pub token: String,
+    pub until: Timestamp,
+    /// Oldest due first; each one's `attempts` counts this attempt.
+    pub entries: Vec<OutboxRow>,
+}
+
 /// What a purge removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -45,85 +54,110 @@ pub struct Purged {
 }
 
 impl SqlStore {
-    /// Claims up to `limit` due, pending outbox entries (oldest due first) until `claim_until`,
-    /// counting the attempt. Entries another worker claimed first are left out.
+    /// Claims up to `limit` due, pending outbox entries (oldest due first) until `until`,
+    /// counting the attempt: one `UPDATE` for the round, so that two workers never hold one
+    /// entry, and one `SELECT` of what it claimed.
     #[tracing::instrument(skip(self))]
     pub async fn claim_outbox(
         &self,
         now: Timestamp,
-        claim_until: Timestamp,
+        until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<OutboxRow>, PersistError> {
-        let candidates = Statement::new(
-            "SELECT id, event_id, registration_number, kind, payload_json, status, attempts, available_at, \
-             created_at FROM outbox WHERE status = ? AND available_at <= ? ORDER BY status, available_at, id \
-             LIMIT ?",
-        )
+    ) -> Result<OutboxClaim, PersistError> {
+        let token = crate::random::token_hex(16);
+        let limit = i64::from(limit.min(PAGE_SIZE_MAX));
+        // MySQL has no LIMIT in an `IN (SELECT …)`; SQLite (as built by sqlx) no `UPDATE … LIMIT`.
+        let claim = match self.pool.dialect() {
+            Dialect::Mysql => Statement::new(
+                "UPDATE outbox SET claimed_by = ?, available_at = ?, attempts = attempts + 1 \
+                 WHERE status = ? AND available_at <= ? ORDER BY status, available_at, id LIMIT ?",
+            ),
+            Dialect::Sqlite => Statement::new(
+                "UPDATE outbox SET claimed_by = ?, available_at = ?, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE status = ? AND available_at <= ? \
+                 ORDER BY status, available_at, id LIMIT ?)",
+            ),
+        }
+        .bind(token.as_str())
+        .bind(millis(until))
         .bind(PENDING)
         .bind(millis(now))
-        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
-        let mut rows = Vec::new();
-        self.pool
-            .for_each_row(&candidates, |row| {
-                rows.push(OutboxRow {
-                    id: unsigned(row.int(0)?, "outbox.id")?,
-                    event: EventId::parse(row.text(1)?).map_err(|error| invalid("outbox.event_id", error))?,
-                    registration: RegistrationId(unsigned(row.int(2)?, "outbox.registration_number")?),
-                    kind: row.text(3)?.to_owned(),
-                    payload_json: row.text(4)?.to_owned(),
-                    status: row.text(5)?.to_owned(),
-                    attempts: u32::try_from(row.int(6)?)
-                        .map_err(|error| invalid("outbox.attempts", error))?,
-                    available_at: timestamp(row.int(7)?, "outbox.available_at")?,
-                    created_at: timestamp(row.int(8)?, "outbox.created_at")?,
-                });
-                Ok::<(), PersistError>(())
-            })
-            .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for mut row in rows {
-            let claim = Statement::new(
-                "UPDATE outbox SET available_at = ?, attempts = attempts + 1 \
-                 WHERE id = ? AND status = ? AND available_at = ?",
+        .bind(limit);
+        let mut entries = Vec::new();
+        if self.pool.execute(&claim).await? > 0 {
+            let claimed = Statement::new(
+                "SELECT id, event_id, registration_number, kind, payload_json, status, attempts, available_at, \
+                 created_at FROM outbox WHERE status = ? AND available_at = ? AND claimed_by = ? \
+                 ORDER BY status, available_at, id",
             )
-            .bind(millis(claim_until))
-            .bind(signed(row.id))
             .bind(PENDING)
-            .bind(millis(row.available_at));
-            if self.pool.execute(&claim).await? == 1 {
-                row.attempts += 1;
-                row.available_at = claim_until;
-                claimed.push(row);
-            }
+            .bind(millis(until))
+            .bind(token.as_str());
+            self.pool
+                .for_each_row(&claimed, |row| {
+                    entries.push(outbox_row(row)?);
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
         }
-        Ok(claimed)
+        Ok(OutboxClaim { token, until, entries })
     }
 
-    /// Records how the delivery of a claimed entry ended. `false` when the claim was lost
-    /// (it ran out and another worker claimed the entry): the other worker settles it.
-    #[tracing::instrument(skip(self, entry), fields(outbox_id = entry.id))]
+    /// Records how the deliveries of a claim ended. Returns how many entries were settled:
+    /// fewer than given when a claim ran out and another worker claimed the entry meanwhile
+    /// (the other worker settles it).
+    #[tracing::instrument(skip_all, fields(settlements = settlements.len()))]
     pub async fn settle_outbox(
         &self,
-        entry: &OutboxRow,
-        settlement: &Settlement,
-    ) -> Result<bool, PersistError> {
-        let (status, available_at, error) = match settlement {
-            Settlement::Delivered => (DELIVERED, entry.available_at, None),
-            Settlement::Retry { retry_at, error } => (PENDING, *retry_at, Some(error.as_str())),
-            Settlement::Dead { error } => (DEAD, entry.available_at, Some(error.as_str())),
-        };
-        let settle = Statement::new(
-            "UPDATE outbox SET status = ?, available_at = ?, last_error = ? \
-             WHERE id = ? AND status = ? AND available_at = ? AND attempts = ?",
-        )
-        .bind(status)
-        .bind(millis(available_at))
-        .bind(error)
-        .bind(signed(entry.id))
-        .bind(PENDING)
-        .bind(millis(entry.available_at))
-        .bind(i64::from(entry.attempts));
-        Ok(self.pool.execute(&settle).await? == 1)
+        claim: &OutboxClaim,
+        settlements: &[(u64, Settlement)],
+    ) -> Result<u64, PersistError> {
+        let mut statements = Vec::new();
+        let delivered: Vec<i64> = settlements
+            .iter()
+            .filter(|(_, settlement)| *settlement == Settlement::Delivered)
+            .map(|(id, _)| signed(*id))
+            .collect();
+        for chunk in delivered.chunks(PURGE_CHUNK_ROWS as usize) {
+            let mut statement = Statement::new(
+                "UPDATE outbox SET status = ?, claimed_by = NULL WHERE status = ? AND available_at = ? \
+                 AND claimed_by = ? AND id IN (",
+            )
+            .bind(DELIVERED)
+            .bind(PENDING)
+            .bind(millis(claim.until))
+            .bind(claim.token.as_str());
+            for (index, id) in chunk.iter().enumerate() {
+                statement.sql.push_str(if index == 0 { "?" } else { ", ?" });
+                statement.push_value(*id);
+            }
+            statement.sql.push(')');
+            statements.push(statement);
+        }
+        for (id, settlement) in settlements {
+            let (status, available_at, error) = match settlement {
+                Settlement::Delivered => continue,
+                Settlement::Retry { retry_at, error } => (PENDING, *retry_at, error.as_str()),
+                Settlement::Dead { error } => (DEAD, claim.until, error.as_str()),
+            };
+            statements.push(
+                Statement::new(
+                    "UPDATE outbox SET status = ?, available_at = ?, last_error = ?, claimed_by = NULL \
+                     WHERE status = ? AND available_at = ? AND claimed_by = ? AND id = ?",
+                )
+                .bind(status)
+                .bind(millis(available_at))
+                .bind(error)
+                .bind(PENDING)
+                .bind(millis(claim.until))
+                .bind(claim.token.as_str())
+                .bind(signed(*id)),
+            );
+        }
+        // Unprepared on MySQL: the `IN` list changes length with every round (see
+        // `text_protocol`).
+        let matched = self.pool.execute_all_unprepared(&statements).await?;
+        Ok(matched.iter().sum())
     }
 
     /// Deletes idempotency entries past their event's retention (the engine forgot them
@@ -228,4 +262,18 @@ impl SqlStore {
         }
         Ok(purged)
     }
+}
+
+pub(crate) fn outbox_row(row: &dyn RowAccess) -> Result<OutboxRow, PersistError> {
+    Ok(OutboxRow {
+        id: unsigned(row.int(0)?, "outbox.id")?,
+        event: EventId::parse(row.text(1)?).map_err(|error| invalid("outbox.event_id", error))?,
+        registration: RegistrationId(unsigned(row.int(2)?, "outbox.registration_number")?),
+        kind: row.text(3)?.to_owned(),
+        payload_json: row.text(4)?.to_owned(),
+        status: row.text(5)?.to_owned(),
+        attempts: u32::try_from(row.int(6)?).map_err(|error| invalid("outbox.attempts", error))?,
+        available_at: timestamp(row.int(7)?, "outbox.available_at")?,
+        created_at: timestamp(row.int(8)?, "outbox.created_at")?,
+    })
 }

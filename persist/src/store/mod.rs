@@ -35,7 +35,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use self::backend::{Pool, RowAccess, Runner, Statement};
 pub use self::error::{FailureKind, PersistError};
-pub use self::maintenance::{Purged, Settlement};
+pub use self::maintenance::{OutboxClaim, Purged, Settlement};
 use self::plan::{millis, signed, unsigned};
 pub use self::rows::{
     AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,
@@ -304,18 +304,7 @@ impl SqlStore {
         let mut rows = Vec::new();
         self.pool
             .for_each_row(&statement, |row| {
-                rows.push(OutboxRow {
-                    id: unsigned(row.int(0)?, "outbox.id")?,
-                    event: EventId::parse(row.text(1)?).map_err(|error| invalid("outbox.event_id", error))?,
-                    registration: RegistrationId(unsigned(row.int(2)?, "outbox.registration_number")?),
-                    kind: row.text(3)?.to_owned(),
-                    payload_json: row.text(4)?.to_owned(),
-                    status: row.text(5)?.to_owned(),
-                    attempts: u32::try_from(row.int(6)?)
-                        .map_err(|error| invalid("outbox.attempts", error))?,
-                    available_at: timestamp(row.int(7)?, "outbox.available_at")?,
-                    created_at: timestamp(row.int(8)?, "outbox.created_at")?,
-                });
+                rows.push(maintenance::outbox_row(row)?);
                 Ok::<(), PersistError>(())
             })
             .await?;

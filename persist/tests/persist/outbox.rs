@@ -161,15 +161,21 @@ async fn an_entry_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_c
     let now = START.plus_seconds(1);
     // A worker claims the entry for one second and then stalls (or dies).
     let stalled = store.claim_outbox(now, now.plus_seconds(1), 10).await.unwrap();
-    assert_eq!(stalled.len(), 1);
-    assert!(store.claim_outbox(now, now.plus_seconds(1), 10).await.unwrap().is_empty(), "claimed twice");
+    assert_eq!(stalled.entries.len(), 1);
+    assert!(
+        store.claim_outbox(now, now.plus_seconds(1), 10).await.unwrap().entries.is_empty(),
+        "claimed twice"
+    );
     // After the claim ran out, another worker delivers it.
     let recorder = Recorder::default();
     assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(2), &config()).await.unwrap(), 1);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 2)]);
     // The stalled worker's late settlement changes nothing.
     let late = kuota_persist::store::Settlement::Retry { retry_at: now, error: "late".into() };
-    assert!(!store.settle_outbox(&stalled[0], &late).await.unwrap());
+    let entry = stalled.entries[0].id;
+    assert_eq!(store.settle_outbox(&stalled, &[(entry, late)]).await.unwrap(), 0);
+    let delivered = kuota_persist::store::Settlement::Delivered;
+    assert_eq!(store.settle_outbox(&stalled, &[(entry, delivered)]).await.unwrap(), 0);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 2)]);
 }
 
