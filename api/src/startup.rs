@@ -10,6 +10,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
+use kuota_persist::outbox::{LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use kuota_persist::store::SqlStore;
@@ -24,6 +25,9 @@ use crate::state::AppState;
 
 /// How long in-flight requests may finish after a stop signal, in seconds.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
+/// Outbox entries one delivery round claims: a flash crowd writes one per registration, and
+/// larger rounds cost the database fewer statements per entry.
+const OUTBOX_ROUND_ENTRIES_MAX: u32 = 500;
 /// How long the write-behind may take to commit what was accepted at shutdown, in seconds.
 const DRAIN_TIMEOUT_SECONDS: u64 = 30;
 
@@ -32,6 +36,9 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     generated_admin_token: bool,
+    /// Delivers outbox entries (to the log, see `kuota_persist::outbox`) and purges rows past
+    /// their retention, on every node: claims keep two nodes off one entry.
+    outbox: OutboxWorker,
 }
 
 impl std::fmt::Debug for Application {
@@ -66,6 +73,12 @@ impl Application {
             ..WriteBehindConfig::default()
         };
         let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config);
+        let outbox = OutboxWorker::start(
+            store.clone(),
+            Arc::new(LogDelivery),
+            Arc::new(SystemClock),
+            OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() },
+        );
         let registry_config = RegistryConfig {
             arbiters: settings.actor_threads,
             mailbox_capacity_max: settings.mailbox_capacity_max,
@@ -114,7 +127,7 @@ impl Application {
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECONDS)
         .listen(listener)?
         .run();
-        Ok(Application { port, server, state, generated_admin_token })
+        Ok(Application { port, server, state, generated_admin_token, outbox })
     }
 
     pub fn port(&self) -> u16 {
@@ -143,6 +156,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("serving HTTP")?;
         tracing::info!("stopped accepting; draining the write-behind");
+        self.outbox.stop().await;
         self.state.registry.shutdown();
         let drained = tokio::time::timeout(
             Duration::from_secs(DRAIN_TIMEOUT_SECONDS),

@@ -123,3 +123,25 @@ async fn readiness_turns_503_and_names_the_store_when_the_database_is_unreachabl
         .await
         .unwrap();
 }
+
+#[actix_rt::test]
+async fn the_server_delivers_outbox_entries_in_the_background() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 5, 0)).await;
+    for n in 0..3 {
+        let answer =
+            app.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@x.org"))).await;
+        assert_eq!(answer.status, 201);
+    }
+    let store = kuota_persist::store::SqlStore::connect(&app.database_url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let entries = store.outbox_page(100, None).await.unwrap();
+        assert_eq!(entries.len(), 3, "one outbox entry per confirmed registration");
+        if entries.iter().all(|entry| entry.status == "delivered" && entry.attempts == 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered within 10 s: {entries:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
