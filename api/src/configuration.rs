@@ -82,6 +82,10 @@ pub struct Cli {
     /// Log format: json, pretty or auto (pretty on a terminal) [default: auto].
     #[arg(long, env = "KUOTA_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Outbox delivery on this node: `log` (each entry as a log line) or `off` (another node or
+    /// an external relay reads the outbox table) [default: log].
+    #[arg(long, env = "KUOTA_OUTBOX_DELIVERY")]
+    pub outbox_delivery: Option<String>,
 }
 
 /// The same settings as read from the TOML file.
@@ -109,6 +113,7 @@ struct FileSettings {
     http_workers: Option<usize>,
     idempotency_retention_seconds: Option<u32>,
     log_format: Option<String>,
+    outbox_delivery: Option<String>,
 }
 
 /// The settings in force.
@@ -135,6 +140,7 @@ pub struct Settings {
     pub http_workers: usize,
     pub idempotency_retention_seconds: u32,
     pub log_format: String,
+    pub outbox_delivery: String,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/kuota.db";
@@ -214,6 +220,7 @@ impl Settings {
                 .or(file.idempotency_retention_seconds)
                 .unwrap_or(24 * 60 * 60),
             log_format: cli.log_format.or(file.log_format).unwrap_or_else(|| "auto".into()),
+            outbox_delivery: cli.outbox_delivery.or(file.outbox_delivery).unwrap_or_else(|| "log".into()),
         };
         settings.validate()?;
         Ok(settings)
@@ -227,6 +234,10 @@ impl Settings {
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "json" | "pretty" | "auto"),
             "log_format must be json, pretty or auto"
+        );
+        anyhow::ensure!(
+            matches!(self.outbox_delivery.as_str(), "log" | "off"),
+            "outbox_delivery must be log or off"
         );
         anyhow::ensure!(
             self.database_url.starts_with("mysql://") || self.database_url.starts_with("sqlite:"),

@@ -10,7 +10,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
-use kuota_persist::outbox::{LogDelivery, OutboxConfig, OutboxWorker};
+use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use kuota_persist::store::SqlStore;
@@ -37,8 +37,9 @@ pub struct Application {
     state: web::Data<AppState>,
     generated_admin_token: bool,
     /// Delivers outbox entries (to the log, see `kuota_persist::outbox`) and purges rows past
-    /// their retention, on every node: claims keep two nodes off one entry.
-    outbox: OutboxWorker,
+    /// their retention, on every node unless `KUOTA_OUTBOX_DELIVERY=off`: claims keep two nodes
+    /// off one entry.
+    outbox: Option<OutboxWorker>,
 }
 
 impl std::fmt::Debug for Application {
@@ -73,12 +74,6 @@ impl Application {
             ..WriteBehindConfig::default()
         };
         let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config);
-        let outbox = OutboxWorker::start(
-            store.clone(),
-            Arc::new(LogDelivery),
-            Arc::new(SystemClock),
-            OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() },
-        );
         let registry_config = RegistryConfig {
             arbiters: settings.actor_threads,
             mailbox_capacity_max: settings.mailbox_capacity_max,
@@ -102,6 +97,18 @@ impl Application {
             redis,
             cluster,
         ));
+        let outbox = (state.settings.outbox_delivery == "log").then(|| {
+            let watched = state.clone();
+            // Registrations waiting for their commit: the writer is busy.
+            let busy: Busy = Arc::new(move || watched.write_behind.queue_depth() > 0);
+            OutboxWorker::start(
+                state.store.clone(),
+                Arc::new(LogDelivery),
+                Arc::new(SystemClock),
+                busy,
+                OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() },
+            )
+        });
         let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -156,7 +163,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("serving HTTP")?;
         tracing::info!("stopped accepting; draining the write-behind");
-        self.outbox.stop().await;
+        if let Some(outbox) = self.outbox {
+            outbox.stop().await;
+        }
         self.state.registry.shutdown();
         let drained = tokio::time::timeout(
             Duration::from_secs(DRAIN_TIMEOUT_SECONDS),

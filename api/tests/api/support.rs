@@ -58,6 +58,7 @@ pub fn settings(database_url: &str) -> Settings {
         http_workers: 2,
         idempotency_retention_seconds: 86_400,
         log_format: "json".into(),
+        outbox_delivery: "log".into(),
     }
 }
 

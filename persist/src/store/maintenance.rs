@@ -84,7 +84,7 @@ impl SqlStore {
         .bind(millis(now))
         .bind(limit);
         let mut entries = Vec::new();
-        if self.pool.execute(&claim).await? > 0 {
+        if self.execute_without_gap_locks(claim).await? > 0 {
             let claimed = Statement::new(
                 "SELECT id, event_id, registration_number, kind, payload_json, status, attempts, available_at, \
                  created_at FROM outbox WHERE status = ? AND available_at = ? AND claimed_by = ? \
@@ -160,6 +160,25 @@ impl SqlStore {
         Ok(matched.iter().sum())
     }
 
+    /// Runs a statement that changes rows found by a range scan, committing on its own. On
+    /// MySQL it runs under READ COMMITTED: it then locks the rows it changes and no gaps between
+    /// them, so that the write-behind's inserts into the same index ranges (new outbox entries,
+    /// new idempotency keys) never wait for it; under REPEATABLE READ, the default, the scanned
+    /// ranges' gaps stay locked until it commits. The rows it reads are re-checked against its
+    /// conditions when locked, so nothing is changed that no longer meets them.
+    async fn execute_without_gap_locks(&self, statement: Statement<'_>) -> Result<u64, PersistError> {
+        match self.pool.dialect() {
+            Dialect::Mysql => {
+                // One round trip; the level applies to the next transaction only.
+                let statements =
+                    [Statement::new("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"), statement];
+                let matched = self.pool.execute_all_unprepared(&statements).await?;
+                Ok(matched.get(1).copied().unwrap_or(0))
+            }
+            Dialect::Sqlite => Ok(self.pool.execute(&statement).await?),
+        }
+    }
+
     /// Deletes idempotency entries past their event's retention (the engine forgot them
     /// already; recovery skips them) and delivered outbox entries settled before
     /// `delivered_before`. Works in chunks of `PURGE_CHUNK_ROWS`, so that no statement holds
@@ -218,7 +237,7 @@ impl SqlStore {
                 .bind(after.as_str())
                 .bind(last.as_str())
                 .bind(expired_before);
-                purged.idempotency_entries += self.pool.execute(&delete).await?;
+                purged.idempotency_entries += self.execute_without_gap_locks(delete).await?;
                 if seen < PURGE_CHUNK_ROWS {
                     break;
                 }
@@ -255,7 +274,7 @@ impl SqlStore {
             .bind(millis(delivered_before))
             .bind(lowest)
             .bind(highest);
-            purged.outbox_entries += self.pool.execute(&delete).await?;
+            purged.outbox_entries += self.execute_without_gap_locks(delete).await?;
             if seen < PURGE_CHUNK_ROWS as usize {
                 break;
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kuota_engine::store::EventLoader;
 use kuota_engine::{Command, EventQuota, ManualClock, Timestamp};
-use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due};
+use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, never_busy};
 use kuota_persist::store::{OutboxRow, SqlStore};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
@@ -25,6 +25,7 @@ on_both_databases!(
     an_entry_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_cannot_settle_it,
     the_purge_deletes_only_rows_past_their_retention,
     the_worker_task_delivers_in_the_background_and_stops,
+    a_busy_store_defers_delivery_but_not_past_the_longest_deferral,
 );
 
 /// Records deliveries; fails the registrations listed in `failing`.
@@ -225,7 +226,7 @@ async fn the_worker_task_delivers_in_the_background_and_stops(backend: Backend) 
     let recorder = Arc::new(Recorder::default());
     let clock = Arc::new(ManualClock::new(START.plus_seconds(1)));
     let config = OutboxConfig { poll_interval: Duration::from_millis(10), ..config() };
-    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock, config);
+    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock, never_busy(), config);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while recorder.delivered.lock().unwrap().len() < 4 {
         assert!(tokio::time::Instant::now() < deadline, "the worker did not deliver within 10 s");
@@ -233,4 +234,43 @@ async fn the_worker_task_delivers_in_the_background_and_stops(backend: Backend) 
     }
     tokio::time::timeout(Duration::from_secs(5), worker.stop()).await.expect("the worker stops");
     assert!(statuses(&store).await.iter().all(|(_, status, _)| status == "delivered"));
+}
+
+async fn a_busy_store_defers_delivery_but_not_past_the_longest_deferral(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, _) = event_with_entries(&database, 2).await;
+    let recorder = Arc::new(Recorder::default());
+    let clock = Arc::new(ManualClock::new(START.plus_seconds(1)));
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let config = OutboxConfig {
+        poll_interval: Duration::from_millis(10),
+        defer_while_busy_max: Duration::from_secs(60),
+        ..config()
+    };
+    let reader = busy.clone();
+    let is_busy = Arc::new(move || reader.load(std::sync::atomic::Ordering::Relaxed));
+    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock.clone(), is_busy, config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(recorder.attempts.lock().unwrap().is_empty(), "delivered while the store was busy");
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    wait_for_deliveries(&recorder, 2).await;
+    worker.stop().await;
+
+    // Busy for good: one round still runs once the longest deferral has passed.
+    let second_database = TestDatabase::create(backend).await;
+    let (store, _) = event_with_entries(&second_database, 2).await;
+    let recorder = Arc::new(Recorder::default());
+    let config = OutboxConfig { defer_while_busy_max: Duration::from_millis(200), ..config };
+    let always = Arc::new(|| true);
+    let worker = OutboxWorker::start(store, recorder.clone(), clock, always, config);
+    wait_for_deliveries(&recorder, 2).await;
+    worker.stop().await;
+}
+
+async fn wait_for_deliveries(recorder: &Recorder, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while recorder.delivered.lock().unwrap().len() < count {
+        assert!(tokio::time::Instant::now() < deadline, "not delivered within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
