@@ -18,7 +18,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
-use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::EventId;
 use kuota_engine::actor::Located;
@@ -230,9 +229,10 @@ async fn forward_to(
     state: &AppState,
     owner: &Owner,
     request: &actix_web::HttpRequest,
-    payload: actix_web::dev::Payload,
+    mut payload: actix_web::dev::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.settings.body_limit_bytes).await?;
+    // Up to the same limit the handlers apply (413 beyond it).
+    let body = crate::routes::read_bounded(&mut payload, 0, state.settings.body_limit_bytes).await?;
     let Some(peer) = PeerAddress::parse(&owner.url) else {
         tracing::error!(owner = %owner.node_id, url = %owner.url, "the owner advertises an unusable URL");
         return Err(moving("the event's owner cannot be reached; retry"));
@@ -273,20 +273,6 @@ fn relay(owner: &Owner, answer: forward::Answer) -> Result<HttpResponse, ApiErro
         response.insert_header((OWNER, value));
     }
     Ok(response.body(answer.body))
-}
-
-/// The body, up to the same limit the handlers apply (413 beyond it).
-async fn read_body(mut payload: actix_web::dev::Payload, limit_bytes: usize) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))?;
-        if body.len() + chunk.len() > limit_bytes {
-            return Err(ApiError::PayloadTooLarge { limit_bytes });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// `X-Forwarded-For` for the owner: what this node received, then the peer it received it from,

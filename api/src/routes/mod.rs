@@ -43,7 +43,20 @@ pub async fn json_body(
     if declared.is_some_and(|length| length > limit_bytes) {
         return Err(ApiError::PayloadTooLarge { limit_bytes });
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit_bytes));
+    read_bounded(&mut payload, declared.unwrap_or(0), limit_bytes).await
+}
+
+/// Reads a request body of at most `limit_bytes` (413 beyond it), however it arrives in chunks;
+/// `expected_bytes` only sizes the buffer.
+pub async fn read_bounded<S>(
+    payload: &mut S,
+    expected_bytes: usize,
+    limit_bytes: usize,
+) -> Result<web::Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    let mut body = web::BytesMut::with_capacity(expected_bytes.min(limit_bytes));
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))?;
