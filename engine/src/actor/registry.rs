@@ -201,7 +201,13 @@ impl Registry {
     /// Concurrent first uses share one claim and one load.
     pub async fn locate(&self, id: &EventId) -> Result<Located, ActorError> {
         loop {
-            let cell = self.events.entry(id.clone()).or_default().clone();
+            // A shared lock and no key copy for the common case, a running event: every
+            // request looks its event up (the ownership middleware, then the handler).
+            let existing = self.events.get(id).map(|cell| cell.clone());
+            let cell = match existing {
+                Some(cell) => cell,
+                None => self.events.entry(id.clone()).or_default().clone(),
+            };
             let started = cell.get_or_try_init(|| self.start(id)).await;
             match started {
                 Ok(handle) if handle.is_running() => return Ok(Located::Here(handle.clone())),
