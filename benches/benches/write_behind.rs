@@ -18,10 +18,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use kuota_engine::store::{EventLoader, Submission, SubmissionSender};
-use kuota_engine::{
-    CategoryCode, CategoryConfig, Command, EventConfig, EventId, EventQuota, QuotaLimits,
-    RegistrationDetails, Timestamp,
-};
+use kuota_engine::{CategoryCode, Command, EventId, EventQuota, RegistrationDetails, Timestamp};
 use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig, WriteBehindStats};
 use sqlx::Connection;
@@ -113,25 +110,6 @@ impl BenchDatabase {
             .execute(&mut server)
             .await
             .expect("the bench may drop databases");
-    }
-}
-
-fn event_config(id: &str, categories: &[(&str, u32)]) -> EventConfig {
-    EventConfig {
-        id: EventId::parse(id).expect("bench event ids are valid"),
-        name: "Bench Race".into(),
-        opens_at: None,
-        closes_at: None,
-        hold_ttl_seconds: 0,
-        categories: categories
-            .iter()
-            .map(|(code, capacity)| CategoryConfig {
-                code: CategoryCode::parse(code).expect("bench codes are valid"),
-                name: (*code).into(),
-                capacity: *capacity,
-            })
-            .collect(),
-        limits: QuotaLimits::default(),
     }
 }
 
@@ -228,7 +206,8 @@ async fn writer_run(batch_size_max: usize, events: usize, connections_max: u32) 
     let started = Instant::now();
     let mut producers = Vec::new();
     for index in 0..events {
-        let config = event_config(&format!("race{index}"), &[("10K", 10_000_000)]);
+        let config =
+            kuota_benches::fixtures::event_with_categories(&format!("race{index}"), &[("10K", 10_000_000)]);
         assert!(store.create_event(&config, now()).await.expect("the event is stored"));
         let loaded = store.load(&config.id).await.expect("the event loads").expect("it exists");
         producers.push(tokio::spawn(produce(
@@ -371,7 +350,8 @@ async fn recovery() {
     let database = BenchDatabase::create("recovery").await;
     let store = SqlStore::connect(&database.url).await.expect("the bench database takes the schema");
     let capacity = u32::try_from(RECOVERY_REGISTRATIONS / 2).expect("fits");
-    let config = event_config("race", &[("10K", capacity), ("21K", capacity)]);
+    let config =
+        kuota_benches::fixtures::event_with_categories("race", &[("10K", capacity), ("21K", capacity)]);
     assert!(store.create_event(&config, now()).await.expect("the event is stored"));
     let loaded = store.load(&config.id).await.expect("the event loads").expect("it exists");
     let mut quota = loaded.quota;

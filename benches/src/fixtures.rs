@@ -7,19 +7,27 @@ use kuota_engine::{
     QuotaLimits, Register, RegistrationDetails,
 };
 
-/// An event with one category of `capacity` seats, confirming at once.
+/// An event with one category, `10K`, of `capacity` seats, confirming at once.
 pub fn event(id: &str, capacity: u32) -> EventConfig {
+    event_with_categories(id, &[("10K", capacity)])
+}
+
+/// An event with these (code, capacity) categories, confirming at once.
+pub fn event_with_categories(id: &str, categories: &[(&str, u32)]) -> EventConfig {
     EventConfig {
         id: EventId::parse(id).expect("bench event ids are valid"),
         name: "Bench Race".into(),
         opens_at: None,
         closes_at: None,
         hold_ttl_seconds: 0,
-        categories: vec![CategoryConfig {
-            code: CategoryCode::parse("10K").expect("a valid code"),
-            name: "10K".into(),
-            capacity,
-        }],
+        categories: categories
+            .iter()
+            .map(|(code, capacity)| CategoryConfig {
+                code: CategoryCode::parse(code).expect("bench codes are valid"),
+                name: (*code).into(),
+                capacity: *capacity,
+            })
+            .collect(),
         limits: QuotaLimits::default(),
     }
 }
