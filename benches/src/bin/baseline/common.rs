@@ -134,6 +134,31 @@ pub fn confirmed(event: &str, category: &str, id: u64) -> HttpResponse {
 }
 
 /// The HTTP answer for a design's decision.
+/// How a stateful design decides one parsed registration.
+pub trait Design: 'static {
+    fn decide(
+        state: &Shared,
+        event: &str,
+        registrant: &Registrant,
+    ) -> impl Future<Output = anyhow::Result<Decision>>;
+}
+
+/// `POST /v1/events/{event_id}/registrations` of a stateful design: the same parsing and answers
+/// for every design, its own decision.
+pub async fn register<D: Design>(
+    state: web::Data<Shared>,
+    path: web::Path<String>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let registrant = match Registrant::parse(&request, &body) {
+        Ok(registrant) => registrant,
+        Err(problem) => return problem.response(),
+    };
+    let decision = D::decide(&state, &path, &registrant).await;
+    answer(&path, &registrant.category, decision)
+}
+
 pub fn answer(event: &str, category: &str, decision: anyhow::Result<Decision>) -> HttpResponse {
     match decision {
         Ok(Decision::Confirmed(id)) => confirmed(event, category, id),

@@ -11,13 +11,15 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
 use crate::Shared;
-use crate::common::{Decision, Registrant, answer, create_event, insert_registration, is_duplicate};
+use crate::common::{
+    Decision, Design, Registrant, create_event, insert_registration, is_duplicate, register,
+};
 
 /// How long a lock lives if its holder dies without releasing it, in ms (Laravel's
 /// `Cache::lock($name, 10)`).
@@ -42,21 +44,20 @@ static LOCK_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/v1/events", web::post().to(create_event))
-        .route("/v1/events/{event_id}/registrations", web::post().to(register));
+        .route("/v1/events/{event_id}/registrations", web::post().to(register::<LockAndTransaction>));
 }
 
-async fn register(
-    state: web::Data<Shared>,
-    path: web::Path<String>,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    let registrant = match Registrant::parse(&request, &body) {
-        Ok(registrant) => registrant,
-        Err(problem) => return problem.response(),
-    };
-    let decision = decide(&state, &path, &registrant).await;
-    answer(&path, &registrant.category, decision)
+/// The lock-and-transaction design.
+pub struct LockAndTransaction;
+
+impl Design for LockAndTransaction {
+    fn decide(
+        state: &Shared,
+        event: &str,
+        registrant: &Registrant,
+    ) -> impl Future<Output = anyhow::Result<Decision>> {
+        decide(state, event, registrant)
+    }
 }
 
 async fn decide(state: &Shared, event: &str, registrant: &Registrant) -> anyhow::Result<Decision> {

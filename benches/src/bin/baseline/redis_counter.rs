@@ -7,12 +7,14 @@
 
 use std::sync::LazyLock;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::Shared;
-use crate::common::{Decision, Registrant, answer, create_event, insert_registration, is_duplicate};
+use crate::common::{
+    Decision, Design, Registrant, create_event, insert_registration, is_duplicate, register,
+};
 
 /// Takes a seat when fewer than `ARGV[1]` are taken: returns the new count, or -1 when sold out.
 /// Checking before incrementing keeps the counter at or below capacity (no off-by-one, and no
@@ -30,7 +32,7 @@ return redis.call('INCR', KEYS[1])",
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/v1/events", web::post().to(create_event))
-        .route("/v1/events/{event_id}/registrations", web::post().to(register));
+        .route("/v1/events/{event_id}/registrations", web::post().to(register::<RedisCounter>));
 }
 
 /// The Redis key that counts the seats taken in a category; the e2e harness sets it when it
@@ -39,18 +41,17 @@ pub fn counter_key(prefix: &str, event: &str, category: &str) -> String {
     format!("{prefix}taken:{event}:{category}")
 }
 
-async fn register(
-    state: web::Data<Shared>,
-    path: web::Path<String>,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    let registrant = match Registrant::parse(&request, &body) {
-        Ok(registrant) => registrant,
-        Err(problem) => return problem.response(),
-    };
-    let decision = decide(&state, &path, &registrant).await;
-    answer(&path, &registrant.category, decision)
+/// The Redis-counter design.
+pub struct RedisCounter;
+
+impl Design for RedisCounter {
+    fn decide(
+        state: &Shared,
+        event: &str,
+        registrant: &Registrant,
+    ) -> impl Future<Output = anyhow::Result<Decision>> {
+        decide(state, event, registrant)
+    }
 }
 
 async fn decide(state: &Shared, event: &str, registrant: &Registrant) -> anyhow::Result<Decision> {
