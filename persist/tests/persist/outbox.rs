@@ -15,7 +15,7 @@ use kuota_persist::store::{OutboxRow, SqlStore};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
-    Backend, START, TestDatabase, decide, event_config, event_id, keyed, on_both_databases, register, submit,
+    Backend, START, TestDatabase, decide, event_id, keyed, on_both_databases, register, stored_event, submit,
 };
 
 on_both_databases!(
@@ -68,16 +68,13 @@ fn config() -> OutboxConfig {
 /// An event with `registrations` confirmed registrations (one outbox entry each), keyed, all
 /// decided at `START`.
 async fn event_with_entries(database: &TestDatabase, registrations: usize) -> (SqlStore, EventQuota) {
-    let store = database.store().await;
-    let config = event_config("race", &[("10K", 100)], 0);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().unwrap();
-    let (mut quota, epoch) = (loaded.quota, loaded.epoch);
+    let (store, mut quota, epoch) = stored_event(database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
     for n in 0..registrations {
         let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n as u64);
         let (_, effects) = decide(&mut quota, Command::Register(request), START);
-        submit(&sender, &config.id, epoch, effects).await.unwrap();
+        submit(&sender, &id, epoch, effects).await.unwrap();
     }
     drop(sender);
     writer.closed().await;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kuota_engine::store::{StoreError, Submission, SubmissionSender};
+use kuota_engine::store::{EventLoader, StoreError, Submission, SubmissionSender};
 use kuota_engine::{
     CategoryCode, CategoryConfig, Command, Effect, Email, EventConfig, EventId, EventQuota, Fingerprint,
     Idempotency, IdempotencyKey, Outcome, QuotaLimits, Register, RegistrationDetails, Timestamp,
@@ -221,4 +221,18 @@ pub async fn submit_later(
     let submission = Submission { event: event.clone(), epoch, effects, done };
     sender.send(submission).await.expect("the writer is running");
     answered
+}
+
+/// Stores and loads an event; returns the store, its quota and epoch.
+pub async fn stored_event(
+    database: &TestDatabase,
+    id: &str,
+    categories: &[(&str, u32)],
+    hold_ttl_seconds: u32,
+) -> (SqlStore, EventQuota, u64) {
+    let store = database.store().await;
+    let config = event_config(id, categories, hold_ttl_seconds);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().expect("the event was just stored");
+    (store, loaded.quota, loaded.epoch)
 }

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use kuota_engine::store::{EventLoader, StoreError};
 use kuota_engine::{
-    ActiveStatus, Command, Decision, Effect, EffectKind, Email, EventId, EventQuota, Outcome,
-    RegistrationDetails, RegistrationId, Seq,
+    ActiveStatus, Command, Decision, Effect, EffectKind, Email, EventId, Outcome, RegistrationDetails,
+    RegistrationId, Seq,
 };
 use kuota_persist::store::{PersistError, RowStatus, SqlStore, StatusCount};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
     Backend, START, TestDatabase, code, decide, event_config, event_id, keyed, on_both_databases, register,
-    submit, submit_later, waitlisting,
+    stored_event, submit, submit_later, waitlisting,
 };
 
 on_both_databases!(
@@ -37,20 +37,6 @@ on_both_databases!(
 /// A writer whose batches gather long enough for a test to put several submissions in one.
 fn slow_flush() -> WriteBehindConfig {
     WriteBehindConfig { flush_interval_ms: 200, ..WriteBehindConfig::default() }
-}
-
-/// Stores and loads an event; returns the store, its quota and epoch.
-async fn stored_event(
-    database: &TestDatabase,
-    id: &str,
-    categories: &[(&str, u32)],
-    hold_ttl_seconds: u32,
-) -> (SqlStore, EventQuota, u64) {
-    let store = database.store().await;
-    let config = event_config(id, categories, hold_ttl_seconds);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().expect("the event was just stored");
-    (store, loaded.quota, loaded.epoch)
 }
 
 fn registration_number(outcome: &Outcome) -> RegistrationId {

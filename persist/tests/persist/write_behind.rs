@@ -17,7 +17,7 @@ use sqlx::Connection;
 
 use crate::sql_support::{
     Backend, START, TestDatabase, decide, event_config, event_id, keyed, mysql_server_url, on_both_databases,
-    register, submit, submit_later, waitlisting,
+    register, stored_event, submit, submit_later, waitlisting,
 };
 
 on_both_databases!(
@@ -103,18 +103,15 @@ async fn concurrent_registrations_store_exactly_capacity_and_survive_a_restart(b
 
 async fn submissions_sent_within_the_flush_interval_commit_in_one_transaction(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = database.store().await;
-    let config = event_config("race", &[("10K", 100)], 0);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().unwrap();
-    let mut quota = loaded.quota;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
     let config = WriteBehindConfig { flush_interval_ms: 300, ..WriteBehindConfig::default() };
     let (sender, writer) = WriteBehind::start(store.clone(), config);
     let mut answers = Vec::new();
     for n in 0..50 {
         let (_, effects) =
             decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), START);
-        answers.push(submit_later(&sender, &config_id(&quota), loaded.epoch, effects).await);
+        answers.push(submit_later(&sender, &id, epoch, effects).await);
     }
     assert!(writer.queue_depth() > 0, "the batch is still gathering");
     for answer in answers {
@@ -187,17 +184,10 @@ async fn batches_of_different_events_commit_side_by_side_and_each_event_keeps_it
     writer.closed().await;
 }
 
-fn config_id(quota: &kuota_engine::EventQuota) -> kuota_engine::EventId {
-    quota.config().id.clone()
-}
-
 async fn a_batch_gathers_at_most_batch_size_max_effects(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = database.store().await;
-    let config = event_config("race", &[("10K", 100)], 0);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().unwrap();
-    let mut quota = loaded.quota;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
     let writer_config =
         WriteBehindConfig { flush_interval_ms: 300, batch_size_max: 10, ..WriteBehindConfig::default() };
     let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
@@ -205,7 +195,7 @@ async fn a_batch_gathers_at_most_batch_size_max_effects(backend: Backend) {
     for n in 0..35 {
         let (_, effects) =
             decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), START);
-        answers.push(submit_later(&sender, &config.id, loaded.epoch, effects).await);
+        answers.push(submit_later(&sender, &id, epoch, effects).await);
     }
     for answer in answers {
         assert_eq!(answer.await.unwrap(), Ok(()));
@@ -220,11 +210,8 @@ async fn a_batch_gathers_at_most_batch_size_max_effects(backend: Backend) {
 
 async fn closing_every_sender_commits_everything_accepted_before_closed_resolves(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = database.store().await;
-    let config = event_config("race", &[("10K", 1_000)], 0);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().unwrap();
-    let mut quota = loaded.quota;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1_000)], 0).await;
+    let id = event_id("race");
     // A long flush interval: only the closing queue makes the last batch start early.
     let writer_config =
         WriteBehindConfig { flush_interval_ms: 60_000, batch_size_max: 64, ..Default::default() };
@@ -233,14 +220,14 @@ async fn closing_every_sender_commits_everything_accepted_before_closed_resolves
     for n in 0..300 {
         let (_, effects) =
             decide(&mut quota, Command::Register(register("10K", &format!("r{n}@x.org"))), START);
-        answers.push(submit_later(&sender, &config.id, loaded.epoch, effects).await);
+        answers.push(submit_later(&sender, &id, epoch, effects).await);
     }
     drop(sender);
     tokio::time::timeout(Duration::from_secs(30), writer.closed()).await.expect("closed resolves promptly");
     for mut answer in answers {
         assert_eq!(answer.try_recv(), Ok(Ok(())), "answered before closed resolved");
     }
-    let stored = store.status_counts(&config.id).await.unwrap();
+    let stored = store.status_counts(&id).await.unwrap();
     assert_eq!(stored[0].count, 300);
 }
 
@@ -253,11 +240,8 @@ async fn server_sql(sql: String) {
 #[tokio::test]
 async fn a_store_that_keeps_failing_opens_the_breaker_and_a_working_probe_closes_it() {
     let database = TestDatabase::create(Backend::Mysql).await;
-    let store = database.store().await;
-    let config = event_config("race", &[("10K", 100)], 0);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().unwrap();
-    let mut quota = loaded.quota;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
     let writer_config = WriteBehindConfig {
         flush_interval_ms: 1,
         breaker_failures_max: 3,
@@ -269,7 +253,7 @@ async fn a_store_that_keeps_failing_opens_the_breaker_and_a_working_probe_closes
     server_sql(format!("DROP DATABASE {}", database.name())).await;
     // Three events, so that the poison of the first failure does not spare the store the others.
     let (_, effects) = decide(&mut quota, Command::Register(register("10K", "r@x.org")), START);
-    let failed = submit(&sender, &config.id, loaded.epoch, effects).await;
+    let failed = submit(&sender, &id, epoch, effects).await;
     assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
     assert!(!writer.breaker_open(), "one failure is not a pattern");
     for other in ["second", "third"] {
@@ -313,11 +297,8 @@ fn effects_of_an_unstored_event(id: &str) -> Vec<kuota_engine::Effect> {
 #[tokio::test]
 async fn a_connection_lost_in_the_middle_of_a_batch_is_retried_and_the_submission_commits() {
     let database = TestDatabase::create(Backend::Mysql).await;
-    let store = database.store().await;
-    let config = event_config("race", &[("10K", 100)], 0);
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&config.id).await.unwrap().unwrap();
-    let mut quota = loaded.quota;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
 
     // Hold the event row so that the writer's batch waits inside its transaction.
     let database_url = database.url.clone();
@@ -328,7 +309,7 @@ async fn a_connection_lost_in_the_middle_of_a_batch_is_retried_and_the_submissio
         .unwrap();
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
     let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
-    let answer = submit_later(&sender, &config.id, loaded.epoch, effects).await;
+    let answer = submit_later(&sender, &id, epoch, effects).await;
 
     // Find the writer's waiting connection and kill it.
     let mut admin = sqlx::MySqlConnection::connect(&mysql_server_url()).await.unwrap();
@@ -355,7 +336,7 @@ async fn a_connection_lost_in_the_middle_of_a_batch_is_retried_and_the_submissio
 
     assert_eq!(answer.await.unwrap(), Ok(()));
     assert!(writer.stats().retries >= 1, "{:?}", writer.stats());
-    assert_eq!(store.registration(&config.id, RegistrationId(1)).await.unwrap().unwrap().email, "a@x.org");
+    assert_eq!(store.registration(&id, RegistrationId(1)).await.unwrap().unwrap().email, "a@x.org");
     drop(sender);
     writer.closed().await;
 }
