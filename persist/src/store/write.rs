@@ -129,12 +129,35 @@ async fn lock_events(
     Ok(stored)
 }
 
-/// What a statement of the batch must have matched for the batch to commit.
+/// What a statement of the batch must have matched for the batch to commit. The failure's
+/// message is written only when a check fails.
 #[derive(Debug)]
-enum Expect {
+enum Expect<'a> {
     Any,
-    /// Exactly this many rows; otherwise the batch fails with the message.
-    Rows(u64, String),
+    /// Exactly this many of the event's registrations to change.
+    Changes(&'a EventId, u64),
+    /// The event's category, once.
+    Category(&'a EventId, &'a str),
+    /// The event's row, under its epoch, once.
+    Epoch(&'a EventId, u64),
+}
+
+impl Expect<'_> {
+    /// The failure if a statement matched `matched` rows.
+    fn check(&self, matched: u64) -> Result<(), PersistError> {
+        let (rows, what) = match self {
+            Expect::Any => return Ok(()),
+            Expect::Changes(event, rows) => {
+                (*rows, format!("event {event}: registrations to change are not all stored"))
+            }
+            Expect::Category(event, code) => (1, format!("event {event} has no category {code}")),
+            Expect::Epoch(event, epoch) => (1, format!("event {event} left epoch {epoch} during the batch")),
+        };
+        if matched == rows {
+            return Ok(());
+        }
+        Err(PersistError::Mismatch(format!("{what} ({matched} of {rows} rows matched)")))
+    }
 }
 
 /// Writes every plan, all statements in one call (one round trip on MySQL unless the batch is
@@ -152,10 +175,7 @@ async fn write_plans(
         let changes: Vec<_> = plan.changes.values().collect();
         for chunk in changes.chunks(CHANGES_PER_STATEMENT_MAX) {
             statements.push(change_statement(plan.event, chunk));
-            expected.push(Expect::Rows(
-                chunk.len() as u64,
-                format!("event {}: registrations to change are not all stored", plan.event),
-            ));
+            expected.push(Expect::Changes(plan.event, chunk.len() as u64));
         }
     }
     let inserts = registration_inserts(plans)
@@ -175,7 +195,7 @@ async fn write_plans(
                     .bind(plan.event.as_str())
                     .bind(*code),
             );
-            expected.push(Expect::Rows(1, format!("event {} has no category {code}", plan.event)));
+            expected.push(Expect::Category(plan.event, code));
         }
         // The epoch check of record. The rows are locked since `lock_events`, so this cannot
         // miss; it is checked again where it is written, as every invariant is.
@@ -185,20 +205,10 @@ async fn write_plans(
                 .bind(plan.event.as_str())
                 .bind(signed(plan.epoch)),
         );
-        expected.push(Expect::Rows(
-            1,
-            format!("event {} left epoch {} during the batch", plan.event, plan.epoch),
-        ));
+        expected.push(Expect::Epoch(plan.event, plan.epoch));
     }
     let matched = transaction.execute_all(&statements).await?;
-    for (expect, matched) in expected.into_iter().zip(matched) {
-        if let Expect::Rows(rows, message) = expect
-            && rows != matched
-        {
-            return Err(PersistError::Mismatch(format!("{message} ({matched} of {rows} rows matched)")));
-        }
-    }
-    Ok(())
+    expected.iter().zip(matched).try_for_each(|(expect, matched)| expect.check(matched))
 }
 
 /// The bytes of some values (text as its length, a number or NULL as 8).
