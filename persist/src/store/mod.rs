@@ -84,7 +84,7 @@ impl SqlStore {
     #[tracing::instrument(skip_all)]
     pub async fn connect(url: &str) -> Result<SqlStore, PersistError> {
         let pool = if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Pool::Mysql(connect_mysql(url).await?)
+            Pool::mysql(connect_mysql(url).await?)
         } else if url.starts_with("sqlite:") {
             Pool::Sqlite(connect_sqlite(url).await?)
         } else {

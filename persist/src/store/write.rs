@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use kuota_engine::{Effect, EventId, Seq};
 
 use crate::store::SqlStore;
-use crate::store::backend::{Dialect, Statement, Transaction, Value};
-use crate::store::error::PersistError;
+use crate::store::backend::{Dialect, RowAccess, Statement, Value};
+use crate::store::error::{FailureKind, PersistError};
 use crate::store::plan::{EventPlan, signed, unsigned};
 
 /// Parameters one statement may carry. SQLite allows 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`
@@ -59,8 +59,32 @@ impl SqlStore {
     /// fenced or missing event are left out (see `BatchReport`); the rest commit.
     #[tracing::instrument(skip_all, fields(submissions = items.len()))]
     pub async fn commit_batch(&self, items: &[BatchItem<'_>]) -> Result<BatchReport, PersistError> {
-        let mut transaction = self.pool.begin_write().await?;
-        let stored = lock_events(&mut transaction, self.pool.dialect(), items).await?;
+        if self.pool.dialect() == Dialect::Mysql
+            && let Some(assumed) = assumed_rows(items)
+        {
+            match self.commit_as_assumed(items, &assumed).await {
+                Ok(Some(report)) => return Ok(report),
+                Ok(None) => {}
+                // The store failed, not the assumption: the writer's retries deal with that.
+                Err(error) if error.failure_kind() == FailureKind::Transient => return Err(error),
+                // Possibly the writes of a wrong assumption (a registration number another
+                // owner stored meanwhile): the locks and reads of the general way tell.
+                Err(error) => {
+                    tracing::debug!(error = %error.chain(), "a batch failed as assumed; committing it step by step");
+                }
+            }
+        }
+        self.commit_step_by_step(items).await
+    }
+
+    /// The general way: lock the events' rows and read them, then plan and write what they
+    /// allow, then commit: three round trips on MySQL.
+    async fn commit_step_by_step(&self, items: &[BatchItem<'_>]) -> Result<BatchReport, PersistError> {
+        let mut stored = HashMap::new();
+        let (mut transaction, _) = self
+            .pool
+            .begin_locked(&lock_statements(self.pool.dialect(), items), store_row(&mut stored), &[])
+            .await?;
         let mut report = BatchReport::default();
         let mut plans: BTreeMap<&EventId, EventPlan<'_>> = BTreeMap::new();
         for item in items {
@@ -86,47 +110,108 @@ impl SqlStore {
             report.applied_effects += plan.applied_effects;
             report.skipped_effects += plan.skipped_effects;
         }
-        write_plans(&mut transaction, self.pool.dialect(), &plans).await?;
+        let (statements, expected) = plan_statements(self.pool.dialect(), &plans);
+        let matched = transaction.execute_all(&statements).await?;
+        check_all(&expected, &matched)?;
         transaction.commit().await?;
         Ok(report)
     }
+
+    /// The common way on MySQL: the batch planned on the stored rows it assumes (`assumed_rows`),
+    /// and sent with the row locks and `START TRANSACTION` in one round trip, then `COMMIT`: two
+    /// round trips instead of three. The locks come first, so the writes run under them exactly
+    /// as in `commit_step_by_step`; `None` (after a rollback) when the rows read under the locks
+    /// are not the assumed ones: an earlier commit of these effects (a retry), another owner's
+    /// epoch, or a missing event, which `commit_step_by_step` sorts out.
+    async fn commit_as_assumed(
+        &self,
+        items: &[BatchItem<'_>],
+        assumed: &HashMap<&EventId, (u64, Seq)>,
+    ) -> Result<Option<BatchReport>, PersistError> {
+        let mut plans: BTreeMap<&EventId, EventPlan<'_>> = BTreeMap::new();
+        for item in items {
+            let (epoch, last_seq) = assumed[item.event];
+            plans
+                .entry(item.event)
+                .or_insert_with(|| EventPlan::new(item.event, epoch, last_seq))
+                .add(item.effects)?;
+        }
+        let (statements, expected) = plan_statements(Dialect::Mysql, &plans);
+        let mut stored = HashMap::new();
+        let (transaction, matched) = self
+            .pool
+            .begin_locked(&lock_statements(Dialect::Mysql, items), store_row(&mut stored), &statements)
+            .await?;
+        let as_assumed = stored.len() == assumed.len()
+            && assumed.iter().all(|(event, row)| stored.get(*event) == Some(row));
+        if !as_assumed {
+            transaction.rollback().await?;
+            return Ok(None);
+        }
+        check_all(&expected, &matched)?;
+        transaction.commit().await?;
+        let mut report = BatchReport::default();
+        for plan in plans.values() {
+            report.applied_effects += plan.applied_effects;
+            report.skipped_effects += plan.skipped_effects;
+        }
+        Ok(Some(report))
+    }
 }
 
-/// Locks the rows of the batch's events (until commit) and reads their epoch and `last_seq`.
-/// On MySQL `FOR UPDATE` takes the row locks, so that a concurrent `load` (which increments the
+/// The stored row (epoch, `last_seq`) of each event of a batch that the batch's own effects
+/// imply: its submissions' epoch, and the seq just before its first effect. `None` when they
+/// imply nothing (an event with submissions of two epochs, or a submission without effects).
+fn assumed_rows<'a>(items: &[BatchItem<'a>]) -> Option<HashMap<&'a EventId, (u64, Seq)>> {
+    let mut assumed = HashMap::new();
+    for item in items {
+        let first = item.effects.first()?;
+        let (epoch, _) = *assumed.entry(item.event).or_insert((item.epoch, Seq(first.seq.0.checked_sub(1)?)));
+        if epoch != item.epoch {
+            return None;
+        }
+    }
+    Some(assumed)
+}
+
+/// Reads a row of the lock statements into `stored`.
+fn store_row(
+    stored: &mut HashMap<EventId, (u64, Seq)>,
+) -> impl FnMut(&dyn RowAccess) -> Result<(), PersistError> + '_ {
+    |row| {
+        let id = EventId::parse(row.text(0)?)
+            .map_err(|error| PersistError::InvalidRow(format!("events.id: {error}")))?;
+        let epoch = unsigned(row.int(1)?, "events.epoch")?;
+        let last_seq = Seq(unsigned(row.int(2)?, "events.last_seq")?);
+        stored.insert(id, (epoch, last_seq));
+        Ok(())
+    }
+}
+
+/// The statements that lock the rows of a batch's events (until commit) and read their epoch
+/// and `last_seq`: one, unless the batch has more events than a statement takes parameters. On
+/// MySQL `FOR UPDATE` takes the row locks, so that a concurrent `load` (which increments the
 /// epoch) waits for this transaction or this one for it; SQLite's `BEGIN IMMEDIATE` already
 /// holds the database's only write lock.
-async fn lock_events(
-    transaction: &mut Transaction,
-    dialect: Dialect,
-    items: &[BatchItem<'_>],
-) -> Result<HashMap<EventId, (u64, Seq)>, PersistError> {
+fn lock_statements<'a>(dialect: Dialect, items: &[BatchItem<'a>]) -> Vec<Statement<'a>> {
     let mut events: Vec<&EventId> = items.iter().map(|item| item.event).collect();
     events.sort_unstable();
     events.dedup();
-    let mut stored = HashMap::with_capacity(events.len());
-    for chunk in events.chunks(PARAMETERS_PER_STATEMENT_MAX) {
-        let mut statement = Statement::new("SELECT id, epoch, last_seq FROM events WHERE id IN (");
-        push_placeholders(&mut statement.sql, chunk.len());
-        statement.sql.push(')');
-        if dialect == Dialect::Mysql {
-            statement.sql.push_str(" FOR UPDATE");
-        }
-        for event in chunk {
-            statement.push_value(event.as_str());
-        }
-        transaction
-            .for_each_row(&statement, |row| {
-                let id = EventId::parse(row.text(0)?)
-                    .map_err(|error| PersistError::InvalidRow(format!("events.id: {error}")))?;
-                let epoch = unsigned(row.int(1)?, "events.epoch")?;
-                let last_seq = Seq(unsigned(row.int(2)?, "events.last_seq")?);
-                stored.insert(id, (epoch, last_seq));
-                Ok::<(), PersistError>(())
-            })
-            .await?;
-    }
-    Ok(stored)
+    events
+        .chunks(PARAMETERS_PER_STATEMENT_MAX)
+        .map(|chunk| {
+            let mut statement = Statement::new("SELECT id, epoch, last_seq FROM events WHERE id IN (");
+            push_placeholders(&mut statement.sql, chunk.len());
+            statement.sql.push(')');
+            if dialect == Dialect::Mysql {
+                statement.sql.push_str(" FOR UPDATE");
+            }
+            for event in chunk {
+                statement.push_value(event.as_str());
+            }
+            statement
+        })
+        .collect()
 }
 
 /// What a statement of the batch must have matched for the batch to commit. The failure's
@@ -160,15 +245,14 @@ impl Expect<'_> {
     }
 }
 
-/// Writes every plan, all statements in one call (one round trip on MySQL unless the batch is
-/// very large), then checks what each matched. Changes to stored registrations go first: a
-/// registration that ends frees its registrant's slot in the unique index, which a
-/// registration created in the same batch by the same registrant may need.
-async fn write_plans(
-    transaction: &mut Transaction,
+/// The statements that write every plan (sent in one call: one round trip on MySQL unless the
+/// batch is very large), with what each must match (`check_all`). Changes to stored
+/// registrations go first: a registration that ends frees its registrant's slot in the unique
+/// index, which a registration created in the same batch by the same registrant may need.
+fn plan_statements<'a>(
     dialect: Dialect,
-    plans: &BTreeMap<&EventId, EventPlan<'_>>,
-) -> Result<(), PersistError> {
+    plans: &'a BTreeMap<&'a EventId, EventPlan<'_>>,
+) -> (Vec<Statement<'a>>, Vec<Expect<'a>>) {
     let mut statements = Vec::new();
     let mut expected = Vec::new();
     for plan in plans.values() {
@@ -207,8 +291,19 @@ async fn write_plans(
         );
         expected.push(Expect::Epoch(plan.event, plan.epoch));
     }
-    let matched = transaction.execute_all(&statements).await?;
-    expected.iter().zip(matched).try_for_each(|(expect, matched)| expect.check(matched))
+    (statements, expected)
+}
+
+/// Fails unless every statement matched what it must have.
+fn check_all(expected: &[Expect<'_>], matched: &[u64]) -> Result<(), PersistError> {
+    if expected.len() != matched.len() {
+        return Err(PersistError::Mismatch(format!(
+            "{} statements were run and {} answered",
+            expected.len(),
+            matched.len()
+        )));
+    }
+    expected.iter().zip(matched).try_for_each(|(expect, matched)| expect.check(*matched))
 }
 
 /// The bytes of some values (text as its length, a number or NULL as 8).

@@ -23,6 +23,7 @@ on_both_databases!(
     every_load_takes_a_new_epoch_and_an_unknown_event_loads_as_none,
     the_same_submission_applied_twice_changes_nothing,
     a_writer_with_a_stale_epoch_is_fenced_while_other_events_in_its_batch_commit,
+    a_stale_writer_whose_registration_numbers_the_new_owner_stored_is_fenced_not_failed,
     a_failed_submission_poisons_later_ones_of_the_same_event_and_epoch,
     keyed_decisions_are_replayed_after_a_restart,
     an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction,
@@ -190,6 +191,37 @@ async fn a_writer_with_a_stale_epoch_is_fenced_while_other_events_in_its_batch_c
     let emails: Vec<_> = rows.iter().map(|row| row.email.as_str()).collect();
     assert_eq!(emails, vec!["owner@x.org"], "nothing of the stale owner was written");
     assert_eq!(store.registrations_page(&other_config.id, None, 100, None).await.unwrap().len(), 1);
+    drop(sender);
+    writer.closed().await;
+}
+
+/// On MySQL a batch is first sent planned on the stored rows its effects imply, with the row
+/// locks in the same round trip. A stale owner's batch then collides with the new owner's
+/// registration number before its stale epoch is noticed: it must still end as `Fenced`, with
+/// nothing of it stored, not as a failure of the store.
+async fn a_stale_writer_whose_registration_numbers_the_new_owner_stored_is_fenced_not_failed(
+    backend: Backend,
+) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
+    let race = event_id("race");
+    let current = store.load(&race).await.unwrap().unwrap();
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let mut current_quota = current.quota;
+    let (owner, effects) =
+        decide(&mut current_quota, Command::Register(register("10K", "owner@x.org")), START);
+    submit(&sender, &race, current.epoch, effects).await.unwrap();
+
+    let (stale, stale_effects) =
+        decide(&mut stale_quota, Command::Register(register("10K", "stale@x.org")), START);
+    assert_eq!(registration_number(&stale), registration_number(&owner), "the same number, and seq");
+    assert_eq!(submit(&sender, &race, stale_epoch, stale_effects).await, Err(StoreError::Fenced));
+
+    let rows = store.registrations_page(&race, None, 100, None).await.unwrap();
+    let emails: Vec<_> = rows.iter().map(|row| row.email.as_str()).collect();
+    assert_eq!(emails, vec!["owner@x.org"], "nothing of the stale owner was written");
+    let stats = writer.stats();
+    assert_eq!((stats.batches_failed, stats.submissions_fenced), (0, 1), "{stats:?}");
     drop(sender);
     writer.closed().await;
 }

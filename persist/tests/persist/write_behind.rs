@@ -341,6 +341,43 @@ async fn a_connection_lost_in_the_middle_of_a_batch_is_retried_and_the_submissio
     writer.closed().await;
 }
 
+/// The writer keeps its connection between batches, unpinged (`HeldConnections`): one the
+/// server closed meanwhile must fail only an attempt, never the submission.
+#[tokio::test]
+async fn a_kept_connection_the_server_closed_between_batches_is_replaced_and_the_submission_commits() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    assert_eq!(submit(&sender, &id, epoch, effects).await, Ok(()));
+    assert_eq!(writer.stats().retries, 0);
+
+    // Every connection to the test database, the writer's kept one among them, is closed.
+    let mut admin = sqlx::MySqlConnection::connect(&mysql_server_url()).await.unwrap();
+    let connections: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+    )
+    .bind(database.name())
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!connections.is_empty());
+    for (connection,) in connections {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {connection}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "b@x.org")), START);
+    assert_eq!(submit(&sender, &id, epoch, effects).await, Ok(()));
+    assert!(writer.stats().retries >= 1, "the kept connection was not used: {:?}", writer.stats());
+    assert_eq!(store.registration(&id, RegistrationId(2)).await.unwrap().unwrap().email, "b@x.org");
+    drop(sender);
+    writer.closed().await;
+}
+
 /// Rounds of the crash test: each starts a writer process and (but for the last) kills it.
 const CRASH_ROUNDS: usize = 4;
 
