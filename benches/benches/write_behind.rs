@@ -138,6 +138,8 @@ async fn batching() {
     for batch_size_max in BATCH_SIZES {
         runs.push(writer_run(batch_size_max, 1, 1).await);
     }
+    // Two batches of the one event in flight: one writes while the one before it commits.
+    runs.push(writer_run(100, 1, 2).await);
     for connections_max in [1, 2] {
         runs.push(writer_run(1_000, 4, connections_max).await);
     }

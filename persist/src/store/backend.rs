@@ -277,7 +277,7 @@ impl Pool {
 
     /// Starts the writer's transaction, runs the queries `locks` (their rows go to `visit`) and
     /// then the statements `then`, and returns the rows each of `then` matched. On MySQL on a
-    /// held connection, and `START TRANSACTION`, the first lock and as much of `then` as
+    /// held connection, and `START TRANSACTION`, the first lock (if any) and as much of `then` as
     /// `text_protocol::ROUND_TRIP_BYTES_MAX` allows go in one round trip (see `HeldConnections`);
     /// on SQLite as `begin_write` does.
     pub async fn begin_locked<Failure: From<sqlx::Error>>(
@@ -286,21 +286,22 @@ impl Pool {
         mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
         then: &[Statement<'_>],
     ) -> Result<(Transaction, Vec<u64>), Failure> {
-        let (mut transaction, mut matched) = match (self, locks) {
-            (Pool::Mysql(pool, held), [first, ..]) => {
+        let (mut transaction, mut matched) = match self {
+            Pool::Mysql(pool, held) => {
                 let connection = match held.take() {
                     Some(connection) => connection,
                     None => pool.acquire().await?.detach(),
                 };
                 let mut transaction = HeldTransaction { connection: Some(connection), held: held.clone() };
-                let rest = if locks.len() == 1 { then } else { &[] };
+                let rest = if locks.len() <= 1 { then } else { &[] };
                 let matched =
-                    text_protocol::begin_with(transaction.connection()?, first, &mut visit, rest).await?;
+                    text_protocol::begin_with(transaction.connection()?, locks.first(), &mut visit, rest)
+                        .await?;
                 (Transaction::MysqlHeld(transaction), matched)
             }
-            _ => (self.begin_write().await?, Vec::new()),
+            Pool::Sqlite(_) => (self.begin_write().await?, Vec::new()),
         };
-        let ran_locks = usize::from(matches!(transaction, Transaction::MysqlHeld(_)));
+        let ran_locks = if matches!(transaction, Transaction::MysqlHeld(_)) { locks.len().min(1) } else { 0 };
         for lock in &locks[ran_locks..] {
             transaction.for_each_row(lock, &mut visit).await?;
         }

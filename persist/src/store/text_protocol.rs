@@ -127,18 +127,23 @@ async fn run(
     Ok(())
 }
 
-/// Starts a transaction and runs `first` in the same round trip, streaming its rows into
-/// `visit`, followed by as many of `then` as fit in `ROUND_TRIP_BYTES_MAX`; returns the rows
-/// each of those matched (fewer than `then` when some did not fit). The server stops at the
-/// first failure; either way the caller drops or rolls back what it began.
+/// Starts a transaction and runs `first` (if any) in the same round trip, streaming its rows
+/// into `visit`, followed by as many of `then` as fit in `ROUND_TRIP_BYTES_MAX`; returns the
+/// rows each of those matched (fewer than `then` when some did not fit). The server stops at
+/// the first failure; either way the caller drops or rolls back what it began.
 pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
     connection: &mut MySqlConnection,
-    first: &Statement<'_>,
+    first: Option<&Statement<'_>>,
     mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     then: &[Statement<'_>],
 ) -> Result<Vec<u64>, Failure> {
-    let mut text = String::from("START TRANSACTION;\n");
-    render(first, &mut text)?;
+    let mut text = String::from("START TRANSACTION");
+    // `START TRANSACTION` and `first` answer first; then each of `then`.
+    let leading = 1 + usize::from(first.is_some());
+    if let Some(first) = first {
+        text.push_str(";\n");
+        render(first, &mut text)?;
+    }
     let mut sent = 0;
     for statement in then {
         if text.len() >= ROUND_TRIP_BYTES_MAX {
@@ -148,14 +153,13 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
         render(statement, &mut text)?;
         sent += 1;
     }
-    // `START TRANSACTION` and `first` answer first; then each of `then`.
     let mut answered = 0;
     let mut matched = Vec::with_capacity(sent);
     let mut results = connection.fetch_many(sqlx::raw_sql(AssertSqlSafe(text)));
     while let Some(result) = next_item(&mut results).await {
         match result? {
             Either::Left(done) => {
-                if answered >= 2 {
+                if answered >= leading {
                     matched.push(done.rows_affected());
                 }
                 answered += 1;
@@ -163,12 +167,11 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
             Either::Right(row) => visit(&row)?,
         }
     }
-    if answered != sent + 2 {
-        return Err(sqlx::Error::Protocol(format!(
-            "{} statements were sent and {answered} answered",
-            sent + 2
-        ))
-        .into());
+    if answered != leading + sent {
+        let sent = leading + sent;
+        return Err(
+            sqlx::Error::Protocol(format!("{sent} statements were sent and {answered} answered")).into()
+        );
     }
     Ok(matched)
 }

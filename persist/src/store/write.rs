@@ -57,12 +57,30 @@ impl BatchReport {
 impl SqlStore {
     /// Commits `items` in one transaction, in their order, or nothing of them. Submissions of a
     /// fenced or missing event are left out (see `BatchReport`); the rest commit.
-    #[tracing::instrument(skip_all, fields(submissions = items.len()))]
     pub async fn commit_batch(&self, items: &[BatchItem<'_>]) -> Result<BatchReport, PersistError> {
+        self.commit_batch_signalling(items, || {}).await
+    }
+
+    /// `commit_batch`, calling `written` once the batch's writes are done and it holds the row
+    /// locks of its events, before its `COMMIT` (not at all if it fails before). A later batch
+    /// of the same events may be sent from then on (see `write_behind`): its writes wait for
+    /// this batch's row locks, and it commits only on top of what this batch committed.
+    #[tracing::instrument(skip_all, fields(submissions = items.len()))]
+    pub async fn commit_batch_signalling(
+        &self,
+        items: &[BatchItem<'_>],
+        written: impl FnOnce(),
+    ) -> Result<BatchReport, PersistError> {
+        let mut written = Some(written);
+        let mut signal = move || {
+            if let Some(written) = written.take() {
+                written();
+            }
+        };
         if self.pool.dialect() == Dialect::Mysql
             && let Some(assumed) = assumed_rows(items)
         {
-            match self.commit_as_assumed(items, &assumed).await {
+            match self.commit_as_assumed(items, &assumed, &mut signal).await {
                 Ok(Some(report)) => return Ok(report),
                 Ok(None) => {}
                 // The store failed, not the assumption: the writer's retries deal with that.
@@ -74,12 +92,16 @@ impl SqlStore {
                 }
             }
         }
-        self.commit_step_by_step(items).await
+        self.commit_step_by_step(items, &mut signal).await
     }
 
     /// The general way: lock the events' rows and read them, then plan and write what they
     /// allow, then commit: three round trips on MySQL.
-    async fn commit_step_by_step(&self, items: &[BatchItem<'_>]) -> Result<BatchReport, PersistError> {
+    async fn commit_step_by_step(
+        &self,
+        items: &[BatchItem<'_>],
+        written: &mut impl FnMut(),
+    ) -> Result<BatchReport, PersistError> {
         let mut stored = HashMap::new();
         let (mut transaction, _) = self
             .pool
@@ -110,23 +132,27 @@ impl SqlStore {
             report.applied_effects += plan.applied_effects;
             report.skipped_effects += plan.skipped_effects;
         }
-        let (statements, expected) = plan_statements(self.pool.dialect(), &plans);
+        let (statements, expected) = plan_statements(self.pool.dialect(), &plans, None);
         let matched = transaction.execute_all(&statements).await?;
         check_all(&expected, &matched)?;
+        written();
         transaction.commit().await?;
         Ok(report)
     }
 
     /// The common way on MySQL: the batch planned on the stored rows it assumes (`assumed_rows`),
-    /// and sent with the row locks and `START TRANSACTION` in one round trip, then `COMMIT`: two
-    /// round trips instead of three. The locks come first, so the writes run under them exactly
-    /// as in `commit_step_by_step`; `None` (after a rollback) when the rows read under the locks
-    /// are not the assumed ones: an earlier commit of these effects (a retry), another owner's
-    /// epoch, or a missing event, which `commit_step_by_step` sorts out.
+    /// its writes sent with `START TRANSACTION` in one round trip, then `COMMIT`: two round trips
+    /// instead of three. The writes end with each event's `last_seq` update, which takes the
+    /// event's row lock and matches only the assumed row (epoch and `last_seq`): a batch commits
+    /// only directly on top of the one before it. `None` (after a rollback) when a row is not
+    /// the assumed one: an earlier commit of these effects (a retry), another owner's epoch, a
+    /// missing event, or a batch before this one that did not commit; `commit_step_by_step`
+    /// sorts those out.
     async fn commit_as_assumed(
         &self,
         items: &[BatchItem<'_>],
         assumed: &HashMap<&EventId, (u64, Seq)>,
+        written: &mut impl FnMut(),
     ) -> Result<Option<BatchReport>, PersistError> {
         let mut plans: BTreeMap<&EventId, EventPlan<'_>> = BTreeMap::new();
         for item in items {
@@ -136,19 +162,19 @@ impl SqlStore {
                 .or_insert_with(|| EventPlan::new(item.event, epoch, last_seq))
                 .add(item.effects)?;
         }
-        let (statements, expected) = plan_statements(Dialect::Mysql, &plans);
-        let mut stored = HashMap::new();
-        let (transaction, matched) = self
-            .pool
-            .begin_locked(&lock_statements(Dialect::Mysql, items), store_row(&mut stored), &statements)
-            .await?;
-        let as_assumed = stored.len() == assumed.len()
-            && assumed.iter().all(|(event, row)| stored.get(*event) == Some(row));
+        let (statements, expected) = plan_statements(Dialect::Mysql, &plans, Some(assumed));
+        let (transaction, matched) =
+            self.pool.begin_locked(&[], |_| Ok::<(), PersistError>(()), &statements).await?;
+        let as_assumed = expected
+            .iter()
+            .zip(&matched)
+            .all(|(expect, matched)| !matches!(expect, Expect::Assumed(..)) || *matched == 1);
         if !as_assumed {
             transaction.rollback().await?;
             return Ok(None);
         }
         check_all(&expected, &matched)?;
+        written();
         transaction.commit().await?;
         let mut report = BatchReport::default();
         for plan in plans.values() {
@@ -225,6 +251,8 @@ enum Expect<'a> {
     Category(&'a EventId, &'a str),
     /// The event's row, under its epoch, once.
     Epoch(&'a EventId, u64),
+    /// The event's row, under its epoch and at the `last_seq` assumed (`commit_as_assumed`).
+    Assumed(&'a EventId, u64),
 }
 
 impl Expect<'_> {
@@ -237,6 +265,9 @@ impl Expect<'_> {
             }
             Expect::Category(event, code) => (1, format!("event {event} has no category {code}")),
             Expect::Epoch(event, epoch) => (1, format!("event {event} left epoch {epoch} during the batch")),
+            Expect::Assumed(event, epoch) => {
+                (1, format!("event {event} is not at the assumed seq of epoch {epoch}"))
+            }
         };
         if matched == rows {
             return Ok(());
@@ -249,9 +280,14 @@ impl Expect<'_> {
 /// batch is very large), with what each must match (`check_all`). Changes to stored
 /// registrations go first: a registration that ends frees its registrant's slot in the unique
 /// index, which a registration created in the same batch by the same registrant may need.
+///
+/// With `assumed` rows, each event's `last_seq` update matches only its assumed row
+/// (`commit_as_assumed`); without, the rows are locked and read already, and it matches the
+/// epoch.
 fn plan_statements<'a>(
     dialect: Dialect,
     plans: &'a BTreeMap<&'a EventId, EventPlan<'_>>,
+    assumed: Option<&HashMap<&EventId, (u64, Seq)>>,
 ) -> (Vec<Statement<'a>>, Vec<Expect<'a>>) {
     let mut statements = Vec::new();
     let mut expected = Vec::new();
@@ -283,13 +319,22 @@ fn plan_statements<'a>(
         }
         // The epoch check of record. The rows are locked since `lock_events`, so this cannot
         // miss; it is checked again where it is written, as every invariant is.
-        statements.push(
-            Statement::new("UPDATE events SET last_seq = ? WHERE id = ? AND epoch = ?")
-                .bind(signed(plan.last_seq.0))
-                .bind(plan.event.as_str())
-                .bind(signed(plan.epoch)),
-        );
-        expected.push(Expect::Epoch(plan.event, plan.epoch));
+        let update = Statement::new("UPDATE events SET last_seq = ? WHERE id = ? AND epoch = ?")
+            .bind(signed(plan.last_seq.0))
+            .bind(plan.event.as_str())
+            .bind(signed(plan.epoch));
+        match assumed.and_then(|assumed| assumed.get(plan.event)) {
+            Some((_, stored_last_seq)) => {
+                let mut update = update;
+                update.sql.push_str(" AND last_seq = ?");
+                statements.push(update.bind(signed(stored_last_seq.0)));
+                expected.push(Expect::Assumed(plan.event, plan.epoch));
+            }
+            None => {
+                statements.push(update);
+                expected.push(Expect::Epoch(plan.event, plan.epoch));
+            }
+        }
     }
     (statements, expected)
 }

@@ -16,6 +16,8 @@ use crate::write_behind::stats::Shared;
 /// health looked like.
 #[derive(Debug)]
 pub(super) struct CommitOutcome {
+    /// The batch's number, given by the dispatcher.
+    pub batch: u64,
     pub events: Vec<EventId>,
     pub failed_pairs: Vec<(EventId, u64)>,
     /// The store failed (not the data): counts toward the breaker.
@@ -24,27 +26,31 @@ pub(super) struct CommitOutcome {
     pub store_worked: bool,
 }
 
-/// Commits `submissions` (one batch; no event in it is in another running batch) and answers
-/// each of them.
+/// Commits `submissions` (one batch; an event in it is in no other running batch, or in one
+/// that has written its rows) and answers each of them. `written` is called once the batch's
+/// rows are written, before its commit (see `SqlStore::commit_batch_signalling`).
 pub(super) async fn commit(
     store: SqlStore,
     config: WriteBehindConfig,
     shared: Arc<Shared>,
     submissions: Vec<Submission>,
+    batch: u64,
+    written: impl FnOnce(),
 ) -> CommitOutcome {
     let mut events: Vec<EventId> = submissions.iter().map(|submission| submission.event.clone()).collect();
     events.sort_unstable();
     events.dedup();
     let mut outcome =
-        CommitOutcome { events, failed_pairs: Vec::new(), store_failed: false, store_worked: false };
-    match attempt(&store, &config, &shared, &submissions).await {
+        CommitOutcome { batch, events, failed_pairs: Vec::new(), store_failed: false, store_worked: false };
+    let mut written = Some(written);
+    match attempt(&store, &config, &shared, &submissions, &mut written).await {
         Ok(report) => answer(&shared, submissions, &report, &mut outcome),
         Err(error) if error.failure_kind() == FailureKind::Data && outcome.events.len() > 1 => {
             // One event's effects broke a rule of the database. Commit each event on its own,
             // so that the others are not failed with it.
             tracing::warn!(error = %error.chain(), "a batch broke a rule of the database; committing its events one by one");
             for group in split_by_event(submissions) {
-                match attempt(&store, &config, &shared, &group).await {
+                match attempt(&store, &config, &shared, &group, &mut written).await {
                     Ok(report) => answer(&shared, group, &report, &mut outcome),
                     Err(error) => fail_all(&shared, group, &error, &mut outcome),
                 }
@@ -63,6 +69,7 @@ async fn attempt(
     config: &WriteBehindConfig,
     shared: &Shared,
     submissions: &[Submission],
+    written: &mut Option<impl FnOnce()>,
 ) -> Result<BatchReport, PersistError> {
     let items: Vec<BatchItem<'_>> = submissions
         .iter()
@@ -76,7 +83,12 @@ async fn attempt(
     let mut attempts = 1;
     loop {
         let started = Instant::now();
-        match store.commit_batch(&items).await {
+        let signal = || {
+            if let Some(written) = written.take() {
+                written();
+            }
+        };
+        match store.commit_batch_signalling(&items, signal).await {
             Ok(report) => {
                 let effects = report.applied_effects;
                 shared.batch_committed(submissions.len(), effects, report.skipped_effects, started.elapsed());

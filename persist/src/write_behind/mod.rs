@@ -5,11 +5,16 @@
 //! How a batch forms: the first submission opens it; it gathers more for up to
 //! `flush_interval_ms` (0 by default: not at all), or until it holds `batch_size_max` effects.
 //! It starts when a connection is free (at most `connections_max` batches commit at once) and
-//! none of its events is in a batch still committing: commits of one event stay in submission
-//! order, and while one batch commits the next one gathers. That wait is what forms batches
-//! under load, with no timer: an idle writer commits a lone registration at once, and a busy one
-//! commits everything that arrived during its last commit together. Submissions of events that
-//! are free start without the others.
+//! each of its events is free: in no batch still committing, or in one only that has already
+//! written its rows and now commits (`COMMITS_PER_EVENT_MAX`). While one batch commits the next
+//! one gathers; that wait is what forms batches under load, with no timer: an idle writer
+//! commits a lone registration at once, and a busy one commits everything that arrived during
+//! its last commit together. Submissions of events that are free start without the others.
+//!
+//! Commits of one event stay in submission order although two may be in flight: the later
+//! batch's writes wait for the earlier one's row locks, and its `last_seq` update matches only
+//! the row the earlier one leaves (`SqlStore::commit_batch_signalling`). If the earlier one
+//! fails, the later one cannot commit either, and fails too.
 //!
 //! The engine's contract (`kuota_engine::store`) is kept here: once a submission of an (event,
 //! epoch) failed, every later one of that pair fails (`EarlierWriteFailed`); a stale epoch is
@@ -46,6 +51,12 @@ use crate::store::SqlStore;
 /// event's commits are serial). A pool beyond it takes connections from the readers.
 pub const CONNECTIONS_MAX: u32 = 4;
 
+/// Batches of one event committing at once, at most: one that is writing while the one before it
+/// commits. A batch of an event starts beside the event's batch in flight only once that one
+/// has written its rows and holds the event's row lock (`commit_batch_signalling`): its writes
+/// then wait for that commit, and it commits only on top of it.
+const COMMITS_PER_EVENT_MAX: usize = 2;
+
 /// (event, epoch) pairs the writer remembers as failed. A pair is forgotten as soon as a newer
 /// epoch of its event shows up (its owner reloaded, and the store fences the old epoch from
 /// then on); the bound only matters if that many events failed and were never reloaded.
@@ -67,11 +78,12 @@ pub struct WriteBehindConfig {
     /// Submissions the queue holds; the engine's actors `try_reserve` in it, so a full queue
     /// is an immediate `Overloaded`.
     pub queue_capacity_max: usize,
-    /// Batches of different events committing at once, each on its own connection; at most
-    /// `CONNECTIONS_MAX`, and one on SQLite. One by default: on the 2-core machine measured
-    /// (`benches/benches/write_behind.rs`), two concurrent transactions committed less than
-    /// half as many registrations per second as one, as MariaDB's threads contended for the
-    /// cores. Raise it where the database has cores to spare.
+    /// Batches committing at once, each on its own connection: of different events, or two of
+    /// one event (`COMMITS_PER_EVENT_MAX`); at most `CONNECTIONS_MAX`, and one on SQLite. Two by
+    /// default: `benches/benches/write_behind.rs` measured one hot event with batches of 100 at
+    /// 30,500 registrations/s with two against 16,900/s with one (a batch writes while the one
+    /// before it commits), and four events with batches of 1,000 at 31,900/s against 30,100/s,
+    /// on 2 cores shared with MariaDB (2026-11-24, docs/benchmarks.md).
     pub connections_max: u32,
     /// Attempts of one transaction after transient errors (deadlock, lost connection).
     pub commit_attempts_max: u32,
@@ -90,7 +102,7 @@ impl Default for WriteBehindConfig {
             flush_interval_ms: 0,
             batch_size_max: 1_000,
             queue_capacity_max: 16_384,
-            connections_max: 1,
+            connections_max: 2,
             commit_attempts_max: 3,
             retry_backoff_ms: 20,
             breaker_failures_max: 3,
@@ -111,6 +123,7 @@ impl WriteBehind {
         let shared = Arc::new(Shared::default());
         let concurrency =
             if store.is_embedded() { 1 } else { config.connections_max.clamp(1, CONNECTIONS_MAX) };
+        let (written_sender, written) = tokio::sync::mpsc::channel(CONNECTIONS_MAX as usize);
         let dispatcher = Dispatcher {
             store,
             config,
@@ -122,6 +135,10 @@ impl WriteBehind {
             open_effects: 0,
             open_deadline: None,
             busy: HashMap::new(),
+            next_batch: 0,
+            in_flight: HashMap::new(),
+            written_sender,
+            written,
             commits: JoinSet::new(),
             poisoned: Poisoned::default(),
             consecutive_failures: 0,
@@ -247,8 +264,17 @@ struct Dispatcher {
     open: Vec<Submission>,
     open_effects: usize,
     open_deadline: Option<Instant>,
-    /// Events in a committing batch, with how many such batches (never more than one today).
-    busy: HashMap<EventId, usize>,
+    /// Events in a committing batch, with those batches' numbers, oldest first (at most
+    /// `COMMITS_PER_EVENT_MAX`).
+    busy: HashMap<EventId, Vec<u64>>,
+    /// The number of the next batch to start.
+    next_batch: u64,
+    /// Committing batches, and whether each has written its rows (see `COMMITS_PER_EVENT_MAX`).
+    in_flight: HashMap<u64, bool>,
+    /// Where a commit task says its batch is written; bounded by the batches in flight, which
+    /// each say it once at most.
+    written_sender: tokio::sync::mpsc::Sender<u64>,
+    written: tokio::sync::mpsc::Receiver<u64>,
     commits: JoinSet<CommitOutcome>,
     poisoned: Poisoned,
     consecutive_failures: u32,
@@ -272,6 +298,12 @@ impl Dispatcher {
             let wake_at = self.open_deadline.filter(|deadline| *deadline > Instant::now());
             tokio::select! {
                 biased;
+                Some(batch) = self.written.recv() => {
+                    // A batch says it before its commit ends; were it ended, nothing changes.
+                    if let Some(written) = self.in_flight.get_mut(&batch) {
+                        *written = true;
+                    }
+                }
                 Some(joined) = self.commits.join_next(), if !self.commits.is_empty() => {
                     // A commit task only panics on a bug. Its events would stay busy forever, so
                     // the writer stops with it: every waiting actor sees its write fail, and a
@@ -341,7 +373,7 @@ impl Dispatcher {
             }
             let (startable, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
                 .into_iter()
-                .partition(|submission| !self.busy.contains_key(&submission.event));
+                .partition(|submission| self.may_start(&submission.event));
             self.open = waiting;
             self.open_effects = self.open.iter().map(|submission| submission.effects.len().max(1)).sum();
             if self.open.is_empty() {
@@ -354,9 +386,18 @@ impl Dispatcher {
         }
     }
 
+    /// Whether a batch with `event` may start now: the event has no batch in flight, or fewer
+    /// than `COMMITS_PER_EVENT_MAX` and all of them written.
+    fn may_start(&self, event: &EventId) -> bool {
+        self.busy.get(event).is_none_or(|batches| {
+            batches.len() < COMMITS_PER_EVENT_MAX
+                && batches.iter().all(|batch| self.in_flight.get(batch) == Some(&true))
+        })
+    }
+
     fn start(&mut self, submissions: Vec<Submission>) {
-        // Earlier submissions of these events have all been answered (their events were not
-        // busy), so the poison is up to date: check it once more.
+        // Earlier submissions of these events have been answered, or are in a batch that is
+        // committing and that this one can only commit after: check the poison once more.
         let mut batch = Vec::with_capacity(submissions.len());
         for submission in submissions {
             if self.poisoned.check(&submission.event, submission.epoch) {
@@ -372,17 +413,26 @@ impl Dispatcher {
         if batch.is_empty() {
             return;
         }
+        let number = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.insert(number, false);
         // Once per event, not per submission: `finished` releases each event of the batch once.
         let mut events: Vec<&EventId> = batch.iter().map(|submission| &submission.event).collect();
         events.sort_unstable();
         events.dedup();
         for event in events {
-            *self.busy.entry(event.clone()).or_default() += 1;
+            self.busy.entry(event.clone()).or_default().push(number);
         }
         // Committing submissions still count as waiting for `queue_depth` until answered.
         let committing = batch.len();
         let shared = self.shared.clone();
-        let task = commit::commit(self.store.clone(), self.config, shared.clone(), batch);
+        let written_sender = self.written_sender.clone();
+        // The channel holds as many signals as batches can be in flight: never full. Were it
+        // full, the next batch of these events would only wait for this commit to end.
+        let written = move || {
+            let _ = written_sender.try_send(number);
+        };
+        let task = commit::commit(self.store.clone(), self.config, shared.clone(), batch, number, written);
         self.commits.spawn(async move {
             let outcome = task.await;
             shared.taken.fetch_sub(committing, Ordering::Relaxed);
@@ -392,10 +442,11 @@ impl Dispatcher {
     }
 
     fn finished(&mut self, outcome: CommitOutcome) {
+        self.in_flight.remove(&outcome.batch);
         for event in outcome.events {
-            if let Some(count) = self.busy.get_mut(&event) {
-                *count -= 1;
-                if *count == 0 {
+            if let Some(batches) = self.busy.get_mut(&event) {
+                batches.retain(|batch| *batch != outcome.batch);
+                if batches.is_empty() {
                     self.busy.remove(&event);
                 }
             }
