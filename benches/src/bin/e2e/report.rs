@@ -77,6 +77,10 @@ pub struct Measurement {
     pub share_of_ceiling: Option<f64>,
     /// Sold-out answers/s over the ceiling's `GET`/s in the same pass.
     pub sold_out_share_of_ceiling: Option<f64>,
+    /// Sold-out answers/s over the ceiling's `POST`/s (its admissions: the same body, read,
+    /// parsed and answered at once) in the same pass: what a server that reads the body can
+    /// reach here at most.
+    pub sold_out_share_of_ceiling_post: Option<f64>,
     /// Kuota's accepted/s over this contender's, in the same pass.
     pub kuota_times_this: Option<f64>,
 }
@@ -96,6 +100,8 @@ pub fn relate(pass: &mut Pass) {
             measured.share_of_ceiling = ratio(measured.accepted_per_second, ceiling.accepted_per_second);
             measured.sold_out_share_of_ceiling =
                 ratio(measured.sold_out_answers_per_second, ceiling.sold_out_answers_per_second);
+            measured.sold_out_share_of_ceiling_post =
+                ratio(measured.sold_out_answers_per_second, ceiling.accepted_per_second);
         }
         if let Some(kuota) = &kuota {
             measured.kuota_times_this = ratio(kuota.accepted_per_second, measured.accepted_per_second);
@@ -174,6 +180,7 @@ pub fn combine(runs: &[&Measurement]) -> Measurement {
         peak_resident_bytes: whole(|run| run.peak_resident_bytes),
         share_of_ceiling: option(|run| run.share_of_ceiling),
         sold_out_share_of_ceiling: option(|run| run.sold_out_share_of_ceiling),
+        sold_out_share_of_ceiling_post: option(|run| run.sold_out_share_of_ceiling_post),
         kuota_times_this: option(|run| run.kuota_times_this),
     }
 }
@@ -198,6 +205,9 @@ const ROWS: &[Row] = &[
     ("  already_registered answers", |m| m.already_registered.to_string()),
     ("**sold-out answers/s** (ceiling: GET)", |m| rate(m.sold_out_answers_per_second)),
     ("  ÷ ceiling GET/s (same pass)", |m| factor(m.sold_out_share_of_ceiling, 2)),
+    ("  ÷ ceiling POST/s of the same body (its admissions)", |m| {
+        factor(m.sold_out_share_of_ceiling_post, 2)
+    }),
     ("  rejection latency p50 / p99 / max (ms)", |m| Latency::show(m.sold_out_latency)),
     ("  errors", |m| m.sold_out_errors.to_string()),
     ("**open loop at ½ max**: rate/s", |m| rate(m.paced_rate)),
