@@ -365,7 +365,7 @@ async fn create(
     // the access token and the fingerprint are derived: a sold-out answer needs neither.
     let sold_out = event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
     if sold_out && !event.counters().may_have_seen_key(&key) {
-        ::metrics::counter!(metrics::ADMISSIONS, "outcome" => "sold_out_fast").increment(1);
+        metrics::sold_out_fast().increment(1);
         return Ok(sold_out_response());
     }
     if state.write_behind.breaker_open() {
