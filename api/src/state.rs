@@ -109,6 +109,21 @@ impl AppState {
         }
     }
 
+    /// The running event, or 404, taking `located` when it is given and still runs: the
+    /// ownership middleware locates the event of a registration, and a second lookup would
+    /// find the same handle. One that stopped in between (it stepped down)
+    /// is looked up again, which answers as if the middleware had not located it.
+    pub async fn located_event(
+        &self,
+        id: &EventId,
+        located: Option<EventHandle>,
+    ) -> Result<EventHandle, ApiError> {
+        match located {
+            Some(event) if event.is_running() => Ok(event),
+            _ => self.event(id).await,
+        }
+    }
+
     /// How long a shed client should wait: the write-behind backlog over its drain rate.
     pub fn retry_after_seconds(&self) -> u64 {
         // The handle reads its atomics; `stats()` would copy both histograms on every shed.
