@@ -20,7 +20,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::EventId;
-use kuota_engine::actor::Located;
+use kuota_engine::actor::{EventHandle, Located};
 use kuota_engine::ownership::{Owner, Ownership};
 use kuota_persist::lease::{InProcessLeases, Leases, RedisLeases};
 use kuota_persist::ownership::{LeaseOwnership, NodeIdentity};
@@ -77,6 +77,11 @@ pub struct Cluster {
 /// A request a peer node forwarded: the client's address as the first node saw it.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardedClient(pub Option<IpAddr>);
+
+/// The request's event, which `route_to_owner` found running on this node: handlers take it
+/// (`AppState::event_of`) instead of looking the event up again.
+#[derive(Clone, Debug)]
+pub struct LocatedHere(pub EventHandle);
 
 impl Cluster {
     /// Leases in Redis when `redis` is given (shared by every node with the same prefix), in
@@ -180,7 +185,8 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
 
 /// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
 /// forwarded to its owner, once; a registration for an event that runs here is answered at
-/// once (`registrations::create_here`); everything else goes to the handlers.
+/// once (`registrations::create_here`); everything else goes to the handlers, with the event
+/// when it runs here (`LocatedHere`).
 pub async fn route_to_owner(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -200,12 +206,13 @@ pub async fn route_to_owner(
         Ok(Located::Here(event)) if route.register => {
             return Ok(registrations::create_here(request, &state, &route.event, event).await);
         }
-        // Another route of an event here, no such event, or errors (the lease service or the
-        // store is down): left to the handler, which meets them again and answers them as it
-        // always does.
-        Ok(Located::Here(_) | Located::Missing) | Err(_) => {
+        Ok(Located::Here(event)) => {
+            request.extensions_mut().insert(LocatedHere(event));
             return Ok(next.call(request).await?.map_into_boxed_body());
         }
+        // No such event, or errors (the lease service or the store is down): left to the
+        // handler, which meets them again and answers them as it always does.
+        Ok(Located::Missing) | Err(_) => return Ok(next.call(request).await?.map_into_boxed_body()),
     };
     let (http_request, payload) = request.into_parts();
     let response = if let Some(from) = forwarded_by {

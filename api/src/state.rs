@@ -13,7 +13,7 @@ use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::WriteBehindHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::cluster::{Cluster, ForwardedClient};
+use crate::cluster::{Cluster, ForwardedClient, LocatedHere};
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::metrics;
@@ -110,8 +110,8 @@ impl AppState {
     }
 
     /// The running event, or 404, taking `located` when it is given and still runs: the
-    /// ownership middleware locates the event of a registration, and a second lookup would
-    /// find the same handle. One that stopped in between (it stepped down)
+    /// ownership middleware locates the event of every route that needs its actor, and a
+    /// second lookup would find the same handle. One that stopped in between (it stepped down)
     /// is looked up again, which answers as if the middleware had not located it.
     pub async fn located_event(
         &self,
@@ -122,6 +122,13 @@ impl AppState {
             Some(event) if event.is_running() => Ok(event),
             _ => self.event(id).await,
         }
+    }
+
+    /// `located_event` with the event the ownership middleware located for `request`
+    /// (`LocatedHere`), if it is the event `id`.
+    pub async fn event_of(&self, request: &HttpRequest, id: &EventId) -> Result<EventHandle, ApiError> {
+        let located = request.extensions().get::<LocatedHere>().map(|located| located.0.clone());
+        self.located_event(id, located.filter(|event| event.config().id == *id)).await
     }
 
     /// How long a shed client should wait: the write-behind backlog over its drain rate.

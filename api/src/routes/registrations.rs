@@ -517,7 +517,7 @@ async fn read(
     let mut view = RegistrationView::from(&row);
     if row.status == RowStatus::Waitlisted {
         // The stored position is the one at joining; the actor knows where it stands now.
-        let event = state.event(&row.event).await?;
+        let event = state.event_of(&request, &row.event).await?;
         let status = event.status(row.id).await.map_err(|error| state.actor_error(error))?;
         if let Some((kuota_engine::ActiveStatus::Waitlisted, Some(position))) = status {
             view.waitlist_position = Some(position);
@@ -575,7 +575,7 @@ async fn cancel(
     if row.status == RowStatus::Cancelled {
         return reread(&state, &row).await;
     }
-    let event = state.event(&row.event).await?;
+    let event = state.event_of(&request, &row.event).await?;
     match event.cancel(row.id).await.map_err(|error| state.actor_error(error))? {
         Outcome::RegistrationCancelled { .. } => reread(&state, &row).await,
         Outcome::AlreadyEnded { status: EndedStatus::Expired, .. } => Err(ApiError::Conflict {
@@ -644,7 +644,7 @@ async fn confirm(
         RowStatus::Confirmed => return reread(&state, &row).await,
         RowStatus::Held | RowStatus::Waitlisted => {}
     }
-    let event = state.event(&row.event).await?;
+    let event = state.event_of(&request, &row.event).await?;
     match event.confirm(row.id).await.map_err(|error| state.actor_error(error))? {
         Outcome::RegistrationConfirmed { .. } => reread(&state, &row).await,
         Outcome::HoldExpired { .. } => Err(expired()),
