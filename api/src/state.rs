@@ -120,7 +120,9 @@ impl AppState {
     ) -> Result<EventHandle, ApiError> {
         match located {
             Some(event) if event.is_running() => Ok(event),
-            _ => self.event(id).await,
+            // Boxed, as the other rare large states below the ownership middleware (see
+            // `cluster::route_to_owner`): starting an event loads it from the store.
+            _ => Box::pin(self.event(id)).await,
         }
     }
 
@@ -196,7 +198,9 @@ impl AppState {
         let Some(limit) = &self.email_limit else { return Ok(()) };
         if let Some(redis) = &self.redis {
             let mut connection = redis.clone();
-            match self.shared_limit.check(limit, email.as_str(), &mut connection).await {
+            // Boxed (see `cluster::route_to_owner`): a Redis call's state is large, and the
+            // registration fast route awaits this below the ownership middleware.
+            match Box::pin(self.shared_limit.check(limit, email.as_str(), &mut connection)).await {
                 Ok(verdict) => return verdict.map_err(|refusal| self.rate_limited(refusal)),
                 Err(error) => tracing::warn!(%error, "shared rate limit unavailable; limiting locally"),
             }

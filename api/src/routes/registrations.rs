@@ -425,7 +425,8 @@ where
         Outcome::Decided(decision) => {
             admission_response(&decision, event_id, category.as_str(), &access_token, decided_at, false)
         }
-        Outcome::Replayed(decision) => replay(state, event_id, &access_token, &decision).await,
+        // Boxed (see `cluster::route_to_owner`): a store query's state is large, and replays rare.
+        Outcome::Replayed(decision) => Box::pin(replay(state, event_id, &access_token, &decision)).await,
         Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
         Outcome::KeyReused => Err(ApiError::KeyReused),
         Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
