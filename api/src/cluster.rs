@@ -168,8 +168,15 @@ struct OwnedRoute {
 /// local; reading a registration needs the actor only for a waitlist position, but is sent to
 /// the owner all the same so that every node answers alike.
 fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
-    let segments: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
-    let (event, stream, register) = match (method, segments.as_slice()) {
+    // The segments in an array, not a `Vec`: every request asks, and none of these routes has
+    // more than four.
+    let mut segments = [""; 4];
+    let mut count = 0;
+    for segment in path.strip_prefix("/v1/")?.split('/') {
+        *segments.get_mut(count)? = segment;
+        count += 1;
+    }
+    let (event, stream, register) = match (method, &segments[..count]) {
         ("GET", ["events", event]) => (*event, false, false),
         ("POST", ["events", event, "registrations"]) => (*event, false, true),
         ("PATCH", ["events", event, "categories", _]) => (*event, false, false),
@@ -350,6 +357,7 @@ mod tests {
         assert!(register("POST", "/v1/events/race/registrations"));
         assert!(!register("GET", "/v1/events/race/registrations"));
         assert!(!register("POST", "/v1/events/race/registrations/"));
+        assert!(!register("POST", "/v1/events/race/registrations/a/b"));
         assert!(!register("POST", "/v1/registrations/race.3/confirm"));
         // The router decodes `%61` to `a`; the middleware leaves such paths to it.
         assert_eq!(route("POST", "/v1/events/r%61ce/registrations"), None);
