@@ -385,9 +385,15 @@ pub async fn create_here(
 }
 
 /// A registration request for `event_id`, whether routed (`create`) or answered by the fast
-/// route (`create_here`), which hands over the event it `located`. The span keeps the handler's
-/// name, `create`, so that log lines read as before.
-#[tracing::instrument(name = "create", skip_all, fields(event_id = %event_id))]
+/// route (`create_here`), which hands over the event it `located`. The span is the one the
+/// routed handler always had, so that log lines read as before: its name, `create`, and its
+/// fields, `path` as `#[instrument]` recorded the `web::Path<String>` argument (its `Debug`),
+/// then `event_id`.
+#[tracing::instrument(
+    name = "create",
+    skip_all,
+    fields(path = %format_args!("Path({:?})", event_id.as_str()), event_id = %event_id)
+)]
 async fn answer_registration<P>(
     state: &AppState,
     event_id: &EventId,
