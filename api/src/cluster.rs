@@ -20,7 +20,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::EventId;
-use kuota_engine::actor::Located;
+use kuota_engine::actor::{EventHandle, Located};
 use kuota_engine::ownership::{Owner, Ownership};
 use kuota_persist::lease::{InProcessLeases, Leases, RedisLeases};
 use kuota_persist::ownership::{LeaseOwnership, NodeIdentity};
@@ -31,6 +31,7 @@ use crate::error::ApiError;
 use crate::forward::{self, Outgoing, PeerAddress};
 use crate::metrics;
 use crate::rate_limit::client_ip;
+use crate::routes::registrations;
 use crate::state::AppState;
 use crate::tokens::constant_time_eq;
 
@@ -76,6 +77,11 @@ pub struct Cluster {
 /// A request a peer node forwarded: the client's address as the first node saw it.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardedClient(pub Option<IpAddr>);
+
+/// The request's event, which `route_to_owner` found running on this node: handlers take it
+/// (`AppState::event_of`) instead of looking the event up again.
+#[derive(Clone, Debug)]
+pub struct LocatedHere(pub EventHandle);
 
 impl Cluster {
     /// Leases in Redis when `redis` is given (shared by every node with the same prefix), in
@@ -153,27 +159,41 @@ struct OwnedRoute {
     event: EventId,
     /// `GET /v1/events/{event_id}/stream`: redirected rather than relayed (it never ends).
     stream: bool,
+    /// `POST /v1/events/{event_id}/registrations`: answered here without the router when the
+    /// event runs here (`registrations::create_here`).
+    register: bool,
 }
 
 /// Which routes reach an event's actor. Listings and the audit trail read the store and stay
 /// local; reading a registration needs the actor only for a waitlist position, but is sent to
 /// the owner all the same so that every node answers alike.
 fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
-    let segments: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
-    let (event, stream) = match (method, segments.as_slice()) {
-        ("GET", ["events", event]) => (*event, false),
-        ("POST", ["events", event, "registrations"]) => (*event, false),
-        ("PATCH", ["events", event, "categories", _]) => (*event, false),
-        ("GET", ["events", event, "stream"]) => (*event, true),
+    // The segments in an array, not a `Vec`: every request asks, and none of these routes has
+    // more than four.
+    let mut segments = [""; 4];
+    let mut count = 0;
+    for segment in path.strip_prefix("/v1/")?.split('/') {
+        *segments.get_mut(count)? = segment;
+        count += 1;
+    }
+    let (event, stream, register) = match (method, &segments[..count]) {
+        ("GET", ["events", event]) => (*event, false, false),
+        ("POST", ["events", event, "registrations"]) => (*event, false, true),
+        ("PATCH", ["events", event, "categories", _]) => (*event, false, false),
+        ("GET", ["events", event, "stream"]) => (*event, true, false),
         ("GET" | "DELETE", ["registrations", registration])
-        | ("POST", ["registrations", registration, "confirm"]) => (registration.rsplit_once('.')?.0, false),
+        | ("POST", ["registrations", registration, "confirm"]) => {
+            (registration.rsplit_once('.')?.0, false, false)
+        }
         _ => return None,
     };
-    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream })
+    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream, register })
 }
 
 /// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
-/// forwarded to its owner, once; everything else goes to the handlers.
+/// forwarded to its owner, once; a registration for an event that runs here is answered at
+/// once (`registrations::create_here`); everything else goes to the handlers, with the event
+/// when it runs here (`LocatedHere`).
 pub async fn route_to_owner(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -188,10 +208,18 @@ pub async fn route_to_owner(
         let client = forwarded_client_ip(request.headers(), &state.settings.trusted_proxies);
         request.extensions_mut().insert(ForwardedClient(client));
     }
-    // Errors (the lease service or the store is down) are left to the handler, which meets
-    // them again and answers them as it always does.
-    let Ok(Located::Elsewhere(owner)) = state.registry.locate(&route.event).await else {
-        return Ok(next.call(request).await?.map_into_boxed_body());
+    let owner = match state.registry.locate(&route.event).await {
+        Ok(Located::Elsewhere(owner)) => owner,
+        Ok(Located::Here(event)) if route.register => {
+            return Ok(registrations::create_here(request, &state, &route.event, event).await);
+        }
+        Ok(Located::Here(event)) => {
+            request.extensions_mut().insert(LocatedHere(event));
+            return Ok(next.call(request).await?.map_into_boxed_body());
+        }
+        // No such event, or errors (the lease service or the store is down): left to the
+        // handler, which meets them again and answers them as it always does.
+        Ok(Located::Missing) | Err(_) => return Ok(next.call(request).await?.map_into_boxed_body()),
     };
     let (http_request, payload) = request.into_parts();
     let response = if let Some(from) = forwarded_by {
@@ -204,7 +232,11 @@ pub async fn route_to_owner(
     } else if route.stream {
         redirect(&owner, &http_request)
     } else {
-        forward_to(&state, &owner, &http_request, payload)
+        // Boxed: forwarding's state (the client and its buffers) is most of 9 KB, and this
+        // middleware's future, as large as its largest state, is carried by value through the
+        // span and metrics wrappers and copied at each, on every request. A forwarded request,
+        // rare, pays one allocation instead.
+        Box::pin(forward_to(&state, &owner, &http_request, payload))
             .await
             .unwrap_or_else(|error| error.error_response())
     };
@@ -316,6 +348,19 @@ mod tests {
         assert_eq!(route("DELETE", "/v1/registrations/race.17"), Some(("race".into(), false)));
         assert_eq!(route("POST", "/v1/registrations/city.race.3/confirm"), None, "not an event id");
         assert_eq!(route("POST", "/v1/registrations/race.3/confirm"), Some(("race".into(), false)));
+    }
+
+    #[test]
+    fn only_registrations_with_an_event_id_as_sent_take_the_fast_route() {
+        let register =
+            |method: &str, path: &str| owned_route(method, path).is_some_and(|route| route.register);
+        assert!(register("POST", "/v1/events/race/registrations"));
+        assert!(!register("GET", "/v1/events/race/registrations"));
+        assert!(!register("POST", "/v1/events/race/registrations/"));
+        assert!(!register("POST", "/v1/events/race/registrations/a/b"));
+        assert!(!register("POST", "/v1/registrations/race.3/confirm"));
+        // The router decodes `%61` to `a`; the middleware leaves such paths to it.
+        assert_eq!(route("POST", "/v1/events/r%61ce/registrations"), None);
     }
 
     #[test]

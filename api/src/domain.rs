@@ -1,13 +1,20 @@
 //! Request bodies parsed into domain types before anything reaches an actor. A body is first
 //! read as JSON (malformed → 400), then each field is checked, and every bad field is listed
 //! (→ 422): a client learns all its mistakes at once.
+//!
+//! A registration body, the body of the hottest request, is first read straight into borrowed
+//! fields (`RegistrationBody`); only a body that this reading refuses is read again as a JSON
+//! map, which finds every mistake. Both readings hand the same `FoundRegistration` to the same
+//! checks.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use kuota_engine::{
     CategoryCode, CategoryConfig, Email, EventConfig, EventId, Idempotency, IdempotencyKey, QuotaLimits,
     Register, RegistrationDetails, Timestamp, limits,
 };
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldError};
@@ -43,11 +50,15 @@ impl Fields {
     }
 
     fn string<'a>(&mut self, object: &'a Map<String, Value>, field: &str, required: bool) -> Option<&'a str> {
-        match object.get(field) {
-            None | Some(Value::Null) if required => self.fail(field, "is required"),
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(text),
-            Some(_) => self.fail(field, "must be a string"),
+        self.text(Found::text(object.get(field)), field, required)
+    }
+
+    fn text<'a>(&mut self, found: Found<&'a str>, field: &str, required: bool) -> Option<&'a str> {
+        match found {
+            Found::Absent if required => self.fail(field, "is required"),
+            Found::Absent => None,
+            Found::Present(text) => Some(text),
+            Found::Mistyped => self.fail(field, "must be a string"),
         }
     }
 
@@ -58,7 +69,17 @@ impl Fields {
         required: bool,
         max: usize,
     ) -> Option<String> {
-        let text = self.string(object, field, required)?.trim();
+        self.bounded_text(Found::text(object.get(field)), field, required, max)
+    }
+
+    fn bounded_text(
+        &mut self,
+        found: Found<&str>,
+        field: &str,
+        required: bool,
+        max: usize,
+    ) -> Option<String> {
+        let text = self.text(found, field, required)?.trim();
         let length = text.chars().count();
         if required && length == 0 {
             return self.fail(field, "must not be empty");
@@ -72,11 +93,11 @@ impl Fields {
         Some(text.to_string())
     }
 
-    fn boolean(&mut self, object: &Map<String, Value>, field: &str) -> bool {
-        match object.get(field) {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(value)) => *value,
-            Some(_) => self.fail(field, "must be true or false").unwrap_or(false),
+    fn flag(&mut self, found: Found<bool>, field: &str) -> bool {
+        match found {
+            Found::Absent => false,
+            Found::Present(value) => value,
+            Found::Mistyped => self.fail(field, "must be true or false").unwrap_or(false),
         }
     }
 
@@ -169,37 +190,177 @@ pub fn idempotency_key(header: Option<&[u8]>) -> Result<IdempotencyKey, ApiError
     IdempotencyKey::parse(text).map_err(|error| ApiError::IdempotencyKeyInvalid(error.to_string()))
 }
 
+/// A field of a request body as found, before it is checked.
+#[derive(Clone, Copy, Debug)]
+enum Found<T> {
+    /// Absent, or `null`.
+    Absent,
+    Present(T),
+    /// Present, with another JSON type.
+    Mistyped,
+}
+
+impl<'a> Found<&'a str> {
+    fn text(value: Option<&'a Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Found::Absent,
+            Some(Value::String(text)) => Found::Present(text),
+            Some(_) => Found::Mistyped,
+        }
+    }
+}
+
+impl<T> From<Option<T>> for Found<T> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Found::Absent, Found::Present)
+    }
+}
+
+/// The fields of a registration body, as either reading found them.
+#[derive(Debug)]
+struct FoundRegistration<'a> {
+    category: Found<&'a str>,
+    email: Found<&'a str>,
+    full_name: Found<&'a str>,
+    phone: Found<&'a str>,
+    attributes: Found<&'a Map<String, Value>>,
+    waitlist: Found<bool>,
+}
+
+const REGISTRATION_FIELDS: [&str; 6] = ["category", "email", "full_name", "phone", "attributes", "waitlist"];
+
+impl<'a> FoundRegistration<'a> {
+    fn in_object(object: &'a Map<String, Value>) -> Self {
+        FoundRegistration {
+            category: Found::text(object.get("category")),
+            email: Found::text(object.get("email")),
+            full_name: Found::text(object.get("full_name")),
+            phone: Found::text(object.get("phone")),
+            attributes: match object.get("attributes") {
+                None | Some(Value::Null) => Found::Absent,
+                Some(Value::Object(attributes)) => Found::Present(attributes),
+                Some(_) => Found::Mistyped,
+            },
+            waitlist: match object.get("waitlist") {
+                None | Some(Value::Null) => Found::Absent,
+                Some(Value::Bool(value)) => Found::Present(*value),
+                Some(_) => Found::Mistyped,
+            },
+        }
+    }
+}
+
+/// A registration body read straight into its fields, borrowed from the body where no escape
+/// needs decoding: no map, no owned keys, no copies. It reads only what the map reading would
+/// read alike, and refuses (`None`) everything else, which the map reading then answers with
+/// its own messages:
+/// - not an object: a derived struct would also take a JSON array, field by field;
+/// - an unknown field (`deny_unknown_fields`), which the map reading must name;
+/// - a field twice, which serde refuses for a struct while the map keeps the last value;
+/// - a field of another type, including a required field that is `null` or missing only as
+///   far as serde is concerned: every field is an `Option` here, so `null` and absence are
+///   both `None`, as the map reading treats them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationBody<'a> {
+    #[serde(borrow)]
+    category: Option<Text<'a>>,
+    #[serde(borrow)]
+    email: Option<Text<'a>>,
+    #[serde(borrow)]
+    full_name: Option<Text<'a>>,
+    #[serde(borrow)]
+    phone: Option<Text<'a>>,
+    /// Read into the same map type as the map reading's, so that it serializes alike.
+    attributes: Option<Map<String, Value>>,
+    waitlist: Option<bool>,
+}
+
+/// A JSON string: borrowed unless it has escapes. A newtype because serde borrows a
+/// `Cow<str>` only as a field of its own, not inside an `Option`.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl Text<'_> {
+    fn found<'b>(field: &'b Option<Text<'_>>) -> Found<&'b str> {
+        Found::from(field.as_ref().map(|text| text.0.as_ref()))
+    }
+}
+
+impl<'a> RegistrationBody<'a> {
+    fn read(body: &'a [u8]) -> Option<Self> {
+        // serde_json skips exactly these before a value.
+        let first = body.iter().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+        if first != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(body).ok()
+    }
+
+    fn found(&self) -> FoundRegistration<'_> {
+        FoundRegistration {
+            category: Text::found(&self.category),
+            email: Text::found(&self.email),
+            full_name: Text::found(&self.full_name),
+            phone: Text::found(&self.phone),
+            attributes: Found::from(self.attributes.as_ref()),
+            waitlist: Found::from(self.waitlist),
+        }
+    }
+}
+
 /// Parses a registration body for `event` (whose categories are known).
 pub fn registration(body: &[u8], event: &EventConfig) -> Result<RegistrationRequest, ApiError> {
+    match RegistrationBody::read(body) {
+        Some(read) => check_registration(Fields::default(), read.found(), event),
+        None => registration_as_map(body, event),
+    }
+}
+
+/// `registration` for every body, through a JSON map: slower, and names every mistake.
+fn registration_as_map(body: &[u8], event: &EventConfig) -> Result<RegistrationRequest, ApiError> {
     let object = json_object(body)?;
     let mut fields = Fields::default();
-    fields.unknown(&object, &["category", "email", "full_name", "phone", "attributes", "waitlist"]);
-    let category =
-        fields.string(&object, "category", true).and_then(|code| match CategoryCode::parse(code) {
-            Ok(code) if event.category_index(&code).is_some() => Some(code),
+    fields.unknown(&object, &REGISTRATION_FIELDS);
+    check_registration(fields, FoundRegistration::in_object(&object), event)
+}
+
+fn check_registration(
+    mut fields: Fields,
+    found: FoundRegistration<'_>,
+    event: &EventConfig,
+) -> Result<RegistrationRequest, ApiError> {
+    let category = fields.text(found.category, "category", true).and_then(|code| {
+        // The event's own code when it is one (an `Arc` clone, not a new one); a code that is
+        // none of them is parsed only to say why.
+        if let Some(category) = event.categories.iter().find(|category| category.code.as_str() == code) {
+            return Some(category.code.clone());
+        }
+        match CategoryCode::parse(code) {
             Ok(_) => fields.fail("category", "is not a category of this event"),
             Err(error) => fields.fail("category", error.to_string()),
-        });
-    let email = fields.string(&object, "email", true).and_then(|text| match Email::parse(text) {
+        }
+    });
+    let email = fields.text(found.email, "email", true).and_then(|text| match Email::parse(text) {
         Ok(email) => Some(email),
         Err(error) => fields.fail("email", error.to_string()),
     });
-    let full_name = fields.bounded_string(&object, "full_name", true, FULL_NAME_LENGTH_MAX);
-    let phone = fields.bounded_string(&object, "phone", false, PHONE_LENGTH_MAX);
-    let attributes = match object.get("attributes") {
-        None | Some(Value::Null) => None,
-        Some(value @ Value::Object(_)) => {
-            // Serializing a parsed JSON value cannot fail.
-            let text = serde_json::to_string(value).expect("JSON values serialize");
+    let full_name = fields.bounded_text(found.full_name, "full_name", true, FULL_NAME_LENGTH_MAX);
+    let phone = fields.bounded_text(found.phone, "phone", false, PHONE_LENGTH_MAX);
+    let attributes = match found.attributes {
+        Found::Absent => None,
+        Found::Present(attributes) => {
+            // Serializing a parsed JSON map cannot fail.
+            let text = serde_json::to_string(attributes).expect("JSON values serialize");
             if text.len() > ATTRIBUTES_SERIALIZED_BYTES_MAX {
                 fields.fail("attributes", "must be at most 4 KiB when serialized")
             } else {
                 Some(text)
             }
         }
-        Some(_) => fields.fail("attributes", "must be an object"),
+        Found::Mistyped => fields.fail("attributes", "must be an object"),
     };
-    let waitlist = fields.boolean(&object, "waitlist");
+    let waitlist = fields.flag(found.waitlist, "waitlist");
     let parsed = match (category, email, full_name) {
         (Some(category), Some(email), Some(full_name)) => Some((category, email, full_name)),
         _ => None,
@@ -318,4 +479,143 @@ pub fn capacity(body: &[u8]) -> Result<u32, ApiError> {
         _ => fields.fail("capacity", "is required and must be a number"),
     };
     fields.finish(capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn event() -> EventConfig {
+        let category = |code: &str| CategoryConfig {
+            code: CategoryCode::parse(code).unwrap(),
+            name: code.to_string(),
+            capacity: 5,
+        };
+        EventConfig {
+            id: EventId::parse("race").unwrap(),
+            name: "City Race".into(),
+            opens_at: None,
+            closes_at: None,
+            hold_ttl_seconds: 0,
+            categories: vec![category("10K"), category("5K")],
+            limits: QuotaLimits::default(),
+        }
+    }
+
+    /// What a reading answers, comparable: the `Debug` of the request or of the problem names
+    /// every field, message and value.
+    fn answer(result: Result<RegistrationRequest, ApiError>) -> String {
+        format!("{result:?}")
+    }
+
+    /// Asserts that `registration` answers `body` as the map reading does, and returns whether
+    /// the fast reading took it.
+    fn agrees_with_the_map_reading(body: &str) -> bool {
+        let event = event();
+        let expected = answer(registration_as_map(body.as_bytes(), &event));
+        assert_eq!(answer(registration(body.as_bytes(), &event)), expected, "{body}");
+        RegistrationBody::read(body.as_bytes()).is_some()
+    }
+
+    #[test]
+    fn common_bodies_are_read_without_the_map_and_answered_alike() {
+        let bodies = [
+            r#"{"category":"10K","email":"Ana@Example.org","full_name":"Ana Runner"}"#,
+            " \n\t{ \"category\" : \"5K\", \"email\": \"a@example.org\", \"full_name\": \" Ana \" } \r\n",
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","phone":null,"attributes":null,"waitlist":null}"#,
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","phone":"+1 555","waitlist":true}"#,
+            // Escapes are decoded, in values and in field names.
+            r#"{"c\u0061tegory":"10\u004B","email":"a\u0040example.org","full_name":"Ana \"R\" \u00e9\ud83d\ude00"}"#,
+            // Attributes serialize as the map reading's do: keys sorted, the last of a repeated key.
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","attributes":{"b":1.0,"a":{"y":1e2,"x":-0},"b":"\u0041"}}"#,
+            // Checks fail alike, every field named.
+            r#"{"category":null,"email":"not-an-email","full_name":"","phone":"1234567890123456789012345678901234"}"#,
+            r#"{"category":"42K","email":"a@example.org","full_name":"A\nB","attributes":[1]}"#,
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","waitlist":"yes"}"#,
+            "{}",
+        ];
+        for body in bodies {
+            let fast = agrees_with_the_map_reading(body);
+            let mistyped = body.contains("[1]") || body.contains("\"yes\"");
+            assert_eq!(fast, !mistyped, "{body}");
+        }
+    }
+
+    #[test]
+    fn bodies_the_fast_reading_refuses_are_answered_by_the_map_reading() {
+        let bodies = [
+            // The map keeps the last of a repeated field; a struct refuses it.
+            r#"{"category":"5K","category":"10K","email":"a@example.org","full_name":"A"}"#,
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","extra":1,"other":null}"#,
+            // A derived struct would read an array field by field.
+            r#"["10K","a@example.org","A"]"#,
+            r#"{"category":10,"email":["a"],"full_name":true}"#,
+            r#"{"category":"10K","email":"a@example.org","full_name":"A"} x"#,
+            r#"{"category":"10K","email":"a@example.org","full_name":"A\ud800"}"#,
+            "",
+            "null",
+            "{",
+        ];
+        for body in bodies {
+            assert!(!agrees_with_the_map_reading(body), "{body}");
+        }
+    }
+
+    #[test]
+    fn text_without_escapes_is_borrowed_from_the_body() {
+        let body = br#"{"category":"10K","email":"a@example.org","full_name":"Ana \u0052unner"}"#;
+        let read = RegistrationBody::read(body).unwrap();
+        assert!(matches!(read.category, Some(Text(Cow::Borrowed("10K")))));
+        assert!(matches!(read.full_name, Some(Text(Cow::Owned(ref name))) if name == "Ana Runner"));
+    }
+
+    /// A field name as a body may spell it: known, escaped, or unknown.
+    fn field_name() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "category",
+            "email",
+            "full_name",
+            "phone",
+            "attributes",
+            "waitlist",
+            r"c\u0061tegory",
+            "extra",
+            "",
+        ])
+    }
+
+    /// A field value as JSON text, of every type the fields take and some they do not.
+    fn field_value() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            r#""10K""#,
+            r#""5K""#,
+            r#""42K""#,
+            r#""a@example.org""#,
+            r#""B@Example.ORG ""#,
+            r#""Ana Runner""#,
+            r#""\u0041na\tRunner""#,
+            r#""""#,
+            "null",
+            "true",
+            "false",
+            "1",
+            "-2.5e3",
+            r#"{"x":1,"a":[true,null],"x":2}"#,
+            "{}",
+            "[1]",
+            "[]",
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn any_object_of_these_fields_is_answered_as_the_map_reading_answers_it(
+            fields in prop::collection::vec((field_name(), field_value()), 0..8),
+        ) {
+            let members: Vec<String> = fields.iter().map(|(name, value)| format!("\"{name}\":{value}")).collect();
+            agrees_with_the_map_reading(&format!("{{{}}}", members.join(",")));
+        }
+    }
 }

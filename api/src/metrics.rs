@@ -1,7 +1,8 @@
 //! Prometheus metrics: the recorder, the names, and the request middleware's measurements.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
+use metrics::Counter;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "kuota_http_requests_total";
@@ -44,4 +45,20 @@ pub fn recorder() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// `kuota_admissions_total{outcome="sold_out_fast"}`: the counter of the hottest answer of a
+/// sale, registered once per process. Through `counter!` every answer would build the key and
+/// hash it in the recorder's registry; the handle is the registered atomic itself.
+///
+/// A handle reports to the recorder installed when it was made (a no-op one before), so this
+/// installs the process's recorder first. That recorder is installed once and serves every app
+/// the process starts (tests start many), so the one handle serves them all, as `counter!`
+/// would.
+pub fn sold_out_fast() -> &'static Counter {
+    static COUNTER: LazyLock<Counter> = LazyLock::new(|| {
+        recorder();
+        ::metrics::counter!(ADMISSIONS, "outcome" => "sold_out_fast")
+    });
+    &COUNTER
 }

@@ -44,9 +44,16 @@ pub fn resource(
     // A resource's middleware wraps all its routes, those added after `wrap_fn` too, and its
     // 405 answer for other methods, which `match_pattern()` labels with the pattern as well.
     web::resource(pattern).wrap_fn(move |request, service| {
-        request.extensions_mut().insert(RouteLabel(pattern));
+        label_route(&request, pattern);
         service.call(request)
     })
+}
+
+/// Labels the request's metrics with `pattern`, as a resource built by `resource` does: for
+/// answers given before the router, by the registration fast route
+/// (`routes::registrations::create_here`).
+pub fn label_route(request: &impl HttpMessage, pattern: &'static str) {
+    request.extensions_mut().insert(RouteLabel(pattern));
 }
 
 /// Runs the request inside its span, `HTTP request`, which every log line of the request

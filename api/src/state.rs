@@ -13,7 +13,7 @@ use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::WriteBehindHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::cluster::{Cluster, ForwardedClient};
+use crate::cluster::{Cluster, ForwardedClient, LocatedHere};
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::metrics;
@@ -109,6 +109,30 @@ impl AppState {
         }
     }
 
+    /// The running event, or 404, taking `located` when it is given and still runs: the
+    /// ownership middleware locates the event of every route that needs its actor, and a
+    /// second lookup would find the same handle. One that stopped in between (it stepped down)
+    /// is looked up again, which answers as if the middleware had not located it.
+    pub async fn located_event(
+        &self,
+        id: &EventId,
+        located: Option<EventHandle>,
+    ) -> Result<EventHandle, ApiError> {
+        match located {
+            Some(event) if event.is_running() => Ok(event),
+            // Boxed, as the other rare large states below the ownership middleware (see
+            // `cluster::route_to_owner`): starting an event loads it from the store.
+            _ => Box::pin(self.event(id)).await,
+        }
+    }
+
+    /// `located_event` with the event the ownership middleware located for `request`
+    /// (`LocatedHere`), if it is the event `id`.
+    pub async fn event_of(&self, request: &HttpRequest, id: &EventId) -> Result<EventHandle, ApiError> {
+        let located = request.extensions().get::<LocatedHere>().map(|located| located.0.clone());
+        self.located_event(id, located.filter(|event| event.config().id == *id)).await
+    }
+
     /// How long a shed client should wait: the write-behind backlog over its drain rate.
     pub fn retry_after_seconds(&self) -> u64 {
         // The handle reads its atomics; `stats()` would copy both histograms on every shed.
@@ -174,7 +198,9 @@ impl AppState {
         let Some(limit) = &self.email_limit else { return Ok(()) };
         if let Some(redis) = &self.redis {
             let mut connection = redis.clone();
-            match self.shared_limit.check(limit, email.as_str(), &mut connection).await {
+            // Boxed (see `cluster::route_to_owner`): a Redis call's state is large, and the
+            // registration fast route awaits this below the ownership middleware.
+            match Box::pin(self.shared_limit.check(limit, email.as_str(), &mut connection)).await {
                 Ok(verdict) => return verdict.map_err(|refusal| self.rate_limited(refusal)),
                 Err(error) => tracing::warn!(%error, "shared rate limit unavailable; limiting locally"),
             }

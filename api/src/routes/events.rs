@@ -86,10 +86,14 @@ fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u6
         (status = 503, response = Overloaded)
     )
 )]
-#[tracing::instrument(skip(state), fields(event_id = %path))]
-async fn stream(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[tracing::instrument(skip(state, request), fields(event_id = %path))]
+async fn stream(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    let event = state.event(&id).await?;
+    let event = state.event_of(&request, &id).await?;
     let subscribers = state.stream_subscribers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let subscription = Subscription(state.clone());
     if subscribers >= STREAM_SUBSCRIBERS_MAX {
@@ -388,7 +392,7 @@ async fn read(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    let event = state.event(&id).await?;
+    let event = state.event_of(&request, &id).await?;
     let now = kuota_engine::Clock::now(&state.clock);
     let figures = event.counters().snapshot();
     let status = event_status(event.config(), &figures, now);
@@ -469,7 +473,7 @@ async fn change_capacity(
     let code = CategoryCode::parse(&path.1).map_err(|_| ApiError::NotFound("the category"))?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let capacity = domain::capacity(&body)?;
-    let event = state.event(&id).await?;
+    let event = state.event_of(&request, &id).await?;
     match event.set_capacity(code, capacity).await.map_err(|error| state.actor_error(error))? {
         Outcome::CapacityChanged { .. } => {
             let now = kuota_engine::Clock::now(&state.clock);

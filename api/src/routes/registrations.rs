@@ -3,15 +3,19 @@
 use std::sync::LazyLock;
 
 use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::Stream;
+use kuota_engine::actor::EventHandle;
 use kuota_engine::{Decision, EndedStatus, EventId, Outcome, RegistrationId, Timestamp};
 use kuota_persist::store::{RegistrationRow, RowStatus};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::middleware::resource;
+use crate::middleware::{label_route, resource};
 use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::state::{AppState, bearer};
@@ -21,13 +25,13 @@ use crate::{domain, metrics, time_format, tokens};
 pub const PAGE_LIMIT_MAX: u32 = 500;
 const PAGE_LIMIT_DEFAULT: u32 = 50;
 
+/// The registration resource's pattern: its route, and the route label of its metrics, those of
+/// the fast route's answers (`create_here`) too.
+pub const REGISTRATIONS_PATTERN: &str = "/v1/events/{event_id}/registrations";
+
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(
-            resource("/v1/events/{event_id}/registrations")
-                .route(web::post().to(create))
-                .route(web::get().to(list)),
-        )
+        .service(resource(REGISTRATIONS_PATTERN).route(web::post().to(create)).route(web::get().to(list)))
         .service(
             resource("/v1/registrations/{registration_id}")
                 .route(web::get().to(read))
@@ -345,7 +349,6 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         (status = 503, response = Overloaded)
     )
 )]
-#[tracing::instrument(skip(state, request, payload), fields(event_id = %path))]
 async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -353,11 +356,59 @@ async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let event_id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
+    // The ownership middleware answers this route itself when the event runs here
+    // (`create_here`); what reaches the router has an event located elsewhere, nowhere, not yet,
+    // or an id the middleware does not read (percent-encoded), and is looked up again.
+    answer_registration(&state, &event_id, None, &request, payload).await
+}
+
+/// Answers `POST /v1/events/{event_id}/registrations` for an event that runs on this node, from
+/// the ownership middleware, which has already matched the path by hand and located the event:
+/// no router (it tries the resources in order, with a regular expression each) and no second
+/// lookup of the event. The answer is what the routed `create` would give, byte for byte: the
+/// same `answer_registration`, an error turned into its problem document as actix turns a handler's, and
+/// the resource's route label for the request metrics. The request span is the middleware's,
+/// which wraps this as it wraps the router.
+pub async fn create_here(
+    request: ServiceRequest,
+    state: &AppState,
+    event_id: &EventId,
+    event: EventHandle,
+) -> ServiceResponse {
+    label_route(&request, REGISTRATIONS_PATTERN);
+    let (request, payload) = request.into_parts();
+    let response = match answer_registration(state, event_id, Some(event), &request, payload).await {
+        Ok(response) => response,
+        Err(error) => HttpResponse::from_error(error),
+    };
+    ServiceResponse::new(request, response)
+}
+
+/// A registration request for `event_id`, whether routed (`create`) or answered by the fast
+/// route (`create_here`), which hands over the event it `located`. The span is the one the
+/// routed handler always had, so that log lines read as before: its name, `create`, and its
+/// fields, `path` as `#[instrument]` recorded the `web::Path<String>` argument (its `Debug`),
+/// then `event_id`.
+#[tracing::instrument(
+    name = "create",
+    skip_all,
+    fields(path = %format_args!("Path({:?})", event_id.as_str()), event_id = %event_id)
+)]
+async fn answer_registration<P>(
+    state: &AppState,
+    event_id: &EventId,
+    located: Option<EventHandle>,
+    request: &HttpRequest,
+    payload: P,
+) -> Result<HttpResponse, ApiError>
+where
+    P: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
+{
     let key =
         domain::idempotency_key(request.headers().get("idempotency-key").map(|value| value.as_bytes()))?;
-    let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
-    state.limit_client(&request)?;
-    let event = state.event(&event_id).await?;
+    let body = json_body(request, payload, state.settings.body_limit_bytes).await?;
+    state.limit_client(request)?;
+    let event = state.located_event(event_id, located).await?;
     let parsed = domain::registration(&body, event.config())?;
     state.limit_registrant(&parsed.registrant).await?;
     // Sold out is answered from the published counters, unless this key may have been decided
@@ -365,22 +416,23 @@ async fn create(
     // the access token and the fingerprint are derived: a sold-out answer needs neither.
     let sold_out = event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
     if sold_out && !event.counters().may_have_seen_key(&key) {
-        ::metrics::counter!(metrics::ADMISSIONS, "outcome" => "sold_out_fast").increment(1);
+        metrics::sold_out_fast().increment(1);
         return Ok(sold_out_response());
     }
     if state.write_behind.breaker_open() {
         return Err(state.shed("the store is failing"));
     }
     let category = parsed.category.clone();
-    let (register, access_token) = parsed.into_register(&event_id, key.clone(), &state.token_secret);
+    let (register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
     let (outcome, decided_at) =
         event.register_timed(register).await.map_err(|error| state.actor_error(error))?;
     ::metrics::counter!(metrics::ADMISSIONS, "outcome" => outcome_label(&outcome)).increment(1);
     match outcome {
         Outcome::Decided(decision) => {
-            admission_response(&decision, &event_id, category.as_str(), &access_token, decided_at, false)
+            admission_response(&decision, event_id, category.as_str(), &access_token, decided_at, false)
         }
-        Outcome::Replayed(decision) => replay(&state, &event_id, &access_token, &decision).await,
+        // Boxed (see `cluster::route_to_owner`): a store query's state is large, and replays rare.
+        Outcome::Replayed(decision) => Box::pin(replay(state, event_id, &access_token, &decision)).await,
         Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
         Outcome::KeyReused => Err(ApiError::KeyReused),
         Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
@@ -472,7 +524,7 @@ async fn read(
     let mut view = RegistrationView::from(&row);
     if row.status == RowStatus::Waitlisted {
         // The stored position is the one at joining; the actor knows where it stands now.
-        let event = state.event(&row.event).await?;
+        let event = state.event_of(&request, &row.event).await?;
         let status = event.status(row.id).await.map_err(|error| state.actor_error(error))?;
         if let Some((kuota_engine::ActiveStatus::Waitlisted, Some(position))) = status {
             view.waitlist_position = Some(position);
@@ -530,7 +582,7 @@ async fn cancel(
     if row.status == RowStatus::Cancelled {
         return reread(&state, &row).await;
     }
-    let event = state.event(&row.event).await?;
+    let event = state.event_of(&request, &row.event).await?;
     match event.cancel(row.id).await.map_err(|error| state.actor_error(error))? {
         Outcome::RegistrationCancelled { .. } => reread(&state, &row).await,
         Outcome::AlreadyEnded { status: EndedStatus::Expired, .. } => Err(ApiError::Conflict {
@@ -599,7 +651,7 @@ async fn confirm(
         RowStatus::Confirmed => return reread(&state, &row).await,
         RowStatus::Held | RowStatus::Waitlisted => {}
     }
-    let event = state.event(&row.event).await?;
+    let event = state.event_of(&request, &row.event).await?;
     match event.confirm(row.id).await.map_err(|error| state.actor_error(error))? {
         Outcome::RegistrationConfirmed { .. } => reread(&state, &row).await,
         Outcome::HoldExpired { .. } => Err(expired()),

@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod concurrency;
 mod events;
+mod fast_route;
 mod lifecycle;
 mod openapi;
 mod operations;

@@ -1,0 +1,142 @@
+//! The registration fast route answers as the router does. The ownership middleware answers
+//! `POST /v1/events/{event_id}/registrations` itself when the event runs here; an event id it
+//! does not read, because it is percent-encoded (`r%61ce` is `race` to the router), takes the
+//! router and the routed handler instead. The same request sent both ways must get the same
+//! status, headers and body.
+
+use serde_json::{Value, json};
+
+use super::support::{Backend, Response, TestApp, race, registration, spawn_app};
+
+const FAST: &str = "/v1/events/race/registrations";
+const ROUTED: &str = "/v1/events/r%61ce/registrations";
+
+/// An answer without what differs between any two answers: the `Date` header.
+fn comparable(response: &Response) -> (u16, Vec<(String, String)>, String) {
+    let mut headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("date"))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .collect();
+    headers.sort();
+    (response.status, headers, String::from_utf8_lossy(&response.body).into_owned())
+}
+
+async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    app.request("POST", path, headers, Some(body)).await
+}
+
+/// Sends the request to both routes and asserts that they answer alike; returns the answer.
+async fn both_answer_alike(app: &TestApp, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let fast = post(app, FAST, headers, body).await;
+    let routed = post(app, ROUTED, headers, body).await;
+    assert_eq!(comparable(&fast), comparable(&routed), "{headers:?} {}", String::from_utf8_lossy(body));
+    fast
+}
+
+async fn register_at(app: &TestApp, path: &str, key: &str, body: &Value) -> Response {
+    post(app, path, &json_headers(key), body.to_string().as_bytes()).await
+}
+
+fn json_headers(key: &str) -> Vec<(&str, &str)> {
+    vec![("Content-Type", "application/json"), ("Idempotency-Key", key)]
+}
+
+#[actix_rt::test]
+async fn sold_out_answers_are_the_same_on_both_routes() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 1, 0)).await;
+    let first = register_at(&app, FAST, "k0", &registration("10K", "a@example.org")).await;
+    assert_eq!(first.status, 201);
+    for (index, body) in [
+        registration("10K", "b@example.org"),
+        json!({ "category": "10K", "email": "c@example.org", "full_name": "C", "waitlist": false }),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let key = format!("sold-{index}");
+        let answer = both_answer_alike(&app, &json_headers(&key), body.to_string().as_bytes()).await;
+        assert_eq!((answer.status, answer.code()), (409, "sold_out".into()));
+    }
+    let metrics = String::from_utf8(app.get("/metrics", &[]).await.body).unwrap();
+    for series in [
+        r#"kuota_admissions_total{outcome="sold_out_fast"}"#,
+        r#"kuota_http_requests_total{route="/v1/events/{event_id}/registrations",method="POST",status="409"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+}
+
+#[actix_rt::test]
+async fn admissions_and_their_replays_are_the_same_on_both_routes() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 1, 0)).await;
+    let body = registration("10K", "a@example.org").to_string();
+    let fast = post(&app, FAST, &json_headers("k1"), body.as_bytes()).await;
+    let routed = register_at(&app, ROUTED, "k2", &registration("10K", "b@example.org")).await;
+    assert_eq!(fast.status, 201, "{}", String::from_utf8_lossy(&fast.body));
+    // A full event after the first: the routed request joined nothing and was refused.
+    assert_eq!((routed.status, routed.code_if_problem()), (409, "sold_out".into()));
+    let fields = |answer: &Response| -> Vec<String> {
+        answer.json().as_object().map(|object| object.keys().cloned().collect()).unwrap_or_default()
+    };
+    assert_eq!(fields(&fast), ["access_token", "category", "created_at", "event_id", "id", "status"]);
+    // A retry with the same key is a replay, the first answer byte for byte, on either route.
+    let replayed = both_answer_alike(&app, &json_headers("k1"), body.as_bytes()).await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.body, fast.body);
+    let waiting = json!({ "category": "10K", "email": "w@example.org", "full_name": "W", "waitlist": true });
+    let waitlisted = post(&app, FAST, &json_headers("k3"), waiting.to_string().as_bytes()).await;
+    assert_eq!((waitlisted.status, waitlisted.json()["status"].clone()), (202, Value::from("waitlisted")));
+    let replayed = both_answer_alike(&app, &json_headers("k3"), waiting.to_string().as_bytes()).await;
+    assert_eq!(replayed.body, waitlisted.body);
+}
+
+#[actix_rt::test]
+async fn bad_input_is_refused_alike_on_both_routes() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 5, 0)).await;
+    let valid = registration("10K", "a@example.org").to_string();
+    let json = ("Content-Type", "application/json");
+    let cases: Vec<(Vec<(&str, &str)>, String)> = vec![
+        (vec![json], valid.clone()),
+        (vec![json, ("Idempotency-Key", "")], valid.clone()),
+        (vec![("Content-Type", "text/plain"), ("Idempotency-Key", "k")], valid.clone()),
+        (vec![("Idempotency-Key", "k")], valid.clone()),
+        (vec![("Content-Type", "APPLICATION/JSON; charset=utf-8"), ("Idempotency-Key", "k")], "[1]".into()),
+        (json_headers("k"), "{\"category\": ".into()),
+        (json_headers("k"), String::new()),
+        (json_headers("k"), json!({}).to_string()),
+        (json_headers("k"), json!({ "category": 10, "email": ["a"], "full_name": true }).to_string()),
+        (json_headers("k"), json!({ "category": "42K", "email": "nope", "full_name": "", "extra": 1 }).to_string()),
+        (
+            json_headers("k"),
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","phone":null,"phone":"1234567890123456789012345678901234"}"#
+                .into(),
+        ),
+        (json_headers("k"), format!("{{\"full_name\": \"{}\"}}", "x".repeat(20_000))),
+    ];
+    for (headers, body) in &cases {
+        let answer = both_answer_alike(&app, headers, body.as_bytes()).await;
+        assert!((400..500).contains(&answer.status), "{answer:?}");
+    }
+    let listing = app.admin("GET", "/v1/events/race/registrations", None).await.json();
+    assert_eq!(listing["items"].as_array().unwrap().len(), 0, "something was stored: {listing}");
+}
+
+#[actix_rt::test]
+async fn an_unknown_event_and_another_method_are_answered_alike_on_both_routes() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 5, 0)).await;
+    let body = registration("10K", "a@example.org").to_string();
+    let unknown = post(&app, "/v1/events/nope/registrations", &json_headers("k"), body.as_bytes()).await;
+    let routed = post(&app, "/v1/events/n%6Fpe/registrations", &json_headers("k"), body.as_bytes()).await;
+    assert_eq!(comparable(&unknown), comparable(&routed));
+    assert_eq!(unknown.status, 404);
+    let put = app.request("PUT", FAST, &json_headers("k"), Some(body.as_bytes())).await;
+    let routed = app.request("PUT", ROUTED, &json_headers("k"), Some(body.as_bytes())).await;
+    assert_eq!(comparable(&put), comparable(&routed));
+    assert_eq!(put.status, 405);
+}
