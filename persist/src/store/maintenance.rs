@@ -180,7 +180,8 @@ impl SqlStore {
     }
 
     /// Deletes idempotency entries past their event's retention (the engine forgot them
-    /// already; recovery skips them) and delivered outbox entries settled before
+    /// already; recovery skips them; a key that created a registration lives in that row and
+    /// stays with it, skipped by recovery alike) and delivered outbox entries settled before
     /// `delivered_before`. Works in chunks of `PURGE_CHUNK_ROWS`, so that no statement holds
     /// locks for long, and at most `chunks_max` chunks per call: a caller runs it again later.
     #[tracing::instrument(skip(self))]

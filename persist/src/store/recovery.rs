@@ -52,24 +52,39 @@ impl SqlStore {
             stored.config.categories.iter().map(|category| category.code.clone()).collect();
         let mut builder = QuotaBuilder::new(stored.config)?;
 
+        let decided_after = millis(now).saturating_sub(signed(retention_seconds.saturating_mul(1_000)));
+        // Active registrations, and ended ones whose creating key is still within its retention
+        // (a key that created a registration is kept in the registration's row, not as an
+        // idempotency entry: `plan::NewRegistration::decision_json`).
         let registrations = Statement::new(
-            "SELECT number, category_code, email, status, hold_expires_at FROM registrations \
-             WHERE event_id = ? AND status IN ('held', 'confirmed', 'waitlisted')",
+            "SELECT number, category_code, email, status, hold_expires_at, idempotency_key, body_fingerprint, \
+             decision_json, created_at FROM registrations \
+             WHERE event_id = ? AND (status IN ('held', 'confirmed', 'waitlisted') \
+             OR (decision_json IS NOT NULL AND created_at > ?))",
         )
-        .bind(event.as_str());
+        .bind(event.as_str())
+        .bind(decided_after);
         let mut loaded_registrations = 0u64;
+        let mut loaded_entries = 0u64;
         transaction
             .for_each_row(&registrations, |row| {
-                let number = unsigned(row.int(0)?, "registrations.number")?;
-                let code = row.text(1)?;
-                // Unknown codes are the builder's to refuse; parse them only then.
-                let category = match codes.iter().find(|known| known.as_str() == code) {
-                    Some(known) => known.clone(),
-                    None => CategoryCode::parse(code)
-                        .map_err(|error| invalid("registrations.category_code", error))?,
-                };
-                let registrant =
-                    Email::parse(row.text(2)?).map_err(|error| invalid("registrations.email", error))?;
+                let created_at = row.int(8)?;
+                if let Some(decision_json) = row.optional_text(7)?
+                    && created_at > decided_after
+                {
+                    let key = parse_key(row.bytes(5)?)?;
+                    let fingerprint = row.optional_int(6)?.ok_or_else(|| {
+                        invalid("registrations.body_fingerprint", "a stored decision without its fingerprint")
+                    })?;
+                    builder.add_idempotency(IdempotencyRecord {
+                        key,
+                        fingerprint: Fingerprint(fingerprint_bits(fingerprint)),
+                        decision: serde_json::from_str(decision_json)
+                            .map_err(|error| invalid("registrations.decision_json", error))?,
+                        decided_at: timestamp(created_at, "registrations.created_at")?,
+                    });
+                    loaded_entries += 1;
+                }
                 let status = match RowStatus::parse(row.text(3)?) {
                     Some(RowStatus::Confirmed) => ActiveStatus::Confirmed,
                     Some(RowStatus::Waitlisted) => ActiveStatus::Waitlisted,
@@ -81,11 +96,22 @@ impl SqlStore {
                             expires_at: timestamp(expires_at, "registrations.hold_expires_at")?,
                         }
                     }
-                    _ => return Err(invalid("registrations.status", "not an active status")),
+                    // Read for its key only.
+                    Some(RowStatus::Cancelled | RowStatus::Expired) => return Ok(()),
+                    None => return Err(invalid("registrations.status", "not a known status")),
                 };
-                let registration = RegistrationId(number);
+                let number = unsigned(row.int(0)?, "registrations.number")?;
+                let code = row.text(1)?;
+                // Unknown codes are the builder's to refuse; parse them only then.
+                let category = match codes.iter().find(|known| known.as_str() == code) {
+                    Some(known) => known.clone(),
+                    None => CategoryCode::parse(code)
+                        .map_err(|error| invalid("registrations.category_code", error))?,
+                };
+                let registrant =
+                    Email::parse(row.text(2)?).map_err(|error| invalid("registrations.email", error))?;
                 builder.add_registration(RegistrationRecord {
-                    registration,
+                    registration: RegistrationId(number),
                     category,
                     registrant,
                     status,
@@ -95,22 +121,15 @@ impl SqlStore {
             })
             .await?;
 
-        let decided_after = millis(now).saturating_sub(signed(retention_seconds.saturating_mul(1_000)));
         let entries = Statement::new(
             "SELECT idempotency_key, fingerprint, decision_json, decided_at FROM idempotency_entries \
              WHERE event_id = ? AND decided_at > ?",
         )
         .bind(event.as_str())
         .bind(decided_after);
-        let mut loaded_entries = 0u64;
         transaction
             .for_each_row(&entries, |row| {
-                let key = std::str::from_utf8(row.bytes(0)?)
-                    .map_err(|error| invalid("idempotency_entries.idempotency_key", error))
-                    .and_then(|key| {
-                        IdempotencyKey::parse(key)
-                            .map_err(|error| invalid("idempotency_entries.idempotency_key", error))
-                    })?;
+                let key = parse_key(row.bytes(0)?)?;
                 let decision: Decision = serde_json::from_str(row.text(2)?)
                     .map_err(|error| invalid("idempotency_entries.decision_json", error))?;
                 builder.add_idempotency(IdempotencyRecord {
@@ -150,4 +169,11 @@ impl SqlStore {
         );
         Ok(Some(LoadedEvent { quota, epoch }))
     }
+}
+
+/// An idempotency key as stored (VARBINARY on MySQL, TEXT on SQLite).
+fn parse_key(bytes: &[u8]) -> Result<IdempotencyKey, PersistError> {
+    std::str::from_utf8(bytes)
+        .map_err(|error| invalid("idempotency_key", error))
+        .and_then(|key| IdempotencyKey::parse(key).map_err(|error| invalid("idempotency_key", error)))
 }

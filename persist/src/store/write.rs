@@ -410,8 +410,8 @@ fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec
     multi_row_inserts(
         "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, phone, \
          attributes_json, status, hold_expires_at, waitlist_position, idempotency_key, body_fingerprint, \
-         access_token_hash, created_at, updated_at) VALUES ",
-        16,
+         decision_json, access_token_hash, created_at, updated_at) VALUES ",
+        17,
         "",
         rows,
         |statement, (event, row)| {
@@ -429,6 +429,7 @@ fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec
             statement.push_value(row.waitlist_position);
             statement.push_value(row.idempotency_key);
             statement.push_value(row.fingerprint);
+            statement.push_value(row.decision_json.as_deref());
             statement.push_value(details.access_token_hash.as_str());
             statement.push_value(row.created_at);
             statement.push_value(row.updated_at);

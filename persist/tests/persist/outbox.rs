@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kuota_engine::store::EventLoader;
-use kuota_engine::{Command, EventQuota, ManualClock, Timestamp};
+use kuota_engine::{Command, Decision, EventQuota, ManualClock, Outcome, Timestamp};
 use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, never_busy};
 use kuota_persist::store::{OutboxRow, SqlStore};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
@@ -182,11 +182,20 @@ async fn the_purge_deletes_only_rows_past_their_retention(backend: Backend) {
     let (store, mut quota) = event_with_entries(&database, 5).await;
     let id = event_id("race");
     let retention_seconds = u64::from(quota.config().limits.idempotency_retention_seconds);
-    // Two more keyed registrations, decided an hour later.
-    let later = START.plus_seconds(3_600);
     let loaded = store.load(&id).await.unwrap().unwrap();
     quota = loaded.quota;
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    // The five keys above created registrations: they live in those rows, which the purge
+    // leaves (recovery leaves their keys out past the retention). Five keyed refusals at the
+    // same time get idempotency entries of their own.
+    for n in 0..5 {
+        let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("again-{n}"), n);
+        let (outcome, effects) = decide(&mut quota, Command::Register(request), START);
+        assert_eq!(outcome, Outcome::Decided(Decision::AlreadyRegistered));
+        submit(&sender, &id, loaded.epoch, effects).await.unwrap();
+    }
+    // Two more keyed registrations, decided an hour later.
+    let later = START.plus_seconds(3_600);
     for n in 5..7 {
         let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n);
         let (_, effects) = decide(&mut quota, Command::Register(request), later);

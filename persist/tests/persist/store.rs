@@ -26,6 +26,7 @@ on_both_databases!(
     a_stale_writer_whose_registration_numbers_the_new_owner_stored_is_fenced_not_failed,
     a_failed_submission_poisons_later_ones_of_the_same_event_and_epoch,
     keyed_decisions_are_replayed_after_a_restart,
+    a_key_replays_the_decision_that_created_its_registration_whatever_became_of_it,
     an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction,
     a_waitlist_promotion_and_a_capacity_change_survive_a_restart,
     registration_and_audit_pages_follow_keyset_order,
@@ -287,6 +288,42 @@ async fn keyed_decisions_are_replayed_after_a_restart(backend: Backend) {
     let forgetful = store.clone().with_clock(std::sync::Arc::new(clock));
     let expired = forgetful.load(&id).await.unwrap().unwrap().quota;
     assert_eq!(expired.idempotency_entries(), 0);
+}
+
+/// A key that created a registration is remembered in the registration's row: after a restart
+/// it replays the decision as it was made (held, with its expiry), although the registration was
+/// confirmed or cancelled since.
+async fn a_key_replays_the_decision_that_created_its_registration_whatever_became_of_it(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 5)], 60).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let expires_at = START.plus_seconds(60);
+    let mut requests = Vec::new();
+    for (n, email) in ["a@x.org", "b@x.org"].into_iter().enumerate() {
+        let request = keyed(register("10K", email), &format!("key-{n}"), n as u64);
+        let (outcome, effects) = decide(&mut quota, Command::Register(request.clone()), START);
+        let registration = RegistrationId(n as u64 + 1);
+        assert_eq!(outcome, Outcome::Decided(Decision::Held { registration, expires_at }));
+        submit(&sender, &id, epoch, effects).await.unwrap();
+        requests.push(request);
+    }
+    let (_, effects) = decide(&mut quota, Command::Confirm { registration: RegistrationId(1) }, START);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let (_, effects) = decide(&mut quota, Command::Cancel { registration: RegistrationId(2) }, START);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    drop(sender);
+    writer.closed().await;
+
+    let mut reloaded = store.load(&id).await.unwrap().unwrap().quota;
+    assert_eq!(reloaded.idempotency_entries(), 2);
+    let later = START.plus_seconds(120);
+    for (n, request) in requests.into_iter().enumerate() {
+        let registration = RegistrationId(n as u64 + 1);
+        let (outcome, effects) = decide(&mut reloaded, Command::Register(request), later);
+        assert_eq!(outcome, Outcome::Replayed(Decision::Held { registration, expires_at }));
+        assert!(effects.is_empty());
+    }
 }
 
 async fn an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction(
