@@ -206,8 +206,8 @@ pub(crate) struct HeldConnections {
     idle: Mutex<Vec<MySqlConnection>>,
 }
 
-/// Held connections kept idle, at most: `write_behind::CONNECTIONS_MAX`.
-const HELD_CONNECTIONS_MAX: usize = 4;
+/// Held connections kept idle, at most: as many as the writer commits batches at once.
+const HELD_CONNECTIONS_MAX: usize = crate::write_behind::CONNECTIONS_MAX as usize;
 
 impl HeldConnections {
     fn take(&self) -> Option<MySqlConnection> {
@@ -286,23 +286,27 @@ impl Pool {
         mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
         then: &[Statement<'_>],
     ) -> Result<(Transaction, Vec<u64>), Failure> {
-        let (mut transaction, mut matched) = match self {
+        // The locks not sent yet.
+        let (mut transaction, locks, mut matched) = match self {
             Pool::Mysql(pool, held) => {
                 let connection = match held.take() {
                     Some(connection) => connection,
                     None => pool.acquire().await?.detach(),
                 };
                 let mut transaction = HeldTransaction { connection: Some(connection), held: held.clone() };
-                let rest = if locks.len() <= 1 { then } else { &[] };
+                let (first, rest) = match locks.split_first() {
+                    Some((first, rest)) => (Some(first), rest),
+                    None => (None, locks),
+                };
+                // `then` follows the locks: in the same round trip only if no lock is left.
+                let now = if rest.is_empty() { then } else { &[] };
                 let matched =
-                    text_protocol::begin_with(transaction.connection()?, locks.first(), &mut visit, rest)
-                        .await?;
-                (Transaction::MysqlHeld(transaction), matched)
+                    text_protocol::begin_with(transaction.connection()?, first, &mut visit, now).await?;
+                (Transaction::MysqlHeld(transaction), rest, matched)
             }
-            Pool::Sqlite(_) => (self.begin_write().await?, Vec::new()),
+            Pool::Sqlite(_) => (self.begin_write().await?, locks, Vec::new()),
         };
-        let ran_locks = if matches!(transaction, Transaction::MysqlHeld(_)) { locks.len().min(1) } else { 0 };
-        for lock in &locks[ran_locks..] {
+        for lock in locks {
             transaction.for_each_row(lock, &mut visit).await?;
         }
         if matched.len() < then.len() {

@@ -87,44 +87,12 @@ pub(crate) async fn execute_all(
     statements: &[Statement<'_>],
 ) -> Result<Vec<u64>, sqlx::Error> {
     let mut matched = Vec::with_capacity(statements.len());
-    let mut text = String::new();
-    let mut in_text = 0;
-    for (index, statement) in statements.iter().enumerate() {
-        if in_text > 0 {
-            text.push_str(";\n");
-        }
-        render(statement, &mut text)?;
-        in_text += 1;
-        let last = index + 1 == statements.len();
-        if last || text.len() >= ROUND_TRIP_BYTES_MAX {
-            run(connection, std::mem::take(&mut text), in_text, &mut matched).await?;
-            in_text = 0;
-        }
+    while matched.len() < statements.len() {
+        let mut text = String::new();
+        let sent = pack(&mut text, &statements[matched.len()..])?;
+        matched.extend(run(connection, text, 0, sent, |_| Ok::<(), sqlx::Error>(())).await?);
     }
     Ok(matched)
-}
-
-/// Sends one text of `count` statements and collects each one's matched rows.
-async fn run(
-    connection: &mut MySqlConnection,
-    text: String,
-    count: usize,
-    matched: &mut Vec<u64>,
-) -> Result<(), sqlx::Error> {
-    let before = matched.len();
-    let mut results = connection.fetch_many(sqlx::raw_sql(AssertSqlSafe(text)));
-    while let Some(result) = next_item(&mut results).await {
-        if let Either::Left(done) = result? {
-            matched.push(done.rows_affected());
-        }
-    }
-    if matched.len() - before != count {
-        return Err(sqlx::Error::Protocol(format!(
-            "{count} statements were sent and {} answered",
-            matched.len() - before
-        )));
-    }
-    Ok(())
 }
 
 /// Starts a transaction and runs `first` (if any) in the same round trip, streaming its rows
@@ -134,27 +102,48 @@ async fn run(
 pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
     connection: &mut MySqlConnection,
     first: Option<&Statement<'_>>,
-    mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
+    visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     then: &[Statement<'_>],
 ) -> Result<Vec<u64>, Failure> {
     let mut text = String::from("START TRANSACTION");
-    // `START TRANSACTION` and `first` answer first; then each of `then`.
-    let leading = 1 + usize::from(first.is_some());
+    let mut leading = 1;
     if let Some(first) = first {
         text.push_str(";\n");
         render(first, &mut text)?;
+        leading += 1;
     }
-    let mut sent = 0;
-    for statement in then {
-        if text.len() >= ROUND_TRIP_BYTES_MAX {
-            break;
+    let sent = pack(&mut text, then)?;
+    run(connection, text, leading, sent, visit).await
+}
+
+/// Appends statements from the start of `statements` to `text`, separated by `;`, while `text`
+/// is below `ROUND_TRIP_BYTES_MAX` (an empty `text` takes one however long); returns how many.
+fn pack(text: &mut String, statements: &[Statement<'_>]) -> Result<usize, sqlx::Error> {
+    let mut packed = 0;
+    for statement in statements {
+        if !text.is_empty() {
+            if text.len() >= ROUND_TRIP_BYTES_MAX {
+                break;
+            }
+            text.push_str(";\n");
         }
-        text.push_str(";\n");
-        render(statement, &mut text)?;
-        sent += 1;
+        render(statement, text)?;
+        packed += 1;
     }
+    Ok(packed)
+}
+
+/// Sends one text of `leading` statements and then `counted` more, streams the rows it returns
+/// into `visit`, and returns the rows each of the `counted` ones matched.
+async fn run<Failure: From<sqlx::Error>>(
+    connection: &mut MySqlConnection,
+    text: String,
+    leading: usize,
+    counted: usize,
+    mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
+) -> Result<Vec<u64>, Failure> {
     let mut answered = 0;
-    let mut matched = Vec::with_capacity(sent);
+    let mut matched = Vec::with_capacity(counted);
     let mut results = connection.fetch_many(sqlx::raw_sql(AssertSqlSafe(text)));
     while let Some(result) = next_item(&mut results).await {
         match result? {
@@ -167,8 +156,8 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
             Either::Right(row) => visit(&row)?,
         }
     }
-    if answered != leading + sent {
-        let sent = leading + sent;
+    let sent = leading + counted;
+    if answered != sent {
         return Err(
             sqlx::Error::Protocol(format!("{sent} statements were sent and {answered} answered")).into()
         );

@@ -62,25 +62,20 @@ impl SqlStore {
     }
 
     /// `commit_batch`, calling `written` once the batch's writes are done and it holds the row
-    /// locks of its events, before its `COMMIT` (not at all if it fails before). A later batch
-    /// of the same events may be sent from then on (see `write_behind`): its writes wait for
-    /// this batch's row locks, and it commits only on top of what this batch committed.
+    /// locks of its events, before its `COMMIT` (not at all if it fails before; again if a
+    /// failed `COMMIT` sends it the step-by-step way). A later batch of the same events may be
+    /// sent from then on (see `write_behind`): its writes wait for this batch's row locks, and it
+    /// commits only on top of what this batch committed.
     #[tracing::instrument(skip_all, fields(submissions = items.len()))]
     pub async fn commit_batch_signalling(
         &self,
         items: &[BatchItem<'_>],
-        written: impl FnOnce(),
+        mut written: impl FnMut(),
     ) -> Result<BatchReport, PersistError> {
-        let mut written = Some(written);
-        let mut signal = move || {
-            if let Some(written) = written.take() {
-                written();
-            }
-        };
         if self.pool.dialect() == Dialect::Mysql
             && let Some(assumed) = assumed_rows(items)
         {
-            match self.commit_as_assumed(items, &assumed, &mut signal).await {
+            match self.commit_as_assumed(items, &assumed, &mut written).await {
                 Ok(Some(report)) => return Ok(report),
                 Ok(None) => {}
                 // The store failed, not the assumption: the writer's retries deal with that.
@@ -92,7 +87,7 @@ impl SqlStore {
                 }
             }
         }
-        self.commit_step_by_step(items, &mut signal).await
+        self.commit_step_by_step(items, &mut written).await
     }
 
     /// The general way: lock the events' rows and read them, then plan and write what they
@@ -128,10 +123,7 @@ impl SqlStore {
                 .or_insert_with(|| EventPlan::new(item.event, epoch, last_seq))
                 .add(item.effects)?;
         }
-        for plan in plans.values() {
-            report.applied_effects += plan.applied_effects;
-            report.skipped_effects += plan.skipped_effects;
-        }
+        add_effects(&mut report, &plans);
         let (statements, expected) = plan_statements(self.pool.dialect(), &plans, None);
         let matched = transaction.execute_all(&statements).await?;
         check_all(&expected, &matched)?;
@@ -177,11 +169,16 @@ impl SqlStore {
         written();
         transaction.commit().await?;
         let mut report = BatchReport::default();
-        for plan in plans.values() {
-            report.applied_effects += plan.applied_effects;
-            report.skipped_effects += plan.skipped_effects;
-        }
+        add_effects(&mut report, &plans);
         Ok(Some(report))
+    }
+}
+
+/// Counts the plans' applied and skipped effects into `report`.
+fn add_effects(report: &mut BatchReport, plans: &BTreeMap<&EventId, EventPlan<'_>>) {
+    for plan in plans.values() {
+        report.applied_effects += plan.applied_effects;
+        report.skipped_effects += plan.skipped_effects;
     }
 }
 

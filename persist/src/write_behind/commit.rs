@@ -27,22 +27,22 @@ pub(super) struct CommitOutcome {
 }
 
 /// Commits `submissions` (one batch; an event in it is in no other running batch, or in one
-/// that has written its rows) and answers each of them. `written` is called once the batch's
-/// rows are written, before its commit (see `SqlStore::commit_batch_signalling`).
+/// that has written its rows) and answers each of them. `written` is called when the batch's
+/// rows are written, before its commit (see `SqlStore::commit_batch_signalling`), once per
+/// attempt that gets that far.
 pub(super) async fn commit(
     store: SqlStore,
     config: WriteBehindConfig,
     shared: Arc<Shared>,
     submissions: Vec<Submission>,
     batch: u64,
-    written: impl FnOnce(),
+    mut written: impl FnMut(),
 ) -> CommitOutcome {
     let mut events: Vec<EventId> = submissions.iter().map(|submission| submission.event.clone()).collect();
     events.sort_unstable();
     events.dedup();
     let mut outcome =
         CommitOutcome { batch, events, failed_pairs: Vec::new(), store_failed: false, store_worked: false };
-    let mut written = Some(written);
     match attempt(&store, &config, &shared, &submissions, &mut written).await {
         Ok(report) => answer(&shared, submissions, &report, &mut outcome),
         Err(error) if error.failure_kind() == FailureKind::Data && outcome.events.len() > 1 => {
@@ -69,7 +69,7 @@ async fn attempt(
     config: &WriteBehindConfig,
     shared: &Shared,
     submissions: &[Submission],
-    written: &mut Option<impl FnOnce()>,
+    written: &mut impl FnMut(),
 ) -> Result<BatchReport, PersistError> {
     let items: Vec<BatchItem<'_>> = submissions
         .iter()
@@ -83,12 +83,7 @@ async fn attempt(
     let mut attempts = 1;
     loop {
         let started = Instant::now();
-        let signal = || {
-            if let Some(written) = written.take() {
-                written();
-            }
-        };
-        match store.commit_batch_signalling(&items, signal).await {
+        match store.commit_batch_signalling(&items, &mut *written).await {
             Ok(report) => {
                 let effects = report.applied_effects;
                 shared.batch_committed(submissions.len(), effects, report.skipped_effects, started.elapsed());

@@ -427,10 +427,14 @@ impl Dispatcher {
         let committing = batch.len();
         let shared = self.shared.clone();
         let written_sender = self.written_sender.clone();
-        // The channel holds as many signals as batches can be in flight: never full. Were it
-        // full, the next batch of these events would only wait for this commit to end.
+        // Said once per batch (a retried batch may write again), so the channel holds as many
+        // signals as batches can be in flight: never full. Were it full, the next batch of these
+        // events would only wait for this commit to end.
+        let mut said = false;
         let written = move || {
-            let _ = written_sender.try_send(number);
+            if !std::mem::replace(&mut said, true) {
+                let _ = written_sender.try_send(number);
+            }
         };
         let task = commit::commit(self.store.clone(), self.config, shared.clone(), batch, number, written);
         self.commits.spawn(async move {
