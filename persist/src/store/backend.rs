@@ -195,8 +195,9 @@ pub(crate) enum Transaction {
 /// Why not the pool. sqlx pings a pooled connection when it is handed out and again when it
 /// comes back (`test_before_acquire`, and the release check), and `begin` is a round trip of
 /// its own: three round trips per batch besides the batch's own work, each a wake-up of the
-/// writer and of a MariaDB thread. Measured during admissions (64 clients, batches of about 32
-/// registrations): acquiring and `BEGIN` took 0.30 ms of a 1.47 ms commit cycle. A held
+/// writer and of a MariaDB thread. Timed per phase during admissions (64 clients, batches of
+/// about 32 registrations; docs/benchmarks.md): acquiring and `BEGIN` took 0.30 ms of a 1.47 ms
+/// commit cycle. A held
 /// connection is not pinged; `begin_locked` sends `START TRANSACTION` in one round trip with
 /// the batch's first statement. A held connection that broke (the server restarted, or killed
 /// it) fails its next batch with an I/O error, which is transient: the connection is dropped,
