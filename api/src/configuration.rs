@@ -51,9 +51,28 @@ pub struct Cli {
     #[arg(long, env = "KUOTA_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// How long an event's ownership lease lasts unless renewed, in ms; a crashed owner's events
-    /// wait this long for a new owner [default: 10000].
+    /// wait this long for a new owner [default: 3000].
     #[arg(long, env = "KUOTA_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// Every request is answered within this, in ms: a registration not committed by then is a
+    /// 503 with Retry-After (its key stays in flight until its batch resolves) [default: 2000].
+    #[arg(long, env = "KUOTA_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// How long one call to the store (a statement, a commit, a free connection) may take, in ms,
+    /// before it counts as failed [default: 1000].
+    #[arg(long, env = "KUOTA_STORE_TIMEOUT_MS")]
+    pub store_timeout_ms: Option<u64>,
+    /// The store counts as stalled, and registration writes are refused at once, while the
+    /// oldest commit in flight is older than this, in ms [default: 1000].
+    #[arg(long, env = "KUOTA_STORE_STALL_MS")]
+    pub store_stall_ms: Option<u64>,
+    /// How long one Redis command may take, in ms, before it counts as failed [default: 250].
+    #[arg(long, env = "KUOTA_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
+    /// Open client connections this node accepts at once; more wait in the listen backlog
+    /// [default: 4096].
+    #[arg(long, env = "KUOTA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Largest request body, in bytes [default: 16384].
     #[arg(long, env = "KUOTA_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -104,6 +123,11 @@ struct FileSettings {
     node_id: Option<String>,
     advertise_url: Option<String>,
     lease_ttl_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    store_timeout_ms: Option<u64>,
+    store_stall_ms: Option<u64>,
+    redis_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
     body_limit_bytes: Option<usize>,
     flush_interval_ms: Option<u64>,
     batch_size_max: Option<usize>,
@@ -131,6 +155,11 @@ pub struct Settings {
     pub node_id: String,
     pub advertise_url: String,
     pub lease_ttl_ms: u64,
+    pub request_timeout_ms: u64,
+    pub store_timeout_ms: u64,
+    pub store_stall_ms: u64,
+    pub redis_timeout_ms: u64,
+    pub max_connections: usize,
     pub body_limit_bytes: usize,
     pub flush_interval_ms: u64,
     pub batch_size_max: usize,
@@ -145,8 +174,24 @@ pub struct Settings {
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/kuota.db";
 
-/// How long an event's ownership lease lasts unless renewed, in ms.
-pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
+/// How long an event's ownership lease lasts unless renewed, in ms: another node takes over a
+/// crashed or frozen owner's events within this plus a second.
+pub const LEASE_TTL_MS_DEFAULT: u64 = 3_000;
+
+/// How long a request may take before it is answered 503, in ms.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+
+/// How long one store call may take, in ms.
+pub const STORE_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+
+/// How old the oldest commit in flight may get before the store counts as stalled, in ms.
+pub const STORE_STALL_MS_DEFAULT: u64 = 1_000;
+
+/// How long one Redis command may take, in ms.
+pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 250;
+
+/// Open client connections one node accepts at once.
+pub const MAX_CONNECTIONS_DEFAULT: usize = 4_096;
 
 impl Settings {
     /// Merges flags and environment (already in `cli`) over the file over the defaults.
@@ -194,6 +239,20 @@ impl Settings {
             node_id,
             advertise_url,
             lease_ttl_ms: cli.lease_ttl_ms.or(file.lease_ttl_ms).unwrap_or(LEASE_TTL_MS_DEFAULT),
+            request_timeout_ms: cli
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .unwrap_or(REQUEST_TIMEOUT_MS_DEFAULT),
+            store_timeout_ms: cli
+                .store_timeout_ms
+                .or(file.store_timeout_ms)
+                .unwrap_or(STORE_TIMEOUT_MS_DEFAULT),
+            store_stall_ms: cli.store_stall_ms.or(file.store_stall_ms).unwrap_or(STORE_STALL_MS_DEFAULT),
+            redis_timeout_ms: cli
+                .redis_timeout_ms
+                .or(file.redis_timeout_ms)
+                .unwrap_or(REDIS_TIMEOUT_MS_DEFAULT),
+            max_connections: cli.max_connections.or(file.max_connections).unwrap_or(MAX_CONNECTIONS_DEFAULT),
             listen,
             body_limit_bytes: cli.body_limit_bytes.or(file.body_limit_bytes).unwrap_or(16 * 1024),
             flush_interval_ms: cli
@@ -228,6 +287,20 @@ impl Settings {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.body_limit_bytes >= 1_024, "body_limit_bytes must be at least 1024");
+        anyhow::ensure!(
+            (10..=600_000).contains(&self.request_timeout_ms),
+            "request_timeout_ms must be 10 to 600000"
+        );
+        anyhow::ensure!(
+            (10..=600_000).contains(&self.store_timeout_ms),
+            "store_timeout_ms must be 10 to 600000"
+        );
+        anyhow::ensure!((10..=600_000).contains(&self.store_stall_ms), "store_stall_ms must be 10 to 600000");
+        anyhow::ensure!(
+            (10..=60_000).contains(&self.redis_timeout_ms),
+            "redis_timeout_ms must be 10 to 60000"
+        );
+        anyhow::ensure!(self.max_connections >= 1, "max_connections must be at least 1");
         anyhow::ensure!((1..=10_000).contains(&self.batch_size_max), "batch_size_max must be 1 to 10000");
         anyhow::ensure!(self.write_queue_capacity_max >= 1, "write_queue_capacity_max must be at least 1");
         anyhow::ensure!(self.mailbox_capacity_max >= 1, "mailbox_capacity_max must be at least 1");

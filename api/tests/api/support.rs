@@ -49,6 +49,11 @@ pub fn settings(database_url: &str) -> Settings {
         // `:0` takes the bound port.
         advertise_url: "http://127.0.0.1:0".into(),
         lease_ttl_ms: 10_000,
+        request_timeout_ms: 2_000,
+        store_timeout_ms: 1_000,
+        store_stall_ms: 1_000,
+        redis_timeout_ms: 250,
+        max_connections: 4_096,
         body_limit_bytes: 16 * 1024,
         flush_interval_ms: 0,
         batch_size_max: 1_000,
