@@ -28,7 +28,7 @@ use sha2::Sha256;
 
 use crate::configuration::Settings;
 use crate::error::ApiError;
-use crate::forward::{self, Outgoing, PeerAddress};
+use crate::forward::{self, ForwardError, Forwarder, Outgoing, PeerAddress};
 use crate::metrics;
 use crate::rate_limit::client_ip;
 use crate::routes::registrations;
@@ -71,6 +71,7 @@ const HOP_BY_HOP_ANSWER_HEADERS: &[&str] =
 pub struct Cluster {
     node: NodeIdentity,
     ownership: Arc<LeaseOwnership>,
+    forwarder: Forwarder,
     forward_token: String,
 }
 
@@ -110,7 +111,12 @@ impl Cluster {
         };
         let ttl = Duration::from_millis(settings.lease_ttl_ms);
         let ownership = LeaseOwnership::new(leases, node.clone(), ttl, tokio::runtime::Handle::current())?;
-        Ok(Cluster { node, ownership: Arc::new(ownership), forward_token: forward_token(token_secret) })
+        Ok(Cluster {
+            node,
+            ownership: Arc::new(ownership),
+            forwarder: Forwarder::new(),
+            forward_token: forward_token(token_secret),
+        })
     }
 
     pub fn node_id(&self) -> &str {
@@ -280,10 +286,14 @@ async fn forward_to(
     let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
     let outgoing = Outgoing { method: request.method().as_str(), target, headers, body: &body };
     let started = std::time::Instant::now();
-    let answer = forward::send(&peer, &outgoing).await.map_err(|error| {
-        tracing::warn!(owner = %owner.node_id, %error, "forwarding failed");
-        moving("the event's owner did not answer; retry")
-    })?;
+    let answer = match state.cluster.forwarder.send(&peer, &outgoing).await {
+        Ok(answer) => answer,
+        Err(ForwardError::PeerFailing) => return Err(moving("the event's owner is not answering; retry")),
+        Err(error) => {
+            tracing::warn!(owner = %owner.node_id, %error, "forwarding failed");
+            return Err(moving("the event's owner did not answer; retry"));
+        }
+    };
     ::metrics::histogram!(metrics::FORWARD_DURATION).record(started.elapsed().as_secs_f64());
     relay(owner, answer)
 }

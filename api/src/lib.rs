@@ -4,7 +4,7 @@
 //! - `configuration`: settings in layers (defaults, TOML file, `KUOTA_*` env, flags).
 //! - `startup`: `Application::build` wires store, write-behind, registry and server; binds.
 //! - `cluster`: event ownership by lease, and the middleware that forwards to an event's owner.
-//! - `forward`: the small HTTP/1.1 client that forwards, with named timeouts and size bound.
+//! - `forward`: the HTTP/1.1 client that forwards: kept-alive connections, deadlines, a breaker per peer.
 //! - `telemetry`: structured logs.
 //! - `state`: what handlers share: registry, store, limits, auth, shedding.
 //! - `routes`: one file per resource.

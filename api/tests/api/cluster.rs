@@ -2,7 +2,9 @@
 //! the other node forwards to it, and ownership moves when the owner stops or loses its lease.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::Connection;
@@ -342,4 +344,107 @@ async fn after_the_owner_stops_gracefully_the_other_node_takes_over_at_once() {
     // A replay of what node a decided, now answered by node b.
     let replay = b.register("race", "k0", &registration("10K", "r0@example.org")).await;
     assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")));
+}
+
+/// Points the event's lease at `url` under `node_id`, as if that node had taken it.
+fn lease_to(redis: &SharedRedis, event: &str, node_id: &str, url: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(redis.lease_key(event))
+        .arg(format!("token {node_id} {url}"))
+        .arg("PX")
+        .arg(10_000)
+        .query(&mut redis.connection())
+        .unwrap();
+}
+
+/// A node frozen in place: its kernel accepts connections, the process reads nothing and never
+/// answers. Counts the connections accepted.
+async fn frozen_owner() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+#[actix_rt::test]
+async fn forwarding_to_a_frozen_owner_is_a_503_within_a_second_then_refused_at_once() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.create_event(race("race", 5, 0)).await;
+    let (url, accepted) = frozen_owner().await;
+    lease_to(&redis, "race", "node-x", &url);
+    let started = Instant::now();
+    let refused = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    let waited = started.elapsed();
+    assert_eq!((refused.status, refused.code().as_str()), (503, "overloaded"), "{}", text(&refused));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(waited < Duration::from_millis(1_000), "answered within a second, not {waited:?}");
+    // The breaker: nothing more is sent to the frozen node, and the refusal is immediate.
+    for n in 2..6 {
+        let started = Instant::now();
+        let refused = b.register("race", &format!("k{n}"), &registration("10K", "bo@example.org")).await;
+        assert_eq!((refused.status, refused.code().as_str()), (503, "overloaded"), "{}", text(&refused));
+        assert!(refused.header("retry-after").is_some());
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "refused at once, not {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "only the first request reached the frozen node");
+    drop(a);
+}
+
+#[actix_rt::test]
+async fn many_forwarded_requests_over_kept_alive_connections_each_get_their_own_answer() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    let seats = 40;
+    a.create_event(race("race", seats, 0)).await;
+    let b = &b;
+    let register = |n: usize| async move {
+        let email = format!("r{n}@example.org");
+        (n, b.register("race", &format!("k{n}"), &registration("10K", &email)).await)
+    };
+    let mut answers = Vec::new();
+    // Eight at a time, so that node b keeps several connections to node a, and reuses them.
+    for wave in 0..8 {
+        answers.extend(futures_util::future::join_all((0..8).map(|i| register(wave * 8 + i))).await);
+    }
+    let (mut confirmed, mut sold_out) = (0, 0);
+    let mut ids = std::collections::HashSet::new();
+    for (n, response) in &answers {
+        assert_eq!(response.header("kuota-owner"), Some("node-a"), "{}", text(response));
+        match (response.status, response.code_if_problem().as_str()) {
+            (201, _) => {
+                confirmed += 1;
+                assert!(ids.insert(response.json()["id"].as_str().unwrap().to_string()), "an id once");
+            }
+            (409, "sold_out") => sold_out += 1,
+            _ => panic!("registration {n} got {}: {}", response.status, text(response)),
+        }
+    }
+    assert_eq!((confirmed, sold_out), (seats, 64 - seats));
+    assert_eq!(confirmed_rows(&a, "race").await, i64::from(seats));
+    // Each registrant reads their own registration through node b with the token they got.
+    for (n, first) in answers.iter().filter(|(_, response)| response.status == 201) {
+        let id = first.json()["id"].as_str().unwrap().to_string();
+        let bearer = format!("Bearer {}", first.json()["access_token"].as_str().unwrap());
+        let read = b.get(&format!("/v1/registrations/{id}"), &[("Authorization", &bearer)]).await;
+        assert_eq!(read.status, 200, "{}", text(&read));
+        assert_eq!(read.json()["email"], format!("r{n}@example.org"), "the answer to this request");
+    }
+    // Replays through node b answer each key as before.
+    for (n, first) in answers.iter().take(16) {
+        let (_, replay) = register(*n).await;
+        assert_eq!((replay.status, &replay.body), (first.status, &first.body));
+    }
 }
