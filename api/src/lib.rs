@@ -5,6 +5,7 @@
 //! - `startup`: `Application::build` wires store, write-behind, registry and server; binds.
 //! - `cluster`: event ownership by lease, and the middleware that forwards to an event's owner.
 //! - `forward`: the HTTP/1.1 client that forwards: kept-alive connections, deadlines, a breaker per peer.
+//! - `owner_cache`: other nodes' events remembered a moment, so that forwarding skips the lease service.
 //! - `telemetry`: structured logs.
 //! - `state`: what handlers share: registry, store, limits, auth, shedding.
 //! - `routes`: one file per resource.
@@ -25,6 +26,7 @@ pub mod forward;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod owner_cache;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;
