@@ -476,3 +476,72 @@ async fn many_forwarded_requests_over_kept_alive_connections_each_get_their_own_
         assert_eq!((replay.status, &replay.body), (first.status, &first.body));
     }
 }
+
+/// A node that has just handed its events over: it gives the lease up (deletes it) and answers
+/// every forwarded request as a former owner does, 503 marked `Kuota-Not-Owner`. Counts the
+/// requests it answered.
+fn former_owner(redis: &SharedRedis, event: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counted = answered.clone();
+    let lease_key = redis.lease_key(event);
+    let mut connection = redis.connection();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        while let Ok((mut stream, _)) = listener.accept() {
+            let mut received = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(read) = stream.read(&mut chunk) {
+                if read == 0 {
+                    break;
+                }
+                received.extend_from_slice(&chunk[..read]);
+                let Some(head_end) = received.windows(4).position(|window| window == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |value| value.trim().parse().unwrap());
+                if received.len() < head_end + 4 + length {
+                    continue;
+                }
+                received.drain(..head_end + 4 + length);
+                let _: i64 = redis::cmd("DEL").arg(&lease_key).query(&mut connection).unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"code":"overloaded"}"#;
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+                     retry-after: 1\r\nkuota-not-owner: node-x\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(answer.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (url, answered)
+}
+
+#[actix_rt::test]
+async fn a_handover_that_the_remembered_owner_reports_is_followed_at_once() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.create_event(race("race", 5, 0)).await;
+    let (url, answered) = former_owner(&redis, "race");
+    lease_to(&redis, "race", "node-x", &url);
+    // Node b learns node x as the owner, forwards, hears that x is not the owner any more,
+    // looks again, finds the lease free, takes it and decides the registration itself.
+    let served = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!(served.status, 201, "{}", text(&served));
+    assert_eq!(served.header("kuota-owner"), None, "decided by node b itself");
+    assert_eq!(served.header("kuota-not-owner"), None);
+    assert_eq!(answered.load(Ordering::SeqCst), 1, "node x was asked once");
+    assert_eq!(redis.lease_holder("race").as_deref(), Some("node-b"));
+    let replay = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!((replay.status, &replay.body), (201, &served.body), "the body was read once, and kept");
+    drop(a);
+}
