@@ -37,7 +37,7 @@ use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::forward::{self, ForwardError, Forwarder, Outgoing, PeerAddress};
 use crate::metrics;
-use crate::owner_cache::OwnerCache;
+use crate::owner_cache::{FAILING_OWNER_ENTRY_MS_MAX, OwnerCache};
 use crate::rate_limit::client_ip;
 use crate::routes::registrations;
 use crate::state::AppState;
@@ -338,6 +338,23 @@ async fn forward_with_one_fresh_look(
         Ok(body) => body,
         Err(error) => return Routed::Answered(error.error_response()),
     };
+    // While the owner fails to answer, its remembered entry is read again from the lease at
+    // least every `FAILING_OWNER_ENTRY_MS_MAX`: its lease runs out, and the event is then taken
+    // over at once instead of waiting for the entry to expire.
+    let failing =
+        PeerAddress::parse(&owner.url).is_some_and(|peer| state.cluster.forwarder.is_failing(&peer));
+    let recheck = Duration::from_millis(FAILING_OWNER_ENTRY_MS_MAX);
+    if failing && state.cluster.owners.forget_older_than(&route.event, &owner.node_id, recheck) {
+        match state.registry.locate(&route.event).await {
+            Ok(Located::Here(event)) => return Routed::OwnedHere(event, body),
+            Ok(Located::Elsewhere(fresh)) if fresh.node_id != state.cluster.node_id() => owner = fresh,
+            _ => {
+                return Routed::Answered(
+                    moving("the event's owner is not answering; retry").error_response(),
+                );
+            }
+        }
+    }
     let mut fresh_look_taken = false;
     loop {
         let failure = match forward_to(state, &owner, request, &body).await {

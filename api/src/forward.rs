@@ -237,6 +237,12 @@ impl Forwarder {
         result
     }
 
+    /// Whether `peer` failed to answer and has not answered since (its breaker is open, or a
+    /// probe is on its way).
+    pub fn is_failing(&self, peer: &PeerAddress) -> bool {
+        self.peers().get(peer).is_some_and(|state| state.health != Health::Answering)
+    }
+
     /// Admits the request by the peer's breaker and takes an idle connection of this thread
     /// that is young enough and not closed by the peer meanwhile, if there is one.
     fn begin(&self, peer: &PeerAddress, now: Instant) -> Result<Option<TcpStream>, ForwardError> {

@@ -31,6 +31,15 @@ use kuota_engine::store::BoxFuture;
 /// does not answer, and either way the entry is forgotten at once.
 pub const OWNER_CACHE_ENTRY_MS_MAX: u64 = 500;
 
+/// How long an entry naming an owner that fails to answer is trusted, in ms (the forwarder
+/// asks `forget_older_than` while that owner's breaker is open).
+///
+/// *Why 50:* a frozen owner's lease runs out within its TTL, and the event should be taken over
+/// then, not up to `OWNER_CACHE_ENTRY_MS_MAX` later, nor should the forwarder's probe wait for a
+/// node whose lease is already gone. Reading the lease every 50 ms costs the lease service at
+/// most 20 claims a second per event from this node, and only until that lease runs out.
+pub const FAILING_OWNER_ENTRY_MS_MAX: u64 = 50;
+
 /// Leases shorter than this many entry lifetimes shorten the entry lifetime in proportion, so
 /// that an entry never outlives a quarter of a lease.
 pub const LEASE_TTL_ENTRY_LIFETIMES_MIN: u32 = 4;
@@ -45,6 +54,7 @@ pub type MonotonicClock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 struct Entry {
     owner: Owner,
+    since: Instant,
     until: Instant,
 }
 
@@ -121,6 +131,20 @@ impl OwnerCache {
         named
     }
 
+    /// Forgets that `owner_node_id` owns `event` if that was remembered more than `age` ago;
+    /// returns whether it did.
+    pub fn forget_older_than(&self, event: &EventId, owner_node_id: &str, age: Duration) -> bool {
+        let now = (self.clock)();
+        let mut entries = self.entries();
+        let old = entries.get(event).is_some_and(|entry| {
+            entry.owner.node_id == owner_node_id && now.saturating_duration_since(entry.since) > age
+        });
+        if old {
+            entries.remove(event);
+        }
+        old
+    }
+
     fn remember(&self, event: &EventId, owner: &Owner) {
         if owner.node_id == self.node_id {
             return;
@@ -133,7 +157,8 @@ impl OwnerCache {
                 return;
             }
         }
-        entries.insert(event.clone(), Entry { owner: owner.clone(), until: now + self.entry_lifetime });
+        let entry = Entry { owner: owner.clone(), since: now, until: now + self.entry_lifetime };
+        entries.insert(event.clone(), entry);
     }
 
     async fn claim_event(&self, event: &EventId) -> Result<Claim, OwnershipError> {
@@ -261,6 +286,20 @@ mod tests {
         assert!(cache.cached(&event("race")).is_some());
         assert!(cache.forget(&event("race"), "node-a"));
         assert!(cache.cached(&event("race")).is_none());
+        cache.claim(&event("race")).await.unwrap();
+        assert_eq!(counting.claims.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_entry_older_than_asked_is_forgotten_and_a_younger_one_kept() {
+        let (_a, counting, cache, hand) = owned_by_a().await;
+        cache.claim(&event("race")).await.unwrap();
+        let age = Duration::from_millis(FAILING_OWNER_ENTRY_MS_MAX);
+        hand.advance(age);
+        assert!(!cache.forget_older_than(&event("race"), "node-a", age), "not older yet");
+        hand.advance(Duration::from_millis(1));
+        assert!(!cache.forget_older_than(&event("race"), "node-c", age), "it names node a");
+        assert!(cache.forget_older_than(&event("race"), "node-a", age));
         cache.claim(&event("race")).await.unwrap();
         assert_eq!(counting.claims.load(Ordering::SeqCst), 2);
     }

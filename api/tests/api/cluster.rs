@@ -545,3 +545,58 @@ async fn a_handover_that_the_remembered_owner_reports_is_followed_at_once() {
     assert_eq!((replay.status, &replay.body), (201, &served.body), "the body was read once, and kept");
     drop(a);
 }
+
+#[actix_rt::test]
+async fn the_events_of_a_frozen_owner_are_taken_over_as_soon_as_its_lease_runs_out() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.create_event(race("race", 100, 0)).await;
+    let (url, _accepted) = frozen_owner().await;
+    // Node x's lease as it stood when node x froze: it runs out in 1.45 s, never renewed.
+    let lease_ms = 1_450;
+    let _: () = redis::cmd("SET")
+        .arg(redis.lease_key("race"))
+        .arg(format!("token node-x {url}"))
+        .arg("PX")
+        .arg(lease_ms)
+        .query(&mut redis.connection())
+        .unwrap();
+    let runs_out = Instant::now() + Duration::from_millis(lease_ms);
+    // The first registrant waits for the forward deadline, and node b stops sending to node x.
+    let refused = b.register("race", "first", &registration("10K", "first@example.org")).await;
+    assert_eq!(refused.status, 503, "{}", text(&refused));
+    // Registrants keep coming every 20 ms, each on its own connection, as a crowd does (one of
+    // them may be the breaker's probe and wait up to the forward deadline).
+    let first_served: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let mut registrants = Vec::new();
+    for n in 0..200 {
+        if first_served.lock().unwrap().is_some() {
+            break;
+        }
+        let (port, first_served) = (b.port, first_served.clone());
+        registrants.push(actix_rt::spawn(async move {
+            let sent = Instant::now();
+            let email = format!("r{n}@example.org");
+            let response =
+                TestApp::attach(port).register("race", &format!("k{n}"), &registration("10K", &email)).await;
+            match response.status {
+                201 => {
+                    let mut first = first_served.lock().unwrap();
+                    *first = Some(first.map_or(sent, |first| first.min(sent)));
+                }
+                503 => assert!(response.header("retry-after").is_some()),
+                status => panic!("registration {n} got {status}: {}", text(&response)),
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for registrant in registrants {
+        registrant.await.unwrap();
+    }
+    let first = first_served.lock().unwrap().expect("node b served once node x's lease ran out");
+    // Node b does not wait for its remembered entry to expire (up to 500 ms) while node x fails.
+    let late = first.saturating_duration_since(runs_out);
+    assert!(late < Duration::from_millis(250), "served {late:?} after the lease ran out");
+    assert_eq!(redis.lease_holder("race").as_deref(), Some("node-b"));
+    drop(a);
+}
