@@ -247,14 +247,15 @@ impl Forwarder {
     /// that is young enough and not closed by the peer meanwhile, if there is one.
     fn begin(&self, peer: &PeerAddress, now: Instant) -> Result<Option<TcpStream>, ForwardError> {
         let mut peers = self.peers();
-        if !peers.contains_key(peer) && peers.len() >= PEERS_MAX {
-            evict_one(&mut peers);
+        if !peers.contains_key(peer) {
+            if peers.len() >= PEERS_MAX {
+                evict_one(&mut peers);
+            }
+            let state = Peer { idle: Vec::new(), health: Health::Answering, last_used: now };
+            peers.insert(peer.clone(), state);
         }
-        let state = peers.entry(peer.clone()).or_insert_with(|| Peer {
-            idle: Vec::new(),
-            health: Health::Answering,
-            last_used: now,
-        });
+        // Inserted just above when it was missing, under the same lock.
+        let state = peers.get_mut(peer).expect("the peer is in the map");
         state.last_used = now;
         if state.health.admit(now) == Admission::Refuse {
             return Err(ForwardError::PeerFailing);
