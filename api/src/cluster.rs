@@ -37,9 +37,10 @@ use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::forward::{self, ForwardError, Forwarder, Outgoing, PeerAddress};
 use crate::metrics;
+use crate::middleware::label_route;
 use crate::owner_cache::{FAILING_OWNER_ENTRY_MS_MAX, OwnerCache};
 use crate::rate_limit::client_ip;
-use crate::routes::registrations;
+use crate::routes::registrations::{self, REGISTRATIONS_PATTERN};
 use crate::state::AppState;
 use crate::tokens::constant_time_eq;
 
@@ -192,6 +193,10 @@ struct OwnedRoute {
     /// `POST /v1/events/{event_id}/registrations`: answered here without the router when the
     /// event runs here (`registrations::create_here`).
     register: bool,
+    /// The pattern of the resource that serves the route: the metrics label of an answer given
+    /// here (forwarded, redirected or refused), so that the metrics need not match the path
+    /// against every resource again.
+    pattern: &'static str,
 }
 
 /// Which routes reach an event's actor. Listings and the audit trail read the store and stay
@@ -206,18 +211,22 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
         *segments.get_mut(count)? = segment;
         count += 1;
     }
-    let (event, stream, register) = match (method, &segments[..count]) {
-        ("GET", ["events", event]) => (*event, false, false),
-        ("POST", ["events", event, "registrations"]) => (*event, false, true),
-        ("PATCH", ["events", event, "categories", _]) => (*event, false, false),
-        ("GET", ["events", event, "stream"]) => (*event, true, false),
-        ("GET" | "DELETE", ["registrations", registration])
-        | ("POST", ["registrations", registration, "confirm"]) => {
-            (registration.rsplit_once('.')?.0, false, false)
+    let (event, stream, register, pattern) = match (method, &segments[..count]) {
+        ("GET", ["events", event]) => (*event, false, false, "/v1/events/{event_id}"),
+        ("POST", ["events", event, "registrations"]) => (*event, false, true, REGISTRATIONS_PATTERN),
+        ("PATCH", ["events", event, "categories", _]) => {
+            (*event, false, false, "/v1/events/{event_id}/categories/{code}")
+        }
+        ("GET", ["events", event, "stream"]) => (*event, true, false, "/v1/events/{event_id}/stream"),
+        ("GET" | "DELETE", ["registrations", registration]) => {
+            (registration.rsplit_once('.')?.0, false, false, "/v1/registrations/{registration_id}")
+        }
+        ("POST", ["registrations", registration, "confirm"]) => {
+            (registration.rsplit_once('.')?.0, false, false, "/v1/registrations/{registration_id}/confirm")
         }
         _ => return None,
     };
-    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream, register })
+    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream, register, pattern })
 }
 
 /// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
@@ -246,6 +255,7 @@ pub async fn route_to_owner(
         Ok(Located::Missing) | Err(_) => return Ok(next.call(request).await?.map_into_boxed_body()),
     };
     let (http_request, payload) = request.into_parts();
+    label_route(&http_request, route.pattern);
     let response = if let Some(from) = forwarded_by {
         tracing::warn!(event_id = %route.event, %from, owner = %owner.node_id, "forwarded here, owned elsewhere");
         let mut response = moving("the event's owner is changing; retry").error_response();
@@ -510,6 +520,26 @@ mod tests {
         assert!(!register("POST", "/v1/registrations/race.3/confirm"));
         // The router decodes `%61` to `a`; the middleware leaves such paths to it.
         assert_eq!(route("POST", "/v1/events/r%61ce/registrations"), None);
+    }
+
+    #[test]
+    fn routes_answered_here_are_labelled_with_their_resource_pattern() {
+        let pattern = |method: &str, path: &str| owned_route(method, path).map(|route| route.pattern);
+        assert_eq!(pattern("POST", "/v1/events/race/registrations"), Some(REGISTRATIONS_PATTERN));
+        assert_eq!(pattern("GET", "/v1/events/race"), Some("/v1/events/{event_id}"));
+        assert_eq!(
+            pattern("PATCH", "/v1/events/race/categories/10K"),
+            Some("/v1/events/{event_id}/categories/{code}")
+        );
+        assert_eq!(pattern("GET", "/v1/events/race/stream"), Some("/v1/events/{event_id}/stream"));
+        assert_eq!(
+            pattern("DELETE", "/v1/registrations/race.1"),
+            Some("/v1/registrations/{registration_id}")
+        );
+        assert_eq!(
+            pattern("POST", "/v1/registrations/race.1/confirm"),
+            Some("/v1/registrations/{registration_id}/confirm")
+        );
     }
 
     #[test]
