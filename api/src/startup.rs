@@ -12,6 +12,7 @@ use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
 use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
+use kuota_persist::redis_connection;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
@@ -58,11 +59,16 @@ impl Application {
         let admin_token = settings.admin_token.clone().unwrap_or_else(|| random::token_hex(16));
         let (redis, sessions) = match &settings.redis_url {
             Some(url) => {
-                let client = redis::Client::open(url.as_str()).context("parsing KUOTA_REDIS_URL")?;
-                let manager =
-                    redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
-                let sessions: Arc<dyn SessionStore> =
-                    Arc::new(RedisSessionStore::new(manager.clone(), settings.redis_prefix.clone()));
+                // Every command, and every (re)connection, bounded by the Redis timeout: a frozen
+                // Redis must fail requests' Redis calls fast, not hold them.
+                let command_timeout = Duration::from_millis(settings.redis_timeout_ms);
+                let manager = redis_connection::connect(url, command_timeout)
+                    .await
+                    .context("connecting to Redis (KUOTA_REDIS_URL)")?;
+                let sessions: Arc<dyn SessionStore> = Arc::new(
+                    RedisSessionStore::new(manager.clone(), settings.redis_prefix.clone())
+                        .with_command_timeout(command_timeout),
+                );
                 (Some(manager), sessions)
             }
             None => (None, Arc::new(MemorySessionStore::default()) as Arc<dyn SessionStore>),

@@ -68,7 +68,8 @@ impl AppState {
         redis: Option<redis::aio::ConnectionManager>,
         cluster: Cluster,
     ) -> Self {
-        let prefix = settings.redis_prefix.clone();
+        let redis_timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
+        let shared_limit = SharedGcra::new(&settings.redis_prefix, redis_timeout);
         let ip_limit = Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst);
         let email_limit = Gcra::new(
             "email",
@@ -90,7 +91,7 @@ impl AppState {
             cluster,
             ip_limit,
             email_limit,
-            shared_limit: SharedGcra::new(&prefix),
+            shared_limit,
             last_shed_ms: AtomicU64::new(0),
             stream_subscribers: std::sync::atomic::AtomicUsize::new(0),
         }

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::random;
+use crate::redis_connection::{REDIS_COMMAND_TIMEOUT_DEFAULT_MS, bounded};
 
 /// The shortest lease, in milliseconds: twice the smallest safety margin, so that a lease is
 /// always valid for at least half of its TTL.
@@ -264,13 +265,25 @@ return 0",
 pub struct RedisLeases {
     connection: ConnectionManager,
     prefix: String,
+    /// Every command fails once it has waited this long (see `redis_connection::bounded`).
+    command_timeout: Duration,
 }
 
 impl RedisLeases {
     /// Leases stored under `{prefix}lease:{key}` on `connection` (a cheap clone of a shared
-    /// connection manager).
+    /// connection manager), each command bounded by `REDIS_COMMAND_TIMEOUT_DEFAULT_MS`.
     pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> RedisLeases {
-        RedisLeases { connection, prefix: prefix.into() }
+        RedisLeases {
+            connection,
+            prefix: prefix.into(),
+            command_timeout: Duration::from_millis(REDIS_COMMAND_TIMEOUT_DEFAULT_MS),
+        }
+    }
+
+    /// The same leases, each command bounded by `command_timeout` (`KUOTA_REDIS_TIMEOUT_MS`).
+    pub fn with_command_timeout(mut self, command_timeout: Duration) -> RedisLeases {
+        self.command_timeout = command_timeout;
+        self
     }
 
     fn redis_key(&self, key: &str) -> String {
@@ -290,15 +303,10 @@ impl RedisLeases {
         // Read before the command leaves, so that the round trip counts against the holder:
         // Redis starts the TTL no earlier than this instant.
         let acquired_at = Instant::now();
-        let answer: Option<String> = redis::cmd("SET")
-            .arg(self.redis_key(key))
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.redis_key(key)).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
+        let answer: Option<String> =
+            bounded(self.command_timeout, set.query_async(&mut connection)).await.map_err(unavailable)?;
         Ok(answer.map(|_| Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at)))
     }
 
@@ -308,11 +316,10 @@ impl RedisLeases {
             return Err(LeaseError::InvalidKey { length_bytes: key.len() });
         }
         let mut connection = self.connection.clone();
-        let value: Option<String> = redis::cmd("GET")
-            .arg(self.redis_key(key))
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let mut get = redis::cmd("GET");
+        get.arg(self.redis_key(key));
+        let value: Option<String> =
+            bounded(self.command_timeout, get.query_async(&mut connection)).await.map_err(unavailable)?;
         Ok(value.as_deref().map(holder_of))
     }
 
@@ -325,7 +332,9 @@ impl RedisLeases {
         invocation.key(self.redis_key(lease.key())).arg(lease.token()).arg(ttl_ms);
         // Read before the command leaves, for the same reason as in `acquire`.
         let acquired_at = Instant::now();
-        let renewed: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        let renewed: i64 = bounded(self.command_timeout, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(unavailable)?;
         Ok((renewed == 1).then(|| Lease::new(lease.key(), lease.token(), ttl, acquired_at)))
     }
 
@@ -334,7 +343,9 @@ impl RedisLeases {
         let mut connection = self.connection.clone();
         let mut invocation = RELEASE_SCRIPT.prepare_invoke();
         invocation.key(self.redis_key(lease.key())).arg(lease.token());
-        let deleted: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        let deleted: i64 = bounded(self.command_timeout, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(unavailable)?;
         Ok(deleted == 1)
     }
 }
@@ -345,7 +356,11 @@ fn unavailable(error: redis::RedisError) -> LeaseError {
 
 impl fmt::Debug for RedisLeases {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("RedisLeases").field("prefix", &self.prefix).finish_non_exhaustive()
+        formatter
+            .debug_struct("RedisLeases")
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
     }
 }
 

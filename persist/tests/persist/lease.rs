@@ -15,7 +15,7 @@ use kuota_persist::lease::{
 use kuota_persist::random;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::redis_support::TestRedis;
+use super::redis_support::{PrivateRedis, TestRedis};
 
 /// Acquirers racing for one key in the contention test.
 const CONCURRENT_ACQUIRERS: usize = 64;
@@ -30,6 +30,12 @@ const LONG_TTL_MS: u64 = 10_000;
 /// Time added to a TTL when a test waits for it to run out: Redis expires keys within a
 /// millisecond, and this leaves room for a loaded test machine.
 const EXPIRY_SLACK_MS: u64 = 100;
+
+/// The Redis command timeout of the frozen-Redis tests, in milliseconds.
+const COMMAND_TIMEOUT_MS: u64 = 200;
+
+/// Time a command may take past its timeout on a loaded test machine, in milliseconds.
+const TIMEOUT_SLACK_MS: u64 = 150;
 
 impl TestRedis {
     fn leases(&self) -> Arc<dyn Leases> {
@@ -420,6 +426,28 @@ async fn a_redis_holder_that_cannot_reach_redis_reports_the_loss_before_the_ttl(
         "the loss was reported {:?} before the TTL ran out",
         (lease.acquired_at() + ttl).saturating_duration_since(reported_at)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_while_redis_is_frozen_fails_within_the_command_timeout() {
+    let redis = PrivateRedis::start().await;
+    // A connection manager that would wait for ever: the bound must come from the leases.
+    let patient = ConnectionManagerConfig::new().set_response_timeout(None).set_connection_timeout(None);
+    let connection =
+        ConnectionManager::new_with_config(redis.client(), patient).await.expect("the private Redis answers");
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+    let lease = leases.acquire("event:frozen", milliseconds(LONG_TTL_MS)).await.unwrap().expect("free");
+
+    redis.freeze();
+    let started = Instant::now();
+    let answer = leases.renew(&lease).await;
+    let waited = started.elapsed();
+    redis.thaw();
+
+    assert!(matches!(answer, Err(LeaseError::Unavailable(_))), "{answer:?}");
+    assert!(waited < timeout + milliseconds(TIMEOUT_SLACK_MS), "the renewal waited {waited:?}");
+    assert!(leases.renew(&lease).await.unwrap().is_some(), "the same connection answers once thawed");
 }
 
 #[tokio::test]
