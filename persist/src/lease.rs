@@ -64,6 +64,10 @@ pub const IN_PROCESS_LEASES_MAX: usize = 100_000;
 /// that found the lease taken), in milliseconds.
 pub const LEASE_RENEW_RETRY_DELAY_MS: u64 = 25;
 
+/// How long the release of a lease whose acquisition's outcome was unknown waits between two
+/// attempts, in milliseconds. Each attempt is bounded by the command timeout on top.
+pub const LEASE_ORPHAN_RELEASE_RETRY_DELAY_MS: u64 = 100;
+
 /// The shortest renewal interval `spawn_renewal` accepts, in milliseconds; shorter would only
 /// load the lease service.
 pub const LEASE_RENEW_INTERVAL_MIN_MS: u64 = 10;
@@ -219,6 +223,11 @@ pub trait Leases: Send + Sync + fmt::Debug + 'static {
 
     /// Like `acquire`, and records `holder` (printable, at most `LEASE_HOLDER_LENGTH_MAX` bytes)
     /// with the lease for `holder` to read: how the other nodes find an event's owner.
+    ///
+    /// An error means the caller holds nothing. When the service cannot tell whether the
+    /// acquisition took effect, the implementation resolves it: it adopts a lease that did take
+    /// effect, or releases it in the background, so that no key names a holder that does not
+    /// know it holds it.
     fn acquire_as<'a>(
         &'a self,
         key: &'a str,
@@ -305,9 +314,76 @@ impl RedisLeases {
         let acquired_at = Instant::now();
         let mut set = redis::cmd("SET");
         set.arg(self.redis_key(key)).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
-        let answer: Option<String> =
-            bounded(self.command_timeout, set.query_async(&mut connection)).await.map_err(unavailable)?;
-        Ok(answer.map(|_| Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at)))
+        let lease = Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at);
+        match bounded(self.command_timeout, set.query_async::<Option<String>>(&mut connection)).await {
+            Ok(answer) => Ok(answer.map(|_| lease)),
+            Err(error) => self.resolve_unknown_acquisition(lease, error).await,
+        }
+    }
+
+    /// A `SET NX` failed or timed out, so whether it took effect is unknown: its reply may have
+    /// been lost with the connection, or the command may still wait in a frozen Redis and run
+    /// when it resumes. Left alone, such a key would keep the event under this node's name for
+    /// a whole TTL while this node does not run it. So the key is read back:
+    /// - it holds the token: the lease is this holder's after all, and is adopted (its TTL counts
+    ///   from `acquired_at`, read before the SET left, so the holder's view stays on the safe
+    ///   side);
+    /// - it holds another value or none: the SET did not take effect (a GET sent after it on
+    ///   the same connection is answered after it), and the error is what the caller gets;
+    /// - it cannot be read: a background task releases the token once Redis answers again.
+    async fn resolve_unknown_acquisition(
+        &self,
+        lease: Lease,
+        error: redis::RedisError,
+    ) -> Result<Option<Lease>, LeaseError> {
+        let mut connection = self.connection.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(self.redis_key(lease.key()));
+        match bounded(self.command_timeout, get.query_async::<Option<String>>(&mut connection)).await {
+            Ok(Some(value)) if value == lease.token() => {
+                tracing::warn!(key = %lease.key(), %error, "the reply to a lease acquisition was lost; the lease is ours and adopted");
+                Ok(Some(lease))
+            }
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Err(unavailable(error)),
+            Err(read_error) => {
+                tracing::warn!(
+                    key = %lease.key(), %error, %read_error,
+                    "a lease acquisition's outcome is unknown; releasing it once Redis answers"
+                );
+                self.release_in_background(lease);
+                Err(unavailable(error))
+            }
+        }
+    }
+
+    /// Releases `lease`, which this holder does not use, retrying until Redis answers or the
+    /// lease has run out on its own (`ttl` after `acquired_at`).
+    ///
+    /// If Redis is frozen, the SET may run only when it resumes and then lasts a full TTL from
+    /// there, past this task's end. That case is covered too: every release sent here was
+    /// written on the same connection after the SET, and Redis answers one connection's
+    /// commands in order, so the first release to run comes after the SET and deletes its key.
+    fn release_in_background(&self, lease: Lease) {
+        let leases = self.clone();
+        tokio::spawn(async move {
+            let expires_at = lease.acquired_at() + lease.ttl();
+            loop {
+                match leases.release_lease(&lease).await {
+                    Ok(released) => {
+                        tracing::info!(key = %lease.key(), released, "an unused lease acquisition was resolved");
+                        return;
+                    }
+                    Err(error) if Instant::now() >= expires_at => {
+                        tracing::warn!(key = %lease.key(), %error, "an unused lease ran out before Redis answered");
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(LEASE_ORPHAN_RELEASE_RETRY_DELAY_MS)).await;
+                    }
+                }
+            }
+        });
     }
 
     #[tracing::instrument(skip(self))]

@@ -493,3 +493,127 @@ fn the_debug_form_of_a_lease_leaves_the_token_out() {
     let lease = Lease::new("event:debug", "secret-token", milliseconds(1_000), Instant::now());
     assert!(!format!("{lease:?}").contains("secret-token"));
 }
+
+/// A TCP proxy to `upstream` (a Redis) whose first connection is cut where the reply to the
+/// first `SET … NX …` command would pass: the SET took effect, and its reply is lost with the
+/// connection. Later connections are relayed untouched.
+async fn proxy_losing_the_first_set_reply(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port is free");
+    let address = listener.local_addr().expect("a bound listener has an address");
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+            tokio::spawn(relay(client, server, std::mem::replace(&mut first, false)));
+        }
+    });
+    address
+}
+
+async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream, lose_set_reply: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let set_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set_seen = Arc::clone(&set_sent);
+    let upstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = client_read.read(&mut buffer).await {
+            let chunk = &buffer[..read];
+            if lose_set_reply && chunk.windows(6).any(|window| window == b"\r\nNX\r\n") {
+                // Marked before the SET leaves, so that its reply cannot overtake the mark.
+                set_seen.store(true, Ordering::SeqCst);
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = server_read.read(&mut buffer).await {
+            if set_sent.load(Ordering::SeqCst) {
+                // The SET's reply: dropped, and the connection with it.
+                return;
+            }
+            if client_write.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever direction ends first closes both.
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+}
+
+fn socket_address(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("redis://").parse().expect("a private Redis URL is redis://ip:port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquisition_whose_reply_was_lost_is_adopted_when_the_key_holds_its_token() {
+    let redis = PrivateRedis::start().await;
+    let proxy = proxy_losing_the_first_set_reply(socket_address(&redis.url)).await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = kuota_persist::redis_connection::connect(&format!("redis://{proxy}"), timeout)
+        .await
+        .expect("the proxy relays the handshake");
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+
+    let before = Instant::now();
+    let lease = leases
+        .acquire_as("event:lost-reply", "node-a http://a", milliseconds(LONG_TTL_MS))
+        .await
+        .expect("the lost reply is resolved by reading the key back")
+        .expect("the key holds this acquisition's token");
+    let after = Instant::now();
+
+    assert!((before..=after).contains(&lease.acquired_at()), "the TTL counts from before the SET");
+    let mut direct = redis.client().get_multiplexed_async_connection().await.expect("Redis answers");
+    let stored: String =
+        redis::cmd("GET").arg("kuota_t:lease:event:lost-reply").query_async(&mut direct).await.unwrap();
+    assert_eq!(stored, lease.token());
+    assert!(leases.renew(&lease).await.unwrap().is_some(), "the adopted lease is renewable");
+    assert_eq!(leases.release(&lease).await, Ok(true));
+}
+
+/// How long a lease whose acquisition was lost may stay in Redis after Redis answers again, in
+/// milliseconds: the release retries every `LEASE_ORPHAN_RELEASE_RETRY_DELAY_MS` plus a command
+/// timeout, with room for a loaded machine; far below `LONG_TTL_MS`.
+const ORPHAN_RELEASED_WITHIN_MS: u64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquisition_sent_to_a_frozen_redis_is_released_once_redis_answers_again() {
+    let redis = PrivateRedis::start().await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = kuota_persist::redis_connection::connect(&redis.url, timeout)
+        .await
+        .expect("the private Redis answers");
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+
+    redis.freeze();
+    let answer = leases.acquire_as("event:frozen", "node-a http://a", milliseconds(LONG_TTL_MS)).await;
+    assert!(matches!(answer, Err(LeaseError::Unavailable(_))), "{answer:?}");
+    redis.thaw();
+
+    let mut direct = redis.client().get_multiplexed_async_connection().await.expect("Redis answers");
+    let thawed_at = Instant::now();
+    loop {
+        let stored: Option<String> =
+            redis::cmd("GET").arg("kuota_t:lease:event:frozen").query_async(&mut direct).await.unwrap();
+        if stored.is_none() {
+            break;
+        }
+        assert!(
+            thawed_at.elapsed() < milliseconds(ORPHAN_RELEASED_WITHIN_MS),
+            "the lease of a lost acquisition still names {stored:?}"
+        );
+        // Polling Redis from outside: the release happens in the holder's background task.
+        tokio::time::sleep(milliseconds(20)).await;
+    }
+    // The SET did run when Redis resumed: the key was there, and was released.
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut direct).await.unwrap();
+    assert!(info.contains("cmdstat_set:calls=1,"), "the SET ran once: {info}");
+}
