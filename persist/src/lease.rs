@@ -235,6 +235,20 @@ pub trait Leases: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
 
+    /// Takes `key` over from its live lease when that lease's holder description is exactly
+    /// `previous_holder`, replacing it in one atomic step by a new lease for `holder`. `Ok(None)`
+    /// when the key is free or its holder is no longer `previous_holder`.
+    ///
+    /// For a node restarted under the same id: its previous life's leases would otherwise keep
+    /// its events unserved for a TTL. An unknown outcome is resolved as in `acquire_as`.
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
+
     /// The holder description of `key`'s live lease ("" when acquired without one), or `None`
     /// when nobody holds it.
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>>;
@@ -266,6 +280,24 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     return redis.call('DEL', KEYS[1])
 end
 return 0",
+    )
+});
+
+/// Replaces the key's value by a new lease, with its TTL, only while the stored holder
+/// description (after the token and a space) is the expected one: a `GET` then a `SET` as two
+/// commands could replace a lease that changed hands in between.
+static TAKE_OVER_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local value = redis.call('GET', KEYS[1])
+if not value then
+    return 0
+end
+local space = string.find(value, ' ', 1, true)
+if space == nil or string.sub(value, space + 1) ~= ARGV[1] then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1",
     )
 });
 
@@ -321,7 +353,29 @@ impl RedisLeases {
         }
     }
 
-    /// A `SET NX` failed or timed out, so whether it took effect is unknown: its reply may have
+    #[tracing::instrument(skip(self))]
+    async fn take_over_lease(
+        &self,
+        key: &str,
+        previous_holder: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
+        let ttl_ms = checked_ttl_ms(key, ttl)?;
+        let token = lease_token(holder)?;
+        let mut connection = self.connection.clone();
+        let mut invocation = TAKE_OVER_SCRIPT.prepare_invoke();
+        invocation.key(self.redis_key(key)).arg(previous_holder).arg(&token).arg(ttl_ms);
+        // Read before the command leaves, for the same reason as in `acquire`.
+        let acquired_at = Instant::now();
+        let lease = Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at);
+        match bounded(self.command_timeout, invocation.invoke_async::<i64>(&mut connection)).await {
+            Ok(replaced) => Ok((replaced == 1).then_some(lease)),
+            Err(error) => self.resolve_unknown_acquisition(lease, error).await,
+        }
+    }
+
+    /// A `SET NX` (or a take-over) failed or timed out, so whether it took effect is unknown: its reply may have
     /// been lost with the connection, or the command may still wait in a frozen Redis and run
     /// when it resumes. Left alone, such a key would keep the event under this node's name for
     /// a whole TTL while this node does not run it. So the key is read back:
@@ -450,6 +504,16 @@ impl Leases for RedisLeases {
         Box::pin(self.acquire_lease(key, holder, ttl))
     }
 
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(self.take_over_lease(key, previous_holder, holder, ttl))
+    }
+
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
         Box::pin(self.lease_holder(key))
     }
@@ -506,6 +570,26 @@ impl InProcessLeases {
         Ok(Some(Lease::new(key, token, ttl, now)))
     }
 
+    fn take_over_now(
+        &self,
+        key: &str,
+        previous_holder: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
+        let ttl = Duration::from_millis(checked_ttl_ms(key, ttl)?);
+        let token = lease_token(holder)?;
+        let now = Instant::now();
+        let mut held = self.held();
+        match held.get_mut(key) {
+            Some(entry) if entry.expires_at > now && holder_of(&entry.token) == previous_holder => {
+                *entry = HeldLease { token: token.clone(), expires_at: now + ttl };
+                Ok(Some(Lease::new(key, token, ttl, now)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn holder_now(&self, key: &str) -> Option<String> {
         let now = Instant::now();
         self.held().get(key).filter(|lease| lease.expires_at > now).map(|lease| holder_of(&lease.token))
@@ -548,6 +632,16 @@ impl Leases for InProcessLeases {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
         Box::pin(std::future::ready(self.acquire_now(key, holder, ttl)))
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::ready(self.take_over_now(key, previous_holder, holder, ttl)))
     }
 
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {

@@ -6,6 +6,16 @@
 //! lives until the process ends, not an HTTP worker's), and released only by `release_all`,
 //! which graceful shutdown calls after the write-behind drained: releasing earlier would let
 //! another node load the event and fence the writes still draining.
+//!
+//! # A restart under the same node id
+//! A node killed and restarted (same `node_id`, new process) finds its previous life's leases
+//! still in Redis. Waiting them out would leave its events unserved for a TTL, so a claim that
+//! finds a live lease under this node's id, and holds none for the event itself, takes it over
+//! at once (`Leases::take_over_as`, atomic against a lease that changes hands meanwhile). The
+//! previous life is gone, or if it is not, loading the event takes a new epoch, which fences
+//! every write it still had in flight, and its renewals find the lease taken, so it steps down.
+//! Two live processes under one node id are a misconfiguration: they would take events from each
+//! other in turn (each time fenced by the epoch, so safe, but slow).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -133,29 +143,47 @@ impl LeaseOwnership {
         let holder = self.node.holder();
         for _ in 0..CLAIM_ATTEMPTS_MAX {
             if let Some(lease) = self.leases.acquire_as(&key, &holder, self.ttl).await.map_err(unavailable)? {
-                let every = lease.renewal_interval();
-                // The renewal task must outlive the HTTP worker that happened to claim.
-                let keeper = {
-                    let _runtime = self.runtime.enter();
-                    spawn_renewal(Arc::clone(&self.leases), lease, every)
-                };
-                let tenure = tenure_of(&keeper);
                 tracing::info!(event_id = %event, node_id = %self.node.node_id, "event lease acquired");
-                self.keepers().insert(event.clone(), keeper);
-                return Ok(Claim::Owned(tenure));
+                return Ok(Claim::Owned(self.keep(event, lease)));
             }
-            match self.leases.holder(&key).await.map_err(unavailable)? {
-                Some(holder) => {
-                    let owner = owner_of(&holder).ok_or_else(|| {
-                        OwnershipError::Unavailable(format!("the lease of {event} has no owner address"))
-                    })?;
-                    return Ok(Claim::Elsewhere(owner));
-                }
+            let Some(current) = self.leases.holder(&key).await.map_err(unavailable)? else {
                 // Released or expired between the two commands: try to take it.
-                None => continue,
+                continue;
+            };
+            let owner = owner_of(&current).ok_or_else(|| {
+                OwnershipError::Unavailable(format!("the lease of {event} has no owner address"))
+            })?;
+            if owner.node_id != self.node.node_id {
+                return Ok(Claim::Elsewhere(owner));
             }
+            // Held under this node's id, and not by this process (it holds no lease of the event,
+            // `current_lease` made sure): a previous life's (see the module documentation).
+            let taken = self.leases.take_over_as(&key, &current, &holder, self.ttl).await;
+            if let Some(lease) = taken.map_err(unavailable)? {
+                tracing::warn!(
+                    event_id = %event,
+                    node_id = %self.node.node_id,
+                    previous_url = %owner.url,
+                    "took over the event lease of this node id's previous life"
+                );
+                return Ok(Claim::Owned(self.keep(event, lease)));
+            }
+            // It changed hands meanwhile: look again.
         }
         Err(OwnershipError::Unavailable(format!("the lease of {event} kept changing hands")))
+    }
+
+    /// Keeps `lease` of `event` renewed from now on, and returns the tenure the actor runs under.
+    fn keep(&self, event: &EventId, lease: Lease) -> Tenure {
+        let every = lease.renewal_interval();
+        // The renewal task must outlive the HTTP worker that happened to claim.
+        let keeper = {
+            let _runtime = self.runtime.enter();
+            spawn_renewal(Arc::clone(&self.leases), lease, every)
+        };
+        let tenure = tenure_of(&keeper);
+        self.keepers().insert(event.clone(), keeper);
+        tenure
     }
 
     /// Gives every lease back (graceful shutdown, once the write-behind drained). Each release

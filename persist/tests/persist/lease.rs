@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kuota_engine::EventId;
+use kuota_engine::ownership::{Claim, Ownership};
 use kuota_engine::store::BoxFuture;
 use kuota_persist::lease::{
     InProcessLeases, LEASE_SAFETY_MARGIN_MIN_MS, LEASE_TTL_MIN_MS, Lease, LeaseError, Leases, RedisLeases,
     lease_safety_margin, spawn_renewal,
 };
+use kuota_persist::ownership::{LeaseOwnership, NodeIdentity};
 use kuota_persist::random;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -322,6 +325,16 @@ impl Leases for Flaky {
         self.inner.acquire_as(key, holder, ttl)
     }
 
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.inner.take_over_as(key, previous_holder, holder, ttl)
+    }
+
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
         self.inner.holder(key)
     }
@@ -349,6 +362,16 @@ impl Leases for Hanging {
     fn acquire_as<'a>(
         &'a self,
         _key: &'a str,
+        _holder: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        _key: &'a str,
+        _previous_holder: &'a str,
         _holder: &'a str,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
@@ -617,3 +640,62 @@ async fn an_acquisition_sent_to_a_frozen_redis_is_released_once_redis_answers_ag
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut direct).await.unwrap();
     assert!(info.contains("cmdstat_set:calls=1,"), "the SET ran once: {info}");
 }
+
+/// The default lease TTL: the previous life's keeper renews every 900 ms, so its loss shows
+/// within a second, while waiting its lease out would take three.
+const OWNERSHIP_TTL_MS: u64 = 3_000;
+
+/// How long a claim may take, in milliseconds: a few Redis round trips on a loaded machine.
+const CLAIM_WITHIN_MS: u64 = 500;
+
+fn ownership(leases: Arc<dyn Leases>, node_id: &str, url: &str) -> LeaseOwnership {
+    let node = NodeIdentity::new(node_id, url).expect("a valid node identity");
+    LeaseOwnership::new(leases, node, milliseconds(OWNERSHIP_TTL_MS), tokio::runtime::Handle::current())
+        .expect("the TTL is within bounds")
+}
+
+/// Two `LeaseOwnership`s with the same node id over one lease service: a node and its life after
+/// a kill -9 and a restart (on another port, as with an advertised port 0).
+async fn a_restarted_node_takes_over_the_leases_of_its_previous_life_at_once(leases: Arc<dyn Leases>) {
+    let event = EventId::parse("restarted").expect("a valid event id");
+    let previous_life = ownership(Arc::clone(&leases), "node-a", "http://127.0.0.1:1001");
+    let Claim::Owned(mut previous_tenure) = previous_life.claim(&event).await.unwrap() else {
+        panic!("the event is free");
+    };
+
+    let restarted = ownership(Arc::clone(&leases), "node-a", "http://127.0.0.1:1002");
+    let started = Instant::now();
+    let claim = restarted.claim(&event).await.unwrap();
+    let waited = started.elapsed();
+
+    let Claim::Owned(tenure) = claim else { panic!("the restarted node was sent elsewhere: {claim:?}") };
+    assert!(tenure.is_held());
+    assert!(waited < milliseconds(CLAIM_WITHIN_MS), "the take-over took {waited:?}");
+    let lost = previous_tenure.take_lost().expect("the loss future is there");
+    tokio::time::timeout(milliseconds(OWNERSHIP_TTL_MS), lost)
+        .await
+        .expect("the previous life's keeper finds its lease taken and steps down");
+    assert!(!previous_tenure.is_held());
+
+    let other = ownership(Arc::clone(&leases), "node-b", "http://127.0.0.1:2001");
+    match other.claim(&event).await.unwrap() {
+        Claim::Elsewhere(owner) => assert_eq!(owner.url, "http://127.0.0.1:1002", "the new life owns it"),
+        Claim::Owned(_) => panic!("a node with another id took the event"),
+    }
+    restarted.release_all(milliseconds(CLAIM_WITHIN_MS)).await;
+}
+
+against_both!(a_restarted_node_takes_over_the_leases_of_its_previous_life_at_once);
+
+async fn a_take_over_replaces_only_the_expected_holder(leases: Arc<dyn Leases>) {
+    let ttl = milliseconds(LONG_TTL_MS);
+    let held = leases.acquire_as("event:taken", "node-b http://b", ttl).await.unwrap().expect("free");
+    let taken = leases.take_over_as("event:taken", "node-a http://a", "node-a http://a2", ttl).await;
+    assert_eq!(taken, Ok(None), "the lease is node-b's, not node-a's");
+    assert_eq!(leases.holder("event:taken").await.unwrap().as_deref(), Some("node-b http://b"));
+    let free = leases.take_over_as("event:free", "node-a http://a", "node-a http://a2", ttl).await;
+    assert_eq!(free, Ok(None), "there is nothing to take over");
+    assert_eq!(leases.release(&held).await, Ok(true));
+}
+
+against_both!(a_take_over_replaces_only_the_expected_holder);
