@@ -341,8 +341,58 @@ async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
         .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations/mysql").run(&pool).await?;
+    migrate_mysql(&pool).await?;
     Ok(pool)
+}
+
+/// How long a node waits for another node's schema migrations to finish, in seconds.
+const MIGRATION_LOCK_TIMEOUT_SECONDS: u64 = 120;
+
+/// Applies the schema migrations under a named lock of the server's, so that nodes started at
+/// the same moment on one database migrate one after the other: the first applies them, the
+/// others then find them applied. sqlx's migrator takes a lock of its own, but with a timeout
+/// of -1, which MariaDB answers at once with NULL, and sqlx goes on without the lock (two nodes
+/// then both insert migration 1: `1062 Duplicate entry '1' for key 'PRIMARY'`).
+///
+/// The lock belongs to a connection, so the migrations run on the connection that holds it,
+/// and it is released on that connection (or by the server, should the connection die).
+async fn migrate_mysql(pool: &sqlx::MySqlPool) -> Result<(), PersistError> {
+    let mut connection = pool.acquire().await?;
+    // Lock names are server-wide and at most 64 characters: the database's name, or its hash
+    // when it is too long for that.
+    let name: String = sqlx::query_scalar(
+        "SELECT IF(CHAR_LENGTH(DATABASE()) <= 47, CONCAT(DATABASE(), '.kuota_migrations'), \
+         CONCAT(SHA1(DATABASE()), '.kuota_migrations'))",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(&name)
+        .bind(MIGRATION_LOCK_TIMEOUT_SECONDS)
+        .fetch_one(&mut *connection)
+        .await?;
+    if locked != Some(1) {
+        return Err(PersistError::Database(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("waited {MIGRATION_LOCK_TIMEOUT_SECONDS} s for the schema migrations lock {name:?}"),
+        ))));
+    }
+    let mut migrator = sqlx::migrate!("./migrations/mysql");
+    // The lock above is held; sqlx's own would not work on MariaDB anyway.
+    migrator.set_locking(false);
+    // `run_direct` takes the connection as it is; `run(&mut *connection)` compiles too, but
+    // its future is not `Send` ("implementation of `Acquire` is not general enough", which
+    // sqlx gives `run_direct` for), and `connect` must be spawnable.
+    let migrated = migrator.run_direct(None, &mut *connection, false).await;
+    let released = sqlx::query("SELECT RELEASE_LOCK(?)").bind(&name).execute(&mut *connection).await;
+    migrated?;
+    if let Err(error) = released {
+        // Not released: the connection is in doubt, so it is closed rather than pooled, and
+        // the server releases the lock with it.
+        let _ = connection.detach();
+        return Err(error.into());
+    }
+    Ok(())
 }
 
 async fn connect_sqlite(url: &str) -> Result<sqlx::SqlitePool, PersistError> {

@@ -625,3 +625,32 @@ async fn an_unblocked_load_waits_for_no_grace_period() {
     store.load(&event_id("race")).await.unwrap().expect("stored");
     assert!(started.elapsed() < Duration::from_millis(400), "the load took {:?}", started.elapsed());
 }
+
+/// Nodes started at the same moment in the migration test.
+const NODES_STARTED_TOGETHER: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_started_together_on_a_fresh_database_all_connect_and_the_migrations_run_once() {
+    use sqlx::Connection;
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let starts: Vec<_> = (0..NODES_STARTED_TOGETHER)
+        .map(|_| {
+            let url = database.url.clone();
+            tokio::spawn(async move { SqlStore::connect(&url).await })
+        })
+        .collect();
+    for start in starts {
+        let store = start.await.expect("the start did not panic");
+        let store = store.unwrap_or_else(|error| panic!("a node failed to start: {}", error.chain()));
+        store.ping().await.expect("the schema is there");
+    }
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/mysql"))
+        .expect("the migrations folder is there")
+        .count();
+    let mut connection = sqlx::MySqlConnection::connect(&database.url).await.expect("MariaDB answers");
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(applied, migrations as i64, "each migration applied once");
+}
