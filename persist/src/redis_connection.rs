@@ -35,11 +35,37 @@ pub fn connection_config(command_timeout: Duration) -> ConnectionManagerConfig {
         .set_max_delay(command_timeout)
 }
 
-/// Connects to `url` with `connection_config(command_timeout)`. Fails when Redis does not answer
-/// within a few command timeouts (the first connection and its retries).
+/// How long a node starting up waits for Redis to accept a first connection, in milliseconds:
+/// Redis and the nodes are often started together.
+pub const REDIS_STARTUP_WAIT_MS: u64 = 10_000;
+
+/// The pause between two first connection attempts at startup, in milliseconds.
+pub const REDIS_STARTUP_RETRY_DELAY_MS: u64 = 200;
+
+/// Connects to `url` with `connection_config(command_timeout)`. A Redis that cannot be reached
+/// yet is tried again for up to `REDIS_STARTUP_WAIT_MS`; other errors (a bad password, say)
+/// fail at once.
 pub async fn connect(url: &str, command_timeout: Duration) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
-    ConnectionManager::new_with_config(client, connection_config(command_timeout)).await
+    let give_up_at = tokio::time::Instant::now() + Duration::from_millis(REDIS_STARTUP_WAIT_MS);
+    loop {
+        let error = match ConnectionManager::new_with_config(
+            client.clone(),
+            connection_config(command_timeout),
+        )
+        .await
+        {
+            Ok(manager) => return Ok(manager),
+            Err(error) => error,
+        };
+        let retry_at = tokio::time::Instant::now() + Duration::from_millis(REDIS_STARTUP_RETRY_DELAY_MS);
+        let unreachable = error.is_io_error() || error.is_connection_refusal() || error.is_timeout();
+        if !unreachable || retry_at >= give_up_at {
+            return Err(error);
+        }
+        tracing::warn!(%error, "Redis does not answer yet; trying again");
+        tokio::time::sleep_until(retry_at).await;
+    }
 }
 
 /// Runs one Redis command, failing with a timeout error when it has not answered within

@@ -58,13 +58,14 @@ impl PrivateRedis {
     /// Starts `redis-server` (from `PATH`, or `KUOTA_TEST_REDIS_SERVER`) and waits until it
     /// answers PING.
     pub async fn start() -> PrivateRedis {
+        PrivateRedis::start_on(free_port()).await
+    }
+
+    /// Like `start`, on `port`.
+    pub async fn start_on(port: u16) -> PrivateRedis {
         let server = std::env::var("KUOTA_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let folder = std::env::temp_dir().join(format!("kuota_t_redis_{}", random::token_hex(8)));
         std::fs::create_dir_all(&folder).expect("the temp folder is writable");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a loopback port is free")
-            .port();
         let process = std::process::Command::new(&server)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -126,4 +127,12 @@ impl Drop for PrivateRedis {
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.folder);
     }
+}
+
+/// A loopback port nothing listens on (at the moment of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port is free")
+        .port()
 }

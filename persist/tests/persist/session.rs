@@ -12,7 +12,7 @@ use kuota_persist::session::{
 
 use kuota_persist::redis_connection;
 
-use super::redis_support::{PrivateRedis, TestRedis};
+use super::redis_support::{PrivateRedis, TestRedis, free_port};
 
 /// A session long enough that a test never sees it expire by accident.
 const LONG_TTL_MS: u64 = 60_000;
@@ -263,4 +263,21 @@ async fn a_session_lookup_while_redis_is_frozen_fails_within_the_command_timeout
     assert!(matches!(answer, Err(SessionError::Unavailable(_))), "{answer:?}");
     assert!(waited < timeout + milliseconds(TIMEOUT_SLACK_MS), "the lookup waited {waited:?}");
     assert_eq!(sessions.get(&id).await, Ok(Some(admin(1))), "the same connection answers once thawed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_before_redis_connects_once_redis_is_up() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let connecting =
+        tokio::spawn(async move { redis_connection::connect(&url, milliseconds(COMMAND_TIMEOUT_MS)).await });
+    // Redis comes up a moment after the node: the first attempts are refused.
+    tokio::time::sleep(milliseconds(300)).await;
+    let redis = PrivateRedis::start_on(port).await;
+
+    let connection = connecting.await.unwrap().expect("connected once Redis was up");
+    let sessions = RedisSessionStore::new(connection, "kuota_t:");
+    let id = sessions.create(admin(1), milliseconds(LONG_TTL_MS)).await.unwrap();
+    assert_eq!(sessions.get(&id).await, Ok(Some(admin(1))));
+    drop(redis);
 }
