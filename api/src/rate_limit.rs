@@ -3,7 +3,8 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use kuota_persist::redis_connection::bounded;
@@ -49,6 +50,10 @@ redis.call('SET', KEYS[1], next_arrival, 'PX', next_arrival - now + 1000)
 return 0
 ";
 
+/// How long shared checks are skipped after one failed, in milliseconds: while Redis is away,
+/// every registration would otherwise wait a command timeout before the local fallback.
+pub const SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS: u64 = 1_000;
+
 /// A `Gcra` whose state lives in Redis under `prefix`.
 #[derive(Debug)]
 pub struct SharedGcra {
@@ -56,6 +61,10 @@ pub struct SharedGcra {
     prefix: String,
     /// A check fails once it has waited this long, and the caller limits locally instead.
     command_timeout: Duration,
+    /// Checks fail at once, without asking Redis, until this instant (milliseconds after
+    /// `created_at`): a check failed shortly before.
+    paused_until_ms: AtomicU64,
+    created_at: Instant,
 }
 
 impl SharedGcra {
@@ -65,20 +74,41 @@ impl SharedGcra {
             script: redis::Script::new(GCRA_SCRIPT),
             prefix: format!("{prefix}rate:"),
             command_timeout,
+            paused_until_ms: AtomicU64::new(0),
+            created_at: Instant::now(),
         }
     }
 
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.created_at.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Counts one request of `key` against `limit`'s rate, in Redis. Fails after the command
-    /// timeout at the latest, so that the caller's fallback to the local limiter comes in time.
+    /// timeout at the latest, so that the caller's fallback to the local limiter comes in time,
+    /// and fails at once for `SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS` after a failure.
     pub async fn check<K: Hash + Eq + Clone>(
         &self,
         limit: &Gcra<K>,
         key: &str,
         connection: &mut redis::aio::ConnectionManager,
     ) -> redis::RedisResult<Result<(), Refusal>> {
+        if self.elapsed_ms() < self.paused_until_ms.load(Ordering::Relaxed) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "skipped",
+                "a shared rate limit check failed less than a second ago".to_owned(),
+            )));
+        }
         let mut invocation = self.script.key(format!("{}{}:{key}", self.prefix, limit.name));
         invocation.arg(limit.emission_interval_ms).arg(limit.tolerance_ms);
-        let wait_ms: u64 = bounded(self.command_timeout, invocation.invoke_async(connection)).await?;
+        let answer = bounded(self.command_timeout, invocation.invoke_async(connection)).await;
+        if answer.is_err() {
+            self.paused_until_ms.store(
+                self.elapsed_ms().saturating_add(SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS),
+                Ordering::Relaxed,
+            );
+        }
+        let wait_ms: u64 = answer?;
         Ok(if wait_ms == 0 { Ok(()) } else { Err(limit.refusal(wait_ms)) })
     }
 }
@@ -199,6 +229,10 @@ mod tests {
 
         assert!(answer.is_err(), "a silent Redis is an error, for the caller to limit locally");
         assert!(started.elapsed() < Duration::from_millis(400), "waited {:?}", started.elapsed());
+        let again = std::time::Instant::now();
+        let answer = shared.check(&limit, "someone@example.com", &mut connection).await;
+        assert!(answer.is_err());
+        assert!(again.elapsed() < Duration::from_millis(20), "the next check does not wait again");
     }
 
     #[test]
