@@ -375,10 +375,11 @@ impl RedisLeases {
         }
     }
 
-    /// A `SET NX` (or a take-over) failed or timed out, so whether it took effect is unknown: its reply may have
-    /// been lost with the connection, or the command may still wait in a frozen Redis and run
-    /// when it resumes. Left alone, such a key would keep the event under this node's name for
-    /// a whole TTL while this node does not run it. So the key is read back:
+    /// A `SET NX` (or a take-over) failed or timed out, so whether it took effect is unknown:
+    /// its reply may have been lost with the connection, or the command may still wait in a
+    /// frozen Redis and run when it resumes. Left alone, such a key would keep the event under
+    /// this node's name for a whole TTL while this node does not run it. So the key is read
+    /// back:
     /// - it holds the token: the lease is this holder's after all, and is adopted (its TTL counts
     ///   from `acquired_at`, read before the SET left, so the holder's view stays on the safe
     ///   side);
@@ -395,7 +396,11 @@ impl RedisLeases {
         get.arg(self.redis_key(lease.key()));
         match bounded(self.command_timeout, get.query_async::<Option<String>>(&mut connection)).await {
             Ok(Some(value)) if value == lease.token() => {
-                tracing::warn!(key = %lease.key(), %error, "the reply to a lease acquisition was lost; the lease is ours and adopted");
+                tracing::warn!(
+                    key = %lease.key(),
+                    %error,
+                    "the reply to a lease acquisition was lost; the lease is ours and adopted"
+                );
                 Ok(Some(lease))
             }
             Ok(Some(_)) => Ok(None),
@@ -425,11 +430,19 @@ impl RedisLeases {
             loop {
                 match leases.release_lease(&lease).await {
                     Ok(released) => {
-                        tracing::info!(key = %lease.key(), released, "an unused lease acquisition was resolved");
+                        tracing::info!(
+                            key = %lease.key(),
+                            released,
+                            "an unused lease acquisition was resolved"
+                        );
                         return;
                     }
                     Err(error) if Instant::now() >= expires_at => {
-                        tracing::warn!(key = %lease.key(), %error, "an unused lease ran out before Redis answered");
+                        tracing::warn!(
+                            key = %lease.key(),
+                            %error,
+                            "an unused lease ran out before Redis answered"
+                        );
                         return;
                     }
                     Err(_) => {

@@ -268,7 +268,8 @@ impl SqlStore {
                     tracing::warn!(
                         event_id = %event,
                         connection_id = holder,
-                        "killed a connection whose transaction held the event row past {EPOCH_LOCK_WAIT_BEFORE_KILL_MS} ms during a take-over"
+                        held_ms = EPOCH_LOCK_WAIT_BEFORE_KILL_MS,
+                        "killed a connection whose transaction held the event row during a take-over"
                     );
                     killed.push(holder);
                 }
