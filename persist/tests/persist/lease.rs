@@ -18,7 +18,7 @@ use kuota_persist::ownership::{LeaseOwnership, NodeIdentity};
 use kuota_persist::random;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::redis_support::{PrivateRedis, TestRedis};
+use super::redis_support::{PrivateRedis, TestRedis, free_port};
 
 /// Acquirers racing for one key in the contention test.
 const CONCURRENT_ACQUIRERS: usize = 64;
@@ -699,3 +699,46 @@ async fn a_take_over_replaces_only_the_expected_holder(leases: Arc<dyn Leases>) 
 }
 
 against_both!(a_take_over_replaces_only_the_expected_holder);
+
+/// How soon after a restarted Redis answers the node's connection works again, in milliseconds.
+const REDIS_BACK_WITHIN_MS: u64 = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_fail_fast_while_redis_is_down_and_work_again_within_a_second_of_its_restart() {
+    let port = free_port();
+    let redis = PrivateRedis::start_on(port).await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = kuota_persist::redis_connection::connect(&redis.url, timeout)
+        .await
+        .expect("the private Redis answers");
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+    assert!(leases.acquire("event:before", milliseconds(LONG_TTL_MS)).await.unwrap().is_some());
+
+    drop(redis);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = leases.holder("event:before").await;
+        assert!(answer.is_err(), "Redis is gone: {answer:?}");
+        assert!(
+            started.elapsed() < timeout + milliseconds(TIMEOUT_SLACK_MS),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+
+    let restarted = PrivateRedis::start_on(port).await;
+    let back_at = Instant::now();
+    loop {
+        match leases.acquire("event:after", milliseconds(LONG_TTL_MS)).await {
+            Ok(Some(_)) => break,
+            answer => assert!(
+                back_at.elapsed() < milliseconds(REDIS_BACK_WITHIN_MS),
+                "still failing {:?} after Redis came back: {answer:?}",
+                back_at.elapsed()
+            ),
+        }
+        // Polling: the connection manager reconnects in the background.
+        tokio::time::sleep(milliseconds(20)).await;
+    }
+    drop(restarted);
+}
