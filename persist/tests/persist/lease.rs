@@ -742,3 +742,67 @@ async fn leases_fail_fast_while_redis_is_down_and_work_again_within_a_second_of_
     }
     drop(restarted);
 }
+
+/// A lease service that is down: every call fails, and is counted.
+#[derive(Debug, Default)]
+struct Down {
+    calls: AtomicUsize,
+}
+
+impl Down {
+    fn fail<T: Send + 'static>(&self) -> BoxFuture<'_, Result<T, LeaseError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Err(LeaseError::Unavailable("connection refused".to_owned()))))
+    }
+}
+
+impl Leases for Down {
+    fn acquire_as<'a>(
+        &'a self,
+        _key: &'a str,
+        _holder: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.fail()
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        _key: &'a str,
+        _previous_holder: &'a str,
+        _holder: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.fail()
+    }
+
+    fn holder<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
+        self.fail()
+    }
+
+    fn renew<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.fail()
+    }
+
+    fn release<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        self.fail()
+    }
+}
+
+#[tokio::test]
+async fn after_the_lease_service_failed_claims_fail_at_once_for_a_moment_then_ask_again() {
+    let down = Arc::new(Down::default());
+    let node = ownership(Arc::clone(&down) as Arc<dyn Leases>, "node-a", "http://127.0.0.1:1001");
+    let event = EventId::parse("paused").expect("a valid event id");
+
+    assert!(node.claim(&event).await.is_err());
+    assert_eq!(down.calls.load(Ordering::SeqCst), 1);
+    assert!(node.claim(&event).await.is_err());
+    assert_eq!(down.calls.load(Ordering::SeqCst), 1, "the second claim did not wait on the service");
+
+    // Real time: the pause is read on tokio's clock, but pausing it needs tokio's test-util
+    // feature, which would rebuild tokio for the whole workspace's tests.
+    tokio::time::sleep(milliseconds(kuota_persist::ownership::CLAIM_PAUSE_AFTER_UNAVAILABLE_MS)).await;
+    assert!(node.claim(&event).await.is_err());
+    assert_eq!(down.calls.load(Ordering::SeqCst), 2, "after the pause the service is asked again");
+}
