@@ -51,8 +51,14 @@ const MYSQL_CONNECTIONS_MAX: u32 = 8;
 const SQLITE_CONNECTIONS_MAX: u32 = 4;
 
 /// How long a caller waits for a free connection, in milliseconds, before the store counts
-/// as unavailable.
+/// as unavailable. Each call has its own deadline besides (`CALL_TIMEOUT_MS_DEFAULT`, or
+/// `with_call_timeout`), which also bounds the wait for a connection.
 const POOL_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+/// How long one call to the store (a statement, a commit, a free connection) may take by
+/// default, in milliseconds, before it fails as timed out (a transient failure). A stream of
+/// rows fails when no row comes for that long.
+pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 
 /// How long SQLite waits for another connection's write lock, in milliseconds.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -84,9 +90,9 @@ impl SqlStore {
     #[tracing::instrument(skip_all)]
     pub async fn connect(url: &str) -> Result<SqlStore, PersistError> {
         let pool = if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Pool::mysql(connect_mysql(url).await?)
+            Pool::mysql(connect_mysql(url).await?, Duration::from_millis(CALL_TIMEOUT_MS_DEFAULT))
         } else if url.starts_with("sqlite:") {
-            Pool::Sqlite(connect_sqlite(url).await?)
+            Pool::sqlite(connect_sqlite(url).await?, Duration::from_millis(CALL_TIMEOUT_MS_DEFAULT))
         } else {
             // Only the scheme: the rest of a URL may hold a password.
             let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
@@ -101,9 +107,21 @@ impl SqlStore {
         self
     }
 
+    /// The same store, each of whose calls fails as timed out after `timeout` (see
+    /// `CALL_TIMEOUT_MS_DEFAULT`).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> SqlStore {
+        self.pool = self.pool.with_call_timeout(timeout);
+        self
+    }
+
+    /// How long one call may take.
+    pub fn call_timeout(&self) -> Duration {
+        self.pool.call_timeout()
+    }
+
     /// True for SQLite, where only one transaction writes at a time.
     pub fn is_embedded(&self) -> bool {
-        matches!(self.pool, Pool::Sqlite(_))
+        self.pool.dialect() == backend::Dialect::Sqlite
     }
 
     /// Closes every connection; afterwards every call fails.
