@@ -7,6 +7,7 @@
 //! - `forward`: the HTTP/1.1 client that forwards: kept-alive connections, deadlines, a breaker per peer.
 //! - `owner_cache`: other nodes' events remembered a moment, so that forwarding skips the lease service.
 //! - `telemetry`: structured logs.
+//! - `health`: background probes of the store and Redis, read by `/readyz`.
 //! - `state`: what handlers share: registry, store, limits, auth, shedding.
 //! - `routes`: one file per resource.
 //! - `domain`: request bodies parsed into domain types, with every field error listed.
@@ -23,6 +24,7 @@ pub mod configuration;
 pub mod domain;
 pub mod error;
 pub mod forward;
+pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -7,6 +7,7 @@ mod concurrency;
 mod events;
 mod fast_route;
 mod lifecycle;
+mod liveness;
 mod openapi;
 mod operations;
 mod registrations;
