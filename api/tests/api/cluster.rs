@@ -367,6 +367,9 @@ async fn after_the_owner_stops_gracefully_the_other_node_takes_over_at_once() {
     assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")));
 }
 
+/// Room for scheduling on a loaded machine (load average near 10 on 2 cores) past a deadline.
+const LOADED_MACHINE_SLACK_MS: u64 = 300;
+
 /// Points the event's lease at `url` under `node_id`, as if that node had taken it.
 fn lease_to(redis: &SharedRedis, event: &str, node_id: &str, url: &str) {
     let _: () = redis::cmd("SET")
@@ -407,7 +410,10 @@ async fn forwarding_to_a_frozen_owner_is_a_503_within_a_second_then_refused_at_o
     let waited = started.elapsed();
     assert_eq!((refused.status, refused.code().as_str()), (503, "overloaded"), "{}", text(&refused));
     assert_eq!(refused.header("retry-after"), Some("1"));
-    assert!(waited < Duration::from_millis(1_000), "answered within a second, not {waited:?}");
+    // The forward's deadline, with room for a loaded machine (on an idle one: 0.90 s).
+    let bound =
+        Duration::from_millis(kuota_api::forward::FORWARD_ANSWER_TIMEOUT_MS + LOADED_MACHINE_SLACK_MS);
+    assert!(waited < bound, "answered within the forward deadline, not {waited:?}");
     // The breaker: nothing more is sent to the frozen node, and the refusal is immediate.
     for n in 2..6 {
         let started = Instant::now();
@@ -608,7 +614,8 @@ async fn the_events_of_a_frozen_owner_are_taken_over_as_soon_as_its_lease_runs_o
     let first = first_served.lock().unwrap().expect("node b served once node x's lease ran out");
     // Node b does not wait for its remembered entry to expire (up to 500 ms) while node x fails.
     let late = first.saturating_duration_since(runs_out);
-    assert!(late < Duration::from_millis(250), "served {late:?} after the lease ran out");
+    // Without the faster re-reading, 470 ms; with it, tens of ms, plus room for a loaded machine.
+    assert!(late < Duration::from_millis(350), "served {late:?} after the lease ran out");
     assert_eq!(redis.lease_holder("race").as_deref(), Some("node-b"));
     drop(a);
 }
