@@ -267,9 +267,10 @@ pub async fn route_to_owner(
         }
         response
     } else if owner.node_id == state.cluster.node_id() {
-        // An earlier run of this node holds the lease (a crash, then a restart under the same
-        // id): it runs out within one TTL, then this run takes over.
-        moving("an earlier run of this node still holds the event; retry").error_response()
+        // The lease names this node but this run does not hold it: a claim takes an earlier
+        // run's lease over at once, so this is a take-over racing with another claim of this
+        // node. The retry finds the event running here.
+        moving("this node is taking the event over; retry").error_response()
     } else if route.stream {
         redirect(&owner, &http_request)
     } else {
