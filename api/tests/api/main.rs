@@ -9,5 +9,6 @@ mod fast_route;
 mod lifecycle;
 mod openapi;
 mod operations;
+mod private_servers;
 mod registrations;
 mod support;
