@@ -6,6 +6,7 @@ mod cluster;
 mod concurrency;
 mod events;
 mod fast_route;
+mod faults;
 mod lifecycle;
 mod openapi;
 mod operations;

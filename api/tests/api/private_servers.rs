@@ -402,7 +402,7 @@ fn mariadb_template() -> PathBuf {
 // Kuota nodes as processes
 // ---------------------------------------------------------------------------------------------
 
-/// A real `kuota` process (`CARGO_BIN_EXE_kuota`), which can be frozen, killed with -9 and
+/// A real `kuota` process (`CARGO_BIN_EXE_kuota`, or `KUOTA_TEST_KUOTA_BINARY`), which can be frozen, killed with -9 and
 /// restarted with the same settings, node id and port. Its log goes to `kuota-<n>.log` in its
 /// folder (printed when the node exits unexpectedly).
 #[derive(Debug)]
@@ -467,11 +467,17 @@ impl KuotaProcess {
         let log = std::fs::File::create(log).expect("a log file");
         // Port 0 the first time; the same port afterwards, so clients find the restarted node.
         let listen = format!("127.0.0.1:{}", self.port);
-        Command::new(env!("CARGO_BIN_EXE_kuota"))
+        // The binary cargo built for these tests, unless told to run another build (the target
+        // folder may be shared with other checkouts that rebuild it).
+        let binary = std::env::var_os("KUOTA_TEST_KUOTA_BINARY")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kuota")), PathBuf::from);
+        Command::new(binary)
             .env("KUOTA_LISTEN", &listen)
             // ":0" stands for the bound port.
             .env("KUOTA_ADVERTISE_URL", format!("http://{listen}"))
             .env("KUOTA_LOG_FORMAT", "json")
+            // A startup error is then its cause chain, short enough to show in a test failure.
+            .env("RUST_BACKTRACE", "0")
             .envs(self.environment.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -504,10 +510,13 @@ impl KuotaProcess {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// The log of the latest start.
+    /// The end of the log of the latest start (where a failure explains itself).
     pub fn log(&self) -> String {
+        const LINES_MAX: usize = 20;
         let path = self.folder.path.join(format!("kuota-{}.log", self.starts));
-        std::fs::read_to_string(path).unwrap_or_default()
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LINES_MAX)..].join("\n")
     }
 }
 
