@@ -140,71 +140,99 @@ async fn register_with_one_retry(port: u16, event: String, key: String, email: S
 /// `targets` in turn; one in ten reuses an earlier registrant's e-mail under a new key.
 #[derive(Debug)]
 pub struct Trickle {
+    event: String,
     stop: Arc<AtomicBool>,
     targets: Arc<Mutex<Vec<u16>>>,
-    task: tokio::task::JoinHandle<Vec<Sample>>,
+    /// Every request sent, the trickle's and the bursts', to be awaited at the end.
+    requests: Requests,
+    task: tokio::task::JoinHandle<()>,
 }
+
+type Requests = Arc<Mutex<Vec<tokio::task::JoinHandle<Vec<Sample>>>>>;
+
+const NEVER_POISONED: &str = "the lock is never poisoned: nothing panics holding it";
 
 impl Trickle {
     pub fn start(event: &str, targets: Vec<u16>, rate_per_second: u32, seed: u64) -> Trickle {
         let stop = Arc::new(AtomicBool::new(false));
         let targets = Arc::new(Mutex::new(targets));
-        let event = event.to_string();
-        let task =
-            tokio::spawn(generate(event, Arc::clone(&targets), Arc::clone(&stop), rate_per_second, seed));
-        Trickle { stop, targets, task }
+        let requests = Requests::default();
+        let generator = Generator {
+            event: event.to_string(),
+            targets: Arc::clone(&targets),
+            requests: Arc::clone(&requests),
+            stop: Arc::clone(&stop),
+        };
+        let task = tokio::spawn(generator.run(rate_per_second, seed));
+        Trickle { event: event.to_string(), stop, targets, requests, task }
     }
 
     /// Sends the next requests to these nodes only (those already sent go on).
     pub fn aim_at(&self, targets: Vec<u16>) {
-        *self.targets.lock().expect("the lock is never poisoned: nothing panics holding it") = targets;
+        *self.targets.lock().expect(NEVER_POISONED) = targets;
+    }
+
+    /// Sends `count` registrations to `port` at once (keys `burst<n>`), so that its writer
+    /// is in the middle of a commit for the next few tens of ms.
+    pub fn burst(&self, port: u16, count: usize) {
+        let mut requests = self.requests.lock().expect(NEVER_POISONED);
+        let first = requests.len();
+        for number in first..first + count {
+            let (key, email) = (format!("burst{number}"), format!("burst{number}@example.org"));
+            requests.push(tokio::spawn(register_with_one_retry(port, self.event.clone(), key, email)));
+        }
     }
 
     /// Stops sending, waits for every request sent to be answered or given up, and returns
     /// what each registrant saw, in the order sent.
     pub async fn stop(self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("the trickle does not panic")
+        self.task.await.expect("the trickle does not panic");
+        let requests = std::mem::take(&mut *self.requests.lock().expect(NEVER_POISONED));
+        let mut samples = Vec::new();
+        for request in requests {
+            samples.extend(request.await.expect("a registration task does not panic"));
+        }
+        samples
     }
 }
 
-async fn generate(
+/// The trickle's sending side, on its own task.
+struct Generator {
     event: String,
     targets: Arc<Mutex<Vec<u16>>>,
+    requests: Requests,
     stop: Arc<AtomicBool>,
-    rate_per_second: u32,
-    seed: u64,
-) -> Vec<Sample> {
-    let mut random = Random::new(seed);
-    let interval_micros = 1_000_000 / u64::from(rate_per_second.max(1));
-    let mut emails: Vec<String> = Vec::new();
-    let mut requests = Vec::new();
-    let mut next = Instant::now();
-    let mut number = 0_usize;
-    while !stop.load(Ordering::Relaxed) {
-        let email = if !emails.is_empty() && random.below(10) == 0 {
-            emails[random.below(emails.len() as u64) as usize].clone()
-        } else {
-            let email = format!("r{number}-{:x}@example.org", random.below(1 << 32));
-            emails.push(email.clone());
-            email
-        };
-        let port = {
-            let targets = targets.lock().expect("the lock is never poisoned: nothing panics holding it");
-            targets[number % targets.len()]
-        };
-        let key = format!("k{number}");
-        requests.push(tokio::spawn(register_with_one_retry(port, event.clone(), key, email)));
-        number += 1;
-        // Between half and one and a half intervals: steady on average, never in lockstep.
-        next += Duration::from_micros(interval_micros / 2 + random.below(interval_micros.max(1)));
-        tokio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+}
+
+impl Generator {
+    async fn run(self, rate_per_second: u32, seed: u64) {
+        let mut random = Random::new(seed);
+        let interval_micros = 1_000_000 / u64::from(rate_per_second.max(1));
+        let mut emails: Vec<String> = Vec::new();
+        let mut next = Instant::now();
+        let mut number = 0_usize;
+        while !self.stop.load(Ordering::Relaxed) {
+            let email = if !emails.is_empty() && random.below(10) == 0 {
+                emails[random.below(emails.len() as u64) as usize].clone()
+            } else {
+                let email = format!("r{number}-{:x}@example.org", random.below(1 << 32));
+                emails.push(email.clone());
+                email
+            };
+            let port = {
+                let targets = self.targets.lock().expect(NEVER_POISONED);
+                targets[number % targets.len()]
+            };
+            let request =
+                tokio::spawn(register_with_one_retry(port, self.event.clone(), format!("k{number}"), email));
+            self.requests.lock().expect(NEVER_POISONED).push(request);
+            number += 1;
+            // Between half and one and a half intervals: steady on average, never in lockstep.
+            next += Duration::from_micros(interval_micros / 2 + random.below(interval_micros.max(1)));
+            tokio::time::sleep(next.saturating_duration_since(Instant::now())).await;
+        }
     }
-    let mut samples = Vec::new();
-    for request in requests {
-        samples.extend(request.await.expect("a registration task does not panic"));
-    }
-    samples
 }
 
 /// The samples started in `from..to`.

@@ -8,17 +8,20 @@
 //! Each scenario prints its seed and one `fault-figures` line (answer mix, p50/p99 latency
 //! during the fault, time to recover) for docs/operations.md "When things fail".
 //!
-//! The quick variant of each scenario runs in the normal `cargo test` (a few seconds each; the
-//! fault tests take turns, so their timing is not disturbed by each other). The full suite
-//! (longer outages, more load, three seeds each) is one command:
+//! The quick variant of each scenario runs in the normal `cargo test` (seconds each; the fault
+//! tests take turns, so that their timings do not disturb each other). The full suite (20 s
+//! outages, 200 registrations/s, three seeds each, eight nodes started together) is one command
+//! (`scripts/faults.sh` runs it and gathers the figures lines):
 //!
 //! ```text
 //! KUOTA_FAULTS_FULL=1 cargo test -p kuota-api --test api faults -- --test-threads=1 --nocapture
 //! ```
 //!
 //! `KUOTA_FAULTS_SEED=<n>` replays one seed (the schedule and the registrants; the servers'
-//! own timing is not under the seed's control). Needs `mariadbd`, `mariadb-install-db` and
-//! `redis-server` installed (as `scripts/test.sh` installs them); only loopback traffic.
+//! own timing is not under the seed's control). `KUOTA_TEST_KUOTA_BINARY` runs another build of
+//! the `kuota` binary as the process nodes. Every server is private (see `private_servers`):
+//! the suite needs `mariadbd`, `mariadb-install-db` and `redis-server` installed (as
+//! `scripts/test.sh` installs them), not a running MariaDB or Redis; only loopback traffic.
 
 mod client;
 mod load;

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use kuota_api::configuration::Settings;
 
 use super::super::private_servers::{KuotaProcess, PrivateMariaDb, PrivateRedis};
-use super::super::support::{
-    ADMIN_TOKEN, Backend, TestApp, fresh_database, race, spawn_app_on, spawn_app_with,
-};
+use super::super::support::{ADMIN_TOKEN, TestApp, race, spawn_app_on};
 use super::client::{Readiness, readiness, wait_until_ready};
 use super::load::{
     Sample, Trickle, figures_line, latency_percentile_ms, recovery_ms, register, started_within,
@@ -87,40 +85,7 @@ async fn start_process_node(environment: &[(String, String)]) -> KuotaProcess {
     KuotaProcess::start(&pairs).await
 }
 
-/// A fresh database on the shared MariaDB for process nodes (no in-process app owns it),
-/// dropped at the end.
-struct FreshDatabase {
-    url: String,
-    base_and_name: Option<(String, String)>,
-}
-
-impl FreshDatabase {
-    async fn create() -> FreshDatabase {
-        let (url, base_and_name, _) = fresh_database(Backend::MariaDb).await;
-        FreshDatabase { url, base_and_name }
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        let Some((base, name)) = self.base_and_name.take() else { return };
-        // Drop runs outside async; a thread with its own runtime drops the database.
-        let dropped = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            runtime.block_on(async move {
-                if let Ok(mut connection) = <sqlx::MySqlConnection as sqlx::Connection>::connect(&base).await
-                {
-                    let drop = format!("DROP DATABASE IF EXISTS {name}");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await;
-                }
-            });
-        });
-        let _ = dropped.join();
-    }
-}
-
-/// Registers `n` through `node` and insists on a 201: the node then owns the event.
+/// Registers through `node` and insists on a 201: the node then owns the event.
 async fn first_registration(node: &TestApp) {
     let sample = register(node.port, EVENT, "first", "first@example.org", false).await;
     assert_eq!(sample.status(), Some(201), "the first registration: {}", sample.describe());
@@ -367,8 +332,10 @@ async fn redis_frozen(profile: &Profile, seed: u64) {
     let mut goals = Goals::new(scenario, seed);
     let mut random = Random::new(seed);
     let redis = PrivateRedis::start().await;
-    let a = spawn_app_with(Backend::MariaDb, as_cluster_node(&redis, "node-a", LEASE_TTL_MS)).await;
-    let b = spawn_app_on(&a.database_url, as_cluster_node(&redis, "node-b", LEASE_TTL_MS)).await;
+    let mariadb = PrivateMariaDb::start().await;
+    let database_url = mariadb.create_database().await;
+    let a = spawn_app_on(&database_url, as_cluster_node(&redis, "node-a", LEASE_TTL_MS)).await;
+    let b = spawn_app_on(&database_url, as_cluster_node(&redis, "node-b", LEASE_TTL_MS)).await;
     a.create_event(race(EVENT, SEATS, 0)).await;
     first_registration(&a).await;
 
@@ -436,7 +403,7 @@ async fn redis_frozen(profile: &Profile, seed: u64) {
     }
     let retries = retry_undecided_keys(&mut goals, &samples).await;
     let everything: Vec<Sample> = samples.into_iter().chain(retries).collect();
-    check_store(&a.database_url, EVENT, &everything, &mut goals).await;
+    check_store(&database_url, EVENT, &everything, &mut goals).await;
     goals.assert_all_kept();
 }
 
@@ -444,6 +411,8 @@ async fn redis_frozen(profile: &Profile, seed: u64) {
 // (d): the owner node frozen under two nodes
 // ---------------------------------------------------------------------------------------------
 
+/// Registrations sent to the owner at once just before it freezes.
+const OWNER_BURST_REGISTRATIONS: usize = 40;
 /// Forwarded requests are answered within this while the owner does not answer.
 const FORWARD_ANSWER_MS_MAX: u64 = 1_000;
 
@@ -471,15 +440,21 @@ async fn owner_frozen(profile: &Profile, seed: u64) {
     let mut random = Random::new(seed);
     let redis = PrivateRedis::start().await;
     // Node b in this process; node a, the owner, a real process that can be frozen.
-    let b = spawn_app_with(Backend::MariaDb, as_cluster_node(&redis, "node-b", LEASE_TTL_MS)).await;
+    let mariadb = PrivateMariaDb::start().await;
+    let database_url = mariadb.create_database().await;
+    let b = spawn_app_on(&database_url, as_cluster_node(&redis, "node-b", LEASE_TTL_MS)).await;
     let a_process =
-        start_process_node(&process_environment(&b.database_url, &redis, "node-a", LEASE_TTL_MS)).await;
+        start_process_node(&process_environment(&database_url, &redis, "node-a", LEASE_TTL_MS)).await;
     let a = TestApp::attach(a_process.port);
     a.create_event(race(EVENT, SEATS, 0)).await;
     first_registration(&a).await;
 
     let trickle = Trickle::start(EVENT, vec![a.port, b.port], profile.rate_per_second, random.next_u64());
     tokio::time::sleep(WARM_UP + Duration::from_millis(random.below(500))).await;
+    // Freeze the owner in the middle of committing a burst, as in the runs where a frozen
+    // owner's open transaction held the event row's lock against the new owner.
+    trickle.burst(a.port, OWNER_BURST_REGISTRATIONS);
+    tokio::time::sleep(Duration::from_millis(2 + random.below(30))).await;
     // Registrants stop reaching the frozen node (a load balancer's health check would see to
     // it); what was sent to it stays in flight until it thaws.
     trickle.aim_at(vec![b.port]);
@@ -555,12 +530,10 @@ async fn owner_frozen(profile: &Profile, seed: u64) {
     check_recovered(&mut goals, &samples, fault_ended, "the owner thawed");
     let retries = retry_undecided_keys(&mut goals, &samples).await;
     let everything: Vec<Sample> = samples.into_iter().chain(retries).collect();
-    check_store(&b.database_url, EVENT, &everything, &mut goals).await;
-    goals.check(
-        epoch(&b.database_url).await >= 2,
-        "the other node loaded the event under a new epoch",
-        || "the event was never loaded by a second owner".into(),
-    );
+    check_store(&database_url, EVENT, &everything, &mut goals).await;
+    goals.check(epoch(&database_url).await >= 2, "the other node loaded the event under a new epoch", || {
+        "the event was never loaded by a second owner".into()
+    });
     drop(a_process);
     goals.assert_all_kept();
 }
@@ -586,9 +559,10 @@ async fn node_killed_and_restarted(profile: &Profile, seed: u64) {
     let mut goals = Goals::new(scenario, seed);
     let mut random = Random::new(seed);
     let redis = PrivateRedis::start().await;
-    let database = FreshDatabase::create().await;
+    let mariadb = PrivateMariaDb::start().await;
+    let database_url = mariadb.create_database().await;
     let mut node =
-        start_process_node(&process_environment(&database.url, &redis, "node-a", RESTART_LEASE_TTL_MS)).await;
+        start_process_node(&process_environment(&database_url, &redis, "node-a", RESTART_LEASE_TTL_MS)).await;
     let client = TestApp::attach(node.port);
     client.create_event(race(EVENT, SEATS, 0)).await;
     first_registration(&client).await;
@@ -628,7 +602,7 @@ async fn node_killed_and_restarted(profile: &Profile, seed: u64) {
     check_recovered(&mut goals, &samples, ready_at, "/readyz said 200");
     let retries = retry_undecided_keys(&mut goals, &samples).await;
     let everything: Vec<Sample> = samples.into_iter().chain(retries).collect();
-    check_store(&database.url, EVENT, &everything, &mut goals).await;
+    check_store(&database_url, EVENT, &everything, &mut goals).await;
     drop(node);
     goals.assert_all_kept();
 }
@@ -650,7 +624,8 @@ async fn nodes_started_together(profile: &Profile, seed: u64) {
     let scenario = "nodes started together on a fresh database";
     let mut goals = Goals::new(scenario, seed);
     let redis = PrivateRedis::start().await;
-    let database = FreshDatabase::create().await;
+    let mariadb = PrivateMariaDb::start().await;
+    let database_url = mariadb.create_database().await;
     let count = profile.nodes_started_together;
     // The seed shuffles which node id starts first; they all start within a few ms.
     let mut random = Random::new(seed);
@@ -658,7 +633,7 @@ async fn nodes_started_together(profile: &Profile, seed: u64) {
     let environments: Vec<Vec<(String, String)>> = (0..count)
         .map(|n| {
             process_environment(
-                &database.url,
+                &database_url,
                 &redis,
                 &format!("node-{}", (n + offset) % count),
                 LEASE_TTL_MS,
