@@ -272,27 +272,49 @@ pub fn latency_percentile_ms(samples: &[&Sample], percent: f64) -> u128 {
     latencies[rank.clamp(1, latencies.len()) - 1]
 }
 
-/// How long after `returned` (the failed part is back) service was back: when the first
-/// decided answer came among the requests started after the last one that was not decided.
-/// None when the last requests were still not decided.
-pub fn recovery_ms(samples: &[Sample], returned: Instant) -> Option<u128> {
-    let mut after: Vec<&Sample> =
-        samples.iter().filter(|sample| !sample.retry && sample.started >= returned).collect();
-    after.sort_by_key(|sample| sample.started);
-    let first_of_the_good_run = match after.iter().rposition(|sample| !sample.is_decided()) {
-        Some(last_failure) => after.get(last_failure + 1)?,
-        None => after.first()?,
-    };
-    Some(first_of_the_good_run.finished().saturating_duration_since(returned).as_millis())
+/// Registers through each of `ports` every 50 ms until each has given a decision, or `limit`
+/// passed: how long after `since` the last of them did (None: not within the limit), and the
+/// registrations sent.
+pub async fn served_again(
+    event: &str,
+    ports: &[u16],
+    since: Instant,
+    limit: Duration,
+) -> (Option<u128>, Vec<Sample>) {
+    let deadline = Instant::now() + limit;
+    let mut probes: Vec<Sample> = Vec::new();
+    let mut waiting: Vec<u16> = ports.to_vec();
+    let mut last_served = since;
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let mut still_waiting = Vec::new();
+        for port in waiting {
+            let (key, email) =
+                (format!("probe{}", probes.len()), format!("probe{}@example.org", probes.len()));
+            let probe = register(port, event, &key, &email, false).await;
+            if probe.is_decided() {
+                last_served = last_served.max(probe.finished());
+            } else {
+                still_waiting.push(port);
+            }
+            probes.push(probe);
+        }
+        waiting = still_waiting;
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let served = waiting.is_empty().then(|| last_served.saturating_duration_since(since).as_millis());
+    (served, probes)
 }
 
-/// The compact line a scenario prints for docs/operations.md.
+/// The compact line a scenario prints for docs/operations.md: what registrants got while the
+/// fault lasted, and how long after `since_what` (the part returned) every node served again.
 pub fn figures_line(
     scenario: &str,
     seed: u64,
     profile: &str,
     during: &[&Sample],
-    recovered: Option<u128>,
+    (recovered, since_what): (Option<u128>, &str),
     extra: &str,
 ) -> String {
     format!(
@@ -301,6 +323,8 @@ pub fn figures_line(
         latency_percentile_ms(during, 50.0),
         latency_percentile_ms(during, 99.0),
         latency_percentile_ms(during, 100.0),
-        recovered.map_or("never".to_string(), |ms| format!("{ms} ms after the fault ended")),
+        recovered.map_or(format!("not within the test after {since_what}"), |ms| format!(
+            "{ms} ms after {since_what}"
+        )),
     )
 }

@@ -10,7 +10,7 @@ use super::super::private_servers::{KuotaProcess, PrivateMariaDb, PrivateRedis};
 use super::super::support::{ADMIN_TOKEN, TestApp, race, spawn_app_on};
 use super::client::{Readiness, readiness, wait_until_ready};
 use super::load::{
-    Sample, Trickle, figures_line, latency_percentile_ms, recovery_ms, register, started_within,
+    Sample, Trickle, figures_line, latency_percentile_ms, register, served_again, started_within,
 };
 use super::store_check::check_store;
 use super::*;
@@ -23,6 +23,8 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// The trickle goes on this long after the fault ends (more than the recovery bound, so that a
 /// node that recovers late is seen).
 const AFTERMATH: Duration = Duration::from_millis(2_500);
+/// How long the scenario waits for service to come back, to measure it even when it is late.
+const SERVED_AGAIN_PATIENCE: Duration = Duration::from_secs(15);
 /// How long a retried key may stay undecided once the fault is over.
 const RETRY_PATIENCE: Duration = Duration::from_secs(5);
 /// Lease TTL of the two-node scenarios: a frozen owner's events move within this plus 1 s.
@@ -244,8 +246,11 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) {
         }
     };
     let ready = wait_until_ready(app.port, Duration::from_secs(10)).await;
+    let (recovered, probes_after) =
+        served_again(EVENT, &[app.port], fault_ended, SERVED_AGAIN_PATIENCE).await;
     tokio::time::sleep(AFTERMATH.saturating_sub(fault_ended.elapsed())).await;
-    let samples = trickle.stop().await;
+    let mut samples = trickle.stop().await;
+    samples.extend(probes_after);
 
     let during = started_within(&samples, fault_started, fault_ended);
     let ready_ms = ready.map(|ready| ready.saturating_duration_since(fault_ended).as_millis());
@@ -256,7 +261,10 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) {
             seed,
             profile.name,
             &during,
-            recovery_ms(&samples, fault_ended),
+            (
+                recovered,
+                if fault == StoreFault::Frozen { "SIGCONT" } else { "the restarted MariaDB answered" }
+            ),
             &format!(
                 "outage {} ms; {}; /readyz 200 again {} after",
                 profile.outage.as_millis(),
@@ -351,8 +359,11 @@ async fn redis_frozen(profile: &Profile, seed: u64) {
     .await;
     redis.thaw();
     let fault_ended = Instant::now();
-    tokio::time::sleep(AFTERMATH).await;
-    let samples = trickle.stop().await;
+    let (recovered, probes_after) =
+        served_again(EVENT, &[a.port, b.port], fault_ended, SERVED_AGAIN_PATIENCE).await;
+    tokio::time::sleep(AFTERMATH.saturating_sub(fault_ended.elapsed())).await;
+    let mut samples = trickle.stop().await;
+    samples.extend(probes_after);
 
     let during = started_within(&samples, fault_started, fault_ended);
     let holder = lease_holder(&redis).await;
@@ -363,7 +374,7 @@ async fn redis_frozen(profile: &Profile, seed: u64) {
             seed,
             profile.name,
             &during,
-            recovery_ms(&samples, fault_ended),
+            (recovered, "SIGCONT to Redis"),
             &format!(
                 "outage {} ms; lease TTL {LEASE_TTL_MS} ms; {}; lease afterwards: {holder:?}",
                 profile.outage.as_millis(),
@@ -465,8 +476,11 @@ async fn owner_frozen(profile: &Profile, seed: u64) {
     a_process.thaw();
     let fault_ended = Instant::now();
     trickle.aim_at(vec![a.port, b.port]);
-    tokio::time::sleep(AFTERMATH).await;
-    let samples = trickle.stop().await;
+    let (recovered, probes_after) =
+        served_again(EVENT, &[a.port, b.port], fault_ended, SERVED_AGAIN_PATIENCE).await;
+    tokio::time::sleep(AFTERMATH.saturating_sub(fault_ended.elapsed())).await;
+    let mut samples = trickle.stop().await;
+    samples.extend(probes_after);
 
     let during: Vec<&Sample> = started_within(&samples, fault_started, fault_ended)
         .into_iter()
@@ -494,7 +508,7 @@ async fn owner_frozen(profile: &Profile, seed: u64) {
             seed,
             profile.name,
             &during,
-            recovery_ms(&samples, fault_ended),
+            (recovered, "SIGCONT to the owner"),
             &format!(
                 "owner frozen {} ms; lease TTL {LEASE_TTL_MS} ms; served by the other node {} after the freeze; before that, p99 {} ms",
                 outage.as_millis(),
@@ -575,8 +589,10 @@ async fn node_killed_and_restarted(profile: &Profile, seed: u64) {
     node.restart().await;
     let ready = wait_until_ready(node.port, Duration::from_secs(20)).await;
     let ready_at = ready.unwrap_or_else(Instant::now);
-    tokio::time::sleep(AFTERMATH).await;
-    let samples = trickle.stop().await;
+    let (recovered, probes_after) = served_again(EVENT, &[node.port], ready_at, SERVED_AGAIN_PATIENCE).await;
+    tokio::time::sleep(AFTERMATH.saturating_sub(ready_at.elapsed())).await;
+    let mut samples = trickle.stop().await;
+    samples.extend(probes_after);
 
     let after_ready = started_within(&samples, ready_at, Instant::now());
     let down_ms = ready_at.saturating_duration_since(killed).as_millis();
@@ -587,7 +603,7 @@ async fn node_killed_and_restarted(profile: &Profile, seed: u64) {
             seed,
             profile.name,
             &after_ready,
-            recovery_ms(&samples, ready_at),
+            (recovered, "/readyz said 200"),
             &format!(
                 "(\"during\" = after /readyz said 200) lease TTL {RESTART_LEASE_TTL_MS} ms; killed to ready {down_ms} ms"
             ),
