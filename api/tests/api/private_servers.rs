@@ -546,7 +546,14 @@ fn wait_for_listening_line(mut child: Child) -> Result<(Child, u16), String> {
     match port_receiver.recv_timeout(Duration::from_secs(NODE_START_SECONDS_MAX)) {
         Ok(port) => Ok((child, port)),
         Err(_) => {
-            let status = child.try_wait().ok().flatten();
+            // Its stdout closed, or it stayed silent: give an exiting node a moment to finish
+            // (and write its error), so that its status and log say why.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut status = child.try_wait().ok().flatten();
+            while status.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                status = child.try_wait().ok().flatten();
+            }
             kill_and_reap(&mut child);
             Err(format!("the kuota node did not announce its port (exit status: {status:?})"))
         }

@@ -148,7 +148,8 @@ impl Goals {
         goals
     }
 
-    pub fn assert_all_kept(self) {
+    /// What was missed, a few examples per goal; empty when every goal was kept.
+    fn report(&self) -> String {
         // A few examples per goal: enough to see what went wrong without burying the figures.
         const EXAMPLES_MAX: usize = 3;
         let report: Vec<String> = self
@@ -166,6 +167,22 @@ impl Goals {
                 format!("{goal}: missed {} time(s), e.g.\n      {examples}", details.len())
             })
             .collect();
-        assert!(self.missed.is_empty(), "{}: goals missed:\n  - {}", self.scenario, report.join("\n  - "));
+        if report.is_empty() {
+            String::new()
+        } else {
+            format!("{}: goals missed:\n  - {}", self.scenario, report.join("\n  - "))
+        }
     }
+}
+
+/// Fails with every goal missed in any of the runs (one per seed), after all of them ran.
+pub fn assert_all_kept(runs: Vec<Goals>) {
+    let reports: Vec<String> = runs.iter().map(Goals::report).filter(|report| !report.is_empty()).collect();
+    assert!(
+        reports.is_empty(),
+        "{} of {} run(s) missed goals:\n{}",
+        reports.len(),
+        runs.len(),
+        reports.join("\n")
+    );
 }
