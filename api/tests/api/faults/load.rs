@@ -246,8 +246,9 @@ pub fn answer_mix(samples: &[&Sample]) -> String {
     let in_flight = count(&|sample| sample.code() == "idempotency_key_in_flight");
     let other = count(&|sample| !matches!(sample.status(), Some(201) | Some(409) | Some(503) | None));
     format!(
-        "{} requests: 201×{} 409×{} (in flight {}) 503×{} (without Retry-After {}) other×{} unanswered×{}",
+        "{} requests ({} of them retries 100 ms after a 503): 201×{} 409×{} (in flight {}) 503×{} (without Retry-After {}) other×{} unanswered×{}",
         samples.len(),
+        count(&|sample| sample.retry),
         count(&|sample| sample.status() == Some(201)),
         count(&|sample| sample.status() == Some(409)),
         in_flight,
