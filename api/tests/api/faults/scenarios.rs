@@ -238,8 +238,14 @@ async fn probe_during_the_fault(
 
 /// An event whose only seat is taken before the fault.
 const SOLD_OUT_EVENT: &str = "full";
-/// Reads, sold-out answers and refusals while stalled come from memory: within this.
-const FROM_MEMORY_ANSWER_MS_MAX: u64 = 50;
+/// Reads and sold-out answers come from memory while the store is away: within this, which is
+/// under the store timeout, so an answer that waited on the store cannot pass (the rest is
+/// loopback and scheduling, with the load generator on the same two cores).
+const FROM_MEMORY_ANSWER_MS_MAX: u64 = 250;
+/// Registrations are refused "within milliseconds" once the node knows the store is stalled:
+/// the 99th percentile of what the registrants saw, so that one scheduling hiccup on a shared
+/// machine is not a miss, while waiting on the store (hundreds of ms) always is.
+const STALLED_REFUSAL_P99_MS_MAX: u128 = 50;
 /// The node notices a stall when its oldest commit passes the threshold; it may take this long
 /// more (a commit that was just starting when the store froze).
 const STALL_NOTICE_MARGIN_MS: u64 = 200;
@@ -317,6 +323,9 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
     samples.extend(probes_after);
 
     let during = started_within(&samples, fault_started, fault_ended);
+    let stall_seen = fault_started + Duration::from_millis(STORE_STALL_MS + STALL_NOTICE_MARGIN_MS);
+    let stalled = started_within(&samples, stall_seen, fault_ended);
+    let stalled_p99_ms = latency_percentile_ms(&stalled, 99.0);
     let ready_ms = ready.map(|ready| ready.saturating_duration_since(fault_ended).as_millis());
     println!(
         "{}",
@@ -330,8 +339,9 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
                 if fault == StoreFault::Frozen { "SIGCONT" } else { "the restarted MariaDB answered" }
             ),
             &format!(
-                "outage {} ms; {}; /readyz 200 again {} after",
+                "outage {} ms; from {} ms into it, p99 {stalled_p99_ms} ms; {}; /readyz 200 again {} after",
                 profile.outage.as_millis(),
+                STORE_STALL_MS + STALL_NOTICE_MARGIN_MS,
                 readiness_summary(&probes),
                 ready_ms.map_or("never".into(), |ms| format!("{ms} ms"))
             ),
@@ -374,15 +384,19 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
         );
     }
     // Once the node has seen the stall, a registration is refused at once, not at the deadline.
-    let stall_seen = fault_started + Duration::from_millis(STORE_STALL_MS + STALL_NOTICE_MARGIN_MS);
-    for sample in started_within(&samples, stall_seen, fault_ended) {
-        // needs: store stall detection (writes refused within milliseconds)
-        goals.check(
-            sample.elapsed.as_millis() <= u128::from(FROM_MEMORY_ANSWER_MS_MAX),
-            "registrations are refused at once while the store is stalled",
-            || format!("during the stall: {}", sample.describe()),
-        );
-    }
+    // needs: store stall detection (writes refused within milliseconds)
+    goals.check(
+        stalled_p99_ms <= STALLED_REFUSAL_P99_MS_MAX,
+        "registrations are refused at once while the store is stalled (p99)",
+        || {
+            let slowest = stalled.iter().max_by_key(|sample| sample.elapsed);
+            format!(
+                "p99 {stalled_p99_ms} ms over {} requests; the slowest: {}",
+                stalled.len(),
+                slowest.map_or(String::new(), |sample| sample.describe())
+            )
+        },
+    );
     // needs: store stall detection (recovery within 1 s of the store returning)
     goals.check(
         ready_ms.is_some_and(|ms| ms <= u128::from(RECOVERY_MS_MAX)),
