@@ -415,6 +415,8 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
 // (c): Redis frozen under two nodes
 // ---------------------------------------------------------------------------------------------
 
+/// A rate limit that the scenarios' load never reaches (all of it comes from 127.0.0.1).
+const NEVER_LIMITING_PER_SECOND: u32 = 100_000;
 /// A request may make a Redis call or two before it knows it cannot: the Redis timeout plus
 /// a margin, well under the request deadline.
 const REDIS_ANSWER_MS_MAX: u64 = REDIS_TIMEOUT_MS + 2 * ANSWER_MARGIN_MS;
@@ -449,8 +451,19 @@ async fn redis_frozen(profile: &Profile, seed: u64) -> Goals {
     let redis = PrivateRedis::start().await;
     let mariadb = PrivateMariaDb::start().await;
     let database_url = mariadb.create_database().await;
-    let a = spawn_app_on(&database_url, as_cluster_node(&redis, "node-a", LEASE_TTL_MS)).await;
-    let b = spawn_app_on(&database_url, as_cluster_node(&redis, "node-b", LEASE_TTL_MS)).await;
+    // Shared rate limits on, high enough never to refuse: each registration consults Redis,
+    // and must fall back to the local limiter rather than wait while Redis is away.
+    let with_shared_rate_limits = |node_id: &'static str| {
+        let as_node = as_cluster_node(&redis, node_id, LEASE_TTL_MS);
+        move |settings: &mut Settings| {
+            as_node(settings);
+            settings.rate_limit_ip_per_second = NEVER_LIMITING_PER_SECOND;
+            settings.rate_limit_ip_burst = NEVER_LIMITING_PER_SECOND;
+            settings.rate_limit_email_per_minute = NEVER_LIMITING_PER_SECOND;
+        }
+    };
+    let a = spawn_app_on(&database_url, with_shared_rate_limits("node-a")).await;
+    let b = spawn_app_on(&database_url, with_shared_rate_limits("node-b")).await;
     a.create_event(race(EVENT, SEATS, 0)).await;
     first_registration(&a).await;
 
