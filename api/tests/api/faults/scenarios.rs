@@ -54,16 +54,16 @@ fn as_cluster_node<'a>(
     }
 }
 
-/// The environment of a `kuota` process node with the same settings as `as_cluster_node`.
+/// The environment of a `kuota` process node with the same settings as `as_cluster_node`
+/// (without Redis: a single node).
 fn process_environment(
     database_url: &str,
-    redis: &PrivateRedis,
+    redis: Option<&PrivateRedis>,
     node_id: &str,
     lease_ttl_ms: u64,
 ) -> Vec<(String, String)> {
-    [
+    let mut environment: Vec<(String, String)> = [
         ("KUOTA_DATABASE_URL", database_url.to_string()),
-        ("KUOTA_REDIS_URL", redis.url()),
         ("KUOTA_REDIS_PREFIX", REDIS_PREFIX.to_string()),
         ("KUOTA_NODE_ID", node_id.to_string()),
         ("KUOTA_LEASE_TTL_MS", lease_ttl_ms.to_string()),
@@ -78,7 +78,11 @@ fn process_environment(
     ]
     .into_iter()
     .map(|(key, value)| (key.to_string(), value))
-    .collect()
+    .collect();
+    if let Some(redis) = redis {
+        environment.push(("KUOTA_REDIS_URL".to_string(), redis.url()));
+    }
+    environment
 }
 
 async fn start_process_node(environment: &[(String, String)]) -> KuotaProcess {
@@ -232,6 +236,20 @@ async fn probe_during_the_fault(
     (readiness_probes, memory_probes)
 }
 
+fn show_mib(mib: Option<u64>) -> String {
+    mib.map_or("?".into(), |mib| mib.to_string())
+}
+
+/// The highest resident memory of the node, sampled every 50 ms until `until`.
+async fn peak_resident_mib(node: &KuotaProcess, until: Instant) -> Option<u64> {
+    let mut peak = node.resident_mib();
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(node.resident_mib());
+    }
+    peak
+}
+
 // ---------------------------------------------------------------------------------------------
 // (a), (b): the store frozen, or killed and restarted
 // ---------------------------------------------------------------------------------------------
@@ -287,7 +305,9 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
     let mut random = Random::new(seed);
     let mut mariadb = PrivateMariaDb::start().await;
     let database_url = mariadb.create_database().await;
-    let app = spawn_app_on(&database_url, with_short_deadlines).await;
+    // A process, so that its memory can be read while requests pile up.
+    let node = start_process_node(&process_environment(&database_url, None, "node-a", LEASE_TTL_MS)).await;
+    let app = TestApp::attach(node.port);
     app.create_event(race(EVENT, SEATS, 0)).await;
     first_registration(&app).await;
     app.create_event(race(SOLD_OUT_EVENT, 1, 0)).await;
@@ -296,6 +316,7 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
 
     let trickle = Trickle::start(EVENT, vec![app.port], profile.rate_per_second, random.next_u64());
     tokio::time::sleep(WARM_UP + Duration::from_millis(random.below(500))).await;
+    let resident_before_mib = node.resident_mib();
     let fault_started = Instant::now();
     match fault {
         StoreFault::Frozen => mariadb.freeze(),
@@ -303,8 +324,10 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
     }
     // The node may take the stall threshold to notice, and a commit in flight to find out.
     let probes_from = fault_started + Duration::from_millis(STORE_STALL_MS + STORE_TIMEOUT_MS);
-    let (probes, memory_probes) =
-        probe_during_the_fault(app.port, probes_from, fault_started + profile.outage, true).await;
+    let ((probes, memory_probes), resident_peak_mib) = tokio::join!(
+        probe_during_the_fault(app.port, probes_from, fault_started + profile.outage, true),
+        peak_resident_mib(&node, fault_started + profile.outage)
+    );
     let fault_ended = match fault {
         StoreFault::Frozen => {
             mariadb.thaw();
@@ -321,6 +344,7 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
     tokio::time::sleep(AFTERMATH.saturating_sub(fault_ended.elapsed())).await;
     let mut samples = trickle.stop().await;
     samples.extend(probes_after);
+    let resident_after_mib = node.resident_mib();
 
     let during = started_within(&samples, fault_started, fault_ended);
     let stall_seen = fault_started + Duration::from_millis(STORE_STALL_MS + STALL_NOTICE_MARGIN_MS);
@@ -339,11 +363,15 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
                 if fault == StoreFault::Frozen { "SIGCONT" } else { "the restarted MariaDB answered" }
             ),
             &format!(
-                "outage {} ms; from {} ms into it, p99 {stalled_p99_ms} ms; {}; /readyz 200 again {} after",
+                "outage {} ms; from {} ms into it, p99 {stalled_p99_ms} ms; {}; /readyz 200 again {} after; \
+                 node RSS {} MiB before, peak {} during, {} after",
                 profile.outage.as_millis(),
                 STORE_STALL_MS + STALL_NOTICE_MARGIN_MS,
                 readiness_summary(&probes),
-                ready_ms.map_or("never".into(), |ms| format!("{ms} ms"))
+                ready_ms.map_or("never".into(), |ms| format!("{ms} ms")),
+                show_mib(resident_before_mib),
+                show_mib(resident_peak_mib),
+                show_mib(resident_after_mib),
             ),
         )
     );
@@ -577,7 +605,7 @@ async fn owner_frozen(profile: &Profile, seed: u64) -> Goals {
     let database_url = mariadb.create_database().await;
     let b = spawn_app_on(&database_url, as_cluster_node(&redis, "node-b", LEASE_TTL_MS)).await;
     let a_process =
-        start_process_node(&process_environment(&database_url, &redis, "node-a", LEASE_TTL_MS)).await;
+        start_process_node(&process_environment(&database_url, Some(&redis), "node-a", LEASE_TTL_MS)).await;
     let a = TestApp::attach(a_process.port);
     // Seats for about half the registrations: the event sells out during the outage, so that
     // two owners in turn must not sell more than the capacity between them.
@@ -704,7 +732,8 @@ async fn node_killed_and_restarted(profile: &Profile, seed: u64) -> Goals {
     let mariadb = PrivateMariaDb::start().await;
     let database_url = mariadb.create_database().await;
     let mut node =
-        start_process_node(&process_environment(&database_url, &redis, "node-a", RESTART_LEASE_TTL_MS)).await;
+        start_process_node(&process_environment(&database_url, Some(&redis), "node-a", RESTART_LEASE_TTL_MS))
+            .await;
     let client = TestApp::attach(node.port);
     client.create_event(race(EVENT, SEATS, 0)).await;
     first_registration(&client).await;
@@ -780,7 +809,7 @@ async fn nodes_started_together(profile: &Profile, seed: u64) -> Goals {
         .map(|n| {
             process_environment(
                 &database_url,
-                &redis,
+                Some(&redis),
                 &format!("node-{}", (n + offset) % count),
                 LEASE_TTL_MS,
             )
