@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -49,12 +49,33 @@ pub struct TemporaryFolder {
 }
 
 impl TemporaryFolder {
+    /// `kuota-<label>-<this process id>-<random>`: the process id lets a later run delete what
+    /// a killed run could not (see `remove_folders_of_dead_runs`).
     pub fn new(label: &str) -> TemporaryFolder {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_folders_of_dead_runs);
         // Short on purpose: a unix socket path inside it must stay under ~107 bytes.
-        let path =
-            std::env::temp_dir().join(format!("kuota-{label}-{}", kuota_persist::random::token_hex(4)));
+        let name = format!("kuota-{label}-{}-{}", std::process::id(), kuota_persist::random::token_hex(4));
+        let path = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&path).expect("the temporary directory is writable");
         TemporaryFolder { path }
+    }
+}
+
+/// Deletes the folders `TemporaryFolder` made in runs whose process is gone: a run killed
+/// without unwinding (its servers die with it, see `Watched`) leaves them behind.
+fn remove_folders_of_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.map_while(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.split('-').collect();
+        let [prefix, _label, process_id, random] = parts[..] else { continue };
+        let ours = prefix == "kuota"
+            && process_id.parse::<u32>().is_ok()
+            && kuota_persist::random::is_lowercase_hex(random, 8);
+        if ours && !Path::new(&format!("/proc/{process_id}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -104,11 +125,83 @@ fn all_threads_stopped(process_id: u32) -> Option<bool> {
     Some(all_stopped)
 }
 
-/// Kills a child with SIGKILL (after SIGCONT is not needed: SIGKILL ends a stopped process too)
-/// and reaps it, so that its port and files are free when this returns.
-fn kill_and_reap(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// The `sh` watchdog every private process runs under. It starts the process (its output
+/// appended to the files named by $1 and $2), prints its pid, and SIGKILLs it as soon as the
+/// watchdog's stdin, a pipe from this test process, reaches end of file: when the test drops
+/// its end, and also when the test process dies without unwinding (Ctrl-C, a timeout's
+/// SIGKILL), so that no private server outlives its run. It exits with the process's status.
+const WATCHDOG_SCRIPT: &str = r#"exec 3<&0
+out=$1; err=$2; shift 2
+"$@" 3<&- </dev/null >>"$out" 2>>"$err" &
+child=$!
+echo "$child"
+( read -r _ <&3; kill -KILL "$child" 2>/dev/null ) &
+wait "$child"
+"#;
+
+/// A process started under the watchdog.
+#[derive(Debug)]
+pub struct Watched {
+    pub process_id: u32,
+    watchdog: Child,
+    /// Closing it makes the watchdog kill the process.
+    lifeline: Option<ChildStdin>,
+    /// The process's stdout, when it was not sent to a file.
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Watched {
+    /// Starts `command`'s program with its arguments and environment under the watchdog, its
+    /// stdout to `stdout` (None: a pipe, see `take_stdout`) and its stderr to `stderr`.
+    fn spawn(command: &Command, stdout: Option<&Path>, stderr: &Path) -> Watched {
+        let out = stdout.map_or_else(|| "/dev/stdout".to_string(), |path| path.display().to_string());
+        let mut watchdog = Command::new("sh");
+        watchdog
+            .args(["-c", WATCHDOG_SCRIPT, "watchdog", &out])
+            .arg(stderr)
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => watchdog.env(key, value),
+                None => watchdog.env_remove(key),
+            };
+        }
+        let mut watchdog = watchdog
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs the watchdog");
+        let mut stdout = BufReader::new(watchdog.stdout.take().expect("stdout is piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the watchdog prints the process id");
+        let process_id = line.trim().parse().unwrap_or_else(|_| panic!("not a process id: {line:?}"));
+        Watched { process_id, lifeline: watchdog.stdin.take(), watchdog, stdout: Some(stdout) }
+    }
+
+    /// The process's stdout (when it went to the pipe); once.
+    fn take_stdout(&mut self) -> Option<BufReader<ChildStdout>> {
+        self.stdout.take()
+    }
+
+    /// How the process exited, once it has.
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.watchdog.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL (which ends a stopped process too) through the watchdog; returns once the
+    /// process is gone, so that its port and files are free.
+    fn kill(&mut self) {
+        drop(self.lifeline.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 fn running_as_root() -> bool {
@@ -119,14 +212,19 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Waits until `answers` holds, failing early when the child exits.
-async fn wait_until_answering(child: &mut Child, what: &str, log: &Path, answers: impl AsyncFn() -> bool) {
+/// Waits until `answers` holds, failing early when the process exits.
+async fn wait_until_answering(
+    process: &mut Watched,
+    what: &str,
+    log: &Path,
+    answers: impl AsyncFn() -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(SERVER_START_SECONDS_MAX);
     while Instant::now() < deadline {
         if answers().await {
             return;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = process.exit_status() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             panic!("{what} exited during startup ({status}):\n{text}");
         }
@@ -143,14 +241,14 @@ async fn wait_until_answering(child: &mut Child, what: &str, log: &Path, answers
 #[derive(Debug)]
 pub struct PrivateRedis {
     pub port: u16,
-    child: Option<Child>,
+    process: Option<Watched>,
     folder: TemporaryFolder,
 }
 
 impl PrivateRedis {
     pub async fn start() -> PrivateRedis {
         let mut redis =
-            PrivateRedis { port: free_port(), child: None, folder: TemporaryFolder::new("redis") };
+            PrivateRedis { port: free_port(), process: None, folder: TemporaryFolder::new("redis") };
         redis.restart().await;
         redis
     }
@@ -160,18 +258,18 @@ impl PrivateRedis {
     }
 
     pub fn process_id(&self) -> u32 {
-        self.child.as_ref().expect("the server runs").id()
+        self.process.as_ref().expect("the server runs").process_id
     }
 
     /// Starts the server again on the same port (after `kill`, or to replace a running one).
     pub async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
         let server = find_binary(&["redis-server"]).expect("redis-server is installed");
         let log = self.folder.path.join("redis.log");
-        let output = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("a log file");
-        let child = Command::new(server)
+        let mut command = Command::new(server);
+        command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -183,15 +281,11 @@ impl PrivateRedis {
                 "no",
             ])
             .args(["--daemonize", "no", "--dir"])
-            .arg(&self.folder.path)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("a second handle on the log"))
-            .stderr(output)
-            .spawn()
-            .expect("redis-server starts");
+            .arg(&self.folder.path);
         let url = self.url();
-        let child = self.child.insert(child);
-        wait_until_answering(child, "the private redis-server", &log, async || ping_redis(&url).await).await;
+        let process = self.process.insert(Watched::spawn(&command, Some(&log), &log));
+        wait_until_answering(process, "the private redis-server", &log, async || ping_redis(&url).await)
+            .await;
     }
 
     pub fn freeze(&self) {
@@ -204,8 +298,8 @@ impl PrivateRedis {
 
     /// SIGKILL; the server stays down until `restart`.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 }
@@ -236,7 +330,7 @@ pub async fn ping_redis(url: &str) -> bool {
 #[derive(Debug)]
 pub struct PrivateMariaDb {
     pub port: u16,
-    child: Option<Child>,
+    process: Option<Watched>,
     folder: TemporaryFolder,
 }
 
@@ -253,7 +347,7 @@ impl PrivateMariaDb {
             .status()
             .expect("cp runs");
         assert!(copied.success(), "copying the MariaDB template failed");
-        let mut mariadb = PrivateMariaDb { port: free_port(), child: None, folder };
+        let mut mariadb = PrivateMariaDb { port: free_port(), process: None, folder };
         mariadb.restart().await;
         mariadb
     }
@@ -264,14 +358,14 @@ impl PrivateMariaDb {
     }
 
     pub fn process_id(&self) -> u32 {
-        self.child.as_ref().expect("the server runs").id()
+        self.process.as_ref().expect("the server runs").process_id
     }
 
     /// Starts the server again on the same port and data directory (after `kill`: InnoDB
     /// recovers from its log as after a power cut).
     pub async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
         let server = find_binary(&["mariadbd", "mysqld"]).expect("mariadbd is installed");
         let folder = &self.folder.path;
@@ -291,10 +385,11 @@ impl PrivateMariaDb {
         if running_as_root() {
             command.arg("--user=root");
         }
-        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         let url = self.url();
-        let child = self.child.insert(child.expect("mariadbd starts"));
-        wait_until_answering(child, "the private mariadbd", &log, async || mariadb_answers(&url).await).await;
+        let output = folder.join("mariadb.out");
+        let process = self.process.insert(Watched::spawn(&command, Some(&output), &output));
+        wait_until_answering(process, "the private mariadbd", &log, async || mariadb_answers(&url).await)
+            .await;
     }
 
     pub fn freeze(&self) {
@@ -307,8 +402,8 @@ impl PrivateMariaDb {
 
     /// SIGKILL; the server stays down until `restart`.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
@@ -409,7 +504,7 @@ fn mariadb_template() -> PathBuf {
 pub struct KuotaProcess {
     pub port: u16,
     environment: Vec<(String, String)>,
-    child: Option<Child>,
+    process: Option<Watched>,
     folder: TemporaryFolder,
     starts: u32,
 }
@@ -431,7 +526,7 @@ impl KuotaProcess {
         let mut node = KuotaProcess {
             port: 0,
             environment,
-            child: None,
+            process: None,
             folder: TemporaryFolder::new("node"),
             starts: 0,
         };
@@ -446,14 +541,14 @@ impl KuotaProcess {
 
     async fn launch(&mut self) -> Result<(), String> {
         self.kill();
-        let child = self.spawn();
-        let port = tokio::task::spawn_blocking(move || wait_for_listening_line(child))
+        let process = self.spawn();
+        let port = tokio::task::spawn_blocking(move || wait_for_listening_line(process))
             .await
             .expect("reading the node's output does not panic");
         match port {
-            Ok((child, port)) => {
+            Ok((process, port)) => {
                 self.port = port;
-                self.child = Some(child);
+                self.process = Some(process);
                 Ok(())
             }
             Err(message) => Err(format!("{message}; its log:\n{}", self.log())),
@@ -461,33 +556,29 @@ impl KuotaProcess {
     }
 
     /// Spawns the binary without waiting for it.
-    fn spawn(&mut self) -> Child {
+    fn spawn(&mut self) -> Watched {
         self.starts += 1;
         let log = self.folder.path.join(format!("kuota-{}.log", self.starts));
-        let log = std::fs::File::create(log).expect("a log file");
         // Port 0 the first time; the same port afterwards, so clients find the restarted node.
         let listen = format!("127.0.0.1:{}", self.port);
         // The binary cargo built for these tests, unless told to run another build (the target
         // folder may be shared with other checkouts that rebuild it).
         let binary = std::env::var_os("KUOTA_TEST_KUOTA_BINARY")
             .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kuota")), PathBuf::from);
-        Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .env("KUOTA_LISTEN", &listen)
             // ":0" stands for the bound port.
             .env("KUOTA_ADVERTISE_URL", format!("http://{listen}"))
             .env("KUOTA_LOG_FORMAT", "json")
             // A startup error is then its cause chain, short enough to show in a test failure.
             .env("RUST_BACKTRACE", "0")
-            .envs(self.environment.iter().map(|(key, value)| (key, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("the kuota binary starts")
+            .envs(self.environment.iter().map(|(key, value)| (key, value)));
+        Watched::spawn(&command, None, &log)
     }
 
     pub fn process_id(&self) -> u32 {
-        self.child.as_ref().expect("the node runs").id()
+        self.process.as_ref().expect("the node runs").process_id
     }
 
     pub fn freeze(&self) {
@@ -500,14 +591,15 @@ impl KuotaProcess {
 
     /// kill -9: no draining, no lease released.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
     /// The process's resident memory (VmRSS), in MiB.
     pub fn resident_mib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.as_ref()?.id())).ok()?;
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.as_ref()?.process_id)).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib / 1024)
@@ -515,7 +607,7 @@ impl KuotaProcess {
 
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.process.as_mut().is_some_and(|process| process.exit_status().is_none())
     }
 
     /// The end of the log of the latest start (where a failure explains itself).
@@ -534,14 +626,14 @@ impl Drop for KuotaProcess {
     }
 }
 
-/// Reads the child's stdout until "kuota listening on http://host:port", then keeps draining it
-/// on a thread (a full pipe would block the node). Gives the child back with its port.
-fn wait_for_listening_line(mut child: Child) -> Result<(Child, u16), String> {
-    let stdout = child.stdout.take().expect("stdout is piped");
+/// Reads the node's stdout until "kuota listening on http://host:port", then keeps draining it
+/// on a thread (a full pipe would block the node). Gives the process back with its port.
+fn wait_for_listening_line(mut process: Watched) -> Result<(Watched, u16), String> {
+    let stdout = process.take_stdout().expect("the node's stdout is piped");
     let (port_sender, port_receiver) = mpsc::channel();
     std::thread::spawn(move || {
         let mut port_sender = Some(port_sender);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in stdout.lines().map_while(Result::ok) {
             let port = line
                 .strip_prefix("kuota listening on http://")
                 .and_then(|address| address.rsplit_once(':'))
@@ -552,17 +644,17 @@ fn wait_for_listening_line(mut child: Child) -> Result<(Child, u16), String> {
         }
     });
     match port_receiver.recv_timeout(Duration::from_secs(NODE_START_SECONDS_MAX)) {
-        Ok(port) => Ok((child, port)),
+        Ok(port) => Ok((process, port)),
         Err(_) => {
             // Its stdout closed, or it stayed silent: give an exiting node a moment to finish
             // (and write its error), so that its status and log say why.
             let deadline = Instant::now() + Duration::from_secs(5);
-            let mut status = child.try_wait().ok().flatten();
+            let mut status = process.exit_status();
             while status.is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
-                status = child.try_wait().ok().flatten();
+                status = process.exit_status();
             }
-            kill_and_reap(&mut child);
+            process.kill();
             Err(format!("the kuota node did not announce its port (exit status: {status:?})"))
         }
     }
@@ -595,7 +687,9 @@ mod harness {
         redis.thaw();
         assert!(ping_redis(&redis.url()).await, "a thawed Redis answers again");
         assert_eq!(redis_get(&redis.url(), "k").await.as_deref(), Some("v"));
+        let process_id = redis.process_id();
         redis.kill();
+        assert!(!Path::new(&format!("/proc/{process_id}")).exists(), "the killed server is gone");
         assert!(!ping_redis(&redis.url()).await, "a killed Redis does not answer");
         redis.restart().await;
         assert_eq!(redis_get(&redis.url(), "k").await, None, "nothing is persisted");
