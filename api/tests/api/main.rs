@@ -8,6 +8,7 @@ mod events;
 mod fast_route;
 mod faults;
 mod lifecycle;
+mod liveness;
 mod openapi;
 mod operations;
 mod private_servers;
