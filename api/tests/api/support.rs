@@ -172,7 +172,7 @@ impl Response {
     }
 }
 
-fn parse_response(raw: &[u8]) -> Response {
+pub fn parse_response(raw: &[u8]) -> Response {
     let split = raw.windows(4).position(|window| window == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut lines = head.split("\r\n");
