@@ -34,9 +34,10 @@ use crate::metrics;
 /// the writer's full batch throughput (about 64 in flight serve the closed-loop benchmark's
 /// ~20,000 admissions/s) with room to spare.
 pub const LIMIT_INITIAL: usize = 256;
-/// The limit never shrinks below this: a group commit serves about this many per commit even
-/// when every commit is slow.
-pub const LIMIT_MIN: usize = 32;
+/// The limit never shrinks below this: the closed-loop benchmark reaches the sustainable rate
+/// with 64 registrations in flight, and fewer would starve the writer's group commits (their
+/// throughput is what is in flight over a commit's time), which is what the limit protects.
+pub const LIMIT_MIN: usize = 64;
 /// The limit never grows past this: the default mailbox capacity, past which an event's actor
 /// refuses registrations itself.
 pub const LIMIT_MAX: usize = 4_096;
