@@ -19,9 +19,10 @@
 //! slow store may serve; a store that slow is stalled, and is refused by the stall detection
 //! and the request deadline anyway.
 //!
-//! The hot path is two atomic operations and a clock read to acquire, and one atomic operation,
-//! a clock read and an uncontended mutex to release; the window's adjustment runs under that
-//! mutex, at most once per `WINDOW_MS`.
+//! The hot path is a few atomic operations (the count in flight, its peak, the gauge) and a clock
+//! read to acquire, the same and a mutex held for a few additions to release; the window's
+//! adjustment runs under that mutex, at most once per `WINDOW_MS`. `benches/benches/admission.rs`
+//! measures it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -94,6 +94,8 @@ struct Column {
     overload: Phase,
     hold: Phase,
     resident_start_bytes: u64,
+    /// After the closed loop: what its admissions hold.
+    resident_after_sustain_bytes: u64,
     resident_after_overload_bytes: u64,
     resident_peak_bytes: u64,
     /// The most `VmRSS` while the many connections were open.
@@ -185,18 +187,19 @@ async fn phases(server: &Server, settings: &Settings, overload: &Overload) -> an
         load::closed_loop(plan("sustain", settings.seconds, settings.connections), registrants.clone())
             .await?;
     column.sustainable_per_second = per_second(sustained.tally.successes(), &sustained);
+    column.resident_after_sustain_bytes = resident(server.pid);
     let offered = column.sustainable_per_second * overload.factor;
     anyhow::ensure!(offered > 0.0, "nothing was admitted in the closed loop");
 
     let before = registration_buckets(server.port).await?;
-    let result = load::open_loop(
-        plan("overload", settings.seconds, overload.overload_connections),
-        registrants.clone(),
-        offered,
-    )
-    .await?;
+    // Opened at once, as in the many-connections phase: one after the other, those past a
+    // connection cap would each wait out SYN retries while the first ones sat idle.
+    let connections = open_many(server.port, overload.overload_connections).await;
+    let connected = connections.len();
+    let plan_overload = plan("overload", settings.seconds, connected);
+    let result = load::open_loop_over(plan_overload, connections, registrants.clone(), offered).await?;
     let after = registration_buckets(server.port).await?;
-    column.overload = phase(&result, offered, &before, &after, overload.overload_connections);
+    column.overload = phase(&result, offered, &before, &after, connected);
     column.resident_after_overload_bytes = resident(server.pid);
 
     // The connections' memory is read while they are open, every `RESIDENT_SAMPLE_MS`.
@@ -364,9 +367,10 @@ fn print(settings: &Settings, overload: &Overload, columns: &[Column]) {
         let phase = move |column: &Column| -> Phase {
             if pick == 0 { column.overload.clone() } else { column.hold.clone() }
         };
-        if pick == 1 {
-            row("many connections: opened", &|column| {
-                format!("{} of {}", phase(column).connected, overload.hold_connections)
+        if pick < 2 {
+            row(&format!("{title}: connections opened"), &|column| {
+                let asked = if pick == 0 { overload.overload_connections } else { overload.hold_connections };
+                format!("{} of {asked}", phase(column).connected)
             });
         }
         row(&format!("{title}: offered / sent per s"), &|column| {
@@ -404,6 +408,7 @@ fn print(settings: &Settings, overload: &Overload, columns: &[Column]) {
         });
     }
     row("RSS at start", &|column| mib(column.resident_start_bytes));
+    row("RSS after the closed loop", &|column| mib(column.resident_after_sustain_bytes));
     row("RSS after overload", &|column| mib(column.resident_after_overload_bytes));
     row("RSS while the many connections were open (most)", &|column| mib(column.resident_hold_peak_bytes));
     row("RSS after many connections", &|column| mib(column.resident_after_hold_bytes));
