@@ -105,7 +105,10 @@ impl Cluster {
         let node = NodeIdentity::new(&settings.node_id, &url)
             .ok_or_else(|| anyhow::anyhow!("node_id and advertise_url must be without spaces"))?;
         let leases: Arc<dyn Leases> = match redis {
-            Some(connection) => Arc::new(RedisLeases::new(connection, settings.redis_prefix.clone())),
+            Some(connection) => Arc::new(
+                RedisLeases::new(connection, settings.redis_prefix.clone())
+                    .with_command_timeout(Duration::from_millis(settings.redis_timeout_ms)),
+            ),
             None => Arc::new(InProcessLeases::new()),
         };
         let ttl = Duration::from_millis(settings.lease_ttl_ms);

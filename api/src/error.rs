@@ -54,8 +54,24 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// How long a client should wait after the store did not answer, in seconds: the store is
+/// probed every quarter second, and a stall is short or long, never worth a tight loop.
+pub const STORE_UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// A store that did not answer in time, or failed in a way that may pass (a lost connection, a
+/// deadlock), is a 503 with `Retry-After`: the request may work shortly. Anything else is the
+/// unexpected, a 500 whose cause stays in the log.
 impl From<kuota_persist::store::PersistError> for ApiError {
     fn from(error: kuota_persist::store::PersistError) -> Self {
+        use kuota_persist::store::FailureKind;
+        if error.is_timeout() || error.failure_kind() == FailureKind::Transient {
+            tracing::warn!(error = %error.chain(), "the store did not answer");
+            ::metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
+            return ApiError::overloaded(
+                "the store did not answer; retry",
+                STORE_UNAVAILABLE_RETRY_AFTER_SECONDS,
+            );
+        }
         ApiError::Internal(anyhow::Error::new(error).context("the store failed"))
     }
 }

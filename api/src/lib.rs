@@ -7,6 +7,7 @@
 //! - `cluster`: event ownership by lease, and the middleware that forwards to an event's owner.
 //! - `forward`: the small HTTP/1.1 client that forwards, with named timeouts and size bound.
 //! - `telemetry`: structured logs.
+//! - `health`: background probes of the store and Redis, read by `/readyz`.
 //! - `state`: what handlers share: registry, store, limits, auth, shedding.
 //! - `routes`: one file per resource.
 //! - `domain`: request bodies parsed into domain types, with every field error listed.
@@ -24,6 +25,7 @@ pub mod configuration;
 pub mod domain;
 pub mod error;
 pub mod forward;
+pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -3,8 +3,11 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use kuota_persist::redis_connection::bounded;
 
 /// Keys one limiter tracks. Past this, keys whose state has lapsed are dropped first; if the
 /// table is still full, new keys are let through untracked (failing open keeps registrants in,
@@ -47,32 +50,65 @@ redis.call('SET', KEYS[1], next_arrival, 'PX', next_arrival - now + 1000)
 return 0
 ";
 
+/// How long shared checks are skipped after one failed, in milliseconds: while Redis is away,
+/// every registration would otherwise wait a command timeout before the local fallback.
+pub const SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS: u64 = 1_000;
+
 /// A `Gcra` whose state lives in Redis under `prefix`.
 #[derive(Debug)]
 pub struct SharedGcra {
     script: redis::Script,
     prefix: String,
+    /// A check fails once it has waited this long, and the caller limits locally instead.
+    command_timeout: Duration,
+    /// Checks fail at once, without asking Redis, until this instant (milliseconds after
+    /// `created_at`): a check failed shortly before.
+    paused_until_ms: AtomicU64,
+    created_at: Instant,
 }
 
 impl SharedGcra {
-    pub fn new(prefix: &str) -> Self {
-        SharedGcra { script: redis::Script::new(GCRA_SCRIPT), prefix: format!("{prefix}rate:") }
+    /// Checks bounded by `command_timeout` (`KUOTA_REDIS_TIMEOUT_MS`).
+    pub fn new(prefix: &str, command_timeout: Duration) -> Self {
+        SharedGcra {
+            script: redis::Script::new(GCRA_SCRIPT),
+            prefix: format!("{prefix}rate:"),
+            command_timeout,
+            paused_until_ms: AtomicU64::new(0),
+            created_at: Instant::now(),
+        }
     }
 
-    /// Counts one request of `key` against `limit`'s rate, in Redis.
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.created_at.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts one request of `key` against `limit`'s rate, in Redis. Fails after the command
+    /// timeout at the latest, so that the caller's fallback to the local limiter comes in time,
+    /// and fails at once for `SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS` after a failure.
     pub async fn check<K: Hash + Eq + Clone>(
         &self,
         limit: &Gcra<K>,
         key: &str,
         connection: &mut redis::aio::ConnectionManager,
     ) -> redis::RedisResult<Result<(), Refusal>> {
-        let wait_ms: u64 = self
-            .script
-            .key(format!("{}{}:{key}", self.prefix, limit.name))
-            .arg(limit.emission_interval_ms)
-            .arg(limit.tolerance_ms)
-            .invoke_async(connection)
-            .await?;
+        if self.elapsed_ms() < self.paused_until_ms.load(Ordering::Relaxed) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "skipped",
+                "a shared rate limit check failed less than a second ago".to_owned(),
+            )));
+        }
+        let mut invocation = self.script.key(format!("{}{}:{key}", self.prefix, limit.name));
+        invocation.arg(limit.emission_interval_ms).arg(limit.tolerance_ms);
+        let answer = bounded(self.command_timeout, invocation.invoke_async(connection)).await;
+        if answer.is_err() {
+            self.paused_until_ms.store(
+                self.elapsed_ms().saturating_add(SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS),
+                Ordering::Relaxed,
+            );
+        }
+        let wait_ms: u64 = answer?;
         Ok(if wait_ms == 0 { Ok(()) } else { Err(limit.refusal(wait_ms)) })
     }
 }
@@ -171,6 +207,32 @@ mod tests {
     #[test]
     fn zero_turns_a_limit_off() {
         assert!(Gcra::<&str>::new("ip", 0, 1, 10).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_shared_check_against_a_redis_that_never_answers_fails_within_its_timeout() {
+        // A listener that is never accepted from: connecting succeeds (the kernel completes the
+        // handshake) and then nothing answers, as with a frozen Redis.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", silent.local_addr().unwrap());
+        let client = redis::Client::open(url).unwrap();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(None);
+        let mut connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config).unwrap();
+        let timeout = Duration::from_millis(100);
+        let shared = SharedGcra::new("kuota_t:", timeout);
+        let limit = Gcra::<String>::new("email", 6, 60, 6).unwrap();
+
+        let started = std::time::Instant::now();
+        let answer = shared.check(&limit, "someone@example.com", &mut connection).await;
+
+        assert!(answer.is_err(), "a silent Redis is an error, for the caller to limit locally");
+        assert!(started.elapsed() < Duration::from_millis(400), "waited {:?}", started.elapsed());
+        let again = std::time::Instant::now();
+        let answer = shared.check(&limit, "someone@example.com", &mut connection).await;
+        assert!(answer.is_err());
+        assert!(again.elapsed() < Duration::from_millis(50), "the next check does not wait again");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
 use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
+use kuota_persist::redis_connection;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
@@ -19,6 +20,7 @@ use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 use crate::cluster::{self, Cluster};
 use crate::configuration::Settings;
 use crate::error::ApiError;
+use crate::health::Health;
 use crate::middleware;
 use crate::routes;
 use crate::state::AppState;
@@ -67,17 +69,23 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = SqlStore::connect(&settings.database_url)
             .await
-            .with_context(|| format!("connecting to the store at {}", redact(&settings.database_url)))?;
+            .with_context(|| format!("connecting to the store at {}", redact(&settings.database_url)))?
+            .with_call_timeout(Duration::from_millis(settings.store_timeout_ms));
         let secret = store.setting_or_insert("token_secret", &random::token_hex(32)).await?;
         let generated_admin_token = settings.admin_token.is_none();
         let admin_token = settings.admin_token.clone().unwrap_or_else(|| random::token_hex(16));
         let (redis, sessions) = match &settings.redis_url {
             Some(url) => {
-                let client = redis::Client::open(url.as_str()).context("parsing KUOTA_REDIS_URL")?;
-                let manager =
-                    redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
-                let sessions: Arc<dyn SessionStore> =
-                    Arc::new(RedisSessionStore::new(manager.clone(), settings.redis_prefix.clone()));
+                // Every command, and every (re)connection, bounded by the Redis timeout: a frozen
+                // Redis must fail requests' Redis calls fast, not hold them.
+                let command_timeout = Duration::from_millis(settings.redis_timeout_ms);
+                let manager = redis_connection::connect(url, command_timeout)
+                    .await
+                    .context("connecting to Redis (KUOTA_REDIS_URL)")?;
+                let sessions: Arc<dyn SessionStore> = Arc::new(
+                    RedisSessionStore::new(manager.clone(), settings.redis_prefix.clone())
+                        .with_command_timeout(command_timeout),
+                );
                 (Some(manager), sessions)
             }
             None => (None, Arc::new(MemorySessionStore::default()) as Arc<dyn SessionStore>),
@@ -86,6 +94,8 @@ impl Application {
             flush_interval_ms: settings.flush_interval_ms,
             batch_size_max: settings.batch_size_max,
             queue_capacity_max: settings.write_queue_capacity_max,
+            commit_timeout_ms: settings.store_timeout_ms,
+            stall_threshold_ms: settings.store_stall_ms,
             ..WriteBehindConfig::default()
         };
         let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config);
@@ -107,6 +117,13 @@ impl Application {
         // actix caps connections per worker, and a worker at its cap takes no more: the node's cap
         // is shared out, rounded up so that a cap below the workers still serves.
         let connections_per_worker_max = settings.max_connections.div_ceil(workers).max(1);
+        let deadline = Duration::from_millis(settings.request_timeout_ms);
+        let health = Health::monitor(
+            store.clone(),
+            redis.clone(),
+            Duration::from_millis(settings.store_timeout_ms),
+            Duration::from_millis(settings.redis_timeout_ms),
+        );
         let state = web::Data::new(AppState::new(
             settings,
             registry,
@@ -117,6 +134,7 @@ impl Application {
             secret.into_bytes(),
             redis,
             cluster,
+            health,
         ));
         let outbox = (state.settings.outbox_delivery == "log").then(|| {
             let watched = state.clone();
@@ -143,6 +161,8 @@ impl Application {
                 }))
                 // Innermost: forwarded requests are measured and traced like the others.
                 .wrap(actix_web::middleware::from_fn(cluster::route_to_owner))
+                // Inside the metrics, which count the 503 it gives in place of a late answer.
+                .wrap_fn(move |request, service| middleware::within_deadline(request, service, deadline))
                 // The span wraps the metrics, as the last `wrap` runs first.
                 .wrap_fn(middleware::record_metrics)
                 .wrap_fn(middleware::in_request_span)

@@ -17,6 +17,7 @@ use crate::admission::{AdmissionBounds, AdmissionLimiter};
 use crate::cluster::{Cluster, ForwardedClient, LocatedHere};
 use crate::configuration::Settings;
 use crate::error::ApiError;
+use crate::health::Health;
 use crate::metrics;
 use crate::rate_limit::{Gcra, SharedGcra, client_ip};
 use crate::tokens::constant_time_eq;
@@ -48,6 +49,8 @@ pub struct AppState {
     last_shed_ms: AtomicU64,
     /// Live `GET /v1/events/{id}/stream` connections (bounded by `STREAM_SUBSCRIBERS_MAX`).
     pub stream_subscribers: std::sync::atomic::AtomicUsize,
+    /// Whether the store and Redis answered their latest probes (for `/readyz`).
+    pub health: Health,
 }
 
 /// What `GET /v1/status` shows.
@@ -70,8 +73,10 @@ impl AppState {
         token_secret: Vec<u8>,
         redis: Option<redis::aio::ConnectionManager>,
         cluster: Cluster,
+        health: Health,
     ) -> Self {
-        let prefix = settings.redis_prefix.clone();
+        let redis_timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
+        let shared_limit = SharedGcra::new(&settings.redis_prefix, redis_timeout);
         let ip_limit = Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst);
         let email_limit = Gcra::new(
             "email",
@@ -97,9 +102,10 @@ impl AppState {
             ip_limit,
             email_limit,
             admission,
-            shared_limit: SharedGcra::new(&prefix),
+            shared_limit,
             last_shed_ms: AtomicU64::new(0),
             stream_subscribers: std::sync::atomic::AtomicUsize::new(0),
+            health,
         }
     }
 
@@ -168,8 +174,17 @@ impl AppState {
         ApiError::overloaded(reason, self.retry_after_seconds())
     }
 
+    /// A 503 at once, instead of a wait, for a write while the store does not commit
+    /// (`WriteBehindHandle::stalled`); reads and sold-out answers go on from memory meanwhile.
+    pub fn refuse_if_stalled(&self) -> Result<(), ApiError> {
+        if self.write_behind.stalled() {
+            return Err(self.shed("the store does not commit now; retry"));
+        }
+        Ok(())
+    }
+
     pub fn busy(&self) -> Busy {
-        let reason = if self.write_behind.breaker_open() {
+        let reason = if self.write_behind.stalled() {
             Some("the store is failing")
         } else if self.now_ms().saturating_sub(self.last_shed_ms.load(Ordering::Relaxed)) < BUSY_AFTER_SHED_MS
         {

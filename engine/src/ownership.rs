@@ -32,7 +32,8 @@ pub enum OwnershipError {
 pub enum Claim {
     /// This node owns the event for as long as the tenure holds.
     Owned(Tenure),
-    /// Another node does (or an earlier run of this one, under the same node id).
+    /// Another node does. (An earlier run of this node, under the same node id, is taken over
+    /// by the claim instead: its writes are fenced by the epoch the load takes.)
     Elsewhere(Owner),
 }
 

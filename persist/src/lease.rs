@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::random;
+use crate::redis_connection::{REDIS_COMMAND_TIMEOUT_DEFAULT_MS, bounded};
 
 /// The shortest lease, in milliseconds: twice the smallest safety margin, so that a lease is
 /// always valid for at least half of its TTL.
@@ -62,6 +63,10 @@ pub const IN_PROCESS_LEASES_MAX: usize = 100_000;
 /// How long the renewal task waits before retrying a renewal that failed with an error (not one
 /// that found the lease taken), in milliseconds.
 pub const LEASE_RENEW_RETRY_DELAY_MS: u64 = 25;
+
+/// How long the release of a lease whose acquisition's outcome was unknown waits between two
+/// attempts, in milliseconds. Each attempt is bounded by the command timeout on top.
+pub const LEASE_ORPHAN_RELEASE_RETRY_DELAY_MS: u64 = 100;
 
 /// The shortest renewal interval `spawn_renewal` accepts, in milliseconds; shorter would only
 /// load the lease service.
@@ -218,9 +223,28 @@ pub trait Leases: Send + Sync + fmt::Debug + 'static {
 
     /// Like `acquire`, and records `holder` (printable, at most `LEASE_HOLDER_LENGTH_MAX` bytes)
     /// with the lease for `holder` to read: how the other nodes find an event's owner.
+    ///
+    /// An error means the caller holds nothing. When the service cannot tell whether the
+    /// acquisition took effect, the implementation resolves it: it adopts a lease that did take
+    /// effect, or releases it in the background, so that no key names a holder that does not
+    /// know it holds it.
     fn acquire_as<'a>(
         &'a self,
         key: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
+
+    /// Takes `key` over from its live lease when that lease's holder description is exactly
+    /// `previous_holder`, replacing it in one atomic step by a new lease for `holder`. `Ok(None)`
+    /// when the key is free or its holder is no longer `previous_holder`.
+    ///
+    /// For a node restarted under the same id: its previous life's leases would otherwise keep
+    /// its events unserved for a TTL. An unknown outcome is resolved as in `acquire_as`.
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
         holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
@@ -259,18 +283,48 @@ return 0",
     )
 });
 
+/// Replaces the key's value by a new lease, with its TTL, only while the stored holder
+/// description (after the token and a space) is the expected one: a `GET` then a `SET` as two
+/// commands could replace a lease that changed hands in between.
+static TAKE_OVER_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local value = redis.call('GET', KEYS[1])
+if not value then
+    return 0
+end
+local space = string.find(value, ' ', 1, true)
+if space == nil or string.sub(value, space + 1) ~= ARGV[1] then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1",
+    )
+});
+
 /// Leases in Redis, shared by every node that uses the same Redis and prefix.
 #[derive(Clone)]
 pub struct RedisLeases {
     connection: ConnectionManager,
     prefix: String,
+    /// Every command fails once it has waited this long (see `redis_connection::bounded`).
+    command_timeout: Duration,
 }
 
 impl RedisLeases {
     /// Leases stored under `{prefix}lease:{key}` on `connection` (a cheap clone of a shared
-    /// connection manager).
+    /// connection manager), each command bounded by `REDIS_COMMAND_TIMEOUT_DEFAULT_MS`.
     pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> RedisLeases {
-        RedisLeases { connection, prefix: prefix.into() }
+        RedisLeases {
+            connection,
+            prefix: prefix.into(),
+            command_timeout: Duration::from_millis(REDIS_COMMAND_TIMEOUT_DEFAULT_MS),
+        }
+    }
+
+    /// The same leases, each command bounded by `command_timeout` (`KUOTA_REDIS_TIMEOUT_MS`).
+    pub fn with_command_timeout(mut self, command_timeout: Duration) -> RedisLeases {
+        self.command_timeout = command_timeout;
+        self
     }
 
     fn redis_key(&self, key: &str) -> String {
@@ -290,16 +344,113 @@ impl RedisLeases {
         // Read before the command leaves, so that the round trip counts against the holder:
         // Redis starts the TTL no earlier than this instant.
         let acquired_at = Instant::now();
-        let answer: Option<String> = redis::cmd("SET")
-            .arg(self.redis_key(key))
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(answer.map(|_| Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at)))
+        let mut set = redis::cmd("SET");
+        set.arg(self.redis_key(key)).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
+        let lease = Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at);
+        match bounded(self.command_timeout, set.query_async::<Option<String>>(&mut connection)).await {
+            Ok(answer) => Ok(answer.map(|_| lease)),
+            Err(error) => self.resolve_unknown_acquisition(lease, error).await,
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn take_over_lease(
+        &self,
+        key: &str,
+        previous_holder: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
+        let ttl_ms = checked_ttl_ms(key, ttl)?;
+        let token = lease_token(holder)?;
+        let mut connection = self.connection.clone();
+        let mut invocation = TAKE_OVER_SCRIPT.prepare_invoke();
+        invocation.key(self.redis_key(key)).arg(previous_holder).arg(&token).arg(ttl_ms);
+        // Read before the command leaves, for the same reason as in `acquire`.
+        let acquired_at = Instant::now();
+        let lease = Lease::new(key, token, Duration::from_millis(ttl_ms), acquired_at);
+        match bounded(self.command_timeout, invocation.invoke_async::<i64>(&mut connection)).await {
+            Ok(replaced) => Ok((replaced == 1).then_some(lease)),
+            Err(error) => self.resolve_unknown_acquisition(lease, error).await,
+        }
+    }
+
+    /// A `SET NX` (or a take-over) failed or timed out, so whether it took effect is unknown:
+    /// its reply may have been lost with the connection, or the command may still wait in a
+    /// frozen Redis and run when it resumes. Left alone, such a key would keep the event under
+    /// this node's name for a whole TTL while this node does not run it. So the key is read
+    /// back:
+    /// - it holds the token: the lease is this holder's after all, and is adopted (its TTL counts
+    ///   from `acquired_at`, read before the SET left, so the holder's view stays on the safe
+    ///   side);
+    /// - it holds another value or none: the SET did not take effect (a GET sent after it on
+    ///   the same connection is answered after it), and the error is what the caller gets;
+    /// - it cannot be read: a background task releases the token once Redis answers again.
+    async fn resolve_unknown_acquisition(
+        &self,
+        lease: Lease,
+        error: redis::RedisError,
+    ) -> Result<Option<Lease>, LeaseError> {
+        let mut connection = self.connection.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(self.redis_key(lease.key()));
+        match bounded(self.command_timeout, get.query_async::<Option<String>>(&mut connection)).await {
+            Ok(Some(value)) if value == lease.token() => {
+                tracing::warn!(
+                    key = %lease.key(),
+                    %error,
+                    "the reply to a lease acquisition was lost; the lease is ours and adopted"
+                );
+                Ok(Some(lease))
+            }
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Err(unavailable(error)),
+            Err(read_error) => {
+                tracing::warn!(
+                    key = %lease.key(), %error, %read_error,
+                    "a lease acquisition's outcome is unknown; releasing it once Redis answers"
+                );
+                self.release_in_background(lease);
+                Err(unavailable(error))
+            }
+        }
+    }
+
+    /// Releases `lease`, which this holder does not use, retrying until Redis answers or the
+    /// lease has run out on its own (`ttl` after `acquired_at`).
+    ///
+    /// If Redis is frozen, the SET may run only when it resumes and then lasts a full TTL from
+    /// there, past this task's end. That case is covered too: every release sent here was
+    /// written on the same connection after the SET, and Redis answers one connection's
+    /// commands in order, so the first release to run comes after the SET and deletes its key.
+    fn release_in_background(&self, lease: Lease) {
+        let leases = self.clone();
+        tokio::spawn(async move {
+            let expires_at = lease.acquired_at() + lease.ttl();
+            loop {
+                match leases.release_lease(&lease).await {
+                    Ok(released) => {
+                        tracing::info!(
+                            key = %lease.key(),
+                            released,
+                            "an unused lease acquisition was resolved"
+                        );
+                        return;
+                    }
+                    Err(error) if Instant::now() >= expires_at => {
+                        tracing::warn!(
+                            key = %lease.key(),
+                            %error,
+                            "an unused lease ran out before Redis answered"
+                        );
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(LEASE_ORPHAN_RELEASE_RETRY_DELAY_MS)).await;
+                    }
+                }
+            }
+        });
     }
 
     #[tracing::instrument(skip(self))]
@@ -308,11 +459,10 @@ impl RedisLeases {
             return Err(LeaseError::InvalidKey { length_bytes: key.len() });
         }
         let mut connection = self.connection.clone();
-        let value: Option<String> = redis::cmd("GET")
-            .arg(self.redis_key(key))
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let mut get = redis::cmd("GET");
+        get.arg(self.redis_key(key));
+        let value: Option<String> =
+            bounded(self.command_timeout, get.query_async(&mut connection)).await.map_err(unavailable)?;
         Ok(value.as_deref().map(holder_of))
     }
 
@@ -325,7 +475,9 @@ impl RedisLeases {
         invocation.key(self.redis_key(lease.key())).arg(lease.token()).arg(ttl_ms);
         // Read before the command leaves, for the same reason as in `acquire`.
         let acquired_at = Instant::now();
-        let renewed: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        let renewed: i64 = bounded(self.command_timeout, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(unavailable)?;
         Ok((renewed == 1).then(|| Lease::new(lease.key(), lease.token(), ttl, acquired_at)))
     }
 
@@ -334,7 +486,9 @@ impl RedisLeases {
         let mut connection = self.connection.clone();
         let mut invocation = RELEASE_SCRIPT.prepare_invoke();
         invocation.key(self.redis_key(lease.key())).arg(lease.token());
-        let deleted: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        let deleted: i64 = bounded(self.command_timeout, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(unavailable)?;
         Ok(deleted == 1)
     }
 }
@@ -345,7 +499,11 @@ fn unavailable(error: redis::RedisError) -> LeaseError {
 
 impl fmt::Debug for RedisLeases {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("RedisLeases").field("prefix", &self.prefix).finish_non_exhaustive()
+        formatter
+            .debug_struct("RedisLeases")
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -357,6 +515,16 @@ impl Leases for RedisLeases {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
         Box::pin(self.acquire_lease(key, holder, ttl))
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(self.take_over_lease(key, previous_holder, holder, ttl))
     }
 
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
@@ -415,6 +583,26 @@ impl InProcessLeases {
         Ok(Some(Lease::new(key, token, ttl, now)))
     }
 
+    fn take_over_now(
+        &self,
+        key: &str,
+        previous_holder: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LeaseError> {
+        let ttl = Duration::from_millis(checked_ttl_ms(key, ttl)?);
+        let token = lease_token(holder)?;
+        let now = Instant::now();
+        let mut held = self.held();
+        match held.get_mut(key) {
+            Some(entry) if entry.expires_at > now && holder_of(&entry.token) == previous_holder => {
+                *entry = HeldLease { token: token.clone(), expires_at: now + ttl };
+                Ok(Some(Lease::new(key, token, ttl, now)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn holder_now(&self, key: &str) -> Option<String> {
         let now = Instant::now();
         self.held().get(key).filter(|lease| lease.expires_at > now).map(|lease| holder_of(&lease.token))
@@ -457,6 +645,16 @@ impl Leases for InProcessLeases {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
         Box::pin(std::future::ready(self.acquire_now(key, holder, ttl)))
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::ready(self.take_over_now(key, previous_holder, holder, ttl)))
     }
 
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {

@@ -6,6 +6,16 @@
 //! lives until the process ends, not an HTTP worker's), and released only by `release_all`,
 //! which graceful shutdown calls after the write-behind drained: releasing earlier would let
 //! another node load the event and fence the writes still draining.
+//!
+//! # A restart under the same node id
+//! A node killed and restarted (same `node_id`, new process) finds its previous life's leases
+//! still in Redis. Waiting them out would leave its events unserved for a TTL, so a claim that
+//! finds a live lease under this node's id, and holds none for the event itself, takes it over
+//! at once (`Leases::take_over_as`, atomic against a lease that changes hands meanwhile). The
+//! previous life is gone, or if it is not, loading the event takes a new epoch, which fences
+//! every write it still had in flight, and its renewals find the lease taken, so it steps down.
+//! Two live processes under one node id are a misconfiguration: they would take events from each
+//! other in turn (each time fenced by the epoch, so safe, but slow).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +29,11 @@ use crate::lease::{Lease, LeaseError, LeaseKeeper, Leases, spawn_renewal};
 
 /// Events one node owns at once; claims beyond it are refused (`Unavailable`).
 pub const OWNED_EVENTS_MAX: usize = 100_000;
+
+/// How long claims fail at once after one found the lease service unavailable, in
+/// milliseconds. While Redis is frozen or gone, each claim would otherwise wait out a command
+/// timeout or two before its 503; this short, a claim after Redis is back waits little for it.
+pub const CLAIM_PAUSE_AFTER_UNAVAILABLE_MS: u64 = 250;
 
 /// Rounds of "acquire, else read the holder" before a claim gives up: the holder can vanish
 /// between the two commands (its lease expired or was released), and then acquiring again is
@@ -62,6 +77,8 @@ pub struct LeaseOwnership {
     ttl: Duration,
     runtime: tokio::runtime::Handle,
     keepers: Mutex<HashMap<EventId, LeaseKeeper>>,
+    /// Claims fail at once until then: the lease service failed shortly before.
+    paused_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl LeaseOwnership {
@@ -79,7 +96,14 @@ impl LeaseOwnership {
         {
             return Err(LeaseError::InvalidTtl { ttl_ms });
         }
-        Ok(LeaseOwnership { leases, node, ttl, runtime, keepers: Mutex::new(HashMap::new()) })
+        Ok(LeaseOwnership {
+            leases,
+            node,
+            ttl,
+            runtime,
+            keepers: Mutex::new(HashMap::new()),
+            paused_until: Mutex::new(None),
+        })
     }
 
     pub fn node(&self) -> &NodeIdentity {
@@ -115,7 +139,7 @@ impl LeaseOwnership {
     /// renewal must not be believed (two nodes would fence each other in turn).
     async fn confirmed_tenure(&self, event: &EventId) -> Result<Option<Tenure>, OwnershipError> {
         let Some(lease) = self.current_lease(event) else { return Ok(None) };
-        if self.leases.renew(&lease).await.map_err(unavailable)?.is_none() {
+        if self.leases.renew(&lease).await.map_err(|error| self.unavailable(error))?.is_none() {
             self.keepers().remove(event);
             return Ok(None);
         }
@@ -123,6 +147,7 @@ impl LeaseOwnership {
     }
 
     async fn claim_event(&self, event: &EventId) -> Result<Claim, OwnershipError> {
+        self.check_not_paused()?;
         if let Some(tenure) = self.confirmed_tenure(event).await? {
             return Ok(Claim::Owned(tenure));
         }
@@ -132,30 +157,50 @@ impl LeaseOwnership {
         let key = lease_key(event);
         let holder = self.node.holder();
         for _ in 0..CLAIM_ATTEMPTS_MAX {
-            if let Some(lease) = self.leases.acquire_as(&key, &holder, self.ttl).await.map_err(unavailable)? {
-                let every = lease.renewal_interval();
-                // The renewal task must outlive the HTTP worker that happened to claim.
-                let keeper = {
-                    let _runtime = self.runtime.enter();
-                    spawn_renewal(Arc::clone(&self.leases), lease, every)
-                };
-                let tenure = tenure_of(&keeper);
+            let acquired = self.leases.acquire_as(&key, &holder, self.ttl).await;
+            if let Some(lease) = acquired.map_err(|error| self.unavailable(error))? {
                 tracing::info!(event_id = %event, node_id = %self.node.node_id, "event lease acquired");
-                self.keepers().insert(event.clone(), keeper);
-                return Ok(Claim::Owned(tenure));
+                return Ok(Claim::Owned(self.keep(event, lease)));
             }
-            match self.leases.holder(&key).await.map_err(unavailable)? {
-                Some(holder) => {
-                    let owner = owner_of(&holder).ok_or_else(|| {
-                        OwnershipError::Unavailable(format!("the lease of {event} has no owner address"))
-                    })?;
-                    return Ok(Claim::Elsewhere(owner));
-                }
+            let Some(current) = self.leases.holder(&key).await.map_err(|error| self.unavailable(error))?
+            else {
                 // Released or expired between the two commands: try to take it.
-                None => continue,
+                continue;
+            };
+            let owner = owner_of(&current).ok_or_else(|| {
+                OwnershipError::Unavailable(format!("the lease of {event} has no owner address"))
+            })?;
+            if owner.node_id != self.node.node_id {
+                return Ok(Claim::Elsewhere(owner));
             }
+            // Held under this node's id, and not by this process (it holds no lease of the event,
+            // `current_lease` made sure): a previous life's (see the module documentation).
+            let taken = self.leases.take_over_as(&key, &current, &holder, self.ttl).await;
+            if let Some(lease) = taken.map_err(|error| self.unavailable(error))? {
+                tracing::warn!(
+                    event_id = %event,
+                    node_id = %self.node.node_id,
+                    previous_url = %owner.url,
+                    "took over the event lease of this node id's previous life"
+                );
+                return Ok(Claim::Owned(self.keep(event, lease)));
+            }
+            // It changed hands meanwhile: look again.
         }
         Err(OwnershipError::Unavailable(format!("the lease of {event} kept changing hands")))
+    }
+
+    /// Keeps `lease` of `event` renewed from now on, and returns the tenure the actor runs under.
+    fn keep(&self, event: &EventId, lease: Lease) -> Tenure {
+        let every = lease.renewal_interval();
+        // The renewal task must outlive the HTTP worker that happened to claim.
+        let keeper = {
+            let _runtime = self.runtime.enter();
+            spawn_renewal(Arc::clone(&self.leases), lease, every)
+        };
+        let tenure = tenure_of(&keeper);
+        self.keepers().insert(event.clone(), keeper);
+        tenure
     }
 
     /// Gives every lease back (graceful shutdown, once the write-behind drained). Each release
@@ -178,8 +223,27 @@ fn lease_key(event: &EventId) -> String {
     format!("event:{event}")
 }
 
-fn unavailable(error: LeaseError) -> OwnershipError {
-    OwnershipError::Unavailable(error.to_string())
+impl LeaseOwnership {
+    /// The claim's error for a failed lease call; one that may be Redis's absence pauses
+    /// claims for `CLAIM_PAUSE_AFTER_UNAVAILABLE_MS`.
+    fn unavailable(&self, error: LeaseError) -> OwnershipError {
+        if matches!(error, LeaseError::Unavailable(_)) {
+            let until = tokio::time::Instant::now() + Duration::from_millis(CLAIM_PAUSE_AFTER_UNAVAILABLE_MS);
+            *self.paused_until.lock().unwrap_or_else(PoisonError::into_inner) = Some(until);
+        }
+        OwnershipError::Unavailable(error.to_string())
+    }
+
+    /// Fails when claims are paused (see `CLAIM_PAUSE_AFTER_UNAVAILABLE_MS`).
+    fn check_not_paused(&self) -> Result<(), OwnershipError> {
+        let paused_until = *self.paused_until.lock().unwrap_or_else(PoisonError::into_inner);
+        match paused_until {
+            Some(until) if tokio::time::Instant::now() < until => Err(OwnershipError::Unavailable(format!(
+                "the lease service failed less than {CLAIM_PAUSE_AFTER_UNAVAILABLE_MS} ms ago"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What the actor needs of a keeper: the clock-checked validity, and the loss as a future (which

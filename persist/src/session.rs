@@ -17,6 +17,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::random;
+use crate::redis_connection::{REDIS_COMMAND_TIMEOUT_DEFAULT_MS, bounded};
 
 /// Characters in a session id: 128 random bits in hex.
 pub const SESSION_ID_LENGTH_CHARACTERS: usize = random::TOKEN_128_HEX_LENGTH_CHARACTERS;
@@ -158,12 +159,25 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
 pub struct RedisSessionStore {
     connection: ConnectionManager,
     prefix: String,
+    /// Every command fails once it has waited this long (see `redis_connection::bounded`).
+    command_timeout: Duration,
 }
 
 impl RedisSessionStore {
-    /// Sessions on `connection` (a cheap clone of a shared connection manager) under `prefix`.
+    /// Sessions on `connection` (a cheap clone of a shared connection manager) under `prefix`,
+    /// each command bounded by `REDIS_COMMAND_TIMEOUT_DEFAULT_MS`.
     pub fn new(connection: ConnectionManager, prefix: impl Into<String>) -> RedisSessionStore {
-        RedisSessionStore { connection, prefix: prefix.into() }
+        RedisSessionStore {
+            connection,
+            prefix: prefix.into(),
+            command_timeout: Duration::from_millis(REDIS_COMMAND_TIMEOUT_DEFAULT_MS),
+        }
+    }
+
+    /// The same store, each command bounded by `command_timeout` (`KUOTA_REDIS_TIMEOUT_MS`).
+    pub fn with_command_timeout(mut self, command_timeout: Duration) -> RedisSessionStore {
+        self.command_timeout = command_timeout;
+        self
     }
 
     fn redis_key(&self, id: &SessionId) -> String {
@@ -179,15 +193,11 @@ impl RedisSessionStore {
         let id = SessionId::generate();
         let mut connection = self.connection.clone();
         // NX so that a new session can never overwrite another one, however unlikely a collision.
-        let answer: Option<String> = redis::cmd("SET")
-            .arg(self.redis_key(&id))
-            .arg(json)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.redis_key(&id)).arg(json).arg("NX").arg("PX").arg(ttl_ms);
+        // A SET whose reply was lost leaves a session nobody has the id of; it expires unused.
+        let answer: Option<String> =
+            bounded(self.command_timeout, set.query_async(&mut connection)).await.map_err(unavailable)?;
         match answer {
             Some(_) => Ok(id),
             None => Err(SessionError::IdCollision),
@@ -198,11 +208,10 @@ impl RedisSessionStore {
     #[tracing::instrument(skip(self, id))]
     async fn get_session(&self, id: &SessionId) -> Result<Option<SessionData>, SessionError> {
         let mut connection = self.connection.clone();
-        let json: Option<String> = redis::cmd("GET")
-            .arg(self.redis_key(id))
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let mut get = redis::cmd("GET");
+        get.arg(self.redis_key(id));
+        let json: Option<String> =
+            bounded(self.command_timeout, get.query_async(&mut connection)).await.map_err(unavailable)?;
         let Some(json) = json else {
             return Ok(None);
         };
@@ -217,11 +226,10 @@ impl RedisSessionStore {
     #[tracing::instrument(skip(self, id))]
     async fn delete_session(&self, id: &SessionId) -> Result<(), SessionError> {
         let mut connection = self.connection.clone();
-        let _deleted: i64 = redis::cmd("DEL")
-            .arg(self.redis_key(id))
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let mut delete = redis::cmd("DEL");
+        delete.arg(self.redis_key(id));
+        let _deleted: i64 =
+            bounded(self.command_timeout, delete.query_async(&mut connection)).await.map_err(unavailable)?;
         Ok(())
     }
 }
@@ -232,7 +240,11 @@ fn unavailable(error: redis::RedisError) -> SessionError {
 
 impl fmt::Debug for RedisSessionStore {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("RedisSessionStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        formatter
+            .debug_struct("RedisSessionStore")
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
     }
 }
 

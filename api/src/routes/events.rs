@@ -473,6 +473,7 @@ async fn change_capacity(
     let code = CategoryCode::parse(&path.1).map_err(|_| ApiError::NotFound("the category"))?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let capacity = domain::capacity(&body)?;
+    state.refuse_if_stalled()?;
     let event = state.event_of(&request, &id).await?;
     match event.set_capacity(code, capacity).await.map_err(|error| state.actor_error(error))? {
         Outcome::CapacityChanged { .. } => {

@@ -419,9 +419,7 @@ where
         metrics::sold_out_fast().increment(1);
         return Ok(sold_out_response());
     }
-    if state.write_behind.breaker_open() {
-        return Err(state.shed("the store is failing"));
-    }
+    state.refuse_if_stalled()?;
     let category = parsed.category.clone();
     let (register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
     // Past the adaptive limit on registrations in flight, refused at once (see `admission`).
@@ -584,6 +582,7 @@ async fn cancel(
     if row.status == RowStatus::Cancelled {
         return reread(&state, &row).await;
     }
+    state.refuse_if_stalled()?;
     let event = state.event_of(&request, &row.event).await?;
     match event.cancel(row.id).await.map_err(|error| state.actor_error(error))? {
         Outcome::RegistrationCancelled { .. } => reread(&state, &row).await,
@@ -653,6 +652,7 @@ async fn confirm(
         RowStatus::Confirmed => return reread(&state, &row).await,
         RowStatus::Held | RowStatus::Waitlisted => {}
     }
+    state.refuse_if_stalled()?;
     let event = state.event_of(&request, &row.event).await?;
     match event.confirm(row.id).await.map_err(|error| state.actor_error(error))? {
         Outcome::RegistrationConfirmed { .. } => reread(&state, &row).await,

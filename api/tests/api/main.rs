@@ -8,6 +8,7 @@ mod concurrency;
 mod events;
 mod fast_route;
 mod lifecycle;
+mod liveness;
 mod openapi;
 mod operations;
 mod registrations;

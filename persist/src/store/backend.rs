@@ -3,9 +3,10 @@
 //! the statement logic free of sqlx's per-database generics is what lets one implementation of
 //! the writer and of recovery serve both dialects.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_core::Stream;
 use sqlx::Row;
@@ -113,7 +114,7 @@ pub(crate) async fn next_item<S: Stream + ?Sized>(stream: &mut Pin<Box<S>>) -> O
 macro_rules! database_functions {
     ($module:ident, $database:ty) => {
         pub(crate) mod $module {
-            use super::{RowAccess, Statement, Value, next_item};
+            use super::{RowAccess, Statement, Value, next_within};
             use sqlx::{AssertSqlSafe, Executor};
 
             fn query<'q>(
@@ -143,9 +144,11 @@ macro_rules! database_functions {
             }
 
             /// Streams the rows of a query into `visit`, one at a time, never holding them all.
+            /// Fails when no row (or the end) comes within `timeout`.
             pub(crate) async fn for_each_row<'c, E, Failure>(
                 executor: E,
                 statement: &Statement<'_>,
+                timeout: std::time::Duration,
                 mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
             ) -> Result<(), Failure>
             where
@@ -154,7 +157,7 @@ macro_rules! database_functions {
             {
                 let query = query(statement);
                 let mut rows = query.fetch(executor);
-                while let Some(row) = next_item(&mut rows).await {
+                while let Some(row) = next_within(&mut rows, timeout).await? {
                     visit(&row?)?;
                 }
                 Ok(())
@@ -166,23 +169,85 @@ macro_rules! database_functions {
 database_functions!(mysql, sqlx::mysql::MySql);
 database_functions!(sqlite, sqlx::sqlite::Sqlite);
 
-/// A connection pool to either database. On MySQL, also the connections the writer keeps
-/// between its batches (see `HeldConnections`).
+/// A connection pool to either database, and the deadline of every call through it. On MySQL,
+/// also the connections the writer keeps between its batches (see `HeldConnections`).
+///
+/// Every call (a statement, a commit, a free connection) fails with a timed-out I/O error
+/// (`timed_out`, a transient failure) when the database does not answer within
+/// `call_timeout`: a frozen or unreachable database turns into a fast refusal, never into a
+/// wait without end. A stream of rows fails only when no row comes for that long, so that a
+/// long read that makes progress (recovering an event of a million rows) is not cut short.
 #[derive(Clone, Debug)]
-pub(crate) enum Pool {
+pub(crate) struct Pool {
+    databases: Databases,
+    call_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum Databases {
     Mysql(MySqlPool, Arc<HeldConnections>),
     Sqlite(SqlitePool),
 }
 
 impl Pool {
-    pub fn mysql(pool: MySqlPool) -> Pool {
-        Pool::Mysql(pool, Arc::new(HeldConnections::default()))
+    pub fn mysql(pool: MySqlPool, call_timeout: Duration) -> Pool {
+        Pool { databases: Databases::Mysql(pool, Arc::new(HeldConnections::default())), call_timeout }
     }
+
+    pub fn sqlite(pool: SqlitePool, call_timeout: Duration) -> Pool {
+        Pool { databases: Databases::Sqlite(pool), call_timeout }
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The same pool (the same connections), with another deadline per call.
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Pool {
+        self.call_timeout = call_timeout;
+        self
+    }
+}
+
+/// The error of a call the database did not answer within `timeout`. An I/O error, so that the
+/// writer counts it as transient: the same transaction may well succeed once the database
+/// answers again.
+pub(crate) fn timed_out(timeout: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the database did not answer within {} ms", timeout.as_millis()),
+    ))
+}
+
+/// `call`, or `timed_out` if it takes longer than `timeout`. A call cut short is dropped: a
+/// held connection in the middle of it is closed with it (see `HeldTransaction`).
+pub(crate) async fn within<T, Failure: From<sqlx::Error>>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(timed_out(timeout).into()),
+    }
+}
+
+/// The next item of a stream, or `timed_out` when none comes within `timeout`.
+pub(crate) async fn next_within<S: Stream + ?Sized>(
+    stream: &mut Pin<Box<S>>,
+    timeout: Duration,
+) -> Result<Option<S::Item>, sqlx::Error> {
+    tokio::time::timeout(timeout, next_item(stream)).await.map_err(|_elapsed| timed_out(timeout))
 }
 
 /// An open transaction on either database. Dropping it without `commit` rolls it back.
 #[derive(Debug)]
-pub(crate) enum Transaction {
+pub(crate) struct Transaction {
+    kind: TransactionKind,
+    call_timeout: Duration,
+}
+
+#[derive(Debug)]
+enum TransactionKind {
     Mysql(sqlx::Transaction<'static, MySql>),
     /// Begun by `Pool::begin_locked`, on a held connection.
     MysqlHeld(HeldTransaction),
@@ -260,20 +325,28 @@ impl HeldTransaction {
 
 impl Pool {
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Pool::Mysql(..) => Dialect::Mysql,
-            Pool::Sqlite(_) => Dialect::Sqlite,
+        match self.databases {
+            Databases::Mysql(..) => Dialect::Mysql,
+            Databases::Sqlite(_) => Dialect::Sqlite,
         }
+    }
+
+    fn transaction(&self, kind: TransactionKind) -> Transaction {
+        Transaction { kind, call_timeout: self.call_timeout }
     }
 
     /// Starts a transaction that writes. SQLite takes its write lock at once (`BEGIN
     /// IMMEDIATE`): a deferred transaction that reads first and writes later fails with
     /// `SQLITE_BUSY` when another connection wrote in between, and no busy timeout helps then.
     pub async fn begin_write(&self) -> Result<Transaction, sqlx::Error> {
-        Ok(match self {
-            Pool::Mysql(pool, _) => Transaction::Mysql(pool.begin().await?),
-            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        let kind = within(self.call_timeout, async {
+            Ok::<_, sqlx::Error>(match &self.databases {
+                Databases::Mysql(pool, _) => TransactionKind::Mysql(pool.begin().await?),
+                Databases::Sqlite(pool) => TransactionKind::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            })
         })
+        .await?;
+        Ok(self.transaction(kind))
     }
 
     /// Starts the writer's transaction, runs the queries `locks` (their rows go to `visit`) and
@@ -288,11 +361,11 @@ impl Pool {
         then: &[Statement<'_>],
     ) -> Result<(Transaction, Vec<u64>), Failure> {
         // The locks not sent yet.
-        let (mut transaction, locks, mut matched) = match self {
-            Pool::Mysql(pool, held) => {
+        let (mut transaction, locks, mut matched) = match &self.databases {
+            Databases::Mysql(pool, held) => {
                 let connection = match held.take() {
                     Some(connection) => connection,
-                    None => pool.acquire().await?.detach(),
+                    None => within(self.call_timeout, pool.acquire()).await?.detach(),
                 };
                 let mut transaction = HeldTransaction { connection: Some(connection), held: held.clone() };
                 let (first, rest) = match locks.split_first() {
@@ -301,11 +374,13 @@ impl Pool {
                 };
                 // `then` follows the locks: in the same round trip only if no lock is left.
                 let now = if rest.is_empty() { then } else { &[] };
+                let connection = transaction.connection()?;
                 let matched =
-                    text_protocol::begin_with(transaction.connection()?, first, &mut visit, now).await?;
-                (Transaction::MysqlHeld(transaction), rest, matched)
+                    within(self.call_timeout, text_protocol::begin_with(connection, first, &mut visit, now))
+                        .await?;
+                (self.transaction(TransactionKind::MysqlHeld(transaction)), rest, matched)
             }
-            Pool::Sqlite(_) => (self.begin_write().await?, locks, Vec::new()),
+            Databases::Sqlite(_) => (self.begin_write().await?, locks, Vec::new()),
         };
         for lock in locks {
             transaction.for_each_row(lock, &mut visit).await?;
@@ -318,10 +393,13 @@ impl Pool {
     }
 
     pub async fn execute(&self, statement: &Statement<'_>) -> Result<u64, sqlx::Error> {
-        match self {
-            Pool::Mysql(pool, _) => mysql::execute(pool, statement).await,
-            Pool::Sqlite(pool) => sqlite::execute(pool, statement).await,
-        }
+        within(self.call_timeout, async {
+            match &self.databases {
+                Databases::Mysql(pool, _) => mysql::execute(pool, statement).await,
+                Databases::Sqlite(pool) => sqlite::execute(pool, statement).await,
+            }
+        })
+        .await
     }
 
     /// Runs `statements` in order on one connection, each committing on its own, and returns
@@ -331,45 +409,53 @@ impl Pool {
         &self,
         statements: &[Statement<'_>],
     ) -> Result<Vec<u64>, sqlx::Error> {
-        match self {
-            Pool::Mysql(pool, _) => {
-                let mut connection = pool.acquire().await?;
-                text_protocol::execute_all(&mut connection, statements).await
-            }
-            Pool::Sqlite(pool) => {
-                let mut matched = Vec::with_capacity(statements.len());
-                for statement in statements {
-                    matched.push(sqlite::execute(pool, statement).await?);
+        within(self.call_timeout, async {
+            match &self.databases {
+                Databases::Mysql(pool, _) => {
+                    let mut connection = pool.acquire().await?;
+                    text_protocol::execute_all(&mut connection, statements).await
                 }
-                Ok(matched)
+                Databases::Sqlite(pool) => {
+                    let mut matched = Vec::with_capacity(statements.len());
+                    for statement in statements {
+                        matched.push(sqlite::execute(pool, statement).await?);
+                    }
+                    Ok(matched)
+                }
             }
-        }
+        })
+        .await
     }
 
+    /// Streams the rows of a query into `visit`; fails when no row (or the end) comes within
+    /// the call timeout.
     pub async fn for_each_row<Failure: From<sqlx::Error>>(
         &self,
         statement: &Statement<'_>,
         visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
-        match self {
-            Pool::Mysql(pool, _) => mysql::for_each_row(pool, statement, visit).await,
-            Pool::Sqlite(pool) => sqlite::for_each_row(pool, statement, visit).await,
+        let timeout = self.call_timeout;
+        match &self.databases {
+            Databases::Mysql(pool, _) => mysql::for_each_row(pool, statement, timeout, visit).await,
+            Databases::Sqlite(pool) => sqlite::for_each_row(pool, statement, timeout, visit).await,
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Pool::Mysql(pool, held) => {
+        match &self.databases {
+            Databases::Mysql(pool, held) => {
                 held.close().await;
                 pool.close().await;
             }
-            Pool::Sqlite(pool) => pool.close().await,
+            Databases::Sqlite(pool) => pool.close().await,
         }
     }
 }
 
 /// Statements inside a transaction go over MySQL's text protocol (see `text_protocol` for why);
-/// SQLite runs each as a prepared statement, which costs no round trip.
+/// SQLite runs each as a prepared statement, which costs no round trip. Each call has the pool's
+/// deadline; a transaction whose call timed out is dropped by its caller, which rolls it back (or
+/// closes its held connection).
 impl Transaction {
     pub async fn execute(&mut self, statement: &Statement<'_>) -> Result<u64, sqlx::Error> {
         let matched = self.execute_all(std::slice::from_ref(statement)).await?;
@@ -379,19 +465,24 @@ impl Transaction {
     /// Runs `statements` in order and returns the rows each matched; on MySQL several
     /// statements share a round trip.
     pub async fn execute_all(&mut self, statements: &[Statement<'_>]) -> Result<Vec<u64>, sqlx::Error> {
-        match self {
-            Transaction::Mysql(transaction) => text_protocol::execute_all(transaction, statements).await,
-            Transaction::MysqlHeld(transaction) => {
-                text_protocol::execute_all(transaction.connection()?, statements).await
-            }
-            Transaction::Sqlite(transaction) => {
-                let mut matched = Vec::with_capacity(statements.len());
-                for statement in statements {
-                    matched.push(sqlite::execute(&mut **transaction, statement).await?);
+        within(self.call_timeout, async {
+            match &mut self.kind {
+                TransactionKind::Mysql(transaction) => {
+                    text_protocol::execute_all(transaction, statements).await
                 }
-                Ok(matched)
+                TransactionKind::MysqlHeld(transaction) => {
+                    text_protocol::execute_all(transaction.connection()?, statements).await
+                }
+                TransactionKind::Sqlite(transaction) => {
+                    let mut matched = Vec::with_capacity(statements.len());
+                    for statement in statements {
+                        matched.push(sqlite::execute(&mut **transaction, statement).await?);
+                    }
+                    Ok(matched)
+                }
             }
-        }
+        })
+        .await
     }
 
     pub async fn for_each_row<Failure: From<sqlx::Error>>(
@@ -399,33 +490,40 @@ impl Transaction {
         statement: &Statement<'_>,
         visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
-        match self {
-            Transaction::Mysql(transaction) => {
-                text_protocol::for_each_row(transaction, statement, visit).await
+        let timeout = self.call_timeout;
+        match &mut self.kind {
+            TransactionKind::Mysql(transaction) => {
+                text_protocol::for_each_row(transaction, statement, timeout, visit).await
             }
-            Transaction::MysqlHeld(transaction) => {
-                text_protocol::for_each_row(transaction.connection()?, statement, visit).await
+            TransactionKind::MysqlHeld(transaction) => {
+                text_protocol::for_each_row(transaction.connection()?, statement, timeout, visit).await
             }
-            Transaction::Sqlite(transaction) => {
-                sqlite::for_each_row(&mut **transaction, statement, visit).await
+            TransactionKind::Sqlite(transaction) => {
+                sqlite::for_each_row(&mut **transaction, statement, timeout, visit).await
             }
         }
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Transaction::Mysql(transaction) => transaction.commit().await,
-            Transaction::MysqlHeld(transaction) => transaction.end("COMMIT").await,
-            Transaction::Sqlite(transaction) => transaction.commit().await,
-        }
+        within(self.call_timeout, async {
+            match self.kind {
+                TransactionKind::Mysql(transaction) => transaction.commit().await,
+                TransactionKind::MysqlHeld(transaction) => transaction.end("COMMIT").await,
+                TransactionKind::Sqlite(transaction) => transaction.commit().await,
+            }
+        })
+        .await
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Transaction::Mysql(transaction) => transaction.rollback().await,
-            Transaction::MysqlHeld(transaction) => transaction.end("ROLLBACK").await,
-            Transaction::Sqlite(transaction) => transaction.rollback().await,
-        }
+        within(self.call_timeout, async {
+            match self.kind {
+                TransactionKind::Mysql(transaction) => transaction.rollback().await,
+                TransactionKind::MysqlHeld(transaction) => transaction.end("ROLLBACK").await,
+                TransactionKind::Sqlite(transaction) => transaction.rollback().await,
+            }
+        })
+        .await
     }
 }
 

@@ -51,8 +51,14 @@ const MYSQL_CONNECTIONS_MAX: u32 = 8;
 const SQLITE_CONNECTIONS_MAX: u32 = 4;
 
 /// How long a caller waits for a free connection, in milliseconds, before the store counts
-/// as unavailable.
+/// as unavailable. Each call has its own deadline besides (`CALL_TIMEOUT_MS_DEFAULT`, or
+/// `with_call_timeout`), which also bounds the wait for a connection.
 const POOL_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+/// How long one call to the store (a statement, a commit, a free connection) may take by
+/// default, in milliseconds, before it fails as timed out (a transient failure). A stream of
+/// rows fails when no row comes for that long.
+pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 
 /// How long SQLite waits for another connection's write lock, in milliseconds.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -84,9 +90,9 @@ impl SqlStore {
     #[tracing::instrument(skip_all)]
     pub async fn connect(url: &str) -> Result<SqlStore, PersistError> {
         let pool = if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Pool::mysql(connect_mysql(url).await?)
+            Pool::mysql(connect_mysql(url).await?, Duration::from_millis(CALL_TIMEOUT_MS_DEFAULT))
         } else if url.starts_with("sqlite:") {
-            Pool::Sqlite(connect_sqlite(url).await?)
+            Pool::sqlite(connect_sqlite(url).await?, Duration::from_millis(CALL_TIMEOUT_MS_DEFAULT))
         } else {
             // Only the scheme: the rest of a URL may hold a password.
             let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
@@ -101,9 +107,21 @@ impl SqlStore {
         self
     }
 
+    /// The same store, each of whose calls fails as timed out after `timeout` (see
+    /// `CALL_TIMEOUT_MS_DEFAULT`).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> SqlStore {
+        self.pool = self.pool.with_call_timeout(timeout);
+        self
+    }
+
+    /// How long one call may take.
+    pub fn call_timeout(&self) -> Duration {
+        self.pool.call_timeout()
+    }
+
     /// True for SQLite, where only one transaction writes at a time.
     pub fn is_embedded(&self) -> bool {
-        matches!(self.pool, Pool::Sqlite(_))
+        self.pool.dialect() == backend::Dialect::Sqlite
     }
 
     /// Closes every connection; afterwards every call fails.
@@ -341,8 +359,58 @@ async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
         .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations/mysql").run(&pool).await?;
+    migrate_mysql(&pool).await?;
     Ok(pool)
+}
+
+/// How long a node waits for another node's schema migrations to finish, in seconds.
+const MIGRATION_LOCK_TIMEOUT_SECONDS: u64 = 120;
+
+/// Applies the schema migrations under a named lock of the server's, so that nodes started at
+/// the same moment on one database migrate one after the other: the first applies them, the
+/// others then find them applied. sqlx's migrator takes a lock of its own, but with a timeout
+/// of -1, which MariaDB answers at once with NULL, and sqlx goes on without the lock (two nodes
+/// then both insert migration 1: `1062 Duplicate entry '1' for key 'PRIMARY'`).
+///
+/// The lock belongs to a connection, so the migrations run on the connection that holds it,
+/// and it is released on that connection (or by the server, should the connection die).
+async fn migrate_mysql(pool: &sqlx::MySqlPool) -> Result<(), PersistError> {
+    let mut connection = pool.acquire().await?;
+    // Lock names are server-wide and at most 64 characters: the database's name, or its hash
+    // when it is too long for that.
+    let name: String = sqlx::query_scalar(
+        "SELECT IF(CHAR_LENGTH(DATABASE()) <= 47, CONCAT(DATABASE(), '.kuota_migrations'), \
+         CONCAT(SHA1(DATABASE()), '.kuota_migrations'))",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(&name)
+        .bind(MIGRATION_LOCK_TIMEOUT_SECONDS)
+        .fetch_one(&mut *connection)
+        .await?;
+    if locked != Some(1) {
+        return Err(PersistError::Database(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("waited {MIGRATION_LOCK_TIMEOUT_SECONDS} s for the schema migrations lock {name:?}"),
+        ))));
+    }
+    let mut migrator = sqlx::migrate!("./migrations/mysql");
+    // The lock above is held; sqlx's own would not work on MariaDB anyway.
+    migrator.set_locking(false);
+    // `run_direct` takes the connection as it is; `run(&mut *connection)` compiles too, but
+    // its future is not `Send` ("implementation of `Acquire` is not general enough", which
+    // sqlx gives `run_direct` for), and `connect` must be spawnable.
+    let migrated = migrator.run_direct(None, &mut *connection, false).await;
+    let released = sqlx::query("SELECT RELEASE_LOCK(?)").bind(&name).execute(&mut *connection).await;
+    migrated?;
+    if let Err(error) = released {
+        // Not released: the connection is in doubt, so it is closed rather than pooled, and
+        // the server releases the lock with it.
+        let _ = connection.detach();
+        return Err(error.into());
+    }
+    Ok(())
 }
 
 async fn connect_sqlite(url: &str) -> Result<sqlx::SqlitePool, PersistError> {

@@ -2,7 +2,7 @@
 //! moves on, which fences every earlier owner) and rebuilds its `EventQuota` from the stored
 //! rows, streamed one at a time into a `QuotaBuilder`, whose `finish` recounts everything.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kuota_engine::quota::{IdempotencyRecord, QuotaBuilder, RegistrationRecord};
 use kuota_engine::store::{BoxFuture, EventLoader, LoadedEvent, StoreError};
@@ -10,7 +10,7 @@ use kuota_engine::{
     ActiveStatus, CategoryCode, Decision, Email, EventId, Fingerprint, IdempotencyKey, RegistrationId,
 };
 
-use crate::store::backend::{Runner, Statement};
+use crate::store::backend::{Dialect, Runner, Statement, Transaction};
 use crate::store::error::PersistError;
 use crate::store::plan::{fingerprint_bits, millis, signed, unsigned};
 use crate::store::rows::RowStatus;
@@ -33,13 +33,14 @@ impl SqlStore {
     /// Everything happens in one transaction. The epoch is incremented first: on MySQL that
     /// write waits for any batch of a former owner holding the event row, and the snapshot the
     /// reads below see is taken after it, so it holds every batch that got to commit. A batch
-    /// that comes later finds the new epoch and is fenced.
+    /// that comes later finds the new epoch and is fenced. How long it waits is bounded (see
+    /// `take_epoch`).
     #[tracing::instrument(skip(self), fields(event_id = %event))]
     pub async fn load_event(&self, event: &EventId) -> Result<Option<LoadedEvent>, PersistError> {
         let started = Instant::now();
         let mut transaction = self.pool.begin_write().await?;
-        let take = Statement::new("UPDATE events SET epoch = epoch + 1 WHERE id = ?").bind(event.as_str());
-        if transaction.execute(&take).await? == 0 {
+        let (matched, killed) = self.take_epoch(&mut transaction, event).await?;
+        if matched == 0 {
             transaction.rollback().await?;
             return Ok(None);
         }
@@ -158,6 +159,14 @@ impl SqlStore {
 
         let quota = builder.finish(highest_number + 1, stored.last_seq)?;
         let epoch = stored.epoch;
+        if !killed.is_empty() {
+            tracing::warn!(
+                event_id = %event,
+                epoch,
+                killed_connections = ?killed,
+                "took the event over from transactions that held its row (killed)"
+            );
+        }
         transaction.commit().await?;
         tracing::info!(
             event_id = %event,
@@ -170,6 +179,160 @@ impl SqlStore {
         Ok(Some(LoadedEvent { quota, epoch }))
     }
 }
+
+impl SqlStore {
+    /// Increments the event's epoch in `transaction` and returns the rows matched (0: no such
+    /// event) and the connections killed because they blocked it.
+    ///
+    /// On MySQL the row may be locked by a former owner's transaction that will not end soon: a
+    /// node frozen (SIGSTOP, a paused VM) in the middle of a write-behind commit keeps its row
+    /// lock, and InnoDB would let the new owner wait up to `innodb_lock_wait_timeout` (50 s by
+    /// default) while the event stays unserved. A transaction that holds the event row this
+    /// long belongs to an owner that lost its lease (the caller holds it now) and would be
+    /// fenced by the new epoch anyway, so after `EPOCH_LOCK_WAIT_BEFORE_KILL_MS` the holders
+    /// that block this update are looked up and their connections killed (`KILL CONNECTION`:
+    /// a user may kill its own connections). The server rolls their transactions back and the
+    /// update goes on. Killing a writer's connection is safe: it sees a lost connection, an
+    /// unknown outcome, and resolves it by reading back. Should the lookup fail (a server
+    /// without the lock tables), the wait still ends after `EPOCH_LOCK_WAIT_TIMEOUT_SECONDS`
+    /// with an error rather than after 50 s, and the load is retried by the next request.
+    async fn take_epoch(
+        &self,
+        transaction: &mut Transaction,
+        event: &EventId,
+    ) -> Result<(u64, Vec<u64>), PersistError> {
+        let take = Statement::new("UPDATE events SET epoch = epoch + 1 WHERE id = ?").bind(event.as_str());
+        if self.pool.dialect() != Dialect::Mysql {
+            return Ok((transaction.execute(&take).await?, Vec::new()));
+        }
+        let mut connection_id = 0;
+        transaction
+            .for_each_row(&Statement::new("SELECT CAST(CONNECTION_ID() AS SIGNED)"), |row| {
+                connection_id = unsigned(row.int(0)?, "CONNECTION_ID()")?;
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        let bound_wait = format!("SET SESSION innodb_lock_wait_timeout = {EPOCH_LOCK_WAIT_TIMEOUT_SECONDS}");
+        transaction.execute(&Statement::new(bound_wait)).await?;
+        let mut killed = Vec::new();
+        let taken = {
+            let update = transaction.execute(&take);
+            tokio::pin!(update);
+            let grace = tokio::time::sleep(Duration::from_millis(EPOCH_LOCK_WAIT_BEFORE_KILL_MS));
+            tokio::select! {
+                biased;
+                taken = &mut update => taken,
+                () = grace => {
+                    // Still waiting: kill whoever blocks it, while it keeps waiting.
+                    let (holders, taken) =
+                        tokio::join!(self.kill_lock_holders(connection_id, event), &mut update);
+                    killed = holders;
+                    taken
+                }
+            }
+        };
+        // Back to the server's default for whatever uses this connection next. A failure here
+        // after a failed update is left to the update's error (the connection may be gone).
+        let restore = Statement::new("SET SESSION innodb_lock_wait_timeout = DEFAULT");
+        match taken {
+            Ok(matched) => {
+                transaction.execute(&restore).await?;
+                Ok((matched, killed))
+            }
+            Err(error) => {
+                let _ = transaction.execute(&restore).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Kills the connections whose transactions keep `waiting` (a connection id) from locking
+    /// `event`'s row, logs each with the event, and returns the ids killed.
+    async fn kill_lock_holders(&self, waiting: u64, event: &EventId) -> Vec<u64> {
+        let holders = match self.lock_holders(waiting).await {
+            Ok(holders) => holders,
+            Err(error) => {
+                tracing::warn!(
+                    event_id = %event,
+                    error = %error.chain(),
+                    "finding what blocks the epoch update failed; it waits for the lock wait timeout"
+                );
+                return Vec::new();
+            }
+        };
+        let mut killed = Vec::new();
+        for holder in holders.into_iter().filter(|holder| *holder != waiting) {
+            let kill = Statement::new(format!("KILL CONNECTION {holder}"));
+            match self.pool.execute_all_unprepared(std::slice::from_ref(&kill)).await {
+                Ok(_) => {
+                    tracing::warn!(
+                        event_id = %event,
+                        connection_id = holder,
+                        held_ms = EPOCH_LOCK_WAIT_BEFORE_KILL_MS,
+                        "killed a connection whose transaction held the event row during a take-over"
+                    );
+                    killed.push(holder);
+                }
+                Err(error) => tracing::warn!(
+                    event_id = %event,
+                    connection_id = holder,
+                    %error,
+                    "killing a connection that blocks the epoch update failed"
+                ),
+            }
+        }
+        killed
+    }
+
+    /// The ids of the connections whose transactions hold locks the connection `waiting`
+    /// waits for: from MariaDB's `information_schema.INNODB_LOCK_WAITS`, or else from MySQL 8's
+    /// `performance_schema.data_lock_waits` (which replaced it).
+    async fn lock_holders(&self, waiting: u64) -> Result<Vec<u64>, PersistError> {
+        match self.connections_listed(MARIADB_LOCK_HOLDERS, waiting).await {
+            Ok(holders) => Ok(holders),
+            Err(error) => {
+                tracing::debug!(error = %error.chain(), "no INNODB_LOCK_WAITS; trying data_lock_waits");
+                self.connections_listed(MYSQL_LOCK_HOLDERS, waiting).await
+            }
+        }
+    }
+
+    /// The connection ids `query` lists for the connection `waiting`.
+    async fn connections_listed(&self, query: &str, waiting: u64) -> Result<Vec<u64>, PersistError> {
+        let statement = Statement::new(query).bind(signed(waiting));
+        let mut connections = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                connections.push(unsigned(row.int(0)?, "trx_mysql_thread_id")?);
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(connections)
+    }
+}
+
+/// The connections whose transactions block the one of a given connection, on MariaDB.
+const MARIADB_LOCK_HOLDERS: &str = "SELECT DISTINCT CAST(blocking.trx_mysql_thread_id AS SIGNED) \
+     FROM information_schema.INNODB_LOCK_WAITS waits \
+     JOIN information_schema.INNODB_TRX blocking ON blocking.trx_id = waits.blocking_trx_id \
+     JOIN information_schema.INNODB_TRX waiting ON waiting.trx_id = waits.requesting_trx_id \
+     WHERE waiting.trx_mysql_thread_id = ?";
+
+/// The same on MySQL 8, whose lock waits moved to the performance schema.
+const MYSQL_LOCK_HOLDERS: &str = "SELECT DISTINCT CAST(blocking.trx_mysql_thread_id AS SIGNED) \
+     FROM performance_schema.data_lock_waits waits \
+     JOIN information_schema.INNODB_TRX blocking ON blocking.trx_id = waits.BLOCKING_ENGINE_TRANSACTION_ID \
+     JOIN information_schema.INNODB_TRX waiting ON waiting.trx_id = waits.REQUESTING_ENGINE_TRANSACTION_ID \
+     WHERE waiting.trx_mysql_thread_id = ?";
+
+/// How long the epoch update of a take-over waits for the event row before the transactions
+/// that hold it are killed, in milliseconds. A healthy write-behind commit holds the row for a
+/// few round trips (milliseconds); half a second is a frozen or cut-off former owner.
+const EPOCH_LOCK_WAIT_BEFORE_KILL_MS: u64 = 500;
+
+/// The lock wait timeout of the epoch update, in seconds (InnoDB counts whole seconds): the
+/// bound when the holders could not be found or killed.
+const EPOCH_LOCK_WAIT_TIMEOUT_SECONDS: u64 = 1;
 
 /// An idempotency key as stored (VARBINARY on MySQL, TEXT on SQLite).
 fn parse_key(bytes: &[u8]) -> Result<IdempotencyKey, PersistError> {

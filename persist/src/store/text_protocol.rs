@@ -22,7 +22,7 @@
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Either, Executor};
 
-use crate::store::backend::{RowAccess, Statement, Value, next_item};
+use crate::store::backend::{RowAccess, Statement, Value, next_item, next_within};
 
 /// SQL text sent in one round trip, at most (a single longer statement goes alone). MariaDB's
 /// and MySQL's default `max_allowed_packet` is 16 MiB and 64 MiB; this stays far below both.
@@ -166,15 +166,17 @@ async fn run<Failure: From<sqlx::Error>>(
 }
 
 /// Streams the rows of one query into `visit`, as `backend`'s prepared variant does.
+/// Fails when no row (or the end) comes within `timeout`.
 pub(crate) async fn for_each_row<Failure: From<sqlx::Error>>(
     connection: &mut MySqlConnection,
     statement: &Statement<'_>,
+    timeout: std::time::Duration,
     mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let mut text = String::new();
     render(statement, &mut text)?;
     let mut rows = connection.fetch(sqlx::raw_sql(AssertSqlSafe(text)));
-    while let Some(row) = next_item(&mut rows).await {
+    while let Some(row) = next_within(&mut rows, timeout).await? {
         visit(&row?)?;
     }
     Ok(())

@@ -80,12 +80,23 @@ async fn attempt(
         })
         .collect();
     let mut pause = Duration::from_millis(config.retry_backoff_ms);
+    let deadline = Duration::from_millis(config.commit_timeout_ms);
     let mut attempts = 1;
     loop {
         let started = Instant::now();
-        match store.commit_batch_signalling(&items, &mut *written).await {
+        // Cut short, the attempt's transaction is dropped with its connection (closed, never
+        // reused): whether it committed is unknown here, and the next attempt reads it back.
+        let attempted =
+            tokio::time::timeout(deadline, store.commit_batch_signalling(&items, &mut *written)).await;
+        let result = attempted.unwrap_or_else(|_elapsed| {
+            // Writes are refused from now on until a commit or a probe works: this one waits.
+            shared.set_store_failing(true);
+            Err(PersistError::timed_out(deadline))
+        });
+        match result {
             Ok(report) => {
                 let effects = report.applied_effects;
+                shared.set_store_failing(false);
                 shared.batch_committed(submissions.len(), effects, report.skipped_effects, started.elapsed());
                 return Ok(report);
             }
@@ -138,6 +149,7 @@ fn fail_all(
     tracing::error!(error = %error.chain(), submissions = submissions.len(), "a batch failed");
     if error.failure_kind() != FailureKind::Data {
         outcome.store_failed = true;
+        shared.set_store_failing(true);
     }
     let reason = StoreError::Unavailable(error.chain());
     for submission in submissions {

@@ -91,9 +91,18 @@ pub struct WriteBehindConfig {
     pub retry_backoff_ms: u64,
     /// Batches failing in a row (after their retries) that open the breaker.
     pub breaker_failures_max: u32,
-    /// While the breaker is open, how often the store is probed, in milliseconds (looked at
-    /// every `TICK_INTERVAL_MS`, so shorter intervals act as that).
+    /// While the breaker is open or the store is stalled, how often the store is probed, in
+    /// milliseconds (looked at every `TICK_INTERVAL_MS`, so shorter intervals act as that).
     pub breaker_probe_interval_ms: u64,
+    /// How long one attempt of a batch's transaction may take, in milliseconds. An attempt that
+    /// takes longer is cut short: its connection is closed (the database rolls the transaction
+    /// back, unless it received the `COMMIT` already), and the next attempt, on a fresh
+    /// connection, reads the event rows under their lock and writes only what is not stored yet
+    /// (see `SqlStore::commit_batch`): the outcome is read back, never guessed.
+    pub commit_timeout_ms: u64,
+    /// The store counts as stalled while the oldest commit in flight is older than this, in
+    /// milliseconds (see `WriteBehindHandle::stalled`).
+    pub stall_threshold_ms: u64,
 }
 
 impl Default for WriteBehindConfig {
@@ -106,7 +115,9 @@ impl Default for WriteBehindConfig {
             commit_attempts_max: 3,
             retry_backoff_ms: 20,
             breaker_failures_max: 3,
-            breaker_probe_interval_ms: 500,
+            breaker_probe_interval_ms: 250,
+            commit_timeout_ms: 1_000,
+            stall_threshold_ms: 1_000,
         }
     }
 }
@@ -151,7 +162,8 @@ impl WriteBehind {
             // Nobody may be watching; that is fine.
             let _ = finished_sender.send(true);
         });
-        let handle = WriteBehindHandle { shared, queue: sender.downgrade(), task, finished };
+        let stall_threshold = Duration::from_millis(config.stall_threshold_ms);
+        let handle = WriteBehindHandle { shared, queue: sender.downgrade(), task, finished, stall_threshold };
         (sender, handle)
     }
 }
@@ -165,6 +177,7 @@ pub struct WriteBehindHandle {
     task: JoinHandle<()>,
     /// Turns true when the writer has finished (see `drained`).
     finished: tokio::sync::watch::Receiver<bool>,
+    stall_threshold: Duration,
 }
 
 impl WriteBehindHandle {
@@ -177,6 +190,23 @@ impl WriteBehindHandle {
     /// The store keeps failing: new submissions are failed at once until a probe succeeds.
     pub fn breaker_open(&self) -> bool {
         self.shared.breaker_open.load(Ordering::Relaxed)
+    }
+
+    /// The store does not commit now: the oldest commit in flight is older than the stall
+    /// threshold, or an attempt timed out (or a batch failed because of the store) and nothing
+    /// has worked since, or the breaker is open. Cheap (a few atomic loads): callers ask before
+    /// every write, and refuse it at once instead of letting it wait for a store that does not
+    /// answer. It clears with the first commit that works, or with a probe of the store (every
+    /// `breaker_probe_interval_ms`) that answers.
+    pub fn stalled(&self) -> bool {
+        self.breaker_open()
+            || self.shared.store_failing()
+            || self.shared.oldest_commit_age(Instant::now()) > self.stall_threshold
+    }
+
+    /// How long the oldest commit in flight has been running (zero when none is).
+    pub fn oldest_commit_age(&self) -> Duration {
+        self.shared.oldest_commit_age(Instant::now())
     }
 
     pub fn stats(&self) -> WriteBehindStats {
@@ -269,8 +299,9 @@ struct Dispatcher {
     busy: HashMap<EventId, Vec<u64>>,
     /// The number of the next batch to start.
     next_batch: u64,
-    /// Committing batches, and whether each has written its rows (see `COMMITS_PER_EVENT_MAX`).
-    in_flight: HashMap<u64, bool>,
+    /// Committing batches: whether each has written its rows (see `COMMITS_PER_EVENT_MAX`), and
+    /// when it started (for `WriteBehindHandle::stalled`).
+    in_flight: HashMap<u64, InFlight>,
     /// Where a commit task says its batch is written; bounded by the batches in flight, which
     /// each say it once at most.
     written_sender: tokio::sync::mpsc::Sender<u64>,
@@ -300,8 +331,8 @@ impl Dispatcher {
                 biased;
                 Some(batch) = self.written.recv() => {
                     // A batch says it before its commit ends; were it ended, nothing changes.
-                    if let Some(written) = self.in_flight.get_mut(&batch) {
-                        *written = true;
+                    if let Some(in_flight) = self.in_flight.get_mut(&batch) {
+                        in_flight.written = true;
                     }
                 }
                 Some(joined) = self.commits.join_next(), if !self.commits.is_empty() => {
@@ -391,7 +422,7 @@ impl Dispatcher {
     fn may_start(&self, event: &EventId) -> bool {
         self.busy.get(event).is_none_or(|batches| {
             batches.len() < COMMITS_PER_EVENT_MAX
-                && batches.iter().all(|batch| self.in_flight.get(batch) == Some(&true))
+                && batches.iter().all(|batch| self.in_flight.get(batch).is_some_and(|batch| batch.written))
         })
     }
 
@@ -415,7 +446,8 @@ impl Dispatcher {
         }
         let number = self.next_batch;
         self.next_batch += 1;
-        self.in_flight.insert(number, false);
+        self.in_flight.insert(number, InFlight { written: false, started: Instant::now() });
+        self.publish_oldest_commit();
         // Once per event, not per submission: `finished` releases each event of the batch once.
         let mut events: Vec<&EventId> = batch.iter().map(|submission| &submission.event).collect();
         events.sort_unstable();
@@ -445,8 +477,13 @@ impl Dispatcher {
         self.shared.commits_in_flight(self.commits.len());
     }
 
+    fn publish_oldest_commit(&self) {
+        self.shared.oldest_commit_started(self.in_flight.values().map(|batch| batch.started).min());
+    }
+
     fn finished(&mut self, outcome: CommitOutcome) {
         self.in_flight.remove(&outcome.batch);
+        self.publish_oldest_commit();
         for event in outcome.events {
             if let Some(batches) = self.busy.get_mut(&event) {
                 batches.retain(|batch| *batch != outcome.batch);
@@ -483,8 +520,12 @@ impl Dispatcher {
         }
     }
 
+    /// Probes the store while the breaker is open, or while it is failing and no commit is in
+    /// flight to find out (the API refuses writes meanwhile, so no commit would).
     fn maybe_probe(&mut self, now: Instant) {
-        if !self.shared.breaker_open.load(Ordering::Relaxed) || !self.probes.is_empty() {
+        let suspect = self.shared.breaker_open.load(Ordering::Relaxed)
+            || (self.shared.store_failing() && self.commits.is_empty());
+        if !suspect || !self.probes.is_empty() {
             return;
         }
         let interval = Duration::from_millis(self.config.breaker_probe_interval_ms);
@@ -498,7 +539,8 @@ impl Dispatcher {
 
     fn probed(&mut self, working: bool) {
         if working {
-            tracing::info!("the store answers again: breaker closed");
+            tracing::info!("the store answers again");
+            self.shared.set_store_failing(false);
             self.shared.breaker_open.store(false, Ordering::Relaxed);
             // Half open: one more failing batch opens the breaker again.
             self.consecutive_failures = self.config.breaker_failures_max.saturating_sub(1);
@@ -508,6 +550,14 @@ impl Dispatcher {
 
 fn breaker_refusal() -> StoreError {
     StoreError::Unavailable("the store keeps failing; writes are refused until it answers again".into())
+}
+
+/// A batch that is committing.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// It has written its rows and holds its events' row locks (see `COMMITS_PER_EVENT_MAX`).
+    written: bool,
+    started: Instant,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

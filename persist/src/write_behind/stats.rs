@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// Upper bounds of the commit latency buckets, in microseconds; one more bucket counts the rest.
 pub const COMMIT_LATENCY_BOUNDS_MICROS: [u64; 20] = [
     250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000, 100_000,
@@ -102,6 +104,14 @@ pub(crate) struct Shared {
     /// Submissions taken off the queue and not answered yet (gathering or committing).
     pub taken: AtomicUsize,
     pub breaker_open: AtomicBool,
+    /// Where `oldest_commit_started_micros` counts from.
+    origin: Instant,
+    /// When the oldest commit in flight started, in microseconds after `origin`, plus one; 0 when
+    /// none is in flight.
+    oldest_commit_started_micros: AtomicU64,
+    /// A commit attempt timed out, or a batch failed because of the store, and neither a commit
+    /// nor a probe has worked since: the store is suspect (see `WriteBehindHandle::stalled`).
+    store_failing: AtomicBool,
 }
 
 impl Default for Shared {
@@ -124,6 +134,9 @@ impl Default for Shared {
             answered_at_last_tick: AtomicU64::new(0),
             taken: AtomicUsize::new(0),
             breaker_open: AtomicBool::new(false),
+            origin: Instant::now(),
+            oldest_commit_started_micros: AtomicU64::new(0),
+            store_failing: AtomicBool::new(false),
         }
     }
 }
@@ -137,6 +150,31 @@ impl Shared {
         self.last_batch_submissions.store(submissions as u64, Ordering::Relaxed);
         self.batch_effects.record(effects as u64);
         self.commit_latency.record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Notes when the oldest commit in flight started (`None`: none is in flight).
+    pub fn oldest_commit_started(&self, started: Option<Instant>) {
+        let micros = started.map_or(0, |started| {
+            u64::try_from(started.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX - 1)
+                + 1
+        });
+        self.oldest_commit_started_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// How long the oldest commit in flight has been running at `now` (zero when none is).
+    pub fn oldest_commit_age(&self, now: Instant) -> Duration {
+        match self.oldest_commit_started_micros.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            micros => now.saturating_duration_since(self.origin + Duration::from_micros(micros - 1)),
+        }
+    }
+
+    pub fn set_store_failing(&self, failing: bool) {
+        self.store_failing.store(failing, Ordering::Relaxed);
+    }
+
+    pub fn store_failing(&self) -> bool {
+        self.store_failing.load(Ordering::Relaxed)
     }
 
     /// Notes how many batches are committing right now.

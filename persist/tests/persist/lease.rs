@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kuota_engine::EventId;
+use kuota_engine::ownership::{Claim, Ownership};
 use kuota_engine::store::BoxFuture;
 use kuota_persist::lease::{
     InProcessLeases, LEASE_SAFETY_MARGIN_MIN_MS, LEASE_TTL_MIN_MS, Lease, LeaseError, Leases, RedisLeases,
     lease_safety_margin, spawn_renewal,
 };
+use kuota_persist::ownership::{LeaseOwnership, NodeIdentity};
 use kuota_persist::random;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::redis_support::TestRedis;
+use super::redis_support::{PrivateRedis, TestRedis, free_port};
 
 /// Acquirers racing for one key in the contention test.
 const CONCURRENT_ACQUIRERS: usize = 64;
@@ -30,6 +33,12 @@ const LONG_TTL_MS: u64 = 10_000;
 /// Time added to a TTL when a test waits for it to run out: Redis expires keys within a
 /// millisecond, and this leaves room for a loaded test machine.
 const EXPIRY_SLACK_MS: u64 = 100;
+
+/// The Redis command timeout of the frozen-Redis tests, in milliseconds.
+const COMMAND_TIMEOUT_MS: u64 = 200;
+
+/// Time a command may take past its timeout on a loaded test machine, in milliseconds.
+const TIMEOUT_SLACK_MS: u64 = 300;
 
 impl TestRedis {
     fn leases(&self) -> Arc<dyn Leases> {
@@ -316,6 +325,16 @@ impl Leases for Flaky {
         self.inner.acquire_as(key, holder, ttl)
     }
 
+    fn take_over_as<'a>(
+        &'a self,
+        key: &'a str,
+        previous_holder: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.inner.take_over_as(key, previous_holder, holder, ttl)
+    }
+
     fn holder<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
         self.inner.holder(key)
     }
@@ -343,6 +362,16 @@ impl Leases for Hanging {
     fn acquire_as<'a>(
         &'a self,
         _key: &'a str,
+        _holder: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        _key: &'a str,
+        _previous_holder: &'a str,
         _holder: &'a str,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
@@ -422,6 +451,28 @@ async fn a_redis_holder_that_cannot_reach_redis_reports_the_loss_before_the_ttl(
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_while_redis_is_frozen_fails_within_the_command_timeout() {
+    let redis = PrivateRedis::start().await;
+    // A connection manager that would wait for ever: the bound must come from the leases.
+    let patient = ConnectionManagerConfig::new().set_response_timeout(None).set_connection_timeout(None);
+    let connection =
+        ConnectionManager::new_with_config(redis.client(), patient).await.expect("the private Redis answers");
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+    let lease = leases.acquire("event:frozen", milliseconds(LONG_TTL_MS)).await.unwrap().expect("free");
+
+    redis.freeze();
+    let started = Instant::now();
+    let answer = leases.renew(&lease).await;
+    let waited = started.elapsed();
+    redis.thaw();
+
+    assert!(matches!(answer, Err(LeaseError::Unavailable(_))), "{answer:?}");
+    assert!(waited < timeout + milliseconds(TIMEOUT_SLACK_MS), "the renewal waited {waited:?}");
+    assert!(leases.renew(&lease).await.unwrap().is_some(), "the same connection answers once thawed");
+}
+
 #[tokio::test]
 async fn a_redis_lease_is_stored_under_the_prefix_with_the_ttl_in_milliseconds() {
     let redis = TestRedis::connect().await;
@@ -464,4 +515,294 @@ fn a_lease_stops_being_valid_a_safety_margin_before_its_ttl() {
 fn the_debug_form_of_a_lease_leaves_the_token_out() {
     let lease = Lease::new("event:debug", "secret-token", milliseconds(1_000), Instant::now());
     assert!(!format!("{lease:?}").contains("secret-token"));
+}
+
+/// A TCP proxy to `upstream` (a Redis) whose first connection is cut where the reply to the
+/// first `SET … NX …` command would pass: the SET took effect, and its reply is lost with the
+/// connection. Later connections are relayed untouched.
+async fn proxy_losing_the_first_set_reply(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port is free");
+    let address = listener.local_addr().expect("a bound listener has an address");
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+            tokio::spawn(relay(client, server, std::mem::replace(&mut first, false)));
+        }
+    });
+    address
+}
+
+async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream, lose_set_reply: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let set_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set_seen = Arc::clone(&set_sent);
+    let upstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = client_read.read(&mut buffer).await {
+            let chunk = &buffer[..read];
+            if lose_set_reply && chunk.windows(6).any(|window| window == b"\r\nNX\r\n") {
+                // Marked before the SET leaves, so that its reply cannot overtake the mark.
+                set_seen.store(true, Ordering::SeqCst);
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = server_read.read(&mut buffer).await {
+            if set_sent.load(Ordering::SeqCst) {
+                // The SET's reply: dropped, and the connection with it.
+                return;
+            }
+            if client_write.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever direction ends first closes both.
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+}
+
+fn socket_address(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("redis://").parse().expect("a private Redis URL is redis://ip:port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquisition_whose_reply_was_lost_is_adopted_when_the_key_holds_its_token() {
+    let redis = PrivateRedis::start().await;
+    let proxy = proxy_losing_the_first_set_reply(socket_address(&redis.url)).await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = kuota_persist::redis_connection::connect(&format!("redis://{proxy}"), timeout)
+        .await
+        .expect("the proxy relays the handshake");
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+
+    let before = Instant::now();
+    let lease = leases
+        .acquire_as("event:lost-reply", "node-a http://a", milliseconds(LONG_TTL_MS))
+        .await
+        .expect("the lost reply is resolved by reading the key back")
+        .expect("the key holds this acquisition's token");
+    let after = Instant::now();
+
+    assert!((before..=after).contains(&lease.acquired_at()), "the TTL counts from before the SET");
+    let mut direct = redis.client().get_multiplexed_async_connection().await.expect("Redis answers");
+    let stored: String =
+        redis::cmd("GET").arg("kuota_t:lease:event:lost-reply").query_async(&mut direct).await.unwrap();
+    assert_eq!(stored, lease.token());
+    assert!(leases.renew(&lease).await.unwrap().is_some(), "the adopted lease is renewable");
+    assert_eq!(leases.release(&lease).await, Ok(true));
+}
+
+/// How long a lease whose acquisition was lost may stay in Redis after Redis answers again, in
+/// milliseconds: the release retries every `LEASE_ORPHAN_RELEASE_RETRY_DELAY_MS` plus a command
+/// timeout, with room for a loaded machine; far below `LONG_TTL_MS`.
+const ORPHAN_RELEASED_WITHIN_MS: u64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquisition_sent_to_a_frozen_redis_is_released_once_redis_answers_again() {
+    let redis = PrivateRedis::start().await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = kuota_persist::redis_connection::connect(&redis.url, timeout)
+        .await
+        .expect("the private Redis answers");
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+
+    redis.freeze();
+    let answer = leases.acquire_as("event:frozen", "node-a http://a", milliseconds(LONG_TTL_MS)).await;
+    assert!(matches!(answer, Err(LeaseError::Unavailable(_))), "{answer:?}");
+    redis.thaw();
+
+    let mut direct = redis.client().get_multiplexed_async_connection().await.expect("Redis answers");
+    let thawed_at = Instant::now();
+    loop {
+        let stored: Option<String> =
+            redis::cmd("GET").arg("kuota_t:lease:event:frozen").query_async(&mut direct).await.unwrap();
+        if stored.is_none() {
+            break;
+        }
+        assert!(
+            thawed_at.elapsed() < milliseconds(ORPHAN_RELEASED_WITHIN_MS),
+            "the lease of a lost acquisition still names {stored:?}"
+        );
+        // Polling Redis from outside: the release happens in the holder's background task.
+        tokio::time::sleep(milliseconds(20)).await;
+    }
+    // The SET did run when Redis resumed: the key was there, and was released.
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut direct).await.unwrap();
+    assert!(info.contains("cmdstat_set:calls=1,"), "the SET ran once: {info}");
+}
+
+/// The default lease TTL: the previous life's keeper renews every 900 ms, so its loss shows
+/// within a second, while waiting its lease out would take three.
+const OWNERSHIP_TTL_MS: u64 = 3_000;
+
+/// How long a claim may take, in milliseconds: a few Redis round trips on a loaded machine.
+const CLAIM_WITHIN_MS: u64 = 500;
+
+fn ownership(leases: Arc<dyn Leases>, node_id: &str, url: &str) -> LeaseOwnership {
+    let node = NodeIdentity::new(node_id, url).expect("a valid node identity");
+    LeaseOwnership::new(leases, node, milliseconds(OWNERSHIP_TTL_MS), tokio::runtime::Handle::current())
+        .expect("the TTL is within bounds")
+}
+
+/// Two `LeaseOwnership`s with the same node id over one lease service: a node and its life after
+/// a kill -9 and a restart (on another port, as with an advertised port 0).
+async fn a_restarted_node_takes_over_the_leases_of_its_previous_life_at_once(leases: Arc<dyn Leases>) {
+    let event = EventId::parse("restarted").expect("a valid event id");
+    let previous_life = ownership(Arc::clone(&leases), "node-a", "http://127.0.0.1:1001");
+    let Claim::Owned(mut previous_tenure) = previous_life.claim(&event).await.unwrap() else {
+        panic!("the event is free");
+    };
+
+    let restarted = ownership(Arc::clone(&leases), "node-a", "http://127.0.0.1:1002");
+    let started = Instant::now();
+    let claim = restarted.claim(&event).await.unwrap();
+    let waited = started.elapsed();
+
+    let Claim::Owned(tenure) = claim else { panic!("the restarted node was sent elsewhere: {claim:?}") };
+    assert!(tenure.is_held());
+    assert!(waited < milliseconds(CLAIM_WITHIN_MS), "the take-over took {waited:?}");
+    let lost = previous_tenure.take_lost().expect("the loss future is there");
+    tokio::time::timeout(milliseconds(OWNERSHIP_TTL_MS), lost)
+        .await
+        .expect("the previous life's keeper finds its lease taken and steps down");
+    assert!(!previous_tenure.is_held());
+
+    let other = ownership(Arc::clone(&leases), "node-b", "http://127.0.0.1:2001");
+    match other.claim(&event).await.unwrap() {
+        Claim::Elsewhere(owner) => assert_eq!(owner.url, "http://127.0.0.1:1002", "the new life owns it"),
+        Claim::Owned(_) => panic!("a node with another id took the event"),
+    }
+    restarted.release_all(milliseconds(CLAIM_WITHIN_MS)).await;
+}
+
+against_both!(a_restarted_node_takes_over_the_leases_of_its_previous_life_at_once);
+
+async fn a_take_over_replaces_only_the_expected_holder(leases: Arc<dyn Leases>) {
+    let ttl = milliseconds(LONG_TTL_MS);
+    let held = leases.acquire_as("event:taken", "node-b http://b", ttl).await.unwrap().expect("free");
+    let taken = leases.take_over_as("event:taken", "node-a http://a", "node-a http://a2", ttl).await;
+    assert_eq!(taken, Ok(None), "the lease is node-b's, not node-a's");
+    assert_eq!(leases.holder("event:taken").await.unwrap().as_deref(), Some("node-b http://b"));
+    let free = leases.take_over_as("event:free", "node-a http://a", "node-a http://a2", ttl).await;
+    assert_eq!(free, Ok(None), "there is nothing to take over");
+    assert_eq!(leases.release(&held).await, Ok(true));
+}
+
+against_both!(a_take_over_replaces_only_the_expected_holder);
+
+/// How soon after a restarted Redis answers the node's connection works again, in milliseconds.
+const REDIS_BACK_WITHIN_MS: u64 = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_fail_fast_while_redis_is_down_and_work_again_within_a_second_of_its_restart() {
+    let port = free_port();
+    let redis = PrivateRedis::start_on(port).await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = kuota_persist::redis_connection::connect(&redis.url, timeout)
+        .await
+        .expect("the private Redis answers");
+    let leases = RedisLeases::new(connection, "kuota_t:").with_command_timeout(timeout);
+    assert!(leases.acquire("event:before", milliseconds(LONG_TTL_MS)).await.unwrap().is_some());
+
+    drop(redis);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = leases.holder("event:before").await;
+        assert!(answer.is_err(), "Redis is gone: {answer:?}");
+        assert!(
+            started.elapsed() < timeout + milliseconds(TIMEOUT_SLACK_MS),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+
+    let restarted = PrivateRedis::start_on(port).await;
+    let back_at = Instant::now();
+    loop {
+        match leases.acquire("event:after", milliseconds(LONG_TTL_MS)).await {
+            Ok(Some(_)) => break,
+            answer => assert!(
+                back_at.elapsed() < milliseconds(REDIS_BACK_WITHIN_MS),
+                "still failing {:?} after Redis came back: {answer:?}",
+                back_at.elapsed()
+            ),
+        }
+        // Polling: the connection manager reconnects in the background.
+        tokio::time::sleep(milliseconds(20)).await;
+    }
+    drop(restarted);
+}
+
+/// A lease service that is down: every call fails, and is counted.
+#[derive(Debug, Default)]
+struct Down {
+    calls: AtomicUsize,
+}
+
+impl Down {
+    fn fail<T: Send + 'static>(&self) -> BoxFuture<'_, Result<T, LeaseError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Err(LeaseError::Unavailable("connection refused".to_owned()))))
+    }
+}
+
+impl Leases for Down {
+    fn acquire_as<'a>(
+        &'a self,
+        _key: &'a str,
+        _holder: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.fail()
+    }
+
+    fn take_over_as<'a>(
+        &'a self,
+        _key: &'a str,
+        _previous_holder: &'a str,
+        _holder: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.fail()
+    }
+
+    fn holder<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Option<String>, LeaseError>> {
+        self.fail()
+    }
+
+    fn renew<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>> {
+        self.fail()
+    }
+
+    fn release<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        self.fail()
+    }
+}
+
+#[tokio::test]
+async fn after_the_lease_service_failed_claims_fail_at_once_for_a_moment_then_ask_again() {
+    let down = Arc::new(Down::default());
+    let node = ownership(Arc::clone(&down) as Arc<dyn Leases>, "node-a", "http://127.0.0.1:1001");
+    let event = EventId::parse("paused").expect("a valid event id");
+
+    assert!(node.claim(&event).await.is_err());
+    assert_eq!(down.calls.load(Ordering::SeqCst), 1);
+    assert!(node.claim(&event).await.is_err());
+    assert_eq!(down.calls.load(Ordering::SeqCst), 1, "the second claim did not wait on the service");
+
+    // Real time: the pause is read on tokio's clock, but pausing it needs tokio's test-util
+    // feature, which would rebuild tokio for the whole workspace's tests.
+    tokio::time::sleep(milliseconds(kuota_persist::ownership::CLAIM_PAUSE_AFTER_UNAVAILABLE_MS)).await;
+    assert!(node.claim(&event).await.is_err());
+    assert_eq!(down.calls.load(Ordering::SeqCst), 2, "after the pause the service is asked again");
 }

@@ -3,14 +3,16 @@
 //! under a random key prefix and deletes its keys when it ends.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kuota_persist::session::{
     InvalidSessionId, MemorySessionStore, RedisSessionStore, SESSION_SUBJECT_LENGTH_MAX,
     SESSION_TTL_MAX_SECONDS, SessionData, SessionError, SessionId, SessionStore,
 };
 
-use super::redis_support::TestRedis;
+use kuota_persist::redis_connection;
+
+use super::redis_support::{PrivateRedis, TestRedis, free_port};
 
 /// A session long enough that a test never sees it expire by accident.
 const LONG_TTL_MS: u64 = 60_000;
@@ -21,6 +23,12 @@ const SHORT_TTL_MS: u64 = 100;
 /// Time added to a TTL when a test waits for it to run out: Redis expires keys within a
 /// millisecond, and this leaves room for a loaded test machine.
 const EXPIRY_SLACK_MS: u64 = 100;
+
+/// The Redis command timeout of the frozen-Redis tests, in milliseconds.
+const COMMAND_TIMEOUT_MS: u64 = 200;
+
+/// Time a command may take past its timeout on a loaded test machine, in milliseconds.
+const TIMEOUT_SLACK_MS: u64 = 300;
 
 impl TestRedis {
     fn sessions(&self) -> Arc<dyn SessionStore> {
@@ -236,4 +244,40 @@ async fn sessions_under_another_prefix_are_not_seen() {
     let id = first.sessions().create(admin(1), milliseconds(LONG_TTL_MS)).await.unwrap();
     assert_eq!(second.sessions().get(&id).await, Ok(None));
     assert_eq!(first.sessions().get(&id).await, Ok(Some(admin(1))));
+}
+
+#[tokio::test]
+async fn a_session_lookup_while_redis_is_frozen_fails_within_the_command_timeout() {
+    let redis = PrivateRedis::start().await;
+    let timeout = milliseconds(COMMAND_TIMEOUT_MS);
+    let connection = redis_connection::connect(&redis.url, timeout).await.expect("the private Redis answers");
+    let sessions = RedisSessionStore::new(connection, "kuota_t:").with_command_timeout(timeout);
+    let id = sessions.create(admin(1), milliseconds(LONG_TTL_MS)).await.unwrap();
+
+    redis.freeze();
+    let started = Instant::now();
+    let answer = sessions.get(&id).await;
+    let waited = started.elapsed();
+    redis.thaw();
+
+    assert!(matches!(answer, Err(SessionError::Unavailable(_))), "{answer:?}");
+    assert!(waited < timeout + milliseconds(TIMEOUT_SLACK_MS), "the lookup waited {waited:?}");
+    assert_eq!(sessions.get(&id).await, Ok(Some(admin(1))), "the same connection answers once thawed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_before_redis_connects_once_redis_is_up() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let connecting =
+        tokio::spawn(async move { redis_connection::connect(&url, milliseconds(COMMAND_TIMEOUT_MS)).await });
+    // Redis comes up a moment after the node: the first attempts are refused.
+    tokio::time::sleep(milliseconds(300)).await;
+    let redis = PrivateRedis::start_on(port).await;
+
+    let connection = connecting.await.unwrap().expect("connected once Redis was up");
+    let sessions = RedisSessionStore::new(connection, "kuota_t:");
+    let id = sessions.create(admin(1), milliseconds(LONG_TTL_MS)).await.unwrap();
+    assert_eq!(sessions.get(&id).await, Ok(Some(admin(1))));
+    drop(redis);
 }

@@ -577,3 +577,80 @@ async fn text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte(bac
     let reloaded = store.load(&id).await.unwrap().unwrap();
     assert_eq!(reloaded.quota.availability(), quota.availability());
 }
+
+/// How long a load may take while a former owner's open transaction holds the event row: the
+/// wait before the holder is killed (half a second), the kill and the load itself, with room
+/// for a loaded machine. InnoDB alone would wait 50 s.
+const BLOCKED_LOAD_WITHIN_MS: u64 = 2_000;
+
+#[tokio::test]
+async fn a_load_blocked_by_a_frozen_owners_open_transaction_kills_it_and_takes_a_new_epoch() {
+    use sqlx::Connection;
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let (store, _, epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
+    // A former owner frozen in the middle of a write-behind commit: its transaction holds the
+    // event row and never ends.
+    let mut frozen = sqlx::MySqlConnection::connect(&database.url).await.expect("MariaDB answers");
+    let frozen_id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut frozen).await.unwrap();
+    sqlx::raw_sql("START TRANSACTION").execute(&mut frozen).await.unwrap();
+    let locked = sqlx::query("UPDATE events SET last_seq = last_seq WHERE id = ?")
+        .bind("race")
+        .execute(&mut frozen)
+        .await
+        .unwrap();
+    assert_eq!(locked.rows_affected(), 1, "the event row is locked");
+
+    let started = std::time::Instant::now();
+    let loaded = store.load(&event_id("race")).await.expect("the load is not blocked").expect("stored");
+    let waited = started.elapsed();
+
+    assert!(waited < Duration::from_millis(BLOCKED_LOAD_WITHIN_MS), "the load waited {waited:?}");
+    assert_eq!(loaded.epoch, epoch + 1);
+    let mut observer = sqlx::MySqlConnection::connect(&database.url).await.expect("MariaDB answers");
+    let still_there: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?")
+            .bind(frozen_id)
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+    assert_eq!(still_there, 0, "the blocking connection was killed");
+    assert!(sqlx::query("SELECT 1").execute(&mut frozen).await.is_err(), "its transaction is gone with it");
+}
+
+#[tokio::test]
+async fn an_unblocked_load_waits_for_no_grace_period() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let (store, _, _) = stored_event(&database, "race", &[("10K", 3)], 0).await;
+    let started = std::time::Instant::now();
+    store.load(&event_id("race")).await.unwrap().expect("stored");
+    assert!(started.elapsed() < Duration::from_millis(400), "the load took {:?}", started.elapsed());
+}
+
+/// Nodes started at the same moment in the migration test.
+const NODES_STARTED_TOGETHER: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_started_together_on_a_fresh_database_all_connect_and_the_migrations_run_once() {
+    use sqlx::Connection;
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let starts: Vec<_> = (0..NODES_STARTED_TOGETHER)
+        .map(|_| {
+            let url = database.url.clone();
+            tokio::spawn(async move { SqlStore::connect(&url).await })
+        })
+        .collect();
+    for start in starts {
+        let store = start.await.expect("the start did not panic");
+        let store = store.unwrap_or_else(|error| panic!("a node failed to start: {}", error.chain()));
+        store.ping().await.expect("the schema is there");
+    }
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/mysql"))
+        .expect("the migrations folder is there")
+        .count();
+    let mut connection = sqlx::MySqlConnection::connect(&database.url).await.expect("MariaDB answers");
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(applied, migrations as i64, "each migration applied once");
+}

@@ -603,3 +603,117 @@ async fn acknowledged_registrations_survive_sigkill_of_the_writer_and_no_categor
     let confirmed: u32 = reloaded.quota.availability().iter().map(|category| category.confirmed).sum();
     assert!(confirmed as usize >= acknowledged.len());
 }
+
+/// Opens a transaction on its own connection that holds the event row's lock until dropped or
+/// rolled back: a store that does not commit, without stopping the shared server.
+async fn hold_event_row(database: &TestDatabase, event: &str) -> sqlx::MySqlConnection {
+    let mut holder = sqlx::MySqlConnection::connect(&database.url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT id FROM events WHERE id = '{event}' FOR UPDATE"
+    )))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    holder
+}
+
+/// Waits, within `limit`, until `condition` holds.
+async fn eventually(limit: Duration, what: &str, condition: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_commit_older_than_the_stall_threshold_stalls_the_writer_until_it_commits() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
+    let config = WriteBehindConfig {
+        stall_threshold_ms: 100,
+        commit_timeout_ms: 10_000,
+        ..WriteBehindConfig::default()
+    };
+    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    assert!(!writer.stalled());
+
+    let mut holder = hold_event_row(&database, "race").await;
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    let answer = submit_later(&sender, &id, epoch, effects).await;
+    eventually(Duration::from_secs(2), "the writer counts as stalled", || writer.stalled()).await;
+    assert!(writer.oldest_commit_age() >= Duration::from_millis(100));
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(answer.await.unwrap(), Ok(()));
+    assert!(!writer.stalled(), "the commit went through: no longer stalled");
+    assert_eq!(writer.oldest_commit_age(), Duration::ZERO);
+    assert_eq!(writer.stats().retries, 0, "waited, not cut short");
+    drop(sender);
+    writer.closed().await;
+}
+
+/// A commit that does not answer within `commit_timeout_ms` is cut short (its connection
+/// closed), the writer counts as stalled from that moment, and the next attempt, on a fresh
+/// connection, finds out what is stored and commits the rest.
+#[tokio::test]
+async fn a_commit_that_does_not_answer_in_time_is_cut_short_and_tried_again_on_a_fresh_connection() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
+    // The in-flight age alone would not stall it: only the timeout does.
+    let config = WriteBehindConfig {
+        commit_timeout_ms: 200,
+        stall_threshold_ms: 60_000,
+        commit_attempts_max: 3,
+        ..WriteBehindConfig::default()
+    };
+    let (sender, writer) = WriteBehind::start(store.clone(), config);
+
+    let mut holder = hold_event_row(&database, "race").await;
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    let answer = submit_later(&sender, &id, epoch, effects).await;
+    let waited =
+        eventually(Duration::from_secs(2), "the timed-out commit stalls the writer", || writer.stalled())
+            .await;
+    assert!(waited >= Duration::from_millis(150), "not before the commit's deadline: {waited:?}");
+
+    // The store answers again before the next attempt.
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(answer.await.unwrap(), Ok(()));
+    assert!(writer.stats().retries >= 1, "{:?}", writer.stats());
+    assert!(!writer.stalled(), "a commit that worked clears the stall");
+    assert_eq!(store.registration(&id, RegistrationId(1)).await.unwrap().unwrap().email, "a@x.org");
+    drop(sender);
+    writer.closed().await;
+}
+
+/// When every attempt times out the batch fails (its decisions are rolled back by the actor,
+/// never acknowledged), and the writer stays stalled until a probe finds the store answering.
+#[tokio::test]
+async fn a_batch_whose_every_attempt_times_out_fails_and_a_probe_ends_the_stall() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
+    let config = WriteBehindConfig {
+        commit_timeout_ms: 150,
+        stall_threshold_ms: 60_000,
+        commit_attempts_max: 2,
+        breaker_probe_interval_ms: 50,
+        ..WriteBehindConfig::default()
+    };
+    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let mut holder = hold_event_row(&database, "race").await;
+    let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    let failed = submit(&sender, &id, epoch, effects).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    assert!(writer.stalled(), "the store did not commit");
+    // A probe reads, which the row lock does not block: the stall ends within a few ticks.
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    eventually(Duration::from_secs(2), "a probe ends the stall", || !writer.stalled()).await;
+    assert!(store.registration(&id, RegistrationId(1)).await.unwrap().is_none(), "nothing was committed");
+    drop(sender);
+    writer.closed().await;
+}
