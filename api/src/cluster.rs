@@ -7,14 +7,21 @@
 //! from a node of this deployment by `Kuota-Forward-Token` (derived from the secret every node
 //! shares through the store). A forwarded request that reaches a node which is not the owner
 //! either is answered `503 overloaded` with `Retry-After`, never forwarded again: ownership is
-//! moving, and the client's retry finds the new owner.
+//! moving, and the client's retry finds the new owner. That 503 is marked `Kuota-Not-Owner`, so
+//! that the forwarding node forgets the owner it remembered (`OwnerCache`).
+//!
+//! Forwarding costs no lease service round trip while the owner is remembered (`OwnerCache`),
+//! reuses kept-alive connections, and answers 503 within a second when the owner does not
+//! answer, then at once while the owner's breaker is open (`Forwarder`). When a remembered
+//! owner certainly did nothing with the request (it could not be reached, or said it is not the
+//! owner), the owner is looked up afresh once and the request goes where the lease now says.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
@@ -28,10 +35,12 @@ use sha2::Sha256;
 
 use crate::configuration::Settings;
 use crate::error::ApiError;
-use crate::forward::{self, Outgoing, PeerAddress};
+use crate::forward::{self, ForwardError, Forwarder, Outgoing, PeerAddress};
 use crate::metrics;
+use crate::middleware::label_route;
+use crate::owner_cache::{FAILING_OWNER_ENTRY_MS_MAX, OwnerCache};
 use crate::rate_limit::client_ip;
-use crate::routes::registrations;
+use crate::routes::registrations::{self, REGISTRATIONS_PATTERN};
 use crate::state::AppState;
 use crate::tokens::constant_time_eq;
 
@@ -41,6 +50,8 @@ pub const FORWARDED_BY: &str = "kuota-forwarded-by";
 pub const FORWARD_TOKEN: &str = "kuota-forward-token";
 /// On a relayed answer: the node that owns the event and decided.
 pub const OWNER: &str = "kuota-owner";
+/// On the 503 answering a forwarded request for an event the node does not own: its own id.
+pub const NOT_OWNER: &str = "kuota-not-owner";
 
 /// How long a client should wait when the owner changes hands or does not answer, in seconds:
 /// a handover completes within a renewal interval, a dead owner's lease within its TTL, and
@@ -63,14 +74,25 @@ const FORWARDED_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Answer headers that describe the hop, not the answer; actix writes its own.
-const HOP_BY_HOP_ANSWER_HEADERS: &[&str] =
-    &["connection", "keep-alive", "transfer-encoding", "content-length", "date", "upgrade", "trailer"];
+const HOP_BY_HOP_ANSWER_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "date",
+    "upgrade",
+    "trailer",
+    NOT_OWNER,
+];
 
 /// This node's place in the deployment: its identity, its leases, and the forward token.
 #[derive(Debug)]
 pub struct Cluster {
     node: NodeIdentity,
     ownership: Arc<LeaseOwnership>,
+    /// What the registry asks: `ownership`, with other nodes' events remembered a moment.
+    owners: Arc<OwnerCache>,
+    forwarder: Forwarder,
     forward_token: String,
 }
 
@@ -112,8 +134,16 @@ impl Cluster {
             None => Arc::new(InProcessLeases::new()),
         };
         let ttl = Duration::from_millis(settings.lease_ttl_ms);
-        let ownership = LeaseOwnership::new(leases, node.clone(), ttl, tokio::runtime::Handle::current())?;
-        Ok(Cluster { node, ownership: Arc::new(ownership), forward_token: forward_token(token_secret) })
+        let ownership =
+            Arc::new(LeaseOwnership::new(leases, node.clone(), ttl, tokio::runtime::Handle::current())?);
+        let owners = Arc::new(OwnerCache::new(ownership.clone(), &node.node_id, ttl));
+        Ok(Cluster {
+            node,
+            ownership,
+            owners,
+            forwarder: Forwarder::new(),
+            forward_token: forward_token(token_secret),
+        })
     }
 
     pub fn node_id(&self) -> &str {
@@ -124,9 +154,10 @@ impl Cluster {
         &self.node.url
     }
 
-    /// What the registry asks before it starts an event's actor.
+    /// What the registry asks before it starts an event's actor: the leases, behind the cache
+    /// of other nodes' events.
     pub fn ownership(&self) -> Arc<dyn Ownership> {
-        self.ownership.clone()
+        self.owners.clone()
     }
 
     /// Events whose lease this node holds.
@@ -165,6 +196,10 @@ struct OwnedRoute {
     /// `POST /v1/events/{event_id}/registrations`: answered here without the router when the
     /// event runs here (`registrations::create_here`).
     register: bool,
+    /// The pattern of the resource that serves the route: the metrics label of an answer given
+    /// here (forwarded, redirected or refused), so that the metrics need not match the path
+    /// against every resource again.
+    pattern: &'static str,
 }
 
 /// Which routes reach an event's actor. Listings and the audit trail read the store and stay
@@ -179,18 +214,22 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
         *segments.get_mut(count)? = segment;
         count += 1;
     }
-    let (event, stream, register) = match (method, &segments[..count]) {
-        ("GET", ["events", event]) => (*event, false, false),
-        ("POST", ["events", event, "registrations"]) => (*event, false, true),
-        ("PATCH", ["events", event, "categories", _]) => (*event, false, false),
-        ("GET", ["events", event, "stream"]) => (*event, true, false),
-        ("GET" | "DELETE", ["registrations", registration])
-        | ("POST", ["registrations", registration, "confirm"]) => {
-            (registration.rsplit_once('.')?.0, false, false)
+    let (event, stream, register, pattern) = match (method, &segments[..count]) {
+        ("GET", ["events", event]) => (*event, false, false, "/v1/events/{event_id}"),
+        ("POST", ["events", event, "registrations"]) => (*event, false, true, REGISTRATIONS_PATTERN),
+        ("PATCH", ["events", event, "categories", _]) => {
+            (*event, false, false, "/v1/events/{event_id}/categories/{code}")
+        }
+        ("GET", ["events", event, "stream"]) => (*event, true, false, "/v1/events/{event_id}/stream"),
+        ("GET" | "DELETE", ["registrations", registration]) => {
+            (registration.rsplit_once('.')?.0, false, false, "/v1/registrations/{registration_id}")
+        }
+        ("POST", ["registrations", registration, "confirm"]) => {
+            (registration.rsplit_once('.')?.0, false, false, "/v1/registrations/{registration_id}/confirm")
         }
         _ => return None,
     };
-    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream, register })
+    Some(OwnedRoute { event: EventId::parse(event).ok()?, stream, register, pattern })
 }
 
 /// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
@@ -213,21 +252,20 @@ pub async fn route_to_owner(
     }
     let owner = match state.registry.locate(&route.event).await {
         Ok(Located::Elsewhere(owner)) => owner,
-        Ok(Located::Here(event)) if route.register => {
-            return Ok(registrations::create_here(request, &state, &route.event, event).await);
-        }
-        Ok(Located::Here(event)) => {
-            request.extensions_mut().insert(LocatedHere(event));
-            return Ok(next.call(request).await?.map_into_boxed_body());
-        }
+        Ok(Located::Here(event)) => return serve_here(request, next, &state, &route, event).await,
         // No such event, or errors (the lease service or the store is down): left to the
         // handler, which meets them again and answers them as it always does.
         Ok(Located::Missing) | Err(_) => return Ok(next.call(request).await?.map_into_boxed_body()),
     };
     let (http_request, payload) = request.into_parts();
+    label_route(&http_request, route.pattern);
     let response = if let Some(from) = forwarded_by {
         tracing::warn!(event_id = %route.event, %from, owner = %owner.node_id, "forwarded here, owned elsewhere");
-        moving("the event's owner is changing; retry").error_response()
+        let mut response = moving("the event's owner is changing; retry").error_response();
+        if let Ok(value) = HeaderValue::from_str(state.cluster.node_id()) {
+            response.headers_mut().insert(HeaderName::from_static(NOT_OWNER), value);
+        }
+        response
     } else if owner.node_id == state.cluster.node_id() {
         // An earlier run of this node holds the lease (a crash, then a restart under the same
         // id): it runs out within one TTL, then this run takes over.
@@ -239,11 +277,30 @@ pub async fn route_to_owner(
         // middleware's future, as large as its largest state, is carried by value through the
         // span and metrics wrappers and copied at each, on every request. A forwarded request,
         // rare, pays one allocation instead.
-        Box::pin(forward_to(&state, &owner, &http_request, payload))
-            .await
-            .unwrap_or_else(|error| error.error_response())
+        match Box::pin(forward_with_one_fresh_look(&state, &route, owner, &http_request, payload)).await {
+            Routed::Answered(response) => response,
+            Routed::OwnedHere(event, body) => {
+                let request = ServiceRequest::from_parts(http_request, Payload::from(body));
+                return serve_here(request, next, &state, &route, event).await;
+            }
+        }
     };
     Ok(ServiceResponse::new(http_request, response))
+}
+
+/// The event runs here: a registration is answered at once, anything else by its handler.
+async fn serve_here(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    state: &AppState,
+    route: &OwnedRoute,
+    event: EventHandle,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if route.register {
+        return Ok(registrations::create_here(request, state, &route.event, event).await);
+    }
+    request.extensions_mut().insert(LocatedHere(event));
+    Ok(next.call(request).await?.map_into_boxed_body())
 }
 
 /// A 503 `overloaded` for a moment of changing ownership.
@@ -260,17 +317,104 @@ fn redirect(owner: &Owner, request: &actix_web::HttpRequest) -> HttpResponse {
     HttpResponse::TemporaryRedirect().insert_header((header::LOCATION, location)).finish()
 }
 
+/// Where a forwarded request ended.
+enum Routed {
+    /// An answer for the client: the owner's relayed, or a 503.
+    Answered(HttpResponse),
+    /// A fresh look found the event running here after all; the body is the request's.
+    OwnedHere(EventHandle, web::Bytes),
+}
+
+/// Why a forward gave no answer to relay.
+enum NotForwarded {
+    /// The owner's breaker is open: nothing was sent, and nothing is learned about ownership.
+    PeerFailing,
+    /// The owner certainly did nothing: it could not be reached, or said it is not the owner.
+    NothingDone(&'static str),
+    /// The owner may have received the request but gave no usable answer in time.
+    NoAnswer,
+}
+
+/// Forwards to `owner`. When that fails, the remembered owner is forgotten; and when the owner
+/// certainly did nothing and was remembered (so the lease service was not asked for this
+/// request), the owner is looked up afresh once: a handover (a graceful shutdown, a lost
+/// lease) is then followed at once instead of answering 503.
+async fn forward_with_one_fresh_look(
+    state: &AppState,
+    route: &OwnedRoute,
+    mut owner: Owner,
+    request: &actix_web::HttpRequest,
+    mut payload: Payload,
+) -> Routed {
+    // Up to the same limit the handlers apply (413 beyond it).
+    let body = match crate::routes::read_bounded(&mut payload, 0, state.settings.body_limit_bytes).await {
+        Ok(body) => body,
+        Err(error) => return Routed::Answered(error.error_response()),
+    };
+    // While the owner fails to answer, its remembered entry is read again from the lease at
+    // least every `FAILING_OWNER_ENTRY_MS_MAX`: its lease runs out, and the event is then taken
+    // over at once instead of waiting for the entry to expire.
+    let failing =
+        PeerAddress::parse(&owner.url).is_some_and(|peer| state.cluster.forwarder.is_failing(&peer));
+    let recheck = Duration::from_millis(FAILING_OWNER_ENTRY_MS_MAX);
+    if failing && state.cluster.owners.forget_older_than(&route.event, &owner.node_id, recheck) {
+        match state.registry.locate(&route.event).await {
+            Ok(Located::Here(event)) => return Routed::OwnedHere(event, body),
+            Ok(Located::Elsewhere(fresh)) if fresh.node_id != state.cluster.node_id() => owner = fresh,
+            _ => {
+                return Routed::Answered(
+                    moving("the event's owner is not answering; retry").error_response(),
+                );
+            }
+        }
+    }
+    let mut fresh_look_taken = false;
+    loop {
+        let failure = match forward_to(state, &owner, request, &body).await {
+            Ok(response) => return Routed::Answered(response),
+            Err(failure) => failure,
+        };
+        let reason = match failure {
+            NotForwarded::PeerFailing => {
+                return Routed::Answered(
+                    moving("the event's owner is not answering; retry").error_response(),
+                );
+            }
+            NotForwarded::NoAnswer => {
+                state.cluster.owners.forget(&route.event, &owner.node_id);
+                return Routed::Answered(moving("the event's owner did not answer; retry").error_response());
+            }
+            NotForwarded::NothingDone(reason) => reason,
+        };
+        let remembered = state.cluster.owners.forget(&route.event, &owner.node_id);
+        if !remembered || fresh_look_taken {
+            return Routed::Answered(moving(reason).error_response());
+        }
+        fresh_look_taken = true;
+        match state.registry.locate(&route.event).await {
+            Ok(Located::Here(event)) => return Routed::OwnedHere(event, body),
+            Ok(Located::Elsewhere(fresh)) if fresh != owner && fresh.node_id != state.cluster.node_id() => {
+                owner = fresh;
+            }
+            Ok(Located::Elsewhere(same)) => {
+                // The lease still names the owner that just failed: not worth remembering.
+                state.cluster.owners.forget(&route.event, &same.node_id);
+                return Routed::Answered(moving(reason).error_response());
+            }
+            Ok(Located::Missing) | Err(_) => return Routed::Answered(moving(reason).error_response()),
+        }
+    }
+}
+
 async fn forward_to(
     state: &AppState,
     owner: &Owner,
     request: &actix_web::HttpRequest,
-    mut payload: actix_web::dev::Payload,
-) -> Result<HttpResponse, ApiError> {
-    // Up to the same limit the handlers apply (413 beyond it).
-    let body = crate::routes::read_bounded(&mut payload, 0, state.settings.body_limit_bytes).await?;
+    body: &[u8],
+) -> Result<HttpResponse, NotForwarded> {
     let Some(peer) = PeerAddress::parse(&owner.url) else {
         tracing::error!(owner = %owner.node_id, url = %owner.url, "the owner advertises an unusable URL");
-        return Err(moving("the event's owner cannot be reached; retry"));
+        return Err(NotForwarded::NothingDone("the event's owner cannot be reached; retry"));
     };
     let client_chain = client_chain(request);
     let mut headers: Vec<(&str, &[u8])> = FORWARDED_REQUEST_HEADERS
@@ -281,14 +425,29 @@ async fn forward_to(
     headers.push((FORWARDED_BY, state.cluster.node_id().as_bytes()));
     headers.push((FORWARD_TOKEN, state.cluster.forward_token.as_bytes()));
     let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
-    let outgoing = Outgoing { method: request.method().as_str(), target, headers, body: &body };
+    let outgoing = Outgoing { method: request.method().as_str(), target, headers, body };
     let started = std::time::Instant::now();
-    let answer = forward::send(&peer, &outgoing).await.map_err(|error| {
-        tracing::warn!(owner = %owner.node_id, %error, "forwarding failed");
-        moving("the event's owner did not answer; retry")
-    })?;
+    let answer = match state.cluster.forwarder.send(&peer, &outgoing).await {
+        Ok(answer) => answer,
+        Err(ForwardError::PeerFailing) => return Err(NotForwarded::PeerFailing),
+        Err(error) => {
+            tracing::warn!(owner = %owner.node_id, %error, "forwarding failed");
+            return Err(if error.nothing_sent() {
+                NotForwarded::NothingDone("the event's owner did not answer; retry")
+            } else {
+                NotForwarded::NoAnswer
+            });
+        }
+    };
     ::metrics::histogram!(metrics::FORWARD_DURATION).record(started.elapsed().as_secs_f64());
-    relay(owner, answer)
+    if answer.status == 503 && answer.header(NOT_OWNER).is_some() {
+        tracing::info!(owner = %owner.node_id, "the remembered owner is not the owner any more");
+        return Err(NotForwarded::NothingDone("the event's owner is changing; retry"));
+    }
+    relay(owner, answer).map_err(|error| {
+        tracing::warn!(owner = %owner.node_id, %error, "the owner's answer cannot be relayed");
+        NotForwarded::NoAnswer
+    })
 }
 
 /// The owner's answer, as this node's.
@@ -364,6 +523,26 @@ mod tests {
         assert!(!register("POST", "/v1/registrations/race.3/confirm"));
         // The router decodes `%61` to `a`; the middleware leaves such paths to it.
         assert_eq!(route("POST", "/v1/events/r%61ce/registrations"), None);
+    }
+
+    #[test]
+    fn routes_answered_here_are_labelled_with_their_resource_pattern() {
+        let pattern = |method: &str, path: &str| owned_route(method, path).map(|route| route.pattern);
+        assert_eq!(pattern("POST", "/v1/events/race/registrations"), Some(REGISTRATIONS_PATTERN));
+        assert_eq!(pattern("GET", "/v1/events/race"), Some("/v1/events/{event_id}"));
+        assert_eq!(
+            pattern("PATCH", "/v1/events/race/categories/10K"),
+            Some("/v1/events/{event_id}/categories/{code}")
+        );
+        assert_eq!(pattern("GET", "/v1/events/race/stream"), Some("/v1/events/{event_id}/stream"));
+        assert_eq!(
+            pattern("DELETE", "/v1/registrations/race.1"),
+            Some("/v1/registrations/{registration_id}")
+        );
+        assert_eq!(
+            pattern("POST", "/v1/registrations/race.1/confirm"),
+            Some("/v1/registrations/{registration_id}/confirm")
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - `configuration`: settings in layers (defaults, TOML file, `KUOTA_*` env, flags).
 //! - `startup`: `Application::build` wires store, write-behind, registry and server; binds.
 //! - `cluster`: event ownership by lease, and the middleware that forwards to an event's owner.
-//! - `forward`: the small HTTP/1.1 client that forwards, with named timeouts and size bound.
+//! - `forward`: the HTTP/1.1 client that forwards: kept-alive connections, deadlines, a breaker per peer.
+//! - `owner_cache`: other nodes' events remembered a moment, so that forwarding skips the lease service.
 //! - `telemetry`: structured logs.
 //! - `health`: background probes of the store and Redis, read by `/readyz`.
 //! - `state`: what handlers share: registry, store, limits, auth, shedding.
@@ -29,6 +30,7 @@ pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod owner_cache;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;

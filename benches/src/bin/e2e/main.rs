@@ -139,6 +139,10 @@ struct Args {
     /// (comma-separated) [default: --bin-dir].
     #[arg(long, value_delimiter = ',')]
     kuota_dirs: Vec<PathBuf>,
+    /// Kuota as two nodes over one database and Redis prefix: the events are owned by one, and
+    /// the load is sent to the other, which forwards every request (the baselines run as usual).
+    #[arg(long)]
+    forwarded: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -285,6 +289,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         kuota_settings: args.kuota_settings.clone(),
         database_connections: args.database_connections,
         lock_retry_ms: args.lock_retry_ms,
+        forwarded: args.forwarded,
         log_directory: std::env::temp_dir().join(format!("kuota-e2e-{run_id}")),
         admin_token: format!("e2e-admin-{run_id}"),
         run_id,
@@ -328,6 +333,12 @@ async fn print_header(
         settings.kuota_settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
     let extra = if extra.is_empty() { "its defaults otherwise".into() } else { extra.join(" ") };
     println!("- Kuota: RUST_LOG={}, durable acknowledgements, rate limits off, {extra}", settings.kuota_log);
+    if settings.forwarded {
+        println!(
+            "- Kuota forwarded: two nodes; the load goes to the one that does not own the events, which \
+             forwards every request to the owner (CPU is both nodes', peak RSS the owner's)"
+        );
+    }
     println!();
     Ok(())
 }

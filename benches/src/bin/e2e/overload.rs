@@ -142,6 +142,7 @@ async fn measure(
         kuota_settings: &settings.kuota_settings,
         database_connections: settings.database_connections,
         lock_retry_ms: settings.lock_retry_ms,
+        node_id: None,
     };
     let measured = match servers::start(&launch, binaries).await {
         Ok(server) => {

@@ -53,6 +53,8 @@ pub struct Settings {
     pub kuota_settings: Vec<(String, String)>,
     pub database_connections: u32,
     pub lock_retry_ms: u64,
+    /// Kuota as two nodes, the load sent to the one that forwards (`--forwarded`).
+    pub forwarded: bool,
     pub log_directory: PathBuf,
     pub run_id: String,
     pub admin_token: String,
@@ -104,13 +106,34 @@ async fn measure_in(run: &Run<'_>, sandbox: &Sandbox, prefix: &str) -> anyhow::R
         kuota_settings: &settings.kuota_settings,
         database_connections: settings.database_connections,
         lock_retry_ms: settings.lock_retry_ms,
+        node_id: None,
     };
-    let server = servers::start(&launch, run.binaries).await?;
-    let phases = Phases { run, server: &server, sandbox, prefix };
+    let forwarded = settings.forwarded && run.contender == Contender::Kuota;
+    let owner_launch = Launch { node_id: forwarded.then_some("e2e-owner"), ..launch };
+    let server = servers::start(&owner_launch, run.binaries).await?;
+    let front = if forwarded {
+        let log = settings.log_directory.join(format!("{}-{}-front.log", run.ordinal, run.contender.name()));
+        let front_launch = Launch { node_id: Some("e2e-front"), log, ..owner_launch };
+        match servers::start(&front_launch, run.binaries).await {
+            Ok(front) => Some(front),
+            Err(error) => {
+                let _ = server.stop().await;
+                return Err(error.context("starting the forwarding node"));
+            }
+        }
+    } else {
+        None
+    };
+    let phases = Phases { run, server: &server, front: front.as_ref(), sandbox, prefix };
     let outcome = phases.all().await;
     let peak = system::peak_resident_bytes(server.pid);
     let tail = server.log_tail();
-    let stopped = server.stop().await;
+    // The forwarding node first: it holds no lease and no write-behind.
+    let front_stopped = match front {
+        Some(front) => front.stop().await,
+        None => Ok(()),
+    };
+    let stopped = server.stop().await.and(front_stopped);
     let (mut measurement, hot_acknowledged) =
         outcome.with_context(|| format!("{} failed; the end of its log:\n{tail}", run.contender.name()))?;
     stopped?;
@@ -142,7 +165,10 @@ async fn check_integrity(
 /// The phases against one running server.
 struct Phases<'a> {
     run: &'a Run<'a>,
+    /// The server, or with `--forwarded` the node that owns the events.
     server: &'a Server,
+    /// With `--forwarded`: the node the load is sent to, which forwards it to `server`.
+    front: Option<&'a Server>,
     sandbox: &'a Sandbox,
     prefix: &'a str,
 }
@@ -162,7 +188,7 @@ impl Phases<'_> {
 
     fn plan(&self, target: Target, duration: Duration, stop_when_sold_out: bool) -> Plan {
         Plan {
-            port: self.server.port,
+            port: self.front.unwrap_or(self.server).port,
             connections: self.settings().connections,
             duration,
             requests_max: self.settings().requests_max,
@@ -178,8 +204,9 @@ impl Phases<'_> {
     }
 
     async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let front_cpu = self.front.and_then(|front| system::cpu_time(front.pid)).unwrap_or_default();
         Ok(Snapshot {
-            server_cpu: system::cpu_time(self.server.pid).unwrap_or_default(),
+            server_cpu: system::cpu_time(self.server.pid).unwrap_or_default() + front_cpu,
             generator_cpu: system::own_cpu_time().unwrap_or_default(),
             counters: self.run.admin.counters(self.sandbox).await?,
             work: self.server.work(self.run.contender).await?,
@@ -191,6 +218,11 @@ impl Phases<'_> {
         let response =
             connection.exchange(&http::create_event(&self.settings().admin_token, event, seats)).await?;
         anyhow::ensure!(response.status == 201, "creating {event}: {} {}", response.status, response.text());
+        if self.front.is_some() {
+            // The owner takes the event's lease now, so that the forwarding node finds it owned.
+            let read = connection.exchange(&http::get(&format!("/v1/events/{event}"))).await?;
+            anyhow::ensure!(read.status == 200, "reading {event}: {} {}", read.status, read.text());
+        }
         Ok(())
     }
 

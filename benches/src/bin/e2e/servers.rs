@@ -104,6 +104,8 @@ pub struct Launch<'a> {
     pub kuota_settings: &'a [(String, String)],
     pub database_connections: u32,
     pub lock_retry_ms: u64,
+    /// Kuota's node id, when several nodes run (`KUOTA_NODE_ID`; the host name otherwise).
+    pub node_id: Option<&'a str>,
 }
 
 /// A running server.
@@ -164,6 +166,9 @@ fn configure(command: &mut Command, launch: &Launch<'_>) {
                 .env("KUOTA_HTTP_WORKERS", launch.http_workers.to_string())
                 .env("KUOTA_LOG_FORMAT", "json")
                 .env("RUST_LOG", launch.kuota_log);
+            if let Some(node_id) = launch.node_id {
+                command.env("KUOTA_NODE_ID", node_id);
+            }
             command.envs(launch.kuota_settings.iter().map(|(name, value)| (name, value)));
         }
         baseline => {
