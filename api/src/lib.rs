@@ -1,6 +1,7 @@
 //! Kuota's HTTP server (`kuota`).
 //!
 //! # Layout
+//! - `admission`: the adaptive limit on registrations in flight, which refuses overload at once.
 //! - `configuration`: settings in layers (defaults, TOML file, `KUOTA_*` env, flags).
 //! - `startup`: `Application::build` wires store, write-behind, registry and server; binds.
 //! - `cluster`: event ownership by lease, and the middleware that forwards to an event's owner.
@@ -19,6 +20,7 @@
 //! - `metrics`: the Prometheus recorder and metric names.
 //! - `middleware`: the request span and request metrics, and resources that carry their route label.
 
+pub mod admission;
 pub mod cluster;
 pub mod configuration;
 pub mod domain;

@@ -2,7 +2,7 @@
 
 use std::sync::{LazyLock, OnceLock};
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "kuota_http_requests_total";
@@ -23,6 +23,13 @@ pub const OWNED_EVENTS: &str = "kuota_owned_events";
 pub const MAILBOX_DEPTH: &str = "kuota_mailbox_depth";
 /// Requests forwarded to the owner of their event: time to its relayed answer.
 pub const FORWARD_DURATION: &str = "kuota_forward_duration_seconds";
+/// The adaptive limit on registrations in flight on this node (`admission`).
+pub const ADMISSION_LIMIT: &str = "kuota_admission_limit";
+/// Registrations in flight on this node: admitted and not yet answered.
+pub const ADMISSION_IN_FLIGHT: &str = "kuota_admission_in_flight";
+/// Registrations refused at once because the limit was reached (also counted in
+/// `kuota_shed_total`).
+pub const ADMISSION_REFUSED: &str = "kuota_admission_refused_total";
 
 /// Latency buckets, in seconds: from 100 µs to 10 s.
 const DURATION_BUCKETS_SECONDS: &[f64] =
@@ -59,6 +66,34 @@ pub fn sold_out_fast() -> &'static Counter {
     static COUNTER: LazyLock<Counter> = LazyLock::new(|| {
         recorder();
         ::metrics::counter!(ADMISSIONS, "outcome" => "sold_out_fast")
+    });
+    &COUNTER
+}
+
+/// `kuota_admission_limit`, `kuota_admission_in_flight` and `kuota_admission_refused_total`:
+/// registered once per process, as `sold_out_fast`, because every registration updates them.
+pub fn admission_limit() -> &'static Gauge {
+    static GAUGE: LazyLock<Gauge> = LazyLock::new(|| {
+        recorder();
+        ::metrics::gauge!(ADMISSION_LIMIT)
+    });
+    &GAUGE
+}
+
+/// See `admission_limit`.
+pub fn admission_in_flight() -> &'static Gauge {
+    static GAUGE: LazyLock<Gauge> = LazyLock::new(|| {
+        recorder();
+        ::metrics::gauge!(ADMISSION_IN_FLIGHT)
+    });
+    &GAUGE
+}
+
+/// See `admission_limit`.
+pub fn admission_refused() -> &'static Counter {
+    static COUNTER: LazyLock<Counter> = LazyLock::new(|| {
+        recorder();
+        ::metrics::counter!(ADMISSION_REFUSED)
     });
     &COUNTER
 }

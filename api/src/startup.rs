@@ -32,6 +32,21 @@ const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
 const OUTBOX_ROUND_ENTRIES_MAX: u32 = 500;
 /// How long the write-behind may take to commit what was accepted at shutdown, in seconds.
 const DRAIN_TIMEOUT_SECONDS: u64 = 30;
+/// Connections the kernel completes and holds for us while every worker is at its share of
+/// `KUOTA_MAX_CONNECTIONS` (std's `bind` listens with 128; Linux caps this at
+/// `net.core.somaxconn`, 4096 by default). A waiting connection costs kernel memory, not ours, and
+/// is served in order as others close; past the backlog a client's SYN is retried (after 1 s,
+/// then 3 s), which spreads a connection storm out.
+const LISTEN_BACKLOG: i32 = 1_024;
+/// A client must send a whole request head within this, in ms, or get 408 and be closed: a slow
+/// client cannot hold one of the capped connections (actix's default, named here).
+const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// An idle kept-alive connection is closed after this, in seconds (actix's default): an idle
+/// crowd gives its connections back, and its 8 KiB read and 8 KiB write buffers each.
+const KEEP_ALIVE_SECONDS: u64 = 5;
+/// A connection being closed is dropped after this, in ms, whether or not the client took the
+/// rest of its answer (actix's default, named here).
+const CLIENT_DISCONNECT_TIMEOUT_MS: u64 = 1_000;
 
 pub struct Application {
     port: u16,
@@ -92,10 +107,16 @@ impl Application {
             Registry::new(registry_config, Arc::new(store.clone()), submissions, Arc::new(SystemClock));
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        // Listening again on a listening socket sets its backlog (actix's `backlog` applies only
+        // to the sockets it binds itself).
+        socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG).context("setting the listen backlog")?;
         let port = listener.local_addr()?.port();
         let cluster = Cluster::start(&settings, port, redis.clone(), secret.as_bytes())?;
         let registry = registry.with_ownership(cluster.ownership());
         let workers = settings.http_workers;
+        // actix caps connections per worker, and a worker at its cap takes no more: the node's cap
+        // is shared out, rounded up so that a cap below the workers still serves.
+        let connections_per_worker_max = settings.max_connections.div_ceil(workers).max(1);
         let deadline = Duration::from_millis(settings.request_timeout_ms);
         let health = Health::monitor(
             store.clone(),
@@ -151,6 +172,11 @@ impl Application {
                 }))
         })
         .workers(workers)
+        .max_connections(connections_per_worker_max)
+        .client_request_timeout(Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS))
+        .keep_alive(Duration::from_secs(KEEP_ALIVE_SECONDS))
+        .client_disconnect_timeout(Duration::from_millis(CLIENT_DISCONNECT_TIMEOUT_MS))
+        // `max_connection_rate` bounds TLS handshakes only; this server speaks plain HTTP.
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECONDS)
         .listen(listener)?
         .run();

@@ -13,6 +13,7 @@ use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::WriteBehindHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::admission::{AdmissionBounds, AdmissionLimiter};
 use crate::cluster::{Cluster, ForwardedClient, LocatedHere};
 use crate::configuration::Settings;
 use crate::error::ApiError;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub cluster: Cluster,
     pub ip_limit: Option<Gcra<IpAddr>>,
     pub email_limit: Option<Gcra<Email>>,
+    /// The adaptive limit on registrations in flight on this node.
+    pub admission: AdmissionLimiter,
     shared_limit: SharedGcra,
     last_shed_ms: AtomicU64,
     /// Live `GET /v1/events/{id}/stream` connections (bounded by `STREAM_SUBSCRIBERS_MAX`).
@@ -81,6 +84,9 @@ impl AppState {
             60,
             settings.rate_limit_email_per_minute,
         );
+        let admission = AdmissionLimiter::with_system_clock(AdmissionBounds::within_mailbox(
+            settings.mailbox_capacity_max,
+        ));
         AppState {
             settings,
             registry,
@@ -95,6 +101,7 @@ impl AppState {
             cluster,
             ip_limit,
             email_limit,
+            admission,
             shared_limit,
             last_shed_ms: AtomicU64::new(0),
             stream_subscribers: std::sync::atomic::AtomicUsize::new(0),

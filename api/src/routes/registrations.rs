@@ -19,7 +19,7 @@ use crate::middleware::{label_route, resource};
 use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::state::{AppState, bearer};
-use crate::{domain, metrics, time_format, tokens};
+use crate::{admission, domain, metrics, time_format, tokens};
 
 /// Registrations one listing page may hold.
 pub const PAGE_LIMIT_MAX: u32 = 500;
@@ -422,6 +422,8 @@ where
     state.refuse_if_stalled()?;
     let category = parsed.category.clone();
     let (register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
+    // Past the adaptive limit on registrations in flight, refused at once (see `admission`).
+    let _permit = state.admission.try_acquire().ok_or_else(|| state.shed(admission::REFUSAL_REASON))?;
     let (outcome, decided_at) =
         event.register_timed(register).await.map_err(|error| state.actor_error(error))?;
     ::metrics::counter!(metrics::ADMISSIONS, "outcome" => outcome_label(&outcome)).increment(1);

@@ -1,6 +1,7 @@
 //! The API's integration tests, in one binary: each starts the real server on port 0 over a
 //! fresh MariaDB database (named by `KUOTA_TEST_MYSQL_URL`) or a fresh SQLite file.
 
+mod admission;
 mod bad_input;
 mod cluster;
 mod concurrency;

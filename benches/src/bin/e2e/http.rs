@@ -20,6 +20,8 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The `Retry-After` header, in seconds, when there is one.
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl Response {
@@ -47,22 +49,22 @@ impl Connection {
     /// Sends `request` (complete bytes) and reads its response.
     pub async fn exchange(&mut self, request: &[u8]) -> io::Result<Response> {
         self.stream.write_all(request).await?;
-        let (head_length, status, body_length) = self.read_head().await?;
+        let (head_length, Head { status, body_length, retry_after_seconds }) = self.read_head().await?;
         let total = head_length + body_length;
         while self.buffer.len() < total {
             self.fill().await?;
         }
         let body = self.buffer[head_length..total].to_vec();
         self.buffer.drain(..total);
-        Ok(Response { status, body })
+        Ok(Response { status, body, retry_after_seconds })
     }
 
-    /// Reads until the head is complete: its length, the status and the body length.
-    async fn read_head(&mut self) -> io::Result<(usize, u16, usize)> {
+    /// Reads until the head is complete: its length, and what it says.
+    async fn read_head(&mut self) -> io::Result<(usize, Head)> {
         loop {
             if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
-                let (status, body_length) = parse_head(&self.buffer[..end])?;
-                return Ok((end + 4, status, body_length));
+                let head = parse_head(&self.buffer[..end])?;
+                return Ok((end + 4, head));
             }
             if self.buffer.len() > HEAD_LENGTH_MAX {
                 return Err(invalid("the response head is too long"));
@@ -85,9 +87,16 @@ impl Connection {
     }
 }
 
-/// The status and `Content-Length` of a response head. Servers here answer with sized bodies;
-/// a chunked answer is refused rather than misread.
-fn parse_head(head: &[u8]) -> io::Result<(u16, usize)> {
+/// What the client reads from a response head.
+struct Head {
+    status: u16,
+    body_length: usize,
+    retry_after_seconds: Option<u64>,
+}
+
+/// The status, `Content-Length` and `Retry-After` of a response head. Servers here answer with
+/// sized bodies; a chunked answer is refused rather than misread.
+fn parse_head(head: &[u8]) -> io::Result<Head> {
     let text = std::str::from_utf8(head).map_err(|_| invalid("the response head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let status = lines
@@ -96,10 +105,13 @@ fn parse_head(head: &[u8]) -> io::Result<(u16, usize)> {
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| invalid("no status line"))?;
     let mut body_length = 0;
+    let mut retry_after_seconds = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
         if name.eq_ignore_ascii_case("content-length") {
             body_length = value.trim().parse().map_err(|_| invalid("a bad Content-Length"))?;
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after_seconds = value.trim().parse().ok();
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(invalid("chunked responses are not supported"));
         }
@@ -107,7 +119,7 @@ fn parse_head(head: &[u8]) -> io::Result<(u16, usize)> {
     if body_length > BODY_LENGTH_MAX {
         return Err(invalid("the response body is too long"));
     }
-    Ok((status, body_length))
+    Ok(Head { status, body_length, retry_after_seconds })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -18,6 +18,10 @@ const LATENCY_MAX_MICROSECONDS: u64 = 120_000_000;
 const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 /// Pause after a broken connection before it is opened again, so a dead server is not spun on.
 const RECONNECT_PAUSE_MS: u64 = 10;
+/// An answer not received within this many seconds counts as unanswered, and its connection is
+/// dropped: a server that holds a connection without serving it (past its connection cap, say)
+/// cannot hold a phase open forever.
+const ANSWER_SECONDS_MAX: u64 = 10;
 /// Registrants who submit again reuse the e-mail of the registrant this many requests earlier
 /// (still in flight or just answered, to race the first submission).
 const RESUBMIT_DISTANCE: u64 = 50;
@@ -74,6 +78,13 @@ pub struct Plan {
     pub target: Target,
     /// Closed loop only: stop at the first `sold_out` answer (the event is full).
     pub stop_when_sold_out: bool,
+    /// After a 429 or 503 with `Retry-After`, the connection waits that long before its next
+    /// request, as a client that keeps the contract does.
+    pub honor_retry_after: bool,
+    /// Open loop only: no request leaves after the phase's duration, even one that was due
+    /// before it (the server fell behind); a server that cannot keep up then ends the phase on
+    /// time instead of serving its whole backlog.
+    pub end_on_time: bool,
 }
 
 /// How one answer ended.
@@ -114,6 +125,8 @@ pub struct Tally {
     pub shed: u64,
     pub failed: u64,
     pub broken_connections: u64,
+    /// Requests without an answer within `ANSWER_SECONDS_MAX`.
+    pub unanswered: u64,
     pub last_success_at: Duration,
     pub first_sold_out_at: Option<Duration>,
     /// The first unexpected answer, to show what went wrong.
@@ -134,6 +147,7 @@ impl Tally {
             shed: 0,
             failed: 0,
             broken_connections: 0,
+            unanswered: 0,
             last_success_at: Duration::ZERO,
             first_sold_out_at: None,
             first_failure: None,
@@ -175,6 +189,7 @@ impl Tally {
         self.shed += other.shed;
         self.failed += other.failed;
         self.broken_connections += other.broken_connections;
+        self.unanswered += other.unanswered;
         self.last_success_at = self.last_success_at.max(other.last_success_at);
         self.first_sold_out_at = match (self.first_sold_out_at, other.first_sold_out_at) {
             (Some(mine), Some(theirs)) => Some(mine.min(theirs)),
@@ -191,7 +206,7 @@ impl Tally {
 
     /// Answers that were neither a success nor a decided refusal.
     pub fn errors(&self) -> u64 {
-        self.shed + self.failed + self.broken_connections
+        self.shed + self.failed + self.broken_connections + self.unanswered
     }
 }
 
@@ -237,12 +252,33 @@ pub async fn open_loop(
     run(plan, registrants, Some(rate_per_second)).await
 }
 
+/// Runs `plan` in an open loop at `rate_per_second` over `connections` opened beforehand (the
+/// plan's count is not used).
+pub async fn open_loop_over(
+    plan: Plan,
+    connections: Vec<Connection>,
+    registrants: Arc<Registrants>,
+    rate_per_second: f64,
+) -> anyhow::Result<PhaseResult> {
+    anyhow::ensure!(rate_per_second > 0.0, "an open loop needs a positive rate");
+    drive(plan, connections, registrants, Some(rate_per_second)).await
+}
+
 async fn run(plan: Plan, registrants: Arc<Registrants>, rate: Option<f64>) -> anyhow::Result<PhaseResult> {
     // Connections are opened before the clock starts: connecting is not what is measured.
     let mut connections = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
         connections.push(Connection::open(plan.port).await?);
     }
+    drive(plan, connections, registrants, rate).await
+}
+
+async fn drive(
+    plan: Plan,
+    connections: Vec<Connection>,
+    registrants: Arc<Registrants>,
+    rate: Option<f64>,
+) -> anyhow::Result<PhaseResult> {
     let shared = Arc::new(Shared {
         plan,
         registrants,
@@ -288,7 +324,11 @@ async fn open_worker(shared: Arc<Shared>, connection: Connection) -> Tally {
     loop {
         let index = shared.issued.fetch_add(1, Ordering::Relaxed);
         let due = shared.started + Duration::from_secs_f64(index as f64 / shared.rate_per_second);
-        if index >= shared.plan.requests_max || due >= shared.started + shared.plan.duration {
+        let end = shared.started + shared.plan.duration;
+        if index >= shared.plan.requests_max
+            || due >= end
+            || (shared.plan.end_on_time && Instant::now() >= end)
+        {
             break;
         }
         let free = Instant::now();
@@ -315,13 +355,29 @@ async fn exchange(
         *connection = Connection::open(shared.plan.port).await.ok();
     }
     let result = match connection.as_mut() {
-        Some(open) => open.exchange(request).await,
+        Some(open) => {
+            match tokio::time::timeout(Duration::from_secs(ANSWER_SECONDS_MAX), open.exchange(request)).await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    tally.unanswered += 1;
+                    *connection = None;
+                    return None;
+                }
+            }
+        }
         None => Err(std::io::Error::other("could not connect")),
     };
     match result {
         Ok(response) => {
             let done = Instant::now();
-            Some(tally.record(&response, done - start, done - shared.started))
+            let kind = tally.record(&response, done - start, done - shared.started);
+            if let (true, Kind::Shed, Some(seconds)) =
+                (shared.plan.honor_retry_after, kind, response.retry_after_seconds)
+            {
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            }
+            Some(kind)
         }
         Err(_) => {
             tally.broken_connections += 1;

@@ -16,12 +16,14 @@
 //! - `servers`: the contenders' binaries, starting (pinned or not) and stopping them.
 //! - `database`: per-contender database and user, MariaDB's counters, integrity checks, Redis.
 //! - `scenario`: the phases every contender goes through.
+//! - `overload`: `--overload`, Kuota past its sustainable rate and with many connections.
 //! - `report`: measurements, medians over repeats, the table and the goals.
 //! - `system`: `/proc` readings (CPU time, peak RSS, load) and `taskset` pinning.
 
 mod database;
 mod http;
 mod load;
+mod overload;
 mod report;
 mod scenario;
 mod servers;
@@ -116,6 +118,27 @@ struct Args {
     /// Keep the servers' logs (they are deleted after a successful run).
     #[arg(long)]
     keep_logs: bool,
+    /// Instead of the comparison: Kuota alone, at its sustainable rate (a closed loop), then an
+    /// open loop at `--overload-factor` times it, then with `--hold-connections` connections
+    /// (see `overload`); one column per folder of `--kuota-dirs`.
+    #[arg(long)]
+    overload: bool,
+    #[arg(long, default_value_t = 10.0)]
+    overload_factor: f64,
+    /// Connections of the overload's open loop.
+    #[arg(long, default_value_t = 2_000)]
+    overload_connections: usize,
+    /// Connections opened at once in the last phase of `--overload` (raise `ulimit -n`).
+    #[arg(long, default_value_t = 15_000)]
+    hold_connections: usize,
+    /// In `--overload`, a connection refused with `Retry-After` waits that long before its next
+    /// request.
+    #[arg(long)]
+    honor_retry_after: bool,
+    /// Folders with a `kuota` (and `baseline`) to run `--overload` against, side by side
+    /// (comma-separated) [default: --bin-dir].
+    #[arg(long, value_delimiter = ',')]
+    kuota_dirs: Vec<PathBuf>,
     /// Kuota as two nodes over one database and Redis prefix: the events are owned by one, and
     /// the load is sent to the other, which forwards every request (the baselines run as usual).
     #[arg(long)]
@@ -130,6 +153,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.overload {
+        return run_overload(args).await;
+    }
     let contenders = args
         .contenders
         .iter()
@@ -146,6 +172,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let passes = measure_all(&context, &pinnings, args.repeat).await;
     admin.close().await;
     print_results(&passes?, &pinnings, &contenders, args.repeat);
+    if !args.keep_logs {
+        let _ = std::fs::remove_dir_all(&settings.log_directory);
+    }
+    Ok(())
+}
+
+async fn run_overload(args: Args) -> anyhow::Result<()> {
+    let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
+    let settings = settings(&args)?;
+    std::fs::create_dir_all(&settings.log_directory)?;
+    let mut kuota_directories = args.kuota_dirs.clone();
+    if kuota_directories.is_empty() {
+        let here = std::env::current_exe()?.parent().map(PathBuf::from);
+        kuota_directories.push(args.bin_dir.clone().or(here).ok_or_else(|| anyhow::anyhow!("no folder"))?);
+    }
+    let scenario = overload::Overload {
+        factor: args.overload_factor,
+        overload_connections: args.overload_connections,
+        hold_connections: args.hold_connections,
+        honor_retry_after: args.honor_retry_after,
+        kuota_directories,
+    };
+    let measured = overload::run(&settings, &scenario, &admin).await;
+    admin.close().await;
+    measured?;
     if !args.keep_logs {
         let _ = std::fs::remove_dir_all(&settings.log_directory);
     }

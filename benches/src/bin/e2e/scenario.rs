@@ -194,6 +194,8 @@ impl Phases<'_> {
             requests_max: self.settings().requests_max,
             target,
             stop_when_sold_out,
+            honor_retry_after: false,
+            end_on_time: false,
         }
     }
 

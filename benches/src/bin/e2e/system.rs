@@ -33,6 +33,11 @@ pub fn peak_resident_bytes(pid: u32) -> Option<u64> {
     status_kilobytes(&format!("/proc/{pid}/status"), "VmHWM:").map(|kilobytes| kilobytes * 1024)
 }
 
+/// The resident set of a process now (`VmRSS`), in bytes.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    status_kilobytes(&format!("/proc/{pid}/status"), "VmRSS:").map(|kilobytes| kilobytes * 1024)
+}
+
 fn status_kilobytes(path: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
