@@ -357,11 +357,24 @@ async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
     let pool = MySqlPoolOptions::new()
         .max_connections(MYSQL_CONNECTIONS_MAX)
         .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                let bound = format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECONDS}");
+                sqlx::Executor::execute(connection, sqlx::raw_sql(sqlx::AssertSqlSafe(bound))).await?;
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await?;
     migrate_mysql(&pool).await?;
     Ok(pool)
 }
+
+/// How long any statement of Kuota's waits for a row lock, in seconds (InnoDB counts whole
+/// seconds; its default is 50). A lock held that long belongs to a transaction that will not end
+/// soon (a node frozen in the middle of a commit): failing transiently, and trying again, beats
+/// waiting for it. A take-over kills such holders (`recovery::take_epoch`).
+pub(crate) const LOCK_WAIT_TIMEOUT_SECONDS: u64 = 2;
 
 /// How long a node waits for another node's schema migrations to finish, in seconds.
 const MIGRATION_LOCK_TIMEOUT_SECONDS: u64 = 120;

@@ -186,16 +186,16 @@ impl SqlStore {
     ///
     /// On MySQL the row may be locked by a former owner's transaction that will not end soon: a
     /// node frozen (SIGSTOP, a paused VM) in the middle of a write-behind commit keeps its row
-    /// lock, and InnoDB would let the new owner wait up to `innodb_lock_wait_timeout` (50 s by
-    /// default) while the event stays unserved. A transaction that holds the event row this
+    /// lock, and the new owner would wait for it while the event stays unserved. A transaction that holds the event row this
     /// long belongs to an owner that lost its lease (the caller holds it now) and would be
-    /// fenced by the new epoch anyway, so after `EPOCH_LOCK_WAIT_BEFORE_KILL_MS` the holders
-    /// that block this update are looked up and their connections killed (`KILL CONNECTION`:
-    /// a user may kill its own connections). The server rolls their transactions back and the
+    /// fenced by the new epoch anyway, so after `EPOCH_LOCK_WAIT_BEFORE_KILL_MS`, and again
+    /// every `EPOCH_KILL_INTERVAL_MS`, the holders that block this update are looked up and
+    /// their connections killed (`KILL CONNECTION`: a user may kill its own connections). The server rolls their transactions back and the
     /// update goes on. Killing a writer's connection is safe: it sees a lost connection, an
     /// unknown outcome, and resolves it by reading back. Should the lookup fail (a server
-    /// without the lock tables), the wait still ends after `EPOCH_LOCK_WAIT_TIMEOUT_SECONDS`
-    /// with an error rather than after 50 s, and the load is retried by the next request.
+    /// without the lock tables), the wait still ends with the store's call timeout (or the
+    /// session's lock wait timeout, `store::LOCK_WAIT_TIMEOUT_SECONDS`) rather than after
+    /// InnoDB's 50 s, and the load is retried by the next request.
     async fn take_epoch(
         &self,
         transaction: &mut Transaction,
@@ -212,38 +212,37 @@ impl SqlStore {
                 Ok::<(), PersistError>(())
             })
             .await?;
-        let bound_wait = format!("SET SESSION innodb_lock_wait_timeout = {EPOCH_LOCK_WAIT_TIMEOUT_SECONDS}");
-        transaction.execute(&Statement::new(bound_wait)).await?;
         let mut killed = Vec::new();
-        let taken = {
-            let update = transaction.execute(&take);
-            tokio::pin!(update);
-            let grace = tokio::time::sleep(Duration::from_millis(EPOCH_LOCK_WAIT_BEFORE_KILL_MS));
+        let update = transaction.execute(&take);
+        tokio::pin!(update);
+        let mut next_kill =
+            tokio::time::Instant::now() + Duration::from_millis(EPOCH_LOCK_WAIT_BEFORE_KILL_MS);
+        // Kill whoever blocks it while it keeps waiting, and again every interval: a frozen
+        // owner may have a second batch queued behind the first, which takes the row lock as
+        // soon as the first is killed.
+        let taken = loop {
             tokio::select! {
                 biased;
-                taken = &mut update => taken,
-                () = grace => {
-                    // Still waiting: kill whoever blocks it, while it keeps waiting.
-                    let (holders, taken) =
-                        tokio::join!(self.kill_lock_holders(connection_id, event), &mut update);
-                    killed = holders;
-                    taken
+                taken = &mut update => break taken,
+                () = tokio::time::sleep_until(next_kill) => {
+                    let (holders, taken) = {
+                        let killing = self.kill_lock_holders(connection_id, event);
+                        tokio::pin!(killing);
+                        tokio::select! {
+                            biased;
+                            taken = &mut update => (None, Some(taken)),
+                            holders = &mut killing => (Some(holders), None),
+                        }
+                    };
+                    killed.extend(holders.unwrap_or_default());
+                    if let Some(taken) = taken {
+                        break taken;
+                    }
+                    next_kill = tokio::time::Instant::now() + Duration::from_millis(EPOCH_KILL_INTERVAL_MS);
                 }
             }
         };
-        // Back to the server's default for whatever uses this connection next. A failure here
-        // after a failed update is left to the update's error (the connection may be gone).
-        let restore = Statement::new("SET SESSION innodb_lock_wait_timeout = DEFAULT");
-        match taken {
-            Ok(matched) => {
-                transaction.execute(&restore).await?;
-                Ok((matched, killed))
-            }
-            Err(error) => {
-                let _ = transaction.execute(&restore).await;
-                Err(error.into())
-            }
-        }
+        Ok((taken?, killed))
     }
 
     /// Kills the connections whose transactions keep `waiting` (a connection id) from locking
@@ -330,9 +329,10 @@ const MYSQL_LOCK_HOLDERS: &str = "SELECT DISTINCT CAST(blocking.trx_mysql_thread
 /// few round trips (milliseconds); half a second is a frozen or cut-off former owner.
 const EPOCH_LOCK_WAIT_BEFORE_KILL_MS: u64 = 500;
 
-/// The lock wait timeout of the epoch update, in seconds (InnoDB counts whole seconds): the
-/// bound when the holders could not be found or killed.
-const EPOCH_LOCK_WAIT_TIMEOUT_SECONDS: u64 = 1;
+/// While the epoch update still waits, how often the transactions that block it are looked up
+/// and killed again, in milliseconds. The update itself is bounded by the store's call timeout,
+/// and its lock wait by `store::LOCK_WAIT_TIMEOUT_SECONDS`, when the holders cannot be killed.
+const EPOCH_KILL_INTERVAL_MS: u64 = 250;
 
 /// An idempotency key as stored (VARBINARY on MySQL, TEXT on SQLite).
 fn parse_key(bytes: &[u8]) -> Result<IdempotencyKey, PersistError> {
