@@ -215,8 +215,11 @@ impl SqlStore {
         let mut killed = Vec::new();
         let update = transaction.execute(&take);
         tokio::pin!(update);
-        let mut next_kill =
-            tokio::time::Instant::now() + Duration::from_millis(EPOCH_LOCK_WAIT_BEFORE_KILL_MS);
+        // Within the update's own deadline (the store's call timeout), or it would end before
+        // anything was killed: a third of it at most, and at most every sixth after that.
+        let grace = Duration::from_millis(EPOCH_LOCK_WAIT_BEFORE_KILL_MS).min(self.pool.call_timeout() / 3);
+        let interval = Duration::from_millis(EPOCH_KILL_INTERVAL_MS).min(self.pool.call_timeout() / 6);
+        let mut next_kill = tokio::time::Instant::now() + grace;
         // Kill whoever blocks it while it keeps waiting, and again every interval: a frozen
         // owner may have a second batch queued behind the first, which takes the row lock as
         // soon as the first is killed.
@@ -238,7 +241,7 @@ impl SqlStore {
                     if let Some(taken) = taken {
                         break taken;
                     }
-                    next_kill = tokio::time::Instant::now() + Duration::from_millis(EPOCH_KILL_INTERVAL_MS);
+                    next_kill = tokio::time::Instant::now() + interval;
                 }
             }
         };
@@ -267,7 +270,6 @@ impl SqlStore {
                     tracing::warn!(
                         event_id = %event,
                         connection_id = holder,
-                        held_ms = EPOCH_LOCK_WAIT_BEFORE_KILL_MS,
                         "killed a connection whose transaction held the event row during a take-over"
                     );
                     killed.push(holder);
@@ -325,12 +327,13 @@ const MYSQL_LOCK_HOLDERS: &str = "SELECT DISTINCT CAST(blocking.trx_mysql_thread
      WHERE waiting.trx_mysql_thread_id = ?";
 
 /// How long the epoch update of a take-over waits for the event row before the transactions
-/// that hold it are killed, in milliseconds. A healthy write-behind commit holds the row for a
+/// that hold it are killed, in milliseconds (a third of the store's call timeout when that is
+/// shorter). A healthy write-behind commit holds the row for a
 /// few round trips (milliseconds); half a second is a frozen or cut-off former owner.
 const EPOCH_LOCK_WAIT_BEFORE_KILL_MS: u64 = 500;
 
 /// While the epoch update still waits, how often the transactions that block it are looked up
-/// and killed again, in milliseconds. The update itself is bounded by the store's call timeout,
+/// and killed again, in milliseconds (a sixth of the store's call timeout when that is shorter). The update itself is bounded by the store's call timeout,
 /// and its lock wait by `store::LOCK_WAIT_TIMEOUT_SECONDS`, when the holders cannot be killed.
 const EPOCH_KILL_INTERVAL_MS: u64 = 250;
 
