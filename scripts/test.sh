@@ -11,6 +11,9 @@
 #    when this script exits (whatever the reason). If the server binaries are
 #    missing they are installed with apt-get, but only when running as root;
 #    the Debian service is never started, only the binaries are used.
+#    The fault suite's private servers need mariadbd, mariadb-install-db and
+#    redis-server even when servers answer at those URLs: they are installed
+#    the same way when missing.
 # 2. Runs, stopping at the first failure:
 #      cargo fmt --all -- --check
 #      cargo clippy --workspace --all-targets -- -D warnings
@@ -503,10 +506,19 @@ run_step() {
   return "$rc"
 }
 
+# The fault suite (api/tests/api/faults) starts private servers of its own, to freeze and kill
+# them: it needs the server programs even where the test URLs answer.
+ensure_server_programs() {
+  find_bin mariadbd mysqld >/dev/null && find_bin mariadb-install-db mysql_install_db >/dev/null ||
+    apt_install mariadb-server
+  find_bin redis-server >/dev/null || apt_install redis-server
+}
+
 main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   ensure_mysql
   ensure_redis
+  ensure_server_programs
 
   if [[ ${KUOTA_TEST_SERVICES_ONLY:-0} == 1 ]]; then
     self_test_services
