@@ -131,6 +131,9 @@ struct Args {
     /// Connections opened at once in the last phase of `--overload` (raise `ulimit -n`).
     #[arg(long, default_value_t = 15_000)]
     hold_connections: usize,
+    /// Seats of each of the two events `--overload` sells from (neither may sell out).
+    #[arg(long, default_value_t = 5_000_000)]
+    overload_seats: u64,
     /// In `--overload`, a connection refused with `Retry-After` waits that long before its next
     /// request.
     #[arg(long)]
@@ -191,6 +194,7 @@ async fn run_overload(args: Args) -> anyhow::Result<()> {
         factor: args.overload_factor,
         overload_connections: args.overload_connections,
         hold_connections: args.hold_connections,
+        seats: args.overload_seats,
         honor_retry_after: args.honor_retry_after,
         kuota_directories,
     };

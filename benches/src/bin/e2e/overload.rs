@@ -36,8 +36,6 @@ use crate::system;
 /// How long one connection of the many-connections phase may take to open, in seconds: past
 /// a server's connection cap and its listen backlog, a connection waits for SYN retries.
 const CONNECT_SECONDS_MAX: u64 = 3;
-/// Seats of every event of this scenario: none may sell out.
-const SEATS: u64 = 5_000_000;
 /// How long the server is left idle after the last phase before its resident memory is read
 /// again, in seconds: past its keep-alive (5 s), so that idle connections are closed.
 const IDLE_SECONDS: u64 = 7;
@@ -54,6 +52,10 @@ pub struct Overload {
     pub factor: f64,
     pub overload_connections: usize,
     pub hold_connections: usize,
+    /// Seats of the sustained and the overloaded event (the held one has one): none may sell out
+    /// during its phase. The engine sizes an event's tables for its seats when it loads it, so
+    /// this also sets how much of the server's memory the events take.
+    pub seats: u64,
     pub honor_retry_after: bool,
     pub kuota_directories: Vec<PathBuf>,
 }
@@ -164,7 +166,7 @@ async fn measure(
 
 async fn phases(server: &Server, settings: &Settings, overload: &Overload) -> anyhow::Result<Column> {
     let registrants = Arc::new(Registrants::new(0));
-    for (event, seats) in [("sustain", SEATS), ("overload", SEATS), ("hold", 1)] {
+    for (event, seats) in [("sustain", overload.seats), ("overload", overload.seats), ("hold", 1)] {
         create_event(server.port, &settings.admin_token, event, seats).await?;
     }
     let mut connection = Connection::open(server.port).await?;
