@@ -236,13 +236,45 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
 /// forwarded to its owner, once; a registration for an event that runs here is answered at
 /// once (`registrations::create_here`); everything else goes to the handlers, with the event
 /// when it runs here (`LocatedHere`).
+///
+/// Every request but an event stream (which never ends by design) is answered within
+/// `KUOTA_REQUEST_TIMEOUT_MS`: one that is not gets 503 `overloaded` with `Retry-After`, and
+/// what it waited for is dropped. A registration dropped that way stays with its event: its key
+/// is in flight (a retry gets 409 `idempotency_key_in_flight`) until its batch commits or fails,
+/// and then replays what was decided; nothing is acknowledged that is not committed. The late
+/// answer is an error that actix turns into the response: a response of our own would need the
+/// request, which the router must hold alone (it fails on a request that was cloned). The
+/// deadline is kept here, where the state is at hand anyway, rather than in a middleware of its
+/// own that would look the state up once more per request.
 pub async fn route_to_owner(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    };
     let route = owned_route(request.method().as_str(), request.path());
-    let state = request.app_data::<web::Data<AppState>>().cloned();
-    let (Some(route), Some(state)) = (route, state) else {
+    if route.as_ref().is_some_and(|route| route.stream) {
+        return route_parsed(request, next, &state, route).await;
+    }
+    let deadline = Duration::from_millis(state.settings.request_timeout_ms);
+    match tokio::time::timeout(deadline, route_parsed(request, next, &state, route)).await {
+        Ok(result) => result,
+        Err(_elapsed) => {
+            tracing::warn!(deadline_ms = deadline.as_millis() as u64, "request deadline passed");
+            Err(state.shed("the request was not answered within its deadline; retry").into())
+        }
+    }
+}
+
+/// `route_to_owner` within the request's deadline, for the route `owned_route` found.
+async fn route_parsed(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    state: &web::Data<AppState>,
+    route: Option<OwnedRoute>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(route) = route else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
     let forwarded_by = state.cluster.forwarded_by(request.headers()).map(str::to_owned);
@@ -252,7 +284,7 @@ pub async fn route_to_owner(
     }
     let owner = match state.registry.locate(&route.event).await {
         Ok(Located::Elsewhere(owner)) => owner,
-        Ok(Located::Here(event)) => return serve_here(request, next, &state, &route, event).await,
+        Ok(Located::Here(event)) => return serve_here(request, next, state, &route, event).await,
         // No such event, or errors (the lease service or the store is down): left to the
         // handler, which meets them again and answers them as it always does.
         Ok(Located::Missing) | Err(_) => return Ok(next.call(request).await?.map_into_boxed_body()),
@@ -278,11 +310,11 @@ pub async fn route_to_owner(
         // middleware's future, as large as its largest state, is carried by value through the
         // span and metrics wrappers and copied at each, on every request. A forwarded request,
         // rare, pays one allocation instead.
-        match Box::pin(forward_with_one_fresh_look(&state, &route, owner, &http_request, payload)).await {
+        match Box::pin(forward_with_one_fresh_look(state, &route, owner, &http_request, payload)).await {
             Routed::Answered(response) => response,
             Routed::OwnedHere(event, body) => {
                 let request = ServiceRequest::from_parts(http_request, Payload::from(body));
-                return serve_here(request, next, &state, &route, event).await;
+                return serve_here(request, next, state, &route, event).await;
             }
         }
     };

@@ -64,7 +64,8 @@ pub const STORE_UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
 impl From<kuota_persist::store::PersistError> for ApiError {
     fn from(error: kuota_persist::store::PersistError) -> Self {
         use kuota_persist::store::FailureKind;
-        if error.is_timeout() || error.failure_kind() == FailureKind::Transient {
+        // Timed-out calls and connection waits are transient (`PersistError::failure_kind`).
+        if error.failure_kind() == FailureKind::Transient {
             tracing::warn!(error = %error.chain(), "the store did not answer");
             ::metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
             return ApiError::overloaded(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use kuota_persist::redis_connection;
 use kuota_persist::store::SqlStore;
 use tokio::task::JoinHandle;
 
@@ -27,13 +28,13 @@ struct Answers {
 }
 
 impl Health {
-    /// Probes `store` (and `redis`, when given) every `HEALTH_PROBE_INTERVAL_MS`, each probe
-    /// bounded by its timeout, on the current tokio runtime. Both count as answering until a
+    /// Probes `store` (and `redis`, when given) every `HEALTH_PROBE_INTERVAL_MS`, on the current
+    /// tokio runtime: the store's ping is bounded by its own call timeout, and Redis's by
+    /// `redis_timeout`. Both count as answering until a
     /// probe says otherwise: the store and Redis answered at startup.
     pub fn monitor(
         store: SqlStore,
         redis: Option<redis::aio::ConnectionManager>,
-        store_timeout: Duration,
         redis_timeout: Duration,
     ) -> Health {
         let answers = Arc::new(Answers { store: AtomicBool::new(true), redis: AtomicBool::new(true) });
@@ -43,14 +44,12 @@ impl Health {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let store_answers =
-                    matches!(tokio::time::timeout(store_timeout, store.ping()).await, Ok(Ok(())));
-                probed.store.store(store_answers, Ordering::Relaxed);
+                probed.store.store(store.ping().await.is_ok(), Ordering::Relaxed);
                 if let Some(redis) = &redis {
                     let mut connection = redis.clone();
                     let command = redis::cmd("PING");
                     let ping = command.query_async::<String>(&mut connection);
-                    let redis_answers = matches!(tokio::time::timeout(redis_timeout, ping).await, Ok(Ok(_)));
+                    let redis_answers = redis_connection::bounded(redis_timeout, ping).await.is_ok();
                     probed.redis.store(redis_answers, Ordering::Relaxed);
                 }
             }

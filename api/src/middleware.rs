@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
@@ -25,9 +25,7 @@ use kuota_persist::random;
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
-use crate::error::ApiError;
 use crate::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
-use crate::state::AppState;
 
 /// The route label of requests that no resource matched.
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -84,47 +82,6 @@ where
         }
         result
     })
-}
-
-/// Answers every request within `deadline` (`KUOTA_REQUEST_TIMEOUT_MS`): one not answered by
-/// then gets 503 `overloaded` with `Retry-After`, and what it waited for is dropped. A
-/// registration dropped that way stays with its event: its key is in flight (a retry gets 409
-/// `idempotency_key_in_flight`) until its batch commits or fails, and then replays what was
-/// decided; nothing is acknowledged that is not committed. Event streams are exempt: they never
-/// end by design.
-///
-/// The late answer is an error (`ApiError::Overloaded`) that actix turns into the response: a
-/// response of our own would need the request, which the router must hold alone (it fails on
-/// a request that was cloned).
-pub fn within_deadline<S, B>(
-    request: ServiceRequest,
-    service: &S,
-    deadline: Duration,
-) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-{
-    let exempt = request.path().ends_with("/stream");
-    // Read now: the request is the router's once called. An `Arc`, cloned.
-    let state = request.app_data::<web::Data<AppState>>().cloned();
-    let answered = service.call(request);
-    async move {
-        if exempt {
-            return answered.await;
-        }
-        match tokio::time::timeout(deadline, answered).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                const REASON: &str = "the request was not answered within its deadline; retry";
-                tracing::warn!(deadline_ms = deadline.as_millis() as u64, "request deadline passed");
-                let error = match state {
-                    Some(state) => state.shed(REASON),
-                    None => ApiError::overloaded(REASON, 1),
-                };
-                Err(error.into())
-            }
-        }
-    }
 }
 
 /// Counts the request and records its duration in `kuota_http_requests_total` and

@@ -117,13 +117,8 @@ impl Application {
         // actix caps connections per worker, and a worker at its cap takes no more: the node's cap
         // is shared out, rounded up so that a cap below the workers still serves.
         let connections_per_worker_max = settings.max_connections.div_ceil(workers).max(1);
-        let deadline = Duration::from_millis(settings.request_timeout_ms);
-        let health = Health::monitor(
-            store.clone(),
-            redis.clone(),
-            Duration::from_millis(settings.store_timeout_ms),
-            Duration::from_millis(settings.redis_timeout_ms),
-        );
+        let health =
+            Health::monitor(store.clone(), redis.clone(), Duration::from_millis(settings.redis_timeout_ms));
         let state = web::Data::new(AppState::new(
             settings,
             registry,
@@ -161,8 +156,6 @@ impl Application {
                 }))
                 // Innermost: forwarded requests are measured and traced like the others.
                 .wrap(actix_web::middleware::from_fn(cluster::route_to_owner))
-                // Inside the metrics, which count the 503 it gives in place of a late answer.
-                .wrap_fn(move |request, service| middleware::within_deadline(request, service, deadline))
                 // The span wraps the metrics, as the last `wrap` runs first.
                 .wrap_fn(middleware::record_metrics)
                 .wrap_fn(middleware::in_request_span)

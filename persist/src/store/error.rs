@@ -66,16 +66,6 @@ impl PersistError {
         PersistError::Database(crate::store::backend::timed_out(timeout))
     }
 
-    /// A call the database did not answer in time, or a connection that could not be had in
-    /// time: the store may be stalled or gone, and the same call may work shortly.
-    pub fn is_timeout(&self) -> bool {
-        match self {
-            PersistError::Database(sqlx::Error::Io(error)) => error.kind() == std::io::ErrorKind::TimedOut,
-            PersistError::Database(sqlx::Error::PoolTimedOut) => true,
-            _ => false,
-        }
-    }
-
     pub fn failure_kind(&self) -> FailureKind {
         match self {
             PersistError::Database(error) => classify(error),
