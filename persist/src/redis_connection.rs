@@ -83,3 +83,30 @@ pub async fn bounded<T>(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_that_never_answers_ends_at_its_timeout() {
+        let timeout = Duration::from_millis(REDIS_COMMAND_TIMEOUT_DEFAULT_MS);
+        let started = Instant::now();
+        let answer: redis::RedisResult<()> = bounded(timeout, std::future::pending()).await;
+        assert_eq!(started.elapsed(), timeout);
+        let failure = answer.unwrap_err();
+        assert!(failure.is_timeout(), "{failure}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_answered_in_time_keeps_its_answer() {
+        let timeout = Duration::from_millis(REDIS_COMMAND_TIMEOUT_DEFAULT_MS);
+        let slow = async {
+            tokio::time::sleep(timeout - Duration::from_millis(1)).await;
+            Ok::<_, redis::RedisError>("OK")
+        };
+        assert_eq!(bounded(timeout, slow).await.unwrap(), "OK");
+    }
+}

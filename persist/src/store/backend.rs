@@ -546,3 +546,37 @@ impl Runner<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::store::{FailureKind, PersistError};
+
+    const TIMEOUT: Duration = Duration::from_millis(1_000);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_never_answers_ends_at_its_deadline_as_a_transient_failure() {
+        let started = Instant::now();
+        let result: Result<(), PersistError> = within(TIMEOUT, std::future::pending()).await;
+        assert_eq!(started.elapsed(), TIMEOUT);
+        let failure = result.unwrap_err();
+        assert_eq!(failure.failure_kind(), FailureKind::Transient, "{failure}");
+        assert!(failure.chain().contains("did not answer within 1000 ms"), "{}", failure.chain());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_answers_before_its_deadline_keeps_its_answer() {
+        let slow = async {
+            tokio::time::sleep(TIMEOUT - Duration::from_millis(1)).await;
+            Ok::<_, PersistError>(7)
+        };
+        assert_eq!(within(TIMEOUT, slow).await.unwrap(), 7);
+        let refused = async { Err::<(), _>(PersistError::Database(sqlx::Error::RowNotFound)) };
+        assert!(matches!(
+            within(TIMEOUT, refused).await,
+            Err(PersistError::Database(sqlx::Error::RowNotFound))
+        ));
+    }
+}

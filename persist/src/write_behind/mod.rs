@@ -199,9 +199,7 @@ impl WriteBehindHandle {
     /// answer. It clears with the first commit that works, or with a probe of the store (every
     /// `breaker_probe_interval_ms`) that answers.
     pub fn stalled(&self) -> bool {
-        self.breaker_open()
-            || self.shared.store_failing()
-            || self.shared.oldest_commit_age(Instant::now()) > self.stall_threshold
+        self.shared.stalled_at(Instant::now(), self.stall_threshold)
     }
 
     /// How long the oldest commit in flight has been running (zero when none is).

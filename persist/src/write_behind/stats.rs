@@ -169,6 +169,14 @@ impl Shared {
         }
     }
 
+    /// The store does not commit at `now` (see `WriteBehindHandle::stalled`): the breaker is
+    /// open, the store is suspect, or the oldest commit in flight is older than `threshold`.
+    pub fn stalled_at(&self, now: Instant, threshold: Duration) -> bool {
+        self.breaker_open.load(Ordering::Relaxed)
+            || self.store_failing()
+            || self.oldest_commit_age(now) > threshold
+    }
+
     pub fn set_store_failing(&self, failing: bool) {
         self.store_failing.store(failing, Ordering::Relaxed);
     }
@@ -296,6 +304,46 @@ mod tests {
         assert_eq!(snapshot.quantile_upper_bound(0.5), Some(5));
         assert_eq!(snapshot.quantile_upper_bound(0.8), Some(1_000));
         assert_eq!(snapshot.quantile_upper_bound(1.0), Some(u64::MAX));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_commit_age_runs_from_its_start_and_is_zero_when_none_is_in_flight() {
+        let shared = Shared::default();
+        assert_eq!(shared.oldest_commit_age(Instant::now()), Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(40)).await;
+        shared.oldest_commit_started(Some(Instant::now()));
+        assert_eq!(shared.oldest_commit_age(Instant::now()), Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(1_250)).await;
+        assert_eq!(shared.oldest_commit_age(Instant::now()), Duration::from_millis(1_250));
+        shared.oldest_commit_started(None);
+        assert_eq!(shared.oldest_commit_age(Instant::now()), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_stalls_the_writer_only_once_it_is_older_than_the_threshold() {
+        let threshold = Duration::from_millis(1_000);
+        let shared = Shared::default();
+        shared.oldest_commit_started(Some(Instant::now()));
+        tokio::time::advance(threshold).await;
+        assert!(!shared.stalled_at(Instant::now(), threshold), "exactly the threshold is not older");
+        tokio::time::advance(Duration::from_micros(1)).await;
+        assert!(shared.stalled_at(Instant::now(), threshold));
+        shared.oldest_commit_started(None);
+        assert!(!shared.stalled_at(Instant::now(), threshold), "the commit ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspect_store_or_an_open_breaker_stalls_the_writer_with_no_commit_in_flight() {
+        let threshold = Duration::from_millis(1_000);
+        let shared = Shared::default();
+        shared.set_store_failing(true);
+        assert!(shared.stalled_at(Instant::now(), threshold));
+        shared.set_store_failing(false);
+        shared.breaker_open.store(true, Ordering::Relaxed);
+        assert!(shared.stalled_at(Instant::now(), threshold));
+        shared.breaker_open.store(false, Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        assert!(!shared.stalled_at(Instant::now(), threshold), "idle is not stalled, however long");
     }
 
     #[test]
