@@ -25,7 +25,7 @@ async fn create_event() -> HttpResponse {
     HttpResponse::Created().json(serde_json::json!({}))
 }
 
-async fn read_event() -> HttpResponse {
+pub async fn read_event() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(EVENT_DOCUMENT)
 }
 

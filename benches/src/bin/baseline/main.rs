@@ -11,16 +11,19 @@
 //! # Layout
 //! - `common`: request checks, answers, the schema, event creation, the capacity cache.
 //! - `ceiling`: parses and answers 201 without storing anything.
+//! - `durable_ceiling`: the ceiling plus one plain row per request, committed in groups.
 //! - `lock_transaction`: a Redis lock per event around a counting MySQL transaction.
 //! - `redis_counter`: an atomic Lua counter in Redis, then one `INSERT` per admission.
 
 mod ceiling;
 mod common;
+mod durable_ceiling;
 mod lock_transaction;
 mod redis_counter;
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,6 +35,7 @@ use sqlx::MySqlPool;
 use sqlx::mysql::MySqlPoolOptions;
 
 use crate::common::Capacities;
+use crate::durable_ceiling::GroupCommit;
 
 /// The largest request body, in bytes (Kuota's default `KUOTA_BODY_LIMIT_BYTES`).
 const BODY_LIMIT_BYTES: usize = 16 * 1024;
@@ -43,6 +47,7 @@ const POOL_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Design {
     Ceiling,
+    DurableCeiling,
     LockAndTransaction,
     RedisCounter,
 }
@@ -76,6 +81,9 @@ struct Args {
     /// Pause between two attempts to take a busy lock, in ms (Laravel's `block()` waits 250).
     #[arg(long, default_value_t = 2)]
     lock_retry_ms: u64,
+    /// Groups committing at once (durable-ceiling) [default: Kuota's writer connections].
+    #[arg(long, default_value_t = kuota_persist::write_behind::CONNECTIONS_MAX as usize)]
+    committers: usize,
 }
 
 /// What every handler shares.
@@ -87,7 +95,9 @@ pub struct Shared {
     pub redis_prefix: String,
     pub capacities: Capacities,
     pub lock_retry: Duration,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
+    /// The durable ceiling's committers.
+    pub group_commit: Option<GroupCommit>,
 }
 
 /// What the harness reads from `GET /bench/stats`: work the design did, counted where it is done.
@@ -128,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             .route("/bench/stats", web::get().to(stats))
             .configure(|config| match design {
                 Design::Ceiling => ceiling::configure(config),
+                Design::DurableCeiling => durable_ceiling::configure(config),
                 Design::LockAndTransaction => lock_transaction::configure(config),
                 Design::RedisCounter => redis_counter::configure(config),
             })
@@ -144,19 +155,27 @@ async fn main() -> anyhow::Result<()> {
 
 /// Opens the pool (creating the schema) and the Redis connection the design needs.
 async fn connect(args: &Args) -> anyhow::Result<Shared> {
-    let needs_stores = args.design != Design::Ceiling;
-    let database = match (&args.database_url, needs_stores) {
-        (Some(url), true) => Some(open_database(url, args.database_connections).await?),
+    let needs_database = args.design != Design::Ceiling;
+    let needs_redis = matches!(args.design, Design::LockAndTransaction | Design::RedisCounter);
+    let database = match (&args.database_url, needs_database) {
+        (Some(url), true) => Some(open_database(url, args.database_connections, args.design).await?),
         (None, true) => anyhow::bail!("--database-url is required by {:?}", args.design),
         (_, false) => None,
     };
-    let redis = match (&args.redis_url, needs_stores) {
+    let redis = match (&args.redis_url, needs_redis) {
         (Some(url), true) => {
             let client = redis::Client::open(url.as_str()).context("parsing --redis-url")?;
             Some(ConnectionManager::new(client).await.context("connecting to Redis")?)
         }
         (None, true) => anyhow::bail!("--redis-url is required by {:?}", args.design),
         (_, false) => None,
+    };
+    let stats = Arc::new(Stats::default());
+    let group_commit = match (&database, args.design) {
+        (Some(pool), Design::DurableCeiling) => {
+            Some(GroupCommit::start(pool.clone(), args.committers, stats.clone()))
+        }
+        _ => None,
     };
     Ok(Shared {
         admin_token: args.admin_token.clone(),
@@ -165,11 +184,12 @@ async fn connect(args: &Args) -> anyhow::Result<Shared> {
         redis_prefix: args.redis_prefix.clone(),
         capacities: Capacities::default(),
         lock_retry: Duration::from_millis(args.lock_retry_ms),
-        stats: Stats::default(),
+        stats,
+        group_commit,
     })
 }
 
-async fn open_database(url: &str, connections: u32) -> anyhow::Result<MySqlPool> {
+async fn open_database(url: &str, connections: u32, design: Design) -> anyhow::Result<MySqlPool> {
     let pool = MySqlPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
@@ -178,6 +198,9 @@ async fn open_database(url: &str, connections: u32) -> anyhow::Result<MySqlPool>
         .context("connecting to MariaDB")?;
     for statement in common::SCHEMA {
         sqlx::query(statement).execute(&pool).await.context("creating the schema")?;
+    }
+    if design == Design::DurableCeiling {
+        sqlx::query(durable_ceiling::SCHEMA).execute(&pool).await.context("creating the schema")?;
     }
     Ok(pool)
 }

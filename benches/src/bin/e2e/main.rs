@@ -1,7 +1,8 @@
 //! `e2e`: Kuota against the designs people run today, in one command, on this machine.
 //!
-//! Starts each contender in turn on loopback (the `ceiling`, `lock-and-transaction` and
-//! `redis-counter` baselines of the `baseline` binary, then the real `kuota`), each with a fresh
+//! Starts each contender in turn on loopback (the `ceiling`, `durable-ceiling`,
+//! `lock-and-transaction` and `redis-counter` baselines of the `baseline` binary, then the real
+//! `kuota`), each with a fresh
 //! MariaDB database and its own Redis key prefix, drives every one with the same load from the
 //! same generator, and prints one table per pinning mode and Kuota's goals. It builds nothing:
 //!
@@ -17,6 +18,7 @@
 //! - `database`: per-contender database and user, MariaDB's counters, integrity checks, Redis.
 //! - `scenario`: the phases every contender goes through.
 //! - `overload`: `--overload`, Kuota past its sustainable rate and with many connections.
+//! - `scale_out`: `--scale-out`, one node against two over the same store.
 //! - `report`: measurements, medians over repeats, the table and the goals.
 //! - `system`: `/proc` readings (CPU time, peak RSS, load) and `taskset` pinning.
 
@@ -25,6 +27,7 @@ mod http;
 mod load;
 mod overload;
 mod report;
+mod scale_out;
 mod scenario;
 mod servers;
 mod system;
@@ -44,6 +47,10 @@ const SERVER_CORE: usize = 0;
 const GENERATOR_CORE: &str = "1";
 /// Every core, to unpin the generator again (taskset keeps the ones that exist).
 const ALL_CORES: &str = "0-1023";
+/// The hot event of `--seats short`: sold out within about two seconds here, the opening's burst.
+const SEATS_SHORT: u64 = 30_000;
+/// The hot event of `--seats long`: at least ten seconds of steady selling here.
+const SEATS_LONG: u64 = 300_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Pinning {
@@ -70,16 +77,22 @@ struct Args {
     /// Client connections (closed loop: requests in flight).
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Seats of the hot event.
-    #[arg(long, default_value_t = 30_000)]
-    seats: u64,
+    /// Seats of the hot event: `short` (30,000: sold out within two seconds here, the opening's
+    /// burst), `long` (300,000: at least 10 s of steady selling here) or a number. Several
+    /// (comma-separated) run one after the other, each with its own tables.
+    #[arg(long, value_delimiter = ',', default_value = "short", value_parser = parse_seats)]
+    seats: Vec<u64>,
     /// Passes over all contenders; the table shows medians.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     #[arg(long, value_enum, default_value_t = Pinning::Both)]
     pinning: Pinning,
     /// Contenders, in order (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "ceiling,lock-and-transaction,redis-counter,kuota")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ceiling,durable-ceiling,lock-and-transaction,redis-counter,kuota"
+    )]
     contenders: Vec<String>,
     /// MariaDB as an administrator (databases and users are created and dropped).
     #[arg(long, env = "KUOTA_BENCH_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306")]
@@ -146,6 +159,10 @@ struct Args {
     /// the load is sent to the other, which forwards every request (the baselines run as usual).
     #[arg(long)]
     forwarded: bool,
+    /// Instead of the comparison: Kuota alone, two hot events sold at once, first by one node,
+    /// then by two over the same store, each owning one (see `scale_out`); `--seats` per event.
+    #[arg(long)]
+    scale_out: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,6 +176,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.overload {
         return run_overload(args).await;
     }
+    if args.scale_out {
+        return run_scale_out(args).await;
+    }
     let contenders = args
         .contenders
         .iter()
@@ -167,23 +187,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let binaries = Binaries::locate(args.bin_dir.clone())?;
     let pinnings = pinnings(args.pinning)?;
     let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
-    let settings = settings(&args)?;
-    std::fs::create_dir_all(&settings.log_directory)?;
-    print_header(&args, &settings, &admin, &binaries).await?;
-    let context =
-        Context { contenders: &contenders, settings: &settings, binaries: &binaries, admin: &admin };
-    let passes = measure_all(&context, &pinnings, args.repeat).await;
+    let measured = measure_sizes(&args, &contenders, &binaries, &pinnings, &admin).await;
     admin.close().await;
-    print_results(&passes?, &pinnings, &contenders, args.repeat);
-    if !args.keep_logs {
-        let _ = std::fs::remove_dir_all(&settings.log_directory);
+    measured
+}
+
+/// The comparison, once per size of `--seats`.
+async fn measure_sizes(
+    args: &Args,
+    contenders: &[Contender],
+    binaries: &Binaries,
+    pinnings: &[bool],
+    admin: &Admin,
+) -> anyhow::Result<()> {
+    for &seats in &args.seats {
+        let settings = settings(args, seats)?;
+        std::fs::create_dir_all(&settings.log_directory)?;
+        print_header(args, &settings, admin, binaries).await?;
+        let context = Context { contenders, settings: &settings, binaries, admin };
+        let passes = measure_all(&context, pinnings, args.repeat).await?;
+        print_results(&passes, pinnings, contenders, args.repeat, seats);
+        if !args.keep_logs {
+            let _ = std::fs::remove_dir_all(&settings.log_directory);
+        }
     }
     Ok(())
 }
 
 async fn run_overload(args: Args) -> anyhow::Result<()> {
     let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
-    let settings = settings(&args)?;
+    let settings = settings(&args, args.overload_seats)?;
     std::fs::create_dir_all(&settings.log_directory)?;
     let mut kuota_directories = args.kuota_dirs.clone();
     if kuota_directories.is_empty() {
@@ -199,6 +232,20 @@ async fn run_overload(args: Args) -> anyhow::Result<()> {
         kuota_directories,
     };
     let measured = overload::run(&settings, &scenario, &admin).await;
+    admin.close().await;
+    measured?;
+    if !args.keep_logs {
+        let _ = std::fs::remove_dir_all(&settings.log_directory);
+    }
+    Ok(())
+}
+
+async fn run_scale_out(args: Args) -> anyhow::Result<()> {
+    let binaries = Binaries::locate(args.bin_dir.clone())?;
+    let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
+    let settings = settings(&args, args.seats.first().copied().unwrap_or(SEATS_LONG))?;
+    std::fs::create_dir_all(&settings.log_directory)?;
+    let measured = scale_out::run(&settings, &binaries, &admin).await;
     admin.close().await;
     measured?;
     if !args.keep_logs {
@@ -274,7 +321,18 @@ fn pinnings(pinning: Pinning) -> anyhow::Result<Vec<bool>> {
     Ok(vec![false])
 }
 
-fn settings(args: &Args) -> anyhow::Result<Settings> {
+/// `short`, `long` or a number of seats.
+fn parse_seats(text: &str) -> Result<u64, String> {
+    match text {
+        "short" => Ok(SEATS_SHORT),
+        "long" => Ok(SEATS_LONG),
+        number => number.parse().ok().filter(|seats| *seats > 0).ok_or_else(|| {
+            format!("{text:?} is not `short` ({SEATS_SHORT}), `long` ({SEATS_LONG}) or a number of seats")
+        }),
+    }
+}
+
+fn settings(args: &Args, seats: u64) -> anyhow::Result<Settings> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     // Unique enough to keep two runs (or a crashed earlier one) apart; not a secret.
     let run_id = format!("{:08x}", (nanos as u64 ^ u64::from(std::process::id())) & 0xffff_ffff);
@@ -284,7 +342,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         seconds: args.seconds,
         warmup_seconds: args.warmup_seconds,
         connections: args.connections,
-        seats: args.seats,
+        seats,
         requests_max: args.requests_max,
         http_workers,
         resubmit_percent: args.resubmit_percent,
@@ -365,7 +423,13 @@ fn summary(measurement: &Measurement) -> String {
     )
 }
 
-fn print_results(passes: &[(bool, Pass)], pinnings: &[bool], contenders: &[Contender], repeat: usize) {
+fn print_results(
+    passes: &[(bool, Pass)],
+    pinnings: &[bool],
+    contenders: &[Contender],
+    repeat: usize,
+    seats: u64,
+) {
     for &pinned in pinnings {
         let columns: Vec<(Contender, Measurement)> = contenders
             .iter()
@@ -381,7 +445,7 @@ fn print_results(passes: &[(bool, Pass)], pinnings: &[bool], contenders: &[Conte
             })
             .collect();
         let of = if repeat > 1 { format!("median of {repeat} passes") } else { "one pass".into() };
-        println!("## {} ({of})", mode(pinned));
+        println!("## {seats} seats, {} ({of})", mode(pinned));
         println!();
         print!("{}", report::table(&columns));
         println!();

@@ -150,7 +150,7 @@ async fn check_integrity(
     measurement: &mut Measurement,
     hot_acknowledged: u64,
 ) -> anyhow::Result<()> {
-    if !run.contender.stores_registrations() {
+    if !run.contender.decides() {
         return Ok(());
     }
     let stored = run.admin.stored(sandbox, run.contender, HOT_EVENT).await?;
@@ -274,16 +274,16 @@ impl Phases<'_> {
         measurement: &mut Measurement,
         registrants: &Arc<Registrants>,
     ) -> anyhow::Result<u64> {
-        let target = match self.run.contender {
-            Contender::Ceiling => Target::Get { path: format!("/v1/events/{HOT_EVENT}") },
-            _ => Self::register(HOT_EVENT),
+        let target = match self.run.contender.decides() {
+            false => Target::Get { path: format!("/v1/events/{HOT_EVENT}") },
+            true => Self::register(HOT_EVENT),
         };
         let duration = Duration::from_secs(self.settings().seconds);
         let before = self.snapshot().await?;
         let sold_out = load::closed_loop(self.plan(target, duration, false), registrants.clone()).await?;
         let after = self.snapshot().await?;
         record_sold_out(measurement, &sold_out, &before, &after);
-        Ok(if self.run.contender.stores_registrations() { sold_out.tally.successes() } else { 0 })
+        Ok(if self.run.contender.decides() { sold_out.tally.successes() } else { 0 })
     }
 
     /// The open loop at `PACED_SHARE` of the closed loop's accepted rate, on an event that
@@ -313,7 +313,7 @@ impl Phases<'_> {
     /// state lives in its actor), the baselines straight into their tables.
     async fn fill(&self, admission: &PhaseResult, registrants: Arc<Registrants>) -> anyhow::Result<Filled> {
         let contender = self.run.contender;
-        if admission.tally.first_sold_out_at.is_some() || !contender.stores_registrations() {
+        if admission.tally.first_sold_out_at.is_some() || !contender.decides() {
             return Ok(Filled::default());
         }
         if contender == Contender::Kuota {

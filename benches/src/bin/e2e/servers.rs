@@ -24,18 +24,25 @@ const LISTENING_MARKER: &str = "listening on http://";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Contender {
     Ceiling,
+    DurableCeiling,
     LockAndTransaction,
     RedisCounter,
     Kuota,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 4] =
-        [Contender::Ceiling, Contender::LockAndTransaction, Contender::RedisCounter, Contender::Kuota];
+    pub const ALL: [Contender; 5] = [
+        Contender::Ceiling,
+        Contender::DurableCeiling,
+        Contender::LockAndTransaction,
+        Contender::RedisCounter,
+        Contender::Kuota,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Contender::Ceiling => "ceiling",
+            Contender::DurableCeiling => "durable-ceiling",
             Contender::LockAndTransaction => "lock-and-transaction",
             Contender::RedisCounter => "redis-counter",
             Contender::Kuota => "kuota",
@@ -49,6 +56,13 @@ impl Contender {
     /// False for the ceiling, which stores nothing.
     pub fn stores_registrations(self) -> bool {
         self != Contender::Ceiling
+    }
+
+    /// False for the two ceilings, which answer every registration without deciding anything:
+    /// they never sell out, so their sold-out phase is a `GET` and nothing is checked for
+    /// overselling or duplicates.
+    pub fn decides(self) -> bool {
+        !matches!(self, Contender::Ceiling | Contender::DurableCeiling)
     }
 }
 

@@ -14,6 +14,16 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64))
 }
 
+/// CPU time the local MariaDB (every `mariadbd` or `mysqld` process of this machine) has used so
+/// far; `None` when none runs here (a remote store).
+pub fn store_cpu_time() -> Option<Duration> {
+    let output = Command::new("pidof").args(["mariadbd", "mysqld"]).stderr(Stdio::null()).output().ok()?;
+    let pids = String::from_utf8(output.stdout).ok()?;
+    let spent: Vec<Duration> =
+        pids.split_whitespace().filter_map(|pid| cpu_time(pid.parse().ok()?)).collect();
+    (!spent.is_empty()).then(|| spent.into_iter().sum())
+}
+
 /// CPU time of this process (the load generator).
 pub fn own_cpu_time() -> Option<Duration> {
     cpu_time(std::process::id())
