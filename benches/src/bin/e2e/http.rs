@@ -159,8 +159,44 @@ pub fn registration(event: &str, sequence: u64, registrant: u64) -> Vec<u8> {
     post_json(&format!("/v1/events/{event}/registrations"), &[("Idempotency-Key", &key)], &body)
 }
 
+/// Registrant number `registrant` joining the queue of `event`, as request number `sequence`.
+pub fn queue_join(event: &str, sequence: u64, registrant: u64) -> Vec<u8> {
+    let key = format!("e2e-join-{sequence:016x}");
+    let body = format!(r#"{{"email":"runner{registrant}@example.org"}}"#);
+    post_json(&format!("/v1/events/{event}/queue"), &[("Idempotency-Key", &key)], &body)
+}
+
+/// `GET /v1/queue/{ticket}` with the ticket's access token.
+pub fn ticket_read(ticket: &str, access_token: &str) -> Vec<u8> {
+    format!(
+        "GET /v1/queue/{ticket} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {access_token}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// The one category of every benchmark event.
 pub const CATEGORY: &str = "10K";
+
+/// `POST /v1/events` of an event with one category of `capacity` seats and a queue whose lobby
+/// opens at `lobby_opens_at` and whose draw is at `opens_at` (RFC 3339).
+pub fn create_queued_event(
+    admin_token: &str,
+    event: &str,
+    capacity: u64,
+    lobby_opens_at: &str,
+    opens_at: &str,
+    queue_max: u64,
+) -> Vec<u8> {
+    let body = serde_json::json!({
+        "id": event,
+        "name": "Bench Race with a queue",
+        "opens_at": opens_at,
+        "categories": [{ "code": CATEGORY, "name": "10 km", "capacity": capacity }],
+        "queue": { "lobby_opens_at": lobby_opens_at, "queue_max": queue_max },
+    });
+    let authorization = format!("Bearer {admin_token}");
+    post_json("/v1/events", &[("Authorization", &authorization)], &body.to_string())
+}
 
 /// `POST /v1/events` of an event with one category of `capacity` seats.
 pub fn create_event(admin_token: &str, event: &str, capacity: u64) -> Vec<u8> {

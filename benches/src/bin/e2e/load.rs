@@ -33,6 +33,10 @@ pub enum Target {
     Register { event: String },
     /// The same `GET` again and again.
     Get { path: String },
+    /// A queue join of a new registrant to this event (`POST /v1/events/{event}/queue`).
+    Join { event: String },
+    /// These requests in turn, again and again (ticket reads with their tokens, say).
+    Cycle { requests: Arc<Vec<Vec<u8>>> },
 }
 
 /// Hands out registrant numbers: every request gets a new key, and (unless resubmissions are
@@ -46,6 +50,11 @@ pub struct Registrants {
 impl Registrants {
     pub fn new(resubmit_percent: u64) -> Registrants {
         Registrants { next: AtomicU64::new(0), resubmit_percent }
+    }
+
+    /// Takes `count` registrant numbers for the caller's own requests; returns the first.
+    pub fn reserve(&self, count: u64) -> u64 {
+        self.next.fetch_add(count, Ordering::Relaxed)
     }
 
     /// The next request's sequence number (its key) and registrant number (its e-mail).
@@ -64,6 +73,14 @@ impl Target {
                 http::registration(event, sequence, registrant)
             }
             Target::Get { path } => http::get(path),
+            Target::Join { event } => {
+                let (sequence, registrant) = registrants.next();
+                http::queue_join(event, sequence, registrant)
+            }
+            Target::Cycle { requests } => {
+                let (sequence, _) = registrants.next();
+                requests[(sequence % requests.len().max(1) as u64) as usize].clone()
+            }
         }
     }
 }

@@ -19,6 +19,7 @@
 //! - `scenario`: the phases every contender goes through.
 //! - `overload`: `--overload`, Kuota past its sustainable rate and with many connections.
 //! - `scale_out`: `--scale-out`, one node against two over the same store.
+//! - `queue`: `--queue`, durable queue joins and ticket reads beside the ceiling's `GET`.
 //! - `report`: measurements, medians over repeats, the table and the goals.
 //! - `system`: `/proc` readings (CPU time, peak RSS, load) and `taskset` pinning.
 
@@ -26,6 +27,7 @@ mod database;
 mod http;
 mod load;
 mod overload;
+mod queue;
 mod report;
 mod scale_out;
 mod scenario;
@@ -163,6 +165,10 @@ struct Args {
     /// then by two over the same store, each owning one (see `scale_out`); `--seats` per event.
     #[arg(long)]
     scale_out: bool,
+    /// Instead of the comparison: Kuota's queue (durable joins/s, ticket reads/s) beside the
+    /// ceiling's `GET` (see `queue`); `--seats` of the queued event.
+    #[arg(long)]
+    queue: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -178,6 +184,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.scale_out {
         return run_scale_out(args).await;
+    }
+    if args.queue {
+        return run_queue(args).await;
     }
     let contenders = args
         .contenders
@@ -246,6 +255,21 @@ async fn run_scale_out(args: Args) -> anyhow::Result<()> {
     let settings = settings(&args, args.seats.first().copied().unwrap_or(SEATS_LONG))?;
     std::fs::create_dir_all(&settings.log_directory)?;
     let measured = scale_out::run(&settings, &binaries, &admin).await;
+    admin.close().await;
+    measured?;
+    if !args.keep_logs {
+        let _ = std::fs::remove_dir_all(&settings.log_directory);
+    }
+    Ok(())
+}
+
+async fn run_queue(args: Args) -> anyhow::Result<()> {
+    let binaries = Binaries::locate(args.bin_dir.clone())?;
+    let pinned = pinnings(args.pinning)?.contains(&true);
+    let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
+    let settings = settings(&args, args.seats.first().copied().unwrap_or(SEATS_SHORT))?;
+    std::fs::create_dir_all(&settings.log_directory)?;
+    let measured = queue::run(&settings, &binaries, &admin, pinned).await;
     admin.close().await;
     measured?;
     if !args.keep_logs {
