@@ -184,7 +184,7 @@ pub fn forward_token(secret: &[u8]) -> String {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
     mac.update(b"kuota node-to-node forwarding v1");
-    mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// A route that needs the event's actor, and therefore its owner.

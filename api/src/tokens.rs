@@ -11,16 +11,6 @@ use sha2::{Digest, Sha256};
 
 use kuota_engine::{EventId, Fingerprint, IdempotencyKey};
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
-    }
-    text
-}
-
 /// The access token of the registration created by this event's request with this key.
 pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> String {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
@@ -28,12 +18,12 @@ pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> Str
     mac.update(event.as_str().as_bytes());
     mac.update(b"\n");
     mac.update(key.as_str().as_bytes());
-    hex(&mac.finalize().into_bytes()[..16])
+    hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
 /// What the store keeps of a token.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Compares two secrets in time that depends only on their length class, not on where they

@@ -1,19 +1,13 @@
 //! Unpredictable bytes and tokens from the operating system: lease tokens, admin session ids
 //! and (through the API) registrants' access tokens.
 //!
-//! Everything here reads `/dev/urandom`, the kernel's cryptographically secure generator, which
-//! never blocks once the kernel has been seeded at boot. No user-space generator sits in
-//! between, so there is no seed to leak, to fork into two processes, or to get wrong.
+//! Everything here comes from the operating system's cryptographically secure generator
+//! (`getrandom(2)` on Linux, through the `getrandom` crate), which never blocks once the kernel
+//! has been seeded at boot. No user-space generator sits in between, so there is no seed to
+//! leak, to fork into two processes, or to get wrong.
 //!
-//! A machine where that file cannot be read cannot issue tokens that are safe to hand out, so
-//! a failure to read it is a panic with a clear message, not an error to route around.
-
-use std::fs::File;
-use std::io::Read;
-use std::sync::OnceLock;
-
-/// Where the random bytes come from.
-pub const RANDOM_SOURCE_PATH: &str = "/dev/urandom";
+//! A machine whose generator cannot be read cannot issue tokens that are safe to hand out, so
+//! a failure is a panic with a clear message, not an error to route around.
 
 /// Bytes in a 128-bit token: enough that guessing one, or two ever colliding, is out of reach.
 pub const TOKEN_128_LENGTH_BYTES: usize = 16;
@@ -25,14 +19,10 @@ pub const TOKEN_128_HEX_LENGTH_CHARACTERS: usize = 2 * TOKEN_128_LENGTH_BYTES;
 /// data; anything larger is a mistake of the caller.
 pub const TOKEN_LENGTH_MAX_BYTES: usize = 1024;
 
-/// The random source, opened once per process. Reads through a shared `&File` are safe from
-/// many threads at once: each read of `/dev/urandom` is independent.
-static RANDOM_SOURCE: OnceLock<File> = OnceLock::new();
-
 /// `N` random bytes from the operating system.
 ///
 /// # Panics
-/// When `/dev/urandom` cannot be opened or read (see the module documentation).
+/// When the operating system's generator cannot be read (see the module documentation).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     fill_random(&mut bytes);
@@ -42,15 +32,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// Fills `buffer` with random bytes from the operating system.
 ///
 /// # Panics
-/// When `/dev/urandom` cannot be opened or read (see the module documentation).
+/// When the operating system's generator cannot be read (see the module documentation).
 pub fn fill_random(buffer: &mut [u8]) {
-    let mut source = RANDOM_SOURCE.get_or_init(|| {
-        File::open(RANDOM_SOURCE_PATH).unwrap_or_else(|error| {
-            panic!("cannot open {RANDOM_SOURCE_PATH} ({error}): without it no secure token can be issued")
-        })
-    });
-    source.read_exact(buffer).unwrap_or_else(|error| {
-        panic!("cannot read {RANDOM_SOURCE_PATH} ({error}): without it no secure token can be issued")
+    getrandom::fill(buffer).unwrap_or_else(|error| {
+        panic!("cannot read the operating system's random generator ({error}): no secure token can be issued")
     });
 }
 
@@ -67,23 +52,12 @@ pub fn token_hex(length_bytes: usize) -> String {
     );
     let mut bytes = vec![0u8; length_bytes];
     fill_random(&mut bytes);
-    hex_encode(&bytes)
+    hex::encode(bytes)
 }
 
 /// A 128-bit token as 32 lower-case hexadecimal characters.
 pub fn random_token_128() -> String {
-    hex_encode(&random_bytes::<TOKEN_128_LENGTH_BYTES>())
-}
-
-/// `bytes` as lower-case hexadecimal, two characters per byte.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(2 * bytes.len());
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
+    hex::encode(random_bytes::<TOKEN_128_LENGTH_BYTES>())
 }
 
 /// Whether `text` is exactly `length_characters` lower-case hexadecimal characters: the one
@@ -116,12 +90,6 @@ mod tests {
             let token = token_hex(length_bytes);
             assert!(is_lowercase_hex(&token, 2 * length_bytes), "{token}");
         }
-    }
-
-    #[test]
-    fn hex_encoding_is_lowercase_and_keeps_leading_zeros() {
-        assert_eq!(hex_encode(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
-        assert_eq!(hex_encode(&[]), "");
     }
 
     #[test]

@@ -273,7 +273,7 @@ pub(crate) struct HeldConnections {
 }
 
 /// Held connections kept idle, at most: as many as the writer commits batches at once.
-const HELD_CONNECTIONS_MAX: usize = crate::write_behind::CONNECTIONS_MAX as usize;
+const HELD_CONNECTIONS_MAX: usize = super::WRITER_CONNECTIONS_MAX as usize;
 
 impl HeldConnections {
     fn take(&self) -> Option<MySqlConnection> {

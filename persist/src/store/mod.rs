@@ -42,9 +42,20 @@ pub use self::rows::{
 };
 pub use self::write::{BatchItem, BatchReport};
 
-/// Connections to MySQL one store keeps: the writer's commits (`connections_max`, ≤ 4),
+/// Batches one writer may have committing at once (batches of different events only: one
+/// event's commits are serial), each on a connection of its own that it keeps between batches
+/// (`backend::HELD_CONNECTIONS_MAX`). A pool beyond it takes connections from the readers.
+/// `write_behind::CONNECTIONS_MAX` is this bound; it lives here, below the writer, so that the
+/// store needs nothing from the writer above it.
+pub const WRITER_CONNECTIONS_MAX: u32 = 4;
+
+/// Connections to MySQL one store keeps: the writer's commits (`WRITER_CONNECTIONS_MAX`),
 /// recovery, and the API's reads.
 const MYSQL_CONNECTIONS_MAX: u32 = 8;
+
+// The writer's connections leave room in the pool for recovery and the reads, which must go on
+// while every commit is in flight (a stalled store is detected by reads).
+const _: () = assert!(WRITER_CONNECTIONS_MAX < MYSQL_CONNECTIONS_MAX);
 
 /// Connections to a SQLite file. SQLite has one writer at a time; more connections only let
 /// reads run beside it (WAL).

@@ -28,6 +28,8 @@ use crate::store::backend::{RowAccess, Statement, Value, next_item, next_within}
 /// and MySQL's default `max_allowed_packet` is 16 MiB and 64 MiB; this stays far below both.
 pub(crate) const ROUND_TRIP_BYTES_MAX: usize = 4 << 20;
 
+/// Kept by hand rather than `hex::encode`: the digits go straight into the statement's buffer,
+/// where the crate's function would allocate a `String` for every value of every batch.
 const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Appends `statement` to `out` with every `?` replaced by its value.

@@ -47,9 +47,8 @@ pub use self::stats::{
 };
 use crate::store::SqlStore;
 
-/// Batches one writer may have committing at once (batches of different events only: one
-/// event's commits are serial). A pool beyond it takes connections from the readers.
-pub const CONNECTIONS_MAX: u32 = 4;
+/// Batches one writer may have committing at once (see `store::WRITER_CONNECTIONS_MAX`).
+pub use crate::store::WRITER_CONNECTIONS_MAX as CONNECTIONS_MAX;
 
 /// Batches of one event committing at once, at most: one that is writing while the one before it
 /// commits. A batch of an event starts beside the event's batch in flight only once that one
