@@ -8,17 +8,16 @@
 //! Grouping: `committers` tasks (Kuota's writer connections by default) share one bounded
 //! queue. A free committer takes every registration waiting, up to `BATCH_ROWS_MAX`, and commits
 //! them as one multi-row `INSERT` (one transaction); while it commits, the next free one takes
-//! what arrived meanwhile. A full queue is a 503 at once, as in Kuota.
+//! what arrived meanwhile. A full queue is a 503 at once, as in Kuota; a failed group is a 503.
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web;
 use sqlx::MySqlPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::Shared;
-use crate::common::{Problem, Registrant, confirmed, create_event, now_ms};
+use crate::common::{Decision, Design, Registrant, create_event, now_ms, register};
 
 /// Registrations waiting for a committer, at most (Kuota's default submission queue is of the
 /// same order).
@@ -41,7 +40,9 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS plain_registrations (
 #[derive(Debug)]
 struct Pending {
     event: String,
-    registrant: Registrant,
+    category: String,
+    email: String,
+    full_name: String,
     answer: oneshot::Sender<Option<u64>>,
 }
 
@@ -68,31 +69,37 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/events", web::post().to(create_event))
         // It never sells out; the harness's sold-out phase reads the event instead, as of the ceiling.
         .route("/v1/events/{event_id}", web::get().to(crate::ceiling::read_event))
-        .route("/v1/events/{event_id}/registrations", web::post().to(register));
+        .route("/v1/events/{event_id}/registrations", web::post().to(register::<DurableCeiling>));
 }
 
-async fn register(
-    state: web::Data<Shared>,
-    path: web::Path<String>,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    let registrant = match Registrant::parse(&request, &body) {
-        Ok(registrant) => registrant,
-        Err(problem) => return problem.response(),
-    };
-    let Some(group_commit) = &state.group_commit else {
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded").response();
-    };
-    let category = registrant.category.clone();
-    let (answer, answered) = oneshot::channel();
-    let pending = Pending { event: path.clone(), registrant, answer };
-    if group_commit.queue.try_send(pending).is_err() {
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded").response();
-    }
-    match answered.await {
-        Ok(Some(id)) => confirmed(&path, &category, id),
-        _ => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded").response(),
+/// The durable ceiling as a design: it decides nothing, it only waits for the commit.
+pub struct DurableCeiling;
+
+impl Design for DurableCeiling {
+    fn decide(
+        state: &Shared,
+        event: &str,
+        registrant: &Registrant,
+    ) -> impl Future<Output = anyhow::Result<Decision>> {
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending {
+            event: event.to_string(),
+            category: registrant.category.clone(),
+            email: registrant.email.clone(),
+            full_name: registrant.full_name.clone(),
+            answer,
+        };
+        // A full queue is refused at once, as Kuota refuses a full mailbox.
+        let queued = state
+            .group_commit
+            .as_ref()
+            .is_some_and(|group_commit| group_commit.queue.try_send(pending).is_ok());
+        async move {
+            if !queued {
+                return Ok(Decision::Busy);
+            }
+            Ok(answered.await.ok().flatten().map_or(Decision::Busy, Decision::Confirmed))
+        }
     }
 }
 
@@ -138,12 +145,7 @@ async fn insert_group(pool: &MySqlPool, group: &[Pending]) -> Result<u64, sqlx::
     let created_at = now_ms();
     for (index, pending) in group.iter().enumerate() {
         statement.push_str(if index == 0 { "(" } else { ", (" });
-        for text in [
-            &pending.event,
-            &pending.registrant.category,
-            &pending.registrant.email,
-            &pending.registrant.full_name,
-        ] {
+        for text in [&pending.event, &pending.category, &pending.email, &pending.full_name] {
             push_text(&mut statement, text);
             statement.push_str(", ");
         }

@@ -9,6 +9,25 @@ use sqlx::{AssertSqlSafe, MySqlPool};
 use crate::http::CATEGORY;
 use crate::servers::Contender;
 
+/// Runs `work` in a fresh sandbox named `name` (database and user) with the Redis key prefix
+/// `prefix`, then removes both whatever `work` did; `work`'s own error comes first.
+pub async fn in_sandbox<T>(
+    admin: &Admin,
+    redis_url: &str,
+    name: &str,
+    prefix: &str,
+    work: impl AsyncFnOnce(&Sandbox) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let sandbox = admin.create_sandbox(name).await?;
+    let measured = work(&sandbox).await;
+    let dropped = admin.drop_sandbox(&sandbox).await;
+    let cleaned = delete_redis_keys(redis_url, prefix).await;
+    let value = measured?;
+    dropped.context("dropping the database")?;
+    cleaned.context("deleting the Redis keys")?;
+    Ok(value)
+}
+
 /// Rows one top-up `INSERT` carries.
 const TOP_UP_ROWS_PER_STATEMENT: u64 = 1_000;
 /// Keys one Redis `SCAN` step returns at most.

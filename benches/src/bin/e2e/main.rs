@@ -224,9 +224,6 @@ async fn measure_sizes(
 }
 
 async fn run_overload(args: Args) -> anyhow::Result<()> {
-    let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
-    let settings = settings(&args, args.overload_seats)?;
-    std::fs::create_dir_all(&settings.log_directory)?;
     let mut kuota_directories = args.kuota_dirs.clone();
     if kuota_directories.is_empty() {
         let here = std::env::current_exe()?.parent().map(PathBuf::from);
@@ -240,36 +237,38 @@ async fn run_overload(args: Args) -> anyhow::Result<()> {
         honor_retry_after: args.honor_retry_after,
         kuota_directories,
     };
-    let measured = overload::run(&settings, &scenario, &admin).await;
-    admin.close().await;
-    measured?;
-    if !args.keep_logs {
-        let _ = std::fs::remove_dir_all(&settings.log_directory);
-    }
-    Ok(())
+    with_store(&args, args.overload_seats, async |settings, admin| {
+        overload::run(settings, &scenario, admin).await
+    })
+    .await
 }
 
 async fn run_scale_out(args: Args) -> anyhow::Result<()> {
     let binaries = Binaries::locate(args.bin_dir.clone())?;
-    let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
-    let settings = settings(&args, args.seats.first().copied().unwrap_or(SEATS_LONG))?;
-    std::fs::create_dir_all(&settings.log_directory)?;
-    let measured = scale_out::run(&settings, &binaries, &admin).await;
-    admin.close().await;
-    measured?;
-    if !args.keep_logs {
-        let _ = std::fs::remove_dir_all(&settings.log_directory);
-    }
-    Ok(())
+    let seats = args.seats.first().copied().unwrap_or(SEATS_LONG);
+    with_store(&args, seats, async |settings, admin| scale_out::run(settings, &binaries, admin).await).await
 }
 
 async fn run_queue(args: Args) -> anyhow::Result<()> {
     let binaries = Binaries::locate(args.bin_dir.clone())?;
     let pinned = pinnings(args.pinning)?.contains(&true);
+    let seats = args.seats.first().copied().unwrap_or(SEATS_SHORT);
+    with_store(&args, seats, async |settings, admin| queue::run(settings, &binaries, admin, pinned).await)
+        .await
+}
+
+/// Runs a scenario of its own (`--overload`, `--scale-out`, `--queue`) with the store's
+/// administrator connection and the settings for `seats`; the servers' logs are removed
+/// afterwards unless `--keep-logs`.
+async fn with_store(
+    args: &Args,
+    seats: u64,
+    scenario: impl AsyncFnOnce(&Settings, &Admin) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let admin = Admin::connect(&args.mysql_url, args.mysql_socket.clone()).await?;
-    let settings = settings(&args, args.seats.first().copied().unwrap_or(SEATS_SHORT))?;
+    let settings = settings(args, seats)?;
     std::fs::create_dir_all(&settings.log_directory)?;
-    let measured = queue::run(&settings, &binaries, &admin, pinned).await;
+    let measured = scenario(&settings, &admin).await;
     admin.close().await;
     measured?;
     if !args.keep_logs {

@@ -24,8 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::database::{self, Admin};
 use crate::http::{self, Connection};
 use crate::load::{self, PhaseResult, Plan, Registrants, Target};
@@ -129,39 +127,25 @@ async fn measure(
 ) -> anyhow::Result<Column> {
     let name = format!("kuota_e2e_{}_{}", settings.run_id, ordinal);
     let prefix = format!("kuota-e2e:{}:{}:", settings.run_id, ordinal);
-    let sandbox = admin.create_sandbox(&name).await?;
-    let log = settings.log_directory.join(format!("{ordinal}-overload.log"));
-    let launch = Launch {
-        contender: Contender::Kuota,
-        database_url: &sandbox.server_url,
-        redis_url: &settings.redis_url,
-        redis_prefix: &prefix,
-        admin_token: &settings.admin_token,
-        http_workers: settings.http_workers,
-        core: None,
-        log,
-        kuota_log: &settings.kuota_log,
-        kuota_settings: &settings.kuota_settings,
-        database_connections: settings.database_connections,
-        lock_retry_ms: settings.lock_retry_ms,
-        node_id: None,
-    };
-    let measured = match servers::start(&launch, binaries).await {
-        Ok(server) => {
-            let measured = phases(&server, settings, overload).await;
-            let tail = server.log_tail();
-            let stopped = server.stop().await;
-            let measured = measured.with_context(|| format!("the end of its log:\n{tail}"));
-            stopped.and(measured)
-        }
-        Err(error) => Err(error),
-    };
-    let dropped = admin.drop_sandbox(&sandbox).await;
-    let cleaned = database::delete_redis_keys(&settings.redis_url, &prefix).await;
-    let column = measured?;
-    dropped.context("dropping the database")?;
-    cleaned.context("deleting the Redis keys")?;
-    Ok(column)
+    database::in_sandbox(admin, &settings.redis_url, &name, &prefix, async |sandbox| {
+        let launch = Launch {
+            contender: Contender::Kuota,
+            database_url: &sandbox.server_url,
+            redis_url: &settings.redis_url,
+            redis_prefix: &prefix,
+            admin_token: &settings.admin_token,
+            http_workers: settings.http_workers,
+            core: None,
+            log: settings.log_directory.join(format!("{ordinal}-overload.log")),
+            kuota_log: &settings.kuota_log,
+            kuota_settings: &settings.kuota_settings,
+            database_connections: settings.database_connections,
+            lock_retry_ms: settings.lock_retry_ms,
+            node_id: None,
+        };
+        servers::serving(&launch, binaries, async |server| phases(server, settings, overload).await).await
+    })
+    .await
 }
 
 async fn phases(server: &Server, settings: &Settings, overload: &Overload) -> anyhow::Result<Column> {

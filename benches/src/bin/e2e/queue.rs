@@ -97,28 +97,14 @@ async fn measure_kuota(
 ) -> anyhow::Result<(Phase, Phase)> {
     let name = format!("kuota_e2e_{}_queue", settings.run_id);
     let prefix = format!("kuota-e2e:{}:queue:", settings.run_id);
-    let sandbox = admin.create_sandbox(&name).await?;
-    let measured = match servers::start(
-        &launch(settings, Contender::Kuota, &sandbox.server_url, &prefix, core),
-        binaries,
-    )
+    database::in_sandbox(admin, &settings.redis_url, &name, &prefix, async |sandbox| {
+        let launch = launch(settings, Contender::Kuota, &sandbox.server_url, &prefix, core);
+        servers::serving(&launch, binaries, async |server| {
+            kuota_phases(settings, admin, sandbox, server).await
+        })
+        .await
+    })
     .await
-    {
-        Ok(server) => {
-            let measured = kuota_phases(settings, admin, &sandbox, &server).await;
-            let tail = server.log_tail();
-            let stopped = server.stop().await;
-            let measured = measured.with_context(|| format!("the end of its log:\n{tail}"));
-            stopped.and(measured)
-        }
-        Err(error) => Err(error),
-    };
-    let dropped = admin.drop_sandbox(&sandbox).await;
-    let cleaned = database::delete_redis_keys(&settings.redis_url, &prefix).await;
-    let phases = measured?;
-    dropped.context("dropping the database")?;
-    cleaned.context("deleting the Redis keys")?;
-    Ok(phases)
 }
 
 fn plan(settings: &Settings, port: u16, target: Target, seconds: u64) -> Plan {

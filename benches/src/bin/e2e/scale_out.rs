@@ -74,14 +74,10 @@ async fn measure(
 ) -> anyhow::Result<Layout> {
     let name = format!("kuota_e2e_{}_scale_{nodes}", settings.run_id);
     let prefix = format!("kuota-e2e:{}:scale-{nodes}:", settings.run_id);
-    let sandbox = admin.create_sandbox(&name).await?;
-    let measured = measure_in(settings, binaries, admin, &sandbox, &prefix, nodes).await;
-    let dropped = admin.drop_sandbox(&sandbox).await;
-    let cleaned = database::delete_redis_keys(&settings.redis_url, &prefix).await;
-    let layout = measured?;
-    dropped.context("dropping the database")?;
-    cleaned.context("deleting the Redis keys")?;
-    Ok(layout)
+    database::in_sandbox(admin, &settings.redis_url, &name, &prefix, async |sandbox| {
+        measure_in(settings, binaries, admin, sandbox, &prefix, nodes).await
+    })
+    .await
 }
 
 async fn measure_in(

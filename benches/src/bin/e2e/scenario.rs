@@ -79,13 +79,11 @@ pub async fn measure(run: &Run<'_>) -> anyhow::Result<Measurement> {
     let name = format!("kuota_e2e_{}_{}", settings.run_id, run.ordinal);
     let prefix = format!("kuota-e2e:{}:{}:", settings.run_id, run.ordinal);
     let load_average = system::load_average().unwrap_or(0.0);
-    let sandbox = run.admin.create_sandbox(&name).await?;
-    let measured = measure_in(run, &sandbox, &prefix).await;
-    let dropped = run.admin.drop_sandbox(&sandbox).await;
-    let cleaned = database::delete_redis_keys(&settings.redis_url, &prefix).await;
-    let mut measurement = measured?;
-    dropped.context("dropping the database")?;
-    cleaned.context("deleting the Redis keys")?;
+    let mut measurement =
+        database::in_sandbox(run.admin, &settings.redis_url, &name, &prefix, async |sandbox| {
+            measure_in(run, sandbox, &prefix).await
+        })
+        .await?;
     measurement.load_average = load_average;
     Ok(measurement)
 }

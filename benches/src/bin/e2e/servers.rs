@@ -159,6 +159,22 @@ pub async fn start(launch: &Launch<'_>, binaries: &Binaries) -> anyhow::Result<S
     Ok(server)
 }
 
+/// Starts the server, runs `work` against it and stops it; an error of `work` carries the end of
+/// the server's log.
+pub async fn serving<T>(
+    launch: &Launch<'_>,
+    binaries: &Binaries,
+    work: impl AsyncFnOnce(&Server) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let server = start(launch, binaries).await?;
+    let measured = work(&server).await;
+    let tail = server.log_tail();
+    let stopped = server.stop().await;
+    let value = measured.with_context(|| format!("the end of its log:\n{tail}"))?;
+    stopped?;
+    Ok(value)
+}
+
 fn configure(command: &mut Command, launch: &Launch<'_>) {
     match launch.contender {
         Contender::Kuota => {
