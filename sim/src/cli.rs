@@ -367,7 +367,7 @@ fn run_command(args: &RunArgs) -> ExitCode {
         Err(error) => return bad_input(error),
     };
     let seed = args.seed.unwrap_or(scenario.seed);
-    let options = RunOptions { break_model: args.break_model, progress: true };
+    let options = RunOptions { break_model: args.break_model, progress: true, break_fencing: false };
     let started = Instant::now();
     let (text, result, verdict) = match args.target_p99_ms {
         None => {

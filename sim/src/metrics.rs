@@ -35,10 +35,16 @@ pub enum AnswerClass {
     ShedWriteQueue,
     ShedIdempotencyFull,
     RateLimited,
+    ShedStoreStalled,
+    ShedDeadline,
+    ShedStoreFailed,
+    ShedMoving,
+    ShedLeaseUnavailable,
+    ConnectionLost,
 }
 
 impl AnswerClass {
-    pub const ALL: [AnswerClass; 17] = [
+    pub const ALL: [AnswerClass; 23] = [
         AnswerClass::Held,
         AnswerClass::Confirmed,
         AnswerClass::Waitlisted,
@@ -56,6 +62,12 @@ impl AnswerClass {
         AnswerClass::ShedWriteQueue,
         AnswerClass::ShedIdempotencyFull,
         AnswerClass::RateLimited,
+        AnswerClass::ShedStoreStalled,
+        AnswerClass::ShedDeadline,
+        AnswerClass::ShedStoreFailed,
+        AnswerClass::ShedMoving,
+        AnswerClass::ShedLeaseUnavailable,
+        AnswerClass::ConnectionLost,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +91,12 @@ impl AnswerClass {
             AnswerClass::ShedWriteQueue => "shed: write-behind queue full (503)",
             AnswerClass::ShedIdempotencyFull => "shed: idempotency table full (503)",
             AnswerClass::RateLimited => "rate limited (429)",
+            AnswerClass::ShedStoreStalled => "shed: store stalled, writes refused (503)",
+            AnswerClass::ShedDeadline => "shed: request deadline passed (503)",
+            AnswerClass::ShedStoreFailed => "shed: store failed the write, event reloading (503)",
+            AnswerClass::ShedMoving => "shed: owner moving or unreachable (503)",
+            AnswerClass::ShedLeaseUnavailable => "shed: lease service unavailable (503)",
+            AnswerClass::ConnectionLost => "no answer: node down, connection refused or reset",
         }
     }
 
@@ -91,12 +109,46 @@ impl AnswerClass {
                 | AnswerClass::ShedPendingDecisions
                 | AnswerClass::ShedWriteQueue
                 | AnswerClass::ShedIdempotencyFull
+                | AnswerClass::ShedStoreStalled
+                | AnswerClass::ShedDeadline
+                | AnswerClass::ShedStoreFailed
+                | AnswerClass::ShedMoving
+                | AnswerClass::ShedLeaseUnavailable
         )
     }
 
-    /// A 503 or 429: the client is asked to come back later.
+    /// A 503 or 429, or no answer at all: the client comes back later.
     pub fn asks_to_retry(self) -> bool {
-        self.is_shed() || self == AnswerClass::RateLimited
+        self.is_shed() || self == AnswerClass::RateLimited || self == AnswerClass::ConnectionLost
+    }
+
+    /// A refusal a fault causes (the store, the lease service or a node failing), as opposed
+    /// to one for load.
+    pub fn is_fault_refusal(self) -> bool {
+        matches!(
+            self,
+            AnswerClass::ShedStoreStalled
+                | AnswerClass::ShedDeadline
+                | AnswerClass::ShedStoreFailed
+                | AnswerClass::ShedMoving
+                | AnswerClass::ShedLeaseUnavailable
+                | AnswerClass::ConnectionLost
+        )
+    }
+
+    /// A decision the event's actor took and answered (not a refusal, not the fast path).
+    pub fn is_actor_decision(self) -> bool {
+        matches!(
+            self,
+            AnswerClass::Held
+                | AnswerClass::Confirmed
+                | AnswerClass::Waitlisted
+                | AnswerClass::SoldOut
+                | AnswerClass::AlreadyRegistered
+                | AnswerClass::PaymentConfirmed
+                | AnswerClass::HoldExpired
+                | AnswerClass::Cancelled
+        )
     }
 
     fn index(self) -> usize {
@@ -202,6 +254,77 @@ fn histogram(high: u64, figures: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, high, figures).expect("constant bounds with low >= 1 and high >= 2 * low")
 }
 
+/// The shortest window before and after a fault that its figures cover, in microseconds: a
+/// fault of a second is compared with more than a second on either side.
+pub const FAULT_WINDOW_MIN_US: Micros = 10 * MICROS_PER_SECOND;
+
+/// Answers received in one window of time around a fault.
+#[derive(Debug)]
+pub struct FaultWindow {
+    pub from: Micros,
+    pub until: Micros,
+    pub answers: [u64; AnswerClass::ALL.len()],
+    pub latency: Histogram<u64>,
+}
+
+impl FaultWindow {
+    fn new(from: Micros, until: Micros) -> Self {
+        let latency = histogram(SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES);
+        FaultWindow { from, until, answers: [0; AnswerClass::ALL.len()], latency }
+    }
+
+    pub fn count(&self, class: AnswerClass) -> u64 {
+        self.answers[class.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.answers.iter().sum()
+    }
+}
+
+/// What one fault did: answers before, during and after it (by when they reached the
+/// registrant), and, as the servers answered: when requests were first and last refused for a
+/// fault, when the event was served again, how many were shed, and who gave up.
+#[derive(Debug)]
+pub struct FaultStats {
+    pub start: Micros,
+    pub end: Micros,
+    /// Before, during, after.
+    pub windows: [FaultWindow; 3],
+    pub first_refusal_at: Option<Micros>,
+    pub last_refusal_at: Option<Micros>,
+    /// The first decision of the event's actor answered after the last refusal so far.
+    pub served_again_at: Option<Micros>,
+    /// 503s and lost connections answered from the fault's start to the end of its after window.
+    pub shed: u64,
+    /// Registrants who gave up from the fault's start to the end of its after window.
+    pub gave_up: u64,
+}
+
+impl FaultStats {
+    pub fn new(start: Micros, end: Micros) -> Self {
+        let margin = (end - start).max(FAULT_WINDOW_MIN_US);
+        FaultStats {
+            start,
+            end,
+            windows: [
+                FaultWindow::new(start.saturating_sub(margin), start),
+                FaultWindow::new(start, end),
+                FaultWindow::new(end, end + margin),
+            ],
+            first_refusal_at: None,
+            last_refusal_at: None,
+            served_again_at: None,
+            shed: 0,
+            gave_up: 0,
+        }
+    }
+
+    fn covers(&self, at: Micros) -> bool {
+        self.start <= at && at < self.windows[2].until
+    }
+}
+
 /// Every figure a run collects.
 #[derive(Debug)]
 pub struct Metrics {
@@ -229,6 +352,8 @@ pub struct Metrics {
     /// When the last answer reached its client.
     pub last_answer_at: Micros,
     pub events_processed: u64,
+    /// One per scenario fault, in the scenario's order.
+    pub faults: Vec<FaultStats>,
 }
 
 impl Metrics {
@@ -256,6 +381,30 @@ impl Metrics {
             sold_out_at: None,
             last_answer_at: 0,
             events_processed: 0,
+            faults: Vec::new(),
+        }
+    }
+
+    /// A server answered `class` at `at`: the fault figures' refusals and recoveries.
+    pub fn note_server_answer(&mut self, class: AnswerClass, at: Micros) {
+        for fault in self.faults.iter_mut().filter(|fault| fault.covers(at)) {
+            if class.asks_to_retry() {
+                fault.shed += 1;
+            }
+            if class.is_fault_refusal() {
+                fault.first_refusal_at.get_or_insert(at);
+                fault.last_refusal_at = Some(at);
+                fault.served_again_at = None;
+            } else if class.is_actor_decision() && fault.served_again_at.is_none() {
+                fault.served_again_at = Some(at);
+            }
+        }
+    }
+
+    /// A registrant gave up at `at`.
+    pub fn note_gave_up(&mut self, at: Micros) {
+        for fault in self.faults.iter_mut().filter(|fault| fault.covers(at)) {
+            fault.gave_up += 1;
         }
     }
 
@@ -293,6 +442,14 @@ impl Metrics {
         second.answers += 1;
         if class.asks_to_retry() {
             second.refused_for_load += 1;
+        }
+        for fault in &mut self.faults {
+            if let Some(window) =
+                fault.windows.iter_mut().find(|window| window.from <= at && at < window.until)
+            {
+                window.answers[class.index()] += 1;
+                window.latency.saturating_record(latency_us);
+            }
         }
         if let Some(bucket) = self.window.bucket_of(at) {
             let series = self.window_latency[bucket].get_or_insert_with(|| {
