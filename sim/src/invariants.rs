@@ -86,6 +86,14 @@ impl Violations {
         }
     }
 
+    /// Each violated check with its count and first detail, in the order found.
+    pub fn summary(&self) -> Vec<(&'static str, u64, String)> {
+        self.by_check
+            .iter()
+            .map(|(check, found)| (*check, found.count, found.details.first().cloned().unwrap_or_default()))
+            .collect()
+    }
+
     /// The violations of `check`; `None` when it holds.
     pub fn of(&self, check: &str) -> Option<&CheckViolations> {
         self.by_check.iter().find(|(known, _)| *known == check).map(|(_, found)| found)

@@ -21,12 +21,15 @@
 //! - `recommend`: the `--target-p99-ms` search over node counts and batch settings.
 //! - `report`: the Markdown report that `run` prints and `--report` writes.
 //! - `charts`: the SVG charts next to a written report.
+//! - `html`: the self-contained HTML report beside the Markdown one.
 //! - `progress`: the progress bar on stderr for long runs.
+//! - `swarm`: many seeds with random fault schedules in parallel, hunting invariant violations.
 
 pub mod arrivals;
 pub mod charts;
 pub mod cli;
 pub mod distribution;
+pub mod html;
 pub mod invariants;
 pub mod load;
 pub mod metrics;
@@ -37,3 +40,4 @@ pub mod random;
 pub mod recommend;
 pub mod report;
 pub mod scenario;
+pub mod swarm;

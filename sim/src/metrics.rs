@@ -3,6 +3,7 @@
 
 use hdrhistogram::Histogram;
 
+use crate::charts::OPENING_SECONDS_MAX;
 use crate::distribution::{MICROS_PER_SECOND, Micros, SAMPLE_MAX_US};
 
 /// Largest latency the histograms resolve, in microseconds; larger values are recorded as it.
@@ -289,6 +290,9 @@ impl FaultWindow {
 pub struct FaultStats {
     pub start: Micros,
     pub end: Micros,
+    /// Refusals, recoveries, sheds and give-ups count until the after window ends or the next
+    /// fault starts, whichever is first, so that one fault's figures are not another's.
+    pub track_until: Micros,
     /// Before, during, after.
     pub windows: [FaultWindow; 3],
     pub first_refusal_at: Option<Micros>,
@@ -302,11 +306,13 @@ pub struct FaultStats {
 }
 
 impl FaultStats {
-    pub fn new(start: Micros, end: Micros) -> Self {
+    /// A fault from `start` to `end`; `next_start` is when the next fault after it starts.
+    pub fn new(start: Micros, end: Micros, next_start: Option<Micros>) -> Self {
         let margin = (end - start).max(FAULT_WINDOW_MIN_US);
         FaultStats {
             start,
             end,
+            track_until: next_start.unwrap_or(Micros::MAX).min(end + margin).max(end),
             windows: [
                 FaultWindow::new(start.saturating_sub(margin), start),
                 FaultWindow::new(start, end),
@@ -321,7 +327,7 @@ impl FaultStats {
     }
 
     fn covers(&self, at: Micros) -> bool {
-        self.start <= at && at < self.windows[2].until
+        self.start <= at && at < self.track_until
     }
 }
 
@@ -348,6 +354,8 @@ pub struct Metrics {
     pub seconds: Vec<SecondStats>,
     pub window: ChartWindow,
     pub window_latency: Vec<Option<Histogram<u32>>>,
+    /// Latency of the answers received in each second of the opening, for its chart.
+    pub opening_latency: Vec<Option<Histogram<u32>>>,
     pub sold_out_at: Option<Micros>,
     /// When the last answer reached its client.
     pub last_answer_at: Micros,
@@ -378,6 +386,7 @@ impl Metrics {
             seconds: Vec::new(),
             window,
             window_latency: (0..window.buckets).map(|_| None).collect(),
+            opening_latency: Vec::new(),
             sold_out_at: None,
             last_answer_at: 0,
             events_processed: 0,
@@ -451,12 +460,19 @@ impl Metrics {
                 window.latency.saturating_record(latency_us);
             }
         }
+        let series = || {
+            Histogram::new_with_bounds(1, SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
+                .expect("constant bounds with low >= 1 and high >= 2 * low")
+        };
         if let Some(bucket) = self.window.bucket_of(at) {
-            let series = self.window_latency[bucket].get_or_insert_with(|| {
-                Histogram::new_with_bounds(1, SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
-                    .expect("constant bounds with low >= 1 and high >= 2 * low")
-            });
-            series.saturating_record(latency_us);
+            self.window_latency[bucket].get_or_insert_with(series).saturating_record(latency_us);
+        }
+        let second = (at / MICROS_PER_SECOND) as usize;
+        if second < OPENING_SECONDS_MAX as usize {
+            if second >= self.opening_latency.len() {
+                self.opening_latency.resize(second + 1, None);
+            }
+            self.opening_latency[second].get_or_insert_with(series).saturating_record(latency_us);
         }
     }
 

@@ -83,7 +83,13 @@ impl FaultPlan {
     }
 
     pub(super) fn stats(&self) -> Vec<FaultStats> {
-        self.faults.iter().map(|(_, span)| FaultStats::new(span.from, span.until)).collect()
+        self.faults
+            .iter()
+            .map(|(_, span)| {
+                let next = self.faults.iter().map(|(_, other)| other.from).filter(|from| *from > span.from).min();
+                FaultStats::new(span.from, span.until, next)
+            })
+            .collect()
     }
 
     pub(super) fn fault(&self, index: usize) -> (FaultKind, Span) {
