@@ -53,7 +53,9 @@ pub struct Chart {
 
 /// How long the opening panels run, in seconds.
 pub fn opening_seconds(metrics: &Metrics, spike_seconds: f64) -> u64 {
-    ((spike_seconds * 1.5).ceil() as u64).clamp(OPENING_SECONDS_MIN, OPENING_SECONDS_MAX).min(metrics.window.seconds())
+    ((spike_seconds * 1.5).ceil() as u64)
+        .clamp(OPENING_SECONDS_MIN, OPENING_SECONDS_MAX)
+        .min(metrics.window.seconds())
 }
 
 /// What the charts cover, for the report.
@@ -68,16 +70,23 @@ pub fn caption(metrics: &Metrics) -> String {
 }
 
 /// Every chart of a report.
-pub fn draw(scenario: &Scenario, metrics: &Metrics, target_p99_ms: Option<f64>) -> Result<Vec<Chart>, String> {
+pub fn draw(
+    scenario: &Scenario,
+    metrics: &Metrics,
+    target_p99_ms: Option<f64>,
+) -> Result<Vec<Chart>, String> {
     let opening = opening_seconds(metrics, scenario.arrivals.spike_seconds);
     let whole = metrics.window.seconds() as f64;
     let faults: Vec<(f64, f64)> = metrics
         .faults
         .iter()
-        .map(|fault| (fault.start as f64 / MICROS_PER_SECOND as f64, fault.end as f64 / MICROS_PER_SECOND as f64))
+        .map(|fault| {
+            (fault.start as f64 / MICROS_PER_SECOND as f64, fault.end as f64 / MICROS_PER_SECOND as f64)
+        })
         .collect();
     let serve = serving_rate(scenario);
-    let target = |x_max: f64| target_p99_ms.map(|target| limit(format!("p99 target {target} ms"), target, x_max));
+    let target =
+        |x_max: f64| target_p99_ms.map(|target| limit(format!("p99 target {target} ms"), target, x_max));
     let mut opening_rates = rate_lines(metrics, 1, opening as usize);
     opening_rates.push(limit(format!("HTTP workers can serve {serve:.0}/s"), serve, opening as f64));
     let mut opening_latency = latency_lines(&opening_latency_points(metrics, opening));
@@ -87,10 +96,28 @@ pub fn draw(scenario: &Scenario, metrics: &Metrics, target_p99_ms: Option<f64>) 
     let mut latency = latency_lines(&window_latency_points(metrics));
     latency.extend(target(whole));
     let specs = [
-        ("opening", format!("The opening: requests per second (first {opening} s)"), "per second", opening as f64, opening_rates),
-        ("opening-latency", format!("The opening: latency of answers (first {opening} s)"), "milliseconds", opening as f64, opening_latency),
+        (
+            "opening",
+            format!("The opening: requests per second (first {opening} s)"),
+            "per second",
+            opening as f64,
+            opening_rates,
+        ),
+        (
+            "opening-latency",
+            format!("The opening: latency of answers (first {opening} s)"),
+            "milliseconds",
+            opening as f64,
+            opening_latency,
+        ),
         ("arrivals", "Arrivals, admissions and refusals".to_string(), "per second", whole, rates),
-        ("queues", "Queue depths, as a share of their bound (largest in each bucket)".to_string(), "% of the bound", whole, queue_lines(scenario, metrics, whole)),
+        (
+            "queues",
+            "Queue depths, as a share of their bound (largest in each bucket)".to_string(),
+            "% of the bound",
+            whole,
+            queue_lines(scenario, metrics, whole),
+        ),
         ("latency", "Latency of answers received".to_string(), "milliseconds", whole, latency),
     ];
     specs
@@ -222,7 +249,10 @@ fn line_chart(
             .map_err(|error| error.to_string())?;
         chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|error| error.to_string())?;
         let shaded = faults.iter().filter(|(start, _)| *start < x_max).map(|(start, end)| {
-            Rectangle::new([(start / unit, 0.0), (end.min(x_max) / unit, y_max)], FAULT_SHADE.mix(0.35).filled())
+            Rectangle::new(
+                [(start / unit, 0.0), (end.min(x_max) / unit, y_max)],
+                FAULT_SHADE.mix(0.35).filled(),
+            )
         });
         chart.draw_series(shaded).map_err(|error| error.to_string())?;
         for line in lines {

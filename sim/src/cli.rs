@@ -399,8 +399,10 @@ enum Verdict {
 
 fn run_command(args: &RunArgs) -> ExitCode {
     if args.out.is_some() {
-        return bad_input("there is no --out: write the report with --report FILE.md (Markdown, with the HTML report, \
-                          the charts and the seconds as CSV next to it)");
+        return bad_input(
+            "there is no --out: write the report with --report FILE.md (Markdown, with the HTML report, \
+                          the charts and the seconds as CSV next to it)",
+        );
     }
     let scenario = match Scenario::load(&args.scenario) {
         Ok(scenario) => scenario,

@@ -80,7 +80,12 @@ fn strip_xml_declaration(svg: &str) -> &str {
 
 fn render_table(rows: &[&str]) -> String {
     let cells = |row: &str| -> Vec<String> {
-        row.trim().trim_start_matches('|').trim_end_matches('|').split('|').map(|cell| inline(cell.trim())).collect()
+        row.trim()
+            .trim_start_matches('|')
+            .trim_end_matches('|')
+            .split('|')
+            .map(|cell| inline(cell.trim()))
+            .collect()
     };
     let mut out = String::from("<table>\n");
     for (index, row) in rows.iter().enumerate() {
@@ -107,8 +112,10 @@ fn escape(text: &str) -> String {
 /// their text (the page has everything inline).
 fn inline(text: &str) -> String {
     let mut out = String::new();
-    let mut rest = escape(text);
-    for (marker, open, close) in [("**", "<strong>", "</strong>"), ("`", "<code>", "</code>"), ("*", "<em>", "</em>")] {
+    let mut rest = without_links(&escape(text));
+    for (marker, open, close) in
+        [("**", "<strong>", "</strong>"), ("`", "<code>", "</code>"), ("*", "<em>", "</em>")]
+    {
         let mut converted = String::new();
         let mut inside = false;
         for (index, part) in rest.split(marker).enumerate() {
@@ -125,13 +132,29 @@ fn inline(text: &str) -> String {
     out
 }
 
+/// `[text](target)` becomes `text`.
+fn without_links(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let Some((label, after)) = rest[open + 1..].split_once("](") else { break };
+        let Some(close) = after.find(')') else { break };
+        out.push_str(&rest[..open]);
+        out.push_str(label);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tables_lists_and_emphasis_become_html() {
-        let page = page("t", "# Title\n\n- **bold** and `code`\n\n| a | b |\n|---|---:|\n| 1 | 2 |\n", &[], "r");
+        let page =
+            page("t", "# Title\n\n- **bold** and `code`\n\n| a | b |\n|---|---:|\n| 1 | 2 |\n", &[], "r");
         assert!(page.contains("<h1>Title</h1>"));
         assert!(page.contains("<li><strong>bold</strong> and <code>code</code></li>"));
         assert!(page.contains("<tr><th>a</th><th>b</th></tr>"));
@@ -140,7 +163,8 @@ mod tests {
     }
 
     #[test]
-    fn text_is_escaped() {
+    fn text_is_escaped_and_links_become_their_text() {
         assert_eq!(inline("a < b & c"), "a &lt; b &amp; c");
+        assert_eq!(inline("as CSV: [r.csv](r.csv)."), "as CSV: r.csv.");
     }
 }

@@ -297,8 +297,13 @@ pub struct FaultStats {
     pub windows: [FaultWindow; 3],
     pub first_refusal_at: Option<Micros>,
     pub last_refusal_at: Option<Micros>,
-    /// The first decision of the event's actor answered after the last refusal so far.
+    /// When the last request refused for the fault reached its node.
+    last_refused_arrival: Option<Micros>,
+    /// When the event was served again: the first decision of its actor answered for a request
+    /// that reached its node after every request refused for the fault had (a request that
+    /// waited out a timeout is refused late, but for the time it came in).
     pub served_again_at: Option<Micros>,
+    served_again_arrival: Micros,
     /// 503s and lost connections answered from the fault's start to the end of its after window.
     pub shed: u64,
     /// Registrants who gave up from the fault's start to the end of its after window.
@@ -320,7 +325,9 @@ impl FaultStats {
             ],
             first_refusal_at: None,
             last_refusal_at: None,
+            last_refused_arrival: None,
             served_again_at: None,
+            served_again_arrival: 0,
             shed: 0,
             gave_up: 0,
         }
@@ -394,8 +401,9 @@ impl Metrics {
         }
     }
 
-    /// A server answered `class` at `at`: the fault figures' refusals and recoveries.
-    pub fn note_server_answer(&mut self, class: AnswerClass, at: Micros) {
+    /// A server answered `class` at `at` to a request that reached its node at `arrived_at`:
+    /// the fault figures' refusals and recoveries.
+    pub fn note_server_answer(&mut self, class: AnswerClass, at: Micros, arrived_at: Micros) {
         for fault in self.faults.iter_mut().filter(|fault| fault.covers(at)) {
             if class.asks_to_retry() {
                 fault.shed += 1;
@@ -403,9 +411,18 @@ impl Metrics {
             if class.is_fault_refusal() {
                 fault.first_refusal_at.get_or_insert(at);
                 fault.last_refusal_at = Some(at);
-                fault.served_again_at = None;
-            } else if class.is_actor_decision() && fault.served_again_at.is_none() {
+                if fault.last_refused_arrival.is_none_or(|last| arrived_at > last) {
+                    fault.last_refused_arrival = Some(arrived_at);
+                    if fault.served_again_arrival <= arrived_at {
+                        fault.served_again_at = None;
+                    }
+                }
+            } else if class.is_actor_decision()
+                && fault.served_again_at.is_none()
+                && fault.last_refused_arrival.is_some_and(|last| arrived_at > last)
+            {
                 fault.served_again_at = Some(at);
+                fault.served_again_arrival = arrived_at;
             }
         }
     }

@@ -100,7 +100,10 @@ fn mix_cells(window: &FaultWindow) -> String {
         let at = |quantile: f64| milliseconds(window.latency.value_at_quantile(quantile));
         format!("{} | {} | {}", at(0.5), at(0.99), milliseconds(window.latency.max()))
     };
-    format!("{} | {success} | {refused} | {shed_load} | {shed_fault} | {limited} | {lost} | {latency}", window.total())
+    format!(
+        "{} | {success} | {refused} | {shed_load} | {shed_fault} | {limited} | {lost} | {latency}",
+        window.total()
+    )
 }
 
 fn faults_section(out: &mut String, scenario: &Scenario, result: &RunResult) {
@@ -108,16 +111,20 @@ fn faults_section(out: &mut String, scenario: &Scenario, result: &RunResult) {
         return;
     }
     let system = &scenario.system;
-    let _ = writeln!(out, "## Faults
-");
+    let _ = writeln!(
+        out,
+        "## Faults
+"
+    );
     let _ = writeln!(
         out,
         "Kuota's mechanisms as configured: request deadline {} ms, store timeout {} ms (each commit attempt, probe and \
          load), stall threshold {} ms, lease TTL {} ms, Redis timeout {} ms, recovery at {:.0} registrations/s. Answers \
          are counted by when they reached the registrant, before the fault (as long as it, at least {} s), during it, \
          and after it (as long as before). \"Refused for the fault\" is a 503 from the store, the lease service or an \
-         owner that moves, or a lost connection; the event is *served again* at the first decision of its actor answered \
-         after the last such refusal. Refusals, recovery, sheds and give-ups count until the after window ends or the next \
+         owner that moves, or a lost connection; the event is *served again* at the first decision of its actor for a request \
+         that came in after every request so refused had (one refused late, after waiting out a timeout, counts for \
+         when it came in). Refusals, recovery, sheds and give-ups count until the after window ends or the next \
          fault starts.\n",
         system.request_timeout_ms,
         system.store_timeout_ms,
@@ -175,7 +182,9 @@ fn faults_section(out: &mut String, scenario: &Scenario, result: &RunResult) {
                     milliseconds(served - stats.start)
                 );
             }
-            (None, Some(_)) => _ = writeln!(out, "- not served again before {} s", seconds(stats.track_until)),
+            (None, Some(_)) => {
+                _ = writeln!(out, "- not served again before {} s", seconds(stats.track_until))
+            }
             _ => {}
         }
         let _ = writeln!(
@@ -489,7 +498,8 @@ fn window_row(out: &mut String, metrics: &Metrics, row: usize, per_row: usize, t
     let latency = merged_latency(metrics, row * per_row..((row + 1) * per_row).min(window.buckets));
     let p99 =
         latency.filter(|histogram| !histogram.is_empty()).map(|histogram| histogram.value_at_quantile(0.99));
-    let over = |micros: u64| target_p99_ms.is_some_and(|target| micros as f64 > target * MICROS_PER_MILLI as f64);
+    let over =
+        |micros: u64| target_p99_ms.is_some_and(|target| micros as f64 > target * MICROS_PER_MILLI as f64);
     let p99 = p99.map_or("–".to_string(), |micros| {
         if over(micros) { format!("**over** {}", milliseconds(micros)) } else { milliseconds(micros) }
     });

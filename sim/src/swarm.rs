@@ -43,7 +43,8 @@ pub fn seed_of(meta_seed: u64, index: u64) -> u64 {
 pub fn random_faults(scenario: &Scenario, seed: u64) -> Vec<Fault> {
     let mut rng = Rng::new(seed, Stream::Faults);
     let arrivals = &scenario.arrivals;
-    let window_seconds = if arrivals.spike_seconds > 0.0 { arrivals.spike_seconds } else { arrivals.tail_seconds };
+    let window_seconds =
+        if arrivals.spike_seconds > 0.0 { arrivals.spike_seconds } else { arrivals.tail_seconds };
     let window_ms = (window_seconds * 1_000.0) as u64;
     let count = 1 + rng.below(FAULTS_PER_SEED_MAX);
     (0..count)
@@ -89,7 +90,13 @@ pub struct SwarmOutcome {
 
 /// Runs seeds `0..seeds` of `meta_seed` on `threads` threads; `options.progress` shows a bar
 /// on stderr (each run's own bar is never shown).
-pub fn run(scenario: &Scenario, meta_seed: u64, seeds: u64, threads: usize, options: RunOptions) -> SwarmOutcome {
+pub fn run(
+    scenario: &Scenario,
+    meta_seed: u64,
+    seeds: u64,
+    threads: usize,
+    options: RunOptions,
+) -> SwarmOutcome {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);

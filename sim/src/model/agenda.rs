@@ -1,9 +1,13 @@
 //! The agenda: timed events in a binary heap, earliest first; events due at the same
 //! microsecond run in the order they were scheduled, so that a run never depends on how the
 //! heap happens to break ties.
+//!
+//! Events scheduled a constant delay ahead (request deadlines) come due in the order they were
+//! scheduled, so they wait in a FIFO beside the heap instead of in it: the heap stays small
+//! (it held a deadline for most requests in flight), and the order is the same as one heap's.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use crate::distribution::Micros;
 use crate::metrics::AnswerClass;
@@ -89,6 +93,8 @@ impl PartialOrd for Scheduled {
 #[derive(Debug, Default)]
 pub struct Agenda {
     heap: BinaryHeap<Scheduled>,
+    /// Events due in the order they were scheduled (see the module documentation).
+    in_order: VecDeque<Scheduled>,
     next_order: u64,
 }
 
@@ -98,8 +104,24 @@ impl Agenda {
         self.next_order += 1;
     }
 
+    /// Schedules an event due no earlier than every event scheduled this way before it (a
+    /// constant delay from a clock that never goes back); others go to `schedule`.
+    pub fn schedule_in_order(&mut self, at: Micros, kind: EventKind) {
+        if self.in_order.back().is_some_and(|last| last.at > at) {
+            return self.schedule(at, kind);
+        }
+        self.in_order.push_back(Scheduled { at, order: self.next_order, kind });
+        self.next_order += 1;
+    }
+
     pub fn pop(&mut self) -> Option<(Micros, EventKind)> {
-        self.heap.pop().map(|scheduled| (scheduled.at, scheduled.kind))
+        let from_fifo = match (self.heap.peek(), self.in_order.front()) {
+            (Some(heap), Some(fifo)) => (fifo.at, fifo.order) < (heap.at, heap.order),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let scheduled = if from_fifo { self.in_order.pop_front() } else { self.heap.pop() };
+        scheduled.map(|scheduled| (scheduled.at, scheduled.kind))
     }
 }
 
@@ -122,6 +144,28 @@ mod tests {
                 (3, EventKind::Arrival),
                 (5, EventKind::FlushDue { writer: 1 }),
                 (5, EventKind::StoreProbe)
+            ]
+        );
+    }
+
+    #[test]
+    fn events_in_order_interleave_with_the_heap_as_if_they_were_in_it() {
+        let mut agenda = Agenda::default();
+        agenda.schedule_in_order(4, EventKind::Deadline { request: 1, serial: 1 });
+        agenda.schedule(4, EventKind::StoreProbe);
+        agenda.schedule_in_order(6, EventKind::Deadline { request: 2, serial: 2 });
+        agenda.schedule(2, EventKind::Arrival);
+        // Earlier than the FIFO's last: goes to the heap.
+        agenda.schedule_in_order(5, EventKind::Deadline { request: 3, serial: 3 });
+        let order: Vec<_> = std::iter::from_fn(|| agenda.pop()).collect();
+        assert_eq!(
+            order,
+            vec![
+                (2, EventKind::Arrival),
+                (4, EventKind::Deadline { request: 1, serial: 1 }),
+                (4, EventKind::StoreProbe),
+                (5, EventKind::Deadline { request: 3, serial: 3 }),
+                (6, EventKind::Deadline { request: 2, serial: 2 }),
             ]
         );
     }

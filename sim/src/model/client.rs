@@ -141,6 +141,7 @@ impl Simulation<'_> {
             client_done: false,
             sequence,
             sent_at: self.now,
+            arrived_at: self.now + round_trip_us / 2,
             round_trip_us,
             class: AnswerClass::OtherRefusal,
             registration: None,

@@ -9,6 +9,9 @@
 use std::time::Duration;
 
 use kuota_api::forward::{FORWARD_ANSWER_TIMEOUT_MS, PEER_COOL_DOWN_MS};
+use kuota_api::owner_cache::{
+    FAILING_OWNER_ENTRY_MS_MAX, LEASE_TTL_ENTRY_LIFETIMES_MIN, OWNER_CACHE_ENTRY_MS_MAX,
+};
 use kuota_engine::actor::event_actor::RELOAD_RETRY_DELAY_MS;
 use kuota_persist::lease::{
     LEASE_RENEW_INTERVAL_MIN_MS, LEASE_RENEW_RETRY_DELAY_MS, LEASE_RENEWALS_PER_VALIDITY, lease_safety_margin,
@@ -91,14 +94,19 @@ pub(super) struct Cluster {
     next_lease: u64,
     next_incarnation: u64,
     claims_paused_until: Vec<Micros>,
-    /// Per node: a peer it failed to forward to, and until when it refuses at once instead.
-    cool_down: Vec<Option<(u32, Micros)>>,
+    /// Per node: a peer it failed to forward to, and from when until when it refuses at once
+    /// instead (from when the failure shows: a frozen peer's only after the answer timeout).
+    cool_down: Vec<Option<(u32, Micros, Micros)>>,
+    /// Per node: the owner it remembers (`OwnerCache`), and until when.
+    owner_cache: Vec<Option<(u32, Micros)>>,
     /// The node whose lease replies are lost during `lost_lease_reply` faults.
     lost_replies_of: Option<u32>,
     /// The store's epoch of the event: each load takes the next one.
     pub(super) store_epoch: u64,
     /// A load found the store in a state recovery refuses; the event is not served any more.
     unloadable: bool,
+    /// The node each fault hit when it started (node faults only matter).
+    fault_targets: Vec<u32>,
 }
 
 impl Cluster {
@@ -117,9 +125,11 @@ impl Cluster {
             next_incarnation: 1,
             claims_paused_until: vec![0; nodes as usize],
             cool_down: vec![None; nodes as usize],
+            owner_cache: vec![None; nodes as usize],
             lost_replies_of: None,
             store_epoch: 1,
             unloadable: false,
+            fault_targets: Vec::new(),
         }
     }
 
@@ -157,13 +167,51 @@ impl Cluster {
         self.lost_replies_of = Some(node);
     }
 
-    /// The node of crash fault `fault` comes back (same node id, a new process).
-    pub(super) fn restart(&mut self, _fault: usize) {
-        for state in &mut self.states {
-            if *state == NodeState::Down {
-                *state = NodeState::Up;
-            }
+    /// A crashed node comes back (same node id, a new process).
+    pub(super) fn restart(&mut self, node: u32) {
+        if self.states[node as usize] == NodeState::Down {
+            self.states[node as usize] = NodeState::Up;
         }
+    }
+
+    /// Remembers which node fault number `fault` hit, for its end.
+    pub(super) fn note_target(&mut self, fault: usize, node: u32) {
+        if self.fault_targets.len() <= fault {
+            self.fault_targets.resize(fault + 1, 0);
+        }
+        self.fault_targets[fault] = node;
+    }
+
+    pub(super) fn target_of(&self, fault: usize) -> u32 {
+        self.fault_targets.get(fault).copied().unwrap_or(0)
+    }
+
+    fn cooling(&self, node: u32, owner: u32, now: Micros) -> bool {
+        self.cool_down[node as usize]
+            .is_some_and(|(peer, from, until)| peer == owner && from <= now && now < until)
+    }
+
+    /// `OwnerCache::claim`: an owner remembered a moment ago, without asking Redis.
+    fn cached_owner(&self, node: u32, now: Micros) -> Option<u32> {
+        self.owner_cache[node as usize]
+            .filter(|(owner, until)| *owner != node && now < *until)
+            .map(|(owner, _)| owner)
+    }
+
+    /// Remembers `owner` on `node` for an entry's lifetime: shorter for short leases, and
+    /// short while forwarding to that owner fails (`FAILING_OWNER_ENTRY_MS_MAX`).
+    fn remember_owner(&mut self, node: u32, owner: u32, now: Micros) {
+        let ttl_ms = self.times.ttl_us / MICROS_PER_MILLI;
+        let lifetime_ms = if self.cooling(node, owner, now) {
+            FAILING_OWNER_ENTRY_MS_MAX
+        } else {
+            OWNER_CACHE_ENTRY_MS_MAX.min(ttl_ms / u64::from(LEASE_TTL_ENTRY_LIFETIMES_MIN))
+        };
+        self.owner_cache[node as usize] = Some((owner, now + lifetime_ms * MICROS_PER_MILLI));
+    }
+
+    fn forget_owner(&mut self, node: u32) {
+        self.owner_cache[node as usize] = None;
     }
 
     pub(super) fn next_incarnation(&mut self) -> u64 {
@@ -276,7 +324,7 @@ impl Simulation<'_> {
 
     /// A node fault: the node dies. Requests it holds lose their connection; its actor and
     /// writer are gone (the database rolls back its open transactions).
-    pub(super) fn crash(&mut self, node: u32, _until: Micros) {
+    pub(super) fn crash(&mut self, node: u32) {
         self.cluster.states[node as usize] = NodeState::Down;
         self.cluster.lives[node as usize] += 1;
         if self.cluster.keeper.is_some_and(|keeper| keeper.node == node) {
@@ -299,7 +347,7 @@ impl Simulation<'_> {
 
     /// A frozen node goes on. If another node loaded the event meanwhile, the frozen actor finds
     /// its lease lost and stops, and its writer's batches meet the new epoch.
-    pub(super) fn thaw(&mut self, _fault: usize) {
+    pub(super) fn thaw(&mut self) {
         for state in &mut self.cluster.states {
             if matches!(state, NodeState::Frozen { until } if *until <= self.now) {
                 *state = NodeState::Up;
@@ -324,7 +372,12 @@ impl Simulation<'_> {
         }
         match self.claim(node) {
             Claim::Here => self.actor_receive(slot),
-            Claim::Elsewhere(_) if forwarded => self.answer(slot, AnswerClass::ShedMoving, None, true),
+            Claim::Elsewhere(_) if forwarded => {
+                // "Not the owner": the forwarding node forgets whom it remembered.
+                let origin = self.requests.get(slot).node;
+                self.cluster.forget_owner(origin);
+                self.answer(slot, AnswerClass::ShedMoving, None, true)
+            }
             Claim::Elsewhere(owner) => self.forward(slot, node, owner),
             Claim::Unavailable { delay: 0 } => {
                 self.answer(slot, AnswerClass::ShedLeaseUnavailable, None, forwarded)
@@ -337,10 +390,13 @@ impl Simulation<'_> {
         }
     }
 
-    /// `LeaseOwnership::claim_event` on `node`.
+    /// `OwnerCache` over `LeaseOwnership::claim_event` on `node`.
     fn claim(&mut self, node: u32) -> Claim {
         if !self.cluster.leases_modelled {
             return Claim::Elsewhere(self.actor.node);
+        }
+        if let Some(owner) = self.cluster.cached_owner(node, self.now) {
+            return Claim::Elsewhere(owner);
         }
         if self.redis_unreachable_from(node) {
             let paused_until = &mut self.cluster.claims_paused_until[node as usize];
@@ -358,7 +414,9 @@ impl Simulation<'_> {
             return Claim::Unavailable { delay };
         }
         if self.cluster.expires_at > self.now && self.cluster.holder != node {
-            return Claim::Elsewhere(self.cluster.holder);
+            let holder = self.cluster.holder;
+            self.cluster.remember_owner(node, holder, self.now);
+            return Claim::Elsewhere(holder);
         }
         // Free, or held under this node's id by no actor of this process (a previous life, or
         // an actor that stepped down): acquire or take over, then load.
@@ -442,20 +500,26 @@ impl Simulation<'_> {
 
     /// Forwards a request from `node` to the `owner` (`api/src/forward.rs`).
     fn forward(&mut self, slot: u32, node: u32, owner: u32) {
-        let cooling = self.cluster.cool_down[node as usize]
-            .is_some_and(|(peer, until)| peer == owner && self.now < until);
+        let cooling = self.cluster.cooling(node, owner, self.now);
         if cooling || self.cluster.is_down(owner) {
             let until = self.now + PEER_COOL_DOWN_MS * MICROS_PER_MILLI;
             if !cooling {
-                self.cluster.cool_down[node as usize] = Some((owner, until));
+                self.cluster.cool_down[node as usize] = Some((owner, self.now, until));
+                self.cluster.forget_owner(node);
             }
             return self.answer(slot, AnswerClass::ShedMoving, None, false);
         }
         if self.cluster.frozen_until(owner, self.now).is_some() {
-            // No answer comes; the forward gives up after its answer timeout.
+            self.cluster.forget_owner(node);
+            // No answer comes; the forward gives up after its answer timeout, and the peer's
+            // breaker refuses at once from then on (unless an earlier failure opened it already).
             let timeout = FORWARD_ANSWER_TIMEOUT_MS * MICROS_PER_MILLI;
             let until = self.now + timeout + PEER_COOL_DOWN_MS * MICROS_PER_MILLI;
-            self.cluster.cool_down[node as usize] = Some((owner, until));
+            let pending = self.cluster.cool_down[node as usize]
+                .is_some_and(|(peer, _, end)| peer == owner && self.now < end);
+            if !pending {
+                self.cluster.cool_down[node as usize] = Some((owner, self.now + timeout, until));
+            }
             let serial = self.requests.get(slot).serial;
             let class = AnswerClass::ShedMoving;
             return self.schedule_in(timeout, EventKind::LateRefusal { request: slot, serial, class });

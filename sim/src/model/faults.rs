@@ -86,7 +86,8 @@ impl FaultPlan {
         self.faults
             .iter()
             .map(|(_, span)| {
-                let next = self.faults.iter().map(|(_, other)| other.from).filter(|from| *from > span.from).min();
+                let next =
+                    self.faults.iter().map(|(_, other)| other.from).filter(|from| *from > span.from).min();
                 FaultStats::new(span.from, span.until, next)
             })
             .collect()
@@ -150,8 +151,9 @@ impl Simulation<'_> {
         let (kind, span) = self.faults.fault(index);
         // Node faults hit the node that owns the event when they start.
         let target = self.cluster.owner_node(self.actor.node, self.actor.is_running());
+        self.cluster.note_target(index, target);
         match kind {
-            FaultKind::OwnerCrash => self.crash(target, span.until),
+            FaultKind::OwnerCrash => self.crash(target),
             FaultKind::OwnerFreeze => self.cluster.freeze(target, span.until),
             FaultKind::LostLeaseReply => self.cluster.lose_replies_of(target),
             FaultKind::StoreStall | FaultKind::CommitLatency | FaultKind::RedisOutage => {}
@@ -160,9 +162,10 @@ impl Simulation<'_> {
 
     pub(super) fn fault_ends(&mut self, index: usize) {
         let (kind, _) = self.faults.fault(index);
+        let target = self.cluster.target_of(index);
         match kind {
-            FaultKind::OwnerCrash => self.cluster.restart(index),
-            FaultKind::OwnerFreeze => self.thaw(index),
+            FaultKind::OwnerCrash => self.cluster.restart(target),
+            FaultKind::OwnerFreeze => self.thaw(),
             FaultKind::StoreStall
             | FaultKind::CommitLatency
             | FaultKind::RedisOutage

@@ -12,14 +12,20 @@
 //! ```
 //!
 //! The decision is the real `EventQuota` from `kuota-engine`; everything around it is a model
-//! whose parameters come from the scenario. One event is owned by node 0.
+//! whose parameters come from the scenario. One event, owned by node 0 at opening; faults may
+//! move it (see `cluster`).
 //!
 //! # Layout
 //! - `agenda`: the timed-event heap and its deterministic tie-breaking.
 //! - `client`: registrants: arrivals, requests, retries, refreshes, payments and cancels.
 //! - `node`: HTTP workers, rate limits, the sold-out fast path and forwarding.
 //! - `actor`: the event actor around `EventQuota`: mailbox, pending decisions, hold timer.
-//! - `writer`: the write-behind queue, group commit and the durable prefix.
+//! - `writer`: the write-behind queue, group commit, the durable prefix, commit timeouts,
+//!   retries and failures, and fencing.
+//! - `cluster`: nodes that crash, freeze and restart; the ownership lease; claims, loads with a
+//!   new epoch, forwarding.
+//! - `faults`: the scenario's faults as spans of time, and the writer's view of the store's
+//!   health (stalled, failing, breaker, probes).
 //! - `finish`: the end of a run: final states and invariant checks.
 
 mod actor;
@@ -176,6 +182,8 @@ struct Request {
     /// The registrant's register sequence this request belongs to (register requests only).
     sequence: u32,
     sent_at: Micros,
+    /// When it reached its node (set on arrival).
+    arrived_at: Micros,
     round_trip_us: Micros,
     class: AnswerClass,
     registration: Option<RegistrationId>,
@@ -458,7 +466,8 @@ impl<'a> Simulation<'a> {
         registration: Option<RegistrationId>,
         from_owner: bool,
     ) {
-        self.metrics.note_server_answer(class, self.now);
+        let arrived_at = self.requests.get(slot).arrived_at;
+        self.metrics.note_server_answer(class, self.now, arrived_at);
         let forward_half_us = self.settings.forward_half_us;
         let retry_after_us = self.settings.retry_after_us;
         let request = self.requests.get_mut(slot);

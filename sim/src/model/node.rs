@@ -138,7 +138,8 @@ impl Simulation<'_> {
             }
         }
         let serial = request.serial;
-        self.schedule_in(self.settings.request_timeout_us, EventKind::Deadline { request: slot, serial });
+        let due = self.now + self.settings.request_timeout_us;
+        self.agenda.schedule_in_order(due, EventKind::Deadline { request: slot, serial });
         self.serve_or_forward(slot, request.node, false);
     }
 

@@ -100,7 +100,8 @@ fn bad_fault_tables_are_refused_naming_the_field() {
     assert_eq!(invalid_field(zero), "faults[0].duration_seconds");
     let negative = "[[faults]]\nkind = \"owner_freeze\"\nstart_seconds = -1\nduration_seconds = 1\n";
     assert_eq!(invalid_field(negative), "faults[0].start_seconds");
-    let misplaced = "[[faults]]\nkind = \"store_stall\"\nstart_seconds = 1\nduration_seconds = 1\nextra_latency_ms = 5\n";
+    let misplaced =
+        "[[faults]]\nkind = \"store_stall\"\nstart_seconds = 1\nduration_seconds = 1\nextra_latency_ms = 5\n";
     assert_eq!(invalid_field(misplaced), "faults[0].extra_latency_ms");
     let short_lease = fault_scenario_with("").replace("lease_ttl_ms = 1000", "lease_ttl_ms = 10");
     assert!(matches!(
@@ -108,5 +109,8 @@ fn bad_fault_tables_are_refused_naming_the_field() {
         Err(ScenarioError::Invalid { field, .. }) if field == "system.lease_ttl_ms"
     ));
     let unknown = "[[faults]]\nkind = \"meteor\"\nstart_seconds = 1\nduration_seconds = 1\n";
-    assert!(matches!(Scenario::parse(&fault_scenario_with(unknown), "bad"), Err(ScenarioError::Parse { .. })));
+    assert!(matches!(
+        Scenario::parse(&fault_scenario_with(unknown), "bad"),
+        Err(ScenarioError::Parse { .. })
+    ));
 }

@@ -28,7 +28,8 @@ fn the_swarm_catches_a_store_that_does_not_fence_stale_epochs() {
 #[test]
 fn the_real_model_keeps_every_invariant_over_the_same_seeds() {
     let scenario = Scenario::parse(FAULT_SCENARIO, "fault-race").unwrap();
-    let outcome = swarm::run(&scenario, scenario.seed, BROKEN_FENCING_FOUND_WITHIN_SEEDS, 2, RunOptions::default());
+    let outcome =
+        swarm::run(&scenario, scenario.seed, BROKEN_FENCING_FOUND_WITHIN_SEEDS, 2, RunOptions::default());
     assert!(outcome.first_failure.is_none(), "{:?}", outcome.first_failure);
     assert_eq!(outcome.seeds_run, BROKEN_FENCING_FOUND_WITHIN_SEEDS);
 }
@@ -41,7 +42,8 @@ fn the_swarm_prints_its_meta_seed_and_a_replay_that_reproduces_the_failure_byte_
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("meta-seed=7\n"), "{text}");
-    let replay = text.lines().find_map(|line| line.strip_prefix("replay: kuota-sim ")).expect("a replay line");
+    let replay =
+        text.lines().find_map(|line| line.strip_prefix("replay: kuota-sim ")).expect("a replay line");
     let arguments: Vec<&str> = replay.split(' ').collect();
     let first = kuota_sim(&arguments);
     let second = kuota_sim(&arguments);
