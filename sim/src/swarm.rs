@@ -32,7 +32,9 @@ const EXTRA_LATENCY_MS_MAX: u64 = 3_000;
 /// How often the progress bar is updated while the workers run.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// Seed number `index` of the swarm with `meta_seed`.
+/// Seed number `index` of the swarm with `meta_seed`: the index spread by the golden-ratio
+/// increment SplitMix64 itself uses, then mixed, so that neighbouring indices give unrelated
+/// seeds.
 pub fn seed_of(meta_seed: u64, index: u64) -> u64 {
     SplitMix64::new(meta_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
 }
