@@ -300,6 +300,11 @@ impl Simulation<'_> {
     /// Stops the current actor: everything it holds is answered `class`.
     fn retire_actor(&mut self, class: AnswerClass) {
         let requests = self.actor.stop();
+        self.answer_held(requests, class);
+    }
+
+    /// Answers the requests a stopped actor held.
+    fn answer_held(&mut self, requests: Vec<u32>, class: AnswerClass) {
         for slot in requests {
             let class = if class == AnswerClass::ConnectionLost && self.requests.get(slot).forwarded {
                 // The forwarding node saw the owner's connection drop: a 503 "moving".
@@ -334,8 +339,14 @@ impl Simulation<'_> {
             self.retire_actor(AnswerClass::ConnectionLost);
             self.writer = Writer::new(self.cluster.next_incarnation());
         }
-        if self.zombie.as_ref().is_some_and(|(actor, _)| actor.node == node) {
-            self.zombie = None;
+        // A frozen former owner that dies: its callers lose their connection, its transactions
+        // roll back.
+        let (dead, alive) =
+            std::mem::take(&mut self.zombies).into_iter().partition(|(actor, _)| actor.node == node);
+        self.zombies = alive;
+        for (mut actor, _) in dead {
+            let held = actor.stop();
+            self.answer_held(held, AnswerClass::ConnectionLost);
         }
         self.nodes.reset(node);
         let lost: Vec<u32> =
@@ -353,10 +364,13 @@ impl Simulation<'_> {
                 *state = NodeState::Up;
             }
         }
-        if let Some((mut actor, writer)) = self.zombie.take() {
-            for slot in actor.stop() {
-                self.answer(slot, AnswerClass::ShedMoving, None, true);
-            }
+        let (thawed, frozen): (Vec<_>, Vec<_>) = std::mem::take(&mut self.zombies)
+            .into_iter()
+            .partition(|(actor, _)| self.cluster.frozen_until(actor.node, self.now).is_none());
+        self.zombies = frozen;
+        for (mut actor, writer) in thawed {
+            let held = actor.stop();
+            self.answer_held(held, AnswerClass::ShedMoving);
             self.bury(writer);
         }
     }
@@ -434,7 +448,7 @@ impl Simulation<'_> {
                 let actor = std::mem::replace(&mut self.actor, fresh);
                 let writer =
                     std::mem::replace(&mut self.writer, Writer::new(self.cluster.next_incarnation()));
-                self.zombie = Some((actor, writer));
+                self.zombies.push((actor, writer));
             } else {
                 self.step_down();
             }

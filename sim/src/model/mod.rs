@@ -281,8 +281,8 @@ struct Simulation<'a> {
     nodes: node::Nodes,
     actor: actor::Actor,
     writer: writer::Writer,
-    /// A frozen former owner's actor and writer, after another node loaded the event.
-    zombie: Option<(actor::Actor, writer::Writer)>,
+    /// Frozen former owners' actors and writers, after another node loaded the event.
+    zombies: Vec<(actor::Actor, writer::Writer)>,
     cluster: cluster::Cluster,
     faults: faults::FaultPlan,
     health: faults::StoreHealth,
@@ -344,7 +344,7 @@ impl<'a> Simulation<'a> {
             nodes: node::Nodes::new(scenario.system.nodes),
             actor: actor::Actor::new(quota, &scenario.event, FIRST_OWNER_NODE, 0),
             writer: writer::Writer::new(0),
-            zombie: None,
+            zombies: Vec::new(),
             store: StoreView::new(capacity, registrants, options.break_model, plan.has_faults()),
             faults: plan,
             health: faults::StoreHealth::default(),
