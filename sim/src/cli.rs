@@ -3,7 +3,7 @@
 //! Exit codes: 0 success; 1 no configuration met `--target-p99-ms`, an output file could not
 //! be written, or `load` could not make its run (server unreachable, event not created, no
 //! answer at all); 2 bad input (flags, scenario file, a URL `load` may not use); 3 an invariant
-//! (`run`) or a client-side check (`load`) was violated.
+//! (`run`, or any seed of `swarm`) or a client-side check (`load`) was violated.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use crate::model::{RunOptions, RunResult, simulate};
 use crate::plan::{COMMIT_LATENCY_ASSUMED_MS, PlanInputs, compute};
 use crate::recommend::search;
 use crate::scenario::Scenario;
-use crate::{charts, plan, recommend, report};
+use crate::{charts, html, plan, recommend, report, swarm};
 
 pub const EXIT_TARGET_MISSED: u8 = 1;
 pub const EXIT_OUTPUT_FAILED: u8 = 1;
@@ -42,7 +42,13 @@ enum Command {
     /// Size a deployment from a few figures; every result is printed with its formula.
     Plan(PlanArgs),
     /// Simulate a scenario file on the real EventQuota in virtual time.
+    #[command(override_usage = "kuota-sim run SCENARIO.toml [--seed N] [--report FILE.md] \
+                                [--random-faults] [--target-p99-ms X [--refused-share-max F]]")]
     Run(RunArgs),
+    /// Run many seeds of a scenario with random fault schedules, in parallel, and report the
+    /// first seed that breaks an invariant with the command that replays it.
+    #[command(override_usage = "kuota-sim swarm SCENARIO.toml --seeds N [--meta-seed M] [--threads T]")]
+    Swarm(SwarmArgs),
     /// Drive registrations against a running Kuota and check its answers (loopback only
     /// unless --allow-remote).
     Load(Box<LoadArgs>),
@@ -87,9 +93,17 @@ struct RunArgs {
     /// Seed of the run; overrides the scenario's `seed`.
     #[arg(long)]
     seed: Option<u64>,
-    /// Also write the report as Markdown to this file, with SVG charts next to it.
-    #[arg(long)]
+    /// Also write the report as Markdown to this file, with SVG charts, the seconds as CSV
+    /// and a self-contained HTML report next to it.
+    #[arg(long, value_name = "FILE.md")]
     report: Option<PathBuf>,
+    /// Not an option: the report is written with --report.
+    #[arg(long, hide = true, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Replace the scenario's faults with the random schedule the swarm draws for this seed
+    /// (how `swarm` replays a seed).
+    #[arg(long)]
+    random_faults: bool,
     /// Search the smallest node count and batch settings whose p99 is at most this.
     #[arg(long)]
     target_p99_ms: Option<f64>,
@@ -100,6 +114,27 @@ struct RunArgs {
     /// the invariant checks fire. For tests of the checker.
     #[arg(long, hide = true)]
     break_model: bool,
+    /// Test only: the store commits stale epochs instead of fencing them.
+    #[arg(long, hide = true)]
+    break_fencing: bool,
+}
+
+#[derive(Debug, Args)]
+struct SwarmArgs {
+    /// The scenario file (TOML); its faults are replaced by each seed's random schedule.
+    scenario: PathBuf,
+    /// How many seeds to run.
+    #[arg(long)]
+    seeds: u64,
+    /// Seed of the swarm, from which every seed is derived [default: the scenario's seed].
+    #[arg(long)]
+    meta_seed: Option<u64>,
+    /// Threads [default: the machine's cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Test only: the store commits stale epochs instead of fencing them.
+    #[arg(long, hide = true)]
+    break_fencing: bool,
 }
 
 /// How the open loop spaces its requests.
@@ -195,6 +230,7 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Plan(args) => plan_command(&args),
         Command::Run(args) => run_command(&args),
+        Command::Swarm(args) => swarm_command(&args),
         Command::Load(args) => load_command(&args),
     }
 }
@@ -362,19 +398,27 @@ enum Verdict {
 }
 
 fn run_command(args: &RunArgs) -> ExitCode {
+    if args.out.is_some() {
+        return bad_input(
+            "there is no --out: write the report with --report FILE.md (Markdown, with the HTML report, \
+                          the charts and the seconds as CSV next to it)",
+        );
+    }
     let scenario = match Scenario::load(&args.scenario) {
         Ok(scenario) => scenario,
         Err(error) => return bad_input(error),
     };
     let seed = args.seed.unwrap_or(scenario.seed);
-    let options = RunOptions { break_model: args.break_model, progress: true };
+    let scenario = if args.random_faults { swarm::with_random_faults(&scenario, seed) } else { scenario };
+    let options =
+        RunOptions { break_model: args.break_model, progress: true, break_fencing: args.break_fencing };
     let started = Instant::now();
     let (text, result, verdict) = match args.target_p99_ms {
         None => {
             let result = simulate(&scenario, seed, options);
             let verdict =
                 if result.violations.total > 0 { Verdict::InvariantViolated } else { Verdict::Done };
-            (report::render(&scenario, &result), Some(result), verdict)
+            (report::render(&scenario, &result, None), Some(result), verdict)
         }
         Some(target) => match recommend_text(&scenario, seed, target, args.refused_share_max, options) {
             Ok(found) => found,
@@ -391,7 +435,7 @@ fn run_command(args: &RunArgs) -> ExitCode {
         );
     }
     if let (Some(path), Some(result)) = (&args.report, &result)
-        && let Err(error) = write_report(path, &text, result)
+        && let Err(error) = write_report(path, &text, &scenario, result, args.target_p99_ms)
     {
         eprintln!("kuota-sim run: cannot write the report: {error}");
         return ExitCode::from(EXIT_OUTPUT_FAILED);
@@ -434,28 +478,32 @@ fn recommend_text(
         (Some(_), false) => Verdict::Done,
     };
     let result = found.chosen.map(|(_, result, chosen)| {
-        text.push_str(&report::render_body(&chosen, &result));
+        text.push_str(&report::render_body(&chosen, &result, Some(target)));
         result
     });
     Ok((text, result, verdict))
 }
 
-/// Writes the Markdown report, its charts (`<stem>-<chart>.svg`) and every second of the run
-/// (`<stem>-seconds.csv`), all in the same folder.
-fn write_report(path: &Path, text: &str, result: &RunResult) -> Result<(), String> {
+/// Writes the Markdown report, its charts (`<stem>-<chart>.svg`), every second of the run
+/// (`<stem>-seconds.csv`) and the same report as one self-contained HTML page with the charts
+/// inline (`<stem>.html`), all in the same folder.
+fn write_report(
+    path: &Path,
+    text: &str,
+    scenario: &Scenario,
+    result: &RunResult,
+    target_p99_ms: Option<f64>,
+) -> Result<(), String> {
     let folder = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let stem = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or("report");
     let mut markdown = text.to_string();
     markdown.push_str("\n## Charts\n\n");
-    markdown.push_str(&format!(
-        "The charts cover the first {} s after opening, in buckets of {} s.\n\n",
-        result.metrics.window.seconds(),
-        result.metrics.window.bucket_seconds
-    ));
-    for chart in charts::draw(&result.metrics)? {
+    markdown.push_str(&charts::caption(&result.metrics));
+    let drawn = charts::draw(scenario, &result.metrics, target_p99_ms)?;
+    for chart in &drawn {
         let file = format!("{stem}-{}.svg", chart.suffix);
         let chart_path = folder.join(&file);
-        std::fs::write(&chart_path, chart.svg)
+        std::fs::write(&chart_path, &chart.svg)
             .map_err(|error| format!("{}: {error}", chart_path.display()))?;
         markdown.push_str(&format!("![{}]({file})\n\n", chart.title));
     }
@@ -464,5 +512,59 @@ fn write_report(path: &Path, text: &str, result: &RunResult) -> Result<(), Strin
         .map_err(|error| format!("{}: {error}", csv_path.display()))?;
     markdown
         .push_str(&format!("Every second of the run, as CSV: [{stem}-seconds.csv]({stem}-seconds.csv)\n"));
+    let html_path = folder.join(format!("{stem}.html"));
+    std::fs::write(&html_path, html::page(&scenario.name, &markdown, &drawn, stem))
+        .map_err(|error| format!("{}: {error}", html_path.display()))?;
     std::fs::write(path, markdown).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+fn swarm_command(args: &SwarmArgs) -> ExitCode {
+    let scenario = match Scenario::load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("kuota-sim swarm: {error}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    if let Err(message) = flag_within("--seeds", args.seeds, 1, swarm::SEEDS_MAX)
+        .and_then(|()| flag_within("--threads", threads, 1, swarm::THREADS_MAX))
+    {
+        eprintln!("kuota-sim swarm: {message}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let meta_seed = args.meta_seed.unwrap_or(scenario.seed);
+    println!("meta-seed={meta_seed}");
+    println!(
+        "kuota-sim swarm: {}, {} seeds with random faults, {threads} threads",
+        scenario.name, args.seeds
+    );
+    let options = RunOptions { break_fencing: args.break_fencing, progress: true, ..RunOptions::default() };
+    let outcome = swarm::run(&scenario, meta_seed, args.seeds, threads, options);
+    eprintln!(
+        "kuota-sim swarm: {} seeds in {:.2} s of wall time ({:.2} ms per seed per thread)",
+        outcome.seeds_run,
+        outcome.elapsed.as_secs_f64(),
+        outcome.elapsed.as_secs_f64() * 1_000.0 * threads as f64 / outcome.seeds_run.max(1) as f64
+    );
+    let Some(failure) = outcome.first_failure else {
+        println!("every seed kept every invariant ({} seeds)", outcome.seeds_run);
+        return ExitCode::SUCCESS;
+    };
+    println!("first failing seed: {} (number {} of the swarm)", failure.seed, failure.index);
+    for fault in &failure.faults {
+        println!("  fault: {}", fault.describe());
+    }
+    for (check, count, detail) in &failure.violations {
+        println!("  violated ({count} times): {check}: {detail}");
+    }
+    let broken = if args.break_fencing { " --break-fencing" } else { "" };
+    println!(
+        "replay: kuota-sim run {} --seed {} --random-faults{broken}",
+        args.scenario.display(),
+        failure.seed
+    );
+    ExitCode::from(EXIT_INVARIANT_VIOLATED)
 }

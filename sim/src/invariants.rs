@@ -7,7 +7,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use kuota_engine::{ActiveStatus, Effect, EffectKind, EventQuota, RegistrationId, Seq};
+use kuota_engine::{
+    ActiveStatus, Effect, EffectKind, Email, EventConfig, EventQuota, IdempotencyRecord, QuotaBuilder,
+    RegistrationId, RegistrationRecord, Seq, Timestamp,
+};
 
 pub const CHECK_CAPACITY: &str = "never above capacity (store view, after every committed effect)";
 pub const CHECK_ONE_ACTIVE: &str = "at most one active registration per registrant (store view)";
@@ -18,9 +21,12 @@ pub const CHECK_CLIENT_CAPACITY: &str = "registrants holding a 'confirmed' answe
 pub const CHECK_CLIENT_ONE_ID: &str = "no registrant told two different registration ids";
 pub const CHECK_ANSWERED: &str = "every request answered exactly once";
 pub const CHECK_ENGINE: &str = "EventQuota::check_invariants_fully()";
+pub const CHECK_ACKNOWLEDGED: &str =
+    "every acknowledged registration (a 201 or 202 heard) is in the store at the end, for its registrant";
+pub const CHECK_RELOAD: &str = "the store reloads after a fault (QuotaBuilder::finish accepts it)";
 
 /// Every check, in the order the report lists them.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 11] = [
     CHECK_CAPACITY,
     CHECK_ONE_ACTIVE,
     CHECK_SEQ_ORDER,
@@ -30,7 +36,23 @@ pub const CHECKS: [&str; 9] = [
     CHECK_CLIENT_ONE_ID,
     CHECK_ANSWERED,
     CHECK_ENGINE,
+    CHECK_ACKNOWLEDGED,
+    CHECK_RELOAD,
 ];
+
+/// The domain of the simulated registrants' e-mail addresses.
+const EMAIL_DOMAIN: &str = "@sim.kuota.test";
+
+/// The e-mail address of registrant `index`.
+pub fn registrant_email(index: u32) -> String {
+    format!("r{index}{EMAIL_DOMAIN}")
+}
+
+/// The registrant an address of `registrant_email` belongs to: the store knows registrants by
+/// e-mail only, and so does the store view.
+fn registrant_of_email(email: &str) -> Option<u32> {
+    email.strip_prefix('r')?.strip_suffix(EMAIL_DOMAIN)?.parse().ok()
+}
 
 /// Details kept per check; beyond this only the check's count grows.
 const DETAILS_PER_CHECK_MAX: usize = 5;
@@ -64,6 +86,14 @@ impl Violations {
         }
     }
 
+    /// Each violated check with its count and first detail, in the order found.
+    pub fn summary(&self) -> Vec<(&'static str, u64, String)> {
+        self.by_check
+            .iter()
+            .map(|(check, found)| (*check, found.count, found.details.first().cloned().unwrap_or_default()))
+            .collect()
+    }
+
     /// The violations of `check`; `None` when it holds.
     pub fn of(&self, check: &str) -> Option<&CheckViolations> {
         self.by_check.iter().find(|(known, _)| *known == check).map(|(_, found)| found)
@@ -90,11 +120,21 @@ impl From<ActiveStatus> for StoredStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Stored {
     registrant: u32,
     category: u16,
     status: StoredStatus,
+    /// When a held registration's hold runs out.
+    hold_expires_at: Option<Timestamp>,
+    email: Email,
+}
+
+fn hold_expiry(status: ActiveStatus) -> Option<Timestamp> {
+    match status {
+        ActiveStatus::Held { expires_at } => Some(expires_at),
+        _ => None,
+    }
 }
 
 /// A registrant to tell that a waitlisted registration got a seat.
@@ -116,11 +156,11 @@ pub struct StoreView {
     figures: Vec<CategoryFigures>,
     /// Registrations by id (ids are dense from 1); `None` until their creation is committed.
     registrations: Vec<Option<Stored>>,
-    /// Who asked for each registration id, learned when the engine decided it.
-    requested_by: Vec<u32>,
     /// Each registrant's active registration id, 0 for none.
     active_of: Vec<u64>,
     last_seq: Seq,
+    /// Stored decisions of idempotency keys, for a reload; kept only when one may happen.
+    decisions: Option<Vec<IdempotencyRecord>>,
     /// Debug only: counts every confirmation twice, so that tests can watch the checks fire.
     break_model: bool,
     pub violations: Violations,
@@ -128,28 +168,66 @@ pub struct StoreView {
 
 impl StoreView {
     /// A view of an empty store for categories `(code, capacity)`.
-    pub fn new(categories: Vec<(String, u32)>, registrants: usize, break_model: bool) -> Self {
+    /// `keep_decisions`: keep what a reload needs (runs with faults).
+    pub fn new(
+        categories: Vec<(String, u32)>,
+        registrants: usize,
+        break_model: bool,
+        keep_decisions: bool,
+    ) -> Self {
         let (codes, capacity): (Vec<String>, Vec<u32>) = categories.into_iter().unzip();
         StoreView {
             codes,
             figures: vec![(0, 0, 0); capacity.len()],
             capacity,
             registrations: Vec::new(),
-            requested_by: Vec::new(),
             active_of: vec![0; registrants],
             last_seq: Seq(0),
+            decisions: keep_decisions.then(Vec::new),
             break_model,
             violations: Violations::default(),
         }
     }
 
-    /// Notes who asked for `registration`, at the moment the engine decided it.
-    pub fn note_requester(&mut self, registration: RegistrationId, registrant: u32) {
-        let index = registration.0 as usize;
-        if index >= self.requested_by.len() {
-            self.requested_by.resize(index + 1, u32::MAX);
+    /// The registrant of a stored registration.
+    pub fn registrant_of(&self, registration: RegistrationId) -> Option<u32> {
+        self.registrations.get(registration.0 as usize)?.as_ref().map(|stored| stored.registrant)
+    }
+
+    /// What recovery would load: the event rebuilt from the stored rows with `QuotaBuilder`,
+    /// as `SqlStore::load_event` does (active registrations, decided keys, the highest number
+    /// and seq stored). An `Err` is what `QuotaBuilder` refused, or the panic of its check.
+    pub fn rebuild(&self, config: EventConfig) -> Result<EventQuota, String> {
+        let mut builder = QuotaBuilder::new(config).map_err(|error| error.to_string())?;
+        for (number, stored) in self.registrations.iter().enumerate() {
+            let Some(stored) = stored else { continue };
+            let status = match stored.status {
+                StoredStatus::Confirmed => ActiveStatus::Confirmed,
+                StoredStatus::Waitlisted => ActiveStatus::Waitlisted,
+                StoredStatus::Held => ActiveStatus::Held {
+                    expires_at: stored
+                        .hold_expires_at
+                        .expect("a held registration is stored with its expiry"),
+                },
+                StoredStatus::Expired | StoredStatus::Cancelled => continue,
+            };
+            let record = RegistrationRecord {
+                registration: RegistrationId(number as u64),
+                category: kuota_engine::CategoryCode::parse(&self.codes[usize::from(stored.category)])
+                    .expect("the codes came from a validated event"),
+                registrant: stored.email.clone(),
+                status,
+            };
+            builder.add_registration(record).map_err(|error| error.to_string())?;
         }
-        self.requested_by[index] = registrant;
+        for record in self.decisions.iter().flatten() {
+            builder.add_idempotency(record.clone());
+        }
+        let next_registration = self.registrations.len().max(1) as u64;
+        // `finish` checks every invariant and panics on a broken one; report it instead.
+        catch_unwind(AssertUnwindSafe(|| builder.finish(next_registration, self.last_seq)))
+            .map_err(panic_message)?
+            .map_err(|error| error.to_string())
     }
 
     pub fn figures(&self) -> &[CategoryFigures] {
@@ -157,7 +235,15 @@ impl StoreView {
     }
 
     pub fn status_of(&self, registration: RegistrationId) -> Option<StoredStatus> {
-        self.registrations.get(registration.0 as usize).copied().flatten().map(|stored| stored.status)
+        self.registrations.get(registration.0 as usize)?.as_ref().map(|stored| stored.status)
+    }
+
+    /// Registrations held, confirmed or waitlisted: what a load reads.
+    pub fn active_registrations(&self) -> u64 {
+        self.figures
+            .iter()
+            .map(|(confirmed, held, waitlisted)| u64::from(confirmed + held + waitlisted))
+            .sum()
     }
 
     /// Applies one committed effect; returns a promotion to announce, if it was one.
@@ -167,9 +253,35 @@ impl StoreView {
             self.violations.add(CHECK_SEQ_ORDER, detail);
         }
         self.last_seq = self.last_seq.max(effect.seq);
+        if let Some(decisions) = &mut self.decisions {
+            let decided = match &effect.kind {
+                EffectKind::Created { idempotency: Some(idempotency), .. } => {
+                    effect.kind.decision().map(|decision| (idempotency, decision))
+                }
+                EffectKind::DecisionRecorded { idempotency, decision } => {
+                    Some((idempotency, decision.clone()))
+                }
+                _ => None,
+            };
+            if let Some((idempotency, decision)) = decided {
+                decisions.push(IdempotencyRecord {
+                    key: idempotency.key.clone(),
+                    fingerprint: idempotency.fingerprint,
+                    decision,
+                    decided_at: effect.at,
+                });
+            }
+        }
         match &effect.kind {
-            EffectKind::Created { registration, category, status, .. } => {
-                self.create(*registration, *category, StoredStatus::from(*status), effect.seq);
+            EffectKind::Created { registration, category, status, registrant, .. } => {
+                let new = Stored {
+                    registrant: registrant_of_email(registrant.as_str()).unwrap_or(u32::MAX),
+                    category: *category,
+                    status: StoredStatus::from(*status),
+                    hold_expires_at: hold_expiry(*status),
+                    email: registrant.clone(),
+                };
+                self.create(*registration, new, effect.seq);
                 None
             }
             EffectKind::Confirmed { registration } => {
@@ -185,6 +297,9 @@ impl StoreView {
                 None
             }
             EffectKind::Promoted { registration, status } => {
+                if let Some(Some(stored)) = self.registrations.get_mut(registration.0 as usize) {
+                    stored.hold_expires_at = hold_expiry(*status);
+                }
                 let status = StoredStatus::from(*status);
                 let registrant = self.change(*registration, status, effect.seq)?;
                 Some(Promotion { registrant, registration: *registration, status })
@@ -193,11 +308,15 @@ impl StoreView {
         }
     }
 
-    fn create(&mut self, registration: RegistrationId, category: u16, status: StoredStatus, seq: Seq) {
+    fn create(&mut self, registration: RegistrationId, stored: Stored, seq: Seq) {
         let index = registration.0 as usize;
-        let registrant = self.requested_by.get(index).copied().unwrap_or(u32::MAX);
+        let (registrant, category, status) = (stored.registrant, stored.category, stored.status);
+        if self.registrations.get(index).is_some_and(Option::is_some) {
+            let detail = format!("registration {registration} is created a second time at {seq:?}");
+            self.violations.add(CHECK_SEQ_ORDER, detail);
+        }
         let Some(active) = self.active_of.get_mut(registrant as usize) else {
-            let detail = format!("registration {registration} was created without a known requester");
+            let detail = format!("registration {registration} was created for an unknown registrant");
             return self.violations.add(CHECK_ONE_ACTIVE, detail);
         };
         if *active != 0 {
@@ -211,7 +330,7 @@ impl StoreView {
         if index >= self.registrations.len() {
             self.registrations.resize(index + 1, None);
         }
-        self.registrations[index] = Some(Stored { registrant, category, status });
+        self.registrations[index] = Some(stored);
         self.count(category, status, 1);
         self.check_capacity(category, seq);
     }
@@ -226,6 +345,11 @@ impl StoreView {
             return None;
         };
         let (category, previous, registrant) = (stored.category, stored.status, stored.registrant);
+        if matches!(previous, StoredStatus::Expired | StoredStatus::Cancelled) {
+            let detail = format!("{seq:?} changes registration {registration}, which had ended");
+            self.violations.add(CHECK_SEQ_ORDER, detail);
+            return None;
+        }
         stored.status = status;
         self.count(category, previous, -1);
         self.count(category, status, 1);
@@ -289,11 +413,13 @@ impl StoreView {
 /// message instead (the default hook has also printed it to stderr).
 fn full_engine_check(quota: &EventQuota) -> Result<(), String> {
     // The quota is only read, so nothing half-changed can be observed after a panic.
-    catch_unwind(AssertUnwindSafe(|| quota.check_invariants_fully())).map_err(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-            .unwrap_or_else(|| "check_invariants_fully panicked".to_string())
-    })
+    catch_unwind(AssertUnwindSafe(|| quota.check_invariants_fully())).map_err(panic_message)
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "the engine's invariant check panicked".to_string())
 }

@@ -5,10 +5,12 @@
 //! with every admission decided by the real `kuota_engine::EventQuota`; it is seeded, prints
 //! `seed=<n>` first, and the same seed and scenario give a byte-identical report. `load` drives
 //! registrations against a running Kuota over HTTP (loopback only, unless `--allow-remote`),
-//! measures it and checks its answers from the client's side.
+//! measures it and checks its answers from the client's side. A scenario's faults (the store,
+//! Redis or the owner node failing) play out on Kuota's own mechanisms, and `swarm` runs many
+//! seeds with random faults hunting for an invariant violation.
 //!
 //! # Layout
-//! - `cli`: the command line (`plan`, `run`, `load`), exit codes, and writing report files.
+//! - `cli`: the command line (`plan`, `run`, `swarm`, `load`), exit codes, and writing report files.
 //! - `plan`: back-of-the-envelope sizing, every figure with its formula.
 //! - `scenario`: scenario files: parsing, validation naming the field, the engine's config.
 //! - `distribution`: durations as scenarios give them (constant, uniform, exponential, lognormal).
@@ -21,12 +23,15 @@
 //! - `recommend`: the `--target-p99-ms` search over node counts and batch settings.
 //! - `report`: the Markdown report that `run` prints and `--report` writes.
 //! - `charts`: the SVG charts next to a written report.
+//! - `html`: the self-contained HTML report beside the Markdown one.
 //! - `progress`: the progress bar on stderr for long runs.
+//! - `swarm`: many seeds with random fault schedules in parallel, hunting invariant violations.
 
 pub mod arrivals;
 pub mod charts;
 pub mod cli;
 pub mod distribution;
+pub mod html;
 pub mod invariants;
 pub mod load;
 pub mod metrics;
@@ -37,3 +42,4 @@ pub mod random;
 pub mod recommend;
 pub mod report;
 pub mod scenario;
+pub mod swarm;

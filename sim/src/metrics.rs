@@ -3,6 +3,7 @@
 
 use hdrhistogram::Histogram;
 
+use crate::charts::OPENING_SECONDS_MAX;
 use crate::distribution::{MICROS_PER_SECOND, Micros, SAMPLE_MAX_US};
 
 /// Largest latency the histograms resolve, in microseconds; larger values are recorded as it.
@@ -35,10 +36,16 @@ pub enum AnswerClass {
     ShedWriteQueue,
     ShedIdempotencyFull,
     RateLimited,
+    ShedStoreStalled,
+    ShedDeadline,
+    ShedStoreFailed,
+    ShedMoving,
+    ShedLeaseUnavailable,
+    ConnectionLost,
 }
 
 impl AnswerClass {
-    pub const ALL: [AnswerClass; 17] = [
+    pub const ALL: [AnswerClass; 23] = [
         AnswerClass::Held,
         AnswerClass::Confirmed,
         AnswerClass::Waitlisted,
@@ -56,6 +63,12 @@ impl AnswerClass {
         AnswerClass::ShedWriteQueue,
         AnswerClass::ShedIdempotencyFull,
         AnswerClass::RateLimited,
+        AnswerClass::ShedStoreStalled,
+        AnswerClass::ShedDeadline,
+        AnswerClass::ShedStoreFailed,
+        AnswerClass::ShedMoving,
+        AnswerClass::ShedLeaseUnavailable,
+        AnswerClass::ConnectionLost,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +92,12 @@ impl AnswerClass {
             AnswerClass::ShedWriteQueue => "shed: write-behind queue full (503)",
             AnswerClass::ShedIdempotencyFull => "shed: idempotency table full (503)",
             AnswerClass::RateLimited => "rate limited (429)",
+            AnswerClass::ShedStoreStalled => "shed: store stalled, writes refused (503)",
+            AnswerClass::ShedDeadline => "shed: request deadline passed (503)",
+            AnswerClass::ShedStoreFailed => "shed: store failed the write, event reloading (503)",
+            AnswerClass::ShedMoving => "shed: owner moving or unreachable (503)",
+            AnswerClass::ShedLeaseUnavailable => "shed: lease service unavailable (503)",
+            AnswerClass::ConnectionLost => "no answer: node down, connection refused or reset",
         }
     }
 
@@ -91,12 +110,46 @@ impl AnswerClass {
                 | AnswerClass::ShedPendingDecisions
                 | AnswerClass::ShedWriteQueue
                 | AnswerClass::ShedIdempotencyFull
+                | AnswerClass::ShedStoreStalled
+                | AnswerClass::ShedDeadline
+                | AnswerClass::ShedStoreFailed
+                | AnswerClass::ShedMoving
+                | AnswerClass::ShedLeaseUnavailable
         )
     }
 
-    /// A 503 or 429: the client is asked to come back later.
+    /// A 503 or 429, or no answer at all: the client comes back later.
     pub fn asks_to_retry(self) -> bool {
-        self.is_shed() || self == AnswerClass::RateLimited
+        self.is_shed() || self == AnswerClass::RateLimited || self == AnswerClass::ConnectionLost
+    }
+
+    /// A refusal a fault causes (the store, the lease service or a node failing), as opposed
+    /// to one for load.
+    pub fn is_fault_refusal(self) -> bool {
+        matches!(
+            self,
+            AnswerClass::ShedStoreStalled
+                | AnswerClass::ShedDeadline
+                | AnswerClass::ShedStoreFailed
+                | AnswerClass::ShedMoving
+                | AnswerClass::ShedLeaseUnavailable
+                | AnswerClass::ConnectionLost
+        )
+    }
+
+    /// A decision the event's actor took and answered (not a refusal, not the fast path).
+    pub fn is_actor_decision(self) -> bool {
+        matches!(
+            self,
+            AnswerClass::Held
+                | AnswerClass::Confirmed
+                | AnswerClass::Waitlisted
+                | AnswerClass::SoldOut
+                | AnswerClass::AlreadyRegistered
+                | AnswerClass::PaymentConfirmed
+                | AnswerClass::HoldExpired
+                | AnswerClass::Cancelled
+        )
     }
 
     fn index(self) -> usize {
@@ -202,6 +255,89 @@ fn histogram(high: u64, figures: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, high, figures).expect("constant bounds with low >= 1 and high >= 2 * low")
 }
 
+/// The shortest window before and after a fault that its figures cover, in microseconds: a
+/// fault of a second is compared with more than a second on either side.
+pub const FAULT_WINDOW_MIN_US: Micros = 10 * MICROS_PER_SECOND;
+
+/// Answers received in one window of time around a fault.
+#[derive(Debug)]
+pub struct FaultWindow {
+    pub from: Micros,
+    pub until: Micros,
+    pub answers: [u64; AnswerClass::ALL.len()],
+    pub latency: Histogram<u64>,
+}
+
+impl FaultWindow {
+    fn new(from: Micros, until: Micros) -> Self {
+        let latency = histogram(SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES);
+        FaultWindow { from, until, answers: [0; AnswerClass::ALL.len()], latency }
+    }
+
+    pub fn count(&self, class: AnswerClass) -> u64 {
+        self.answers[class.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.answers.iter().sum()
+    }
+}
+
+/// What one fault did: answers before, during and after it (by when they reached the
+/// registrant), and, as the servers answered: when requests were first and last refused for a
+/// fault, when the event was served again, how many were shed, and who gave up.
+#[derive(Debug)]
+pub struct FaultStats {
+    pub start: Micros,
+    pub end: Micros,
+    /// Refusals, recoveries, sheds and give-ups count until the after window ends or the next
+    /// fault starts, whichever is first, so that one fault's figures are not another's.
+    pub track_until: Micros,
+    /// Before, during, after.
+    pub windows: [FaultWindow; 3],
+    pub first_refusal_at: Option<Micros>,
+    pub last_refusal_at: Option<Micros>,
+    /// When the last request refused for the fault reached its node.
+    last_refused_arrival: Option<Micros>,
+    /// When the event was served again: the first decision of its actor answered for a request
+    /// that reached its node after every request refused for the fault had (a request that
+    /// waited out a timeout is refused late, but for the time it came in).
+    pub served_again_at: Option<Micros>,
+    served_again_arrival: Micros,
+    /// 503s and lost connections answered from the fault's start to the end of its after window.
+    pub shed: u64,
+    /// Registrants who gave up from the fault's start to the end of its after window.
+    pub gave_up: u64,
+}
+
+impl FaultStats {
+    /// A fault from `start` to `end`; `next_start` is when the next fault after it starts.
+    pub fn new(start: Micros, end: Micros, next_start: Option<Micros>) -> Self {
+        let margin = (end - start).max(FAULT_WINDOW_MIN_US);
+        FaultStats {
+            start,
+            end,
+            track_until: next_start.unwrap_or(Micros::MAX).min(end + margin).max(end),
+            windows: [
+                FaultWindow::new(start.saturating_sub(margin), start),
+                FaultWindow::new(start, end),
+                FaultWindow::new(end, end + margin),
+            ],
+            first_refusal_at: None,
+            last_refusal_at: None,
+            last_refused_arrival: None,
+            served_again_at: None,
+            served_again_arrival: 0,
+            shed: 0,
+            gave_up: 0,
+        }
+    }
+
+    fn covers(&self, at: Micros) -> bool {
+        self.start <= at && at < self.track_until
+    }
+}
+
 /// Every figure a run collects.
 #[derive(Debug)]
 pub struct Metrics {
@@ -225,10 +361,14 @@ pub struct Metrics {
     pub seconds: Vec<SecondStats>,
     pub window: ChartWindow,
     pub window_latency: Vec<Option<Histogram<u32>>>,
+    /// Latency of the answers received in each second of the opening, for its chart.
+    pub opening_latency: Vec<Option<Histogram<u32>>>,
     pub sold_out_at: Option<Micros>,
     /// When the last answer reached its client.
     pub last_answer_at: Micros,
     pub events_processed: u64,
+    /// One per scenario fault, in the scenario's order.
+    pub faults: Vec<FaultStats>,
 }
 
 impl Metrics {
@@ -253,9 +393,44 @@ impl Metrics {
             seconds: Vec::new(),
             window,
             window_latency: (0..window.buckets).map(|_| None).collect(),
+            opening_latency: Vec::new(),
             sold_out_at: None,
             last_answer_at: 0,
             events_processed: 0,
+            faults: Vec::new(),
+        }
+    }
+
+    /// A server answered `class` at `at` to a request that reached its node at `arrived_at`:
+    /// the fault figures' refusals and recoveries.
+    pub fn note_server_answer(&mut self, class: AnswerClass, at: Micros, arrived_at: Micros) {
+        for fault in self.faults.iter_mut().filter(|fault| fault.covers(at)) {
+            if class.asks_to_retry() {
+                fault.shed += 1;
+            }
+            if class.is_fault_refusal() {
+                fault.first_refusal_at.get_or_insert(at);
+                fault.last_refusal_at = Some(at);
+                if fault.last_refused_arrival.is_none_or(|last| arrived_at > last) {
+                    fault.last_refused_arrival = Some(arrived_at);
+                    if fault.served_again_arrival <= arrived_at {
+                        fault.served_again_at = None;
+                    }
+                }
+            } else if class.is_actor_decision()
+                && fault.served_again_at.is_none()
+                && fault.last_refused_arrival.is_some_and(|last| arrived_at > last)
+            {
+                fault.served_again_at = Some(at);
+                fault.served_again_arrival = arrived_at;
+            }
+        }
+    }
+
+    /// A registrant gave up at `at`.
+    pub fn note_gave_up(&mut self, at: Micros) {
+        for fault in self.faults.iter_mut().filter(|fault| fault.covers(at)) {
+            fault.gave_up += 1;
         }
     }
 
@@ -294,12 +469,27 @@ impl Metrics {
         if class.asks_to_retry() {
             second.refused_for_load += 1;
         }
+        for fault in &mut self.faults {
+            if let Some(window) =
+                fault.windows.iter_mut().find(|window| window.from <= at && at < window.until)
+            {
+                window.answers[class.index()] += 1;
+                window.latency.saturating_record(latency_us);
+            }
+        }
+        let series = || {
+            Histogram::new_with_bounds(1, SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
+                .expect("constant bounds with low >= 1 and high >= 2 * low")
+        };
         if let Some(bucket) = self.window.bucket_of(at) {
-            let series = self.window_latency[bucket].get_or_insert_with(|| {
-                Histogram::new_with_bounds(1, SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
-                    .expect("constant bounds with low >= 1 and high >= 2 * low")
-            });
-            series.saturating_record(latency_us);
+            self.window_latency[bucket].get_or_insert_with(series).saturating_record(latency_us);
+        }
+        let second = (at / MICROS_PER_SECOND) as usize;
+        if second < OPENING_SECONDS_MAX as usize {
+            if second >= self.opening_latency.len() {
+                self.opening_latency.resize(second + 1, None);
+            }
+            self.opening_latency[second].get_or_insert_with(series).saturating_record(latency_us);
         }
     }
 

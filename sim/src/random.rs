@@ -15,6 +15,8 @@ pub enum Stream {
     Behaviour = 2,
     /// Service times, commit latencies and network round trips.
     System = 3,
+    /// The swarm's fault schedule of a seed (`swarm::random_faults`).
+    Faults = 4,
 }
 
 /// SplitMix64: good enough to turn one `u64` into well-mixed state words.

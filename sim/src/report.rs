@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 
 use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros};
 use crate::invariants::CHECKS;
-use crate::metrics::{AnswerClass, FinalState, Metrics, SecondStats};
+use crate::metrics::{AnswerClass, FAULT_WINDOW_MIN_US, FaultWindow, FinalState, Metrics, SecondStats};
 use crate::model::RunResult;
 use crate::scenario::Scenario;
 
@@ -38,13 +38,14 @@ fn percentile_cells<T: hdrhistogram::Counter>(histogram: &Histogram<T>) -> Strin
     format!("{} | {} | {} | {}", at(0.50), at(0.95), at(0.99), milliseconds(histogram.max()))
 }
 
-/// The whole report; `seed=<n>` is its first line.
-pub fn render(scenario: &Scenario, result: &RunResult) -> String {
-    format!("seed={}\n{}", result.seed, render_body(scenario, result))
+/// The whole report; `seed=<n>` is its first line. `target_p99_ms`, when the run was asked to
+/// meet one, is compared with in the over-time table.
+pub fn render(scenario: &Scenario, result: &RunResult, target_p99_ms: Option<f64>) -> String {
+    format!("seed={}\n{}", result.seed, render_body(scenario, result, target_p99_ms))
 }
 
 /// The report without its `seed=` line, for output that already printed it.
-pub fn render_body(scenario: &Scenario, result: &RunResult) -> String {
+pub fn render_body(scenario: &Scenario, result: &RunResult, target_p99_ms: Option<f64>) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; the `let _` keeps the sections free of noise.
     let _ = writeln!(out, "# kuota-sim run: {}\n", scenario.name);
@@ -57,9 +58,154 @@ pub fn render_body(scenario: &Scenario, result: &RunResult) -> String {
     seats_section(&mut out, result);
     timeline_section(&mut out, result);
     write_behind_section(&mut out, &result.metrics);
-    over_time_section(&mut out, &result.metrics);
+    faults_section(&mut out, scenario, result);
+    over_time_section(&mut out, &result.metrics, target_p99_ms);
     invariants_section(&mut out, result);
     out
+}
+
+/// The answer mix of a fault window, in the groups a planner asks about.
+fn mix_cells(window: &FaultWindow) -> String {
+    let sum = |pick: fn(AnswerClass) -> bool| -> u64 {
+        AnswerClass::ALL.iter().filter(|class| pick(**class)).map(|class| window.count(*class)).sum()
+    };
+    let success = sum(|class| {
+        matches!(
+            class,
+            AnswerClass::Held
+                | AnswerClass::Confirmed
+                | AnswerClass::Waitlisted
+                | AnswerClass::PaymentConfirmed
+                | AnswerClass::Cancelled
+        )
+    });
+    let refused = sum(|class| {
+        matches!(
+            class,
+            AnswerClass::SoldOut
+                | AnswerClass::SoldOutFastPath
+                | AnswerClass::AlreadyRegistered
+                | AnswerClass::KeyInFlight
+                | AnswerClass::HoldExpired
+                | AnswerClass::OtherRefusal
+        )
+    });
+    let shed_load = sum(|class| class.is_shed() && !class.is_fault_refusal());
+    let shed_fault = sum(|class| class.is_shed() && class.is_fault_refusal());
+    let lost = window.count(AnswerClass::ConnectionLost);
+    let limited = window.count(AnswerClass::RateLimited);
+    let latency = if window.latency.is_empty() {
+        "– | – | –".to_string()
+    } else {
+        let at = |quantile: f64| milliseconds(window.latency.value_at_quantile(quantile));
+        format!("{} | {} | {}", at(0.5), at(0.99), milliseconds(window.latency.max()))
+    };
+    format!(
+        "{} | {success} | {refused} | {shed_load} | {shed_fault} | {limited} | {lost} | {latency}",
+        window.total()
+    )
+}
+
+fn faults_section(out: &mut String, scenario: &Scenario, result: &RunResult) {
+    if scenario.faults.is_empty() {
+        return;
+    }
+    let system = &scenario.system;
+    let _ = writeln!(
+        out,
+        "## Faults
+"
+    );
+    let _ = writeln!(
+        out,
+        "Kuota's mechanisms as configured: request deadline {} ms, store timeout {} ms (each commit attempt, probe and \
+         load), stall threshold {} ms, lease TTL {} ms, Redis timeout {} ms, recovery at {:.0} registrations/s. Answers \
+         are counted by when they reached the registrant, before the fault (as long as it, at least {} s), during it, \
+         and after it (as long as before). \"Refused for the fault\" is a 503 from the store, the lease service or an \
+         owner that moves, or a lost connection; the event is *served again* at the first decision of its actor for a request \
+         that came in after every request so refused had (one refused late, after waiting out a timeout, counts for \
+         when it came in). Refusals, recovery, sheds and give-ups count until the after window ends or the next \
+         fault starts.\n",
+        system.request_timeout_ms,
+        system.store_timeout_ms,
+        system.store_stall_ms,
+        system.lease_ttl_ms,
+        system.redis_timeout_ms,
+        system.recovery_registrations_per_second,
+        FAULT_WINDOW_MIN_US / MICROS_PER_SECOND
+    );
+    let _ = writeln!(
+        out,
+        "Loads of the event after opening (ownership moves, rollbacks): {}; batches of a former owner fenced by the \
+         store: {}.\n",
+        result.reloads, result.fenced_batches
+    );
+    let patience = &scenario.behaviour;
+    for (index, (fault, stats)) in scenario.faults.iter().zip(&result.metrics.faults).enumerate() {
+        let _ = writeln!(out, "### {}. {}\n", index + 1, fault.describe());
+        let _ = writeln!(
+            out,
+            "| window | answers | 2xx | 409/410 | 503 for load | 503 for the fault | 429 | connection lost | p50 ms | p99 ms | max ms |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, window) in ["before", "during", "after"].iter().zip(&stats.windows) {
+            let span = format!("{name} ({}–{} s)", seconds(window.from), seconds(window.until));
+            let _ = writeln!(out, "| {span} | {} |", mix_cells(window));
+        }
+        let _ = writeln!(out);
+        match (stats.first_refusal_at, stats.last_refusal_at) {
+            (Some(first), Some(last)) => {
+                let _ = writeln!(
+                    out,
+                    "- refused for the fault from {} s to {} s after opening",
+                    seconds(first),
+                    seconds(last)
+                );
+            }
+            _ => _ = writeln!(out, "- no request was refused for the fault"),
+        }
+        match (stats.served_again_at, stats.last_refusal_at) {
+            (Some(served), Some(_)) if served >= stats.end => {
+                let _ = writeln!(
+                    out,
+                    "- served again at {} s: **time to recover {} ms** after the fault ended",
+                    seconds(served),
+                    milliseconds(served - stats.end)
+                );
+            }
+            (Some(served), Some(_)) => {
+                let _ = writeln!(
+                    out,
+                    "- served again at {} s, **{} ms after the fault began**, while it lasted (another node took over, \
+                     or the fault stopped hurting)",
+                    seconds(served),
+                    milliseconds(served - stats.start)
+                );
+            }
+            (None, Some(_)) => {
+                _ = writeln!(out, "- not served again before {} s", seconds(stats.track_until))
+            }
+            _ => {}
+        }
+        let _ = writeln!(
+            out,
+            "- shed (503 and lost connections) from its start to {} s: {}; registrants who gave up then: {} (they retry \
+             after Retry-After plus up to {} ms, at most {} requests; {}% press again after {} ms)\n",
+            seconds(stats.track_until),
+            stats.shed,
+            stats.gave_up,
+            patience.retry_jitter_ms,
+            patience.attempts_max,
+            patience.impatient_share * 100.0,
+            patience.patience_ms
+        );
+    }
+    let held = if result.violations.total == 0 { "hold" } else { "do not all hold (see Invariants)" };
+    let _ = writeln!(
+        out,
+        "Through every fault, the invariants {held}: never above capacity, no registrant twice, every acknowledged \
+         registration stored for its registrant at the end.\n"
+    );
 }
 
 fn scenario_section(out: &mut String, scenario: &Scenario) {
@@ -307,7 +453,7 @@ fn peak_requests(seconds: &[SecondStats]) -> u32 {
     seconds.iter().map(|stats| stats.requests).max().unwrap_or(0)
 }
 
-fn over_time_section(out: &mut String, metrics: &Metrics) {
+fn over_time_section(out: &mut String, metrics: &Metrics, target_p99_ms: Option<f64>) {
     let window = metrics.window;
     let per_row = window.buckets.div_ceil(TABLE_ROWS_MAX).max(1);
     let row_seconds = window.bucket_seconds as usize * per_row;
@@ -317,6 +463,9 @@ fn over_time_section(out: &mut String, metrics: &Metrics) {
          the busiest single second), depths the largest in the row, p99 of the answers received in the row. \
          A written report has every second in its `-seconds.csv`.\n"
     );
+    if let Some(target) = target_p99_ms {
+        let _ = writeln!(out, "Rows whose p99 is above the target of {target} ms are marked **over**.\n");
+    }
     let _ = writeln!(
         out,
         "| from s | new registrants/s | requests/s | peak requests/s | admissions/s | answers/s | 503+429/s \
@@ -324,7 +473,7 @@ fn over_time_section(out: &mut String, metrics: &Metrics) {
     );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in 0..window.buckets.div_ceil(per_row) {
-        window_row(out, metrics, row, per_row);
+        window_row(out, metrics, row, per_row, target_p99_ms);
     }
     let rest = metrics.seconds.get(window.seconds() as usize..).unwrap_or_default();
     let after = sum_seconds(rest);
@@ -341,7 +490,7 @@ fn over_time_section(out: &mut String, metrics: &Metrics) {
 }
 
 /// Row `row` of the charted window, `per_row` chart buckets wide.
-fn window_row(out: &mut String, metrics: &Metrics, row: usize, per_row: usize) {
+fn window_row(out: &mut String, metrics: &Metrics, row: usize, per_row: usize, target_p99_ms: Option<f64>) {
     let window = metrics.window;
     let from = row * per_row * window.bucket_seconds as usize;
     let until = ((row + 1) * per_row * window.bucket_seconds as usize).min(window.seconds() as usize);
@@ -349,7 +498,11 @@ fn window_row(out: &mut String, metrics: &Metrics, row: usize, per_row: usize) {
     let latency = merged_latency(metrics, row * per_row..((row + 1) * per_row).min(window.buckets));
     let p99 =
         latency.filter(|histogram| !histogram.is_empty()).map(|histogram| histogram.value_at_quantile(0.99));
-    let p99 = p99.map_or("–".to_string(), milliseconds);
+    let over =
+        |micros: u64| target_p99_ms.is_some_and(|target| micros as f64 > target * MICROS_PER_MILLI as f64);
+    let p99 = p99.map_or("–".to_string(), |micros| {
+        if over(micros) { format!("**over** {}", milliseconds(micros)) } else { milliseconds(micros) }
+    });
     let label = from.to_string();
     let (stats, peak) = (sum_seconds(seconds), peak_requests(seconds));
     over_time_row(out, Row { from: &label, span_seconds: until - from, stats, peak, p99: &p99 });

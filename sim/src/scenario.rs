@@ -4,8 +4,13 @@
 
 use std::path::Path;
 
+use kuota_api::configuration::{
+    LEASE_TTL_MS_DEFAULT, REDIS_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT, STORE_STALL_MS_DEFAULT,
+    STORE_TIMEOUT_MS_DEFAULT,
+};
 use kuota_engine::limits::{MAILBOX_CAPACITY_MAX, PENDING_DECISIONS_MAX};
 use kuota_engine::{CategoryCode, CategoryConfig, EventConfig, EventId, QuotaLimits};
+use kuota_persist::lease::{LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS};
 use serde::Deserialize;
 
 use crate::distribution::Distribution;
@@ -28,6 +33,15 @@ pub const ATTEMPTS_LIMIT: u32 = 100;
 pub const ARRIVAL_WINDOW_SECONDS_MAX: f64 = 7.0 * 24.0 * 3_600.0;
 /// Longest `Retry-After` the model may send, in seconds.
 pub const RETRY_AFTER_SECONDS_MAX: u32 = 3_600;
+/// Faults one scenario may have.
+pub const FAULTS_MAX: usize = 32;
+/// Longest fault, and longest timeout a scenario may set, in seconds: an hour.
+pub const FAULT_SECONDS_MAX: f64 = 3_600.0;
+/// Registrations recovery reads per second: `EventLoader::load` of an event with 1,000,000
+/// stored registrations took 1.71–2.28 s on this project's machine (MariaDB 10.11,
+/// `cargo bench -p kuota-benches --bench write_behind -- recovery`, docs/benchmarks.md,
+/// 2026-11-24); the slowest run's rate, so that the model does not promise a faster reload.
+pub const RECOVERY_REGISTRATIONS_PER_SECOND_MEASURED: f64 = 1_000_000.0 / 2.28;
 
 /// Why a scenario cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +69,75 @@ pub struct Scenario {
     #[serde(default)]
     pub behaviour: Behaviour,
     pub system: System,
+    /// Things that break during the run, in virtual time.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+/// What breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The database answers nothing (a frozen MariaDB): commits, probes and loads wait.
+    StoreStall,
+    /// Every commit attempt that starts during the fault takes `extra_latency_ms` longer.
+    CommitLatency,
+    /// The event's owner node dies; it restarts (same node id) after `duration_seconds`.
+    OwnerCrash,
+    /// The event's owner node stops (SIGSTOP) for `duration_seconds`, then goes on.
+    OwnerFreeze,
+    /// Redis answers nothing: lease renewals and claims fail.
+    RedisOutage,
+    /// The owner's lease commands reach Redis and take effect, but their replies are lost.
+    LostLeaseReply,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::StoreStall,
+        FaultKind::CommitLatency,
+        FaultKind::OwnerCrash,
+        FaultKind::OwnerFreeze,
+        FaultKind::RedisOutage,
+        FaultKind::LostLeaseReply,
+    ];
+
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::StoreStall => "store_stall",
+            FaultKind::CommitLatency => "commit_latency",
+            FaultKind::OwnerCrash => "owner_crash",
+            FaultKind::OwnerFreeze => "owner_freeze",
+            FaultKind::RedisOutage => "redis_outage",
+            FaultKind::LostLeaseReply => "lost_lease_reply",
+        }
+    }
+}
+
+/// One fault: what, when (seconds after opening) and for how long.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub start_seconds: f64,
+    /// How long it lasts; for `owner_crash`, how long until the node is restarted.
+    pub duration_seconds: f64,
+    /// `commit_latency` only: added to each commit attempt that starts during the fault.
+    #[serde(default)]
+    pub extra_latency_ms: f64,
+}
+
+impl Fault {
+    /// A one-line description for reports.
+    pub fn describe(&self) -> String {
+        let extra = if self.kind == FaultKind::CommitLatency {
+            format!(" (+{} ms per commit)", self.extra_latency_ms)
+        } else {
+            String::new()
+        };
+        format!("{} at {} s for {} s{extra}", self.kind.name(), self.start_seconds, self.duration_seconds)
+    }
 }
 
 fn default_seed() -> u64 {
@@ -205,6 +288,48 @@ pub struct System {
     /// Registration writes per registrant e-mail per minute; 0: no limit.
     #[serde(default = "default_rate_limit_email_per_minute")]
     pub rate_limit_email_per_minute: u32,
+    /// A request not answered within this gets 503 (`KUOTA_REQUEST_TIMEOUT_MS`).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// One commit attempt, probe or load may take this long (`KUOTA_STORE_TIMEOUT_MS`).
+    #[serde(default = "default_store_timeout_ms")]
+    pub store_timeout_ms: u64,
+    /// Writes are refused while the oldest commit is older than this (`KUOTA_STORE_STALL_MS`).
+    #[serde(default = "default_store_stall_ms")]
+    pub store_stall_ms: u64,
+    /// The event's ownership lease (`KUOTA_LEASE_TTL_MS`).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// One Redis command may take this long (`KUOTA_REDIS_TIMEOUT_MS`).
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// Stored registrations a load (recovery) reads per second.
+    #[serde(default = "default_recovery_registrations_per_second")]
+    pub recovery_registrations_per_second: f64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    REQUEST_TIMEOUT_MS_DEFAULT
+}
+
+fn default_store_timeout_ms() -> u64 {
+    STORE_TIMEOUT_MS_DEFAULT
+}
+
+fn default_store_stall_ms() -> u64 {
+    STORE_STALL_MS_DEFAULT
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    LEASE_TTL_MS_DEFAULT
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    REDIS_TIMEOUT_MS_DEFAULT
+}
+
+fn default_recovery_registrations_per_second() -> f64 {
+    RECOVERY_REGISTRATIONS_PER_SECOND_MEASURED
 }
 
 fn default_mailbox_capacity_max() -> u32 {
@@ -328,7 +453,42 @@ impl Scenario {
         self.validate_event()?;
         self.validate_arrivals()?;
         self.validate_behaviour()?;
-        self.validate_system()
+        self.validate_system()?;
+        self.validate_faults()
+    }
+
+    fn validate_faults(&self) -> Result<(), Invalid> {
+        require(self.faults.len() <= FAULTS_MAX, "faults", || {
+            format!("at most {FAULTS_MAX} faults (got {})", self.faults.len())
+        })?;
+        for (index, fault) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("faults[{index}].{name}");
+            require(
+                fault.start_seconds.is_finite()
+                    && (0.0..=ARRIVAL_WINDOW_SECONDS_MAX).contains(&fault.start_seconds),
+                &field("start_seconds"),
+                || {
+                    format!(
+                        "must be between 0 and {ARRIVAL_WINDOW_SECONDS_MAX} (got {})",
+                        fault.start_seconds
+                    )
+                },
+            )?;
+            require(
+                fault.duration_seconds.is_finite()
+                    && fault.duration_seconds > 0.0
+                    && fault.duration_seconds <= FAULT_SECONDS_MAX,
+                &field("duration_seconds"),
+                || format!("must be > 0 and at most {FAULT_SECONDS_MAX} (got {})", fault.duration_seconds),
+            )?;
+            milliseconds(fault.extra_latency_ms, &field("extra_latency_ms"))?;
+            require(
+                fault.extra_latency_ms == 0.0 || fault.kind == FaultKind::CommitLatency,
+                &field("extra_latency_ms"),
+                || "only a commit_latency fault has an extra latency".into(),
+            )?;
+        }
+        Ok(())
     }
 
     fn validate_event(&self) -> Result<(), Invalid> {
@@ -407,6 +567,32 @@ impl Scenario {
         distribution(&system.http_service, "system.http_service")?;
         distribution(&system.actor_service, "system.actor_service")?;
         distribution(&system.commit_latency, "system.commit_latency")?;
-        distribution(&system.network_round_trip, "system.network_round_trip")
+        distribution(&system.network_round_trip, "system.network_round_trip")?;
+        let timeout_max_ms = (FAULT_SECONDS_MAX * 1_000.0) as u64;
+        let timeout = |value: u64, field: &str| {
+            require((1..=timeout_max_ms).contains(&value), field, || {
+                format!("must be between 1 and {timeout_max_ms} ms (got {value})")
+            })
+        };
+        timeout(system.request_timeout_ms, "system.request_timeout_ms")?;
+        timeout(system.store_timeout_ms, "system.store_timeout_ms")?;
+        timeout(system.store_stall_ms, "system.store_stall_ms")?;
+        timeout(system.redis_timeout_ms, "system.redis_timeout_ms")?;
+        require(
+            (LEASE_TTL_MIN_MS..=LEASE_TTL_MAX_MS).contains(&system.lease_ttl_ms),
+            "system.lease_ttl_ms",
+            || {
+                format!(
+                    "must be between {LEASE_TTL_MIN_MS} and {LEASE_TTL_MAX_MS} ms (got {})",
+                    system.lease_ttl_ms
+                )
+            },
+        )?;
+        require(
+            system.recovery_registrations_per_second.is_finite()
+                && system.recovery_registrations_per_second > 0.0,
+            "system.recovery_registrations_per_second",
+            || format!("must be a number > 0 (got {})", system.recovery_registrations_per_second),
+        )
     }
 }

@@ -26,7 +26,7 @@ use crate::quota::EventQuota;
 use crate::store::{EventLoader, StoreError, Submission, SubmissionSender};
 
 /// Wait between two attempts to reload an event after a store failure.
-const RELOAD_RETRY_DELAY_MS: u64 = 200;
+pub const RELOAD_RETRY_DELAY_MS: u64 = 200;
 
 /// What an event actor shares with every thread: its published counters and mailbox depth.
 #[derive(Debug)]

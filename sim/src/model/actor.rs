@@ -38,24 +38,46 @@ struct Pending {
     submission: Option<u64>,
 }
 
+/// Where an actor is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ActorState {
+    /// Loading the event after a claim: requests wait in the mailbox.
+    Loading,
+    Serving,
+    /// Reloading after the store failed a write: requests are refused (`ActorError::Recovering`).
+    Recovering,
+    /// Stepped down or died; another actor (or nobody yet) owns the event.
+    Stopped,
+}
+
 #[derive(Debug)]
 pub(super) struct Actor {
     pub(super) quota: EventQuota,
+    /// This life of the actor, for its timers (see `EventKind::ActorDone`).
+    pub(super) incarnation: u64,
+    /// The store epoch its writes carry (`EventActorParts::epoch`).
+    pub(super) epoch: u64,
+    pub(super) node: u32,
+    pub(super) state: ActorState,
     mailbox: VecDeque<Job>,
     requests_in_mailbox: usize,
     current: Option<Job>,
     pending: VecDeque<Pending>,
     expire_job_queued: bool,
-    tick_at: Option<Micros>,
+    pub(super) tick_at: Option<Micros>,
     pub(super) fast_path: FastPath,
     waitlist_length_max: u32,
 }
 
 impl Actor {
-    pub(super) fn new(quota: EventQuota, event: &EventSection) -> Self {
+    pub(super) fn new(quota: EventQuota, event: &EventSection, node: u32, incarnation: u64) -> Self {
         Actor {
             fast_path: FastPath::new(event.categories.len()),
             quota,
+            incarnation,
+            epoch: 1,
+            node,
+            state: ActorState::Serving,
             mailbox: VecDeque::new(),
             requests_in_mailbox: 0,
             current: None,
@@ -64,6 +86,35 @@ impl Actor {
             tick_at: None,
             waitlist_length_max: event.waitlist_length_max,
         }
+    }
+}
+
+impl Actor {
+    pub(super) fn is_running(&self) -> bool {
+        self.state != ActorState::Stopped
+    }
+
+    pub(super) fn is_loading(&self) -> bool {
+        matches!(self.state, ActorState::Loading | ActorState::Recovering)
+    }
+
+    /// Stops the actor; returns the requests it held (in service, in its mailbox, or waiting
+    /// for durability), which its stopping answers (`EventActor::stopped`).
+    pub(super) fn stop(&mut self) -> Vec<u32> {
+        self.state = ActorState::Stopped;
+        let mut held = Vec::new();
+        if let Some(Job::Request(slot)) = self.current.take() {
+            held.push(slot);
+        }
+        held.extend(self.mailbox.drain(..).filter_map(|job| match job {
+            Job::Request(slot) => Some(slot),
+            Job::ExpireHolds => None,
+        }));
+        held.extend(self.pending.drain(..).filter_map(|pending| pending.request));
+        self.requests_in_mailbox = 0;
+        self.expire_job_queued = false;
+        self.tick_at = None;
+        held
     }
 }
 
@@ -95,8 +146,12 @@ fn classify(outcome: &Outcome) -> (AnswerClass, Option<RegistrationId>, bool) {
 }
 
 impl Simulation<'_> {
-    /// A request reaches the actor's mailbox, or is shed when the mailbox is full.
+    /// A request reaches the owner's handler: refused at once while the store does not commit
+    /// (`refuse_if_stalled`), shed when the actor's mailbox is full, else queued for the actor.
     pub(super) fn actor_receive(&mut self, slot: u32) {
+        if self.store_stalled() {
+            return self.answer(slot, AnswerClass::ShedStoreStalled, None, true);
+        }
         if self.actor.requests_in_mailbox >= self.scenario.system.mailbox_capacity_max as usize {
             return self.answer(slot, AnswerClass::ShedMailbox, None, true);
         }
@@ -106,8 +161,10 @@ impl Simulation<'_> {
         self.start_next_job();
     }
 
-    fn start_next_job(&mut self) {
-        if self.actor.current.is_some() {
+    pub(super) fn start_next_job(&mut self) {
+        if self.actor.current.is_some()
+            || matches!(self.actor.state, ActorState::Loading | ActorState::Stopped)
+        {
             return;
         }
         let Some(job) = self.actor.mailbox.pop_front() else {
@@ -118,10 +175,13 @@ impl Simulation<'_> {
         }
         self.actor.current = Some(job);
         let service = self.scenario.system.actor_service.sample_micros(&mut self.system_rng);
-        self.schedule_in(service, EventKind::ActorDone);
+        self.schedule_in(service, EventKind::ActorDone { incarnation: self.actor.incarnation });
     }
 
-    pub(super) fn actor_done(&mut self) {
+    pub(super) fn actor_done(&mut self, incarnation: u64) {
+        if self.actor.incarnation != incarnation || !self.actor.is_running() {
+            return;
+        }
         let job = self.actor.current.take().expect("ActorDone is only scheduled for a job in service");
         self.decide(job);
         self.start_next_job();
@@ -137,7 +197,17 @@ impl Simulation<'_> {
             }
         };
         let system = &self.scenario.system;
-        let refusal = if self.actor.pending.len() >= system.pending_decisions_max as usize {
+        if self.health.breaker_open && self.actor.state == ActorState::Serving {
+            // The writer refuses every write while its breaker is open (`open_breaker`); the
+            // decision would be rolled back at once, so it is not taken.
+            if let Some(slot) = request {
+                self.answer(slot, AnswerClass::ShedStoreFailed, None, true);
+            }
+            return self.roll_back();
+        }
+        let refusal = if self.actor.state == ActorState::Recovering {
+            Some(AnswerClass::ShedStoreFailed)
+        } else if self.actor.pending.len() >= system.pending_decisions_max as usize {
             Some(AnswerClass::ShedPendingDecisions)
         } else if self.writer.is_full(system.write_queue_max) {
             Some(AnswerClass::ShedWriteQueue)
@@ -188,7 +258,6 @@ impl Simulation<'_> {
                 // Only a register command creates registrations, and only for its registrant.
                 let registrant =
                     self.requests.get(request.expect("a Created effect comes from a request")).registrant;
-                self.store.note_requester(registration, registrant);
                 self.registrants[registrant as usize].engine_registration = registration.0;
             }
         }
@@ -199,7 +268,7 @@ impl Simulation<'_> {
         self.arm_hold_tick();
     }
 
-    fn publish_counters(&mut self) {
+    pub(super) fn publish_counters(&mut self) {
         let mut all_full = true;
         for index in 0..self.codes.len() {
             let (capacity, confirmed, held, waitlisted) = self.actor.quota.category_counts(index as u16);
@@ -223,7 +292,8 @@ impl Simulation<'_> {
             }
             return;
         }
-        let submission = (!effects.is_empty()).then(|| self.submit(effects));
+        let epoch = self.actor.epoch;
+        let submission = (!effects.is_empty()).then(|| self.submit(effects, epoch));
         self.actor.pending.push_back(Pending { request, outcome, last_seq, submission });
         self.metrics.pending_peak = self.metrics.pending_peak.max(self.actor.pending.len() as u64);
     }
@@ -249,8 +319,20 @@ impl Simulation<'_> {
         }
     }
 
+    /// The store failed a write of this actor: every unanswered decision fails (503) and the
+    /// event is reloaded from what the store holds (`EventActor::roll_back`).
+    pub(super) fn roll_back(&mut self) {
+        let failed: Vec<u32> = self.actor.pending.drain(..).filter_map(|pending| pending.request).collect();
+        for slot in failed {
+            self.answer(slot, AnswerClass::ShedStoreFailed, None, true);
+        }
+        let writer = self.cluster.next_incarnation();
+        self.writer.fail_everything(writer);
+        self.begin_load(ActorState::Recovering);
+    }
+
     /// Makes sure a timer tick comes at the first tick boundary at or after the next expiry.
-    fn arm_hold_tick(&mut self) {
+    pub(super) fn arm_hold_tick(&mut self) {
         let Some(expiry) = self.actor.quota.next_hold_expiry() else {
             return;
         };
@@ -258,11 +340,14 @@ impl Simulation<'_> {
         let tick = due.div_ceil(HOLD_TICK_US) * HOLD_TICK_US;
         if self.actor.tick_at.is_none_or(|at| at > tick) {
             self.actor.tick_at = Some(tick);
-            self.agenda.schedule(tick, EventKind::HoldTick);
+            self.agenda.schedule(tick, EventKind::HoldTick { incarnation: self.actor.incarnation });
         }
     }
 
-    pub(super) fn hold_tick(&mut self) {
+    pub(super) fn hold_tick(&mut self, incarnation: u64) {
+        if self.actor.incarnation != incarnation || self.actor.state != ActorState::Serving {
+            return;
+        }
         if self.actor.tick_at == Some(self.now) {
             self.actor.tick_at = None;
         }

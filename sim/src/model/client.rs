@@ -5,7 +5,7 @@ use kuota_engine::{Email, IdempotencyKey, RegistrationId};
 use super::agenda::{Action, EventKind};
 use super::{Request, Simulation};
 use crate::distribution::Micros;
-use crate::invariants::{CHECK_CLIENT_ONE_ID, Promotion, StoredStatus};
+use crate::invariants::{CHECK_CLIENT_ONE_ID, Promotion, StoredStatus, registrant_email};
 use crate::metrics::AnswerClass;
 
 /// What a registrant last heard about their registration.
@@ -54,8 +54,7 @@ impl Registrant {
     pub(super) fn email(&mut self, index: u32) -> Email {
         self.email
             .get_or_insert_with(|| {
-                Email::parse(&format!("r{index}@sim.kuota.test"))
-                    .expect("the simulator's addresses are valid")
+                Email::parse(&registrant_email(index)).expect("the simulator's addresses are valid")
             })
             .clone()
     }
@@ -131,12 +130,18 @@ impl Simulation<'_> {
         }
         let (sequence, impatient) = (registrant.register_sequence, registrant.impatient);
         let request = Request {
+            serial: 0,
             registrant: index,
             action,
             attempt,
             node,
+            forwarded: false,
+            answered: false,
+            server_done: false,
+            client_done: false,
             sequence,
             sent_at: self.now,
+            arrived_at: self.now + round_trip_us / 2,
             round_trip_us,
             class: AnswerClass::OtherRefusal,
             registration: None,
@@ -164,7 +169,7 @@ impl Simulation<'_> {
     }
 
     pub(super) fn client_answer(&mut self, slot: u32) {
-        let request = self.requests.remove(slot);
+        let request = self.requests.client_answered(slot);
         let latency = self.now - request.sent_at;
         let registration = request.action == Action::Register;
         self.metrics.record_answer(request.class, latency, self.now, registration);
@@ -234,6 +239,7 @@ impl Simulation<'_> {
         let may_retry = behaviour.retry_on_overload && request.attempt < behaviour.attempts_max;
         if !may_retry {
             if request.action == Action::Register {
+                self.metrics.note_gave_up(self.now);
                 self.conclude_registration(request, ClientState::GaveUp);
             }
             return;

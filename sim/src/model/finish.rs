@@ -2,16 +2,22 @@
 
 use kuota_engine::RegistrationId;
 
+use super::actor::ActorState;
 use super::client::{ClientState, Registrant};
 use super::{RunResult, Simulation};
-use crate::invariants::{CHECK_ANSWERED, CHECK_CLIENT_CAPACITY, StoreView, StoredStatus};
+use crate::invariants::{
+    CHECK_ACKNOWLEDGED, CHECK_ANSWERED, CHECK_CLIENT_CAPACITY, CHECK_RELOAD, StoreView, StoredStatus,
+};
 use crate::metrics::FinalState;
 
 /// Where a registrant's story ended: the store's status of the registration the engine gave
 /// them when there is one (whether or not they heard of it), else what they last heard.
-fn final_state(registrant: &Registrant, store: &StoreView) -> FinalState {
+fn final_state(index: u32, registrant: &Registrant, store: &StoreView) -> FinalState {
+    let registration = RegistrationId(registrant.engine_registration);
+    // After a rollback the number may have gone to someone else; it is theirs then.
     if registrant.engine_registration != 0
-        && let Some(status) = store.status_of(RegistrationId(registrant.engine_registration))
+        && store.registrant_of(registration) == Some(index)
+        && let Some(status) = store.status_of(registration)
     {
         return match status {
             StoredStatus::Confirmed => FinalState::Confirmed,
@@ -32,14 +38,22 @@ fn final_state(registrant: &Registrant, store: &StoreView) -> FinalState {
 impl Simulation<'_> {
     pub(super) fn finish(mut self) -> RunResult {
         let mut final_states = [0u64; FinalState::ALL.len()];
-        for registrant in &self.registrants {
-            let state = final_state(registrant, &self.store);
+        for (index, registrant) in self.registrants.iter().enumerate() {
+            let state = final_state(index as u32, registrant, &self.store);
             final_states[FinalState::ALL.iter().position(|known| *known == state).unwrap_or(0)] += 1;
         }
         self.check_client_view();
         self.check_every_request_answered();
+        self.check_acknowledged_stored();
+        if self.actor.state != ActorState::Serving {
+            // Nobody serves the event at the end: check what the next owner would load.
+            match self.store.rebuild(self.scenario.event_config()) {
+                Ok(quota) => self.actor.quota = quota,
+                Err(reason) => self.store.violations.add(CHECK_RELOAD, reason),
+            }
+        }
         self.store.check_against_engine(&self.actor.quota);
-        let Simulation { seed, metrics, store, actor, now, .. } = self;
+        let Simulation { seed, metrics, store, actor, now, fenced_batches, reloads, .. } = self;
         RunResult {
             seed,
             availability: actor.quota.availability(),
@@ -48,6 +62,25 @@ impl Simulation<'_> {
             violations: store.violations,
             end_at: now,
             metrics,
+            fenced_batches,
+            reloads,
+        }
+    }
+
+    /// Every registrant who heard a 201 or 202 finds that registration stored, as theirs.
+    fn check_acknowledged_stored(&mut self) {
+        for (index, registrant) in self.registrants.iter().enumerate() {
+            let told = RegistrationId(registrant.told_registration);
+            if registrant.told_registration != 0 && self.store.registrant_of(told) != Some(index as u32) {
+                let detail = format!(
+                    "registrant {index} was told registration {told}, which the store has {}",
+                    match self.store.registrant_of(told) {
+                        Some(other) => format!("for registrant {other}"),
+                        None => "not at all".to_string(),
+                    }
+                );
+                self.store.violations.add(CHECK_ACKNOWLEDGED, detail);
+            }
         }
     }
 

@@ -12,19 +12,27 @@
 //! ```
 //!
 //! The decision is the real `EventQuota` from `kuota-engine`; everything around it is a model
-//! whose parameters come from the scenario. One event is owned by node 0.
+//! whose parameters come from the scenario. One event, owned by node 0 at opening; faults may
+//! move it (see `cluster`).
 //!
 //! # Layout
 //! - `agenda`: the timed-event heap and its deterministic tie-breaking.
 //! - `client`: registrants: arrivals, requests, retries, refreshes, payments and cancels.
 //! - `node`: HTTP workers, rate limits, the sold-out fast path and forwarding.
 //! - `actor`: the event actor around `EventQuota`: mailbox, pending decisions, hold timer.
-//! - `writer`: the write-behind queue, group commit and the durable prefix.
+//! - `writer`: the write-behind queue, group commit, the durable prefix, commit timeouts,
+//!   retries and failures, and fencing.
+//! - `cluster`: nodes that crash, freeze and restart; the ownership lease; claims, loads with a
+//!   new epoch, forwarding.
+//! - `faults`: the scenario's faults as spans of time, and the writer's view of the store's
+//!   health (stalled, failing, breaker, probes).
 //! - `finish`: the end of a run: final states and invariant checks.
 
 mod actor;
 mod agenda;
 mod client;
+mod cluster;
+mod faults;
 mod finish;
 mod node;
 mod writer;
@@ -44,8 +52,8 @@ use crate::scenario::Scenario;
 pub use agenda::Action;
 use agenda::{Agenda, EventKind};
 
-/// The node that owns the simulated event and runs its actor.
-const OWNER_NODE: u32 = 0;
+/// The node that owns the simulated event at opening.
+const FIRST_OWNER_NODE: u32 = 0;
 
 /// Virtual time zero (the opening) as the engine's wall-clock timestamp: an arbitrary instant
 /// far from the epoch, like the engine's own tests use.
@@ -66,6 +74,9 @@ pub struct RunOptions {
     pub break_model: bool,
     /// Show a progress bar on stderr when it is a terminal and the run takes a while.
     pub progress: bool,
+    /// Test only: the store commits a stale epoch's batches instead of fencing them, so that
+    /// the swarm has a real bug to find.
+    pub break_fencing: bool,
 }
 
 /// Everything a finished run produced.
@@ -80,6 +91,10 @@ pub struct RunResult {
     pub violations: Violations,
     /// When the last event happened.
     pub end_at: Micros,
+    /// Batches of a former owner that the store fenced (their epoch was stale).
+    pub fenced_batches: u64,
+    /// Loads of the event after opening: ownership moves and rollbacks.
+    pub reloads: u64,
 }
 
 impl RunResult {
@@ -108,6 +123,12 @@ struct Settings {
     commit_per_effect_us: f64,
     forward_half_us: Micros,
     counters_lag_us: Micros,
+    request_timeout_us: Micros,
+    store_timeout_us: Micros,
+    stall_threshold_us: Micros,
+    redis_timeout_us: Micros,
+    lease: cluster::LeaseTimes,
+    write_behind: kuota_persist::write_behind::WriteBehindConfig,
 }
 
 fn micros_from_millis(milliseconds: f64) -> Micros {
@@ -125,6 +146,17 @@ impl Settings {
             commit_per_effect_us: system.commit_per_effect_ms * MICROS_PER_MILLI as f64,
             forward_half_us: micros_from_millis(system.forward_round_trip_ms) / 2,
             counters_lag_us: micros_from_millis(system.counters_lag_ms),
+            request_timeout_us: system.request_timeout_ms * MICROS_PER_MILLI,
+            store_timeout_us: system.store_timeout_ms * MICROS_PER_MILLI,
+            stall_threshold_us: system.store_stall_ms * MICROS_PER_MILLI,
+            redis_timeout_us: system.redis_timeout_ms * MICROS_PER_MILLI,
+            lease: cluster::LeaseTimes::new(system.lease_ttl_ms),
+            // The writer's own defaults, with the two the API sets from its settings.
+            write_behind: kuota_persist::write_behind::WriteBehindConfig {
+                commit_timeout_ms: system.store_timeout_ms,
+                stall_threshold_ms: system.store_stall_ms,
+                ..Default::default()
+            },
         }
     }
 }
@@ -132,13 +164,26 @@ impl Settings {
 /// An HTTP request in flight, from its send to its answer reaching the registrant.
 #[derive(Clone, Copy, Debug)]
 struct Request {
+    /// Unique in the run: timers name it, since slots are reused.
+    serial: u64,
     registrant: u32,
     action: Action,
     attempt: u32,
+    /// The node the load balancer sent it to.
     node: u32,
+    /// It went on to another node (the owner); its answer pays the hop back.
+    forwarded: bool,
+    /// An answer is on its way to the registrant (or has reached them).
+    answered: bool,
+    /// The server has let go of it; an answer sent early (a deadline, a lost connection) leaves
+    /// this false until the server's own answer comes, and the slot is kept until then.
+    server_done: bool,
+    client_done: bool,
     /// The registrant's register sequence this request belongs to (register requests only).
     sequence: u32,
     sent_at: Micros,
+    /// When it reached its node (set on arrival).
+    arrived_at: Micros,
     round_trip_us: Micros,
     class: AnswerClass,
     registration: Option<RegistrationId>,
@@ -153,11 +198,14 @@ struct Requests {
     slots: Vec<Request>,
     free: Vec<u32>,
     in_flight: u64,
+    next_serial: u64,
 }
 
 impl Requests {
-    fn insert(&mut self, request: Request) -> u32 {
+    fn insert(&mut self, mut request: Request) -> u32 {
         self.in_flight += 1;
+        self.next_serial += 1;
+        request.serial = self.next_serial;
         if let Some(slot) = self.free.pop() {
             self.slots[slot as usize] = request;
             return slot;
@@ -174,10 +222,43 @@ impl Requests {
         &mut self.slots[slot as usize]
     }
 
-    fn remove(&mut self, slot: u32) -> Request {
+    /// The registrant has the answer; the slot is freed once the server is done with it too.
+    fn client_answered(&mut self, slot: u32) -> Request {
         self.in_flight -= 1;
-        self.free.push(slot);
-        self.slots[slot as usize]
+        let request = &mut self.slots[slot as usize];
+        request.client_done = true;
+        let copy = *request;
+        self.release_if_done(slot);
+        copy
+    }
+
+    /// The server is done with the request (answered it, or dropped it after an early answer).
+    fn server_released(&mut self, slot: u32) {
+        self.slots[slot as usize].server_done = true;
+        self.release_if_done(slot);
+    }
+
+    fn release_if_done(&mut self, slot: u32) {
+        let request = &mut self.slots[slot as usize];
+        if request.client_done && request.server_done {
+            // Marked so that a stale timer cannot mistake the next request in the slot for it.
+            request.serial = 0;
+            self.free.push(slot);
+        }
+    }
+
+    /// Whether `slot` still holds the request numbered `serial`.
+    fn holds(&self, slot: u32, serial: u64) -> bool {
+        self.slots.get(slot as usize).is_some_and(|request| request.serial == serial && serial != 0)
+    }
+
+    /// Slots of requests the registrant has no answer to yet.
+    fn unanswered(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, request)| request.serial != 0 && !request.answered)
+            .map(|(slot, _)| slot as u32)
     }
 }
 
@@ -200,9 +281,17 @@ struct Simulation<'a> {
     nodes: node::Nodes,
     actor: actor::Actor,
     writer: writer::Writer,
+    /// Frozen former owners' actors and writers, after another node loaded the event.
+    zombies: Vec<(actor::Actor, writer::Writer)>,
+    cluster: cluster::Cluster,
+    faults: faults::FaultPlan,
+    health: faults::StoreHealth,
     store: StoreView,
     metrics: Metrics,
     progress: Progress,
+    break_fencing: bool,
+    fenced_batches: u64,
+    reloads: u64,
 }
 
 impl<'a> Simulation<'a> {
@@ -220,6 +309,10 @@ impl<'a> Simulation<'a> {
         let quota = EventQuota::new(config).expect("the scenario's event was validated when it was parsed");
         let registrants = scenario.arrivals.registrants as usize;
         let window = chart_window(scenario);
+        let settings = Settings::new(scenario);
+        let plan = faults::FaultPlan::new(scenario);
+        let mut metrics = Metrics::new(window);
+        metrics.faults = plan.stats();
         let mut cumulative = 0.0;
         let demand_cumulative = scenario
             .demand_shares()
@@ -232,7 +325,8 @@ impl<'a> Simulation<'a> {
         Simulation {
             scenario,
             seed,
-            settings: Settings::new(scenario),
+            cluster: cluster::Cluster::new(scenario.system.nodes, &plan, &settings),
+            settings,
             now: 0,
             agenda: Agenda::default(),
             arrivals,
@@ -248,16 +342,24 @@ impl<'a> Simulation<'a> {
             registrants: Vec::with_capacity(registrants),
             requests: Requests::default(),
             nodes: node::Nodes::new(scenario.system.nodes),
-            actor: actor::Actor::new(quota, &scenario.event),
-            writer: writer::Writer::default(),
-            store: StoreView::new(capacity, registrants, options.break_model),
-            metrics: Metrics::new(window),
+            actor: actor::Actor::new(quota, &scenario.event, FIRST_OWNER_NODE, 0),
+            writer: writer::Writer::new(0),
+            zombies: Vec::new(),
+            store: StoreView::new(capacity, registrants, options.break_model, plan.has_faults()),
+            faults: plan,
+            health: faults::StoreHealth::default(),
+            metrics,
             progress,
+            break_fencing: options.break_fencing,
+            fenced_batches: 0,
+            reloads: 0,
         }
     }
 
     fn run(&mut self) {
         self.schedule_next_arrival();
+        self.schedule_faults();
+        self.start_lease_keeper(FIRST_OWNER_NODE);
         while let Some((at, kind)) = self.agenda.pop() {
             self.now = at;
             self.dispatch(kind);
@@ -270,18 +372,60 @@ impl<'a> Simulation<'a> {
     }
 
     fn dispatch(&mut self, kind: EventKind) {
+        // A frozen node does nothing: what it would have done waits until it goes on.
+        if let Some(until) = self.node_of(&kind).and_then(|node| self.cluster.frozen_until(node, self.now)) {
+            return self.agenda.schedule(until, kind);
+        }
         match kind {
             EventKind::Arrival => self.arrive(),
             EventKind::Send { registrant, action, attempt } => self.send(registrant, action, attempt),
             EventKind::NodeIngress { request } => self.node_ingress(request),
-            EventKind::WorkerDone { node, request } => self.worker_done(node, request),
-            EventKind::ActorReceive { request } => self.actor_receive(request),
-            EventKind::ActorDone => self.actor_done(),
-            EventKind::HoldTick => self.hold_tick(),
-            EventKind::FlushDue => self.flush_due(),
-            EventKind::CommitDone { batch } => self.commit_done(batch),
+            EventKind::WorkerDone { node, request, life } => self.worker_done(node, request, life),
+            EventKind::ActorReceive { request, node } => self.forward_received(request, node),
+            EventKind::ActorDone { incarnation } => self.actor_done(incarnation),
+            EventKind::HoldTick { incarnation } => self.hold_tick(incarnation),
+            EventKind::FlushDue { writer } => self.flush_due(writer),
+            EventKind::CommitDone { writer, batch } => self.commit_done(writer, batch),
+            EventKind::CommitRetry { writer, batch } => self.commit_retry(writer, batch),
             EventKind::ClientAnswer { request } => self.client_answer(request),
             EventKind::PatienceOver { registrant, sequence } => self.patience_over(registrant, sequence),
+            EventKind::Deadline { request, serial } => self.deadline(request, serial),
+            EventKind::LateRefusal { request, serial, class } => {
+                if self.requests.holds(request, serial) {
+                    self.answer(request, class, None, false);
+                }
+            }
+            EventKind::LeaseRenew { lease } => self.renew_lease(lease),
+            EventKind::LeaseCheck { lease } => self.check_lease(lease),
+            EventKind::LoadAttempt { incarnation } => self.load_attempt(incarnation),
+            EventKind::Loaded { incarnation } => self.loaded(incarnation),
+            EventKind::StoreProbe => self.probe_store(),
+            EventKind::FaultStart { fault } => self.fault_starts(fault as usize),
+            EventKind::FaultEnd { fault } => self.fault_ends(fault as usize),
+        }
+    }
+
+    /// The node an event happens on, for those that a frozen node must not run.
+    fn node_of(&self, kind: &EventKind) -> Option<u32> {
+        match *kind {
+            EventKind::NodeIngress { request } => Some(self.requests.get(request).node),
+            EventKind::WorkerDone { node, .. } | EventKind::ActorReceive { node, .. } => Some(node),
+            EventKind::Deadline { request, serial } => {
+                self.requests.holds(request, serial).then(|| self.requests.get(request).node)
+            }
+            EventKind::ActorDone { incarnation }
+            | EventKind::HoldTick { incarnation }
+            | EventKind::LoadAttempt { incarnation }
+            | EventKind::Loaded { incarnation } => {
+                (self.actor.incarnation == incarnation).then_some(self.actor.node)
+            }
+            EventKind::FlushDue { writer }
+            | EventKind::CommitDone { writer, .. }
+            | EventKind::CommitRetry { writer, .. } => (self.writer.id == writer).then_some(self.actor.node),
+            EventKind::LeaseRenew { lease } | EventKind::LeaseCheck { lease } => {
+                self.cluster.keeper_node(lease)
+            }
+            _ => None,
         }
     }
 
@@ -289,28 +433,63 @@ impl<'a> Simulation<'a> {
         self.agenda.schedule(self.now + delay, kind);
     }
 
-    /// Sends `class` back to the registrant of `request`; `from_actor` answers pay the forward
-    /// hop back when the request came in through another node.
+    /// Sends `class` back to the registrant of `request`; `from_owner` answers pay the forward
+    /// hop back when the request was forwarded. An answer to a request answered already (its
+    /// deadline passed, its connection was lost) goes nowhere: the server only lets go of it.
     fn answer(
         &mut self,
         slot: u32,
         class: AnswerClass,
         registration: Option<RegistrationId>,
-        from_actor: bool,
+        from_owner: bool,
     ) {
+        if self.requests.get(slot).answered {
+            return self.requests.server_released(slot);
+        }
+        self.requests.get_mut(slot).server_done = true;
+        self.send_answer(slot, class, registration, from_owner);
+    }
+
+    /// Answers the registrant now while the server still holds the request (a deadline, a lost
+    /// connection); the server's own answer, when it comes, goes nowhere.
+    fn answer_early(&mut self, slot: u32, class: AnswerClass) {
+        if self.requests.get(slot).answered {
+            return;
+        }
+        self.send_answer(slot, class, None, false);
+    }
+
+    fn send_answer(
+        &mut self,
+        slot: u32,
+        class: AnswerClass,
+        registration: Option<RegistrationId>,
+        from_owner: bool,
+    ) {
+        let arrived_at = self.requests.get(slot).arrived_at;
+        self.metrics.note_server_answer(class, self.now, arrived_at);
         let forward_half_us = self.settings.forward_half_us;
         let retry_after_us = self.settings.retry_after_us;
         let request = self.requests.get_mut(slot);
+        request.answered = true;
         request.class = class;
         request.registration = registration;
-        if class.is_shed() || class == AnswerClass::KeyInFlight {
+        if (class.asks_to_retry() && class != AnswerClass::RateLimited) || class == AnswerClass::KeyInFlight {
             request.retry_after_us = retry_after_us;
         }
         let mut back = request.round_trip_us - request.round_trip_us / 2;
-        if from_actor && request.node != OWNER_NODE {
+        if from_owner && request.forwarded {
             back += forward_half_us;
         }
         self.schedule_in(back, EventKind::ClientAnswer { request: slot });
+    }
+
+    /// The request deadline (`route_to_owner`): a request still unanswered gets 503, and what
+    /// it waited for goes on without it.
+    fn deadline(&mut self, slot: u32, serial: u64) {
+        if self.requests.holds(slot, serial) {
+            self.answer_early(slot, AnswerClass::ShedDeadline);
+        }
     }
 
     fn timestamp(&self) -> Timestamp {

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
+use super::Simulation;
 use super::agenda::{Action, EventKind};
-use super::{OWNER_NODE, Simulation};
 use crate::distribution::{MICROS_PER_SECOND, Micros};
 use crate::metrics::AnswerClass;
 
@@ -35,6 +35,13 @@ impl Nodes {
         let node = self.next;
         self.next = (self.next + 1) % self.nodes.len() as u32;
         node
+    }
+
+    /// A node died: its workers and queue are gone with it.
+    pub(super) fn reset(&mut self, node: u32) {
+        let node = &mut self.nodes[node as usize];
+        self.queued_total -= node.queue.len() as u64;
+        *node = Node::default();
     }
 }
 
@@ -75,6 +82,13 @@ impl FastPath {
 impl Simulation<'_> {
     pub(super) fn node_ingress(&mut self, slot: u32) {
         let node_index = self.requests.get(slot).node;
+        if self.requests.get(slot).answered {
+            // Its connection was lost on the way (the node crashed and came back since).
+            return self.requests.server_released(slot);
+        }
+        if self.cluster.is_down(node_index) {
+            return self.answer(slot, AnswerClass::ConnectionLost, None, false);
+        }
         let workers = self.scenario.system.http_workers_per_node;
         let queue_max = self.scenario.system.http_queue_max as usize;
         let node = &mut self.nodes.nodes[node_index as usize];
@@ -92,10 +106,14 @@ impl Simulation<'_> {
 
     fn start_http_work(&mut self, node: u32, slot: u32) {
         let service = self.scenario.system.http_service.sample_micros(&mut self.system_rng);
-        self.schedule_in(service, EventKind::WorkerDone { node, request: slot });
+        let life = self.cluster.life(node);
+        self.schedule_in(service, EventKind::WorkerDone { node, request: slot, life });
     }
 
-    pub(super) fn worker_done(&mut self, node_index: u32, slot: u32) {
+    pub(super) fn worker_done(&mut self, node_index: u32, slot: u32, life: u32) {
+        if life != self.cluster.life(node_index) {
+            return;
+        }
         let node = &mut self.nodes.nodes[node_index as usize];
         match node.queue.pop_front() {
             Some(next) => {
@@ -119,11 +137,10 @@ impl Simulation<'_> {
                 return self.answer(slot, AnswerClass::SoldOutFastPath, None, false);
             }
         }
-        if request.node == OWNER_NODE {
-            self.actor_receive(slot);
-        } else {
-            self.schedule_in(self.settings.forward_half_us, EventKind::ActorReceive { request: slot });
-        }
+        let serial = request.serial;
+        let due = self.now + self.settings.request_timeout_us;
+        self.agenda.schedule_in_order(due, EventKind::Deadline { request: slot, serial });
+        self.serve_or_forward(slot, request.node, false);
     }
 
     /// Counts a registration write against the registrant's e-mail; `Some(retry_after)` when
@@ -148,7 +165,7 @@ impl Simulation<'_> {
 
     /// The owner reads its own counters; other nodes see them `counters_lag_ms` late.
     fn fast_path_sold_out(&self, index: u32, node: u32) -> bool {
-        let lag = if node == OWNER_NODE { 0 } else { self.settings.counters_lag_us };
+        let lag = if node == self.actor.node { 0 } else { self.settings.counters_lag_us };
         let Some(seen_at) = self.now.checked_sub(lag) else {
             return false;
         };

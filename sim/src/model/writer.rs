@@ -3,6 +3,12 @@
 //! each batch is one transaction whose latency is drawn. Batches on different connections may
 //! commit out of order, but the store view and the answers advance only over the committed
 //! prefix, in submission order: what the actor's in-order release does with a pipelined writer.
+//!
+//! Faults follow `persist/src/write_behind/commit.rs`: an attempt that takes longer than the
+//! store timeout is cut short and rolled back, and tried again after a pause growing fourfold,
+//! up to `commit_attempts_max` attempts; a batch that fails for good fails every later write of
+//! its epoch (`EarlierWriteFailed`), counts toward the breaker, and makes the actor roll back. A
+//! batch whose epoch is older than the store's is fenced: nothing of it is stored.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -10,11 +16,12 @@ use kuota_engine::Effect;
 
 use super::Simulation;
 use super::agenda::EventKind;
-use crate::distribution::Micros;
+use crate::distribution::{MICROS_PER_MILLI, Micros};
 
 #[derive(Debug)]
 struct Submission {
     id: u64,
+    epoch: u64,
     enqueued_at: Micros,
     effects: Vec<Effect>,
 }
@@ -23,12 +30,19 @@ struct Submission {
 struct Batch {
     first_submission: u64,
     last_submission: u64,
+    epoch: u64,
     effects: Vec<Effect>,
     latency_us: Micros,
+    attempts: u32,
+    attempt_started: Micros,
+    /// The current attempt ran into the store timeout.
+    timed_out: bool,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Writer {
+    /// Names this writer in its timers (see `EventKind::FlushDue`).
+    pub(super) id: u64,
     queue: VecDeque<Submission>,
     queued_effects: usize,
     next_submission: u64,
@@ -43,6 +57,10 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    pub(super) fn new(id: u64) -> Self {
+        Writer { id, ..Writer::default() }
+    }
+
     pub(super) fn is_full(&self, write_queue_max: u32) -> bool {
         self.queue.len() >= write_queue_max as usize
     }
@@ -51,13 +69,26 @@ impl Writer {
         self.durable_below
     }
 
+    /// How long the oldest attempt in flight has run (0 when none is).
+    pub(super) fn oldest_attempt_age(&self, now: Micros) -> Micros {
+        self.in_flight.iter().flatten().map(|batch| now - batch.attempt_started).max().unwrap_or(0)
+    }
+
     /// Takes the next batch from the head of the queue: whole submissions, up to
     /// `batch_size_max` effects (a larger single submission goes alone).
     fn take_batch(&mut self, batch_size_max: usize) -> Batch {
         let first = self.queue.front().expect("take_batch is only called with a waiting submission");
         let first_submission = first.id;
-        let mut batch =
-            Batch { first_submission, last_submission: first_submission, effects: Vec::new(), latency_us: 0 };
+        let mut batch = Batch {
+            first_submission,
+            last_submission: first_submission,
+            epoch: first.epoch,
+            effects: Vec::new(),
+            latency_us: 0,
+            attempts: 0,
+            attempt_started: 0,
+            timed_out: false,
+        };
         while let Some(next) = self.queue.front() {
             if !batch.effects.is_empty() && batch.effects.len() + next.effects.len() > batch_size_max {
                 break;
@@ -79,16 +110,51 @@ impl Writer {
         self.in_flight.push(Some(batch));
         (self.in_flight.len() - 1) as u32
     }
+
+    fn unpark(&mut self, slot: u32) -> Option<Batch> {
+        let batch = self.in_flight.get_mut(slot as usize)?.take()?;
+        self.free_slots.push(slot);
+        self.connections_busy -= 1;
+        Some(batch)
+    }
+
+    /// A batch failed for good: every write not yet durable fails with it (those of its epoch
+    /// that come later cannot commit on top of it), and the actor's decisions are rolled back.
+    /// The writer goes on as `id`, so that the failed batches' timers find nothing.
+    pub(super) fn fail_everything(&mut self, id: u64) {
+        *self = Writer {
+            id,
+            next_submission: self.next_submission,
+            durable_below: self.next_submission,
+            ..Writer::default()
+        };
+    }
+
+    /// What a writer still has when its owner lost the event, in submission order, with each
+    /// batch's epoch: it sends them to the store all the same.
+    pub(super) fn into_unfinished(self) -> Vec<(u64, Vec<Effect>)> {
+        let mut batches: Vec<(u64, u64, Vec<Effect>)> = self
+            .committed
+            .into_values()
+            .chain(self.in_flight.into_iter().flatten())
+            .map(|batch| (batch.first_submission, batch.epoch, batch.effects))
+            .collect();
+        batches.extend(
+            self.queue.into_iter().map(|submission| (submission.id, submission.epoch, submission.effects)),
+        );
+        batches.sort_by_key(|(first, _, _)| *first);
+        batches.into_iter().map(|(_, epoch, effects)| (epoch, effects)).collect()
+    }
 }
 
 impl Simulation<'_> {
     /// Queues a decision's effects; the actor reserved the room before deciding.
-    pub(super) fn submit(&mut self, effects: Vec<Effect>) -> u64 {
+    pub(super) fn submit(&mut self, effects: Vec<Effect>, epoch: u64) -> u64 {
         let writer = &mut self.writer;
         let id = writer.next_submission;
         writer.next_submission += 1;
         writer.queued_effects += effects.len();
-        writer.queue.push_back(Submission { id, enqueued_at: self.now, effects });
+        writer.queue.push_back(Submission { id, epoch, enqueued_at: self.now, effects });
         self.metrics.observe_write_queue(self.now, writer.queue.len() as u64);
         self.try_flush();
         id
@@ -96,7 +162,7 @@ impl Simulation<'_> {
 
     /// Starts every batch that is due while connections are free; arms the flush timer for
     /// the oldest submission when its batch is not due yet.
-    fn try_flush(&mut self) {
+    pub(super) fn try_flush(&mut self) {
         let system = &self.scenario.system;
         let batch_size_max = system.batch_size_max as usize;
         while self.writer.connections_busy < system.database_connections {
@@ -107,40 +173,86 @@ impl Simulation<'_> {
             if self.writer.queued_effects < batch_size_max && self.now < due_at {
                 return self.arm_flush(due_at);
             }
-            let mut batch = self.writer.take_batch(batch_size_max);
-            let per_effect =
-                (self.settings.commit_per_effect_us * batch.effects.len() as f64).round() as Micros;
-            batch.latency_us = system.commit_latency.sample_micros(&mut self.system_rng) + per_effect;
-            let latency = batch.latency_us;
+            let batch = self.writer.take_batch(batch_size_max);
             let slot = self.writer.park(batch);
-            self.schedule_in(latency, EventKind::CommitDone { batch: slot });
+            self.start_attempt(slot);
         }
+    }
+
+    /// One attempt of a batch's transaction: its drawn latency, slowed by a latency fault,
+    /// waiting out a stalled store, and cut short by the store timeout.
+    fn start_attempt(&mut self, slot: u32) {
+        let system = &self.scenario.system;
+        let Some(batch) = self.writer.in_flight[slot as usize].as_mut() else { return };
+        let per_effect = (self.settings.commit_per_effect_us * batch.effects.len() as f64).round() as Micros;
+        let latency = system.commit_latency.sample_micros(&mut self.system_rng)
+            + per_effect
+            + self.faults.extra_commit_latency(self.now);
+        let done = self.faults.store_work_done(self.now, latency);
+        batch.attempts += 1;
+        batch.attempt_started = self.now;
+        batch.latency_us = done - self.now;
+        batch.timed_out = batch.latency_us > self.settings.store_timeout_us;
+        let ends_in = batch.latency_us.min(self.settings.store_timeout_us);
+        let writer = self.writer.id;
+        self.schedule_in(ends_in, EventKind::CommitDone { writer, batch: slot });
     }
 
     fn arm_flush(&mut self, due_at: Micros) {
         if self.writer.flush_at.is_none_or(|at| at > due_at || at < self.now) {
             self.writer.flush_at = Some(due_at);
-            self.agenda.schedule(due_at, EventKind::FlushDue);
+            self.agenda.schedule(due_at, EventKind::FlushDue { writer: self.writer.id });
         }
     }
 
-    pub(super) fn flush_due(&mut self) {
+    pub(super) fn flush_due(&mut self, writer: u64) {
+        if writer != self.writer.id {
+            return;
+        }
         if self.writer.flush_at == Some(self.now) {
             self.writer.flush_at = None;
         }
         self.try_flush();
     }
 
-    pub(super) fn commit_done(&mut self, slot: u32) {
-        let writer = &mut self.writer;
-        let batch = writer.in_flight[slot as usize].take().expect("CommitDone names a batch in flight");
-        writer.free_slots.push(slot);
-        writer.connections_busy -= 1;
+    pub(super) fn commit_done(&mut self, writer: u64, slot: u32) {
+        if writer != self.writer.id {
+            return;
+        }
+        let Some(batch) = self.writer.in_flight.get(slot as usize).and_then(Option::as_ref) else { return };
+        if batch.timed_out {
+            return self.attempt_timed_out(slot);
+        }
+        let batch = self.writer.unpark(slot).expect("the batch was just seen in flight");
+        self.store_worked();
         self.metrics.record_transaction(self.now, batch.effects.len() as u64, batch.latency_us);
         self.writer.committed.insert(batch.first_submission, batch);
         self.advance_durable_prefix();
         self.release_durable();
         self.try_flush();
+    }
+
+    /// The attempt was cut short and rolled back: tried again after a pause, unless the
+    /// attempts are used up; then the batch fails.
+    fn attempt_timed_out(&mut self, slot: u32) {
+        self.store_failed();
+        let config = self.settings.write_behind;
+        let attempts = self.writer.in_flight[slot as usize].as_ref().map_or(0, |batch| batch.attempts);
+        if attempts < config.commit_attempts_max {
+            let pause_ms = config.retry_backoff_ms.saturating_mul(4u64.saturating_pow(attempts - 1));
+            let writer = self.writer.id;
+            return self
+                .schedule_in(pause_ms * MICROS_PER_MILLI, EventKind::CommitRetry { writer, batch: slot });
+        }
+        self.writer.unpark(slot);
+        self.batch_failed();
+        self.roll_back();
+    }
+
+    pub(super) fn commit_retry(&mut self, writer: u64, slot: u32) {
+        if writer == self.writer.id && self.writer.in_flight.get(slot as usize).is_some_and(Option::is_some) {
+            self.start_attempt(slot);
+        }
     }
 
     /// Applies committed batches to the store view in submission order, as far as there is
@@ -151,13 +263,23 @@ impl Simulation<'_> {
                 return;
             }
             let batch = entry.remove();
-            for effect in &batch.effects {
-                self.count_effect(effect);
-                if let Some(promotion) = self.store.apply(effect) {
-                    self.announce_promotion(promotion);
-                }
-            }
             self.writer.durable_below = batch.last_submission + 1;
+            self.commit_to_store(batch.epoch, &batch.effects);
+        }
+    }
+
+    /// The store's side of a committed batch: fenced when its epoch is stale (unless the test
+    /// switch turned fencing off), else applied to the store view.
+    pub(super) fn commit_to_store(&mut self, epoch: u64, effects: &[Effect]) {
+        if epoch < self.cluster.store_epoch && !self.break_fencing {
+            self.fenced_batches += 1;
+            return;
+        }
+        for effect in effects {
+            self.count_effect(effect);
+            if let Some(promotion) = self.store.apply(effect) {
+                self.announce_promotion(promotion);
+            }
         }
     }
 }

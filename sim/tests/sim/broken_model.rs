@@ -10,7 +10,7 @@ const EXIT_INVARIANT_VIOLATED: i32 = 3;
 #[test]
 fn the_invariant_checks_fire_on_a_deliberately_broken_model() {
     let scenario = Scenario::parse(SMALL_SCENARIO, "small").unwrap();
-    let result = simulate(&scenario, 5, RunOptions { break_model: true, progress: false });
+    let result = simulate(&scenario, 5, RunOptions { break_model: true, ..RunOptions::default() });
     assert!(result.violations.of(CHECK_CAPACITY).is_some(), "the capacity check did not fire");
     assert!(result.violations.of(CHECK_AGREES).is_some(), "the end-of-run comparison did not fire");
 }

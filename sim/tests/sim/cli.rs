@@ -24,3 +24,30 @@ fn an_unreachable_target_is_reported_and_exits_1() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stdout(&output).contains("No configuration tried meets the target."));
 }
+
+#[test]
+fn run_shows_its_options_in_its_usage_and_refuses_out_pointing_at_report() {
+    let help = kuota_sim(&["run", "--help"]);
+    let text = stdout(&help);
+    assert!(text.contains("Usage: kuota-sim run SCENARIO.toml [--seed N] [--report FILE.md]"), "{text}");
+    let path = scenario_file("out_flag", SMALL_SCENARIO);
+    let output = kuota_sim(&["run", path.to_str().unwrap(), "--out", "x.md"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--report FILE.md"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_written_report_has_a_self_contained_html_page_beside_it() {
+    let folder = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("html_report");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = scenario_file("html_report", SMALL_SCENARIO);
+    let report = folder.join("report.md");
+    let output = kuota_sim(&["run", path.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let html = std::fs::read_to_string(folder.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<svg").count(), 5, "every chart inline");
+    assert!(!html.contains("src=") && !html.contains("href="), "an external asset");
+    assert!(html.contains("<table>"));
+    assert!(std::fs::read_to_string(report).unwrap().contains("report-opening.svg"));
+}

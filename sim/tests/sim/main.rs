@@ -5,9 +5,11 @@
 mod broken_model;
 mod cli;
 mod fake_server;
+mod faults;
 mod load;
 mod outcomes;
 mod plan;
 mod reproducibility;
 mod scenario_errors;
 mod support;
+mod swarm;

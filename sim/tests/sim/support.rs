@@ -85,3 +85,56 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A small race for the fault and swarm tests: 1,500 seats, 2,000 registrants within 4 s, two
+/// nodes, leases of a second (so that an owner's lease runs out within a short fault), quick
+/// commits. Small enough for dozens of seeds in a debug build.
+pub const FAULT_SCENARIO: &str = r#"
+name = "fault-race"
+seed = 7
+
+[event]
+hold_ttl_seconds = 0
+waitlist_length_max = 100
+
+[[event.categories]]
+code = "10K"
+capacity = 1500
+
+[arrivals]
+registrants = 2000
+spike_share = 0.9
+spike_seconds = 4
+shape = "poisson"
+tail_seconds = 4
+
+[behaviour]
+retry_on_overload = true
+retry_jitter_ms = 300
+attempts_max = 8
+impatient_share = 0.2
+patience_ms = 1500
+waitlist_share = 0.3
+pay_share = 0.0
+
+[system]
+nodes = 2
+http_workers_per_node = 2
+http_queue_max = 256
+http_service = { distribution = "lognormal", median_ms = 0.5, p99_ms = 2 }
+actor_service = { distribution = "constant", value_ms = 0.02 }
+write_queue_max = 1024
+flush_interval_ms = 0
+batch_size_max = 100
+database_connections = 2
+commit_latency = { distribution = "lognormal", median_ms = 2, p99_ms = 8 }
+network_round_trip = { distribution = "lognormal", median_ms = 20, p99_ms = 80 }
+forward_round_trip_ms = 0.5
+counters_lag_ms = 100
+lease_ttl_ms = 1000
+"#;
+
+/// `FAULT_SCENARIO` with `faults` (TOML `[[faults]]` tables) appended.
+pub fn fault_scenario_with(faults: &str) -> String {
+    format!("{FAULT_SCENARIO}\n{faults}")
+}

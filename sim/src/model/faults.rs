@@ -1,0 +1,235 @@
+//! The scenario's faults in virtual time: when the store stalls or slows down, when Redis is
+//! out of reach, and what happens to a node that crashes or freezes; the writer's view of the
+//! store's health (`WriteBehindHandle::stalled`: failing, breaker, probes).
+
+use super::Simulation;
+use super::agenda::EventKind;
+use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros};
+use crate::metrics::FaultStats;
+use crate::scenario::{FaultKind, Scenario};
+
+/// A span of virtual time, `from` included, `until` not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) from: Micros,
+    pub(super) until: Micros,
+}
+
+impl Span {
+    fn covers(&self, at: Micros) -> bool {
+        self.from <= at && at < self.until
+    }
+}
+
+/// The scenario's faults as spans, by what they break.
+#[derive(Debug, Default)]
+pub(super) struct FaultPlan {
+    /// Every fault in the scenario's order, with its span.
+    faults: Vec<(FaultKind, Span)>,
+    store_stalls: Vec<Span>,
+    /// Spans with the latency they add to a commit attempt starting in them.
+    slow_commits: Vec<(Span, Micros)>,
+    redis_outages: Vec<Span>,
+    /// Spans in which the lease replies to the node that owned the event at the start are lost.
+    lost_replies: Vec<Span>,
+}
+
+fn micros_of_seconds(seconds: f64) -> Micros {
+    (seconds * MICROS_PER_SECOND as f64).round() as Micros
+}
+
+impl FaultPlan {
+    pub(super) fn new(scenario: &Scenario) -> Self {
+        let mut plan = FaultPlan::default();
+        for fault in &scenario.faults {
+            let from = micros_of_seconds(fault.start_seconds);
+            let span = Span { from, until: from + micros_of_seconds(fault.duration_seconds).max(1) };
+            plan.faults.push((fault.kind, span));
+            match fault.kind {
+                FaultKind::StoreStall => plan.store_stalls.push(span),
+                FaultKind::CommitLatency => {
+                    let extra = (fault.extra_latency_ms * MICROS_PER_MILLI as f64).round() as Micros;
+                    plan.slow_commits.push((span, extra));
+                }
+                FaultKind::RedisOutage => plan.redis_outages.push(span),
+                FaultKind::LostLeaseReply => plan.lost_replies.push(span),
+                FaultKind::OwnerCrash | FaultKind::OwnerFreeze => {}
+            }
+        }
+        plan.store_stalls.sort_by_key(|span| span.from);
+        plan
+    }
+
+    pub(super) fn has_faults(&self) -> bool {
+        !self.faults.is_empty()
+    }
+
+    /// Whether ownership can move: only then are leases modelled at all.
+    pub(super) fn moves_ownership(&self) -> bool {
+        self.faults.iter().any(|(kind, _)| {
+            matches!(
+                kind,
+                FaultKind::OwnerCrash
+                    | FaultKind::OwnerFreeze
+                    | FaultKind::RedisOutage
+                    | FaultKind::LostLeaseReply
+            )
+        })
+    }
+
+    /// When the last fault ends.
+    pub(super) fn last_end(&self) -> Micros {
+        self.faults.iter().map(|(_, span)| span.until).max().unwrap_or(0)
+    }
+
+    pub(super) fn stats(&self) -> Vec<FaultStats> {
+        self.faults
+            .iter()
+            .map(|(_, span)| {
+                let next =
+                    self.faults.iter().map(|(_, other)| other.from).filter(|from| *from > span.from).min();
+                FaultStats::new(span.from, span.until, next)
+            })
+            .collect()
+    }
+
+    pub(super) fn fault(&self, index: usize) -> (FaultKind, Span) {
+        self.faults[index]
+    }
+
+    /// The end of the store stall at `at`, if the store is stalled then.
+    pub(super) fn store_stalled_until(&self, at: Micros) -> Option<Micros> {
+        self.store_stalls.iter().find(|span| span.covers(at)).map(|span| span.until)
+    }
+
+    /// When work of `duration` that the store starts at `start` is done: a stalled store does
+    /// nothing until the stall ends (a frozen database finishes its work after SIGCONT).
+    pub(super) fn store_work_done(&self, start: Micros, duration: Micros) -> Micros {
+        let mut done = start + duration;
+        for stall in &self.store_stalls {
+            if stall.from < done && stall.until > start {
+                done = done.max(stall.until);
+            }
+        }
+        done
+    }
+
+    /// Latency added to a commit attempt starting at `at`.
+    pub(super) fn extra_commit_latency(&self, at: Micros) -> Micros {
+        self.slow_commits.iter().filter(|(span, _)| span.covers(at)).map(|(_, extra)| *extra).sum()
+    }
+
+    pub(super) fn redis_down(&self, at: Micros) -> bool {
+        self.redis_outages.iter().any(|span| span.covers(at))
+    }
+
+    pub(super) fn replies_lost(&self, at: Micros) -> bool {
+        self.lost_replies.iter().any(|span| span.covers(at))
+    }
+}
+
+/// The writer's view of the store (`write_behind::stats::Shared` and the dispatcher's breaker).
+#[derive(Debug, Default)]
+pub(super) struct StoreHealth {
+    /// An attempt timed out or a batch failed, and nothing has worked since.
+    pub(super) failing: bool,
+    pub(super) breaker_open: bool,
+    pub(super) consecutive_failures: u32,
+    probe_scheduled: bool,
+}
+
+impl Simulation<'_> {
+    pub(super) fn schedule_faults(&mut self) {
+        for index in 0..self.scenario.faults.len() {
+            let (_, span) = self.faults.fault(index);
+            self.agenda.schedule(span.from, EventKind::FaultStart { fault: index as u32 });
+            self.agenda.schedule(span.until, EventKind::FaultEnd { fault: index as u32 });
+        }
+    }
+
+    pub(super) fn fault_starts(&mut self, index: usize) {
+        let (kind, span) = self.faults.fault(index);
+        // Node faults hit the node that owns the event when they start.
+        let target = self.cluster.owner_node(self.actor.node, self.actor.is_running());
+        self.cluster.note_target(index, target);
+        match kind {
+            FaultKind::OwnerCrash => self.crash(target),
+            FaultKind::OwnerFreeze => self.cluster.freeze(target, span.until),
+            FaultKind::LostLeaseReply => self.cluster.lose_replies_of(target),
+            FaultKind::StoreStall | FaultKind::CommitLatency | FaultKind::RedisOutage => {}
+        }
+    }
+
+    pub(super) fn fault_ends(&mut self, index: usize) {
+        let (kind, _) = self.faults.fault(index);
+        let target = self.cluster.target_of(index);
+        match kind {
+            FaultKind::OwnerCrash => self.cluster.restart(target),
+            FaultKind::OwnerFreeze => self.thaw(),
+            FaultKind::StoreStall
+            | FaultKind::CommitLatency
+            | FaultKind::RedisOutage
+            | FaultKind::LostLeaseReply => {}
+        }
+    }
+
+    /// `WriteBehindHandle::stalled`: writes are refused at once while it holds.
+    pub(super) fn store_stalled(&self) -> bool {
+        self.health.breaker_open
+            || self.health.failing
+            || self.writer.oldest_attempt_age(self.now) > self.settings.stall_threshold_us
+    }
+
+    /// A commit attempt timed out or a batch failed: writes are refused until something works.
+    pub(super) fn store_failed(&mut self) {
+        self.health.failing = true;
+        self.schedule_probe(
+            self.now + self.settings.write_behind.breaker_probe_interval_ms * MICROS_PER_MILLI,
+        );
+    }
+
+    pub(super) fn store_worked(&mut self) {
+        self.health.failing = false;
+        self.health.consecutive_failures = 0;
+    }
+
+    fn schedule_probe(&mut self, at: Micros) {
+        if !self.health.probe_scheduled {
+            self.health.probe_scheduled = true;
+            self.agenda.schedule(at, EventKind::StoreProbe);
+        }
+    }
+
+    /// The writer's probe (`Dispatcher::maybe_probe`): a ping bounded by the store timeout. One
+    /// sent into a stalled store answers when the stall ends, if that is within the timeout.
+    pub(super) fn probe_store(&mut self) {
+        self.health.probe_scheduled = false;
+        if !(self.health.failing || self.health.breaker_open) {
+            return;
+        }
+        match self.faults.store_stalled_until(self.now) {
+            Some(until) if until <= self.now + self.settings.store_timeout_us => self.schedule_probe(until),
+            Some(_) => {
+                let interval = self.settings.write_behind.breaker_probe_interval_ms * MICROS_PER_MILLI;
+                self.schedule_probe(self.now + self.settings.store_timeout_us.max(interval));
+            }
+            None => {
+                self.health.failing = false;
+                self.health.breaker_open = false;
+                // Half open: one more failing batch opens the breaker again.
+                self.health.consecutive_failures =
+                    self.settings.write_behind.breaker_failures_max.saturating_sub(1);
+                self.try_flush();
+            }
+        }
+    }
+
+    /// A batch failed for good: counts toward the breaker (`Dispatcher::finished`).
+    pub(super) fn batch_failed(&mut self) {
+        self.store_failed();
+        self.health.consecutive_failures += 1;
+        if self.health.consecutive_failures >= self.settings.write_behind.breaker_failures_max.max(1) {
+            self.health.breaker_open = true;
+        }
+    }
+}

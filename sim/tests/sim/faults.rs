@@ -1,0 +1,116 @@
+//! Faults in virtual time: each kind, on the small fault race, keeps every invariant and shows
+//! the mechanism it exercises in the answers; bad fault tables are refused naming the field.
+
+use kuota_sim::metrics::AnswerClass;
+use kuota_sim::model::{RunOptions, RunResult, simulate};
+use kuota_sim::report;
+use kuota_sim::scenario::{Scenario, ScenarioError};
+
+use crate::support::fault_scenario_with;
+
+fn run_with(faults: &str, seed: u64) -> (Scenario, RunResult) {
+    let scenario = Scenario::parse(&fault_scenario_with(faults), "faults").unwrap();
+    let result = simulate(&scenario, seed, RunOptions::default());
+    assert_eq!(result.violations.total, 0, "{faults}: {:?}", result.violations);
+    (scenario, result)
+}
+
+fn count(result: &RunResult, class: AnswerClass) -> u64 {
+    result.metrics.count(class)
+}
+
+#[test]
+fn a_store_stall_refuses_writes_at_once_after_the_stall_threshold_and_recovers_when_it_ends() {
+    let (scenario, result) =
+        run_with("[[faults]]\nkind = \"store_stall\"\nstart_seconds = 1\nduration_seconds = 3\n", 1);
+    assert!(count(&result, AnswerClass::ShedStoreStalled) > 0, "no write was refused as stalled");
+    assert!(count(&result, AnswerClass::ShedDeadline) > 0, "no request waited out its deadline");
+    // Writes waiting when the store froze got their 503 at the 2 s deadline, not later.
+    let deadline = result.metrics.latency_of(AnswerClass::ShedDeadline);
+    let round_trip_max_us = 1_000_000;
+    assert!(deadline.max() < 2_000_000 + round_trip_max_us, "deadline answers at {} µs", deadline.max());
+    let stats = &result.metrics.faults[0];
+    let served = stats.served_again_at.expect("the event is served again after the stall");
+    assert!(served >= stats.end && served - stats.end < 1_000_000, "served again at {served} µs");
+    let text = report::render(&scenario, &result, None);
+    assert!(text.contains("### 1. store_stall at 1 s for 3 s"), "{text}");
+    assert!(text.contains("time to recover"), "{text}");
+}
+
+#[test]
+fn a_commit_latency_spike_past_the_store_timeout_rolls_back_and_reloads() {
+    let faults = "[[faults]]\nkind = \"commit_latency\"\nstart_seconds = 1\nduration_seconds = 4\nextra_latency_ms = 1500\n";
+    let (_, result) = run_with(faults, 2);
+    assert!(result.reloads > 0, "no rollback reloaded the event");
+    assert!(count(&result, AnswerClass::ShedStoreFailed) + count(&result, AnswerClass::ShedStoreStalled) > 0);
+}
+
+#[test]
+fn a_crashed_single_owner_is_served_again_after_its_restart_by_taking_its_lease_over() {
+    let (_, result) =
+        run_with("[[faults]]\nkind = \"owner_crash\"\nstart_seconds = 1\nduration_seconds = 0.5\n", 3);
+    assert!(count(&result, AnswerClass::ConnectionLost) > 0, "nobody lost a connection");
+    let stats = &result.metrics.faults[0];
+    assert!(stats.served_again_at.is_some(), "never served again");
+    assert!(result.reloads > 0, "the restarted node did not load the event");
+}
+
+#[test]
+fn a_frozen_owner_is_replaced_once_its_lease_runs_out_and_its_late_writes_are_fenced() {
+    let mut fenced = 0;
+    for seed in 1..=3 {
+        let (_, result) =
+            run_with("[[faults]]\nkind = \"owner_freeze\"\nstart_seconds = 1\nduration_seconds = 3\n", seed);
+        let stats = &result.metrics.faults[0];
+        let served = stats.served_again_at.expect("another node serves the event");
+        assert!(served < stats.end, "nobody took over during the freeze (served again at {served} µs)");
+        assert!(count(&result, AnswerClass::ShedMoving) > 0, "no request met the frozen owner");
+        fenced += result.fenced_batches;
+    }
+    assert!(fenced > 0, "no late batch of a frozen owner was fenced in three seeds");
+}
+
+#[test]
+fn a_redis_outage_costs_the_owner_its_lease_and_claims_fail_until_redis_is_back() {
+    let (_, result) =
+        run_with("[[faults]]\nkind = \"redis_outage\"\nstart_seconds = 1\nduration_seconds = 2.5\n", 4);
+    assert!(count(&result, AnswerClass::ShedLeaseUnavailable) > 0, "no claim failed");
+    let stats = &result.metrics.faults[0];
+    assert!(stats.served_again_at.is_some_and(|served| served >= stats.end), "{stats:?}");
+}
+
+#[test]
+fn lost_lease_replies_make_the_owner_step_down_without_two_owners() {
+    let (_, result) =
+        run_with("[[faults]]\nkind = \"lost_lease_reply\"\nstart_seconds = 1\nduration_seconds = 2\n", 5);
+    assert!(result.reloads > 0, "the owner never stepped down and reloaded");
+    assert!(count(&result, AnswerClass::ShedMoving) + count(&result, AnswerClass::ShedLeaseUnavailable) > 0);
+}
+
+fn invalid_field(faults: &str) -> String {
+    match Scenario::parse(&fault_scenario_with(faults), "bad") {
+        Err(ScenarioError::Invalid { field, .. }) => field,
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_fault_tables_are_refused_naming_the_field() {
+    let zero = "[[faults]]\nkind = \"store_stall\"\nstart_seconds = 1\nduration_seconds = 0\n";
+    assert_eq!(invalid_field(zero), "faults[0].duration_seconds");
+    let negative = "[[faults]]\nkind = \"owner_freeze\"\nstart_seconds = -1\nduration_seconds = 1\n";
+    assert_eq!(invalid_field(negative), "faults[0].start_seconds");
+    let misplaced =
+        "[[faults]]\nkind = \"store_stall\"\nstart_seconds = 1\nduration_seconds = 1\nextra_latency_ms = 5\n";
+    assert_eq!(invalid_field(misplaced), "faults[0].extra_latency_ms");
+    let short_lease = fault_scenario_with("").replace("lease_ttl_ms = 1000", "lease_ttl_ms = 10");
+    assert!(matches!(
+        Scenario::parse(&short_lease, "bad"),
+        Err(ScenarioError::Invalid { field, .. }) if field == "system.lease_ttl_ms"
+    ));
+    let unknown = "[[faults]]\nkind = \"meteor\"\nstart_seconds = 1\nduration_seconds = 1\n";
+    assert!(matches!(
+        Scenario::parse(&fault_scenario_with(unknown), "bad"),
+        Err(ScenarioError::Parse { .. })
+    ));
+}
