@@ -176,6 +176,7 @@ impl RegistrationRequest {
             idempotency: Some(Idempotency { key, fingerprint }),
             waitlist: self.waitlist,
             details: Arc::new(details),
+            queue_pass: None,
         };
         (register, access_token)
     }
@@ -401,6 +402,7 @@ pub fn new_event(body: &[u8], generated_id: &str, retention_seconds: u32) -> Res
                 idempotency_retention_seconds: retention_seconds,
                 ..QuotaLimits::default()
             },
+            queue: None,
         }),
         _ => None,
     };
