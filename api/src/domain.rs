@@ -493,6 +493,18 @@ pub fn capacity(body: &[u8]) -> Result<u32, ApiError> {
     fields.finish(capacity)
 }
 
+/// Parses `POST /v1/events/{event_id}/queue`: `{email}`.
+pub fn queue_join(body: &[u8]) -> Result<Email, ApiError> {
+    let object = json_object(body)?;
+    let mut fields = Fields::default();
+    fields.unknown(&object, &["email"]);
+    let email = fields.string(&object, "email", true).and_then(|text| match Email::parse(text) {
+        Ok(email) => Some(email),
+        Err(error) => fields.fail("email", error.to_string()),
+    });
+    fields.finish(email)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -631,16 +643,4 @@ mod tests {
             agrees_with_the_map_reading(&format!("{{{}}}", members.join(",")));
         }
     }
-}
-
-/// Parses `POST /v1/events/{event_id}/queue`: `{email}`.
-pub fn queue_join(body: &[u8]) -> Result<Email, ApiError> {
-    let object = json_object(body)?;
-    let mut fields = Fields::default();
-    fields.unknown(&object, &["email"]);
-    let email = fields.string(&object, "email", true).and_then(|text| match Email::parse(text) {
-        Ok(email) => Some(email),
-        Err(error) => fields.fail("email", error.to_string()),
-    });
-    fields.finish(email)
 }

@@ -29,7 +29,9 @@ pub const PASS_TTL_SECONDS_DEFAULT: u32 = 600;
 pub const OVERBOOK_PERMILLE_DEFAULT: u32 = 1_000;
 pub const QUEUE_MAX_DEFAULT: u32 = 1_000_000;
 
-/// `admit_per_second` at most, so that its thousandths fit the engine's pacing arithmetic.
+/// `admit_per_second` at least (the engine paces in thousandths of a second's admissions) and
+/// at most (so that those thousandths fit its arithmetic).
+pub const ADMIT_PER_SECOND_MIN: f64 = 0.001;
 pub const ADMIT_PER_SECOND_MAX: f64 = 1_000_000.0;
 
 const SETTINGS_FIELDS: [&str; 5] =
@@ -96,13 +98,13 @@ pub fn settings(
         None | Some(Value::Null) => None,
         Some(value) => match value.as_f64() {
             // Thousandths: the smallest rate is one admission per 1,000 seconds.
-            Some(rate) if rate >= 0.001 && rate <= ADMIT_PER_SECOND_MAX => {
+            Some(rate) if (ADMIT_PER_SECOND_MIN..=ADMIT_PER_SECOND_MAX).contains(&rate) => {
                 Some((rate * 1_000.0).round() as u64)
             }
             _ => {
                 errors.push(FieldError::new(
                     "queue.admit_per_second",
-                    format!("must be a number above 0 (at least 0.001, at most {ADMIT_PER_SECOND_MAX})"),
+                    format!("must be a number above 0 (at least {ADMIT_PER_SECOND_MIN}, at most {ADMIT_PER_SECOND_MAX})"),
                 ));
                 None
             }

@@ -281,6 +281,12 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
             min_length = 1,
             max_length = 255,
             pattern = "^[ -~]+$"
+        ),
+        (
+            "Queue-Pass" = Option<String>,
+            Header,
+            description = "Required for a queued event: the `pass` of the registrant's admitted ticket, or \
+                the `waitlist_pass` of its sold-out ticket (with `waitlist: true`)."
         )
     ),
     request_body = NewRegistration,
@@ -301,6 +307,14 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
             status = 400,
             description = "`idempotency_key_missing`, `idempotency_key_invalid` (not 1–255 printable \
                 ASCII) or `malformed_body`.",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 403,
+            description = "A queued event: no `Queue-Pass` (`queue_pass_required`), or a pass that is \
+                unknown, expired, used, another registrant's, or a waitlist pass without `waitlist: true` \
+                (`queue_pass_invalid`). Checked right after `not_open`/`closed`; not stored with the key.",
             body = Problem,
             content_type = "application/problem+json"
         ),
