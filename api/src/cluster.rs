@@ -65,6 +65,7 @@ pub const LEASE_RELEASE_TIMEOUT_MS: u64 = 1_000;
 const FORWARDED_REQUEST_HEADERS: &[&str] = &[
     "content-type",
     "idempotency-key",
+    "queue-pass",
     "authorization",
     "cookie",
     "if-none-match",

@@ -29,7 +29,7 @@ fn at(offset_ms: i64) -> String {
 }
 
 /// An event whose lobby is open and which opens `opens_in_ms` from now.
-fn queued_race(id: &str, seats: u32, opens_in_ms: i64, queue: Value) -> Value {
+pub(super) fn queued_race(id: &str, seats: u32, opens_in_ms: i64, queue: Value) -> Value {
     let mut body = race(id, seats, 0);
     body["opens_at"] = json!(at(opens_in_ms));
     let mut settings = json!({ "lobby_opens_at": at(-60_000) });
@@ -40,7 +40,7 @@ fn queued_race(id: &str, seats: u32, opens_in_ms: i64, queue: Value) -> Value {
     body
 }
 
-async fn join(app: &TestApp, event: &str, key: &str, email: &str) -> Response {
+pub(super) async fn join(app: &TestApp, event: &str, key: &str, email: &str) -> Response {
     app.post_json(
         &format!("/v1/events/{event}/queue"),
         &[("Idempotency-Key", key)],
@@ -49,18 +49,24 @@ async fn join(app: &TestApp, event: &str, key: &str, email: &str) -> Response {
     .await
 }
 
-async fn ticket(app: &TestApp, ticket_id: &str, token: &str) -> Response {
+pub(super) async fn ticket(app: &TestApp, ticket_id: &str, token: &str) -> Response {
     let authorization = format!("Bearer {token}");
     app.get(&format!("/v1/queue/{ticket_id}"), &[("Authorization", &authorization)]).await
 }
 
-async fn register_with_pass(app: &TestApp, event: &str, key: &str, body: &Value, pass: &str) -> Response {
+pub(super) async fn register_with_pass(
+    app: &TestApp,
+    event: &str,
+    key: &str,
+    body: &Value,
+    pass: &str,
+) -> Response {
     let path = format!("/v1/events/{event}/registrations");
     app.post_json(&path, &[("Idempotency-Key", key), ("Queue-Pass", pass)], body).await
 }
 
 /// Polls the draw until it is there.
-async fn drawn(app: &TestApp, event: &str) -> Value {
+pub(super) async fn drawn(app: &TestApp, event: &str) -> Value {
     let deadline = Instant::now() + Duration::from_millis(DRAW_WAIT_MS);
     loop {
         let response = app.get(&format!("/v1/events/{event}/queue/draw"), &[]).await;
