@@ -310,7 +310,8 @@ impl Queue {
         drawn.sort_unstable();
         let later = std::mem::take(&mut self.order);
         self.order = drawn.into_iter().map(|(_, ticket)| ticket).chain(later).collect();
-        for (index, ticket) in self.order.clone().into_iter().enumerate() {
+        for index in 0..self.order.len() {
+            let ticket = self.order[index];
             self.ticket_mut(ticket).place = index as u32 + 1;
         }
         self.drawn = true;

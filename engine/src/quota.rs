@@ -918,8 +918,6 @@ impl EventQuota {
         assert_eq!(self.idempotency.len(), self.idempotency_entries.len());
         if let Some(queue) = &self.queue {
             queue.check_invariants();
-            // Passes are only issued within the budget, and only taking a seat (which uses a
-            // pass too) or lowering a capacity shrinks it: never beyond the seats that exist.
             assert!(queue.drawn || queue.passes.is_empty(), "a pass was issued before the draw");
         }
         self.applies += 1;

@@ -200,6 +200,7 @@ async fn the_queue_contract(backend: Backend) {
     assert_eq!(app.get(&format!("/v1/queue/{ana_id}"), &[]).await.status, 401);
     assert_eq!(ticket(&app, ana_id, bo["access_token"].as_str().unwrap()).await.status, 404);
     assert_eq!(ticket(&app, "race.q99", ana_token).await.status, 404);
+    assert_eq!(ticket(&app, "not-a-ticket", ana_token).await.status, 404);
     let read = ticket(&app, ana_id, ana_token).await;
     assert_eq!(read.status, 200);
     assert_eq!(read.header("retry-after").unwrap(), read.json()["refresh_after_seconds"].to_string());
@@ -300,6 +301,17 @@ async fn the_queue_contract(backend: Backend) {
     app.create_event(later).await;
     let early = join(&app, "later", "k", "a@x.org").await;
     assert_eq!((early.status, early.code().as_str()), (409, "not_open"));
+}
+
+#[actix_rt::test]
+async fn joins_are_rate_limited_per_registrant_like_registrations() {
+    let app = spawn_app_with(Backend::MariaDb, |settings| settings.rate_limit_email_per_minute = 1).await;
+    app.create_event(queued_race("race", 2, 60_000, json!({}))).await;
+    assert_eq!(join(&app, "race", "k1", "ana@x.org").await.status, 202);
+    let limited = join(&app, "race", "k2", "ana@x.org").await;
+    assert_eq!((limited.status, limited.code().as_str()), (429, "rate_limited"));
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(join(&app, "race", "k3", "bo@x.org").await.status, 202, "another registrant is not limited");
 }
 
 #[actix_rt::test]
