@@ -65,6 +65,7 @@ pub const LEASE_RELEASE_TIMEOUT_MS: u64 = 1_000;
 const FORWARDED_REQUEST_HEADERS: &[&str] = &[
     "content-type",
     "idempotency-key",
+    "queue-pass",
     "authorization",
     "cookie",
     "if-none-match",
@@ -221,6 +222,11 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
             (*event, false, false, "/v1/events/{event_id}/categories/{code}")
         }
         ("GET", ["events", event, "stream"]) => (*event, true, false, "/v1/events/{event_id}/stream"),
+        ("POST", ["events", event, "queue"]) => (*event, false, false, "/v1/events/{event_id}/queue"),
+        ("GET", ["events", event, "queue", "draw"]) => {
+            (*event, false, false, "/v1/events/{event_id}/queue/draw")
+        }
+        ("GET", ["queue", ticket]) => (ticket.rsplit_once('.')?.0, false, false, "/v1/queue/{ticket_id}"),
         ("GET" | "DELETE", ["registrations", registration]) => {
             (registration.rsplit_once('.')?.0, false, false, "/v1/registrations/{registration_id}")
         }

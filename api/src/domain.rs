@@ -176,6 +176,7 @@ impl RegistrationRequest {
             idempotency: Some(Idempotency { key, fingerprint }),
             waitlist: self.waitlist,
             details: Arc::new(details),
+            queue_pass: None,
         };
         (register, access_token)
     }
@@ -369,11 +370,20 @@ fn check_registration(
     Ok(RegistrationRequest { category, registrant, waitlist, full_name, phone, attributes_json: attributes })
 }
 
-/// Parses `POST /v1/events`; `generated_id` is used when the body names none.
-pub fn new_event(body: &[u8], generated_id: &str, retention_seconds: u32) -> Result<EventConfig, ApiError> {
+/// Parses `POST /v1/events`; `generated_id` is used when the body names none, `draw_seed`
+/// when it has a `queue`.
+pub fn new_event(
+    body: &[u8],
+    generated_id: &str,
+    retention_seconds: u32,
+    draw_seed: [u8; 32],
+) -> Result<EventConfig, ApiError> {
     let object = json_object(body)?;
     let mut fields = Fields::default();
-    fields.unknown(&object, &["id", "name", "opens_at", "closes_at", "hold_ttl_seconds", "categories"]);
+    fields.unknown(
+        &object,
+        &["id", "name", "opens_at", "closes_at", "hold_ttl_seconds", "categories", "queue"],
+    );
     let id = match fields.string(&object, "id", false) {
         Some(text) => EventId::parse(text).map_err(|error| fields.fail::<()>("id", error.to_string())).ok(),
         None => EventId::parse(generated_id).ok(),
@@ -389,6 +399,7 @@ pub fn new_event(body: &[u8], generated_id: &str, retention_seconds: u32) -> Res
     let hold_ttl_seconds =
         fields.unsigned(&object, "hold_ttl_seconds", HOLD_TTL_SECONDS_MAX).unwrap_or(0) as u32;
     let categories = categories(&mut fields, object.get("categories"));
+    let queue = crate::queue::settings(object.get("queue"), opens_at, draw_seed, &mut fields.errors);
     let parsed = match (id, name, categories) {
         (Some(id), Some(name), Some(categories)) => Some(EventConfig {
             id,
@@ -401,6 +412,7 @@ pub fn new_event(body: &[u8], generated_id: &str, retention_seconds: u32) -> Res
                 idempotency_retention_seconds: retention_seconds,
                 ..QuotaLimits::default()
             },
+            queue,
         }),
         _ => None,
     };
@@ -481,6 +493,18 @@ pub fn capacity(body: &[u8]) -> Result<u32, ApiError> {
     fields.finish(capacity)
 }
 
+/// Parses `POST /v1/events/{event_id}/queue`: `{email}`.
+pub fn queue_join(body: &[u8]) -> Result<Email, ApiError> {
+    let object = json_object(body)?;
+    let mut fields = Fields::default();
+    fields.unknown(&object, &["email"]);
+    let email = fields.string(&object, "email", true).and_then(|text| match Email::parse(text) {
+        Ok(email) => Some(email),
+        Err(error) => fields.fail("email", error.to_string()),
+    });
+    fields.finish(email)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -501,6 +525,7 @@ mod tests {
             hold_ttl_seconds: 0,
             categories: vec![category("10K"), category("5K")],
             limits: QuotaLimits::default(),
+            queue: None,
         }
     }
 

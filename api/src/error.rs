@@ -50,6 +50,8 @@ pub enum ApiError {
     RateLimited { retry_after_seconds: u64, policy: String, state: String },
     #[error("{reason}")]
     Overloaded { reason: &'static str, retry_after_seconds: u64 },
+    #[error("the queue holds as many tickets as it may")]
+    QueueFull { retry_after_seconds: u64 },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -101,6 +103,7 @@ impl ApiError {
             ApiError::KeyReused => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::QueueFull { .. } => "queue_full",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -118,6 +121,7 @@ impl ApiError {
             ApiError::KeyReused => "Idempotency-Key reused",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Overloaded { .. } => "Overloaded",
+            ApiError::QueueFull { .. } => "Queue full",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -153,7 +157,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict { status, .. } => *status,
             ApiError::KeyInFlight => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded { .. } | ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -188,7 +192,8 @@ impl ResponseError for ApiError {
             ApiError::KeyInFlight => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
-            ApiError::Overloaded { retry_after_seconds, .. } => {
+            ApiError::Overloaded { retry_after_seconds, .. }
+            | ApiError::QueueFull { retry_after_seconds } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
             }
             ApiError::RateLimited { retry_after_seconds, policy, state } => {

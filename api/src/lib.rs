@@ -15,6 +15,7 @@
 //! - `error`: problem documents with stable codes.
 //! - `openapi`: the OpenAPI 3.1 document generated from the handlers, and Swagger UI at `/docs`.
 //! - `rate_limit`: GCRA limits per client IP and per registrant e-mail.
+//! - `queue`: a queued event's settings, join body, ticket tokens and passes, ticket answers.
 //! - `tokens`: registrant access tokens, fingerprints, constant-time comparison.
 //! - `time_format`: RFC 3339 times.
 //! - `metrics`: the Prometheus recorder and metric names.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod owner_cache;
+pub mod queue;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::{admin, events, operations, registrations};
+use crate::routes::{admin, events, operations, queue, registrations};
 use crate::state::SESSION_COOKIE;
 
 /// Where the document is served.
@@ -53,6 +53,9 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         operations::readyz,
         operations::render_metrics,
         operations::status,
+        queue::join,
+        queue::read,
+        queue::draw,
         document,
         docs,
     ),
@@ -75,6 +78,12 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             admin::Session,
             operations::Health,
             operations::Readiness,
+            queue::NewQueue,
+            queue::NewTicket,
+            queue::TicketStatusSchema,
+            queue::QueueView,
+            queue::DrawView,
+            crate::queue::TicketBody,
         ),
         responses(Unauthorized, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),

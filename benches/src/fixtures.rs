@@ -29,6 +29,7 @@ pub fn event_with_categories(id: &str, categories: &[(&str, u32)]) -> EventConfi
             })
             .collect(),
         limits: QuotaLimits::default(),
+        queue: None,
     }
 }
 
@@ -52,5 +53,6 @@ pub fn request(n: usize, category: &CategoryCode, details: &Arc<RegistrationDeta
         }),
         waitlist: false,
         details: details.clone(),
+        queue_pass: None,
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::ids::{CategoryCode, Email, Fingerprint, IdempotencyKey, RegistrationId};
+use crate::queue::QueuePass;
 
 /// The part of a registration the core carries to the store but never reads: the registrant's
 /// details and the hash of their access token. Shared, so an effect can hold it without a copy.
@@ -31,6 +32,15 @@ pub struct Register {
     /// Join the category's waitlist when it is sold out.
     pub waitlist: bool,
     pub details: Arc<RegistrationDetails>,
+    /// The `Queue-Pass` presented, required by a queued event.
+    pub queue_pass: Option<QueuePass>,
+}
+
+/// A registrant asks for a ticket in a queued event's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinQueue {
+    pub registrant: Email,
+    pub idempotency: Option<Idempotency>,
 }
 
 /// One command for one event. Applying it is `EventQuota::apply`.
@@ -53,4 +63,6 @@ pub enum Command {
         category: CategoryCode,
         capacity: u32,
     },
+    /// A registrant joins the event's queue.
+    JoinQueue(JoinQueue),
 }

@@ -1,12 +1,13 @@
 //! Counters an event actor publishes after every decision, readable from any thread without a
 //! message to the actor: the API answers "sold out" and `GET /v1/events/{id}` from these.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use crate::clock::Timestamp;
 use crate::event::{CategoryIndex, EventConfig};
 use crate::ids::{CategoryCode, IdempotencyKey};
 use crate::outcome::CategoryAvailability;
-use crate::quota::EventQuota;
+use crate::quota::{EventQuota, QueueSummary};
 
 #[derive(Debug, Default)]
 struct PublishedCategory {
@@ -32,7 +33,22 @@ pub struct PublishedCounters {
     /// seat must get its seat back (a replay), not "sold out". A false positive merely sends
     /// the request to the actor; there are no false negatives.
     keys_seen: Box<[AtomicU64]>,
+    queue: PublishedQueue,
 }
+
+/// A queued event's figures (all zero without a queue).
+#[derive(Debug, Default)]
+struct PublishedQueue {
+    drawn: AtomicBool,
+    waiting: AtomicU64,
+    admitted_outstanding: AtomicU64,
+    /// `f64` bits of admissions per second; `NO_RATE` while none is known.
+    admission_rate_bits: AtomicU64,
+    tickets: AtomicU64,
+}
+
+/// `admission_rate_bits` while no admission rate is known (a NaN no rate ever is).
+const NO_RATE: u64 = u64::MAX;
 
 /// Bits of the seen-keys filter per seat of the event (about 2% false positives at two keys
 /// per seat), and its bounds in bits.
@@ -54,6 +70,7 @@ impl PublishedCounters {
                     .next_power_of_two();
                 (0..bits / 64).map(|_| AtomicU64::new(0)).collect()
             },
+            queue: PublishedQueue { admission_rate_bits: AtomicU64::new(NO_RATE), ..Default::default() },
         }
     }
 
@@ -115,6 +132,38 @@ impl PublishedCounters {
         }
         if changed {
             self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Copies the queue's figures as they read at `now`; bumps the version when any changed.
+    pub fn publish_queue(&self, quota: &EventQuota, now: Timestamp) {
+        let Some(summary) = quota.queue_summary(now) else { return };
+        let queue = &self.queue;
+        let rate = summary.admission_rate.map_or(NO_RATE, f64::to_bits);
+        let mut changed = queue.drawn.swap(summary.drawn, Ordering::Release) != summary.drawn;
+        for (cell, value) in [
+            (&queue.waiting, summary.waiting),
+            (&queue.admitted_outstanding, summary.admitted_outstanding),
+            (&queue.admission_rate_bits, rate),
+            (&queue.tickets, summary.tickets),
+        ] {
+            changed |= cell.swap(value, Ordering::Release) != value;
+        }
+        if changed {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The queue's figures as last published.
+    pub fn queue_snapshot(&self) -> QueueSummary {
+        let queue = &self.queue;
+        let rate = queue.admission_rate_bits.load(Ordering::Acquire);
+        QueueSummary {
+            drawn: queue.drawn.load(Ordering::Acquire),
+            waiting: queue.waiting.load(Ordering::Acquire),
+            admitted_outstanding: queue.admitted_outstanding.load(Ordering::Acquire),
+            admission_rate: (rate != NO_RATE).then(|| f64::from_bits(rate)),
+            tickets: queue.tickets.load(Ordering::Acquire),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::command::{Idempotency, RegistrationDetails};
 use crate::event::CategoryIndex;
 use crate::ids::{CategoryCode, Email, RegistrationId, Seq};
 use crate::outcome::{ActiveStatus, Decision};
+use crate::queue::TicketId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Effect {
@@ -55,6 +56,27 @@ pub enum EffectKind {
         category: CategoryIndex,
         category_code: CategoryCode,
         capacity: u32,
+    },
+    /// A new queue ticket; `lobby` when it joined before `opens_at` (the draw places it).
+    /// A keyed join's answer follows as `DecisionRecorded`.
+    QueueJoined {
+        ticket: TicketId,
+        registrant: Email,
+        lobby: bool,
+    },
+    /// The ticket's turn came: its pass is good until `pass_expires_at`.
+    QueueAdmitted {
+        ticket: TicketId,
+        pass_expires_at: Timestamp,
+    },
+    /// The pass lapsed unused; the ticket is done.
+    QueuePassExpired {
+        ticket: TicketId,
+    },
+    /// The ticket's pass (or waitlist pass) made this registration; the ticket is done.
+    QueuePassUsed {
+        ticket: TicketId,
+        registration: RegistrationId,
     },
 }
 

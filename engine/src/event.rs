@@ -3,6 +3,7 @@
 use crate::clock::Timestamp;
 use crate::ids::{CategoryCode, EventId};
 use crate::limits::{CATEGORIES_MAX, CATEGORY_CAPACITY_MAX, QuotaLimits};
+use crate::queue::{QueueConfig, QueueConfigError};
 
 /// One category of an event, such as the 10K run, with its number of seats.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct EventConfig {
     pub hold_ttl_seconds: u32,
     pub categories: Vec<CategoryConfig>,
     pub limits: QuotaLimits,
+    /// A queue in front of the opening; registrations then need a pass from it.
+    pub queue: Option<QueueConfig>,
 }
 
 /// Why an event configuration cannot be used; each names the field at fault.
@@ -38,6 +41,8 @@ pub enum EventConfigError {
     CapacityTooLarge(CategoryCode),
     #[error("closes_at must be after opens_at")]
     ClosesBeforeOpening,
+    #[error(transparent)]
+    Queue(#[from] QueueConfigError),
 }
 
 /// Which of the event's categories, by position; at most `CATEGORIES_MAX` of them.
@@ -63,6 +68,9 @@ impl EventConfig {
             && closes_at <= opens_at
         {
             return Err(EventConfigError::ClosesBeforeOpening);
+        }
+        if let Some(queue) = &self.queue {
+            queue.validate(self.opens_at)?;
         }
         Ok(())
     }

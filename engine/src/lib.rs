@@ -11,6 +11,7 @@
 //! - `outcome`: what was decided (`Outcome`, `Decision`), including the expected failures.
 //! - `effect`: what the store must record, with per-event sequence numbers.
 //! - `event`: an event's configuration and its validation.
+//! - `queue`: a queued event's tickets, the draw, admission and passes (`Queue`, `DrawSeed`).
 //! - `ids`: identifiers and parsed domain types (`EventId`, `Email`, `IdempotencyKey`, ...).
 //! - `limits`: every bound, named once.
 //! - `clock`: `Timestamp` and the `Clock` the shell reads (the core never does).
@@ -31,14 +32,21 @@ pub mod limits;
 pub mod memory;
 pub mod outcome;
 pub mod ownership;
+pub mod queue;
 pub mod quota;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use command::{Command, Idempotency, Register, RegistrationDetails};
+pub use command::{Command, Idempotency, JoinQueue, Register, RegistrationDetails};
 pub use effect::{Effect, EffectKind};
 pub use event::{CategoryConfig, CategoryIndex, EventConfig, EventConfigError};
 pub use ids::{CategoryCode, Email, EventId, Fingerprint, IdempotencyKey, InvalidId, RegistrationId, Seq};
 pub use limits::QuotaLimits;
 pub use outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
-pub use quota::{EventQuota, IdempotencyRecord, QuotaBuilder, RegistrationRecord, RestoreError};
+pub use queue::{
+    DrawSeed, QueueConfig, QueueConfigError, QueuePass, StoredTicketState, TicketId, TicketRecord,
+    TicketStatus, TicketView,
+};
+pub use quota::{
+    EventQuota, IdempotencyRecord, QueueSummary, QuotaBuilder, RegistrationRecord, RestoreError,
+};

@@ -33,6 +33,33 @@ pub const PENDING_DECISIONS_MAX: usize = 8_192;
 /// expiry within one second of its cause; the core also expires due holds on every command.
 pub const HOLD_EXPIRY_TICK_MS: u64 = 200;
 
+/// Tickets one event's queue may hand out at most (`queue_max` is at most this).
+pub const QUEUE_MAX_LIMIT: u32 = 10_000_000;
+
+/// A queue pass's lifetime, in seconds: its bounds.
+pub const PASS_TTL_SECONDS_MIN: u32 = 10;
+pub const PASS_TTL_SECONDS_MAX: u32 = 86_400;
+
+/// `overbook` in thousandths: its bounds (1.0 to 10.0).
+pub const OVERBOOK_PERMILLE_MIN: u32 = 1_000;
+pub const OVERBOOK_PERMILLE_MAX: u32 = 10_000;
+
+/// Idle time paced admission may catch up on, in milliseconds: about one timer tick, so that a
+/// tick admits what the rate allowed since the previous one, but an idle queue cannot save up
+/// a burst that would exceed `admit_per_second`.
+pub const ADMISSION_BURST_MS: u64 = 250;
+
+/// The window the admission rate (and so `eta_seconds`) is measured over, in seconds.
+pub const ADMISSION_RATE_WINDOW_SECONDS: u64 = 60;
+
+/// Bounds of a ticket's `refresh_after_seconds`.
+pub const REFRESH_AFTER_SECONDS_MIN: u32 = 2;
+pub const REFRESH_AFTER_SECONDS_MAX: u32 = 60;
+
+/// While no admission rate is known, a waiting ticket polls one second later per this many
+/// tickets ahead of it (within the bounds above).
+pub const REFRESH_TICKETS_AHEAD_PER_SECOND: u64 = 100;
+
 /// Per-event bounds, set by configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaLimits {

@@ -12,6 +12,7 @@ use crate::effect::{Effect, EffectKind};
 use crate::event::EventConfig;
 use crate::ids::{CategoryCode, Email, EventId, IdempotencyKey, RegistrationId, Seq};
 use crate::outcome::{ActiveStatus, EndedStatus};
+use crate::queue::{StoredTicketState, TicketId, TicketRecord};
 use crate::quota::{IdempotencyRecord, QuotaBuilder, RegistrationRecord};
 use crate::store::{BoxFuture, EventLoader, LoadedEvent, StoreError, Submission, SubmissionReceiver};
 
@@ -37,6 +38,7 @@ struct StoredEvent {
     next_registration: u64,
     registrations: BTreeMap<RegistrationId, StoredRegistration>,
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    tickets: BTreeMap<TicketId, TicketRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +81,7 @@ impl MemoryStore {
             next_registration: 1,
             registrations: BTreeMap::new(),
             idempotency: HashMap::new(),
+            tickets: BTreeMap::new(),
         };
         tables.events.insert(config.id, event);
         true
@@ -168,6 +171,12 @@ impl MemoryStore {
 }
 
 impl StoredEvent {
+    fn set_ticket_state(&mut self, ticket: TicketId, state: StoredTicketState) {
+        if let Some(record) = self.tickets.get_mut(&ticket) {
+            record.state = state;
+        }
+    }
+
     /// Records one effect; an effect at or below `last_seq` was recorded already.
     fn apply(&mut self, effect: &Effect) {
         if effect.seq <= self.last_seq {
@@ -222,6 +231,23 @@ impl StoredEvent {
             EffectKind::CapacityChanged { category, capacity, .. } => {
                 self.config.categories[usize::from(*category)].capacity = *capacity;
             }
+            EffectKind::QueueJoined { ticket, registrant, lobby } => {
+                let record = TicketRecord {
+                    ticket: *ticket,
+                    registrant: registrant.clone(),
+                    lobby: *lobby,
+                    state: StoredTicketState::Waiting,
+                };
+                self.tickets.insert(*ticket, record);
+            }
+            EffectKind::QueueAdmitted { ticket, pass_expires_at } => self
+                .set_ticket_state(*ticket, StoredTicketState::Admitted { pass_expires_at: *pass_expires_at }),
+            EffectKind::QueuePassExpired { ticket } => {
+                self.set_ticket_state(*ticket, StoredTicketState::Expired)
+            }
+            EffectKind::QueuePassUsed { ticket, .. } => {
+                self.set_ticket_state(*ticket, StoredTicketState::Used)
+            }
         }
     }
 }
@@ -245,6 +271,9 @@ impl EventLoader for MemoryStore {
             }
             for record in stored.idempotency.values() {
                 builder.add_idempotency(record.clone());
+            }
+            for record in stored.tickets.values() {
+                builder.add_ticket(record.clone())?;
             }
             let quota = builder.finish(stored.next_registration, stored.last_seq)?;
             Ok(Some(LoadedEvent { quota, epoch: stored.epoch }))

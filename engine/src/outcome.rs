@@ -3,19 +3,35 @@
 
 use crate::clock::Timestamp;
 use crate::ids::{CategoryCode, RegistrationId};
+use crate::queue::TicketView;
 
 /// What the event decided about a registration request: the answers that are stored with the
 /// request's `Idempotency-Key` and replayed as they were.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
-    Confirmed { registration: RegistrationId },
-    Held { registration: RegistrationId, expires_at: Timestamp },
-    Waitlisted { registration: RegistrationId, position: u32 },
+    Confirmed {
+        registration: RegistrationId,
+    },
+    Held {
+        registration: RegistrationId,
+        expires_at: Timestamp,
+    },
+    Waitlisted {
+        registration: RegistrationId,
+        position: u32,
+    },
     SoldOut,
     AlreadyRegistered,
-    NotOpen { opens_at: Timestamp },
+    NotOpen {
+        opens_at: Timestamp,
+    },
     Closed,
+    /// A queue join: a new ticket (`new`) or the registrant's existing one, as it read then.
+    QueueJoined {
+        new: bool,
+        view: TicketView,
+    },
 }
 
 impl Decision {
@@ -108,4 +124,13 @@ pub enum Outcome {
     HoldsExpired {
         count: u32,
     },
+    /// A queue command for an event without a queue.
+    NoQueue,
+    /// The queue holds `queue_max` tickets; not stored with the key, so a retry is decided afresh.
+    QueueFull,
+    /// A queued event's registration came without a pass; not stored with the key.
+    QueuePassRequired,
+    /// The pass is unknown, expired, used, another registrant's, or a waitlist pass used for a
+    /// seat; not stored with the key.
+    QueuePassInvalid,
 }

@@ -7,21 +7,22 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 
 use crate::clock::Timestamp;
-use crate::command::{Command, Register};
+use crate::command::{Command, Idempotency, JoinQueue, Register};
 use crate::effect::{Effect, EffectKind};
 use crate::event::{CategoryIndex, EventConfig, EventConfigError};
 use crate::ids::{CategoryCode, Email, Fingerprint, IdempotencyKey, RegistrationId, Seq};
 use crate::limits::{CATEGORY_CAPACITY_MAX, FULL_CHECK_INTERVAL_APPLIES};
 use crate::outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
+use crate::queue::{Queue, Seats, StoredTicketState, TicketId, TicketRecord, TicketView};
 
 /// Maps keyed by `KeyDigest`. A digest is already uniformly spread SipHash output, so the map
 /// uses its first word as the hash instead of hashing it again (the core must not draw
 /// randomness either, which rules out `RandomState`).
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<DigestHasher>>;
+pub(crate) type Map<K, V> = HashMap<K, V, BuildHasherDefault<DigestHasher>>;
 
 /// Passes a `KeyDigest`'s first word through as the hash; see `Map`.
 #[derive(Default)]
-struct DigestHasher(u64);
+pub(crate) struct DigestHasher(u64);
 
 impl std::hash::Hasher for DigestHasher {
     fn finish(&self) -> u64 {
@@ -53,7 +54,7 @@ const RESERVED_REGISTRATIONS_MAX: u64 = 1_000_000;
 /// texts share a digest with a probability near 2^-128 per pair; the store's unique indexes,
 /// which hold the text, remain the final word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct KeyDigest([u64; 2]);
+pub(crate) struct KeyDigest([u64; 2]);
 
 impl std::hash::Hash for KeyDigest {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -63,7 +64,7 @@ impl std::hash::Hash for KeyDigest {
 }
 
 impl KeyDigest {
-    fn of(text: &str) -> Self {
+    pub(crate) fn of(text: &str) -> Self {
         KeyDigest(crate::ids::text_digest(text))
     }
 }
@@ -145,6 +146,18 @@ struct IdempotencyEntry {
     expires_at: Timestamp,
 }
 
+/// A queue's live figures (see `EventQuota::queue_summary`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueSummary {
+    pub drawn: bool,
+    /// Tickets in the lobby or waiting in line.
+    pub waiting: u64,
+    pub admitted_outstanding: u64,
+    /// Admissions per second over the last minute; `None` while there were none.
+    pub admission_rate: Option<f64>,
+    pub tickets: u64,
+}
+
 /// A stored active registration, as recovery hands it to `QuotaBuilder`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrationRecord {
@@ -180,6 +193,12 @@ pub enum RestoreError {
     SeatFreeWhileWaiting(CategoryCode),
     #[error("registration {0} is not below the next registration number")]
     RegistrationNumberTooHigh(RegistrationId),
+    #[error("ticket {0:?} is stored for an event without a queue")]
+    TicketWithoutQueue(TicketId),
+    #[error("ticket {0:?} is stored twice, or its registrant has another ticket")]
+    DuplicateTicket(TicketId),
+    #[error("ticket numbers are not dense up to {0:?}")]
+    TicketMissing(TicketId),
 }
 
 /// One event's quota state. See the module documentation.
@@ -204,6 +223,8 @@ pub struct EventQuota {
     /// The latest `now` seen; time never runs backwards inside the core.
     latest_now: Timestamp,
     applies: u64,
+    /// The queue in front of the opening, for a queued event.
+    queue: Option<Queue>,
 }
 
 impl fmt::Debug for EventQuota {
@@ -238,7 +259,7 @@ impl EventQuota {
             })
             .collect();
         Ok(EventQuota {
-            config,
+            config: config.clone(),
             categories,
             slots: Vec::with_capacity(reserved),
             registrants: Map::with_capacity_and_hasher(reserved, Default::default()),
@@ -251,7 +272,14 @@ impl EventQuota {
             durable_seq: Seq(0),
             latest_now: Timestamp::ZERO,
             applies: 0,
-        })
+            queue: None,
+        }
+        .with_queue())
+    }
+
+    fn with_queue(mut self) -> Self {
+        self.queue = self.config.queue.clone().map(Queue::new);
+        self
     }
 
     pub fn config(&self) -> &EventConfig {
@@ -353,6 +381,7 @@ impl EventQuota {
         let mut effects = Vec::new();
         let expired = self.expire_due_holds(now, &mut effects);
         self.forget_expired_idempotency(now);
+        self.advance_queue(now, &mut effects);
         let outcome = match command {
             Command::Register(request) => self.register(request, now, &mut effects),
             Command::Confirm { registration } => self.confirm(*registration, now, &mut effects),
@@ -361,7 +390,10 @@ impl EventQuota {
             Command::SetCapacity { category, capacity } => {
                 self.set_capacity(category, *capacity, now, &mut effects)
             }
+            Command::JoinQueue(request) => self.join_queue(request, now, &mut effects),
         };
+        // Last, so that seats freed or taken by the command count at once.
+        self.admit_waiting(now, &mut effects);
         self.check_invariants();
         (outcome, effects)
     }
@@ -380,41 +412,88 @@ impl EventQuota {
         let Some(category) = self.config.category_index(&request.category) else {
             return Outcome::UnknownCategory;
         };
-        let key = request.idempotency.as_ref().map(|idempotency| KeyDigest::of(idempotency.key.as_str()));
-        if let (Some(idempotency), Some(key)) = (&request.idempotency, key) {
-            if let Some(entry) = self.idempotency_entry(key) {
-                return if entry.fingerprint != idempotency.fingerprint {
-                    Outcome::KeyReused
-                } else if entry.seq > self.durable_seq {
-                    Outcome::KeyInFlight
-                } else {
-                    Outcome::Replayed(entry.decision.clone())
-                };
-            }
-            if self.idempotency.len() >= self.config.limits.idempotency_entries_max as usize {
-                return Outcome::IdempotencyFull;
-            }
+        if let Err(answer) = self.check_key(request.idempotency.as_ref()) {
+            return answer;
+        }
+        // The pass is checked right after the registration window and before every other rule;
+        // its refusals are not stored with the key, so that a retry with a pass is decided.
+        if self.window_decision(now).is_none()
+            && let Err(refusal) = self.check_queue_pass(request)
+        {
+            return refusal;
         }
         let decision = self.decide(category, request, now, effects);
-        if let (Some(idempotency), Some(key)) = (&request.idempotency, key) {
-            if decision.registration().is_none() {
-                let kind = EffectKind::DecisionRecorded {
-                    idempotency: idempotency.clone(),
-                    decision: decision.clone(),
-                };
-                self.emit(effects, now, kind);
-            }
-            let retention = u64::from(self.config.limits.idempotency_retention_seconds);
-            let entry = IdempotencyEntry {
-                key,
-                fingerprint: idempotency.fingerprint,
-                decision: decision.clone(),
-                seq: self.last_seq,
-                expires_at: now.plus_seconds(retention),
-            };
-            self.remember_decision(entry);
+        if let (Some(pass), Some(registration)) = (request.queue_pass, decision.registration())
+            && let Some(queue) = &mut self.queue
+        {
+            queue.use_pass(pass);
+            self.emit(effects, now, EffectKind::QueuePassUsed { ticket: pass.ticket, registration });
         }
+        let recorded = decision.registration().is_none();
+        self.record_decision(request.idempotency.as_ref(), &decision, recorded, now, effects);
         Outcome::Decided(decision)
+    }
+
+    /// A key seen before answers from its entry: a replay, in flight, or reused with another
+    /// body. `Err` carries that answer; `Ok` means the request is to be decided.
+    fn check_key(&self, idempotency: Option<&Idempotency>) -> Result<(), Outcome> {
+        let Some(idempotency) = idempotency else { return Ok(()) };
+        if let Some(entry) = self.idempotency_entry(KeyDigest::of(idempotency.key.as_str())) {
+            return Err(if entry.fingerprint != idempotency.fingerprint {
+                Outcome::KeyReused
+            } else if entry.seq > self.durable_seq {
+                Outcome::KeyInFlight
+            } else {
+                Outcome::Replayed(entry.decision.clone())
+            });
+        }
+        if self.idempotency.len() >= self.config.limits.idempotency_entries_max as usize {
+            return Err(Outcome::IdempotencyFull);
+        }
+        Ok(())
+    }
+
+    /// Stores a keyed request's decision so that its retries replay it. `emit_record`: the
+    /// store learns it from a `DecisionRecorded` effect (a created registration carries its
+    /// own decision instead).
+    fn record_decision(
+        &mut self,
+        idempotency: Option<&Idempotency>,
+        decision: &Decision,
+        emit_record: bool,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(idempotency) = idempotency else { return };
+        if emit_record {
+            let kind =
+                EffectKind::DecisionRecorded { idempotency: idempotency.clone(), decision: decision.clone() };
+            self.emit(effects, now, kind);
+        }
+        let retention = u64::from(self.config.limits.idempotency_retention_seconds);
+        let entry = IdempotencyEntry {
+            key: KeyDigest::of(idempotency.key.as_str()),
+            fingerprint: idempotency.fingerprint,
+            decision: decision.clone(),
+            seq: self.last_seq,
+            expires_at: now.plus_seconds(retention),
+        };
+        self.remember_decision(entry);
+    }
+
+    /// `NotOpen` or `Closed` when `now` is outside the registration window.
+    fn window_decision(&self, now: Timestamp) -> Option<Decision> {
+        if let Some(opens_at) = self.config.opens_at
+            && now < opens_at
+        {
+            return Some(Decision::NotOpen { opens_at });
+        }
+        if let Some(closes_at) = self.config.closes_at
+            && now >= closes_at
+        {
+            return Some(Decision::Closed);
+        }
+        None
     }
 
     fn decide(
@@ -424,15 +503,8 @@ impl EventQuota {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Decision {
-        if let Some(opens_at) = self.config.opens_at
-            && now < opens_at
-        {
-            return Decision::NotOpen { opens_at };
-        }
-        if let Some(closes_at) = self.config.closes_at
-            && now >= closes_at
-        {
-            return Decision::Closed;
+        if let Some(decision) = self.window_decision(now) {
+            return decision;
         }
         let registrant = KeyDigest::of(request.registrant.as_str());
         if self.registrants.contains_key(&registrant) {
@@ -471,6 +543,152 @@ impl EventQuota {
                 position: waitlist_position.unwrap_or_default(),
             },
         }
+    }
+
+    /// A queued event's registration needs a valid pass: an admitted ticket's pass, or a
+    /// sold-out ticket's waitlist pass for a waitlist registration, of the same registrant.
+    fn check_queue_pass(&self, request: &Register) -> Result<(), Outcome> {
+        let Some(queue) = &self.queue else { return Ok(()) };
+        let pass = request.queue_pass.ok_or(Outcome::QueuePassRequired)?;
+        let ticket = queue.ticket(pass.ticket).ok_or(Outcome::QueuePassInvalid)?;
+        if ticket.registrant != KeyDigest::of(request.registrant.as_str()) {
+            return Err(Outcome::QueuePassInvalid);
+        }
+        let valid = match (pass.waitlist, ticket.state) {
+            (false, StoredTicketState::Admitted { .. }) => true,
+            (true, StoredTicketState::Waiting) => {
+                request.waitlist && ticket.place > 0 && queue.exhausted(self.seats())
+            }
+            _ => false,
+        };
+        if valid { Ok(()) } else { Err(Outcome::QueuePassInvalid) }
+    }
+
+    fn join_queue(&mut self, request: &JoinQueue, now: Timestamp, effects: &mut Vec<Effect>) -> Outcome {
+        if self.queue.is_none() {
+            return Outcome::NoQueue;
+        }
+        if let Err(answer) = self.check_key(request.idempotency.as_ref()) {
+            return answer;
+        }
+        let decision = match self.decide_join(request, now, effects) {
+            Ok(decision) => decision,
+            Err(refusal) => return refusal,
+        };
+        self.record_decision(request.idempotency.as_ref(), &decision, true, now, effects);
+        Outcome::Decided(decision)
+    }
+
+    /// Decides a join; `Err` for refusals that are not stored with the key (a full queue).
+    fn decide_join(
+        &mut self,
+        request: &JoinQueue,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Decision, Outcome> {
+        let opens_at = self.config.opens_at.expect("a queued event has an opening (validated)");
+        let queue = self.queue.as_mut().expect("checked by the caller");
+        if now < queue.config.lobby_opens_at {
+            return Ok(Decision::NotOpen { opens_at: queue.config.lobby_opens_at });
+        }
+        if let Some(closes_at) = self.config.closes_at
+            && now >= closes_at
+        {
+            return Ok(Decision::Closed);
+        }
+        let registrant = KeyDigest::of(request.registrant.as_str());
+        let (ticket, new) = match queue.by_registrant.get(&registrant) {
+            Some(ticket) => (*ticket, false),
+            None => {
+                if queue.tickets.len() as u64 >= u64::from(queue.config.queue_max) {
+                    return Err(Outcome::QueueFull);
+                }
+                let lobby = now < opens_at;
+                let ticket = queue.add(registrant, lobby);
+                let kind = EffectKind::QueueJoined { ticket, registrant: request.registrant.clone(), lobby };
+                self.emit(effects, now, kind);
+                // A ticket that can be let in at once reads `admitted` in its first answer.
+                self.admit_waiting(now, effects);
+                (ticket, true)
+            }
+        };
+        let view = self.ticket_view(ticket, now).expect("the ticket was just found or made");
+        Ok(Decision::QueueJoined { new, view })
+    }
+
+    /// Seats available and held, summed over categories.
+    fn seats(&self) -> Seats {
+        let mut seats = Seats { available: 0, held: 0 };
+        for state in &self.categories {
+            seats.available += u64::from(state.available());
+            seats.held += u64::from(state.held);
+        }
+        seats
+    }
+
+    /// What is due in the queue at `now`, before the command: the draw, then pass expiry.
+    fn advance_queue(&mut self, now: Timestamp, effects: &mut Vec<Effect>) {
+        let opens_at = self.config.opens_at;
+        let Some(queue) = &mut self.queue else { return };
+        if !queue.drawn && opens_at.is_some_and(|opens_at| now >= opens_at) {
+            queue.draw(&self.config.id);
+        }
+        for ticket in queue.expire_due_passes(now) {
+            self.emit(effects, now, EffectKind::QueuePassExpired { ticket });
+        }
+    }
+
+    /// Admits waiting tickets, strictly in order, while the passes outstanding stay under
+    /// ⌊overbook × seats available⌋ and the pacing allows.
+    fn admit_waiting(&mut self, now: Timestamp, effects: &mut Vec<Effect>) {
+        let seats = self.seats();
+        while let Some(queue) = &mut self.queue
+            && queue.can_admit(seats, now)
+        {
+            let (ticket, pass_expires_at) = queue.admit_next(now);
+            self.emit(effects, now, EffectKind::QueueAdmitted { ticket, pass_expires_at });
+        }
+    }
+
+    /// Whether the queue has work due at `now` that no command has done yet (the draw, an
+    /// expiry, an admission): the actor's timer applies `ExpireHolds` then.
+    pub fn queue_work_due(&self, now: Timestamp) -> bool {
+        let Some(queue) = &self.queue else { return false };
+        let draw_due = !queue.drawn && self.config.opens_at.is_some_and(|opens_at| now >= opens_at);
+        let expiry_due = queue.passes.first().is_some_and(|(expires_at, _)| *expires_at <= now);
+        draw_due || expiry_due || queue.can_admit(self.seats(), now)
+    }
+
+    /// A ticket as it reads at `now`; `None` for an unknown ticket or an event without a queue.
+    pub fn ticket_view(&self, ticket: TicketId, now: Timestamp) -> Option<TicketView> {
+        let queue = self.queue.as_ref()?;
+        let opens_at = self.config.opens_at.expect("a queued event has an opening (validated)");
+        queue.view(ticket, self.seats(), opens_at, now)
+    }
+
+    /// The registrant's ticket of a queued event, compared by normalized e-mail digest.
+    pub fn ticket_of(&self, registrant: &Email) -> Option<TicketId> {
+        self.queue.as_ref()?.by_registrant.get(&KeyDigest::of(registrant.as_str())).copied()
+    }
+
+    /// The queue's figures for `GET /v1/events/{id}`; `None` without a queue.
+    pub fn queue_summary(&self, now: Timestamp) -> Option<QueueSummary> {
+        let queue = self.queue.as_ref()?;
+        Some(QueueSummary {
+            drawn: queue.drawn,
+            waiting: queue.waiting(),
+            admitted_outstanding: queue.passes.len() as u64,
+            admission_rate: queue.admission_rate(now),
+            tickets: queue.tickets.len() as u64,
+        })
+    }
+
+    /// The lobby's tickets in drawn order (`GET /v1/events/{id}/queue/draw`); `None` before
+    /// the draw or without a queue.
+    pub fn drawn_lobby(&self) -> Option<Vec<TicketId>> {
+        let queue = self.queue.as_ref().filter(|queue| queue.drawn)?;
+        let lobby = queue.order.iter().take_while(|ticket| queue.tickets[ticket.0 as usize - 1].lobby);
+        Some(lobby.copied().collect())
     }
 
     /// The status a registration gets when it takes a seat now.
@@ -698,6 +916,10 @@ impl EventQuota {
         assert_eq!(self.registrants.len(), self.active, "registrants and registrations disagree");
         assert_eq!(held, self.holds.len(), "held counters disagree with the hold index");
         assert_eq!(self.idempotency.len(), self.idempotency_entries.len());
+        if let Some(queue) = &self.queue {
+            queue.check_invariants();
+            assert!(queue.drawn || queue.passes.is_empty(), "a pass was issued before the draw");
+        }
         self.applies += 1;
         let small = cfg!(debug_assertions) && self.slots.len() <= DEBUG_FULL_CHECK_REGISTRATIONS_MAX;
         if small || self.applies.is_multiple_of(FULL_CHECK_INTERVAL_APPLIES) {
@@ -744,6 +966,45 @@ impl EventQuota {
             let position = self.idempotency_front + offset as u64;
             assert_eq!(self.idempotency.get(&entry.key), Some(&position), "idempotency index is wrong");
         }
+        if let Some(queue) = &self.queue {
+            queue.check_invariants_fully();
+        }
+    }
+}
+
+impl QuotaBuilder {
+    /// Rebuilds the queue from its tickets: numbers are dense from 1; the lobby waits for the
+    /// draw, which the first apply at or after `opens_at` runs (again) from the same seed and
+    /// ids, so that every ticket gets back its place; later joins follow in number order,
+    /// which is the order they were committed in. Admissions are a prefix of that order (and
+    /// waitlist-pass uses), so the cursor and pacing need no stored state of their own.
+    fn restore_queue(&mut self) -> Result<(), RestoreError> {
+        let Some(queue) = self.quota.queue.as_mut() else { return Ok(()) };
+        self.tickets.sort_unstable_by_key(|(ticket, ..)| *ticket);
+        for (expected, (ticket, registrant, lobby, state)) in self.tickets.drain(..).enumerate() {
+            if ticket != TicketId(expected as u64 + 1) {
+                return Err(RestoreError::TicketMissing(TicketId(expected as u64 + 1)));
+            }
+            queue.add(registrant, lobby);
+            queue.ticket_mut(ticket).state = state;
+            if let StoredTicketState::Admitted { pass_expires_at } = state {
+                queue.passes.insert((pass_expires_at, ticket));
+            }
+        }
+        let moved = queue.tickets.iter().any(|ticket| ticket.state != StoredTicketState::Waiting);
+        if !queue.order.is_empty() || moved {
+            // A ticket joined after the opening or was admitted, so the draw had run: run it
+            // again now to give every ticket its place back.
+            let event = self.quota.config.id.clone();
+            queue.draw(&event);
+        }
+        queue.settle_cursor();
+        for index in queue.cursor..queue.order.len() {
+            if queue.tickets[queue.order[index].0 as usize - 1].state != StoredTicketState::Waiting {
+                queue.left_early.insert(index);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -752,11 +1013,12 @@ impl EventQuota {
 pub struct QuotaBuilder {
     quota: EventQuota,
     idempotency: Vec<IdempotencyEntry>,
+    tickets: Vec<(TicketId, KeyDigest, bool, StoredTicketState)>,
 }
 
 impl QuotaBuilder {
     pub fn new(config: EventConfig) -> Result<Self, RestoreError> {
-        Ok(QuotaBuilder { quota: EventQuota::new(config)?, idempotency: Vec::new() })
+        Ok(QuotaBuilder { quota: EventQuota::new(config)?, idempotency: Vec::new(), tickets: Vec::new() })
     }
 
     pub fn add_registration(&mut self, record: RegistrationRecord) -> Result<(), RestoreError> {
@@ -786,6 +1048,17 @@ impl QuotaBuilder {
         Ok(())
     }
 
+    /// Adds a stored ticket; tickets may come in any order.
+    pub fn add_ticket(&mut self, record: TicketRecord) -> Result<(), RestoreError> {
+        let queue = self.quota.queue.as_mut().ok_or(RestoreError::TicketWithoutQueue(record.ticket))?;
+        let registrant = KeyDigest::of(record.registrant.as_str());
+        if queue.by_registrant.contains_key(&registrant) {
+            return Err(RestoreError::DuplicateTicket(record.ticket));
+        }
+        self.tickets.push((record.ticket, registrant, record.lobby, record.state));
+        Ok(())
+    }
+
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
         self.idempotency.push(IdempotencyEntry {
@@ -800,6 +1073,7 @@ impl QuotaBuilder {
     /// Finishes the rebuild: `next_registration` and `last_seq` come from the store (the
     /// highest ever issued, ended registrations included). Everything loaded is durable.
     pub fn finish(mut self, next_registration: u64, last_seq: Seq) -> Result<EventQuota, RestoreError> {
+        self.restore_queue()?;
         let quota = &mut self.quota;
         let issued = next_registration.saturating_sub(1);
         if quota.slots.len() as u64 > issued {
@@ -811,8 +1085,9 @@ impl QuotaBuilder {
         for state in &mut quota.categories {
             state.waitlist.make_contiguous().sort_unstable();
         }
-        self.idempotency.sort_by_key(|entry| entry.expires_at);
-        for mut entry in self.idempotency {
+        let mut idempotency = std::mem::take(&mut self.idempotency);
+        idempotency.sort_by_key(|entry| entry.expires_at);
+        for mut entry in idempotency {
             if quota.idempotency.contains_key(&entry.key) {
                 continue;
             }

@@ -305,6 +305,11 @@ impl StoreView {
                 Some(Promotion { registrant, registration: *registration, status })
             }
             EffectKind::DecisionRecorded { .. } | EffectKind::CapacityChanged { .. } => None,
+            // Simulated events have no queue (yet): these effects never come.
+            EffectKind::QueueJoined { .. }
+            | EffectKind::QueueAdmitted { .. }
+            | EffectKind::QueuePassExpired { .. }
+            | EffectKind::QueuePassUsed { .. } => None,
         }
     }
 

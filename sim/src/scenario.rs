@@ -392,6 +392,7 @@ impl Scenario {
                 waitlist_length_max: self.event.waitlist_length_max,
                 ..QuotaLimits::default()
             },
+            queue: None,
         }
     }
 

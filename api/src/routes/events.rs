@@ -152,6 +152,9 @@ pub struct EventView<'a> {
     #[schema(value_type = crate::openapi::EventStatus)]
     status: &'static str,
     categories: Vec<CategoryView<'a>>,
+    /// Only for an event with a queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<crate::routes::queue::QueueView>,
 }
 
 /// `scheduled`, `open`, `closed` or `sold_out`, from the window and the figures.
@@ -199,6 +202,7 @@ pub fn event_view<'a>(
                 waitlisted: figures.waitlisted,
             })
             .collect(),
+        queue: crate::routes::queue::queue_view(event, now),
     }
 }
 
@@ -231,6 +235,8 @@ pub struct NewEvent {
     /// Distinct codes.
     #[schema(min_items = 1, max_items = 64)]
     pub categories: Vec<NewCategory>,
+    /// A fair opening: registrations then need a `Queue-Pass` from the event's queue.
+    pub queue: Option<crate::routes::queue::NewQueue>,
 }
 
 /// A category of a new event.
@@ -332,7 +338,9 @@ async fn create(
     state.require_admin(&request).await?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let generated = kuota_persist::random::token_hex(6);
-    let config = domain::new_event(&body, &generated, state.settings.idempotency_retention_seconds)?;
+    // The draw's seed: random here, committed to (its SHA-256 shown) once the lobby opens.
+    let seed = kuota_persist::random::random_bytes::<32>();
+    let config = domain::new_event(&body, &generated, state.settings.idempotency_retention_seconds, seed)?;
     let now = kuota_engine::Clock::now(&state.clock);
     let created = state.store.create_event(&config, now).await?;
     if !created {
@@ -396,8 +404,10 @@ async fn read(
     let now = kuota_engine::Clock::now(&state.clock);
     let figures = event.counters().snapshot();
     let status = event_status(event.config(), &figures, now);
-    // The counters' version changes with every figure; the status with the clock.
-    let etag = format!("\"{}-{}\"", event.counters().version(), status);
+    // The counters' version changes with every figure; the status and the queue's commitment
+    // with the clock.
+    let lobby = crate::routes::queue::lobby_phase(event.config(), now);
+    let etag = format!("\"{}-{}{lobby}\"", event.counters().version(), status);
     let matches =
         request.headers().get(header::IF_NONE_MATCH).and_then(|value| value.to_str().ok()).is_some_and(
             |value| value.split(',').any(|candidate| candidate.trim().trim_start_matches("W/") == etag),

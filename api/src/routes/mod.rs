@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod events;
 pub mod operations;
+pub mod queue;
 pub mod registrations;
 
 use actix_web::http::header;
@@ -14,6 +15,7 @@ use crate::error::ApiError;
 pub fn configure(config: &mut web::ServiceConfig) {
     events::configure(config);
     registrations::configure(config);
+    queue::configure(config);
     admin::configure(config);
     operations::configure(config);
     crate::openapi::configure(config);

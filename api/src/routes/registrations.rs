@@ -252,6 +252,8 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::Decided(Decision::NotOpen { .. }) => "not_open",
         Outcome::Decided(Decision::Closed) => "closed",
         Outcome::Replayed(_) => "replayed",
+        Outcome::QueuePassRequired => "queue_pass_required",
+        Outcome::QueuePassInvalid => "queue_pass_invalid",
         Outcome::KeyInFlight => "key_in_flight",
         Outcome::KeyReused => "key_reused",
         _ => "other",
@@ -279,6 +281,12 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
             min_length = 1,
             max_length = 255,
             pattern = "^[ -~]+$"
+        ),
+        (
+            "Queue-Pass" = Option<String>,
+            Header,
+            description = "Required for a queued event: the `pass` of the registrant's admitted ticket, or \
+                the `waitlist_pass` of its sold-out ticket (with `waitlist: true`)."
         )
     ),
     request_body = NewRegistration,
@@ -299,6 +307,14 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
             status = 400,
             description = "`idempotency_key_missing`, `idempotency_key_invalid` (not 1–255 printable \
                 ASCII) or `malformed_body`.",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (
+            status = 403,
+            description = "A queued event: no `Queue-Pass` (`queue_pass_required`), or a pass that is \
+                unknown, expired, used, another registrant's, or a waitlist pass without `waitlist: true` \
+                (`queue_pass_invalid`). Checked right after `not_open`/`closed`; not stored with the key.",
             body = Problem,
             content_type = "application/problem+json"
         ),
@@ -413,15 +429,20 @@ where
     state.limit_registrant(&parsed.registrant).await?;
     // Sold out is answered from the published counters, unless this key may have been decided
     // before (then its decision must be replayed, which only the actor knows). This comes before
-    // the access token and the fingerprint are derived: a sold-out answer needs neither.
-    let sold_out = event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
+    // the access token and the fingerprint are derived: a sold-out answer needs neither. Not for
+    // a queued event: its pass is checked before `sold_out`, and only the actor can.
+    let queued = event.config().queue.is_some();
+    let sold_out = !queued && event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
     if sold_out && !event.counters().may_have_seen_key(&key) {
         metrics::sold_out_fast().increment(1);
         return Ok(sold_out_response());
     }
     state.refuse_if_stalled()?;
     let category = parsed.category.clone();
-    let (register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
+    let (mut register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
+    if queued && let Some(pass) = request.headers().get("queue-pass") {
+        register.queue_pass = Some(crate::queue::parse_pass(&state.token_secret, event_id, pass.as_bytes()));
+    }
     // Past the adaptive limit on registrations in flight, refused at once (see `admission`).
     let _permit = state.admission.try_acquire().ok_or_else(|| state.shed(admission::REFUSAL_REASON))?;
     let (outcome, decided_at) =
@@ -436,6 +457,21 @@ where
         Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
         Outcome::KeyReused => Err(ApiError::KeyReused),
         Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
+        Outcome::QueuePassRequired => Err(ApiError::Conflict {
+            status: StatusCode::FORBIDDEN,
+            code: "queue_pass_required",
+            detail: "this event admits registrations through its queue: send the ticket's pass in Queue-Pass"
+                .into(),
+            extra: None,
+        }),
+        Outcome::QueuePassInvalid => Err(ApiError::Conflict {
+            status: StatusCode::FORBIDDEN,
+            code: "queue_pass_invalid",
+            detail: "the Queue-Pass is unknown, expired, used, another registrant's, or a waitlist pass \
+                used for a seat"
+                .into(),
+            extra: None,
+        }),
         Outcome::UnknownCategory => Err(ApiError::Validation(vec![crate::error::FieldError::new(
             "category",
             "is not a category of this event",

@@ -651,3 +651,26 @@ async fn a_node_killed_and_restarted_under_the_same_id_serves_its_events_at_once
     assert_eq!(epoch(&b, "race").await, epoch_before + 1, "the new life loaded under a new epoch");
     assert_eq!(confirmed_rows(&b, "race").await, 2);
 }
+
+#[actix_rt::test]
+async fn a_queue_is_held_by_the_owner_and_served_through_either_node() {
+    use super::queue::{drawn, join, queued_race, register_with_pass, ticket};
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    a.create_event(queued_race("race", 1, 1_000, serde_json::json!({}))).await;
+    let ana = join(&b, "race", "k-ana", "ana@example.org").await;
+    assert_eq!(ana.status, 202, "{}", text(&ana));
+    assert_eq!(ana.header("kuota-owner"), Some("node-a"), "node b forwards joins to the owner");
+    let replay = join(&a, "race", "k-ana", "ana@example.org").await;
+    assert_eq!(replay.body, ana.body, "the same answer through the owner");
+    let ana = ana.json();
+    let (id, token) = (ana["ticket_id"].as_str().unwrap(), ana["access_token"].as_str().unwrap());
+    assert_eq!(drawn(&b, "race").await, drawn(&a, "race").await);
+    let read = ticket(&b, id, token).await;
+    assert_eq!((read.status, read.json()["status"].as_str()), (200, Some("admitted")));
+    assert!(read.header("retry-after").is_some(), "headers are relayed");
+    let pass = read.json()["pass"].as_str().unwrap().to_string();
+    let seated = register_with_pass(&b, "race", "r1", &registration("10K", "ana@example.org"), &pass).await;
+    assert_eq!(seated.status, 201, "{}", text(&seated));
+    assert_eq!(epoch(&a, "race").await, 1, "only node a ever loaded the event");
+}

@@ -13,5 +13,6 @@ mod liveness;
 mod openapi;
 mod operations;
 mod private_servers;
+mod queue;
 mod registrations;
 mod support;

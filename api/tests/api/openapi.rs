@@ -21,6 +21,9 @@ const CONTRACT_PATHS: &[(&str, &[&str])] = &[
     ("/v1/status", &["get"]),
     ("/openapi.json", &["get"]),
     ("/docs", &["get"]),
+    ("/v1/events/{event_id}/queue", &["post"]),
+    ("/v1/queue/{ticket_id}", &["get"]),
+    ("/v1/events/{event_id}/queue/draw", &["get"]),
 ];
 
 /// The statuses the contract names for each operation.
@@ -29,8 +32,15 @@ const CONTRACT_STATUSES: &[(&str, &str, &[&str])] = &[
     (
         "post",
         "/v1/events/{event_id}/registrations",
-        &["201", "202", "400", "409", "413", "415", "422", "429", "503"],
+        &["201", "202", "400", "403", "409", "413", "415", "422", "429", "503"],
     ),
+    (
+        "post",
+        "/v1/events/{event_id}/queue",
+        &["200", "202", "400", "404", "409", "413", "415", "422", "429", "503"],
+    ),
+    ("get", "/v1/queue/{ticket_id}", &["200", "401", "404"]),
+    ("get", "/v1/events/{event_id}/queue/draw", &["200", "404", "409"]),
     ("get", "/v1/registrations/{registration_id}", &["200", "401", "404"]),
     ("delete", "/v1/registrations/{registration_id}", &["200", "401", "404"]),
     ("get", "/v1/events/{event_id}/stream", &["200"]),

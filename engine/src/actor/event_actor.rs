@@ -12,7 +12,8 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
 use tokio::sync::oneshot;
 
 use crate::actor::messages::{
-    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, Reply, SetCapacityMessage, StatusMessage,
+    ActorError, CancelMessage, ConfirmMessage, DrawMessage, JoinQueueMessage, RegisterMessage, Reply,
+    SetCapacityMessage, StatusMessage, TicketMessage,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::command::{Command, Register};
@@ -102,6 +103,9 @@ fn answer(reply: Option<Reply>, result: Result<(Outcome, Timestamp), ActorError>
 impl EventActor {
     pub fn new(parts: EventActorParts) -> Self {
         parts.shared.published.publish(&parts.quota);
+        if parts.quota.config().queue.is_some() {
+            parts.shared.published.publish_queue(&parts.quota, parts.clock.now());
+        }
         parts.shared.published.note_decided_keys(&parts.quota);
         EventActor {
             event: parts.quota.config().id.clone(),
@@ -147,6 +151,7 @@ impl EventActor {
         let at = self.clock.now();
         let (outcome, effects) = self.quota.apply(&command, at);
         self.shared.published.publish(&self.quota);
+        self.shared.published.publish_queue(&self.quota, at);
         let last_seq = self.quota.last_seq();
         if effects.is_empty() {
             if self.pending.is_empty() {
@@ -254,6 +259,9 @@ impl EventActor {
                     actor.epoch = loaded.epoch;
                     actor.recovering = false;
                     actor.shared.published.publish(&actor.quota);
+                    if actor.quota.config().queue.is_some() {
+                        actor.shared.published.publish_queue(&actor.quota, actor.clock.now());
+                    }
                     actor.shared.published.note_decided_keys(&actor.quota);
                     tracing::info!(event_id = %actor.event, epoch = actor.epoch, "event reloaded after a store failure");
                 }
@@ -285,7 +293,19 @@ impl Actor for EventActor {
             }));
         }
         context.run_interval(Duration::from_millis(HOLD_EXPIRY_TICK_MS), |actor, context| {
-            let due = actor.quota.next_hold_expiry().is_some_and(|expiry| expiry <= actor.clock.now());
+            let queued = actor.quota.config().queue.is_some();
+            // The clock is read only when something may be due: most events have no queue, and
+            // their ticks stay as cheap as a hold lookup.
+            if !queued && actor.quota.next_hold_expiry().is_none() {
+                return;
+            }
+            let now = actor.clock.now();
+            let due = actor.quota.next_hold_expiry().is_some_and(|expiry| expiry <= now)
+                || actor.quota.queue_work_due(now);
+            if queued {
+                // The admission rate slides with time even when nothing is decided.
+                actor.shared.published.publish_queue(&actor.quota, now);
+            }
             if due && !actor.recovering {
                 actor.decide(Command::ExpireHolds, None, context);
             }
@@ -335,6 +355,39 @@ impl Handler<SetCapacityMessage> for EventActor {
         self.message_received();
         let command = Command::SetCapacity { category: message.category, capacity: message.capacity };
         self.decide(command, Some(message.reply), context);
+    }
+}
+
+impl Handler<JoinQueueMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: JoinQueueMessage, context: &mut Self::Context) {
+        self.message_received();
+        if let Some(idempotency) = &message.request.idempotency {
+            // As for registrations: noted before the decision.
+            self.shared.published.note_idempotency_key(&idempotency.key);
+        }
+        self.decide(Command::JoinQueue(message.request), Some(message.reply), context);
+    }
+}
+
+impl Handler<TicketMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: TicketMessage, _context: &mut Self::Context) {
+        self.message_received();
+        // The caller may have given up; nobody is left to tell.
+        let _ = message.reply.send(self.quota.ticket_view(message.ticket, self.clock.now()));
+    }
+}
+
+impl Handler<DrawMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, message: DrawMessage, _context: &mut Self::Context) {
+        self.message_received();
+        // The caller may have given up; nobody is left to tell.
+        let _ = message.reply.send(self.quota.drawn_lobby());
     }
 }
 

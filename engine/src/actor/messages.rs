@@ -5,10 +5,11 @@ use actix::Message;
 use tokio::sync::oneshot;
 
 use crate::clock::Timestamp;
-use crate::command::Register;
+use crate::command::{JoinQueue, Register};
 use crate::ids::{CategoryCode, RegistrationId};
 use crate::outcome::{ActiveStatus, Outcome};
 use crate::ownership::OwnershipError;
+use crate::queue::{TicketId, TicketView};
 use crate::store::StoreError;
 
 /// Why an event actor could not decide, as opposed to what it decided (`Outcome`).
@@ -80,4 +81,26 @@ pub type StatusReply = oneshot::Sender<Option<(ActiveStatus, Option<u32>)>>;
 pub struct StatusMessage {
     pub registration: RegistrationId,
     pub reply: StatusReply,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JoinQueueMessage {
+    pub request: JoinQueue,
+    pub reply: Reply,
+}
+
+/// A read of one queue ticket as it stands now; answered at once, without the writer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TicketMessage {
+    pub ticket: TicketId,
+    pub reply: oneshot::Sender<Option<TicketView>>,
+}
+
+/// A read of the drawn lobby order (`None` before the draw).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DrawMessage {
+    pub reply: oneshot::Sender<Option<Vec<TicketId>>>,
 }

@@ -12,16 +12,18 @@ use tokio::sync::{OnceCell, oneshot};
 
 use crate::actor::event_actor::{EventActor, EventActorParts, EventShared};
 use crate::actor::messages::{
-    ActorError, CancelMessage, ConfirmMessage, RegisterMessage, SetCapacityMessage, StatusMessage,
+    ActorError, CancelMessage, ConfirmMessage, DrawMessage, JoinQueueMessage, RegisterMessage,
+    SetCapacityMessage, StatusMessage, TicketMessage,
 };
 use crate::clock::{Clock, Timestamp};
-use crate::command::Register;
+use crate::command::{JoinQueue, Register};
 use crate::counters::PublishedCounters;
 use crate::event::EventConfig;
 use crate::ids::{CategoryCode, EventId, RegistrationId};
 use crate::limits::MAILBOX_CAPACITY_MAX;
 use crate::outcome::{ActiveStatus, Outcome};
 use crate::ownership::{Claim, Owner, Ownership, SoleOwner};
+use crate::queue::{TicketId, TicketView};
 use crate::store::{EventLoader, SubmissionSender};
 
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +96,21 @@ impl EventHandle {
 
     pub async fn set_capacity(&self, category: CategoryCode, capacity: u32) -> Result<Outcome, ActorError> {
         Ok(self.request(|reply| SetCapacityMessage { category, capacity, reply }).await??.0)
+    }
+
+    /// Asks for a ticket in the event's queue.
+    pub async fn join_queue(&self, request: JoinQueue) -> Result<(Outcome, Timestamp), ActorError> {
+        self.request(|reply| JoinQueueMessage { request, reply }).await?
+    }
+
+    /// A queue ticket as the actor sees it now (`None`: no such ticket or no queue).
+    pub async fn ticket(&self, ticket: TicketId) -> Result<Option<TicketView>, ActorError> {
+        self.request(|reply| TicketMessage { ticket, reply }).await
+    }
+
+    /// The lobby's tickets in drawn order (`None` before the draw or without a queue).
+    pub async fn draw(&self) -> Result<Option<Vec<TicketId>>, ActorError> {
+        self.request(|reply| DrawMessage { reply }).await
     }
 
     /// Sends without waiting for room: a full mailbox is `Overloaded` at once.

@@ -2,6 +2,8 @@
 
 mod actor;
 mod ownership;
+mod queue_rules;
+mod queue_state_machine;
 mod quota_rules;
 mod state_machine;
 mod support;

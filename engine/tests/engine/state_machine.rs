@@ -308,6 +308,10 @@ fn shape(effect: &Effect) -> EffectShape {
         EffectKind::CapacityChanged { category, capacity, .. } => {
             EffectShape::CapacityChanged { category: usize::from(*category), capacity: *capacity }
         }
+        EffectKind::QueueJoined { .. }
+        | EffectKind::QueueAdmitted { .. }
+        | EffectKind::QueuePassExpired { .. }
+        | EffectKind::QueuePassUsed { .. } => unreachable!("these events have no queue"),
     }
 }
 
@@ -625,6 +629,7 @@ fn label(outcome: &Outcome) -> &'static str {
             Decision::AlreadyRegistered => "decided already registered",
             Decision::NotOpen { .. } => "decided not open",
             Decision::Closed => "decided closed",
+            Decision::QueueJoined { .. } => unreachable!("these events have no queue"),
         },
         Outcome::Replayed(decision) if decision.registration().is_some() => "replayed a registration",
         Outcome::Replayed(_) => "replayed",
@@ -646,6 +651,10 @@ fn label(outcome: &Outcome) -> &'static str {
         Outcome::CapacityBelowTaken { .. } => "capacity below taken",
         Outcome::HoldsExpired { count: 0 } => "holds expired none",
         Outcome::HoldsExpired { .. } => "holds expired some",
+        // The queue's own state machine (`queue_state_machine`) covers these.
+        Outcome::NoQueue | Outcome::QueueFull | Outcome::QueuePassRequired | Outcome::QueuePassInvalid => {
+            unreachable!("these events have no queue and no step joins one")
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub fn event_config(categories: &[(&str, u32)], hold_ttl_seconds: u32) -> EventC
             })
             .collect(),
         limits: QuotaLimits::default(),
+        queue: None,
     }
 }
 
@@ -40,6 +41,7 @@ pub fn register(category: &str, email: &str) -> Register {
         idempotency: None,
         waitlist: false,
         details: Arc::new(RegistrationDetails { full_name: "Ana Runner".into(), ..Default::default() }),
+        queue_pass: None,
     }
 }
 

@@ -66,6 +66,7 @@ async fn run(url: &str, event: &EventId, prefix: &str, count: usize) -> Result<(
             idempotency: None,
             waitlist: false,
             details: Arc::new(RegistrationDetails { full_name: "Crash Test".into(), ..Default::default() }),
+            queue_pass: None,
         };
         let (outcome, effects) = quota.apply(&Command::Register(request), clock.now());
         let registration = match outcome {

@@ -6,6 +6,7 @@
 //! - `backend`: the two databases behind one interface (statements as SQL text plus values).
 //! - `maintenance`: outbox claims and settlements for the delivery worker; purges past retention.
 //! - `text_protocol`: MySQL statements inside transactions, values inlined, batched per round trip.
+//! - `queue`: a queued event's settings and tickets (statements and recovery reads).
 //! - `plan`: what a batch of effects means for the stored rows (pure).
 //! - `write`: one batch, one transaction, with the epoch check.
 //! - `recovery`: `EventLoader`, streaming an event's rows into a `QuotaBuilder`.
@@ -15,6 +16,7 @@ mod backend;
 mod error;
 mod maintenance;
 mod plan;
+mod queue;
 mod recovery;
 mod rows;
 mod text_protocol;
@@ -153,11 +155,13 @@ impl SqlStore {
         config.validate()?;
         let mut transaction = self.pool.begin_write().await?;
         let limits = &config.limits;
-        let insert_event = Statement::new(
+        let seed_hex = queue::seed_hex(config);
+        let insert_event = Statement::new(format!(
             "INSERT INTO events (id, name, opens_at, closes_at, hold_ttl_seconds, waitlist_length_max, \
-             idempotency_entries_max, idempotency_retention_seconds, epoch, last_seq, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
-        )
+             idempotency_entries_max, idempotency_retention_seconds, epoch, last_seq, created_at, {}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?)",
+            queue::QUEUE_COLUMNS
+        ))
         .bind(config.id.as_str())
         .bind(config.name.as_str())
         .bind(config.opens_at.map(millis))
@@ -167,6 +171,7 @@ impl SqlStore {
         .bind(i64::from(limits.idempotency_entries_max))
         .bind(i64::from(limits.idempotency_retention_seconds))
         .bind(millis(now));
+        let insert_event = queue::bind_queue_settings(insert_event, config, &seed_hex);
         match transaction.execute(&insert_event).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(false),
@@ -480,10 +485,11 @@ pub(crate) async fn read_event(
     runner: &mut Runner<'_>,
     id: &EventId,
 ) -> Result<Option<StoredEvent>, PersistError> {
-    let event = Statement::new(
+    let event = Statement::new(format!(
         "SELECT name, opens_at, closes_at, hold_ttl_seconds, waitlist_length_max, idempotency_entries_max, \
-         idempotency_retention_seconds, epoch, last_seq FROM events WHERE id = ?",
-    )
+         idempotency_retention_seconds, epoch, last_seq, {} FROM events WHERE id = ?",
+        queue::QUEUE_COLUMNS
+    ))
     .bind(id.as_str());
     let mut stored = None;
     runner
@@ -503,6 +509,7 @@ pub(crate) async fn read_event(
                         "events.idempotency_retention_seconds",
                     )?,
                 },
+                queue: queue::read_queue_settings(row, 9)?,
             };
             let epoch = unsigned(row.int(7)?, "events.epoch")?;
             let last_seq = Seq(unsigned(row.int(8)?, "events.last_seq")?);

@@ -4,9 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use kuota_engine::{ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, Seq, Timestamp};
+use kuota_engine::{
+    ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, Seq, StoredTicketState, TicketId,
+    Timestamp,
+};
 
 use crate::store::error::PersistError;
+use crate::store::queue::{NewTicket, TicketRow, TicketRows};
 use crate::store::rows::RowStatus;
 
 /// Milliseconds as the database stores them. Timestamps beyond `i64::MAX` ms (292 million
@@ -104,6 +108,8 @@ pub(crate) struct EventPlan<'a> {
     pub outbox: Vec<OutboxEntry>,
     /// Category code → capacity; the latest change wins.
     pub capacities: BTreeMap<&'a str, i64>,
+    /// Queue tickets created or changed, in the state the batch leaves them in.
+    pub tickets: TicketRows<'a>,
 }
 
 impl<'a> EventPlan<'a> {
@@ -120,6 +126,7 @@ impl<'a> EventPlan<'a> {
             audit: Vec::new(),
             outbox: Vec::new(),
             capacities: BTreeMap::new(),
+            tickets: BTreeMap::new(),
         }
     }
 
@@ -230,6 +237,42 @@ impl<'a> EventPlan<'a> {
                     AuditDetail::CapacityChanged { category: category_code.as_str(), capacity: *capacity };
                 (None, "capacity_changed", detail)
             }
+            EffectKind::QueueJoined { ticket, registrant, lobby } => {
+                let new = NewTicket { email: registrant.as_str(), lobby: *lobby, created_at: at };
+                let row = TicketRow {
+                    number: signed(ticket.0),
+                    new: Some(new),
+                    state: StoredTicketState::Waiting,
+                    registration: None,
+                    updated_at: at,
+                };
+                self.tickets.insert(ticket.0, row);
+                (None, "queue_joined", AuditDetail::Ticket { ticket: ticket.0, pass_expires_at: None })
+            }
+            EffectKind::QueueAdmitted { ticket, pass_expires_at } => {
+                self.change_ticket(
+                    *ticket,
+                    StoredTicketState::Admitted { pass_expires_at: *pass_expires_at },
+                    None,
+                    at,
+                );
+                let detail =
+                    AuditDetail::Ticket { ticket: ticket.0, pass_expires_at: Some(millis(*pass_expires_at)) };
+                (None, "queue_admitted", detail)
+            }
+            EffectKind::QueuePassExpired { ticket } => {
+                self.change_ticket(*ticket, StoredTicketState::Expired, None, at);
+                (None, "queue_pass_expired", AuditDetail::Ticket { ticket: ticket.0, pass_expires_at: None })
+            }
+            EffectKind::QueuePassUsed { ticket, registration } => {
+                let number = signed(registration.0);
+                self.change_ticket(*ticket, StoredTicketState::Used, Some(number), at);
+                (
+                    Some(number),
+                    "queue_pass_used",
+                    AuditDetail::Ticket { ticket: ticket.0, pass_expires_at: None },
+                )
+            }
         };
         // Plain structs of strings and integers; serializing them cannot fail.
         let detail_json = serde_json::to_string(&detail).expect("an audit detail serializes to JSON");
@@ -250,6 +293,27 @@ impl<'a> EventPlan<'a> {
                 .insert(registration, RegistrationChange { number, status, hold_expires_at, updated_at: at });
         }
         number
+    }
+
+    /// Applies a state change to a ticket created in this batch, or records it as a change to
+    /// a stored one.
+    fn change_ticket(
+        &mut self,
+        ticket: TicketId,
+        state: StoredTicketState,
+        registration: Option<i64>,
+        at: i64,
+    ) {
+        let row = self.tickets.entry(ticket.0).or_insert(TicketRow {
+            number: signed(ticket.0),
+            new: None,
+            state,
+            registration: None,
+            updated_at: at,
+        });
+        row.state = state;
+        row.registration = registration.or(row.registration);
+        row.updated_at = at;
     }
 
     fn remember(&mut self, key: &'a str, fingerprint_bits: u64, decision: &kuota_engine::Decision, at: i64) {
@@ -297,6 +361,11 @@ enum AuditDetail<'a> {
     CapacityChanged {
         category: &'a str,
         capacity: u32,
+    },
+    Ticket {
+        ticket: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pass_expires_at: Option<i64>,
     },
     Empty {},
 }

@@ -144,6 +144,13 @@ impl SqlStore {
             })
             .await?;
 
+        let loaded_tickets = crate::store::queue::load_tickets(
+            &mut Runner::Transaction(&mut transaction),
+            event,
+            &mut builder,
+        )
+        .await?;
+
         // Ended registrations keep their numbers: the next one continues after the highest
         // number ever stored, not after the highest active one.
         let highest =
@@ -173,6 +180,7 @@ impl SqlStore {
             epoch,
             registrations = loaded_registrations,
             idempotency_entries = loaded_entries,
+            queue_tickets = loaded_tickets,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event loaded"
         );

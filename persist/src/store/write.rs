@@ -10,6 +10,7 @@ use crate::store::SqlStore;
 use crate::store::backend::{Dialect, RowAccess, Statement, Value};
 use crate::store::error::{FailureKind, PersistError};
 use crate::store::plan::{EventPlan, signed, unsigned};
+use crate::store::queue;
 
 /// Parameters one statement may carry. SQLite allows 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`
 /// since 3.32), MySQL 65,535 per prepared statement; this stays below both.
@@ -294,9 +295,14 @@ fn plan_statements<'a>(
             statements.push(change_statement(plan.event, chunk));
             expected.push(Expect::Changes(plan.event, chunk.len() as u64));
         }
+        for (statement, count) in queue::ticket_changes(plan) {
+            statements.push(statement);
+            expected.push(Expect::Changes(plan.event, count));
+        }
     }
     let inserts = registration_inserts(plans)
         .into_iter()
+        .chain(queue::ticket_inserts(plans))
         .chain(idempotency_upserts(dialect, plans))
         .chain(audit_inserts(plans))
         .chain(outbox_inserts(plans));
@@ -363,7 +369,7 @@ fn push_placeholders(sql: &mut String, count: usize) {
 /// Builds `INSERT INTO table (columns) VALUES (…), (…)` statements of at most
 /// `PARAMETERS_PER_STATEMENT_MAX` parameters and about `VALUE_BYTES_PER_STATEMENT_MAX` bytes of
 /// text values, from rows of `columns` values each.
-fn multi_row_inserts<'a, Row>(
+pub(crate) fn multi_row_inserts<'a, Row>(
     head: &str,
     columns: usize,
     tail: &str,

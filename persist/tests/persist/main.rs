@@ -3,6 +3,7 @@
 
 mod lease;
 mod outbox;
+mod queue;
 mod redis_support;
 mod session;
 mod sql_support;

@@ -162,6 +162,7 @@ pub fn event_config(id: &str, categories: &[(&str, u32)], hold_ttl_seconds: u32)
             })
             .collect(),
         limits: QuotaLimits::default(),
+        queue: None,
     }
 }
 
@@ -177,6 +178,7 @@ pub fn register(category: &str, email: &str) -> Register {
             attributes_json: Some(r#"{"shirt":"M"}"#.into()),
             access_token_hash: format!("hash-of-{email}"),
         }),
+        queue_pass: None,
     }
 }
 

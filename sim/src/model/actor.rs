@@ -128,6 +128,8 @@ fn classify(outcome: &Outcome) -> (AnswerClass, Option<RegistrationId>, bool) {
         Decision::SoldOut => AnswerClass::SoldOut,
         Decision::AlreadyRegistered => AnswerClass::AlreadyRegistered,
         Decision::NotOpen { .. } | Decision::Closed => AnswerClass::OtherRefusal,
+        // Simulated events have no queue (yet).
+        Decision::QueueJoined { .. } => AnswerClass::OtherRefusal,
     };
     match outcome {
         Outcome::Decided(made) => (decision(made), made.registration(), false),
@@ -244,6 +246,7 @@ impl Simulation<'_> {
                 }),
                 waitlist: registrant.wants_waitlist,
                 details: self.details.clone(),
+                queue_pass: None,
             }),
             Action::Confirm => Command::Confirm { registration: told },
             Action::Cancel => Command::Cancel { registration: told },
@@ -373,6 +376,11 @@ impl Simulation<'_> {
             EffectKind::Promoted { .. } => counts.promoted += 1,
             EffectKind::DecisionRecorded { .. } => counts.decisions_recorded += 1,
             EffectKind::CapacityChanged { .. } => counts.other += 1,
+            // Simulated events have no queue (yet).
+            EffectKind::QueueJoined { .. }
+            | EffectKind::QueueAdmitted { .. }
+            | EffectKind::QueuePassExpired { .. }
+            | EffectKind::QueuePassUsed { .. } => counts.other += 1,
         }
     }
 }

@@ -1,0 +1,320 @@
+//! The queue of an event with a fair opening: join, read a ticket, read the draw; and the
+//! `queue` object of the event (docs/api.md, "Queue").
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use kuota_engine::actor::EventHandle;
+use kuota_engine::queue::hex;
+use kuota_engine::{
+    Decision, EventConfig, EventId, Fingerprint, Idempotency, JoinQueue, Outcome, TicketId, Timestamp,
+};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::middleware::resource;
+use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, UnsupportedMediaType};
+use crate::queue::TicketBody;
+use crate::routes::json_body;
+use crate::state::{AppState, bearer};
+use crate::{admission, domain, time_format, tokens};
+
+/// How long a client should wait after `queue_full`, in seconds: a queue only fills up, so
+/// this is a "do not hammer", not a promise.
+pub const QUEUE_FULL_RETRY_AFTER_SECONDS: u64 = 60;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(resource("/v1/events/{event_id}/queue").route(web::post().to(join)))
+        .service(resource("/v1/events/{event_id}/queue/draw").route(web::get().to(draw)))
+        .service(resource("/v1/queue/{ticket_id}").route(web::get().to(read)));
+}
+
+/// The `queue` object of a new event (`POST /v1/events`).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({ "lobby_opens_at": "2026-11-24T09:30:00Z", "pass_ttl_seconds": 600, "overbook": 1.2 }))]
+pub struct NewQueue {
+    /// From here until `opens_at` joiners wait in the lobby; they are drawn at `opens_at`.
+    #[schema(format = DateTime)]
+    pub lobby_opens_at: String,
+    /// How long an admitted ticket's pass is good for.
+    #[schema(default = 600, minimum = 10, maximum = 86400)]
+    pub pass_ttl_seconds: Option<u32>,
+    /// Passes outstanding may reach ⌊overbook × seats available⌋.
+    #[schema(default = 1.0, minimum = 1.0, maximum = 10.0)]
+    pub overbook: Option<f64>,
+    /// Admissions per second at most; none when absent.
+    #[schema(exclusive_minimum = 0.0)]
+    pub admit_per_second: Option<f64>,
+    /// Tickets the queue hands out at most.
+    #[schema(default = 1000000, minimum = 1, maximum = 10000000)]
+    pub queue_max: Option<u32>,
+}
+
+/// The body of `POST /v1/events/{event_id}/queue`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({ "email": "ana@example.org" }))]
+pub struct NewTicket {
+    /// Trimmed and lower-cased; one ticket per e-mail per event.
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+}
+
+/// Where a ticket stands.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatusSchema {
+    Lobby,
+    Waiting,
+    Admitted,
+    Used,
+    Expired,
+    SoldOut,
+}
+
+/// The queue of an event, in `GET /v1/events/{event_id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueView {
+    #[schema(format = DateTime)]
+    lobby_opens_at: String,
+    /// Lower-case hex SHA-256 of the draw seed's 32 bytes, from the moment the lobby opens.
+    #[schema(required = true)]
+    draw_commitment: Option<String>,
+    /// The seed (64 hex characters) after the draw; `null` before.
+    #[schema(required = true)]
+    draw_seed: Option<String>,
+    /// Tickets in the lobby or waiting in line.
+    waiting: u64,
+    admitted_outstanding: u64,
+    /// Admissions per second over the last minute; `null` while none.
+    #[schema(required = true)]
+    admission_rate: Option<f64>,
+}
+
+/// The lobby's tickets in drawn order, to recompute the draw.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DrawView {
+    event_id: String,
+    draw_commitment: String,
+    draw_seed: String,
+    ticket_ids: Vec<String>,
+}
+
+/// `"-lobby"` once the lobby of a queued event opened (its commitment shows from then on),
+/// `""` otherwise: part of the event's `ETag`.
+pub fn lobby_phase(config: &EventConfig, now: Timestamp) -> &'static str {
+    match &config.queue {
+        Some(queue) if now >= queue.lobby_opens_at => "-lobby",
+        _ => "",
+    }
+}
+
+pub fn queue_view(event: &EventHandle, now: Timestamp) -> Option<QueueView> {
+    let queue = event.config().queue.as_ref()?;
+    let figures = event.counters().queue_snapshot();
+    Some(QueueView {
+        lobby_opens_at: time_format::format(queue.lobby_opens_at),
+        draw_commitment: (now >= queue.lobby_opens_at).then(|| hex(&queue.draw_seed.commitment())),
+        draw_seed: figures.drawn.then(|| hex(&queue.draw_seed.0)),
+        waiting: figures.waiting,
+        admitted_outstanding: figures.admitted_outstanding,
+        admission_rate: figures.admission_rate,
+    })
+}
+
+fn no_queue() -> ApiError {
+    ApiError::Conflict {
+        status: StatusCode::NOT_FOUND,
+        code: "no_queue",
+        detail: "the event has no queue".into(),
+        extra: None,
+    }
+}
+
+/// The answer to a join (or its replay): 202 for a new ticket, 200 for the registrant's
+/// existing one, or the window's refusals.
+fn join_response(
+    state: &AppState,
+    event: &EventId,
+    decision: &Decision,
+    replayed: bool,
+) -> Result<HttpResponse, ApiError> {
+    let mut response = match decision {
+        Decision::QueueJoined { new, view } => {
+            let status = if *new { StatusCode::ACCEPTED } else { StatusCode::OK };
+            HttpResponse::build(status).json(TicketBody::new(&state.token_secret, event, view, *new))
+        }
+        Decision::NotOpen { opens_at } => ApiError::Conflict {
+            status: StatusCode::CONFLICT,
+            code: "not_open",
+            detail: "the queue's lobby has not opened yet".into(),
+            extra: Some(serde_json::json!({ "lobby_opens_at": time_format::format(*opens_at) })),
+        }
+        .error_response(),
+        Decision::Closed => ApiError::conflict("closed", "registration has closed").error_response(),
+        other => return Err(ApiError::Internal(anyhow::anyhow!("{other:?} is not a queue decision"))),
+    };
+    if replayed {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event_id}/queue",
+    operation_id = "join_queue",
+    tag = "public",
+    summary = "Join an event's queue",
+    description = "One ticket per e-mail per event. Before `opens_at` the ticket waits in the lobby \
+        and is placed by the draw; later it goes to the tail. What the event decided (202, 200, 409 \
+        `not_open`, `closed`) is stored with the `Idempotency-Key` and replayed byte for byte. \
+        Acknowledged = committed.",
+    params(
+        ("event_id" = String, Path, description = "The event's id."),
+        ("Idempotency-Key" = String, Header, description = "Required; scoped to the event.", min_length = 1, max_length = 255)
+    ),
+    request_body = NewTicket,
+    responses(
+        (status = 202, description = "A new ticket, with its `access_token`.", body = TicketBody,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replay."))),
+        (status = 200, description = "The registrant's existing ticket (no `access_token`).", body = TicketBody),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid` or `malformed_body`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event (`not_found`), or it has no queue (`no_queue`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not_open` (before `lobby_opens_at`, with it), `closed`, or \
+            `idempotency_key_in_flight`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "`validation_failed` or `idempotency_key_reused`.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 429, response = RateLimited),
+        (status = 503, description = "`queue_full` (`queue_max` tickets handed out) or `overloaded`, with \
+            `Retry-After`.", body = Problem, content_type = "application/problem+json")
+    )
+)]
+#[tracing::instrument(skip(state, request, payload), fields(event_id = %path))]
+async fn join(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let event_id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
+    let key =
+        domain::idempotency_key(request.headers().get("idempotency-key").map(|value| value.as_bytes()))?;
+    let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
+    state.limit_client(&request)?;
+    let event = state.event_of(&request, &event_id).await?;
+    if event.config().queue.is_none() {
+        return Err(no_queue());
+    }
+    let registrant = domain::queue_join(&body)?;
+    state.limit_registrant(&registrant).await?;
+    state.refuse_if_stalled()?;
+    let fingerprint: Fingerprint = tokens::fingerprint(&["queue", registrant.as_str()]);
+    let idempotency = Some(Idempotency { key, fingerprint });
+    // Joins share the adaptive limit of registrations in flight: both wait for a commit.
+    let _permit = state.admission.try_acquire().ok_or_else(|| state.shed(admission::REFUSAL_REASON))?;
+    let (outcome, _) = event
+        .join_queue(JoinQueue { registrant, idempotency })
+        .await
+        .map_err(|error| state.actor_error(error))?;
+    match outcome {
+        Outcome::Decided(decision) => join_response(&state, &event_id, &decision, false),
+        Outcome::Replayed(decision) => join_response(&state, &event_id, &decision, true),
+        Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
+        Outcome::KeyReused => Err(ApiError::KeyReused),
+        Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
+        Outcome::QueueFull => {
+            Err(ApiError::QueueFull { retry_after_seconds: QUEUE_FULL_RETRY_AFTER_SECONDS })
+        }
+        Outcome::NoQueue => Err(no_queue()),
+        other => Err(ApiError::Internal(anyhow::anyhow!("unexpected outcome {other:?} for a queue join"))),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/queue/{ticket_id}",
+    operation_id = "get_ticket",
+    tag = "public",
+    summary = "A queue ticket as it stands now",
+    params(("ticket_id" = String, Path, description = "The `ticket_id` from the join's answer.")),
+    responses(
+        (status = 200, description = "The ticket; poll again after `Retry-After` (= `refresh_after_seconds`).",
+            body = TicketBody, headers(("Retry-After" = u32))),
+        (status = 401, description = "No credential (`unauthorized`).", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ticket, or the token is not its own (`not_found`).", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, response = Overloaded)
+    ),
+    security(("registrant_token" = []), ("admin_token" = []), ("admin_session" = []))
+)]
+#[tracing::instrument(skip(state, request), fields(ticket_id = %path))]
+async fn read(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&request);
+    let is_admin = state.is_admin(&request).await?;
+    if token.is_none() && !is_admin {
+        return Err(ApiError::Unauthorized);
+    }
+    let not_found = || ApiError::NotFound("the ticket");
+    let (event_id, ticket) = TicketId::parse(&path).map_err(|_| not_found())?;
+    let expected = crate::queue::access_token(&state.token_secret, &event_id, ticket);
+    if !is_admin && !token.is_some_and(|token| tokens::constant_time_eq(token, &expected)) {
+        return Err(not_found());
+    }
+    let event = state.event_of(&request, &event_id).await?;
+    let view = event.ticket(ticket).await.map_err(|error| state.actor_error(error))?.ok_or_else(not_found)?;
+    let body = TicketBody::new(&state.token_secret, &event_id, &view, false);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::RETRY_AFTER, view.refresh_after_seconds.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}/queue/draw",
+    operation_id = "get_draw",
+    tag = "public",
+    summary = "The draw, to recompute it",
+    description = "The lobby's tickets in drawn order: ascending `HMAC-SHA256(key = seed bytes, message = \
+        ticket_id)` as a big-endian number. SHA-256 of the seed's bytes is `draw_commitment`.",
+    params(("event_id" = String, Path, description = "The event's id.")),
+    responses(
+        (status = 200, description = "The draw.", body = DrawView),
+        (status = 404, description = "No such event (`not_found`) or no queue (`no_queue`).", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "Before the draw (`not_drawn`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = Overloaded)
+    )
+)]
+#[tracing::instrument(skip(state, request), fields(event_id = %path))]
+async fn draw(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let event_id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
+    let event = state.event_of(&request, &event_id).await?;
+    let seed = event.config().queue.as_ref().ok_or_else(no_queue)?.draw_seed;
+    let lobby = event
+        .draw()
+        .await
+        .map_err(|error| state.actor_error(error))?
+        .ok_or_else(|| ApiError::conflict("not_drawn", "the draw happens at opens_at"))?;
+    Ok(HttpResponse::Ok().json(DrawView {
+        event_id: event_id.to_string(),
+        draw_commitment: hex(&seed.commitment()),
+        draw_seed: hex(&seed.0),
+        ticket_ids: lobby.iter().map(|ticket| ticket.text(&event_id)).collect(),
+    }))
+}

@@ -1,0 +1,619 @@
+//! The queue in front of a queued event's opening: tickets (one per registrant), the lobby, the
+//! draw at `opens_at`, admission bounded by the live inventory, passes and their expiry.
+//!
+//! `Queue` is owned by `EventQuota` and changed only through its `apply`, which hands it the
+//! seat figures it needs; it never reads a clock or draws randomness. The draw's order is a pure
+//! function of the seed (supplied from outside, committed before the lobby opens) and the
+//! tickets' ids: `HMAC-SHA256(key = seed, message = ticket id text)` as a big-endian number,
+//! ascending. Tickets that join after the draw follow in the order they were decided, which is
+//! the order the write-behind commits them in.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+use crate::ids::{EventId, InvalidId};
+use crate::limits::{
+    ADMISSION_BURST_MS, ADMISSION_RATE_WINDOW_SECONDS, OVERBOOK_PERMILLE_MAX, OVERBOOK_PERMILLE_MIN,
+    PASS_TTL_SECONDS_MAX, PASS_TTL_SECONDS_MIN, QUEUE_MAX_LIMIT, REFRESH_AFTER_SECONDS_MAX,
+    REFRESH_AFTER_SECONDS_MIN, REFRESH_TICKETS_AHEAD_PER_SECOND,
+};
+use crate::quota::{KeyDigest, Map};
+
+/// A queue ticket, numbered from 1 within its event. Its text (`TicketId::text`) is what the
+/// API shows and what the draw hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TicketId(pub u64);
+
+impl TicketId {
+    /// The ticket's public id: `<event id>.q<number>`. Event ids never contain '.', so the last
+    /// '.' splits the two.
+    pub fn text(self, event: &EventId) -> String {
+        format!("{event}.q{}", self.0)
+    }
+
+    /// Reads a ticket id text back into its event and number.
+    pub fn parse(text: &str) -> Result<(EventId, TicketId), InvalidId> {
+        let invalid = InvalidId("a ticket id has the shape <event>.q<number>");
+        let (event, number) = text.rsplit_once('.').ok_or(invalid.clone())?;
+        let number = number.strip_prefix('q').ok_or(invalid.clone())?;
+        if number.is_empty() || number.starts_with('0') || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(invalid);
+        }
+        let number: u64 = number.parse().map_err(|_| invalid.clone())?;
+        Ok((EventId::parse(event)?, TicketId(number)))
+    }
+}
+
+/// The 32 random bytes the draw is keyed with. Chosen outside the core (which draws no
+/// randomness), kept secret until the draw, published after it. `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DrawSeed(pub [u8; 32]);
+
+impl fmt::Debug for DrawSeed {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("DrawSeed(..)")
+    }
+}
+
+impl DrawSeed {
+    /// The commitment published when the lobby opens: SHA-256 of the seed's raw bytes.
+    pub fn commitment(&self) -> [u8; 32] {
+        Sha256::digest(self.0).into()
+    }
+
+    /// The ticket's draw key: `HMAC-SHA256(seed, ticket id text)`; the lobby is drawn in
+    /// ascending order of these, compared as big-endian numbers (which is byte order).
+    pub fn draw_key(&self, ticket_id_text: &str) -> [u8; 32] {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        mac.update(ticket_id_text.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The queue settings of an event (`queue` in `POST /v1/events`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// From here until `opens_at`, joiners wait in the lobby and are drawn at `opens_at`.
+    pub lobby_opens_at: Timestamp,
+    pub pass_ttl_seconds: u32,
+    /// Passes outstanding may reach ⌊overbook × seats available⌋; in thousandths (1.0 = 1000).
+    pub overbook_permille: u32,
+    /// Admissions per 1000 seconds (admit_per_second × 1000); `None` for no pacing.
+    pub admit_per_kilosecond: Option<u64>,
+    /// Tickets the event may hand out.
+    pub queue_max: u32,
+    pub draw_seed: DrawSeed,
+}
+
+/// Why queue settings cannot be used; each names the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueConfigError {
+    #[error("a queued event needs opens_at")]
+    WithoutOpening,
+    #[error("queue.lobby_opens_at must be before opens_at")]
+    LobbyNotBeforeOpening,
+    #[error("queue.pass_ttl_seconds must be between {PASS_TTL_SECONDS_MIN} and {PASS_TTL_SECONDS_MAX}")]
+    PassTtl,
+    #[error("queue.overbook must be between 1.0 and 10.0")]
+    Overbook,
+    #[error("queue.admit_per_second must be above 0")]
+    AdmitPerSecond,
+    #[error("queue.queue_max must be between 1 and {QUEUE_MAX_LIMIT}")]
+    QueueMax,
+}
+
+impl QueueConfig {
+    pub fn validate(&self, opens_at: Option<Timestamp>) -> Result<(), QueueConfigError> {
+        let opens_at = opens_at.ok_or(QueueConfigError::WithoutOpening)?;
+        if self.lobby_opens_at >= opens_at {
+            return Err(QueueConfigError::LobbyNotBeforeOpening);
+        }
+        if !(PASS_TTL_SECONDS_MIN..=PASS_TTL_SECONDS_MAX).contains(&self.pass_ttl_seconds) {
+            return Err(QueueConfigError::PassTtl);
+        }
+        if !(OVERBOOK_PERMILLE_MIN..=OVERBOOK_PERMILLE_MAX).contains(&self.overbook_permille) {
+            return Err(QueueConfigError::Overbook);
+        }
+        if self.admit_per_kilosecond == Some(0) {
+            return Err(QueueConfigError::AdmitPerSecond);
+        }
+        if !(1..=QUEUE_MAX_LIMIT).contains(&self.queue_max) {
+            return Err(QueueConfigError::QueueMax);
+        }
+        Ok(())
+    }
+}
+
+/// Where a ticket stands, as the registrant reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    Lobby,
+    Waiting,
+    Admitted,
+    Used,
+    Expired,
+    SoldOut,
+}
+
+impl TicketStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketStatus::Lobby => "lobby",
+            TicketStatus::Waiting => "waiting",
+            TicketStatus::Admitted => "admitted",
+            TicketStatus::Used => "used",
+            TicketStatus::Expired => "expired",
+            TicketStatus::SoldOut => "sold_out",
+        }
+    }
+}
+
+/// A ticket as it reads at one moment: what `GET /v1/queue/{ticket_id}` shows (the API adds
+/// the pass texts, which it derives from the ticket id).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TicketView {
+    pub ticket: TicketId,
+    pub status: TicketStatus,
+    /// 1-based place in the whole queue order; `None` before the draw.
+    pub position: Option<u32>,
+    /// Tickets before this one that still wait; `None` before the draw.
+    pub ahead: Option<u32>,
+    pub eta_seconds: Option<u64>,
+    pub refresh_after_seconds: u32,
+    /// With `admitted`: when the pass lapses.
+    pub pass_expires_at: Option<Timestamp>,
+}
+
+/// Which pass a registration presents (the API has checked its signature and found the ticket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePass {
+    pub ticket: TicketId,
+    /// A sold-out ticket's `waitlist_pass`, good only for joining a waitlist.
+    pub waitlist: bool,
+}
+
+/// What the store keeps of a ticket, as recovery hands it to `QuotaBuilder`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub ticket: TicketId,
+    pub registrant: crate::ids::Email,
+    /// Joined before `opens_at`: placed by the draw.
+    pub lobby: bool,
+    pub state: StoredTicketState,
+}
+
+/// A ticket's stored state; `lobby` and `sold_out` are readings of `Waiting`, never stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredTicketState {
+    Waiting,
+    Admitted { pass_expires_at: Timestamp },
+    Used,
+    Expired,
+}
+
+impl StoredTicketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredTicketState::Waiting => "waiting",
+            StoredTicketState::Admitted { .. } => "admitted",
+            StoredTicketState::Used => "used",
+            StoredTicketState::Expired => "expired",
+        }
+    }
+}
+
+/// One ticket, indexed by number in `Queue::tickets`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub(crate) registrant: KeyDigest,
+    pub(crate) state: StoredTicketState,
+    pub(crate) lobby: bool,
+    /// Index in `Queue::order` plus one; 0 while the ticket waits in the lobby for the draw.
+    pub(crate) place: u32,
+}
+
+/// The seat figures admission and sold-out readings depend on, summed over categories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seats {
+    pub(crate) available: u64,
+    pub(crate) held: u64,
+}
+
+/// One event's queue. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Queue {
+    pub(crate) config: QueueConfig,
+    /// Ticket number `n` is at index `n - 1`.
+    pub(crate) tickets: Vec<Ticket>,
+    pub(crate) by_registrant: Map<KeyDigest, TicketId>,
+    /// Tickets waiting for the draw, in joining order; empty once drawn.
+    pub(crate) lobby: Vec<TicketId>,
+    pub(crate) drawn: bool,
+    /// The queue order: the drawn lobby, then later joins in decision order.
+    pub(crate) order: Vec<TicketId>,
+    /// `order[..cursor]` holds no waiting ticket; `order[cursor]`, if any, waits.
+    pub(crate) cursor: usize,
+    /// Indexes at or beyond `cursor` whose ticket no longer waits (a waitlist pass was used):
+    /// only these break "everything from the cursor on waits".
+    pub(crate) left_early: BTreeSet<usize>,
+    /// Outstanding passes by expiry.
+    pub(crate) passes: BTreeSet<(Timestamp, TicketId)>,
+    /// Pacing for `admit_per_kilosecond`: the next admission may happen at this time, in µs
+    /// (0 before the first).
+    pub(crate) admission_allowed_at_micros: u64,
+    /// Admissions per second over the last `ADMISSION_RATE_WINDOW_SECONDS`: (second, count),
+    /// oldest first; bounded by the window.
+    pub(crate) recent_admissions: VecDeque<(u64, u32)>,
+    /// When the rate window started counting (the first admission since it was empty).
+    pub(crate) rate_since_seconds: Option<u64>,
+}
+
+impl Queue {
+    pub(crate) fn new(config: QueueConfig) -> Self {
+        Queue {
+            config,
+            tickets: Vec::new(),
+            by_registrant: Map::default(),
+            lobby: Vec::new(),
+            drawn: false,
+            order: Vec::new(),
+            cursor: 0,
+            left_early: BTreeSet::new(),
+            passes: BTreeSet::new(),
+            admission_allowed_at_micros: 0,
+            recent_admissions: VecDeque::new(),
+            rate_since_seconds: None,
+        }
+    }
+
+    pub(crate) fn ticket(&self, ticket: TicketId) -> Option<&Ticket> {
+        let index = usize::try_from(ticket.0.checked_sub(1)?).ok()?;
+        self.tickets.get(index)
+    }
+
+    pub(crate) fn ticket_mut(&mut self, ticket: TicketId) -> &mut Ticket {
+        &mut self.tickets[ticket.0 as usize - 1]
+    }
+
+    pub(crate) fn next_ticket(&self) -> TicketId {
+        TicketId(self.tickets.len() as u64 + 1)
+    }
+
+    /// Adds a new ticket: to the lobby before `opens_at`, else to the tail of the order.
+    pub(crate) fn add(&mut self, registrant: KeyDigest, lobby: bool) -> TicketId {
+        let id = self.next_ticket();
+        let place = if lobby {
+            self.lobby.push(id);
+            0
+        } else {
+            self.order.push(id);
+            self.order.len() as u32
+        };
+        self.tickets.push(Ticket { registrant, state: StoredTicketState::Waiting, lobby, place });
+        let previous = self.by_registrant.insert(registrant, id);
+        assert!(previous.is_none(), "a registrant got a second ticket");
+        id
+    }
+
+    /// The draw: the lobby, ordered by its draw keys, goes before every later join.
+    pub(crate) fn draw(&mut self, event: &EventId) {
+        assert!(!self.drawn, "the draw ran twice");
+        let seed = self.config.draw_seed;
+        let mut drawn: Vec<([u8; 32], TicketId)> =
+            self.lobby.drain(..).map(|ticket| (seed.draw_key(&ticket.text(event)), ticket)).collect();
+        drawn.sort_unstable();
+        let later = std::mem::take(&mut self.order);
+        self.order = drawn.into_iter().map(|(_, ticket)| ticket).chain(later).collect();
+        for index in 0..self.order.len() {
+            let ticket = self.order[index];
+            self.ticket_mut(ticket).place = index as u32 + 1;
+        }
+        self.drawn = true;
+        self.cursor = 0;
+        self.left_early.clear();
+        self.settle_cursor();
+    }
+
+    /// Moves the cursor past tickets that no longer wait; indexes it passes leave `left_early`.
+    pub(crate) fn settle_cursor(&mut self) {
+        while let Some(ticket) = self.order.get(self.cursor).copied() {
+            if self.tickets[ticket.0 as usize - 1].state == StoredTicketState::Waiting {
+                break;
+            }
+            self.left_early.remove(&self.cursor);
+            self.cursor += 1;
+        }
+    }
+
+    /// The most passes that may be outstanding with these seats: ⌊overbook × available⌋.
+    pub(crate) fn pass_budget(&self, seats: Seats) -> u64 {
+        seats.available * u64::from(self.config.overbook_permille) / 1_000
+    }
+
+    /// No seat can reach a waiting ticket: nothing available, nothing held, no pass out.
+    pub(crate) fn exhausted(&self, seats: Seats) -> bool {
+        seats.available == 0 && seats.held == 0 && self.passes.is_empty()
+    }
+
+    /// Whether pacing lets one more ticket in at `now`.
+    fn pace_allows(&self, now: Timestamp) -> bool {
+        self.config.admit_per_kilosecond.is_none()
+            || self.admission_allowed_at_micros <= now.as_millis().saturating_mul(1_000)
+    }
+
+    /// Whether the next waiting ticket could be admitted at `now` (for the actor's timer).
+    pub(crate) fn can_admit(&self, seats: Seats, now: Timestamp) -> bool {
+        self.drawn
+            && self.cursor < self.order.len()
+            && (self.passes.len() as u64) < self.pass_budget(seats)
+            && self.pace_allows(now)
+    }
+
+    /// Admits the next waiting ticket (the caller checked `can_admit`); returns it and when
+    /// its pass lapses.
+    pub(crate) fn admit_next(&mut self, now: Timestamp) -> (TicketId, Timestamp) {
+        let ticket = self.order[self.cursor];
+        let expires_at = now.plus_seconds(u64::from(self.config.pass_ttl_seconds));
+        let entry = self.ticket_mut(ticket);
+        assert_eq!(
+            entry.state,
+            StoredTicketState::Waiting,
+            "the cursor pointed at a ticket that does not wait"
+        );
+        entry.state = StoredTicketState::Admitted { pass_expires_at: expires_at };
+        self.passes.insert((expires_at, ticket));
+        self.cursor += 1;
+        self.settle_cursor();
+        if let Some(per_kilosecond) = self.config.admit_per_kilosecond {
+            // Pacing may catch up on at most `ADMISSION_BURST_MS` of idle time, so that a tick
+            // admits what the rate allowed since the last one but an idle queue cannot save up.
+            // The first admission starts the clock (0: none yet).
+            let now_micros = now.as_millis().saturating_mul(1_000);
+            let base = match self.admission_allowed_at_micros {
+                0 => now_micros,
+                allowed_at => allowed_at.max(now_micros.saturating_sub(ADMISSION_BURST_MS * 1_000)),
+            };
+            let interval_micros = 1_000_000_000 / per_kilosecond;
+            self.admission_allowed_at_micros = base.saturating_add(interval_micros.max(1));
+        }
+        self.count_admission(now);
+        (ticket, expires_at)
+    }
+
+    fn count_admission(&mut self, now: Timestamp) {
+        let second = now.as_millis() / 1_000;
+        self.forget_old_admissions(second);
+        match self.recent_admissions.back_mut() {
+            Some((last, count)) if *last == second => *count += 1,
+            _ => self.recent_admissions.push_back((second, 1)),
+        }
+        self.rate_since_seconds.get_or_insert(second);
+    }
+
+    fn forget_old_admissions(&mut self, second: u64) {
+        while let Some(&(oldest, _)) = self.recent_admissions.front()
+            && oldest + ADMISSION_RATE_WINDOW_SECONDS <= second
+        {
+            self.recent_admissions.pop_front();
+        }
+        if self.recent_admissions.is_empty() {
+            self.rate_since_seconds = None;
+        }
+    }
+
+    /// Admissions per second over the last minute (or since admissions began, if later);
+    /// `None` while there were none.
+    pub(crate) fn admission_rate(&self, now: Timestamp) -> Option<f64> {
+        let second = now.as_millis() / 1_000;
+        let since = self.rate_since_seconds?;
+        let window_start = second.saturating_sub(ADMISSION_RATE_WINDOW_SECONDS - 1);
+        let admitted: u64 = self
+            .recent_admissions
+            .iter()
+            .filter(|(at, _)| *at >= window_start)
+            .map(|(_, count)| u64::from(*count))
+            .sum();
+        if admitted == 0 {
+            return None;
+        }
+        let seconds = (second + 1).saturating_sub(since.max(window_start)).max(1);
+        Some(admitted as f64 / seconds as f64)
+    }
+
+    /// Lets every pass due at `now` lapse; returns the tickets whose pass expired.
+    pub(crate) fn expire_due_passes(&mut self, now: Timestamp) -> Vec<TicketId> {
+        let mut expired = Vec::new();
+        while let Some(&(expires_at, ticket)) = self.passes.first()
+            && expires_at <= now
+        {
+            self.passes.pop_first();
+            self.ticket_mut(ticket).state = StoredTicketState::Expired;
+            expired.push(ticket);
+        }
+        expired
+    }
+
+    /// A pass was used for a registration: its ticket is done.
+    pub(crate) fn use_pass(&mut self, pass: QueuePass) {
+        let ticket = *self.ticket(pass.ticket).expect("a checked pass names a ticket");
+        match ticket.state {
+            StoredTicketState::Admitted { pass_expires_at } => {
+                assert!(self.passes.remove(&(pass_expires_at, pass.ticket)), "a pass was not indexed");
+            }
+            StoredTicketState::Waiting => {
+                // A waitlist pass: the ticket leaves the line where it stands.
+                let index = ticket.place as usize - 1;
+                if index > self.cursor {
+                    self.left_early.insert(index);
+                }
+            }
+            other => panic!("using the pass of ticket {:?} in state {other:?}", pass.ticket),
+        }
+        self.ticket_mut(pass.ticket).state = StoredTicketState::Used;
+        self.settle_cursor();
+    }
+
+    /// Waiting tickets before order index `index`.
+    fn waiting_before(&self, index: usize) -> u32 {
+        if index <= self.cursor {
+            return 0;
+        }
+        let gone = self.left_early.range(self.cursor..index).count();
+        (index - self.cursor - gone) as u32
+    }
+
+    /// Tickets that wait (in the lobby or in line), for `GET /v1/events/{id}`.
+    pub(crate) fn waiting(&self) -> u64 {
+        let in_line = (self.order.len() - self.cursor - self.left_early.len()) as u64;
+        self.lobby.len() as u64 + in_line
+    }
+
+    pub(crate) fn view(
+        &self,
+        id: TicketId,
+        seats: Seats,
+        opens_at: Timestamp,
+        now: Timestamp,
+    ) -> Option<TicketView> {
+        let ticket = self.ticket(id)?;
+        let mut view = TicketView {
+            ticket: id,
+            status: TicketStatus::Waiting,
+            position: None,
+            ahead: None,
+            eta_seconds: None,
+            refresh_after_seconds: REFRESH_AFTER_SECONDS_MAX,
+            pass_expires_at: None,
+        };
+        if ticket.place == 0 {
+            view.status = TicketStatus::Lobby;
+            let until_draw = opens_at.as_millis().saturating_sub(now.as_millis()).div_ceil(1_000);
+            view.refresh_after_seconds = clamp_refresh(until_draw);
+            return Some(view);
+        }
+        let index = ticket.place as usize - 1;
+        view.position = Some(ticket.place);
+        view.ahead = Some(self.waiting_before(index));
+        match ticket.state {
+            StoredTicketState::Waiting if self.exhausted(seats) => view.status = TicketStatus::SoldOut,
+            StoredTicketState::Waiting => {
+                let ahead = u64::from(view.ahead.unwrap_or_default());
+                view.eta_seconds = self.admission_rate(now).map(|rate| (ahead as f64 / rate).ceil() as u64);
+                // Near the front a poll every few seconds; far back, a poll per minute at most,
+                // so that the crowd's polling stays far below the rate anything changes at.
+                let refresh = match view.eta_seconds {
+                    Some(eta) => eta / 2,
+                    None => ahead / REFRESH_TICKETS_AHEAD_PER_SECOND,
+                };
+                view.refresh_after_seconds = clamp_refresh(refresh);
+            }
+            StoredTicketState::Admitted { pass_expires_at } => {
+                view.status = TicketStatus::Admitted;
+                view.pass_expires_at = Some(pass_expires_at);
+            }
+            StoredTicketState::Used => view.status = TicketStatus::Used,
+            StoredTicketState::Expired => view.status = TicketStatus::Expired,
+        }
+        Some(view)
+    }
+
+    /// The cheap invariants, after every apply.
+    pub(crate) fn check_invariants(&self) {
+        assert!(self.tickets.len() as u64 <= u64::from(self.config.queue_max), "more tickets than queue_max");
+        assert_eq!(self.by_registrant.len(), self.tickets.len(), "tickets and registrants disagree");
+        assert!(!self.drawn || self.lobby.is_empty(), "a ticket waits in the lobby after the draw");
+        assert_eq!(
+            self.order.len() + self.lobby.len(),
+            self.tickets.len(),
+            "a ticket is neither placed nor in the lobby"
+        );
+        assert!(self.cursor <= self.order.len());
+        if let Some(ticket) = self.order.get(self.cursor) {
+            let state = self.tickets[ticket.0 as usize - 1].state;
+            assert_eq!(state, StoredTicketState::Waiting, "the cursor rests on a ticket that does not wait");
+        }
+        assert!(
+            self.left_early.first().is_none_or(|first| *first > self.cursor),
+            "left_early behind the cursor"
+        );
+        assert!(self.left_early.last().is_none_or(|last| *last < self.order.len()));
+        assert!(self.recent_admissions.len() as u64 <= ADMISSION_RATE_WINDOW_SECONDS);
+    }
+
+    /// Recounts everything and compares with the indexes. O(tickets).
+    pub(crate) fn check_invariants_fully(&self) {
+        let mut outstanding = 0;
+        for (index, ticket) in self.tickets.iter().enumerate() {
+            let id = TicketId(index as u64 + 1);
+            assert_eq!(self.by_registrant.get(&ticket.registrant), Some(&id), "registrant index is wrong");
+            if let StoredTicketState::Admitted { pass_expires_at } = ticket.state {
+                outstanding += 1;
+                assert!(self.passes.contains(&(pass_expires_at, id)), "pass of {id:?} is not indexed");
+            }
+            if ticket.place == 0 {
+                assert!(!self.drawn && ticket.lobby, "an unplaced ticket outside the lobby");
+                assert_eq!(ticket.state, StoredTicketState::Waiting, "a lobby ticket moved before the draw");
+            } else {
+                assert_eq!(self.order[ticket.place as usize - 1], id, "a ticket's place is wrong");
+            }
+        }
+        assert_eq!(outstanding, self.passes.len(), "outstanding passes differ from a recount");
+        for (index, ticket) in self.order.iter().enumerate() {
+            let state = self.tickets[ticket.0 as usize - 1].state;
+            let waits = state == StoredTicketState::Waiting;
+            if index < self.cursor {
+                assert!(!waits, "a ticket before the cursor still waits");
+            } else {
+                assert_eq!(!waits, self.left_early.contains(&index), "left_early disagrees at {index}");
+                // Admission is strictly in order: nothing beyond the cursor was admitted.
+                assert!(
+                    matches!(state, StoredTicketState::Waiting | StoredTicketState::Used),
+                    "a ticket beyond the cursor was admitted"
+                );
+            }
+        }
+        if self.drawn {
+            // Lobby tickets first, in draw-key order; later joins after them, in number order.
+            let lobby_count =
+                self.order.iter().take_while(|ticket| self.tickets[ticket.0 as usize - 1].lobby).count();
+            assert!(
+                self.order[lobby_count..].iter().all(|ticket| !self.tickets[ticket.0 as usize - 1].lobby)
+            );
+            assert!(self.order[lobby_count..].is_sorted(), "later joins are out of commit order");
+        }
+    }
+}
+
+fn clamp_refresh(seconds: u64) -> u32 {
+    seconds.clamp(u64::from(REFRESH_AFTER_SECONDS_MIN), u64::from(REFRESH_AFTER_SECONDS_MAX)) as u32
+}
+
+/// Lower-case hex of bytes, as the API publishes seeds and commitments.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    text
+}
+
+/// Reads 64 hex characters back into 32 bytes.
+pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (index, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+        let digit = |byte: u8| (byte as char).to_digit(16);
+        bytes[index] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(bytes)
+}

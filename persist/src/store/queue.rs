@@ -1,0 +1,217 @@
+//! A queued event's rows: its queue settings on the event row, and its tickets
+//! (`queue_tickets`). The plan (`plan::TicketRows`) says what a batch changes; this module turns
+//! that into statements, and reads settings and tickets back for recovery.
+
+use std::collections::BTreeMap;
+
+use kuota_engine::queue::{hex, parse_hex32};
+use kuota_engine::quota::QuotaBuilder;
+use kuota_engine::{
+    DrawSeed, Email, EventConfig, EventId, QueueConfig, StoredTicketState, TicketId, TicketRecord,
+};
+
+use crate::store::backend::{RowAccess, Runner, Statement};
+use crate::store::error::PersistError;
+use crate::store::plan::{EventPlan, millis, unsigned};
+use crate::store::write::multi_row_inserts;
+use crate::store::{invalid, small, timestamp};
+
+/// Tickets one `UPDATE … CASE` statement changes (see `write::CHANGES_PER_STATEMENT_MAX`).
+const TICKET_CHANGES_PER_STATEMENT_MAX: usize = 100;
+
+/// A ticket as a batch leaves it: new in the batch (`created_at` set) or changed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TicketRow<'a> {
+    pub number: i64,
+    /// Set for a ticket this batch creates.
+    pub new: Option<NewTicket<'a>>,
+    pub state: StoredTicketState,
+    pub registration: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NewTicket<'a> {
+    pub email: &'a str,
+    pub lobby: bool,
+    pub created_at: i64,
+}
+
+/// The tickets a batch writes, by number.
+pub(crate) type TicketRows<'a> = BTreeMap<u64, TicketRow<'a>>;
+
+/// The queue settings bound in `create_event`'s `INSERT`, in the order of `QUEUE_COLUMNS`.
+pub(crate) const QUEUE_COLUMNS: &str = "queue_lobby_opens_at, queue_pass_ttl_seconds, queue_overbook_permille, \
+     queue_admit_per_kilosecond, queue_max, queue_draw_seed";
+
+pub(crate) fn bind_queue_settings<'a>(
+    statement: Statement<'a>,
+    config: &EventConfig,
+    seed_hex: &'a str,
+) -> Statement<'a> {
+    let queue = config.queue.as_ref();
+    statement
+        .bind(queue.map(|queue| millis(queue.lobby_opens_at)))
+        .bind(queue.map(|queue| i64::from(queue.pass_ttl_seconds)))
+        .bind(queue.map(|queue| i64::from(queue.overbook_permille)))
+        .bind(
+            queue
+                .and_then(|queue| queue.admit_per_kilosecond)
+                .map(|rate| i64::try_from(rate).unwrap_or(i64::MAX)),
+        )
+        .bind(queue.map(|queue| i64::from(queue.queue_max)))
+        .bind(queue.map(|_| seed_hex))
+}
+
+/// The seed as stored.
+pub(crate) fn seed_hex(config: &EventConfig) -> String {
+    config.queue.as_ref().map(|queue| hex(&queue.draw_seed.0)).unwrap_or_default()
+}
+
+/// Reads the queue settings from `row`, whose columns `first..first + 6` are `QUEUE_COLUMNS`.
+pub(crate) fn read_queue_settings(
+    row: &dyn RowAccess,
+    first: usize,
+) -> Result<Option<QueueConfig>, PersistError> {
+    let Some(lobby_opens_at) = row.optional_int(first)? else { return Ok(None) };
+    let required = |index: usize, column: &str| -> Result<i64, PersistError> {
+        row.optional_int(first + index)?.ok_or_else(|| invalid(column, "missing for a queued event"))
+    };
+    let seed = row.optional_text(first + 5)?.ok_or_else(|| invalid("events.queue_draw_seed", "missing"))?;
+    let seed = parse_hex32(seed).ok_or_else(|| invalid("events.queue_draw_seed", "not 64 hex characters"))?;
+    Ok(Some(QueueConfig {
+        lobby_opens_at: timestamp(lobby_opens_at, "events.queue_lobby_opens_at")?,
+        pass_ttl_seconds: small(
+            required(1, "events.queue_pass_ttl_seconds")?,
+            "events.queue_pass_ttl_seconds",
+        )?,
+        overbook_permille: small(
+            required(2, "events.queue_overbook_permille")?,
+            "events.queue_overbook_permille",
+        )?,
+        admit_per_kilosecond: row
+            .optional_int(first + 3)?
+            .map(|rate| unsigned(rate, "events.queue_admit_per_kilosecond"))
+            .transpose()?,
+        queue_max: small(required(4, "events.queue_max")?, "events.queue_max")?,
+        draw_seed: DrawSeed(seed),
+    }))
+}
+
+/// Streams the event's tickets into `builder`; returns how many.
+pub(crate) async fn load_tickets(
+    runner: &mut Runner<'_>,
+    event: &EventId,
+    builder: &mut QuotaBuilder,
+) -> Result<u64, PersistError> {
+    let tickets = Statement::new(
+        "SELECT number, email, lobby, status, pass_expires_at FROM queue_tickets WHERE event_id = ?",
+    )
+    .bind(event.as_str());
+    let mut loaded = 0;
+    runner
+        .for_each_row(&tickets, |row| {
+            let state = match row.text(3)? {
+                "waiting" => StoredTicketState::Waiting,
+                "used" => StoredTicketState::Used,
+                "expired" => StoredTicketState::Expired,
+                "admitted" => {
+                    let at = row.optional_int(4)?.ok_or_else(|| {
+                        invalid("queue_tickets.pass_expires_at", "an admitted ticket has no expiry")
+                    })?;
+                    StoredTicketState::Admitted {
+                        pass_expires_at: timestamp(at, "queue_tickets.pass_expires_at")?,
+                    }
+                }
+                other => return Err(invalid("queue_tickets.status", format!("unknown status {other:?}"))),
+            };
+            builder.add_ticket(TicketRecord {
+                ticket: TicketId(unsigned(row.int(0)?, "queue_tickets.number")?),
+                registrant: Email::parse(row.text(1)?)
+                    .map_err(|error| invalid("queue_tickets.email", error))?,
+                lobby: row.int(2)? != 0,
+                state,
+            })?;
+            loaded += 1;
+            Ok::<(), PersistError>(())
+        })
+        .await?;
+    Ok(loaded)
+}
+
+fn pass_expires_at(state: StoredTicketState) -> Option<i64> {
+    match state {
+        StoredTicketState::Admitted { pass_expires_at } => Some(millis(pass_expires_at)),
+        _ => None,
+    }
+}
+
+/// `INSERT`s of the tickets the batch creates, in the state the batch leaves them in.
+pub(crate) fn ticket_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+    let rows = plans.values().flat_map(|plan| {
+        plan.tickets.values().filter_map(move |row| row.new.as_ref().map(|new| (plan.event, row, new)))
+    });
+    multi_row_inserts(
+        "INSERT INTO queue_tickets (event_id, number, email, lobby, status, pass_expires_at, registration_number, \
+         created_at, updated_at) VALUES ",
+        9,
+        "",
+        rows,
+        |statement, (event, row, new)| {
+            statement.push_value(event.as_str());
+            statement.push_value(row.number);
+            statement.push_value(new.email);
+            statement.push_value(i64::from(new.lobby));
+            statement.push_value(row.state.as_str());
+            statement.push_value(pass_expires_at(row.state));
+            statement.push_value(row.registration);
+            statement.push_value(new.created_at);
+            statement.push_value(row.updated_at);
+        },
+    )
+}
+
+/// `UPDATE`s of stored tickets, up to `TICKET_CHANGES_PER_STATEMENT_MAX` each, with the number
+/// of rows each must match.
+pub(crate) fn ticket_changes<'a>(plan: &'a EventPlan<'_>) -> Vec<(Statement<'a>, u64)> {
+    let changed: Vec<&TicketRow<'_>> = plan.tickets.values().filter(|row| row.new.is_none()).collect();
+    changed
+        .chunks(TICKET_CHANGES_PER_STATEMENT_MAX)
+        .map(|chunk| (ticket_change_statement(plan.event, chunk), chunk.len() as u64))
+        .collect()
+}
+
+/// Every value is explicit per row, as in `write::change_statement`.
+fn ticket_change_statement<'a>(event: &'a EventId, rows: &[&TicketRow<'_>]) -> Statement<'a> {
+    let mut statement = Statement::new("UPDATE queue_tickets SET status = CASE number");
+    for row in rows {
+        statement.sql.push_str(" WHEN ? THEN ?");
+        statement.push_value(row.number);
+        statement.push_value(row.state.as_str());
+    }
+    for (column, value) in [
+        (
+            "pass_expires_at",
+            (|row: &TicketRow<'_>| pass_expires_at(row.state)) as fn(&TicketRow<'_>) -> Option<i64>,
+        ),
+        ("registration_number", |row| row.registration),
+        ("updated_at", |row| Some(row.updated_at)),
+    ] {
+        statement.sql.push_str(" END, ");
+        statement.sql.push_str(column);
+        statement.sql.push_str(" = CASE number");
+        for row in rows {
+            statement.sql.push_str(" WHEN ? THEN ?");
+            statement.push_value(row.number);
+            statement.push_value(value(row));
+        }
+    }
+    statement.sql.push_str(" END WHERE event_id = ? AND number IN (");
+    statement.push_value(event.as_str());
+    for (index, row) in rows.iter().enumerate() {
+        statement.sql.push_str(if index == 0 { "?" } else { ", ?" });
+        statement.push_value(row.number);
+    }
+    statement.sql.push(')');
+    statement
+}
