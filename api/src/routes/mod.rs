@@ -1,6 +1,7 @@
 //! One file per resource, each with `configure`; shared request helpers here.
 
 pub mod admin;
+pub mod dashboard;
 pub mod events;
 pub mod operations;
 pub mod registrations;
@@ -16,6 +17,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     registrations::configure(config);
     admin::configure(config);
     operations::configure(config);
+    dashboard::configure(config);
     crate::openapi::configure(config);
 }
 
