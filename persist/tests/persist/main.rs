@@ -3,6 +3,7 @@
 
 mod lease;
 mod outbox;
+mod overview;
 mod redis_support;
 mod session;
 mod sql_support;
