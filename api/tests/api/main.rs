@@ -5,6 +5,7 @@ mod admission;
 mod bad_input;
 mod cluster;
 mod concurrency;
+mod dashboard;
 mod events;
 mod fast_route;
 mod faults;

@@ -15,6 +15,8 @@ const CONTRACT_PATHS: &[(&str, &[&str])] = &[
     ("/v1/registrations/{registration_id}/confirm", &["post"]),
     ("/v1/events/{event_id}/audit", &["get"]),
     ("/v1/admin/sessions", &["delete", "post"]),
+    ("/v1/admin/dashboard/node", &["get"]),
+    ("/v1/admin/dashboard/events", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
