@@ -295,7 +295,9 @@ function followEvent(id) {
   live.charts.availability = null;
   $('live').hidden = false;
   setText('live-name', id);
-  $('live-categories').tBodies[0].replaceChildren();
+  const categories = $('live-categories').tBodies[0];
+  categories.replaceChildren();
+  delete categories.dataset.codes;
   setText('capacity-result', '');
   for (const row of $('events').tBodies[0].rows) {
     row.className = row.dataset.event === id ? 'selected' : '';

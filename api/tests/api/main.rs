@@ -3,6 +3,7 @@
 
 mod admission;
 mod bad_input;
+mod browser;
 mod cluster;
 mod concurrency;
 mod dashboard;
