@@ -195,8 +195,9 @@ async fn burst(app: &TestApp, event: &str, prefix: &str, count: usize) {
 
 #[actix_rt::test]
 async fn an_organizer_logs_in_follows_seats_live_creates_an_event_and_sees_refusals_rise() {
-    // An e-mail limit that a surge's retries exceed shows 429s beside the sold-out answers.
-    let app = spawn_app_with(Backend::MariaDb, |settings| settings.rate_limit_email_per_minute = 2).await;
+    // One registration per e-mail a minute: a surge's retries show 429s beside the sold-out
+    // answers.
+    let app = spawn_app_with(Backend::MariaDb, |settings| settings.rate_limit_email_per_minute = 1).await;
     app.create_event(race("opening", 5, 0)).await;
     let browser = Browser::start().await;
     let base = format!("http://127.0.0.1:{}", app.port);
@@ -272,12 +273,14 @@ async fn surge_and_screenshot(app: &TestApp, browser: &Browser, path: &std::path
         "id": "city-marathon",
         "name": "City Marathon",
         "categories": [
-            { "code": "10K", "name": "10 km", "capacity": 4_000 },
-            { "code": "42K", "name": "Marathon", "capacity": 1_500 }
+            { "code": "10K", "name": "10 km", "capacity": 1_500 },
+            { "code": "42K", "name": "Marathon", "capacity": 600 }
         ]
     }))
     .await;
-    browser.click("#events tr[data-event=\"city-marathon\"] button").await;
+    let follow = "#events tr[data-event=\"city-marathon\"] button";
+    browser.wait_for_text(follow, "the surge's event in the list", |text| text == "Follow live").await;
+    browser.click(follow).await;
     let started = Instant::now();
     let clients = (0..SURGE_CLIENTS).map(|client| {
         let port = app.port;
