@@ -88,3 +88,53 @@ async fn the_event_list_is_the_newest_first_with_figures_for_events_running_here
     let newer = &items[0]["here"]["categories"][0];
     assert_eq!((newer["capacity"].as_u64(), newer["available"].as_u64()), (Some(3), Some(2)));
 }
+
+/// The Grafana dashboard in `docs/` charts every series `/metrics` exposes, and no other.
+#[test]
+fn the_grafana_dashboard_charts_every_metric_kuota_exposes_and_no_other() {
+    use kuota_api::metrics as m;
+    let exposed = [
+        m::HTTP_REQUESTS,
+        m::HTTP_REQUEST_DURATION,
+        m::ADMISSIONS,
+        m::SHED,
+        m::RATE_LIMITED,
+        m::STORE_ERRORS,
+        m::WRITE_QUEUE_DEPTH,
+        m::WRITE_BATCHES,
+        m::WRITE_EFFECTS,
+        m::WRITE_BATCHES_FAILED,
+        m::WRITE_FENCED,
+        m::WRITE_BREAKER_OPEN,
+        m::WRITE_BATCH_SIZE,
+        m::WRITE_COMMIT_DURATION,
+        m::OWNED_EVENTS,
+        m::MAILBOX_DEPTH,
+        m::FORWARD_DURATION,
+        m::ADMISSION_LIMIT,
+        m::ADMISSION_IN_FLIGHT,
+        m::ADMISSION_REFUSED,
+    ];
+    let text = include_str!("../../../docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    let mut charted = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expression = target["expr"].as_str().unwrap();
+            for (start, _) in expression.match_indices("kuota_") {
+                let name: String =
+                    expression[start..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                // A histogram's series are its name with a suffix.
+                let series = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|base| exposed.contains(base)))
+                    .unwrap_or(&name)
+                    .to_string();
+                assert!(exposed.contains(&series.as_str()), "{series} is not a Kuota metric");
+                charted.insert(series);
+            }
+        }
+    }
+    let missing: Vec<_> = exposed.iter().filter(|name| !charted.contains(**name)).collect();
+    assert!(missing.is_empty(), "not charted: {missing:?}");
+}
