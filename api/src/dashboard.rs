@@ -34,9 +34,9 @@ const SOLD_OUT_OUTCOMES: [&str; 2] = ["sold_out", "sold_out_fast"];
 
 /// The node as the page shows it: `GET /v1/admin/dashboard/node`.
 ///
-/// Queue length and admission rate of queued events, and webhook delivery counts, are not part
-/// of this build; the page shows a panel for each, filled when the view carries a `queue` or a
-/// `webhooks` member (added here, beside `outbox`).
+/// Webhook delivery counts are not part of this build: the page's panel for them fills when the
+/// view carries a `webhooks` member (added here, beside `outbox`). Queued events' lengths and
+/// admission rates come with their figures in `GET /v1/admin/dashboard/events`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     #[schema(example = "node-a")]

@@ -205,7 +205,6 @@ function renderNode(node) {
   setText('outbox-pending', outbox ? formatCount(outbox.pending, outbox.count_max) : 'store did not answer');
   setText('outbox-oldest', outbox ? formatSeconds(outbox.oldest_due_age_seconds) : '–');
   setText('outbox-dead', outbox ? formatCount(outbox.dead, outbox.count_max) : '–');
-  renderExtension('queue', node.queue);
   renderExtension('webhooks', node.webhooks);
 
   // The first view of a process has no interval, hence no rates yet.
@@ -220,8 +219,9 @@ function renderNode(node) {
 }
 
 /**
- * Panels the server may add figures to (queue lengths and admission rates of queued events,
- * webhook deliveries): each member of `figures` becomes a line. Absent: the panel keeps its text.
+ * Extension point: a panel the server may add figures to (webhook deliveries, as a `webhooks`
+ * member of the node view): each member of `figures` becomes a tile. Absent: the panel keeps its
+ * text.
  */
 function renderExtension(id, figures) {
   if (!figures) return;
@@ -246,6 +246,7 @@ async function pollEvents() {
   const result = await api('/v1/admin/dashboard/events');
   if (!result.ok) return;
   renderEvents(result.json.items);
+  renderQueues(result.json.items);
   // Without its stream, the followed event's figures come from here.
   if (live && live.followed && !live.stream) {
     const followed = result.json.items.find((item) => item.id === live.followed);
@@ -283,6 +284,31 @@ function renderEvents(items) {
     return row;
   });
   body.replaceChildren(...rows);
+}
+
+/**
+ * Extension point: events with a fair opening carry `queue` in their figures (docs/api.md,
+ * "Queue"); this server's events may not, and then the panel keeps its text.
+ */
+function renderQueues(items) {
+  const queued = items.filter((item) => item.here && item.here.queue);
+  if (!queued.length) return;
+  const table = document.createElement('table');
+  const head = table.createTHead().insertRow();
+  for (const title of ['Event', 'Waiting', 'Passes outstanding', 'Admitted / s']) {
+    const cell = document.createElement('th');
+    cell.scope = 'col';
+    cell.textContent = title;
+    head.append(cell);
+  }
+  const body = table.createTBody();
+  for (const item of queued) {
+    const queue = item.here.queue;
+    const row = body.insertRow();
+    const figures = [item.id, queue.waiting, queue.admitted_outstanding, queue.admission_rate];
+    for (const figure of figures) row.insertCell().textContent = figure ?? '–';
+  }
+  $('queue').replaceChildren(table);
 }
 
 /** One stream per page: following an event closes the stream of the one followed before. */
