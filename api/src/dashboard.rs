@@ -21,6 +21,9 @@ use crate::state::AppState;
 
 /// A node view is recomputed at most this often, in milliseconds; pages poll at this pace.
 pub const DASHBOARD_SAMPLE_INTERVAL_MS: u64 = 1_000;
+/// A previous sample older than this, in milliseconds, is not used for rates (no page asked for
+/// a while): averaged over that long they would not be "now", so the view starts over.
+pub const DASHBOARD_SAMPLE_STALE_MS: u64 = 10_000;
 /// Outbox entries counted at most per status, so that a large backlog costs a bounded read.
 pub const OUTBOX_COUNT_MAX: u64 = 100_000;
 
@@ -43,8 +46,8 @@ pub struct NodeView {
     pub node_id: String,
     /// When the view was computed, in ms since the Unix epoch.
     pub at_ms: u64,
-    /// The time the rates and p99s below cover, in seconds; 0 for the first view of a process
-    /// (no rates yet).
+    /// The time the rates and p99s below cover, in seconds; 0 for a node's first view, and the
+    /// first after no page asked for `DASHBOARD_SAMPLE_STALE_MS`: no rates or p99s yet.
     pub interval_seconds: f64,
     /// Registrations that took a seat or a waitlist place, per second.
     pub admissions_per_second: f64,
@@ -181,7 +184,11 @@ impl Sampler {
                 None
             }
         };
-        let previous = latest.as_ref().map(|sample| (sample.taken, &sample.counters));
+        let stale = Duration::from_millis(DASHBOARD_SAMPLE_STALE_MS);
+        let previous = latest
+            .as_ref()
+            .filter(|sample| taken.duration_since(sample.taken) < stale)
+            .map(|sample| (sample.taken, &sample.counters));
         let view = node_view(state, previous, taken, &counters, outbox);
         // The view holds strings, numbers and booleans (non-finite p99s are `None`), which
         // always serialize.
@@ -198,9 +205,21 @@ fn node_view(
     counters: &Counters,
     outbox: Option<OutboxView>,
 ) -> NodeView {
-    let seconds = previous.map_or(0.0, |(at, _)| taken.duration_since(at).as_secs_f64());
-    let empty = Counters::default();
-    let before = previous.map_or(&empty, |(_, counters)| counters);
+    // Without a previous sample there is no interval: no rates and no p99s yet.
+    let Some((previous_at, before)) = previous else {
+        return node_view_at(state, 0.0, counters, counters, outbox);
+    };
+    node_view_at(state, taken.duration_since(previous_at).as_secs_f64(), before, counters, outbox)
+}
+
+/// The view of the `seconds` between the readings `before` and `counters`.
+fn node_view_at(
+    state: &AppState,
+    seconds: f64,
+    before: &Counters,
+    counters: &Counters,
+    outbox: Option<OutboxView>,
+) -> NodeView {
     let rate =
         |now: u64, then: u64| if seconds > 0.0 { now.saturating_sub(then) as f64 / seconds } else { 0.0 };
     let commit_p99_seconds = match (&counters.commit_latency_micros, &before.commit_latency_micros) {

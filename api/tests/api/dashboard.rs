@@ -63,6 +63,12 @@ async fn the_node_view_counts_admissions_refusals_and_the_outbox_backlog() {
     // share: at least this test's own.
     assert!(node["admissions_total"].as_u64().unwrap() >= 2, "{node}");
     assert!(node["refusals_total"]["sold_out"].as_u64().unwrap() >= 3, "{node}");
+    // The app's first view covers no interval yet: no rates, no p99s.
+    assert_eq!(
+        (node["interval_seconds"].as_f64(), node["admissions_per_second"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    assert!(node["request_p99_seconds"].is_null() && node["write_behind"]["commit_p99_seconds"].is_null());
     assert_eq!(node["node_id"], "test");
     assert_eq!(node["owned_events"], serde_json::json!(["race"]));
     assert_eq!((node["store"].as_str(), node["redis"].as_str()), (Some("up"), Some("not_configured")));
