@@ -177,6 +177,14 @@ async function pollNode() {
     return;
   }
   renderNode(result.json);
+  chartAvailability();
+}
+
+/** Adds the followed event's latest figures to its chart: called once a second. */
+function chartAvailability() {
+  if (live.charts.availability && live.availability) {
+    live.charts.availability.push(Date.now() / 1000, live.availability);
+  }
 }
 
 function renderNode(node) {
@@ -316,7 +324,7 @@ function followEvent(id) {
   if (!live) return;
   closeStream();
   live.followed = id;
-  live.streamFigures = null;
+  live.availability = null;
   if (live.charts.availability) live.charts.availability.destroy();
   live.charts.availability = null;
   $('live').hidden = false;
@@ -386,7 +394,9 @@ function renderLive(view) {
       view.categories.map((category) => category.code),
     );
   }
-  live.charts.availability.push(Date.now() / 1000, view.categories.map((category) => category.available));
+  // The stream sends up to four updates a second and none while nothing changes: the chart
+  // takes the latest figures once a second instead (`chartAvailability`).
+  live.availability = view.categories.map((category) => category.available);
 }
 
 function categoryRow(category) {

@@ -273,8 +273,8 @@ async fn surge_and_screenshot(app: &TestApp, browser: &Browser, path: &std::path
         "id": "city-marathon",
         "name": "City Marathon",
         "categories": [
-            { "code": "10K", "name": "10 km", "capacity": 1_500 },
-            { "code": "42K", "name": "Marathon", "capacity": 600 }
+            { "code": "10K", "name": "10 km", "capacity": 5_000 },
+            { "code": "42K", "name": "Marathon", "capacity": 2_000 }
         ]
     }))
     .await;
