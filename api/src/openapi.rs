@@ -51,6 +51,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         admin::log_out,
         dashboard::node,
         dashboard::events,
+        dashboard::page,
         operations::healthz,
         operations::readyz,
         operations::render_metrics,

@@ -49,6 +49,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/admin/dashboard/events").route(web::get().to(events)));
 }
 
+/// The live page for organizers and operators (static HTML; its data needs an admin session).
+#[utoipa::path(
+    get,
+    path = "/admin",
+    operation_id = "admin_page",
+    tag = "operations",
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String))
+)]
 async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))

@@ -17,6 +17,7 @@ const CONTRACT_PATHS: &[(&str, &[&str])] = &[
     ("/v1/admin/sessions", &["delete", "post"]),
     ("/v1/admin/dashboard/node", &["get"]),
     ("/v1/admin/dashboard/events", &["get"]),
+    ("/admin", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
