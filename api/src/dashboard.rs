@@ -173,16 +173,19 @@ impl Sampler {
         let taken = Instant::now();
         let mut counters = read_counters(&state.metrics.render());
         counters.commit_latency_micros = Some(state.write_behind.stats().commit_latency_micros);
-        let outbox = match state
-            .store
-            .outbox_summary(kuota_engine::Clock::now(&state.clock), OUTBOX_COUNT_MAX)
-            .await
-        {
-            Ok(summary) => Some(OutboxView::from(summary)),
-            Err(error) => {
-                tracing::warn!(error = %error.chain(), "the outbox summary could not be read");
-                None
+        // A store that did not answer its latest probe is not asked: the pages would wait for
+        // its timeout every second.
+        let outbox = if state.health.store_answers() {
+            let now = kuota_engine::Clock::now(&state.clock);
+            match state.store.outbox_summary(now, OUTBOX_COUNT_MAX).await {
+                Ok(summary) => Some(OutboxView::from(summary)),
+                Err(error) => {
+                    tracing::warn!(error = %error.chain(), "the outbox summary could not be read");
+                    None
+                }
             }
+        } else {
+            None
         };
         let stale = Duration::from_millis(DASHBOARD_SAMPLE_STALE_MS);
         let previous = latest
@@ -222,13 +225,12 @@ fn node_view_at(
 ) -> NodeView {
     let rate =
         |now: u64, then: u64| if seconds > 0.0 { now.saturating_sub(then) as f64 / seconds } else { 0.0 };
-    let commit_p99_seconds = match (&counters.commit_latency_micros, &before.commit_latency_micros) {
-        (Some(now), then) => histogram_since(now, then.as_ref())
-            .quantile_upper_bound(0.99)
-            .map(|micros| if micros == u64::MAX { f64::INFINITY } else { micros as f64 / 1e6 }),
-        (None, _) => None,
-    }
-    .filter(|seconds| seconds.is_finite());
+    let commit_p99_seconds = counters.commit_latency_micros.as_ref().and_then(|now| {
+        let micros =
+            histogram_since(now, before.commit_latency_micros.as_ref()).quantile_upper_bound(0.99)?;
+        // Beyond the last bound there is no upper bound to show.
+        (micros != u64::MAX).then(|| micros as f64 / 1e6)
+    });
     let mut owned_events: Vec<String> =
         state.registry.mailbox_depths().into_iter().map(|(event, _)| event.to_string()).collect();
     owned_events.sort_unstable();

@@ -1,7 +1,16 @@
 //! The operators' page (`GET /admin`), its assets, and the admin-only JSON it reads. The page
 //! itself is driven in a real browser in `browser`.
 
-use super::support::{ADMIN_TOKEN, Backend, race, registration, spawn_app, spawn_app_with};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::support::{
+    ADMIN_TOKEN, Backend, TestApp, fresh_database, race, registration, settings, spawn_app, spawn_app_with,
+};
 
 const ASSETS: &[(&str, &str)] = &[
     ("app.js", "text/javascript"),
@@ -143,4 +152,84 @@ fn the_grafana_dashboard_charts_every_metric_kuota_exposes_and_no_other() {
     }
     let missing: Vec<_> = exposed.iter().filter(|name| !charted.contains(**name)).collect();
     assert!(missing.is_empty(), "not charted: {missing:?}");
+}
+
+/// A TCP relay in front of MariaDB that can freeze: connections stay open and nothing passes, as
+/// with a database that hangs, which the real server cannot be made to do for one test alone.
+async fn freezable_relay(target: String) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let watched = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(&target).await else { return };
+            let ((client_in, client_out), (server_in, server_out)) =
+                (client.into_split(), server.into_split());
+            tokio::spawn(pump(client_in, server_out, watched.clone()));
+            tokio::spawn(pump(server_in, client_out, watched.clone()));
+        }
+    });
+    (port, frozen)
+}
+
+/// Copies one direction, holding what it read while `frozen`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0; 16 * 1024];
+    while let Ok(read) = from.read(&mut buffer).await
+        && read > 0
+    {
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn with_the_store_frozen_the_node_view_says_so_and_stops_waiting_for_it() {
+    let (direct_url, _, _) = fresh_database(Backend::MariaDb).await;
+    let (scheme_and_credentials, rest) =
+        direct_url.rsplit_once('@').unwrap_or(("mysql://root", direct_url.trim_start_matches("mysql://")));
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let (relay_port, frozen) = freezable_relay(host_port.to_string()).await;
+    let relayed = format!("{scheme_and_credentials}@127.0.0.1:{relay_port}/{database}");
+    let application = kuota_api::startup::Application::build(settings(&relayed)).await.unwrap();
+    let app = TestApp::attach(application.port());
+    let store_timeout = Duration::from_millis(settings(&relayed).store_timeout_ms);
+    actix_rt::spawn(application.run_until_stopped());
+    let node = app.admin("GET", "/v1/admin/dashboard/node", None).await.json();
+    assert_eq!((node["store"].as_str(), node["outbox"]["pending"].as_u64()), (Some("up"), Some(0)));
+
+    frozen.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let node = app.admin("GET", "/v1/admin/dashboard/node", None).await.json();
+        if node["store"] == "down" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the view still shows the store up: {node}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once the probes found the store silent, a new view no longer waits for its timeout.
+    tokio::time::sleep(Duration::from_millis(kuota_api::dashboard::DASHBOARD_SAMPLE_INTERVAL_MS)).await;
+    let asked = Instant::now();
+    let node = app.admin("GET", "/v1/admin/dashboard/node", None).await.json();
+    assert!(asked.elapsed() < store_timeout / 2, "the view took {:?}", asked.elapsed());
+    assert_eq!(node["store"], "down");
+    assert!(node["outbox"].is_null(), "{node}");
+    frozen.store(false, Ordering::SeqCst);
+    // The database itself was created directly; drop it the same way.
+    let base = direct_url.rsplit_once('/').unwrap().0.to_string();
+    let mut connection = <sqlx::MySqlConnection as sqlx::Connection>::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+        .execute(&mut connection)
+        .await
+        .unwrap();
 }
