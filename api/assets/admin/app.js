@@ -171,7 +171,14 @@ function poll(read, interval) {
 }
 
 async function pollNode() {
-  const result = await api('/v1/admin/dashboard/node');
+  let result;
+  try {
+    result = await api('/v1/admin/dashboard/node');
+  } catch (error) {
+    if (error instanceof LoggedOut) throw error;
+    setText('node-name', `The server did not answer (${error.message}); retrying.`);
+    return;
+  }
   if (!result.ok) {
     setText('node-name', `Node figures unavailable: ${problem(result)}`);
     return;
