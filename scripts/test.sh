@@ -13,7 +13,8 @@
 #    the Debian service is never started, only the binaries are used.
 #    The fault suite's private servers need mariadbd, mariadb-install-db and
 #    redis-server even when servers answer at those URLs: they are installed
-#    the same way when missing.
+#    the same way when missing. So are Chromium and chromedriver (Debian's
+#    chromium and chromium-driver), which the browser tests drive.
 # 2. Runs, stopping at the first failure:
 #      cargo fmt --all -- --check
 #      cargo clippy --workspace --all-targets -- -D warnings
@@ -514,11 +515,19 @@ ensure_server_programs() {
   find_bin redis-server >/dev/null || apt_install redis-server
 }
 
+# The browser tests (api/tests/api/browser.rs) drive a headless Chromium through chromedriver,
+# which they start themselves.
+ensure_browser() {
+  find_bin chromium chromium-browser google-chrome >/dev/null || apt_install chromium
+  find_bin chromedriver >/dev/null || apt_install chromium-driver
+}
+
 main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   ensure_mysql
   ensure_redis
   ensure_server_programs
+  ensure_browser
 
   if [[ ${KUOTA_TEST_SERVICES_ONLY:-0} == 1 ]]; then
     self_test_services

@@ -20,10 +20,12 @@
 //! - `time_format`: RFC 3339 times.
 //! - `metrics`: the Prometheus recorder and metric names.
 //! - `middleware`: the request span and request metrics, and resources that carry their route label.
+//! - `dashboard`: this node's figures for the operators' page (`routes::dashboard`, `GET /admin`).
 
 pub mod admission;
 pub mod cluster;
 pub mod configuration;
+pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod forward;

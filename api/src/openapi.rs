@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::{admin, events, operations, queue, registrations};
+use crate::routes::{admin, dashboard, events, operations, queue, registrations};
 use crate::state::SESSION_COOKIE;
 
 /// Where the document is served.
@@ -49,6 +49,9 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         events::audit,
         admin::log_in,
         admin::log_out,
+        dashboard::node,
+        dashboard::events,
+        dashboard::page,
         operations::healthz,
         operations::readyz,
         operations::render_metrics,
@@ -84,6 +87,13 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             queue::QueueView,
             queue::DrawView,
             crate::queue::TicketBody,
+            crate::dashboard::NodeView,
+            crate::dashboard::RefusalRates,
+            crate::dashboard::RefusalCounts,
+            crate::dashboard::WriteBehindView,
+            crate::dashboard::OutboxView,
+            dashboard::DashboardEvents,
+            dashboard::DashboardEvent,
         ),
         responses(Unauthorized, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),

@@ -51,6 +51,8 @@ pub struct AppState {
     pub stream_subscribers: std::sync::atomic::AtomicUsize,
     /// Whether the store and Redis answered their latest probes (for `/readyz`).
     pub health: Health,
+    /// The operators' page's view of this node (`routes::dashboard`).
+    pub dashboard: crate::dashboard::Sampler,
 }
 
 /// What `GET /v1/status` shows.
@@ -106,6 +108,7 @@ impl AppState {
             last_shed_ms: AtomicU64::new(0),
             stream_subscribers: std::sync::atomic::AtomicUsize::new(0),
             health,
+            dashboard: crate::dashboard::Sampler::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! One file per resource, each with `configure`; shared request helpers here.
 
 pub mod admin;
+pub mod dashboard;
 pub mod events;
 pub mod operations;
 pub mod queue;
@@ -18,6 +19,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     queue::configure(config);
     admin::configure(config);
     operations::configure(config);
+    dashboard::configure(config);
     crate::openapi::configure(config);
 }
 

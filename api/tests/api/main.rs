@@ -3,8 +3,10 @@
 
 mod admission;
 mod bad_input;
+mod browser;
 mod cluster;
 mod concurrency;
+mod dashboard;
 mod events;
 mod fast_route;
 mod faults;

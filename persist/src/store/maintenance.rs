@@ -18,9 +18,9 @@ use crate::store::{OutboxRow, PAGE_SIZE_MAX, PersistError, SqlStore, invalid, ti
 const PURGE_CHUNK_ROWS: u32 = 1_000;
 
 /// Outbox entry states as stored.
-const PENDING: &str = "pending";
+pub(super) const PENDING: &str = "pending";
 const DELIVERED: &str = "delivered";
-const DEAD: &str = "dead";
+pub(super) const DEAD: &str = "dead";
 
 /// How a delivery attempt ended, for `settle_outbox`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! # Layout
 //! - `backend`: the two databases behind one interface (statements as SQL text plus values).
 //! - `maintenance`: outbox claims and settlements for the delivery worker; purges past retention.
+//! - `overview`: the newest events and the outbox's summary, for the operators' page.
 //! - `text_protocol`: MySQL statements inside transactions, values inlined, batched per round trip.
 //! - `queue`: a queued event's settings and tickets (statements and recovery reads).
 //! - `plan`: what a batch of effects means for the stored rows (pure).
@@ -15,6 +16,7 @@
 mod backend;
 mod error;
 mod maintenance;
+mod overview;
 mod plan;
 mod queue;
 mod recovery;
@@ -38,6 +40,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use self::backend::{Pool, RowAccess, Runner, Statement};
 pub use self::error::{FailureKind, PersistError};
 pub use self::maintenance::{OutboxClaim, Purged, Settlement};
+pub use self::overview::{ListedEvent, OutboxSummary};
 use self::plan::{millis, signed, unsigned};
 pub use self::rows::{
     AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,

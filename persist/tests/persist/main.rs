@@ -4,6 +4,7 @@
 mod lease;
 mod outbox;
 mod queue;
+mod overview;
 mod redis_support;
 mod session;
 mod sql_support;

@@ -1,0 +1,96 @@
+//! What the operators' page (`GET /admin`) reads from the store: the newest events and a summary
+//! of the outbox. Both are small, indexed, bounded reads: the page polls them during a surge,
+//! beside the write-behind's commits.
+
+use kuota_engine::{EventId, Timestamp};
+
+use crate::store::backend::Statement;
+use crate::store::plan::{millis, signed, unsigned};
+use crate::store::{PersistError, SqlStore, invalid, timestamp};
+
+/// An event as the operators' page lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedEvent {
+    pub id: EventId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// The outbox's backlog and dead entries. Counts stop at the `count_max` given to
+/// `outbox_summary`, so that a large backlog costs a bounded read; `*_capped` says one stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxSummary {
+    /// Entries not yet delivered (due now or waiting for a retry).
+    pub pending: u64,
+    pub pending_capped: bool,
+    /// How long the longest-waiting due entry has waited past its due time, in ms; 0 when
+    /// nothing is overdue.
+    pub oldest_due_age_ms: u64,
+    /// Entries out of attempts, kept for an operator.
+    pub dead: u64,
+    pub dead_capped: bool,
+}
+
+impl SqlStore {
+    /// The `limit` most recently created events, newest first.
+    #[tracing::instrument(skip(self))]
+    pub async fn recent_events(&self, limit: u32) -> Result<Vec<ListedEvent>, PersistError> {
+        let statement =
+            Statement::new("SELECT id, name, created_at FROM events ORDER BY created_at DESC, id LIMIT ?")
+                .bind(i64::from(limit));
+        let mut events = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                events.push(ListedEvent {
+                    id: EventId::parse(row.text(0)?).map_err(|error| invalid("events.id", error))?,
+                    name: row.text(1)?.to_owned(),
+                    created_at: timestamp(row.int(2)?, "events.created_at")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(events)
+    }
+
+    /// The outbox's backlog, its longest overdue wait at `now`, and its dead entries, each
+    /// count read through the `(status, available_at, id)` index and stopped at `count_max`.
+    #[tracing::instrument(skip(self))]
+    pub async fn outbox_summary(
+        &self,
+        now: Timestamp,
+        count_max: u64,
+    ) -> Result<OutboxSummary, PersistError> {
+        let (pending, pending_capped) = self.outbox_count(super::maintenance::PENDING, count_max).await?;
+        let (dead, dead_capped) = self.outbox_count(super::maintenance::DEAD, count_max).await?;
+        let oldest = Statement::new(
+            "SELECT available_at FROM outbox WHERE status = ? ORDER BY status, available_at, id LIMIT 1",
+        )
+        .bind(super::maintenance::PENDING);
+        let mut oldest_due_at = None;
+        self.pool
+            .for_each_row(&oldest, |row| {
+                oldest_due_at = Some(row.int(0)?);
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        let oldest_due_age_ms =
+            oldest_due_at.map_or(0, |due_at| u64::try_from(millis(now) - due_at).unwrap_or(0));
+        Ok(OutboxSummary { pending, pending_capped, oldest_due_age_ms, dead, dead_capped })
+    }
+
+    /// Entries in `status`, counted up to `count_max`, and whether the count stopped there.
+    async fn outbox_count(&self, status: &str, count_max: u64) -> Result<(u64, bool), PersistError> {
+        let statement =
+            Statement::new("SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = ? LIMIT ?) AS capped")
+                .bind(status)
+                .bind(signed(count_max));
+        let mut count = 0;
+        self.pool
+            .for_each_row(&statement, |row| {
+                count = unsigned(row.int(0)?, "outbox count")?;
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok((count, count >= count_max))
+    }
+}

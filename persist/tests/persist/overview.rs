@@ -1,0 +1,97 @@
+//! What the operators' page reads from the store, on MariaDB and on SQLite: the newest events,
+//! and the outbox's backlog, oldest overdue wait and dead entries, with counts that stop at
+//! their bound.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use kuota_engine::Command;
+use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, deliver_due};
+use kuota_persist::store::{OutboxRow, OutboxSummary, SqlStore};
+use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
+
+use crate::sql_support::{
+    Backend, START, TestDatabase, decide, event_config, event_id, keyed, on_both_databases, register,
+    stored_event, submit,
+};
+
+on_both_databases!(
+    the_outbox_summary_counts_the_backlog_its_oldest_overdue_wait_and_the_dead,
+    outbox_counts_stop_at_their_bound,
+    recent_events_are_the_newest_first_and_bounded,
+);
+
+/// Fails every delivery: with one attempt allowed, each entry delivered is dead at once.
+#[derive(Debug)]
+struct Refusing;
+
+impl Deliver for Refusing {
+    fn deliver<'a>(&'a self, _: &'a OutboxRow) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
+        Box::pin(std::future::ready(Err("the mail server refused".to_string())))
+    }
+}
+
+/// An event with `registrations` confirmed registrations decided at `START`: one outbox entry
+/// each, due at `START`.
+async fn event_with_entries(database: &TestDatabase, registrations: usize) -> SqlStore {
+    let (store, mut quota, epoch) = stored_event(database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    for n in 0..registrations {
+        let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n as u64);
+        let (_, effects) = decide(&mut quota, Command::Register(request), START);
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    drop(sender);
+    writer.closed().await;
+    store
+}
+
+async fn the_outbox_summary_counts_the_backlog_its_oldest_overdue_wait_and_the_dead(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let empty = database.store().await;
+    let nothing = OutboxSummary {
+        pending: 0,
+        pending_capped: false,
+        oldest_due_age_ms: 0,
+        dead: 0,
+        dead_capped: false,
+    };
+    assert_eq!(empty.outbox_summary(START, 100).await.unwrap(), nothing);
+
+    let store = event_with_entries(&database, 3).await;
+    let later = START.plus_millis(4_500);
+    let summary = store.outbox_summary(later, 100).await.unwrap();
+    assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (3, 4_500, 0));
+    // Before the entries are due, nothing is overdue.
+    assert_eq!(store.outbox_summary(START, 100).await.unwrap().oldest_due_age_ms, 0);
+
+    // Two deliveries fail with no attempt left: dead, out of the backlog.
+    let config = OutboxConfig { batch_max: 2, attempts_max: 1, ..OutboxConfig::default() };
+    assert_eq!(deliver_due(&store, &Refusing, later, &config).await.unwrap(), 2);
+    let summary = store.outbox_summary(later, 100).await.unwrap();
+    assert_eq!((summary.pending, summary.dead), (1, 2));
+    assert!(!summary.pending_capped && !summary.dead_capped);
+}
+
+async fn outbox_counts_stop_at_their_bound(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = event_with_entries(&database, 5).await;
+    let summary = store.outbox_summary(START, 3).await.unwrap();
+    assert_eq!((summary.pending, summary.pending_capped), (3, true));
+    assert_eq!((summary.dead, summary.dead_capped), (0, false));
+}
+
+async fn recent_events_are_the_newest_first_and_bounded(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    for (n, id) in ["first", "second", "third"].into_iter().enumerate() {
+        let created_at = START.plus_seconds(n as u64);
+        assert!(store.create_event(&event_config(id, &[("10K", 10)], 0), created_at).await.unwrap());
+    }
+    let listed = store.recent_events(2).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|event| event.id.as_str()).collect();
+    assert_eq!(ids, ["third", "second"]);
+    assert_eq!(listed[0].created_at, START.plus_seconds(2));
+    assert_eq!(store.recent_events(10).await.unwrap().len(), 3);
+}
