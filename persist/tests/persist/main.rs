@@ -3,8 +3,8 @@
 
 mod lease;
 mod outbox;
-mod queue;
 mod overview;
+mod queue;
 mod redis_support;
 mod session;
 mod sql_support;
