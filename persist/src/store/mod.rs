@@ -10,6 +10,7 @@
 //! - `write`: one batch, one transaction, with the epoch check.
 //! - `recovery`: `EventLoader`, streaming an event's rows into a `QuotaBuilder`.
 //! - `rows`, `error`: the types handed out.
+//! - `webhooks`: webhook endpoints, their messages' claims and settlements, sold-out announcements.
 
 mod backend;
 mod error;
@@ -18,6 +19,7 @@ mod plan;
 mod recovery;
 mod rows;
 mod text_protocol;
+mod webhooks;
 mod write;
 
 use std::fmt;
@@ -39,6 +41,10 @@ pub use self::maintenance::{OutboxClaim, Purged, Settlement};
 use self::plan::{millis, signed, unsigned};
 pub use self::rows::{
     AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,
+};
+pub use self::webhooks::{
+    ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageClaim, MessageCounts, MessageSettlement,
+    NewMessage, SOLD_OUT_KIND, WebhookBacklog, WebhookEndpoint,
 };
 pub use self::write::{BatchItem, BatchReport};
 
