@@ -19,6 +19,7 @@
 //! - `time_format`: RFC 3339 times.
 //! - `metrics`: the Prometheus recorder and metric names.
 //! - `middleware`: the request span and request metrics, and resources that carry their route label.
+//! - `webhooks`: Standard Webhooks delivery of the outbox to the organizer's endpoints.
 
 pub mod admission;
 pub mod cluster;
@@ -38,3 +39,4 @@ pub mod state;
 pub mod telemetry;
 pub mod time_format;
 pub mod tokens;
+pub mod webhooks;

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod events;
 pub mod operations;
 pub mod registrations;
+pub mod webhooks;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
@@ -16,6 +17,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     registrations::configure(config);
     admin::configure(config);
     operations::configure(config);
+    webhooks::configure(config);
     crate::openapi::configure(config);
 }
 
