@@ -15,3 +15,4 @@ mod operations;
 mod private_servers;
 mod registrations;
 mod support;
+mod webhooks;
