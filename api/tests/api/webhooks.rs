@@ -17,6 +17,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use super::private_servers::KuotaProcess;
 use super::support::{Backend, TestApp, race, registration, spawn_app_on, spawn_app_with};
 
 /// How long a test waits for deliveries before it fails.
@@ -383,7 +384,7 @@ async fn two_nodes_never_send_one_message_twice_at_once() {
 }
 
 #[actix_rt::test]
-async fn a_rotated_endpoint_is_signed_with_both_secrets() {
+async fn a_rotated_endpoint_is_signed_with_both_secrets_within_two_seconds_of_the_commit() {
     let receiver = Receiver::start().await;
     let app = webhook_app(Backend::Sqlite, "0.1").await;
     let (id, old) = create_endpoint(&app, &receiver.url(), &["registration.created"]).await;
@@ -393,7 +394,13 @@ async fn a_rotated_endpoint_is_signed_with_both_secrets() {
     assert_ne!(new, old);
     app.create_event(race("race", 5, 0)).await;
     assert_eq!(app.register("race", "k1", &registration("10K", "a@x.org")).await.status, 201);
+    let committed = Instant::now();
     let received = receiver.wait_for("one message", |received| !received.is_empty()).await;
+    assert!(
+        committed.elapsed() < Duration::from_secs(2),
+        "the first attempt came {:?} after the commit",
+        committed.elapsed()
+    );
     assert!(verify(&old, &received[0]) && verify(&new, &received[0]));
     assert_eq!(received[0].signature.split(' ').count(), 2);
 }
@@ -498,4 +505,58 @@ async fn bad_endpoint_requests_get_a_problem_and_change_nothing() {
     assert_eq!(app.get("/v1/webhooks", &[]).await.status, 401);
     let listed = app.admin("GET", "/v1/webhooks", None).await.json();
     assert_eq!(listed["items"], json!([]), "nothing was created");
+}
+
+#[actix_rt::test]
+async fn a_node_killed_mid_round_loses_no_message() {
+    let receiver = Receiver::start().await;
+    // Slow answers, so that the node dies with attempts in flight.
+    *receiver.state.answer_delay.lock().unwrap() = Duration::from_millis(100);
+    let survivor = webhook_app(Backend::MariaDb, "0.2,0.2,0.2,0.2,0.2").await;
+    let mut doomed = KuotaProcess::start(&[
+        ("KUOTA_DATABASE_URL", survivor.database_url.as_str()),
+        ("KUOTA_ADMIN_TOKEN", super::support::ADMIN_TOKEN),
+        ("KUOTA_NODE_ID", "doomed"),
+        ("KUOTA_RATE_LIMIT_IP_PER_SECOND", "0"),
+        ("KUOTA_RATE_LIMIT_EMAIL_PER_MINUTE", "0"),
+        ("KUOTA_OUTBOX_DELIVERY", "webhooks"),
+        ("KUOTA_WEBHOOK_ALLOW_HOSTS", "127.0.0.1"),
+        ("KUOTA_WEBHOOK_RETRY_SCHEDULE", "0.2,0.2,0.2,0.2,0.2"),
+        ("KUOTA_WEBHOOK_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    let (id, _) = create_endpoint(&survivor, &receiver.url(), &["registration.created"]).await;
+    let node = TestApp::attach(doomed.port);
+    node.create_event(race("race", 100, 0)).await;
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let answer =
+            node.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@x.org"))).await;
+        assert_eq!(answer.status, 201);
+        ids.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    receiver.wait_for("the first deliveries", |received| received.len() >= 3).await;
+    doomed.kill();
+    // The survivor takes over the dead node's claims once they run out (the attempt timeout
+    // plus a margin for messages, the outbox's delivery timeout plus a margin for entries).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered: HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|received| body(received)["data"]["id"].as_str().unwrap().to_string())
+            .collect();
+        if ids.iter().all(|id| delivered.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lost after the kill: {:?}",
+            ids.iter().filter(|id| !delivered.contains(*id)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read =
+        wait_for_endpoint(&survivor, &id, "all settled", |read| read["deliveries"]["succeeded"] == 30).await;
+    assert_eq!(read["deliveries"]["dead"], 0);
 }
