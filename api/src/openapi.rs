@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::{admin, events, operations, registrations};
+use crate::routes::{admin, events, operations, registrations, webhooks};
 use crate::state::SESSION_COOKIE;
 
 /// Where the document is served.
@@ -53,6 +53,12 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         operations::readyz,
         operations::render_metrics,
         operations::status,
+        webhooks::create,
+        webhooks::list,
+        webhooks::read,
+        webhooks::delete,
+        webhooks::rotate,
+        webhooks::replay,
         document,
         docs,
     ),
@@ -75,6 +81,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             admin::Session,
             operations::Health,
             operations::Readiness,
+            webhooks::NewWebhook,
         ),
         responses(Unauthorized, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::domain::json_object;
 use crate::error::{ApiError, FieldError};
 use crate::middleware::resource;
+use crate::openapi::{PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::routes::registrations::page_bounds;
 use crate::state::AppState;
@@ -40,16 +41,99 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/webhooks/{webhook_id}/replay").route(web::post().to(replay)));
 }
 
+/// The body of `POST /v1/webhooks`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({
+    "url": "https://crm.example.org/kuota",
+    "event_types": ["registration.created", "registration.cancelled"],
+    "description": "CRM"
+}))]
+pub struct NewWebhook {
+    /// `https://`, or `http://` to a host in `KUOTA_WEBHOOK_ALLOW_HOSTS`; never a private,
+    /// loopback or link-local address unless its host is listed there.
+    #[schema(max_length = 2048)]
+    pub url: String,
+    /// `registration.created`, `registration.confirmed`, `registration.cancelled`,
+    /// `registration.expired`, `registration.promoted`, `event.sold_out`, `queue.admitted`.
+    #[schema(min_items = 1)]
+    pub event_types: Vec<String>,
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+}
+
 /// An endpoint as listed: never its secret.
-#[derive(Serialize)]
-struct EndpointView<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Webhook)]
+pub struct EndpointView<'a> {
+    #[schema(example = "ep_3f9a1c2b4d5e6f708192a3b4")]
     id: &'a str,
     url: &'a str,
     event_types: &'a [String],
+    #[schema(required = true)]
     description: Option<&'a str>,
     /// `null` while enabled; `gone` (it answered 410) or `failing` (failing for 5 days).
+    #[schema(required = true)]
     disabled_reason: Option<&'a str>,
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// A new endpoint, with its secret (shown only here).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedWebhook)]
+pub struct CreatedEndpoint<'a> {
+    #[serde(flatten)]
+    endpoint: EndpointView<'a>,
+    /// `whsec_` + base64 of 32 random bytes: the signing secret.
+    secret: &'a str,
+}
+
+/// An endpoint with its messages' counts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookWithDeliveries)]
+pub struct EndpointDetail<'a> {
+    #[serde(flatten)]
+    endpoint: EndpointView<'a>,
+    deliveries: Deliveries,
+    /// Attempts that failed, over the messages counted.
+    failed_attempts: u64,
+}
+
+/// Messages by state (succeeded ones for 7 days).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deliveries {
+    succeeded: u64,
+    pending: u64,
+    dead: u64,
+}
+
+/// One page of endpoints.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookPage)]
+pub struct EndpointPage<'a> {
+    items: Vec<EndpointView<'a>>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// A rotated secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RotatedSecret {
+    id: String,
+    /// The new secret, shown only here.
+    secret: String,
+    /// Until then the previous secret signs too.
+    #[schema(format = DateTime)]
+    previous_secret_expires_at: String,
+}
+
+/// What a replay revived.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    id: String,
+    /// Dead messages made due again.
+    replayed: u64,
 }
 
 impl<'a> From<&'a WebhookEndpoint> for EndpointView<'a> {
@@ -66,6 +150,41 @@ impl<'a> From<&'a WebhookEndpoint> for EndpointView<'a> {
 }
 
 /// `POST /v1/webhooks`: 201 with the secret, shown only here and by `rotate`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    operation_id = "create_webhook",
+    tag = "admin",
+    summary = "Create a webhook endpoint",
+    description = "Messages of the listed event types go to `url`, signed as the Standard Webhooks \
+        spec (v1) says with the `secret` of the answer, which is shown only here.",
+    request_body = NewWebhook,
+    responses(
+        (status = 201, description = "Created; `secret` is shown only here.", body = CreatedEndpoint),
+        (
+            status = 400,
+            description = "Malformed JSON (`malformed_body`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 401, response = Unauthorized),
+        (
+            status = 409,
+            description = "The deployment has its most endpoints (`too_many_webhooks`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (
+            status = 422,
+            description = "A URL that is not https, or an internal address; an unknown or repeated event type; a description too long (`validation_failed`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request, payload))]
 async fn create(
     state: web::Data<AppState>,
@@ -97,9 +216,8 @@ async fn create(
         created_at: state.clock.now(),
     };
     state.store.create_webhook_endpoint(&endpoint).await?;
-    let mut view = serde_json::to_value(EndpointView::from(&endpoint)).map_err(anyhow::Error::from)?;
-    view["secret"] = Value::String(endpoint.secret.clone());
-    Ok(HttpResponse::Created().json(view))
+    Ok(HttpResponse::Created()
+        .json(CreatedEndpoint { endpoint: EndpointView::from(&endpoint), secret: &endpoint.secret }))
 }
 
 /// A create request's fields, checked.
@@ -176,6 +294,28 @@ struct PageQuery {
 }
 
 /// `GET /v1/webhooks`: `{items, next_cursor}`, by id.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    operation_id = "list_webhooks",
+    tag = "admin",
+    summary = "List webhook endpoints",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 500; 50 by default."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page.")
+    ),
+    responses(
+        (status = 200, description = "One page, without secrets.", body = EndpointPage),
+        (status = 401, response = Unauthorized),
+        (
+            status = 422,
+            description = "`limit` outside 1–500 or a bad `cursor` (`validation_failed`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request, query))]
 async fn list(
     state: web::Data<AppState>,
@@ -191,8 +331,8 @@ async fn list(
     let endpoints = state.store.webhook_endpoints_page(limit, cursor).await?;
     let next_cursor =
         (endpoints.len() == limit as usize).then(|| endpoints.last().map(|last| last.id.clone())).flatten();
-    let items: Vec<EndpointView<'_>> = endpoints.iter().map(EndpointView::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    let items = endpoints.iter().map(EndpointView::from).collect();
+    Ok(HttpResponse::Ok().json(EndpointPage { items, next_cursor }))
 }
 
 fn is_endpoint_id(text: &str) -> bool {
@@ -209,6 +349,25 @@ async fn stored(state: &AppState, id: &str) -> Result<WebhookEndpoint, ApiError>
 }
 
 /// `GET /v1/webhooks/{id}`: the endpoint with its messages' counts.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{webhook_id}",
+    operation_id = "read_webhook",
+    tag = "admin",
+    summary = "Read a webhook endpoint with its delivery counts",
+    params(("webhook_id" = String, Path, description = "The `id` from the endpoint's creation.")),
+    responses(
+        (status = 200, description = "The endpoint, without its secret.", body = EndpointDetail),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such endpoint (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(webhook_id = %path))]
 async fn read(
     state: web::Data<AppState>,
@@ -219,13 +378,33 @@ async fn read(
     let endpoint = stored(&state, &path).await?;
     let MessageCounts { succeeded, pending, dead, failed_attempts } =
         state.store.webhook_message_counts(&endpoint.id).await?;
-    let mut view = serde_json::to_value(EndpointView::from(&endpoint)).map_err(anyhow::Error::from)?;
-    view["deliveries"] = serde_json::json!({ "succeeded": succeeded, "pending": pending, "dead": dead });
-    view["failed_attempts"] = failed_attempts.into();
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(EndpointDetail {
+        endpoint: EndpointView::from(&endpoint),
+        deliveries: Deliveries { succeeded, pending, dead },
+        failed_attempts,
+    }))
 }
 
 /// `DELETE /v1/webhooks/{id}`: the endpoint and its messages; 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{webhook_id}",
+    operation_id = "delete_webhook",
+    tag = "admin",
+    summary = "Delete a webhook endpoint and its messages",
+    params(("webhook_id" = String, Path, description = "The `id` from the endpoint's creation.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such endpoint (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(webhook_id = %path))]
 async fn delete(
     state: web::Data<AppState>,
@@ -240,6 +419,27 @@ async fn delete(
 }
 
 /// `POST /v1/webhooks/{id}/rotate`: a new secret, shown once; the old one signs too for 24 h.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{webhook_id}/rotate",
+    operation_id = "rotate_webhook_secret",
+    tag = "admin",
+    summary = "Rotate a webhook endpoint's secret",
+    description = "The new secret is shown only here; the previous one signs too for 24 h (both \
+        signatures are sent).",
+    params(("webhook_id" = String, Path, description = "The `id` from the endpoint's creation.")),
+    responses(
+        (status = 200, description = "The new secret.", body = RotatedSecret),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such endpoint (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(webhook_id = %path))]
 async fn rotate(
     state: web::Data<AppState>,
@@ -253,15 +453,35 @@ async fn rotate(
     if !state.store.rotate_webhook_secret(&endpoint.id, &secret, previous_until).await? {
         return Err(ApiError::NotFound("the webhook endpoint"));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": endpoint.id,
-        "secret": secret,
-        "previous_secret_expires_at": time_format::format(previous_until),
-    })))
+    Ok(HttpResponse::Ok().json(RotatedSecret {
+        id: endpoint.id,
+        secret,
+        previous_secret_expires_at: time_format::format(previous_until),
+    }))
 }
 
 /// `POST /v1/webhooks/{id}/replay`: dead messages are sent again (with a fresh schedule), and
 /// a disabled endpoint is enabled: an organizer replays once the receiver is fixed. 202.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{webhook_id}/replay",
+    operation_id = "replay_webhook",
+    tag = "admin",
+    summary = "Send a webhook endpoint's dead messages again",
+    description = "Dead messages get a fresh retry schedule, and a disabled endpoint is enabled again.",
+    params(("webhook_id" = String, Path, description = "The `id` from the endpoint's creation.")),
+    responses(
+        (status = 202, description = "Replayed.", body = Replayed),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No such endpoint (`not_found`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        )
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
 #[tracing::instrument(skip(state, request), fields(webhook_id = %path))]
 async fn replay(
     state: web::Data<AppState>,
@@ -271,5 +491,5 @@ async fn replay(
     state.require_admin(&request).await?;
     let endpoint = stored(&state, &path).await?;
     let replayed = state.store.replay_webhook_messages(&endpoint.id, state.clock.now()).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": endpoint.id, "replayed": replayed })))
+    Ok(HttpResponse::Accepted().json(Replayed { id: endpoint.id, replayed }))
 }
