@@ -10,7 +10,7 @@
 //! A sell-out shorter than the interval can go unseen; a node that dies between the last seat
 //! and the next check leaves it to the event's next owner, which finds it unrecorded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,8 @@ impl SoldOutWatcher {
             while !*stopped.borrow() {
                 let now = clock.now();
                 let running = running_events();
-                recorded.retain(|id, _| running.iter().any(|event| event.config().id == *id));
+                let running_ids: HashSet<&EventId> = running.iter().map(|event| &event.config().id).collect();
+                recorded.retain(|id, _| running_ids.contains(id));
                 for event in running {
                     let figures = event.counters().snapshot();
                     let sold_out = event_status(event.config(), &figures, now) == "sold_out";

@@ -42,7 +42,8 @@ CREATE TABLE webhook_messages (
     created_at BIGINT NOT NULL,
     settled_at BIGINT NULL,
     PRIMARY KEY (id),
-    -- An outbox entry fanned out twice (its worker died before settling it) adds nothing.
+    -- An outbox entry fanned out twice (its worker died before settling it) adds nothing. Outbox
+    -- ids are never reused (InnoDB keeps its counter across restarts; SQLite's is AUTOINCREMENT).
     UNIQUE KEY webhook_messages_fan_out (endpoint_id, outbox_id),
     KEY webhook_messages_due (status, available_at, id),
     KEY webhook_messages_by_status (status, id),
