@@ -390,6 +390,21 @@ mod tests {
         assert_eq!(settings.redis_url, None);
         assert_eq!((settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst), (20, 40));
         assert_eq!(settings.rate_limit_email_per_minute, 6);
+        assert_eq!(settings.outbox_delivery, "webhooks");
+        assert_eq!(settings.webhook_timeout_ms, 15_000);
+    }
+
+    #[test]
+    fn bad_webhook_settings_are_refused_at_startup() {
+        let refused = [
+            Cli { outbox_delivery: Some("http".into()), ..Cli::default() },
+            Cli { webhook_retry_schedule: Some("5,soon".into()), ..Cli::default() },
+            Cli { webhook_timeout_ms: Some(0), ..Cli::default() },
+        ];
+        for cli in refused {
+            let shown = format!("{cli:?}");
+            assert!(Settings::load(cli).is_err(), "{shown}");
+        }
     }
 
     #[test]

@@ -560,3 +560,29 @@ async fn a_node_killed_mid_round_loses_no_message() {
         wait_for_endpoint(&survivor, &id, "all settled", |read| read["deliveries"]["succeeded"] == 30).await;
     assert_eq!(read["deliveries"]["dead"], 0);
 }
+
+#[actix_rt::test]
+async fn entries_no_endpoint_wants_are_settled_at_once() {
+    let receiver = Receiver::start().await;
+    let app = webhook_app(Backend::MariaDb, "0.1").await;
+    create_endpoint(&app, &receiver.url(), &["registration.cancelled"]).await;
+    app.create_event(race("race", 5, 0)).await;
+    for n in 0..3 {
+        let answer =
+            app.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@x.org"))).await;
+        assert_eq!(answer.status, 201);
+    }
+    let store = kuota_persist::store::SqlStore::connect(&app.database_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(DELIVERY_DEADLINE_SECONDS);
+    loop {
+        let entries = store.outbox_page(100, None).await.unwrap();
+        if entries.len() == 3
+            && entries.iter().all(|entry| entry.status == "delivered" && entry.attempts == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not settled: {entries:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.received().is_empty(), "the endpoint wants cancellations only");
+}
