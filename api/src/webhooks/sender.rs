@@ -147,6 +147,42 @@ mod tests {
         assert!(matches!(answer, Answer::Failed { retry_after: None, .. }));
     }
 
+    fn message_to(url: String) -> ClaimedMessage {
+        ClaimedMessage {
+            id: 1,
+            endpoint: kuota_persist::store::WebhookEndpoint {
+                id: "ep_1".into(),
+                url,
+                description: None,
+                event_types: vec!["registration.created".into()],
+                secret: signing::new_secret(),
+                previous_secret: None,
+                disabled_reason: None,
+                failing_since: None,
+                created_at: Timestamp::from_millis(0),
+            },
+            message_id: "msg_1".into(),
+            event_type: "registration.created".into(),
+            body: "{}".into(),
+            attempts: 0,
+            created_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_address_is_refused_before_any_request() {
+        let sender = Sender::new(AllowHosts::default(), Duration::from_secs(1)).unwrap();
+        let answer =
+            sender.attempt(&message_to("http://127.0.0.1:9/hooks".into()), Timestamp::from_millis(0)).await;
+        assert!(matches!(answer, Answer::Failed { ref error, .. } if error.contains("https")), "{answer:?}");
+        let answer =
+            sender.attempt(&message_to("https://10.0.0.1/hooks".into()), Timestamp::from_millis(0)).await;
+        assert!(
+            matches!(answer, Answer::Failed { ref error, .. } if error.contains("private")),
+            "{answer:?}"
+        );
+    }
+
     #[test]
     fn a_retry_after_date_or_a_huge_value_is_understood_and_capped() {
         assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));

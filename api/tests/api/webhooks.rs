@@ -2,8 +2,9 @@
 //! listed in `KUOTA_WEBHOOK_ALLOW_HOSTS`, whose answers each test scripts. Signatures are
 //! checked with a few lines of `hmac` here, not with the sender's code. The retry schedule is
 //! compressed to fractions of a second by its own setting, and the attempt timeout shortened
-//! by its own; those are real timers in a real HTTP client and server (a paused tokio clock
-//! cannot drive sockets), and every wait here has a deadline.
+//! by its own; those are real timers in a real HTTP client and server (pausing tokio's clock
+//! needs its test-util feature, which would rebuild tokio for every test of the workspace; see
+//! persist's lease tests), and every wait here has a deadline.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::TcpListener;
