@@ -21,6 +21,21 @@ use crate::webhooks::sender::{Answer, Sender};
 /// Attempts in flight on one node, over all endpoints.
 pub const IN_FLIGHT_MAX: usize = 256;
 
+/// Attempts in flight to one endpoint from one node: a receiver is not flooded by a backlog.
+pub const ENDPOINT_IN_FLIGHT_MAX: usize = 4;
+
+/// Pause after a round that found nothing due, unless the fan-out wakes the dispatcher, in ms.
+const POLL_INTERVAL_MS: u64 = 250;
+
+/// An endpoint whose attempts have all failed for this long is disabled (the contract's 5 days).
+pub const FAILING_DISABLE_AFTER_SECONDS: u64 = 5 * 24 * 3_600;
+
+/// How often succeeded messages past their retention are purged, in seconds.
+const PURGE_INTERVAL_SECONDS: u64 = 600;
+
+/// How long succeeded messages are kept (for the endpoint's counts), in seconds.
+pub const SUCCEEDED_RETENTION_SECONDS: u64 = 7 * 24 * 3_600;
+
 /// Due messages one claim looks at.
 const ROUND_MESSAGES_MAX: u32 = 200;
 
@@ -55,11 +70,11 @@ impl DispatcherConfig {
         DispatcherConfig {
             retry_schedule,
             attempt_timeout,
-            endpoint_concurrency_max: 4,
-            poll_interval: Duration::from_millis(250),
-            failing_disable_after: Duration::from_secs(5 * 24 * 3_600),
-            purge_interval: Duration::from_secs(600),
-            succeeded_retention: Duration::from_secs(7 * 24 * 3_600),
+            endpoint_concurrency_max: ENDPOINT_IN_FLIGHT_MAX,
+            poll_interval: Duration::from_millis(POLL_INTERVAL_MS),
+            failing_disable_after: Duration::from_secs(FAILING_DISABLE_AFTER_SECONDS),
+            purge_interval: Duration::from_secs(PURGE_INTERVAL_SECONDS),
+            succeeded_retention: Duration::from_secs(SUCCEEDED_RETENTION_SECONDS),
         }
     }
 }
