@@ -438,28 +438,21 @@ impl SqlStore {
         };
         let settled_at = (status != PENDING).then(|| millis(now));
         let endpoint = message.endpoint.id.as_str();
-        let mut transaction = self.pool.begin_write().await?;
-        let settled = transaction
-            .execute(
-                &Statement::new(
-                    "UPDATE webhook_messages SET status = ?, attempts = attempts + 1, available_at = ?, \
-                     last_error = ?, settled_at = ?, claimed_by = NULL \
-                     WHERE id = ? AND status = ? AND available_at = ? AND claimed_by = ?",
-                )
-                .bind(status)
-                .bind(millis(available_at))
-                .bind(error)
-                .bind(settled_at)
-                .bind(signed(message.id))
-                .bind(PENDING)
-                .bind(millis(until))
-                .bind(token),
-            )
-            .await?;
-        if settled == 0 {
-            transaction.rollback().await?;
-            return Ok(false);
-        }
+        let settle = Statement::new(
+            "UPDATE webhook_messages SET status = ?, attempts = attempts + 1, available_at = ?, last_error = ?, \
+             settled_at = ?, claimed_by = NULL WHERE id = ? AND status = ? AND available_at = ? AND claimed_by = ?",
+        )
+        .bind(status)
+        .bind(millis(available_at))
+        .bind(error)
+        .bind(settled_at)
+        .bind(signed(message.id))
+        .bind(PENDING)
+        .bind(millis(until))
+        .bind(token);
+        // What the attempt says about the endpoint holds whether or not the claim was still
+        // ours, so the two statements need no transaction: one round trip, and a success (the
+        // common case) changes one row, as the endpoint's streak is usually clear already.
         let endpoint_change = match settlement {
             MessageSettlement::Succeeded => Statement::new(
                 "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
@@ -480,9 +473,8 @@ impl SqlStore {
             .bind(DISABLED_FAILING)
             .bind(endpoint),
         };
-        transaction.execute(&endpoint_change).await?;
-        transaction.commit().await?;
-        Ok(true)
+        let matched = self.pool.execute_all_unprepared(&[settle, endpoint_change]).await?;
+        Ok(matched.first().is_some_and(|settled| *settled > 0))
     }
 
     /// The age of the backlog and the dead messages, for the metrics.
