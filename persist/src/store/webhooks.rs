@@ -347,35 +347,17 @@ impl SqlStore {
         mut admit: impl FnMut(&str) -> bool + Send,
     ) -> Result<MessageClaim, PersistError> {
         let token = crate::random::token_hex(16);
-        // Disabled endpoints are left out by id (there are few endpoints) rather than by a join:
-        // then the due messages are read in the order of `webhook_messages_due` and the scan
-        // stops at `limit`, however many are due; a join sorted every due message each round.
-        let mut disabled = Vec::new();
-        let disabled_query =
-            Statement::new("SELECT id FROM webhook_endpoints WHERE disabled_reason IS NOT NULL");
-        self.pool
-            .for_each_row(&disabled_query, |row| {
-                disabled.push(row.text(0)?.to_owned());
-                Ok::<(), PersistError>(())
-            })
-            .await?;
-        let mut candidates = Statement::new(
-            "SELECT m.id, m.endpoint_id FROM webhook_messages m WHERE m.status = ? AND m.available_at <= ? \
-             AND NOT EXISTS (SELECT 1 FROM webhook_messages earlier WHERE earlier.endpoint_id = m.endpoint_id \
-             AND earlier.ordering_key = m.ordering_key AND earlier.status = ? AND earlier.id < m.id)",
+        let candidates = Statement::new(
+            "SELECT m.id, m.endpoint_id FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id \
+             WHERE m.status = ? AND m.available_at <= ? AND e.disabled_reason IS NULL AND NOT EXISTS ( \
+             SELECT 1 FROM webhook_messages earlier WHERE earlier.endpoint_id = m.endpoint_id \
+             AND earlier.ordering_key = m.ordering_key AND earlier.status = ? AND earlier.id < m.id) \
+             ORDER BY m.status, m.available_at, m.id LIMIT ?",
         )
         .bind(PENDING)
         .bind(millis(now))
-        .bind(PENDING);
-        for (index, endpoint) in disabled.iter().enumerate() {
-            candidates.sql.push_str(if index == 0 { " AND m.endpoint_id NOT IN (?" } else { ", ?" });
-            candidates.push_value(endpoint.as_str());
-        }
-        if !disabled.is_empty() {
-            candidates.sql.push(')');
-        }
-        candidates.sql.push_str(" ORDER BY m.status, m.available_at, m.id LIMIT ?");
-        candidates.push_value(i64::from(limit.min(PAGE_SIZE_MAX)));
+        .bind(PENDING)
+        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
         let mut chosen = Vec::new();
         self.pool
             .for_each_row(&candidates, |row| {
