@@ -101,10 +101,22 @@ pub struct Cli {
     /// Log format: json, pretty or auto (pretty on a terminal) [default: auto].
     #[arg(long, env = "KUOTA_LOG_FORMAT")]
     pub log_format: Option<String>,
-    /// Outbox delivery on this node: `log` (each entry as a log line) or `off` (another node or
-    /// an external relay reads the outbox table) [default: log].
+    /// Outbox delivery on this node: `webhooks` (to the endpoints of `/v1/webhooks`), `log` (each
+    /// entry as a log line) or `off` (another node or an external relay reads the outbox table)
+    /// [default: webhooks].
     #[arg(long, env = "KUOTA_OUTBOX_DELIVERY")]
     pub outbox_delivery: Option<String>,
+    /// Comma-separated hosts webhooks may reach over plain http:// and at private, loopback or
+    /// link-local addresses [default: none].
+    #[arg(long, env = "KUOTA_WEBHOOK_ALLOW_HOSTS")]
+    pub webhook_allow_hosts: Option<String>,
+    /// Pauses before each webhook retry, in seconds, comma-separated; each is spread by ±10 %
+    /// [default: 5,300,1800,7200,18000,36000,50400,72000,86400].
+    #[arg(long, env = "KUOTA_WEBHOOK_RETRY_SCHEDULE")]
+    pub webhook_retry_schedule: Option<String>,
+    /// How long one webhook attempt may take, in ms [default: 15000].
+    #[arg(long, env = "KUOTA_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
 }
 
 /// The same settings as read from the TOML file.
@@ -138,6 +150,9 @@ struct FileSettings {
     idempotency_retention_seconds: Option<u32>,
     log_format: Option<String>,
     outbox_delivery: Option<String>,
+    webhook_allow_hosts: Option<String>,
+    webhook_retry_schedule: Option<String>,
+    webhook_timeout_ms: Option<u64>,
 }
 
 /// The settings in force.
@@ -170,6 +185,9 @@ pub struct Settings {
     pub idempotency_retention_seconds: u32,
     pub log_format: String,
     pub outbox_delivery: String,
+    pub webhook_allow_hosts: String,
+    pub webhook_retry_schedule: String,
+    pub webhook_timeout_ms: u64,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/kuota.db";
@@ -189,6 +207,9 @@ pub const STORE_STALL_MS_DEFAULT: u64 = 1_000;
 
 /// How long one Redis command may take, in ms.
 pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 250;
+
+/// How long one webhook attempt may take, in ms (the contract's 15 s).
+pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 15_000;
 
 /// Open client connections one node accepts at once.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 4_096;
@@ -279,7 +300,19 @@ impl Settings {
                 .or(file.idempotency_retention_seconds)
                 .unwrap_or(24 * 60 * 60),
             log_format: cli.log_format.or(file.log_format).unwrap_or_else(|| "auto".into()),
-            outbox_delivery: cli.outbox_delivery.or(file.outbox_delivery).unwrap_or_else(|| "log".into()),
+            outbox_delivery: cli
+                .outbox_delivery
+                .or(file.outbox_delivery)
+                .unwrap_or_else(|| "webhooks".into()),
+            webhook_allow_hosts: cli.webhook_allow_hosts.or(file.webhook_allow_hosts).unwrap_or_default(),
+            webhook_retry_schedule: cli
+                .webhook_retry_schedule
+                .or(file.webhook_retry_schedule)
+                .unwrap_or_else(|| crate::webhooks::retry::RETRY_SCHEDULE_DEFAULT.into()),
+            webhook_timeout_ms: cli
+                .webhook_timeout_ms
+                .or(file.webhook_timeout_ms)
+                .unwrap_or(WEBHOOK_TIMEOUT_MS_DEFAULT),
         };
         settings.validate()?;
         Ok(settings)
@@ -309,8 +342,14 @@ impl Settings {
             "log_format must be json, pretty or auto"
         );
         anyhow::ensure!(
-            matches!(self.outbox_delivery.as_str(), "log" | "off"),
-            "outbox_delivery must be log or off"
+            matches!(self.outbox_delivery.as_str(), "webhooks" | "log" | "off"),
+            "outbox_delivery must be webhooks, log or off"
+        );
+        crate::webhooks::retry::RetrySchedule::parse(&self.webhook_retry_schedule)
+            .map_err(|error| anyhow::anyhow!("webhook_retry_schedule {error}"))?;
+        anyhow::ensure!(
+            (100..=600_000).contains(&self.webhook_timeout_ms),
+            "webhook_timeout_ms must be 100 to 600000"
         );
         anyhow::ensure!(
             self.database_url.starts_with("mysql://") || self.database_url.starts_with("sqlite:"),
@@ -351,6 +390,21 @@ mod tests {
         assert_eq!(settings.redis_url, None);
         assert_eq!((settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst), (20, 40));
         assert_eq!(settings.rate_limit_email_per_minute, 6);
+        assert_eq!(settings.outbox_delivery, "webhooks");
+        assert_eq!(settings.webhook_timeout_ms, 15_000);
+    }
+
+    #[test]
+    fn bad_webhook_settings_are_refused_at_startup() {
+        let refused = [
+            Cli { outbox_delivery: Some("http".into()), ..Cli::default() },
+            Cli { webhook_retry_schedule: Some("5,soon".into()), ..Cli::default() },
+            Cli { webhook_timeout_ms: Some(0), ..Cli::default() },
+        ];
+        for cli in refused {
+            let shown = format!("{cli:?}");
+            assert!(Settings::load(cli).is_err(), "{shown}");
+        }
     }
 
     #[test]

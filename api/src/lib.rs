@@ -21,6 +21,7 @@
 //! - `metrics`: the Prometheus recorder and metric names.
 //! - `middleware`: the request span and request metrics, and resources that carry their route label.
 //! - `dashboard`: this node's figures for the operators' page (`routes::dashboard`, `GET /admin`).
+//! - `webhooks`: Standard Webhooks delivery of the outbox to the organizer's endpoints.
 
 pub mod admission;
 pub mod cluster;
@@ -42,3 +43,4 @@ pub mod state;
 pub mod telemetry;
 pub mod time_format;
 pub mod tokens;
+pub mod webhooks;

@@ -31,6 +31,15 @@ pub const ADMISSION_IN_FLIGHT: &str = "kuota_admission_in_flight";
 /// `kuota_shed_total`).
 pub const ADMISSION_REFUSED: &str = "kuota_admission_refused_total";
 
+/// Webhook attempts by outcome: `succeeded`, `retried`, `dead`, `gone`, `claim_lost`.
+pub const WEBHOOK_DELIVERIES: &str = "kuota_webhook_deliveries_total";
+/// One webhook attempt, from its request to its answer (or timeout).
+pub const WEBHOOK_ATTEMPT_DURATION: &str = "kuota_webhook_attempt_duration_seconds";
+/// Age of the oldest webhook message (or outbox entry) not yet delivered.
+pub const WEBHOOK_OLDEST_UNDELIVERED: &str = "kuota_webhook_oldest_undelivered_seconds";
+/// Webhook messages dead (out of retries, or their endpoint answered 410), until replayed.
+pub const WEBHOOK_DEAD: &str = "kuota_webhook_dead_messages";
+
 /// Latency buckets, in seconds: from 100 µs to 10 s.
 const DURATION_BUCKETS_SECONDS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

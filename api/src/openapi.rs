@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::{admin, dashboard, events, operations, queue, registrations};
+use crate::routes::{admin, dashboard, events, operations, queue, registrations, webhooks};
 use crate::state::SESSION_COOKIE;
 
 /// Where the document is served.
@@ -59,6 +59,12 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         queue::join,
         queue::read,
         queue::draw,
+        webhooks::create,
+        webhooks::list,
+        webhooks::read,
+        webhooks::delete,
+        webhooks::rotate,
+        webhooks::replay,
         document,
         docs,
     ),
@@ -94,6 +100,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             crate::dashboard::OutboxView,
             dashboard::DashboardEvents,
             dashboard::DashboardEvent,
+            webhooks::NewWebhook,
         ),
         responses(Unauthorized, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),

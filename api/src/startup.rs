@@ -24,12 +24,17 @@ use crate::health::Health;
 use crate::middleware;
 use crate::routes;
 use crate::state::AppState;
+use crate::webhooks;
+use crate::webhooks::dispatcher::Dispatcher;
+use crate::webhooks::sold_out::SoldOutWatcher;
 
 /// How long in-flight requests may finish after a stop signal, in seconds.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
 /// Outbox entries one delivery round claims: a flash crowd writes one per registration, and
 /// larger rounds cost the database fewer statements per entry.
 const OUTBOX_ROUND_ENTRIES_MAX: u32 = 500;
+/// Longest a busy writer defers the webhook fan-out, in ms (see `OutboxConfig::defer_while_busy_max`).
+const WEBHOOK_DEFER_WHILE_BUSY_MAX_MS: u64 = 1_000;
 /// How long the write-behind may take to commit what was accepted at shutdown, in seconds.
 const DRAIN_TIMEOUT_SECONDS: u64 = 30;
 /// Connections the kernel completes and holds for us while every worker is at its share of
@@ -57,6 +62,10 @@ pub struct Application {
     /// their retention, on every node unless `KUOTA_OUTBOX_DELIVERY=off`: claims keep two nodes
     /// off one entry.
     outbox: Option<OutboxWorker>,
+    /// Sends webhook messages (`KUOTA_OUTBOX_DELIVERY=webhooks`).
+    webhook_dispatcher: Option<Dispatcher>,
+    /// Announces sell-outs of the events this node runs, through the outbox.
+    sold_out: SoldOutWatcher,
 }
 
 impl std::fmt::Debug for Application {
@@ -131,18 +140,47 @@ impl Application {
             cluster,
             health,
         ));
-        let outbox = (state.settings.outbox_delivery == "log").then(|| {
-            let watched = state.clone();
-            // Registrations waiting for their commit: the writer is busy.
-            let busy: Busy = Arc::new(move || watched.write_behind.queue_depth() > 0);
-            OutboxWorker::start(
-                state.store.clone(),
-                Arc::new(LogDelivery),
-                Arc::new(SystemClock),
-                busy,
-                OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() },
-            )
-        });
+        let watched = state.clone();
+        // Registrations waiting for their commit: the writer is busy.
+        let busy: Busy = Arc::new(move || watched.write_behind.queue_depth() > 0);
+        let outbox_config = OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() };
+        let (outbox, webhook_dispatcher) = match state.settings.outbox_delivery.as_str() {
+            "webhooks" => {
+                let (fan_out, dispatcher) =
+                    webhooks::start(&state.store, &state.settings, Arc::new(SystemClock))?;
+                // The contract's first attempt within 2 s of the commit: a busy writer defers
+                // the fan-out for a second at most, not the default's half minute.
+                let config = OutboxConfig {
+                    defer_while_busy_max: Duration::from_millis(WEBHOOK_DEFER_WHILE_BUSY_MAX_MS),
+                    ..outbox_config
+                };
+                let worker = OutboxWorker::start(
+                    state.store.clone(),
+                    Arc::new(fan_out),
+                    Arc::new(SystemClock),
+                    busy,
+                    config,
+                );
+                (Some(worker), Some(dispatcher))
+            }
+            "log" => {
+                let worker = OutboxWorker::start(
+                    state.store.clone(),
+                    Arc::new(LogDelivery),
+                    Arc::new(SystemClock),
+                    busy,
+                    outbox_config,
+                );
+                (Some(worker), None)
+            }
+            _ => (None, None),
+        };
+        let watched = state.clone();
+        let sold_out = SoldOutWatcher::start(
+            Arc::new(move || watched.registry.running_events()),
+            state.store.clone(),
+            Arc::new(SystemClock),
+        );
         let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -173,7 +211,7 @@ impl Application {
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECONDS)
         .listen(listener)?
         .run();
-        Ok(Application { port, server, state, generated_admin_token, outbox })
+        Ok(Application { port, server, state, generated_admin_token, outbox, webhook_dispatcher, sold_out })
     }
 
     pub fn port(&self) -> u16 {
@@ -205,6 +243,10 @@ impl Application {
         if let Some(outbox) = self.outbox {
             outbox.stop().await;
         }
+        if let Some(dispatcher) = self.webhook_dispatcher {
+            dispatcher.stop().await;
+        }
+        self.sold_out.stop().await;
         self.state.registry.shutdown();
         let drained = tokio::time::timeout(
             Duration::from_secs(DRAIN_TIMEOUT_SECONDS),

@@ -6,6 +6,7 @@ pub mod events;
 pub mod operations;
 pub mod queue;
 pub mod registrations;
+pub mod webhooks;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
@@ -20,6 +21,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     admin::configure(config);
     operations::configure(config);
     dashboard::configure(config);
+    webhooks::configure(config);
     crate::openapi::configure(config);
 }
 

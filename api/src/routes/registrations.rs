@@ -65,9 +65,9 @@ struct Admission<'a> {
 }
 
 /// A registration as its registrant or an organizer reads it.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Registration)]
-struct RegistrationView {
+pub struct RegistrationView {
     #[schema(example = "city-race.17")]
     id: String,
     #[schema(example = "city-race")]
@@ -130,6 +130,15 @@ pub struct RegistrationPage {
     /// The `cursor` of the next page; `null` on the last page.
     #[schema(required = true)]
     next_cursor: Option<String>,
+}
+
+impl RegistrationView {
+    /// The view with `status` in place of the stored one: a webhook announces the status its
+    /// change set, which the registration may have left since.
+    pub fn with_status(mut self, status: RowStatus) -> Self {
+        self.status = status.as_str();
+        self
+    }
 }
 
 impl From<&RegistrationRow> for RegistrationView {

@@ -18,3 +18,4 @@ mod private_servers;
 mod queue;
 mod registrations;
 mod support;
+mod webhooks;

@@ -27,6 +27,10 @@ const CONTRACT_PATHS: &[(&str, &[&str])] = &[
     ("/v1/events/{event_id}/queue", &["post"]),
     ("/v1/queue/{ticket_id}", &["get"]),
     ("/v1/events/{event_id}/queue/draw", &["get"]),
+    ("/v1/webhooks", &["get", "post"]),
+    ("/v1/webhooks/{webhook_id}", &["delete", "get"]),
+    ("/v1/webhooks/{webhook_id}/rotate", &["post"]),
+    ("/v1/webhooks/{webhook_id}/replay", &["post"]),
 ];
 
 /// The statuses the contract names for each operation.
@@ -55,6 +59,12 @@ const CONTRACT_STATUSES: &[(&str, &str, &[&str])] = &[
     ("post", "/v1/admin/sessions", &["201", "401"]),
     ("delete", "/v1/admin/sessions", &["204"]),
     ("get", "/readyz", &["200", "503"]),
+    ("post", "/v1/webhooks", &["201", "401", "422"]),
+    ("get", "/v1/webhooks", &["200", "401"]),
+    ("get", "/v1/webhooks/{webhook_id}", &["200", "401", "404"]),
+    ("delete", "/v1/webhooks/{webhook_id}", &["204", "401", "404"]),
+    ("post", "/v1/webhooks/{webhook_id}/rotate", &["200", "401", "404"]),
+    ("post", "/v1/webhooks/{webhook_id}/replay", &["202", "401", "404"]),
 ];
 
 async fn document(app: &TestApp) -> Value {

@@ -64,6 +64,9 @@ pub fn settings(database_url: &str) -> Settings {
         idempotency_retention_seconds: 86_400,
         log_format: "json".into(),
         outbox_delivery: "log".into(),
+        webhook_allow_hosts: String::new(),
+        webhook_retry_schedule: kuota_api::webhooks::retry::RETRY_SCHEDULE_DEFAULT.into(),
+        webhook_timeout_ms: kuota_api::configuration::WEBHOOK_TIMEOUT_MS_DEFAULT,
     }
 }
 

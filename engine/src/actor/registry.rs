@@ -193,6 +193,14 @@ impl Registry {
         self.events.iter().filter(|entry| entry.value().get().is_some_and(EventHandle::is_running)).count()
     }
 
+    /// The handles of the events running on this node, e.g. for a watcher of their figures.
+    pub fn running_events(&self) -> Vec<EventHandle> {
+        self.events
+            .iter()
+            .filter_map(|entry| entry.value().get().filter(|handle| handle.is_running()).cloned())
+            .collect()
+    }
+
     /// Mailbox depth of every running event, for metrics.
     pub fn mailbox_depths(&self) -> Vec<(EventId, usize)> {
         self.events

@@ -12,6 +12,7 @@
 //! - `write`: one batch, one transaction, with the epoch check.
 //! - `recovery`: `EventLoader`, streaming an event's rows into a `QuotaBuilder`.
 //! - `rows`, `error`: the types handed out.
+//! - `webhooks`: webhook endpoints, their messages' claims and settlements, sold-out announcements.
 
 mod backend;
 mod error;
@@ -22,6 +23,7 @@ mod queue;
 mod recovery;
 mod rows;
 mod text_protocol;
+mod webhooks;
 mod write;
 
 use std::fmt;
@@ -44,6 +46,10 @@ pub use self::overview::{ListedEvent, OutboxSummary};
 use self::plan::{millis, signed, unsigned};
 pub use self::rows::{
     AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,
+};
+pub use self::webhooks::{
+    ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageClaim, MessageCounts, MessageSettlement,
+    NewMessage, SOLD_OUT_KIND, WebhookBacklog, WebhookEndpoint,
 };
 pub use self::write::{BatchItem, BatchReport};
 

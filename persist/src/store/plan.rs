@@ -215,16 +215,16 @@ impl<'a> EventPlan<'a> {
                 let detail = AuditDetail::Promoted { status: row_status.as_str(), hold_expires_at };
                 (Some(number), "promoted", detail)
             }
-            EffectKind::Cancelled { registration } => (
-                Some(self.change(registration.0, RowStatus::Cancelled, None, at)),
-                "cancelled",
-                AuditDetail::Empty {},
-            ),
-            EffectKind::Expired { registration } => (
-                Some(self.change(registration.0, RowStatus::Expired, None, at)),
-                "expired",
-                AuditDetail::Empty {},
-            ),
+            EffectKind::Cancelled { registration } => {
+                let number = self.change(registration.0, RowStatus::Cancelled, None, at);
+                self.announce(number, "registration_cancelled", RowStatus::Cancelled, at);
+                (Some(number), "cancelled", AuditDetail::Empty {})
+            }
+            EffectKind::Expired { registration } => {
+                let number = self.change(registration.0, RowStatus::Expired, None, at);
+                self.announce(number, "registration_expired", RowStatus::Expired, at);
+                (Some(number), "expired", AuditDetail::Empty {})
+            }
             EffectKind::DecisionRecorded { idempotency, decision } => {
                 self.remember(idempotency.key.as_str(), idempotency.fingerprint.0, decision, at);
                 let detail =
@@ -441,7 +441,8 @@ mod tests {
         assert_eq!((row.status, row.created_at, row.updated_at), (RowStatus::Cancelled, 1_001, 2_000));
         assert!(plan.changes.is_empty());
         assert_eq!(plan.audit.len(), 2);
-        assert_eq!(plan.outbox.len(), 1, "only the creation is announced");
+        let kinds: Vec<_> = plan.outbox.iter().map(|entry| entry.kind).collect();
+        assert_eq!(kinds, ["registration_created", "registration_cancelled"]);
     }
 
     #[test]

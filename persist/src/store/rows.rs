@@ -114,7 +114,9 @@ pub struct OutboxRow {
     pub id: u64,
     pub event: EventId,
     pub registration: RegistrationId,
-    /// `registration_created`, `registration_confirmed` or `registration_promoted`.
+    /// `registration_created`, `registration_confirmed`, `registration_cancelled`,
+    /// `registration_expired`, `registration_promoted`, or `event_sold_out` (event-wide:
+    /// `registration` is 0).
     pub kind: String,
     pub payload_json: String,
     /// `pending` until a worker delivers it.

@@ -9,4 +9,5 @@ mod redis_support;
 mod session;
 mod sql_support;
 mod store;
+mod webhooks;
 mod write_behind;

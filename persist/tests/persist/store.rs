@@ -30,7 +30,7 @@ on_both_databases!(
     an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction,
     a_waitlist_promotion_and_a_capacity_change_survive_a_restart,
     registration_and_audit_pages_follow_keyset_order,
-    the_outbox_gets_one_pending_row_per_created_confirmed_or_promoted_registration,
+    the_outbox_gets_one_pending_row_per_announced_registration_change,
     the_database_refuses_a_second_active_registration_of_one_registrant,
     a_setting_keeps_its_first_value,
     text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte,
@@ -442,7 +442,7 @@ async fn registration_and_audit_pages_follow_keyset_order(backend: Backend) {
     );
 }
 
-async fn the_outbox_gets_one_pending_row_per_created_confirmed_or_promoted_registration(backend: Backend) {
+async fn the_outbox_gets_one_pending_row_per_announced_registration_change(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 2)], 60).await;
     let id = event_id("race");
@@ -469,11 +469,12 @@ async fn the_outbox_gets_one_pending_row_per_created_confirmed_or_promoted_regis
             (2, "registration_created"),
             (3, "registration_created"),
             (1, "registration_confirmed"),
+            (2, "registration_cancelled"),
             (3, "registration_promoted"),
         ]
     );
     assert!(outbox.iter().all(|row| row.status == "pending" && row.attempts == 0 && row.event == id));
-    let payload: serde_json::Value = serde_json::from_str(&outbox[4].payload_json).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&outbox[5].payload_json).unwrap();
     assert_eq!(payload["status"], "held");
 }
 

@@ -1,0 +1,207 @@
+//! The store's side of webhooks, on MariaDB and on SQLite: a fan-out written twice adds
+//! nothing, messages of one registration are claimed in order, two claimers never hold one
+//! message, an endpoint failing for five days is disabled and a replay enables it again, and a
+//! sell-out is announced once however many nodes see it.
+
+use kuota_engine::Timestamp;
+use kuota_persist::store::{
+    ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageSettlement, NewMessage, SOLD_OUT_KIND, SqlStore,
+    WebhookEndpoint,
+};
+
+use crate::sql_support::{Backend, START, TestDatabase, event_id, on_both_databases};
+
+on_both_databases!(
+    a_fan_out_written_twice_adds_no_message,
+    messages_of_one_registration_are_claimed_one_after_another,
+    two_claimers_at_once_never_hold_one_message,
+    an_endpoint_failing_for_five_days_is_disabled_and_a_replay_enables_it,
+    a_410_kills_the_message_and_disables_the_endpoint,
+    a_sell_out_is_announced_once_until_seats_come_back,
+);
+
+const FIVE_DAYS_MS: u64 = 5 * 24 * 3_600 * 1_000;
+const CLAIM_MS: u64 = 20_000;
+
+fn endpoint(id: &str) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: id.into(),
+        url: "https://hooks.example.com/kuota".into(),
+        description: None,
+        event_types: vec!["registration.created".into()],
+        secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+        previous_secret: None,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: START,
+    }
+}
+
+fn message<'a>(endpoint_id: &'a str, ordering_key: &'a str, message_id: &'a str) -> NewMessage<'a> {
+    NewMessage { endpoint_id, message_id, event_type: "registration.created", ordering_key, body: "{}" }
+}
+
+async fn claim_all(store: &SqlStore, now: Timestamp) -> (String, Timestamp, Vec<ClaimedMessage>) {
+    let until = now.plus_millis(CLAIM_MS);
+    let claim = store.claim_webhook_messages(now, until, 100, |_| true).await.unwrap();
+    (claim.token, claim.until, claim.messages)
+}
+
+async fn settle(
+    store: &SqlStore,
+    claim: (&str, Timestamp),
+    message: &ClaimedMessage,
+    how: MessageSettlement,
+    now: Timestamp,
+) {
+    let before = Timestamp::from_millis(now.as_millis().saturating_sub(FIVE_DAYS_MS));
+    assert!(store.settle_webhook_message(claim, message, &how, now, before).await.unwrap());
+}
+
+async fn a_fan_out_written_twice_adds_no_message(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
+    store.create_webhook_endpoint(&endpoint("ep_b")).await.unwrap();
+    let messages = [message("ep_a", "race.1", "msg_1"), message("ep_b", "race.1", "msg_1")];
+    store.insert_webhook_messages(7, &messages, START).await.unwrap();
+    store.insert_webhook_messages(7, &[message("ep_a", "race.1", "msg_2")], START).await.unwrap();
+    let (_, _, claimed) = claim_all(&store, START).await;
+    let ids: Vec<(&str, &str)> =
+        claimed.iter().map(|message| (message.endpoint.id.as_str(), message.message_id.as_str())).collect();
+    assert_eq!(ids, [("ep_a", "msg_1"), ("ep_b", "msg_1")]);
+}
+
+async fn messages_of_one_registration_are_claimed_one_after_another(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
+    for (outbox_id, key, id) in [(1, "race.1", "msg_1"), (2, "race.2", "msg_2"), (3, "race.1", "msg_3")] {
+        store.insert_webhook_messages(outbox_id, &[message("ep_a", key, id)], START).await.unwrap();
+    }
+    let (token, until, claimed) = claim_all(&store, START).await;
+    let ids: Vec<&str> = claimed.iter().map(|message| message.message_id.as_str()).collect();
+    assert_eq!(ids, ["msg_1", "msg_2"], "msg_3 waits for msg_1, its registration's earlier message");
+    let now = START.plus_seconds(1);
+    let retry_at = now.plus_seconds(60);
+    settle(
+        &store,
+        (&token, until),
+        &claimed[0],
+        MessageSettlement::Retry { retry_at, error: "500".into() },
+        now,
+    )
+    .await;
+    settle(&store, (&token, until), &claimed[1], MessageSettlement::Succeeded, now).await;
+    assert!(claim_all(&store, now).await.2.is_empty(), "msg_3 still waits while msg_1 is retried");
+    let (token, until, claimed) = claim_all(&store, retry_at).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempts, 1);
+    settle(&store, (&token, until), &claimed[0], MessageSettlement::Succeeded, retry_at).await;
+    let (_, _, claimed) = claim_all(&store, retry_at).await;
+    assert_eq!(claimed.iter().map(|message| message.message_id.as_str()).collect::<Vec<_>>(), ["msg_3"]);
+}
+
+async fn two_claimers_at_once_never_hold_one_message(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
+    for outbox_id in 0..60_u64 {
+        let (key, id) = (format!("race.{outbox_id}"), format!("msg_{outbox_id}"));
+        store.insert_webhook_messages(outbox_id, &[message("ep_a", &key, &id)], START).await.unwrap();
+    }
+    let other = database.store().await;
+    let until = START.plus_millis(CLAIM_MS);
+    let (first, second) = tokio::join!(
+        store.claim_webhook_messages(START, until, 40, |_| true),
+        other.claim_webhook_messages(START, until, 40, |_| true),
+    );
+    let mut ids: Vec<u64> = first
+        .unwrap()
+        .messages
+        .iter()
+        .chain(second.unwrap().messages.iter())
+        .map(|message| message.id)
+        .collect();
+    let claimed = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "a message was claimed twice");
+    assert!(claimed >= 40);
+}
+
+async fn an_endpoint_failing_for_five_days_is_disabled_and_a_replay_enables_it(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
+    store.insert_webhook_messages(1, &[message("ep_a", "race.1", "msg_1")], START).await.unwrap();
+    let mut now = START;
+    for step in 0..3 {
+        let (token, until, claimed) = claim_all(&store, now).await;
+        assert_eq!(claimed.len(), 1, "step {step}: the endpoint is still enabled");
+        let retry_at = now.plus_millis(FIVE_DAYS_MS / 2);
+        settle(
+            &store,
+            (&token, until),
+            &claimed[0],
+            MessageSettlement::Retry { retry_at, error: "503".into() },
+            now,
+        )
+        .await;
+        now = retry_at;
+    }
+    let stored = store.webhook_endpoint("ep_a").await.unwrap().unwrap();
+    assert_eq!(stored.disabled_reason.as_deref(), Some(DISABLED_FAILING));
+    assert_eq!(stored.failing_since, Some(START));
+    assert!(claim_all(&store, now).await.2.is_empty(), "a disabled endpoint gets nothing");
+    assert_eq!(store.replay_webhook_messages("ep_a", now).await.unwrap(), 0, "nothing was dead");
+    let (token, until, claimed) = claim_all(&store, now).await;
+    assert_eq!(claimed.len(), 1, "the replay enabled the endpoint");
+    settle(&store, (&token, until), &claimed[0], MessageSettlement::Succeeded, now).await;
+    let stored = store.webhook_endpoint("ep_a").await.unwrap().unwrap();
+    assert_eq!((stored.disabled_reason, stored.failing_since), (None, None));
+    let counts = store.webhook_message_counts("ep_a").await.unwrap();
+    assert_eq!((counts.succeeded, counts.pending, counts.dead, counts.failed_attempts), (1, 0, 0, 3));
+}
+
+async fn a_410_kills_the_message_and_disables_the_endpoint(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
+    store.insert_webhook_messages(1, &[message("ep_a", "race.1", "msg_1")], START).await.unwrap();
+    store.insert_webhook_messages(2, &[message("ep_a", "race.2", "msg_2")], START).await.unwrap();
+    let (token, until, claimed) = claim_all(&store, START).await;
+    settle(&store, (&token, until), &claimed[0], MessageSettlement::Gone { error: "410".into() }, START)
+        .await;
+    // The other message's attempt was in flight: it settles, and then waits.
+    settle(
+        &store,
+        (&token, until),
+        &claimed[1],
+        MessageSettlement::Retry { retry_at: START, error: "x".into() },
+        START,
+    )
+    .await;
+    let stored = store.webhook_endpoint("ep_a").await.unwrap().unwrap();
+    assert_eq!(stored.disabled_reason.as_deref(), Some(DISABLED_GONE));
+    let counts = store.webhook_message_counts("ep_a").await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (1, 1));
+    assert!(claim_all(&store, START.plus_seconds(1)).await.2.is_empty());
+    assert_eq!(store.replay_webhook_messages("ep_a", START.plus_seconds(1)).await.unwrap(), 1);
+    assert_eq!(claim_all(&store, START.plus_seconds(1)).await.2.len(), 2);
+}
+
+async fn a_sell_out_is_announced_once_until_seats_come_back(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let race = event_id("race");
+    let other_node = database.store().await;
+    assert!(store.announce_sold_out(&race, r#"{"id":"race"}"#, START).await.unwrap());
+    assert!(!other_node.announce_sold_out(&race, r#"{"id":"race"}"#, START).await.unwrap());
+    store.clear_sold_out(&race).await.unwrap();
+    assert!(other_node.announce_sold_out(&race, r#"{"id":"race"}"#, START).await.unwrap());
+    let entries = store.outbox_page(10, None).await.unwrap();
+    let kinds: Vec<(&str, u64)> =
+        entries.iter().map(|entry| (entry.kind.as_str(), entry.registration.0)).collect();
+    assert_eq!(kinds, [(SOLD_OUT_KIND, 0), (SOLD_OUT_KIND, 0)]);
+}
