@@ -102,7 +102,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             dashboard::DashboardEvent,
             webhooks::NewWebhook,
         ),
-        responses(Unauthorized, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
+        responses(Unauthorized, NotFound, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -232,6 +232,11 @@ pub struct Busy {
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct Unauthorized(pub Problem);
+
+/// No such resource (`not_found`).
+#[derive(Debug, ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct NotFound(pub Problem);
 
 /// The body is larger than the configured limit, 16 KiB by default (`payload_too_large`).
 #[derive(Debug, ToResponse)]

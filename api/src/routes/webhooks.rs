@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::domain::json_object;
 use crate::error::{ApiError, FieldError};
 use crate::middleware::resource;
-use crate::openapi::{PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
+use crate::openapi::{NotFound, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
 use crate::routes::json_body;
 use crate::routes::registrations::page_bounds;
 use crate::state::AppState;
@@ -359,12 +359,7 @@ async fn stored(state: &AppState, id: &str) -> Result<WebhookEndpoint, ApiError>
     responses(
         (status = 200, description = "The endpoint, without its secret.", body = EndpointDetail),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such endpoint (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        )
+        (status = 404, response = NotFound)
     ),
     security(("admin_token" = []), ("admin_session" = []))
 )]
@@ -396,12 +391,7 @@ async fn read(
     responses(
         (status = 204, description = "Deleted."),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such endpoint (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        )
+        (status = 404, response = NotFound)
     ),
     security(("admin_token" = []), ("admin_session" = []))
 )]
@@ -431,12 +421,7 @@ async fn delete(
     responses(
         (status = 200, description = "The new secret.", body = RotatedSecret),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such endpoint (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        )
+        (status = 404, response = NotFound)
     ),
     security(("admin_token" = []), ("admin_session" = []))
 )]
@@ -473,12 +458,7 @@ async fn rotate(
     responses(
         (status = 202, description = "Replayed.", body = Replayed),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such endpoint (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        )
+        (status = 404, response = NotFound)
     ),
     security(("admin_token" = []), ("admin_session" = []))
 )]
