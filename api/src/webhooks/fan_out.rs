@@ -107,8 +107,17 @@ impl FanOut {
         let timestamp = time_format::format(entry.created_at);
         if !event_type.is_about_a_registration() {
             // Event-wide entries carry their data as their payload.
-            let data: serde_json::Value =
+            let mut data: serde_json::Value =
                 serde_json::from_str(&entry.payload_json).map_err(|error| format!("payload: {error}"))?;
+            // The write-behind notes an admitted ticket's pass expiry in milliseconds; the
+            // API shows times as RFC 3339.
+            if let Some(expires) = data.get_mut("pass_expires_at")
+                && let Some(millis) = expires.as_u64()
+            {
+                *expires = serde_json::Value::String(time_format::format(
+                    kuota_engine::Timestamp::from_millis(millis),
+                ));
+            }
             let body = serialize(&Payload { event_type: event_type.as_str(), timestamp, data: &data })?;
             return Ok((body, entry.event.to_string()));
         }

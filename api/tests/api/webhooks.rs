@@ -216,7 +216,8 @@ async fn every_event_type_reaches_a_real_receiver_signed() {
         <sqlx::MySqlConnection as sqlx::Connection>::connect(&app.database_url).await.unwrap();
     sqlx::query(
         "INSERT INTO outbox (event_id, registration_number, kind, payload_json, available_at, created_at) \
-         VALUES ('race', 0, 'queue_admitted', '{\"ticket_id\":\"t1\",\"event_id\":\"race\"}', 0, 0)",
+         VALUES ('race', 0, 'queue_admitted', \
+         '{\"ticket_id\":\"race.q1\",\"event_id\":\"race\",\"status\":\"admitted\",\"pass_expires_at\":1000}', 0, 0)",
     )
     .execute(&mut connection)
     .await
@@ -252,7 +253,9 @@ async fn every_event_type_reaches_a_real_receiver_signed() {
     assert_eq!(of_type("registration.promoted")[0]["data"]["email"], "b@x.org");
     assert_eq!(of_type("registration.expired")[0]["data"]["email"], "b@x.org");
     assert_eq!(of_type("event.sold_out")[0]["data"]["id"], "race");
-    assert_eq!(of_type("queue.admitted")[0]["data"]["ticket_id"], "t1");
+    let admitted = &of_type("queue.admitted")[0]["data"];
+    assert_eq!(admitted["ticket_id"], "race.q1");
+    assert_eq!(admitted["pass_expires_at"], "1970-01-01T00:00:01.000Z", "as RFC 3339");
     // Messages of one registration arrive in their order.
     let a_types: Vec<String> = received
         .iter()
@@ -261,6 +264,29 @@ async fn every_event_type_reaches_a_real_receiver_signed() {
         .map(|payload| payload["type"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(a_types, ["registration.created", "registration.confirmed", "registration.cancelled"]);
+}
+
+/// A real queued event: the ticket admitted at the draw reaches the receiver as `queue.admitted`,
+/// with its pass's expiry and without the pass.
+#[actix_rt::test]
+async fn a_ticket_admitted_at_the_draw_is_announced_as_queue_admitted() {
+    let receiver = Receiver::start().await;
+    let app = webhook_app(Backend::MariaDb, "0.1").await;
+    create_endpoint(&app, &receiver.url(), &["queue.admitted"]).await;
+    app.create_event(super::queue::queued_race("opening", 1, 1_500, json!({}))).await;
+    let joined = super::queue::join(&app, "opening", "k-ana", "ana@x.org").await;
+    assert_eq!(joined.status, 202);
+    let ticket_id = joined.json()["ticket_id"].as_str().unwrap().to_owned();
+    super::queue::drawn(&app, "opening").await;
+    let received = receiver.wait_for("the admission", |received| !received.is_empty()).await;
+    let payload = body(&received[0]);
+    assert_eq!(payload["type"], "queue.admitted");
+    assert_eq!(
+        (payload["data"]["ticket_id"].as_str(), payload["data"]["status"].as_str()),
+        (Some(ticket_id.as_str()), Some("admitted"))
+    );
+    assert!(payload["data"]["pass_expires_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{payload}");
+    assert!(payload["data"].get("pass").is_none(), "the pass is the registrant's: {payload}");
 }
 
 #[actix_rt::test]

@@ -256,6 +256,7 @@ impl<'a> EventPlan<'a> {
                     None,
                     at,
                 );
+                self.announce_admission(*ticket, *pass_expires_at, at);
                 let detail =
                     AuditDetail::Ticket { ticket: ticket.0, pass_expires_at: Some(millis(*pass_expires_at)) };
                 (None, "queue_admitted", detail)
@@ -332,6 +333,32 @@ impl<'a> EventPlan<'a> {
         let payload_json = serde_json::to_string(&payload).expect("an outbox payload serializes to JSON");
         self.outbox.push(OutboxEntry { registration, kind, payload_json, at });
     }
+}
+
+impl EventPlan<'_> {
+    /// An outbox entry for a ticket's admission (`queue.admitted` for webhooks). It belongs to
+    /// no registration (number 0); its payload is what the webhook's `data` shows, the pass
+    /// itself left out (it is the registrant's credential), its expiry in milliseconds (the
+    /// fan-out writes it as RFC 3339).
+    fn announce_admission(&mut self, ticket: kuota_engine::TicketId, pass_expires_at: Timestamp, at: i64) {
+        let payload = AdmissionPayload {
+            ticket_id: ticket.text(self.event),
+            event_id: self.event.as_str(),
+            status: "admitted",
+            pass_expires_at: millis(pass_expires_at),
+        };
+        // A plain struct of strings and integers; serializing it cannot fail.
+        let payload_json = serde_json::to_string(&payload).expect("an outbox payload serializes to JSON");
+        self.outbox.push(OutboxEntry { registration: 0, kind: "queue_admitted", payload_json, at });
+    }
+}
+
+#[derive(serde::Serialize)]
+struct AdmissionPayload<'a> {
+    ticket_id: String,
+    event_id: &'a str,
+    status: &'static str,
+    pass_expires_at: i64,
 }
 
 /// What an audit entry says beyond its kind, as JSON. Serialized from plain structs rather
@@ -443,6 +470,33 @@ mod tests {
         assert_eq!(plan.audit.len(), 2);
         let kinds: Vec<_> = plan.outbox.iter().map(|entry| entry.kind).collect();
         assert_eq!(kinds, ["registration_created", "registration_cancelled"]);
+    }
+
+    #[test]
+    fn an_admitted_ticket_is_announced_without_its_pass() {
+        let effects = vec![Effect {
+            seq: Seq(1),
+            at: Timestamp::from_millis(5_000),
+            kind: EffectKind::QueueAdmitted {
+                ticket: kuota_engine::TicketId(3),
+                pass_expires_at: Timestamp::from_millis(605_000),
+            },
+        }];
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(0));
+        plan.add(&effects).unwrap();
+        let [entry] = plan.outbox.as_slice() else { panic!("one outbox entry: {:?}", plan.outbox) };
+        assert_eq!((entry.kind, entry.registration, entry.at), ("queue_admitted", 0, 5_000));
+        let payload: serde_json::Value = serde_json::from_str(&entry.payload_json).unwrap();
+        assert_eq!(
+            payload,
+            serde_json::json!({
+                "ticket_id": "race.q3",
+                "event_id": "race",
+                "status": "admitted",
+                "pass_expires_at": 605_000,
+            })
+        );
     }
 
     #[test]
