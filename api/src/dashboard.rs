@@ -37,9 +37,8 @@ const SOLD_OUT_OUTCOMES: [&str; 2] = ["sold_out", "sold_out_fast"];
 
 /// The node as the page shows it: `GET /v1/admin/dashboard/node`.
 ///
-/// Webhook delivery counts are not part of this build: the page's panel for them fills when the
-/// view carries a `webhooks` member (added here, beside `outbox`). Queued events' lengths and
-/// admission rates come with their figures in `GET /v1/admin/dashboard/events`.
+/// Queued events' lengths and admission rates come with their figures in
+/// `GET /v1/admin/dashboard/events`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     #[schema(example = "node-a")]
@@ -78,6 +77,10 @@ pub struct NodeView {
     /// `null` when the store did not answer.
     #[schema(required = true)]
     pub outbox: Option<OutboxView>,
+    /// The webhook messages (one per outbox entry and endpoint that wants it): not yet
+    /// delivered, the longest overdue, dead. `null` when the store did not answer.
+    #[schema(required = true)]
+    pub webhooks: Option<OutboxView>,
 }
 
 /// Registrations refused per second, by reason.
@@ -175,24 +178,30 @@ impl Sampler {
         counters.commit_latency_micros = Some(state.write_behind.stats().commit_latency_micros);
         // A store that did not answer its latest probe is not asked: the pages would wait for
         // its timeout every second.
-        let outbox = if state.health.store_answers() {
+        let (outbox, webhooks) = if state.health.store_answers() {
             let now = kuota_engine::Clock::now(&state.clock);
-            match state.store.outbox_summary(now, OUTBOX_COUNT_MAX).await {
-                Ok(summary) => Some(OutboxView::from(summary)),
-                Err(error) => {
-                    tracing::warn!(error = %error.chain(), "the outbox summary could not be read");
-                    None
+            let read = |summary: Result<OutboxSummary, kuota_persist::store::PersistError>, what: &str| {
+                match summary {
+                    Ok(summary) => Some(OutboxView::from(summary)),
+                    Err(error) => {
+                        tracing::warn!(error = %error.chain(), "the {what} summary could not be read");
+                        None
+                    }
                 }
-            }
+            };
+            (
+                read(state.store.outbox_summary(now, OUTBOX_COUNT_MAX).await, "outbox"),
+                read(state.store.webhook_summary(now, OUTBOX_COUNT_MAX).await, "webhook"),
+            )
         } else {
-            None
+            (None, None)
         };
         let stale = Duration::from_millis(DASHBOARD_SAMPLE_STALE_MS);
         let previous = latest
             .as_ref()
             .filter(|sample| taken.duration_since(sample.taken) < stale)
             .map(|sample| (sample.taken, &sample.counters));
-        let view = node_view(state, previous, taken, &counters, outbox);
+        let view = node_view(state, previous, taken, &counters, Backlogs { outbox, webhooks });
         // The view holds strings, numbers and booleans (non-finite p99s are `None`), which
         // always serialize.
         let view = web::Bytes::from(serde_json::to_vec(&view).expect("the node view serializes"));
@@ -201,18 +210,24 @@ impl Sampler {
     }
 }
 
+/// What the store said of the outbox and the webhook messages (`None`: it did not answer).
+struct Backlogs {
+    outbox: Option<OutboxView>,
+    webhooks: Option<OutboxView>,
+}
+
 fn node_view(
     state: &AppState,
     previous: Option<(Instant, &Counters)>,
     taken: Instant,
     counters: &Counters,
-    outbox: Option<OutboxView>,
+    backlogs: Backlogs,
 ) -> NodeView {
     // Without a previous sample there is no interval: no rates and no p99s yet.
     let Some((previous_at, before)) = previous else {
-        return node_view_at(state, 0.0, counters, counters, outbox);
+        return node_view_at(state, 0.0, counters, counters, backlogs);
     };
-    node_view_at(state, taken.duration_since(previous_at).as_secs_f64(), before, counters, outbox)
+    node_view_at(state, taken.duration_since(previous_at).as_secs_f64(), before, counters, backlogs)
 }
 
 /// The view of the `seconds` between the readings `before` and `counters`.
@@ -221,7 +236,7 @@ fn node_view_at(
     seconds: f64,
     before: &Counters,
     counters: &Counters,
-    outbox: Option<OutboxView>,
+    backlogs: Backlogs,
 ) -> NodeView {
     let rate =
         |now: u64, then: u64| if seconds > 0.0 { now.saturating_sub(then) as f64 / seconds } else { 0.0 };
@@ -263,7 +278,8 @@ fn node_view_at(
         owned_events,
         stream_subscribers: state.stream_subscribers.load(std::sync::atomic::Ordering::Relaxed),
         stream_subscribers_max: crate::routes::events::STREAM_SUBSCRIBERS_MAX,
-        outbox,
+        outbox: backlogs.outbox,
+        webhooks: backlogs.webhooks,
     }
 }
 

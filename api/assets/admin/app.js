@@ -220,7 +220,10 @@ function renderNode(node) {
   setText('outbox-pending', outbox ? formatCount(outbox.pending, outbox.count_max) : 'store did not answer');
   setText('outbox-oldest', outbox ? formatSeconds(outbox.oldest_due_age_seconds) : '–');
   setText('outbox-dead', outbox ? formatCount(outbox.dead, outbox.count_max) : '–');
-  renderExtension('webhooks', node.webhooks);
+  const webhooks = node.webhooks;
+  setText('webhooks-pending', webhooks ? formatCount(webhooks.pending, webhooks.count_max) : 'store did not answer');
+  setText('webhooks-oldest', webhooks ? formatSeconds(webhooks.oldest_due_age_seconds) : '–');
+  setText('webhooks-dead', webhooks ? formatCount(webhooks.dead, webhooks.count_max) : '–');
 
   // The first view of a process has no interval, hence no rates yet.
   if (node.interval_seconds > 0) {
@@ -231,27 +234,6 @@ function renderNode(node) {
     live.charts.latency.push(at, [ms(node.request_p99_seconds), ms(node.write_behind.commit_p99_seconds)]);
     live.charts.backlog.push(at, [node.write_behind.backlog, outbox ? outbox.pending : null]);
   }
-}
-
-/**
- * Extension point: a panel the server may add figures to (webhook deliveries, as a `webhooks`
- * member of the node view): each member of `figures` becomes a tile. Absent: the panel keeps its
- * text.
- */
-function renderExtension(id, figures) {
-  if (!figures) return;
-  const list = document.createElement('dl');
-  list.className = 'tiles';
-  for (const [name, value] of Object.entries(figures)) {
-    const tile = document.createElement('div');
-    const term = document.createElement('dt');
-    term.textContent = name.replaceAll('_', ' ');
-    const detail = document.createElement('dd');
-    detail.textContent = typeof value === 'object' ? JSON.stringify(value) : String(value);
-    tile.append(term, detail);
-    list.append(tile);
-  }
-  $(id).replaceChildren(list);
 }
 
 // ---------------------------------------------------------------------------------------------

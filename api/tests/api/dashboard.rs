@@ -86,6 +86,8 @@ async fn the_node_view_counts_admissions_refusals_and_the_outbox_backlog() {
     // Every 2xx was committed, its outbox entry with it.
     assert_eq!(node["outbox"]["pending"], 2, "{node}");
     assert_eq!(node["outbox"]["dead"], 0);
+    // No endpoint, no webhook message (persist's overview tests count them).
+    assert_eq!((node["webhooks"]["pending"].as_u64(), node["webhooks"]["dead"].as_u64()), (Some(0), Some(0)));
     assert!(node["stream_subscribers_max"].as_u64().unwrap() > 0);
 }
 
@@ -223,7 +225,7 @@ async fn with_the_store_frozen_the_node_view_says_so_and_stops_waiting_for_it() 
     let node = app.admin("GET", "/v1/admin/dashboard/node", None).await.json();
     assert!(asked.elapsed() < store_timeout / 2, "the view took {:?}", asked.elapsed());
     assert_eq!(node["store"], "down");
-    assert!(node["outbox"].is_null(), "{node}");
+    assert!(node["outbox"].is_null() && node["webhooks"].is_null(), "{node}");
     frozen.store(false, Ordering::SeqCst);
     // The database itself was created directly; drop it the same way.
     let base = direct_url.rsplit_once('/').unwrap().0.to_string();

@@ -1,5 +1,5 @@
 //! What the operators' page (`GET /admin`) reads from the store: the newest events and a summary
-//! of the outbox. Both are small, indexed, bounded reads: the page polls them during a surge,
+//! of the outbox and of the webhook messages. Both are small, indexed, bounded reads: the page polls them during a surge,
 //! beside the write-behind's commits.
 
 use kuota_engine::{EventId, Timestamp};
@@ -60,11 +60,33 @@ impl SqlStore {
         now: Timestamp,
         count_max: u64,
     ) -> Result<OutboxSummary, PersistError> {
-        let (pending, pending_capped) = self.outbox_count(super::maintenance::PENDING, count_max).await?;
-        let (dead, dead_capped) = self.outbox_count(super::maintenance::DEAD, count_max).await?;
-        let oldest = Statement::new(
-            "SELECT available_at FROM outbox WHERE status = ? ORDER BY status, available_at, id LIMIT 1",
-        )
+        self.backlog_summary(Backlog::Outbox, now, count_max).await
+    }
+
+    /// The same for the webhook messages (one per outbox entry and endpoint), through their
+    /// `(status, available_at, id)` index.
+    #[tracing::instrument(skip(self))]
+    pub async fn webhook_summary(
+        &self,
+        now: Timestamp,
+        count_max: u64,
+    ) -> Result<OutboxSummary, PersistError> {
+        self.backlog_summary(Backlog::WebhookMessages, now, count_max).await
+    }
+
+    async fn backlog_summary(
+        &self,
+        backlog: Backlog,
+        now: Timestamp,
+        count_max: u64,
+    ) -> Result<OutboxSummary, PersistError> {
+        let table = backlog.table();
+        let (pending, pending_capped) =
+            self.backlog_count(table, super::maintenance::PENDING, count_max).await?;
+        let (dead, dead_capped) = self.backlog_count(table, super::maintenance::DEAD, count_max).await?;
+        let oldest = Statement::new(format!(
+            "SELECT available_at FROM {table} WHERE status = ? ORDER BY status, available_at, id LIMIT 1"
+        ))
         .bind(super::maintenance::PENDING);
         let mut oldest_due_at = None;
         self.pool
@@ -78,19 +100,43 @@ impl SqlStore {
         Ok(OutboxSummary { pending, pending_capped, oldest_due_age_ms, dead, dead_capped })
     }
 
-    /// Entries in `status`, counted up to `count_max`, and whether the count stopped there.
-    async fn outbox_count(&self, status: &str, count_max: u64) -> Result<(u64, bool), PersistError> {
-        let statement =
-            Statement::new("SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = ? LIMIT ?) AS capped")
-                .bind(status)
-                .bind(signed(count_max));
+    /// Rows of `table` in `status`, counted up to `count_max`, and whether the count stopped there.
+    async fn backlog_count(
+        &self,
+        table: &str,
+        status: &str,
+        count_max: u64,
+    ) -> Result<(u64, bool), PersistError> {
+        let statement = Statement::new(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE status = ? LIMIT ?) AS capped"
+        ))
+        .bind(status)
+        .bind(signed(count_max));
         let mut count = 0;
         self.pool
             .for_each_row(&statement, |row| {
-                count = unsigned(row.int(0)?, "outbox count")?;
+                count = unsigned(row.int(0)?, "backlog count")?;
                 Ok::<(), PersistError>(())
             })
             .await?;
         Ok((count, count >= count_max))
+    }
+}
+
+/// The tables whose backlog the page shows: both have `status` (`pending`, then delivered or
+/// `dead`), `available_at` and an index on `(status, available_at, id)`.
+#[derive(Clone, Copy, Debug)]
+enum Backlog {
+    Outbox,
+    WebhookMessages,
+}
+
+impl Backlog {
+    /// The table's name, from this closed list: never text from a request.
+    fn table(self) -> &'static str {
+        match self {
+            Backlog::Outbox => "outbox",
+            Backlog::WebhookMessages => "webhook_messages",
+        }
     }
 }

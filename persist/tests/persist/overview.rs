@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use kuota_engine::Command;
 use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, deliver_due};
-use kuota_persist::store::{OutboxRow, OutboxSummary, SqlStore};
+use kuota_persist::store::{NewMessage, OutboxRow, OutboxSummary, SqlStore, WebhookEndpoint};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
@@ -19,6 +19,7 @@ on_both_databases!(
     the_outbox_summary_counts_the_backlog_its_oldest_overdue_wait_and_the_dead,
     outbox_counts_stop_at_their_bound,
     recent_events_are_the_newest_first_and_bounded,
+    the_webhook_summary_counts_messages_waiting_and_their_oldest_overdue_wait,
 );
 
 /// Fails every delivery: with one attempt allowed, each entry delivered is dead at once.
@@ -94,4 +95,46 @@ async fn recent_events_are_the_newest_first_and_bounded(backend: Backend) {
     assert_eq!(ids, ["third", "second"]);
     assert_eq!(listed[0].created_at, START.plus_seconds(2));
     assert_eq!(store.recent_events(10).await.unwrap().len(), 3);
+}
+
+async fn the_webhook_summary_counts_messages_waiting_and_their_oldest_overdue_wait(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    let nothing = OutboxSummary {
+        pending: 0,
+        pending_capped: false,
+        oldest_due_age_ms: 0,
+        dead: 0,
+        dead_capped: false,
+    };
+    assert_eq!(store.webhook_summary(START, 100).await.unwrap(), nothing);
+    let endpoint = WebhookEndpoint {
+        id: "ep_page".into(),
+        url: "https://hooks.example.com/kuota".into(),
+        description: None,
+        event_types: vec!["registration.created".into()],
+        secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+        previous_secret: None,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: START,
+    };
+    store.create_webhook_endpoint(&endpoint).await.unwrap();
+    for (outbox_id, key) in [(1, "race.1"), (2, "race.2"), (3, "race.3")] {
+        let message_id = format!("msg_{outbox_id}");
+        let message = NewMessage {
+            endpoint_id: "ep_page",
+            message_id: &message_id,
+            event_type: "registration.created",
+            ordering_key: key,
+            body: "{}",
+        };
+        store.insert_webhook_messages(outbox_id, &[message], START).await.unwrap();
+    }
+    let summary = store.webhook_summary(START.plus_millis(2_000), 100).await.unwrap();
+    assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (3, 2_000, 0));
+    let capped = store.webhook_summary(START, 2).await.unwrap();
+    assert_eq!((capped.pending, capped.pending_capped), (2, true));
+    // The outbox's own backlog is another table.
+    assert_eq!(store.outbox_summary(START, 100).await.unwrap(), nothing);
 }
