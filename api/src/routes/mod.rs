@@ -14,6 +14,15 @@ use futures_util::StreamExt;
 
 use crate::error::ApiError;
 
+/// Marks `response` as the replay of an `Idempotency-Key` decided before (registrations and
+/// queue joins alike): the header `Idempotent-Replayed: true`.
+pub fn mark_replayed(response: &mut actix_web::HttpResponse) {
+    response.headers_mut().insert(
+        header::HeaderName::from_static("idempotent-replayed"),
+        header::HeaderValue::from_static("true"),
+    );
+}
+
 pub fn configure(config: &mut web::ServiceConfig) {
     events::configure(config);
     registrations::configure(config);

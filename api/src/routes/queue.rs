@@ -2,7 +2,7 @@
 //! `queue` object of the event (docs/api.md, "Queue").
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use kuota_engine::actor::EventHandle;
 use kuota_engine::queue::hex;
@@ -155,9 +155,7 @@ fn join_response(
         other => return Err(ApiError::Internal(anyhow::anyhow!("{other:?} is not a queue decision"))),
     };
     if replayed {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
+        super::mark_replayed(&mut response);
     }
     Ok(response)
 }

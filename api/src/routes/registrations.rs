@@ -204,11 +204,11 @@ fn admission_response(
         access_token,
         created_at: time_format::format(created_at),
     };
-    let mut response = HttpResponse::build(status);
+    let mut response = HttpResponse::build(status).json(body);
     if replayed {
-        response.insert_header(("Idempotent-Replayed", "true"));
+        super::mark_replayed(&mut response);
     }
-    Ok(response.json(body))
+    Ok(response)
 }
 
 /// The answer to a request refused as sold out from the published counters, the hottest answer
@@ -500,10 +500,7 @@ async fn replay(
 ) -> Result<HttpResponse, ApiError> {
     let Some(registration) = decision.registration() else {
         let mut response = actix_web::ResponseError::error_response(&refusal(decision));
-        response.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-            actix_web::http::header::HeaderValue::from_static("true"),
-        );
+        super::mark_replayed(&mut response);
         return Ok(response);
     };
     let row = state.store.registration(event, registration).await?.ok_or_else(|| {

@@ -11,6 +11,7 @@
 //! what arrived meanwhile. A full queue is a 503 at once, as in Kuota; a failed group is a 503.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use sqlx::MySqlPool;
@@ -24,6 +25,10 @@ use crate::common::{Decision, Design, Registrant, create_event, now_ms, register
 pub const QUEUE_CAPACITY: usize = 16_384;
 /// Rows in one group's `INSERT`, at most (Kuota's default `batch_size_max`).
 pub const BATCH_ROWS_MAX: usize = 1_000;
+/// How long a request waits for its group's commit before it is answered 503, in ms (Kuota's
+/// default request deadline): a store that does not answer turns into refusals, not hung
+/// requests. Its row may still commit: the durable ceiling promises nothing about retries.
+pub const ANSWER_TIMEOUT_MS: u64 = 2_000;
 
 /// Its table: one plain row per registration.
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS plain_registrations (
@@ -98,7 +103,8 @@ impl Design for DurableCeiling {
             if !queued {
                 return Ok(Decision::Busy);
             }
-            Ok(answered.await.ok().flatten().map_or(Decision::Busy, Decision::Confirmed))
+            let answer = tokio::time::timeout(Duration::from_millis(ANSWER_TIMEOUT_MS), answered).await;
+            Ok(answer.ok().and_then(Result::ok).flatten().map_or(Decision::Busy, Decision::Confirmed))
         }
     }
 }
