@@ -3,8 +3,9 @@
 //! `--registrants` joins the lobby (`POST /v1/events/{id}/queue`), polls its ticket
 //! (`GET /v1/queue/{ticket_id}`) when `Retry-After` says, and registers with the `Queue-Pass`
 //! once admitted. Along the way every registrant also tries what the queue must refuse: a
-//! registration without a pass (403 `queue_pass_required`), its used pass again under a new key
-//! (403 `queue_pass_invalid`), and a second join (200, the same ticket).
+//! registration without a pass once the event is open (403 `queue_pass_required`), its used
+//! pass again under a new key (403 `queue_pass_invalid`), and a second join (200, the same
+//! ticket).
 //!
 //! The checks, in the report and the exit code: no registration without a pass, no registrant
 //! twice, and the seats the server counts at the end equal to the registrations acknowledged
@@ -225,15 +226,16 @@ impl Shared {
                 self.violation(CHECK_ONE_TICKET, format!("{email}: second join got {} {}", again.status, quote(&again.body)));
             }
         }
-        // Without a pass the registration must be refused.
-        if let Some(refused) = self.register(&email, &format!("r-{}-{index}-nopass", self.tag), None).await
-            && (refused.status != 403 || checks::problem_code(&refused.body).as_deref() != Some("queue_pass_required"))
-        {
-            self.violation(CHECK_NO_PASS, format!("{email}: without a pass: {} {}", refused.status, quote(&refused.body)));
-        }
         let mut view = ticket;
         let mut retry_after = joined.retry_after_seconds();
+        let mut probed = false;
         loop {
+            // Once the event is open (the pass is checked after `not_open`), a registration
+            // without a pass must be refused.
+            if !probed && view["status"].as_str() != Some("lobby") {
+                probed = true;
+                self.probe_without_pass(&email, index).await;
+            }
             match view["status"].as_str() {
                 Some("admitted") => break,
                 Some("sold_out") => return Ending::SoldOut,
@@ -289,6 +291,14 @@ impl Shared {
             }
         }
         ending
+    }
+
+    async fn probe_without_pass(&self, email: &str, index: u32) {
+        if let Some(refused) = self.register(email, &format!("r-{}-{index}-nopass", self.tag), None).await
+            && (refused.status != 403 || checks::problem_code(&refused.body).as_deref() != Some("queue_pass_required"))
+        {
+            self.violation(CHECK_NO_PASS, format!("{email}: without a pass: {} {}", refused.status, quote(&refused.body)));
+        }
     }
 
     async fn poll(&self, ticket_id: &str, token: &str) -> Option<Response> {
