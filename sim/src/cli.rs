@@ -614,8 +614,11 @@ fn queued_run_command(args: &RunArgs, scenario: &Scenario, seed: u64) -> ExitCod
             "a queued scenario (with [queue]) takes neither --target-p99-ms, --break-model nor --break-fencing",
         );
     }
-    let scenario =
-        if args.random_faults { queue_swarm::with_random_queue_faults(scenario, seed) } else { scenario.clone() };
+    let scenario = if args.random_faults {
+        queue_swarm::with_random_queue_faults(scenario, seed)
+    } else {
+        scenario.clone()
+    };
     let options = QueueRunOptions { break_draw_seed: args.break_draw_seed };
     let started = Instant::now();
     let result = simulate_queue(&scenario, seed, options);
@@ -678,8 +681,10 @@ fn queued_swarm_command(args: &SwarmArgs, scenario: &Scenario, meta_seed: u64, t
 /// is reported before anything else and nothing is sent.
 fn queued_load_config(args: &LoadArgs) -> Result<load::queue::QueueLoadConfig, String> {
     let target = Target::new(&args.url, args.allow_remote).map_err(|error| error.to_string())?;
-    let admin_token =
-        args.admin_token.clone().ok_or("--queue creates its event: give --admin-token (or KUOTA_ADMIN_TOKEN)")?;
+    let admin_token = args
+        .admin_token
+        .clone()
+        .ok_or("--queue creates its event: give --admin-token (or KUOTA_ADMIN_TOKEN)")?;
     flag_within("--capacity", args.capacity, 1, kuota_engine::limits::CATEGORY_CAPACITY_MAX)?;
     flag_within("--registrants", args.registrants, 1, load::queue::QUEUE_REGISTRANTS_MAX)?;
     flag_within("--lobby-seconds", args.lobby_seconds, 0.001, load::queue::LOBBY_SECONDS_MAX)?;

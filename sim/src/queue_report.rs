@@ -94,7 +94,12 @@ fn settings_section(out: &mut String, scenario: &Scenario, queue: &QueueSection)
     let _ = writeln!(out, "## Settings\n");
     let _ = writeln!(out, "| setting | value |\n|---|---|");
     let _ = writeln!(out, "| seats | {} |", scenario.seats());
-    let _ = writeln!(out, "| registrants | {} ({:.0}% in the lobby) |", scenario.arrivals.registrants, queue.lobby_share * 100.0);
+    let _ = writeln!(
+        out,
+        "| registrants | {} ({:.0}% in the lobby) |",
+        scenario.arrivals.registrants,
+        queue.lobby_share * 100.0
+    );
     let _ = writeln!(out, "| lobby opens | {} s before opens_at |", queue.lobby_seconds);
     let _ = writeln!(out, "| pass_ttl_seconds | {} |", queue.pass_ttl_seconds);
     let _ = writeln!(out, "| overbook | {} |", queue.overbook);
@@ -134,7 +139,8 @@ fn fates_section(out: &mut String, result: &QueueRunResult) {
     for fate in QueueFate::ALL {
         let count = result.fate(fate);
         if count > 0 || fate == QueueFate::Seated {
-            let _ = writeln!(out, "| {} | {count} | {} |", fate.describe(), percent(count, result.registrants));
+            let _ =
+                writeln!(out, "| {} | {count} | {} |", fate.describe(), percent(count, result.registrants));
         }
     }
     let sold_out = result.sold_out_after_us.map_or("never".to_string(), duration_us);
@@ -171,9 +177,11 @@ fn eta_section(out: &mut String, result: &QueueRunResult) {
     absolute.sort_unstable();
     let early = errors.iter().filter(|error| **error > 0).count() as u64;
     let relative = |quantile: f64| {
-        at_quantile(&result.eta_relative_errors, quantile).map_or("–".into(), |share| format!("{:.0}%", share * 100.0))
+        at_quantile(&result.eta_relative_errors, quantile)
+            .map_or("–".into(), |share| format!("{:.0}%", share * 100.0))
     };
-    let seconds = |quantile: f64| at_quantile(&absolute, quantile).map_or("–".into(), |value| format!("{value} s"));
+    let seconds =
+        |quantile: f64| at_quantile(&absolute, quantile).map_or("–".into(), |value| format!("{value} s"));
     let _ = writeln!(
         out,
         "`eta_seconds` (at a join or poll) against the time the admission then took, over {} answers \
@@ -183,7 +191,13 @@ fn eta_section(out: &mut String, result: &QueueRunResult) {
     );
     let _ = writeln!(out, "| figure | p50 | p90 | p99 |\n|---|---:|---:|---:|");
     let _ = writeln!(out, "| \\|error\\| | {} | {} | {} |", seconds(0.5), seconds(0.9), seconds(0.99));
-    let _ = writeln!(out, "| \\|error\\| ÷ actual wait | {} | {} | {} |\n", relative(0.5), relative(0.9), relative(0.99));
+    let _ = writeln!(
+        out,
+        "| \\|error\\| ÷ actual wait | {} | {} | {} |\n",
+        relative(0.5),
+        relative(0.9),
+        relative(0.99)
+    );
     let median = at_quantile(errors, 0.5).unwrap_or_default();
     let _ = writeln!(
         out,
@@ -204,7 +218,11 @@ fn load_section(out: &mut String, result: &QueueRunResult) {
 fn invariants_section(out: &mut String, result: &QueueRunResult) {
     let _ = writeln!(out, "## Invariants\n");
     if result.restarts > 0 {
-        let _ = writeln!(out, "The owner restarted {} times, each time rebuilding the queue from the store.\n", result.restarts);
+        let _ = writeln!(
+            out,
+            "The owner restarted {} times, each time rebuilding the queue from the store.\n",
+            result.restarts
+        );
     }
     let _ = writeln!(out, "| check | result |\n|---|---|");
     for check in QUEUE_CHECKS {
@@ -231,7 +249,8 @@ fn sweep_section(out: &mut String, scenario: &Scenario, rows: &[SweepRow]) {
     );
     for row in rows {
         let result = &row.result;
-        let cell = |quantile: f64| at_quantile(&result.waits_from_join_ms, quantile).map_or("–".into(), duration_ms);
+        let cell =
+            |quantile: f64| at_quantile(&result.waits_from_join_ms, quantile).map_or("–".into(), duration_ms);
         let _ = writeln!(
             out,
             "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |",

@@ -462,7 +462,8 @@ impl Scenario {
         match &self.queue {
             Some(queue) => {
                 require(self.faults.is_empty(), "faults", || {
-                    "a queued scenario has no [[faults]]: its owner restarts are queue.restarts_seconds".into()
+                    "a queued scenario has no [[faults]]: its owner restarts are queue.restarts_seconds"
+                        .into()
                 })?;
                 queue.validate()
             }
@@ -681,7 +682,9 @@ impl QueueSection {
 
     fn validate(&self) -> Result<(), Invalid> {
         require(
-            self.lobby_seconds.is_finite() && self.lobby_seconds > 0.0 && self.lobby_seconds <= ARRIVAL_WINDOW_SECONDS_MAX,
+            self.lobby_seconds.is_finite()
+                && self.lobby_seconds > 0.0
+                && self.lobby_seconds <= ARRIVAL_WINDOW_SECONDS_MAX,
             "queue.lobby_seconds",
             || format!("must be > 0 and at most {ARRIVAL_WINDOW_SECONDS_MAX} (got {})", self.lobby_seconds),
         )?;
@@ -730,7 +733,9 @@ impl QueueSection {
     ) -> kuota_engine::queue::QueueConfig {
         let lobby_ms = (self.lobby_seconds * 1_000.0).round() as u64;
         kuota_engine::queue::QueueConfig {
-            lobby_opens_at: kuota_engine::Timestamp::from_millis(opens_at.as_millis().saturating_sub(lobby_ms)),
+            lobby_opens_at: kuota_engine::Timestamp::from_millis(
+                opens_at.as_millis().saturating_sub(lobby_ms),
+            ),
             pass_ttl_seconds: self.pass_ttl_seconds,
             overbook_permille: self.overbook_permille(),
             admit_per_kilosecond: self.admit_per_kilosecond(),

@@ -38,10 +38,12 @@ pub const CHECK_NO_PASS: &str = "no registration without a pass (403 queue_pass_
 pub const CHECK_ONE_PASS: &str = "a used pass makes no second registration (403 queue_pass_invalid)";
 pub const CHECK_ONE_TICKET: &str = "a second join gets the same ticket (200)";
 pub const CHECK_PASS_SEAT: &str = "with overbook 1.0, every pass used in time gets a seat";
-pub const CHECK_SOLD: &str = "seats the server counts = registrations acknowledged (= capacity when outnumbered)";
+pub const CHECK_SOLD: &str =
+    "seats the server counts = registrations acknowledged (= capacity when outnumbered)";
 
 /// Every check, in the order the report lists them.
-pub const QUEUE_LOAD_CHECKS: [&str; 5] = [CHECK_NO_PASS, CHECK_ONE_PASS, CHECK_ONE_TICKET, CHECK_PASS_SEAT, CHECK_SOLD];
+pub const QUEUE_LOAD_CHECKS: [&str; 5] =
+    [CHECK_NO_PASS, CHECK_ONE_PASS, CHECK_ONE_TICKET, CHECK_PASS_SEAT, CHECK_SOLD];
 
 /// A queued run's settings; the command line checks every bound.
 #[derive(Clone, Debug)]
@@ -117,7 +119,10 @@ impl QueueRecorder {
             200..=299 => ticket_status(response).unwrap_or_default(),
             _ => checks::problem_code(&response.body).unwrap_or_default(),
         };
-        *self.answers.entry(format!("{kind} {} {detail}", response.status).trim_end().to_string()).or_insert(0) += 1;
+        *self
+            .answers
+            .entry(format!("{kind} {} {detail}", response.status).trim_end().to_string())
+            .or_insert(0) += 1;
     }
 
     fn surprise(&mut self, what: String) {
@@ -166,7 +171,10 @@ impl Shared {
                 Some(response)
             }
             Err(error) => {
-                *lock(&self.recorder).answers.entry(format!("{kind} failed: {}", error.kind())).or_insert(0) += 1;
+                *lock(&self.recorder)
+                    .answers
+                    .entry(format!("{kind} failed: {}", error.kind()))
+                    .or_insert(0) += 1;
                 None
             }
         }
@@ -186,7 +194,8 @@ impl Shared {
 
     async fn register(&self, email: &str, key: &str, pass: Option<&str>) -> Option<Response> {
         let path = self.pool.target().path(&format!("/v1/events/{}/registrations", self.event_id));
-        let body = json!({ "category": "C1", "email": email, "full_name": "Queue Load Registrant" }).to_string();
+        let body =
+            json!({ "category": "C1", "email": email, "full_name": "Queue Load Registrant" }).to_string();
         let mut headers = vec![("Idempotency-Key", key)];
         if let Some(pass) = pass {
             headers.push(("Queue-Pass", pass));
@@ -213,17 +222,22 @@ impl Shared {
             return Ending::NoTicket;
         }
         let ticket: Value = serde_json::from_slice(&joined.body).unwrap_or_default();
-        let (Some(ticket_id), Some(token)) =
-            (ticket["ticket_id"].as_str().map(str::to_string), ticket["access_token"].as_str().map(str::to_string))
-        else {
-            lock(&self.recorder).surprise(format!("join of {email}: a 202 without ticket_id or access_token"));
+        let (Some(ticket_id), Some(token)) = (
+            ticket["ticket_id"].as_str().map(str::to_string),
+            ticket["access_token"].as_str().map(str::to_string),
+        ) else {
+            lock(&self.recorder)
+                .surprise(format!("join of {email}: a 202 without ticket_id or access_token"));
             return Ending::Failed;
         };
         // Joining again (another key) must give the same ticket, 200.
         if let Some(again) = self.join(&email, &format!("q-{}-{index}-again", self.tag)).await {
             let same: Value = serde_json::from_slice(&again.body).unwrap_or_default();
             if again.status != 200 || same["ticket_id"].as_str() != Some(ticket_id.as_str()) {
-                self.violation(CHECK_ONE_TICKET, format!("{email}: second join got {} {}", again.status, quote(&again.body)));
+                self.violation(
+                    CHECK_ONE_TICKET,
+                    format!("{email}: second join got {} {}", again.status, quote(&again.body)),
+                );
             }
         }
         let mut view = ticket;
@@ -265,7 +279,8 @@ impl Shared {
             lock(&self.recorder).surprise(format!("{ticket_id}: admitted without a pass"));
             return Ending::Failed;
         };
-        let Some(registered) = self.register(&email, &format!("r-{}-{index}", self.tag), Some(&pass)).await else {
+        let Some(registered) = self.register(&email, &format!("r-{}-{index}", self.tag), Some(&pass)).await
+        else {
             return Ending::Failed;
         };
         let code = checks::problem_code(&registered.body);
@@ -279,15 +294,23 @@ impl Shared {
             }
         };
         if ending == Ending::AdmittedSoldOut && self.overbook_is_one {
-            self.violation(CHECK_PASS_SEAT, format!("{email}: a pass of overbook 1.0 found the event sold out"));
+            self.violation(
+                CHECK_PASS_SEAT,
+                format!("{email}: a pass of overbook 1.0 found the event sold out"),
+            );
         }
         if ending == Ending::Registered {
             lock(&self.recorder).registered += 1;
             // The same pass under a new key must not make a second registration.
-            if let Some(again) = self.register(&email, &format!("r-{}-{index}-twice", self.tag), Some(&pass)).await
-                && (again.status != 403 || checks::problem_code(&again.body).as_deref() != Some("queue_pass_invalid"))
+            if let Some(again) =
+                self.register(&email, &format!("r-{}-{index}-twice", self.tag), Some(&pass)).await
+                && (again.status != 403
+                    || checks::problem_code(&again.body).as_deref() != Some("queue_pass_invalid"))
             {
-                self.violation(CHECK_ONE_PASS, format!("{email}: the pass again: {} {}", again.status, quote(&again.body)));
+                self.violation(
+                    CHECK_ONE_PASS,
+                    format!("{email}: the pass again: {} {}", again.status, quote(&again.body)),
+                );
             }
         }
         ending
@@ -295,9 +318,13 @@ impl Shared {
 
     async fn probe_without_pass(&self, email: &str, index: u32) {
         if let Some(refused) = self.register(email, &format!("r-{}-{index}-nopass", self.tag), None).await
-            && (refused.status != 403 || checks::problem_code(&refused.body).as_deref() != Some("queue_pass_required"))
+            && (refused.status != 403
+                || checks::problem_code(&refused.body).as_deref() != Some("queue_pass_required"))
         {
-            self.violation(CHECK_NO_PASS, format!("{email}: without a pass: {} {}", refused.status, quote(&refused.body)));
+            self.violation(
+                CHECK_NO_PASS,
+                format!("{email}: without a pass: {} {}", refused.status, quote(&refused.body)),
+            );
         }
     }
 
@@ -343,8 +370,10 @@ async fn run_async(config: QueueLoadConfig) -> Result<QueueLoadOutcome, LoadErro
     }
     // A registrant sends nothing new after the deadline; one timeout more collects the answers.
     let give_up_at = deadline + config.timeout;
-    let _ = tokio::time::timeout_at(give_up_at.into(), async { while registrants.join_next().await.is_some() {} })
-        .await;
+    let _ = tokio::time::timeout_at(give_up_at.into(), async {
+        while registrants.join_next().await.is_some() {}
+    })
+    .await;
     let left = registrants.len() as u64;
     registrants.abort_all();
     while registrants.join_next().await.is_some() {}
@@ -359,11 +388,14 @@ async fn run_async(config: QueueLoadConfig) -> Result<QueueLoadOutcome, LoadErro
     match &server_taken {
         Ok(taken) => {
             let outnumbered = u64::from(config.registrants) > u64::from(config.capacity);
-            let everyone_done = recorder.endings.get(&Ending::OutOfTime).is_none();
+            let everyone_done = !recorder.endings.contains_key(&Ending::OutOfTime);
             if *taken != recorder.registered {
                 recorder.violations.add(
                     CHECK_SOLD,
-                    format!("the server counts {taken} seats taken; {} registrations were acknowledged", recorder.registered),
+                    format!(
+                        "the server counts {taken} seats taken; {} registrations were acknowledged",
+                        recorder.registered
+                    ),
                 );
             } else if outnumbered && everyone_done && *taken != u64::from(config.capacity) {
                 recorder.violations.add(
@@ -372,7 +404,9 @@ async fn run_async(config: QueueLoadConfig) -> Result<QueueLoadOutcome, LoadErro
                 );
             }
         }
-        Err(error) => recorder.violations.add(CHECK_SOLD, format!("the event could not be read at the end: {error}")),
+        Err(error) => {
+            recorder.violations.add(CHECK_SOLD, format!("the event could not be read at the end: {error}"))
+        }
     }
     Ok(QueueLoadOutcome { config, event_id, recorder, server_taken, elapsed })
 }
@@ -411,8 +445,9 @@ async fn create_queued_event(pool: &Pool, config: &QueueLoadConfig) -> Result<St
             String::from_utf8_lossy(&response.body)
         )));
     }
-    let created: Value = serde_json::from_slice(&response.body)
-        .map_err(|error| LoadError::Setup(format!("creating the queued event: the answer is not JSON: {error}")))?;
+    let created: Value = serde_json::from_slice(&response.body).map_err(|error| {
+        LoadError::Setup(format!("creating the queued event: the answer is not JSON: {error}"))
+    })?;
     created
         .get("id")
         .and_then(Value::as_str)
@@ -489,7 +524,12 @@ pub fn render(outcome: &QueueLoadOutcome) -> String {
                 let _ = writeln!(out, "- ok: {check}");
             }
             Some(found) => {
-                let _ = writeln!(out, "- VIOLATED ({} times): {check}: {}", found.count, found.details.join("; "));
+                let _ = writeln!(
+                    out,
+                    "- VIOLATED ({} times): {check}: {}",
+                    found.count,
+                    found.details.join("; ")
+                );
             }
         }
     }

@@ -33,7 +33,8 @@ use crate::scenario::{QueueSection, Scenario};
 
 pub const CHECK_QUEUE_BUDGET: &str =
     "no admission beyond ⌊overbook × seats available⌋ passes outstanding (store view)";
-pub const CHECK_QUEUE_PASS: &str = "no registration without a pass of the registrant's own ticket (store view)";
+pub const CHECK_QUEUE_PASS: &str =
+    "no registration without a pass of the registrant's own ticket (store view)";
 pub const CHECK_QUEUE_ONE_TICKET: &str = "at most one ticket per registrant (store view)";
 pub const CHECK_QUEUE_DRAW: &str = "admissions follow the draw order of the committed seed";
 pub const CHECK_QUEUE_AGREES: &str = "store view's seats and passes equal the engine's at the end";
@@ -193,7 +194,11 @@ fn event_id() -> EventId {
 /// The engine's configuration of a queued scenario's event.
 fn queued_event_config(scenario: &Scenario, queue: &QueueSection, draw_seed: DrawSeed) -> EventConfig {
     let opens_at = opens_at(queue);
-    EventConfig { opens_at: Some(opens_at), queue: Some(queue.engine_config(opens_at, draw_seed)), ..scenario.event_config() }
+    EventConfig {
+        opens_at: Some(opens_at),
+        queue: Some(queue.engine_config(opens_at, draw_seed)),
+        ..scenario.event_config()
+    }
 }
 
 fn lobby_us(queue: &QueueSection) -> Micros {
@@ -214,15 +219,34 @@ pub fn simulate_queue(scenario: &Scenario, seed: u64, options: QueueRunOptions) 
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Job {
-    Arrive { registrant: u32 },
-    JoinAtServer { registrant: u32, back_us: Micros },
-    PollSend { registrant: u32 },
-    PollAtServer { registrant: u32, back_us: Micros },
-    RegisterSend { registrant: u32 },
-    RegisterAtServer { registrant: u32, back_us: Micros },
-    PayAtServer { registrant: u32 },
+    Arrive {
+        registrant: u32,
+    },
+    JoinAtServer {
+        registrant: u32,
+        back_us: Micros,
+    },
+    PollSend {
+        registrant: u32,
+    },
+    PollAtServer {
+        registrant: u32,
+        back_us: Micros,
+    },
+    RegisterSend {
+        registrant: u32,
+    },
+    RegisterAtServer {
+        registrant: u32,
+        back_us: Micros,
+    },
+    PayAtServer {
+        registrant: u32,
+    },
     /// The answer to the registrant's request in flight reaches them.
-    Answer { registrant: u32 },
+    Answer {
+        registrant: u32,
+    },
     Tick,
     Restart,
 }
@@ -314,8 +338,10 @@ impl<'a> QueueSimulation<'a> {
         let draw_seed = draw_seed_of(seed);
         let config = queued_event_config(scenario, queue, draw_seed);
         let codes = config.categories.iter().map(|category| category.code.clone()).collect();
-        let capacity = config.categories.iter().map(|category| u64::from(category.capacity)).collect::<Vec<_>>();
-        let quota = EventQuota::new(config).expect("the scenario's queued event was validated when it was parsed");
+        let capacity =
+            config.categories.iter().map(|category| u64::from(category.capacity)).collect::<Vec<_>>();
+        let quota =
+            EventQuota::new(config).expect("the scenario's queued event was validated when it was parsed");
         let mut cumulative = 0.0;
         let demand_cumulative = scenario
             .demand_shares()
@@ -387,7 +413,10 @@ impl<'a> QueueSimulation<'a> {
         let in_lobby = ((f64::from(registrants) * self.queue.lobby_share).round() as u32).min(registrants);
         let mut times: Vec<Micros> =
             (0..in_lobby).map(|_| (self.opening_us as f64 * rng.unit()) as Micros).collect();
-        let later = crate::scenario::Arrivals { registrants: registrants - in_lobby, ..self.scenario.arrivals.clone() };
+        let later = crate::scenario::Arrivals {
+            registrants: registrants - in_lobby,
+            ..self.scenario.arrivals.clone()
+        };
         times.extend(arrival_times(&later, &mut rng).into_iter().map(|at| self.opening_us + at));
         times.sort_unstable();
         times
@@ -456,7 +485,8 @@ impl<'a> QueueSimulation<'a> {
             heard: None,
             registration: None,
         });
-        self.emails.push(Email::parse(&registrant_email(registrant)).expect("the simulator's addresses are valid"));
+        self.emails
+            .push(Email::parse(&registrant_email(registrant)).expect("the simulator's addresses are valid"));
         let (out, back) = self.round_trip();
         self.schedule(self.now + out, Job::JoinAtServer { registrant, back_us: back });
     }
@@ -471,7 +501,10 @@ impl<'a> QueueSimulation<'a> {
     }
 
     fn join_at_server(&mut self, registrant: u32, back_us: Micros) {
-        let command = Command::JoinQueue(JoinQueue { registrant: self.emails[registrant as usize].clone(), idempotency: None });
+        let command = Command::JoinQueue(JoinQueue {
+            registrant: self.emails[registrant as usize].clone(),
+            idempotency: None,
+        });
         let heard = match self.apply(&command) {
             Outcome::Decided(Decision::QueueJoined { view, .. }) => {
                 self.clients[registrant as usize].ticket = Some(view.ticket);
@@ -535,7 +568,9 @@ impl<'a> QueueSimulation<'a> {
             queue_pass: Some(QueuePass { ticket, waitlist: false }),
         });
         let heard = match self.apply(&command) {
-            Outcome::Decided(Decision::Held { registration, .. }) => Heard::Registered { held: true, registration },
+            Outcome::Decided(Decision::Held { registration, .. }) => {
+                Heard::Registered { held: true, registration }
+            }
             Outcome::Decided(Decision::Confirmed { registration }) => {
                 Heard::Registered { held: false, registration }
             }
@@ -554,7 +589,10 @@ impl<'a> QueueSimulation<'a> {
     }
 
     fn answer(&mut self, registrant: u32) {
-        let heard = self.clients[registrant as usize].heard.take().expect("an answer was scheduled with what was heard");
+        let heard = self.clients[registrant as usize]
+            .heard
+            .take()
+            .expect("an answer was scheduled with what was heard");
         match heard {
             Heard::Ticket(view) => self.on_ticket(registrant, &view),
             Heard::QueueFull => self.conclude(registrant, QueueFate::QueueFull),
@@ -688,10 +726,14 @@ impl<'a> QueueSimulation<'a> {
                 EffectKind::QueueJoined { ticket, registrant, lobby } => {
                     let index = registrant_of_email(registrant.as_str()).expect("the simulator's addresses");
                     if ticket.0 != self.store.tickets.len() as u64 + 1 {
-                        self.violations.add(CHECK_QUEUE_ONE_TICKET, format!("ticket {ticket:?} out of sequence"));
+                        self.violations
+                            .add(CHECK_QUEUE_ONE_TICKET, format!("ticket {ticket:?} out of sequence"));
                     }
                     if self.store.ticket_of.insert(index, *ticket).is_some() {
-                        self.violations.add(CHECK_QUEUE_ONE_TICKET, format!("registrant {index} got a second ticket {ticket:?}"));
+                        self.violations.add(
+                            CHECK_QUEUE_ONE_TICKET,
+                            format!("registrant {index} got a second ticket {ticket:?}"),
+                        );
                     }
                     self.store.tickets.push((index, *lobby, StoredTicketState::Waiting));
                     self.store.admitted_at.push(None);
@@ -759,11 +801,14 @@ impl<'a> QueueSimulation<'a> {
         }
         for (registration, registrant) in created {
             let by_pass = passes_used.iter().find(|(_, used)| *used == registration);
-            let own = by_pass.is_some_and(|(ticket, _)| self.store.tickets[ticket.0 as usize - 1].0 == registrant);
+            let own =
+                by_pass.is_some_and(|(ticket, _)| self.store.tickets[ticket.0 as usize - 1].0 == registrant);
             if !own {
                 self.violations.add(
                     CHECK_QUEUE_PASS,
-                    format!("registration {registration} of registrant {registrant} was made without their pass"),
+                    format!(
+                        "registration {registration} of registrant {registrant} was made without their pass"
+                    ),
                 );
             }
         }
@@ -789,7 +834,10 @@ impl<'a> QueueSimulation<'a> {
         if self.store.taken[index] > self.store.capacity[index] {
             self.violations.add(
                 CHECK_CAPACITY,
-                format!("category {index}: {} seats taken of {}", self.store.taken[index], self.store.capacity[index]),
+                format!(
+                    "category {index}: {} seats taken of {}",
+                    self.store.taken[index], self.store.capacity[index]
+                ),
             );
         }
         if self.sold_out_at.is_none() && self.store.available() == 0 {
@@ -824,7 +872,11 @@ impl<'a> QueueSimulation<'a> {
             {
                 self.violations.add(
                     CHECK_QUEUE_DRAW,
-                    format!("{ticket:?} (place {}) was admitted after {previous:?} (place {})", position + 1, before + 1),
+                    format!(
+                        "{ticket:?} (place {}) was admitted after {previous:?} (place {})",
+                        position + 1,
+                        before + 1
+                    ),
                 );
             }
             last = Some((position, ticket));
@@ -838,7 +890,8 @@ impl<'a> QueueSimulation<'a> {
         if engine_checked.is_err() {
             self.violations.add(CHECK_ENGINE, "check_invariants_fully panicked".into());
         }
-        let engine_available: u64 = quota.availability().iter().map(|category| u64::from(category.available)).sum();
+        let engine_available: u64 =
+            quota.availability().iter().map(|category| u64::from(category.available)).sum();
         let engine_outstanding =
             quota.queue_summary(self.timestamp()).map_or(0, |summary| summary.admitted_outstanding);
         if engine_available != self.store.available() || engine_outstanding != self.store.outstanding {
@@ -857,7 +910,9 @@ impl<'a> QueueSimulation<'a> {
         for client in &self.clients {
             let mut fate = client.fate.unwrap_or(QueueFate::Waiting);
             if fate == QueueFate::Seated
-                && client.registration.is_none_or(|registration| !self.store.registrations.contains_key(&registration))
+                && client
+                    .registration
+                    .is_none_or(|registration| !self.store.registrations.contains_key(&registration))
             {
                 fate = QueueFate::HoldLapsed;
             }
@@ -866,7 +921,10 @@ impl<'a> QueueSimulation<'a> {
             let Some(admitted_at) = self.store.admitted_at[ticket.0 as usize - 1] else { continue };
             let saw_admission = matches!(
                 fate,
-                QueueFate::Seated | QueueFate::HoldLapsed | QueueFate::AdmittedSoldOut | QueueFate::PassLapsed
+                QueueFate::Seated
+                    | QueueFate::HoldLapsed
+                    | QueueFate::AdmittedSoldOut
+                    | QueueFate::PassLapsed
             );
             if !saw_admission {
                 continue;

@@ -3,10 +3,10 @@
 //! its sweep come out, bad queue settings name their field, and the swarm over queued scenarios
 //! catches an owner that forgets its draw seed on restart.
 
+use kuota_sim::invariants::CHECK_RELOAD;
 use kuota_sim::model::queue::{
     CHECK_QUEUE_DRAW, QueueFate, QueueRunOptions, QueueRunResult, draw_seed_of, simulate_queue,
 };
-use kuota_sim::invariants::CHECK_RELOAD;
 use kuota_sim::queue_swarm;
 use kuota_sim::scenario::{QueueSection, Scenario};
 
@@ -119,7 +119,10 @@ fn overbooking_sells_faster_but_some_passes_find_the_event_sold_out() {
     assert!(overbooked.fate(QueueFate::AdmittedSoldOut) > 0);
     assert_eq!(overbooked.seats_taken, overbooked.seats);
     let sold_out = |result: &QueueRunResult| result.sold_out_after_us.expect("every seat goes");
-    assert!(sold_out(&overbooked) < sold_out(&plain), "passes out to absent holders no longer hold seats back");
+    assert!(
+        sold_out(&overbooked) < sold_out(&plain),
+        "passes out to absent holders no longer hold seats back"
+    );
 }
 
 #[test]
@@ -144,7 +147,8 @@ fn admission_pacing_spreads_the_admissions_out() {
     let result = simulate_queue(&paced, 5, QueueRunOptions::default());
     assert_every_invariant_held(&result);
     let plain = simulate_queue(&scenario(), 5, QueueRunOptions::default());
-    let median = |result: &QueueRunResult| result.waits_from_opening_ms[result.waits_from_opening_ms.len() / 2];
+    let median =
+        |result: &QueueRunResult| result.waits_from_opening_ms[result.waits_from_opening_ms.len() / 2];
     assert!(median(&result) > median(&plain), "one admission a second makes the lobby wait longer");
 }
 
@@ -178,12 +182,18 @@ fn the_report_shows_waits_eta_errors_invariants_and_the_sweep_and_is_reproducibl
     assert!(first.status.success(), "{}", stderr(&first));
     let report = stdout(&first);
     assert!(report.starts_with("seed=5\n# kuota-sim run: queued-small (queued opening)"), "{report}");
-    for section in ["## Who got what", "## Waiting", "## The ETA's error", "## Polling", "## Invariants", "## Sweep"] {
+    for section in
+        ["## Who got what", "## Waiting", "## The ETA's error", "## Polling", "## Invariants", "## Sweep"]
+    {
         assert!(report.contains(section), "{section} missing: {report}");
     }
     assert!(!report.contains("**violated"), "{report}");
     assert!(report.contains("| 1.5 | 120 | 100 / 100 |"), "a sweep row per setting: {report}");
-    assert_eq!(kuota_sim(&["run", path.to_str().unwrap()]).stdout, first.stdout, "the same seed, another report");
+    assert_eq!(
+        kuota_sim(&["run", path.to_str().unwrap()]).stdout,
+        first.stdout,
+        "the same seed, another report"
+    );
 }
 
 #[test]
@@ -213,7 +223,8 @@ fn bad_queue_settings_name_their_field() {
 #[test]
 fn the_queue_swarm_holds_on_the_real_engine_and_catches_a_forgotten_draw_seed() {
     let scenario = scenario();
-    let real = queue_swarm::run(&scenario, 5, BROKEN_SEED_FOUND_WITHIN_SEEDS, 2, QueueRunOptions::default(), false);
+    let real =
+        queue_swarm::run(&scenario, 5, BROKEN_SEED_FOUND_WITHIN_SEEDS, 2, QueueRunOptions::default(), false);
     assert!(real.first_failure.is_none(), "{:?}", real.first_failure);
     assert_eq!(real.seeds_run, BROKEN_SEED_FOUND_WITHIN_SEEDS);
     let broken = QueueRunOptions { break_draw_seed: true };
@@ -230,7 +241,8 @@ fn the_queue_swarm_prints_a_replay_that_reproduces_the_failure() {
     let output = kuota_sim(&["swarm", path.to_str().unwrap(), "--seeds", &seeds, "--break-draw-seed"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let text = stdout(&output);
-    let replay = text.lines().find_map(|line| line.strip_prefix("replay: kuota-sim ")).expect("a replay line");
+    let replay =
+        text.lines().find_map(|line| line.strip_prefix("replay: kuota-sim ")).expect("a replay line");
     let arguments: Vec<&str> = replay.split(' ').collect();
     let first = kuota_sim(&arguments);
     assert_eq!(first.status.code(), Some(3), "the replay did not fail: {}", stderr(&first));

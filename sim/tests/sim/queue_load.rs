@@ -44,8 +44,9 @@ impl Drop for Database {
 fn server_sql(sql: String) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async move {
-        let mut connection =
-            <sqlx::MySqlConnection as sqlx::Connection>::connect(&mysql_base_url()).await.expect("MariaDB answers");
+        let mut connection = <sqlx::MySqlConnection as sqlx::Connection>::connect(&mysql_base_url())
+            .await
+            .expect("MariaDB answers");
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.expect("the statement runs");
     });
 }
@@ -104,7 +105,10 @@ fn a_queued_opening_against_the_real_server_sells_every_seat_once_through_passes
     assert!(report.starts_with("seed=3\n"), "{report}");
     assert!(report.contains("| registered with the pass | 20 |"), "{report}");
     assert!(report.contains("| read sold_out while waiting | 40 |"), "{report}");
-    assert!(report.contains("Seats taken on the server at the end: 20 of 20; registrations acknowledged: 20"), "{report}");
+    assert!(
+        report.contains("Seats taken on the server at the end: 20 of 20; registrations acknowledged: 20"),
+        "{report}"
+    );
     assert!(report.contains("| register without a pass 403 queue_pass_required | 60 |"), "{report}");
     assert!(report.contains("| register 403 queue_pass_invalid | 20 |"), "the used passes again: {report}");
     assert!(!report.contains("VIOLATED"), "{report}");
@@ -118,8 +122,16 @@ fn load_queue_needs_an_admin_token_and_sane_settings() {
     let output = kuota_sim(&["load", "--queue", "--url", "http://127.0.0.1:9"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("--admin-token"), "{}", stderr(&output));
-    let output =
-        kuota_sim(&["load", "--queue", "--url", "http://127.0.0.1:9", "--admin-token", "x", "--overbook", "0.5"]);
+    let output = kuota_sim(&[
+        "load",
+        "--queue",
+        "--url",
+        "http://127.0.0.1:9",
+        "--admin-token",
+        "x",
+        "--overbook",
+        "0.5",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--overbook"), "{}", stderr(&output));
     let output = kuota_sim(&["load", "--queue", "--url", "http://10.255.255.1:8080", "--admin-token", "x"]);
