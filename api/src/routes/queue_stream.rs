@@ -1,12 +1,13 @@
 //! `GET /v1/queue/{ticket_id}/stream`: one ticket followed live (Server-Sent Events), for front
 //! ends that would rather be told than poll.
 //!
-//! A stream asks the event's actor for its ticket only when the answer can have changed, and
-//! no more often than the ticket's place in line calls for: every admission moves everyone
-//! behind it, so 10,000 streams re-reading on every change would cost more than 10,000 pollers
-//! who wait as told. What a registrant must learn at once is read from the event's published
-//! figures without the actor (the draw happening, the seats running out or coming back) and
-//! triggers a read at the next tick; anything else waits for the ticket's own pace.
+//! A stream reads its ticket (from the figures the actor published; from the actor only when
+//! those cannot tell) when the answer can have changed, and no more often than the ticket's
+//! place in line calls for: every admission moves everyone behind it, and 10,000 streams sending
+//! a frame on every change would cost more than 10,000 pollers who wait as told. What a
+//! registrant must learn at once (the draw happening, the seats running out or coming back) is
+//! seen in the event's figures and read at the next tick; anything else waits for the ticket's
+//! own pace.
 
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,8 @@ impl Follow {
             let landmarks = landmarks(&self.event);
             if self.read_due(version, landmarks) {
                 self.last_read = Instant::now();
-                match self.event.ticket(self.ticket).await {
+                let state = self.subscription.state();
+                match super::queue::current_ticket(state, &self.event, self.ticket).await {
                     Ok(Some(view)) => {
                         self.version = version;
                         self.landmarks = landmarks;
@@ -186,7 +188,10 @@ async fn stream(
     let event = state.event_of(&request, &event_id).await?;
     let subscription = Subscription::open(&state)?;
     let not_found = || ApiError::NotFound("the ticket");
-    let view = event.ticket(ticket).await.map_err(|error| state.actor_error(error))?.ok_or_else(not_found)?;
+    let view = super::queue::current_ticket(&state, &event, ticket)
+        .await
+        .map_err(|error| state.actor_error(error))?
+        .ok_or_else(not_found)?;
     if is_final(&view) {
         return Ok(HttpResponse::NoContent().finish());
     }
