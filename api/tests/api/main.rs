@@ -17,5 +17,6 @@ mod operations;
 mod private_servers;
 mod queue;
 mod registrations;
+mod store_outage;
 mod support;
 mod webhooks;
