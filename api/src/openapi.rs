@@ -18,8 +18,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::middleware::resource;
 use crate::responses::{
-    AdmissionStatus, Busy, EventStatus, FieldError, NotFound, Overloaded, PayloadTooLarge, Problem,
-    RateLimited, RegistrationStatus, Unauthorized, UnsupportedMediaType,
+    AdmissionStatus, Busy, EventNotFound, EventStatus, FieldError, NoCredential, NotFound, Overloaded,
+    PayloadTooLarge, Problem, RateLimited, RegistrationStatus, Unauthorized, UnsupportedMediaType,
 };
 use crate::routes::{admin, dashboard, events, operations, queue, registrations, webhooks};
 use crate::state::SESSION_COOKIE;
@@ -90,6 +90,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             events::AuditPage,
             events::AuditEntry,
             events::EventPage,
+            events::Availability,
             events::EventSummary,
             registrations::NewRegistration,
             registrations::RegistrationPage,
@@ -112,7 +113,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             dashboard::DashboardEvent,
             webhooks::NewWebhook,
         ),
-        responses(Unauthorized, NotFound, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
+        responses(Unauthorized, NoCredential, NotFound, EventNotFound, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),
     modifiers(&SecuritySchemes),
     tags(

@@ -91,6 +91,17 @@ pub struct Busy {
 #[response(content_type = "application/problem+json")]
 pub struct Unauthorized(pub Problem);
 
+/// No such event (`not_found`): the event's routes share this answer.
+#[derive(Debug, ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct EventNotFound(pub Problem);
+
+/// No credential at all (`unauthorized`): a registrant's token, the admin token or an admin
+/// session is needed; a credential that is not this resource's gets 404, never revealing it.
+#[derive(Debug, ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct NoCredential(pub Problem);
+
 /// No such resource (`not_found`).
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]

@@ -11,7 +11,9 @@ use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::responses::{Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
+use crate::responses::{
+    EventNotFound, Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType,
+};
 use crate::state::AppState;
 use crate::{domain, time_format};
 
@@ -53,9 +55,22 @@ fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u6
     let figures = event.counters().snapshot();
     let view = event_view(event, &figures, now);
     let status = view.status;
-    let data =
-        serde_json::json!({ "event_id": view.id, "status": view.status, "categories": view.categories });
+    let data = Availability { categories: &view.categories, event_id: view.id, status: view.status };
+    // Strings, numbers and lists of them always serialize.
+    let data = serde_json::to_string(&data).expect("availability serializes");
     (web::Bytes::from(format!("event: availability\ndata: {data}\n\n")), (version, status))
+}
+
+/// The `data` of an `event: availability` of `GET /v1/events/{event_id}/stream`: the figures of
+/// `GET /v1/events/{event_id}`, without what does not change. Its members in the order the
+/// stream has always sent them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Availability<'a> {
+    categories: &'a [CategoryView<'a>],
+    #[schema(example = "city-race")]
+    event_id: &'a str,
+    #[schema(value_type = crate::responses::EventStatus)]
+    status: &'static str,
 }
 
 #[utoipa::path(
@@ -64,25 +79,24 @@ fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u6
     operation_id = "stream_availability",
     tag = "public",
     summary = "Follow an event's availability live (Server-Sent Events)",
-    description = "On connect, and then on every change (coalesced to at most one every 250 ms), an \
-        `event: availability` whose `data` is `{\"event_id\", \"status\", \"categories\": [...]}` with \
-        the same figures as `GET /v1/events/{event_id}`; a `: heartbeat` comment every 15 s.",
+    description = "Server-Sent Events (`text/event-stream`). On connect, and then on every change \
+        (coalesced to at most one every 250 ms), one event named `availability` whose `data` is one \
+        line of JSON, the schema `Availability`: the event's `status` and its `categories` with the \
+        same figures as `GET /v1/events/{event_id}`. A comment line `: heartbeat` every 15 s keeps \
+        the connection open; no other event is sent. The stream never ends by itself; a node that \
+        does not own the event answers 307 to the owner's address.",
     params(("event_id" = String, Path, description = "The event's id.")),
     responses(
         (
             status = 200,
-            description = "The stream of `availability` events.",
+            description = "The stream: `event: availability` then `data: ` and an `Availability` as \
+                JSON, then a blank line; repeated on every change.",
             content_type = "text/event-stream",
             body = String,
             example = "event: availability\n\
                 data: {\"event_id\":\"city-race\",\"status\":\"open\",\"categories\":[]}\n\n"
         ),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (status = 503, response = Overloaded)
     )
 )]
@@ -390,12 +404,7 @@ async fn create(
             description = "Unchanged since the `ETag` given in `If-None-Match`.",
             headers(("ETag" = String), ("Cache-Control" = String))
         ),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (status = 503, response = Overloaded)
     )
 )]
@@ -531,12 +540,7 @@ struct AuditQuery {
     responses(
         (status = 200, description = "One page of the trail.", body = AuditPage),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (
             status = 422,
             description = "Invalid `limit` or `cursor` (`validation_failed`).",

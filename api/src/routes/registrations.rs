@@ -10,7 +10,8 @@ use crate::error::{ApiError, FieldError};
 use crate::http::page_bounds;
 use crate::middleware::resource;
 use crate::responses::{
-    Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized, UnsupportedMediaType,
+    EventNotFound, NoCredential, Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized,
+    UnsupportedMediaType,
 };
 use crate::state::{AppState, bearer};
 use crate::use_cases::register::{self, Admission};
@@ -202,12 +203,7 @@ fn parse_external_id(text: &str) -> Result<(EventId, RegistrationId), ApiError> 
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (
             status = 409,
             description = "`sold_out`; `already_registered` (this e-mail has an active registration in \
@@ -292,12 +288,7 @@ async fn authorized_row(
     params(("registration_id" = String, Path, description = "The `id` from the registration's answer.")),
     responses(
         (status = 200, description = "The registration.", body = RegistrationView),
-        (
-            status = 401,
-            description = "No credential at all (`unauthorized`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 401, response = NoCredential),
         (
             status = 404,
             description = "No such registration, or the token is not its registrant's (`not_found`: \
@@ -344,12 +335,7 @@ async fn reread(state: &AppState, row: &RegistrationRow) -> Result<HttpResponse,
     params(("registration_id" = String, Path, description = "The `id` from the registration's answer.")),
     responses(
         (status = 200, description = "The registration, `cancelled`.", body = RegistrationView),
-        (
-            status = 401,
-            description = "No credential at all (`unauthorized`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 401, response = NoCredential),
         (
             status = 404,
             description = "No such registration, or the token is not its registrant's (`not_found`).",
@@ -485,12 +471,7 @@ struct PageQuery {
     responses(
         (status = 200, description = "One page.", body = RegistrationPage),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (
             status = 422,
             description = "`limit` outside 1–500, an unknown `status` or a bad `cursor` \

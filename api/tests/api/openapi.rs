@@ -302,3 +302,30 @@ async fn a_method_a_resource_does_not_answer_is_a_405_problem_with_the_documente
         assert_eq!(allowed, documented, "{method} {path}");
     }
 }
+
+#[actix_rt::test]
+async fn closed_request_bodies_say_so_and_the_stream_names_its_event_data() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let document = document(&app).await;
+    let schemas = &document["components"]["schemas"];
+    for closed in ["NewEvent", "NewRegistration", "NewTicket", "CapacityChange"] {
+        assert_eq!(
+            schemas[closed]["additionalProperties"],
+            Value::Bool(false),
+            "{closed}: {}",
+            schemas[closed]
+        );
+    }
+    // The server refuses what the schema says it refuses.
+    let unknown =
+        serde_json::json!({ "category": "10K", "email": "a@example.org", "full_name": "A", "x": 1 });
+    app.create_event(super::support::race("race", 5, 0)).await;
+    let refused = app.register("race", "k1", &unknown).await;
+    assert_eq!((refused.status, refused.code_if_problem().as_str()), (422, "validation_failed"));
+    let availability = &schemas["Availability"]["properties"];
+    for member in ["event_id", "status", "categories"] {
+        assert!(availability[member].is_object(), "Availability.{member}: {}", schemas["Availability"]);
+    }
+    let stream = &document["paths"]["/v1/events/{event_id}/stream"]["get"];
+    assert!(stream["description"].as_str().is_some_and(|text| text.contains("`Availability`")), "{stream}");
+}
