@@ -526,6 +526,7 @@ struct AuditQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page; the first page without it.
+    #[param(pattern = "^[0-9]{0,19}$")]
     cursor: Option<String>,
 }
 
@@ -589,6 +590,7 @@ struct EventPageQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page (an event id); the first page without it.
+    #[param(pattern = "^[A-Za-z0-9_-]{0,64}$")]
     cursor: Option<String>,
 }
 

@@ -122,7 +122,7 @@ pub fn queue_view(event: &EventHandle, now: Timestamp) -> Option<QueueView> {
         Acknowledged = committed.",
     params(
         ("event_id" = String, Path, description = "The event's id."),
-        ("Idempotency-Key" = String, Header, description = "Required; scoped to the event.", min_length = 1, max_length = 255)
+        ("Idempotency-Key" = String, Header, description = "Required; scoped to the event.", min_length = 1, max_length = 255, pattern = "^[ -~]+$")
     ),
     request_body = NewTicket,
     responses(

@@ -457,6 +457,7 @@ struct PageQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page; the first page without it.
+    #[param(pattern = "^[0-9]{0,19}$")]
     cursor: Option<String>,
 }
 

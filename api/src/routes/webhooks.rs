@@ -301,8 +301,8 @@ struct PageQuery {
     tag = "admin",
     summary = "List webhook endpoints",
     params(
-        ("limit" = Option<u32>, Query, description = "1 to 500; 50 by default."),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page.")
+        ("limit" = Option<u32>, Query, description = "1 to 500; 50 by default.", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page.", pattern = "^[A-Za-z0-9_]{0,40}$")
     ),
     responses(
         (status = 200, description = "One page, without secrets.", body = EndpointPage),
