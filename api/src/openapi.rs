@@ -21,7 +21,7 @@ use crate::responses::{
     AdmissionStatus, Busy, EventNotFound, EventStatus, FieldError, NoCredential, NotFound, Overloaded,
     PayloadTooLarge, Problem, RateLimited, RegistrationStatus, Unauthorized, UnsupportedMediaType,
 };
-use crate::routes::{admin, dashboard, events, operations, queue, registrations, webhooks};
+use crate::routes::{admin, dashboard, events, operations, queue, queue_stream, registrations, webhooks};
 use crate::state::SESSION_COOKIE;
 
 /// Where the document is served.
@@ -66,6 +66,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         operations::status,
         queue::join,
         queue::read,
+        queue_stream::stream,
         queue::draw,
         webhooks::create,
         webhooks::list,

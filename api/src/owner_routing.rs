@@ -83,7 +83,8 @@ enum Submitted {
 #[derive(Debug, PartialEq, Eq)]
 struct OwnedRoute {
     event: EventId,
-    /// `GET /v1/events/{event_id}/stream`: redirected rather than relayed (it never ends).
+    /// `GET /v1/events/{event_id}/stream` and `GET /v1/queue/{ticket_id}/stream`: redirected
+    /// rather than relayed (they never end).
     stream: bool,
     /// A submitted write (a registration, a queue join): answered by its use case without the
     /// router when the event runs here.
@@ -121,6 +122,9 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
             (*event, false, None, "/v1/events/{event_id}/queue/draw")
         }
         ("GET", ["queue", ticket]) => (ticket.rsplit_once('.')?.0, false, None, "/v1/queue/{ticket_id}"),
+        ("GET", ["queue", ticket, "stream"]) => {
+            (ticket.rsplit_once('.')?.0, true, None, "/v1/queue/{ticket_id}/stream")
+        }
         ("GET" | "DELETE", ["registrations", registration]) => {
             (registration.rsplit_once('.')?.0, false, None, "/v1/registrations/{registration_id}")
         }
@@ -486,6 +490,8 @@ mod tests {
         assert_eq!(route("GET", "/v1/events/race"), Some(("race".into(), false)));
         assert_eq!(route("PATCH", "/v1/events/race/categories/10K"), Some(("race".into(), false)));
         assert_eq!(route("GET", "/v1/events/race/stream"), Some(("race".into(), true)));
+        assert_eq!(route("GET", "/v1/queue/race.q7/stream"), Some(("race".into(), true)));
+        assert_eq!(route("GET", "/v1/queue/race.q7"), Some(("race".into(), false)));
         assert_eq!(route("DELETE", "/v1/registrations/race.17"), Some(("race".into(), false)));
         assert_eq!(route("POST", "/v1/registrations/city.race.3/confirm"), None, "not an event id");
         assert_eq!(route("POST", "/v1/registrations/race.3/confirm"), Some(("race".into(), false)));
