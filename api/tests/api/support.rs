@@ -129,6 +129,24 @@ impl Drop for TestApp {
                     if let Ok(mut connection) =
                         <sqlx::MySqlConnection as sqlx::Connection>::connect(&base).await
                     {
+                        // The test's server stops with the test's runtime; a task of it that was
+                        // inside a transaction then (a sold-out announcement, a webhook round)
+                        // never hands its connection back, and `DROP DATABASE` would wait for
+                        // that transaction forever. Whatever still uses the database is the
+                        // dead server's.
+                        let leftovers: Vec<(i64,)> = sqlx::query_as(
+                            "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+                        )
+                        .bind(&name)
+                        .fetch_all(&mut connection)
+                        .await
+                        .unwrap_or_default();
+                        for (id,) in leftovers {
+                            // It may have ended on its own meanwhile.
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                                .execute(&mut connection)
+                                .await;
+                        }
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
                             .execute(&mut connection)
                             .await;
