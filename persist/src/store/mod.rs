@@ -49,7 +49,7 @@ pub use self::rows::{
 };
 pub use self::webhooks::{
     ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageClaim, MessageCounts, MessageSettlement,
-    NewMessage, SOLD_OUT_KIND, WebhookBacklog, WebhookEndpoint,
+    NewMessage, SOLD_OUT_KIND, SettledAttempt, WebhookBacklog, WebhookEndpoint,
 };
 pub use self::write::{BatchItem, BatchReport};
 
@@ -243,6 +243,38 @@ impl SqlStore {
                 Ok::<(), PersistError>(())
             })
             .await?;
+        Ok(found)
+    }
+
+    /// The stored registrations among `numbers` of `event`, in number order (the outbox's
+    /// fan-out reads a round's registrations at once). At most `PAGE_SIZE_MAX` numbers are
+    /// read per statement.
+    #[tracing::instrument(skip(self, numbers), fields(event_id = %event, numbers = numbers.len()))]
+    pub async fn registrations_by_number(
+        &self,
+        event: &EventId,
+        numbers: &[RegistrationId],
+    ) -> Result<Vec<RegistrationRow>, PersistError> {
+        let mut found = Vec::with_capacity(numbers.len());
+        for chunk in numbers.chunks(PAGE_SIZE_MAX as usize) {
+            let mut sql = format!(
+                "SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE event_id = ? AND number IN ("
+            );
+            for index in 0..chunk.len() {
+                sql.push_str(if index == 0 { "?" } else { ", ?" });
+            }
+            sql.push_str(") ORDER BY number");
+            let mut statement = Statement::new(sql).bind(event.as_str());
+            for number in chunk {
+                statement.push_value(signed(number.0));
+            }
+            self.pool
+                .for_each_row(&statement, |row| {
+                    found.push(registration_row(event, row)?);
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
+        }
         Ok(found)
     }
 
