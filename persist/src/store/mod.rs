@@ -341,29 +341,43 @@ impl SqlStore {
         limit: u32,
         after: Option<u64>,
     ) -> Result<Vec<AuditRow>, PersistError> {
-        let statement = Statement::new(
-            "SELECT seq, registration_number, seq, kind, detail_json, at FROM audit_log \
-             WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(event.as_str())
-        .bind(signed(after.unwrap_or(0)))
-        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
+        let limit = i64::from(limit.min(PAGE_SIZE_MAX));
+        let after = signed(after.unwrap_or(0));
+        // Creations are kept in the registrations' rows (`registrations_by_created_seq`), the
+        // other effects in audit_log; rows stored before migration 0007 have no `created_seq`,
+        // and their creations are in audit_log. A page is the first `limit` of both by seq.
+        let queries = [
+            Statement::new(
+                "SELECT seq, registration_number, kind, detail_json, at FROM audit_log \
+                 WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            ),
+            Statement::new(
+                "SELECT created_seq, number, 'created', created_detail_json, created_at FROM registrations \
+                 WHERE event_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+            ),
+        ];
         let mut rows = Vec::new();
-        self.pool
-            .for_each_row(&statement, |row| {
-                let registration =
-                    row.optional_int(1)?.map(|number| unsigned(number, "audit_log.registration_number"));
-                rows.push(AuditRow {
-                    id: unsigned(row.int(0)?, "audit_log.seq")?,
-                    registration: registration.transpose()?.map(RegistrationId),
-                    seq: Seq(unsigned(row.int(2)?, "audit_log.seq")?),
-                    kind: row.text(3)?.to_owned(),
-                    detail_json: row.text(4)?.to_owned(),
-                    at: timestamp(row.int(5)?, "audit_log.at")?,
-                });
-                Ok::<(), PersistError>(())
-            })
-            .await?;
+        for query in queries {
+            let query = query.bind(event.as_str()).bind(after).bind(limit);
+            self.pool
+                .for_each_row(&query, |row| {
+                    let seq = unsigned(row.int(0)?, "audit seq")?;
+                    let registration =
+                        row.optional_int(1)?.map(|number| unsigned(number, "audit registration"));
+                    rows.push(AuditRow {
+                        id: seq,
+                        registration: registration.transpose()?.map(RegistrationId),
+                        seq: Seq(seq),
+                        kind: row.text(2)?.to_owned(),
+                        detail_json: row.text(3)?.to_owned(),
+                        at: timestamp(row.int(4)?, "audit at")?,
+                    });
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
+        }
+        rows.sort_unstable_by_key(|row| row.id);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(rows)
     }
 
