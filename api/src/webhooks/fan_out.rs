@@ -8,7 +8,8 @@
 //! endpoints, one read of the round's registrations per event, one multi-row write of all the
 //! round's messages. The endpoints are read in every round, after its entries were claimed, so
 //! an entry committed after an endpoint was created always sees it (a cached list once left
-//! such entries settled without a message for the new endpoint: lost deliveries).
+//! such entries settled without a message for the new endpoint: lost deliveries). Disabled
+//! endpoints get their messages too; they wait, unclaimed, until a replay enables the endpoint.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,7 +69,7 @@ impl FanOut {
     /// Fans a round's entries out; one result per entry, in order.
     async fn fan_out_all(&self, entries: &[OutboxRow]) -> Vec<DeliveryResult> {
         let mut results: Vec<DeliveryResult> = vec![Ok(()); entries.len()];
-        let endpoints = match self.store.enabled_webhook_endpoints().await {
+        let endpoints = match self.store.all_webhook_endpoints().await {
             Ok(endpoints) => endpoints,
             Err(error) => return vec![Err(error.to_string()); entries.len()],
         };

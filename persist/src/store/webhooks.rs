@@ -172,12 +172,12 @@ impl SqlStore {
         self.endpoints(&statement).await
     }
 
-    /// Every endpoint that receives messages now.
+    /// Every endpoint, enabled or not: the fan-out writes a disabled endpoint's messages too,
+    /// and they wait, unclaimed, until a replay enables it (see the module documentation).
     #[tracing::instrument(skip(self))]
-    pub async fn enabled_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, PersistError> {
-        let statement = Statement::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE disabled_reason IS NULL ORDER BY id"
-        ));
+    pub async fn all_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, PersistError> {
+        let statement =
+            Statement::new(format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id"));
         self.endpoints(&statement).await
     }
 
