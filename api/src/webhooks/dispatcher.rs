@@ -171,7 +171,7 @@ impl Dispatcher {
                 let more_due = match claim_and_send(&shared, &mut attempts, &ended).await {
                     Ok(more_due) => more_due,
                     Err(error) => {
-                        tracing::warn!(%error, "webhook claim failed; trying again after the poll interval");
+                        tracing::warn!(error = %error.chain(), "webhook claim failed; trying again after the poll interval");
                         false
                     }
                 };
@@ -356,7 +356,7 @@ async fn settle_ended(shared: Arc<Shared>, mut to_settle: mpsc::Receiver<Ended>)
         {
             Ok(settled) => settled,
             Err(error) => {
-                tracing::warn!(%error, attempts = batch.len(), "webhook attempts could not be settled; they are sent again when their claims end");
+                tracing::warn!(error = %error.chain(), attempts = batch.len(), "webhook attempts could not be settled; they are sent again when their claims end");
                 vec![false; batch.len()]
             }
         };
