@@ -31,7 +31,7 @@ pub const ADMISSION_IN_FLIGHT: &str = "kuota_admission_in_flight";
 /// `kuota_shed_total`).
 pub const ADMISSION_REFUSED: &str = "kuota_admission_refused_total";
 
-/// Webhook attempts by outcome: `succeeded`, `retried`, `dead`, `gone`, `claim_lost`.
+/// Webhook attempts by outcome: `succeeded`, `retried`, `dead`, `gone`, `claim_lost`, `unsent`.
 pub const WEBHOOK_DELIVERIES: &str = "kuota_webhook_deliveries_total";
 /// One webhook attempt, from its request to its answer (or timeout).
 pub const WEBHOOK_ATTEMPT_DURATION: &str = "kuota_webhook_attempt_duration_seconds";

@@ -32,6 +32,32 @@ pub trait Deliver: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         entry: &'a OutboxRow,
     ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>>;
+
+    /// Delivers one round's entries and returns one result per entry, in their order. By
+    /// default one entry after another, each within `timeout` (one past it failed); a `Deliver`
+    /// that does a round's work together (the webhooks' fan-out: one read, one write for the
+    /// round) overrides it and keeps to `timeout` for the whole round.
+    fn deliver_all<'a>(
+        &'a self,
+        entries: &'a [OutboxRow],
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Vec<DeliveryResult>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(entries.len());
+            for entry in entries {
+                results.push(match tokio::time::timeout(timeout, self.deliver(entry)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(no_answer(timeout)),
+                });
+            }
+            results
+        })
+    }
+}
+
+/// The error of a delivery that took longer than `timeout`.
+pub fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {} ms", timeout.as_millis())
 }
 
 /// Delivers an entry by logging it (see the module documentation).
@@ -219,11 +245,10 @@ pub async fn deliver_due(
     let until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
     let claim = store.claim_outbox(now, until, config.batch_max).await?;
     let mut settlements = Vec::with_capacity(claim.entries.len());
-    for entry in &claim.entries {
-        let result = match tokio::time::timeout(config.delivery_timeout, deliver.deliver(entry)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} ms", config.delivery_timeout.as_millis())),
-        };
+    let mut results = deliver.deliver_all(&claim.entries, config.delivery_timeout).await;
+    // A `Deliver` that answered for fewer entries than it was given failed the rest.
+    results.resize_with(claim.entries.len(), || Err("no result from the delivery".into()));
+    for (entry, result) in claim.entries.iter().zip(results) {
         let settlement = match result {
             Ok(()) => Settlement::Delivered,
             Err(mut error) => {

@@ -1,16 +1,25 @@
 //! The outbox worker's `Deliver` in `webhooks` mode: each entry becomes one message row per
-//! endpoint that wants its type (`SqlStore::insert_webhook_messages`), with the body every
-//! attempt of it sends; the dispatcher then sends them. Entries no endpoint wants are settled at
-//! once. This runs in the worker, never in the write-behind's transaction: a registration still
-//! writes the same rows, whatever the endpoints.
+//! endpoint that wants its type, with the body every attempt of it sends; the dispatcher then
+//! sends them. Entries no endpoint wants are settled at once. This runs in the worker, never in
+//! the write-behind's transaction: a registration still writes the same rows, whatever the
+//! endpoints.
+//!
+//! A round of the worker is fanned out together (`Deliver::deliver_all`): one read of the
+//! endpoints, one read of the round's registrations per event, one multi-row write of all the
+//! round's messages. The endpoints are read in every round, after its entries were claimed, so
+//! an entry committed after an endpoint was created always sees it (a cached list once left
+//! such entries settled without a message for the new endpoint: lost deliveries). Disabled
+//! endpoints get their messages too; they wait, unclaimed, until a replay enables the endpoint.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use kuota_persist::outbox::{Deliver, DeliveryResult};
-use kuota_persist::store::{NewMessage, OutboxRow, SqlStore, WebhookEndpoint};
+use kuota_engine::{EventId, RegistrationId};
+use kuota_persist::outbox::{Deliver, DeliveryResult, no_answer};
+use kuota_persist::store::{NewMessage, OutboxRow, RegistrationRow, SqlStore, WebhookEndpoint};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -18,17 +27,10 @@ use crate::routes::registrations::{RegistrationView, external_id};
 use crate::time_format;
 use crate::webhooks::event_type::EventType;
 
-/// How long the fan-out reuses the list of endpoints before reading it again, in ms: every
-/// entry needs it, and endpoints change rarely. An endpoint created (or deleted) just now
-/// gets (or stops getting) messages after this.
-pub const ENDPOINT_CACHE_TTL_MS: u64 = 1_000;
-
 /// See the module documentation.
 pub struct FanOut {
     store: SqlStore,
     clock: Arc<dyn kuota_engine::Clock>,
-    /// The enabled endpoints, and when they were read.
-    endpoints: Mutex<Option<(Instant, Arc<Vec<WebhookEndpoint>>)>>,
     /// Wakes the dispatcher when new messages are written.
     written: Arc<Notify>,
 }
@@ -48,62 +50,123 @@ struct Payload<'a, T: Serialize> {
     data: &'a T,
 }
 
+/// One entry's message, before it is written for each endpoint that wants it.
+struct Planned<'a> {
+    /// The entry's position in the round.
+    entry: usize,
+    event_type: EventType,
+    body: String,
+    ordering_key: String,
+    message_id: String,
+    endpoints: Vec<&'a WebhookEndpoint>,
+}
+
 impl FanOut {
     pub fn new(store: SqlStore, clock: Arc<dyn kuota_engine::Clock>, written: Arc<Notify>) -> FanOut {
-        FanOut { store, clock, endpoints: Mutex::new(None), written }
+        FanOut { store, clock, written }
     }
 
-    async fn endpoints(&self) -> Result<Arc<Vec<WebhookEndpoint>>, String> {
-        let ttl = Duration::from_millis(ENDPOINT_CACHE_TTL_MS);
-        // The lock is never held across an await; a poisoned one only means another thread
-        // panicked between two plain assignments.
-        if let Some((read_at, endpoints)) = &*self.endpoints.lock().unwrap_or_else(|error| error.into_inner())
-            && read_at.elapsed() < ttl
-        {
-            return Ok(endpoints.clone());
-        }
-        let endpoints =
-            Arc::new(self.store.enabled_webhook_endpoints().await.map_err(|error| error.to_string())?);
-        *self.endpoints.lock().unwrap_or_else(|error| error.into_inner()) =
-            Some((Instant::now(), endpoints.clone()));
-        Ok(endpoints)
-    }
-
-    async fn fan_out(&self, entry: &OutboxRow) -> DeliveryResult {
-        let Some(event_type) = EventType::of_outbox_kind(&entry.kind) else {
-            tracing::warn!(outbox_id = entry.id, kind = %entry.kind, "an outbox kind no webhook stands for; settled");
-            return Ok(());
+    /// Fans a round's entries out; one result per entry, in order.
+    async fn fan_out_all(&self, entries: &[OutboxRow]) -> Vec<DeliveryResult> {
+        let mut results: Vec<DeliveryResult> = vec![Ok(()); entries.len()];
+        let endpoints = match self.store.all_webhook_endpoints().await {
+            Ok(endpoints) => endpoints,
+            Err(error) => return vec![Err(error.to_string()); entries.len()],
         };
-        let endpoints = self.endpoints().await?;
-        let wanting: Vec<&WebhookEndpoint> = endpoints
-            .iter()
-            .filter(|endpoint| endpoint.event_types.iter().any(|wanted| wanted == event_type.as_str()))
-            .collect();
-        if wanting.is_empty() {
-            return Ok(());
+        // Entry position, type and the endpoints that want it, for the entries some endpoint wants.
+        let mut wanted = Vec::new();
+        for (position, entry) in entries.iter().enumerate() {
+            let Some(event_type) = EventType::of_outbox_kind(&entry.kind) else {
+                tracing::warn!(outbox_id = entry.id, kind = %entry.kind, "an outbox kind no webhook stands for; settled");
+                continue;
+            };
+            let wanting: Vec<&WebhookEndpoint> = endpoints
+                .iter()
+                .filter(|endpoint| endpoint.event_types.iter().any(|wanted| wanted == event_type.as_str()))
+                .collect();
+            if !wanting.is_empty() {
+                wanted.push((position, event_type, wanting));
+            }
         }
-        let (body, ordering_key) = self.body(entry, event_type).await?;
-        let message_id = format!("msg_{}", kuota_persist::random::token_hex(16));
-        let messages: Vec<NewMessage<'_>> = wanting
+        if wanted.is_empty() {
+            return results;
+        }
+        let registrations = self.registrations(entries, &wanted).await;
+        let mut planned = Vec::with_capacity(wanted.len());
+        for (position, event_type, wanting) in wanted {
+            let entry = &entries[position];
+            match self.body(entry, event_type, &registrations) {
+                Ok((body, ordering_key)) => planned.push(Planned {
+                    entry: position,
+                    event_type,
+                    body,
+                    ordering_key,
+                    message_id: format!("msg_{}", kuota_persist::random::token_hex(16)),
+                    endpoints: wanting,
+                }),
+                Err(error) => results[position] = Err(error),
+            }
+        }
+        let messages: Vec<(u64, NewMessage<'_>)> = planned
             .iter()
-            .map(|endpoint| NewMessage {
-                endpoint_id: &endpoint.id,
-                message_id: &message_id,
-                event_type: event_type.as_str(),
-                ordering_key: &ordering_key,
-                body: &body,
+            .flat_map(|plan| {
+                plan.endpoints.iter().map(move |endpoint| {
+                    let message = NewMessage {
+                        endpoint_id: &endpoint.id,
+                        message_id: &plan.message_id,
+                        event_type: plan.event_type.as_str(),
+                        ordering_key: &plan.ordering_key,
+                        body: &plan.body,
+                    };
+                    (entries[plan.entry].id, message)
+                })
             })
             .collect();
-        self.store
-            .insert_webhook_messages(entry.id, &messages, self.clock.now())
-            .await
-            .map_err(|error| error.to_string())?;
-        self.written.notify_one();
-        Ok(())
+        if let Err(error) = self.store.insert_webhook_messages(&messages, self.clock.now()).await {
+            for plan in &planned {
+                results[plan.entry] = Err(error.to_string());
+            }
+            return results;
+        }
+        if !messages.is_empty() {
+            self.written.notify_one();
+        }
+        results
+    }
+
+    /// The registrations the wanted entries announce, read per event in one statement each; an
+    /// event whose read failed maps to its error.
+    async fn registrations(
+        &self,
+        entries: &[OutboxRow],
+        wanted: &[(usize, EventType, Vec<&WebhookEndpoint>)],
+    ) -> HashMap<EventId, Result<HashMap<RegistrationId, RegistrationRow>, String>> {
+        let mut numbers: HashMap<&EventId, Vec<RegistrationId>> = HashMap::new();
+        for (position, event_type, _) in wanted {
+            if event_type.is_about_a_registration() {
+                let entry = &entries[*position];
+                numbers.entry(&entry.event).or_default().push(entry.registration);
+            }
+        }
+        let mut found = HashMap::new();
+        for (event, mut numbers) in numbers {
+            numbers.sort_unstable();
+            numbers.dedup();
+            let rows =
+                self.store.registrations_by_number(event, &numbers).await.map_err(|error| error.to_string());
+            let rows = rows.map(|rows| rows.into_iter().map(|row| (row.id, row)).collect());
+            found.insert(event.clone(), rows);
+        }
+        found
     }
 
     /// The body, and the ordering key: the registration, or the event for event-wide types.
-    async fn body(&self, entry: &OutboxRow, event_type: EventType) -> Result<(String, String), String> {
+    fn body(
+        &self,
+        entry: &OutboxRow,
+        event_type: EventType,
+        registrations: &HashMap<EventId, Result<HashMap<RegistrationId, RegistrationRow>, String>>,
+    ) -> Result<(String, String), String> {
         let timestamp = time_format::format(entry.created_at);
         if !event_type.is_about_a_registration() {
             // Event-wide entries carry their data as their payload.
@@ -121,15 +184,15 @@ impl FanOut {
             let body = serialize(&Payload { event_type: event_type.as_str(), timestamp, data: &data })?;
             return Ok((body, entry.event.to_string()));
         }
-        let row = self
-            .store
-            .registration(&entry.event, entry.registration)
-            .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| {
-                format!("registration {} is not stored", external_id(&entry.event, entry.registration))
-            })?;
-        let mut data = RegistrationView::from(&row);
+        let rows = match registrations.get(&entry.event) {
+            Some(Ok(rows)) => rows,
+            Some(Err(error)) => return Err(error.clone()),
+            None => return Err(format!("the registrations of event {} were not read", entry.event)),
+        };
+        let row = rows.get(&entry.registration).ok_or_else(|| {
+            format!("registration {} is not stored", external_id(&entry.event, entry.registration))
+        })?;
+        let mut data = RegistrationView::from(row);
         // The status the entry announces: the registration may have moved on since.
         if let Some(status) = announced_status(&entry.payload_json) {
             data = data.with_status(status);
@@ -154,6 +217,23 @@ impl Deliver for FanOut {
         &'a self,
         entry: &'a OutboxRow,
     ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
-        Box::pin(self.fan_out(entry))
+        Box::pin(async move {
+            let mut results = self.fan_out_all(std::slice::from_ref(entry)).await;
+            results.pop().unwrap_or_else(|| Err("no result from the fan-out".into()))
+        })
+    }
+
+    fn deliver_all<'a>(
+        &'a self,
+        entries: &'a [OutboxRow],
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Vec<DeliveryResult>> + Send + 'a>> {
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, self.fan_out_all(entries)).await {
+                Ok(results) => results,
+                // Nothing of the round may have been written; what was is not written twice.
+                Err(_) => vec![Err(no_answer(timeout)); entries.len()],
+            }
+        })
     }
 }

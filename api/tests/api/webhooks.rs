@@ -613,3 +613,46 @@ async fn entries_no_endpoint_wants_are_settled_at_once() {
     }
     assert!(receiver.received().is_empty(), "the endpoint wants cancellations only");
 }
+
+#[actix_rt::test]
+async fn an_endpoint_created_between_two_registrations_gets_the_second_even_on_a_closed_port() {
+    // The receiver's port, reserved and closed: every attempt is refused.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let app = webhook_app(Backend::MariaDb, "30").await;
+    app.create_event(race("race", 5, 0)).await;
+    let store = kuota_persist::store::SqlStore::connect(&app.database_url).await.unwrap();
+    let settled = |count: usize| {
+        let store = store.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(DELIVERY_DEADLINE_SECONDS);
+            loop {
+                let entries = store.outbox_page(100, None).await.unwrap();
+                if entries.len() == count && entries.iter().all(|entry| entry.status == "delivered") {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "not settled: {entries:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Fanned out while no endpoint exists: settled without a message.
+    assert_eq!(app.register("race", "k0", &registration("10K", "r0@x.org")).await.status, 201);
+    settled(1).await;
+    // Within a second of that fan-out (a cached endpoint list once lasted that long).
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let (id, _) = create_endpoint(&app, &url, &["registration.created"]).await;
+    assert_eq!(app.register("race", "k1", &registration("10K", "r1@x.org")).await.status, 201);
+    settled(2).await;
+    // Committed after the endpoint was: its entry became a message, refused and waiting for
+    // its retry, never an entry settled with nothing written.
+    let read = wait_for_endpoint(&app, &id, "the second registration's attempt", |read| {
+        read["failed_attempts"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(
+        (read["deliveries"]["pending"].as_u64(), read["deliveries"]["succeeded"].as_u64()),
+        (Some(1), Some(0))
+    );
+}

@@ -49,7 +49,7 @@ pub use self::rows::{
 };
 pub use self::webhooks::{
     ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageClaim, MessageCounts, MessageSettlement,
-    NewMessage, SOLD_OUT_KIND, WebhookBacklog, WebhookEndpoint,
+    NewMessage, SOLD_OUT_KIND, SettledAttempt, WebhookBacklog, WebhookEndpoint,
 };
 pub use self::write::{BatchItem, BatchReport};
 
@@ -246,6 +246,38 @@ impl SqlStore {
         Ok(found)
     }
 
+    /// The stored registrations among `numbers` of `event`, in number order (the outbox's
+    /// fan-out reads a round's registrations at once). At most `PAGE_SIZE_MAX` numbers are
+    /// read per statement.
+    #[tracing::instrument(skip(self, numbers), fields(event_id = %event, numbers = numbers.len()))]
+    pub async fn registrations_by_number(
+        &self,
+        event: &EventId,
+        numbers: &[RegistrationId],
+    ) -> Result<Vec<RegistrationRow>, PersistError> {
+        let mut found = Vec::with_capacity(numbers.len());
+        for chunk in numbers.chunks(PAGE_SIZE_MAX as usize) {
+            let mut sql = format!(
+                "SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE event_id = ? AND number IN ("
+            );
+            for index in 0..chunk.len() {
+                sql.push_str(if index == 0 { "?" } else { ", ?" });
+            }
+            sql.push_str(") ORDER BY number");
+            let mut statement = Statement::new(sql).bind(event.as_str());
+            for number in chunk {
+                statement.push_value(signed(number.0));
+            }
+            self.pool
+                .for_each_row(&statement, |row| {
+                    found.push(registration_row(event, row)?);
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
+        }
+        Ok(found)
+    }
+
     /// Registrations of an event by number, after `after`, optionally of one status only
     /// (keyset pagination: pass the last id of a page to get the next). `limit` is capped at
     /// `PAGE_SIZE_MAX`.
@@ -309,29 +341,43 @@ impl SqlStore {
         limit: u32,
         after: Option<u64>,
     ) -> Result<Vec<AuditRow>, PersistError> {
-        let statement = Statement::new(
-            "SELECT seq, registration_number, seq, kind, detail_json, at FROM audit_log \
-             WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(event.as_str())
-        .bind(signed(after.unwrap_or(0)))
-        .bind(i64::from(limit.min(PAGE_SIZE_MAX)));
+        let limit = i64::from(limit.min(PAGE_SIZE_MAX));
+        let after = signed(after.unwrap_or(0));
+        // Creations are kept in the registrations' rows (`registrations_by_created_seq`), the
+        // other effects in audit_log; rows stored before migration 0007 have no `created_seq`,
+        // and their creations are in audit_log. A page is the first `limit` of both by seq.
+        let queries = [
+            Statement::new(
+                "SELECT seq, registration_number, kind, detail_json, at FROM audit_log \
+                 WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            ),
+            Statement::new(
+                "SELECT created_seq, number, 'created', created_detail_json, created_at FROM registrations \
+                 WHERE event_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+            ),
+        ];
         let mut rows = Vec::new();
-        self.pool
-            .for_each_row(&statement, |row| {
-                let registration =
-                    row.optional_int(1)?.map(|number| unsigned(number, "audit_log.registration_number"));
-                rows.push(AuditRow {
-                    id: unsigned(row.int(0)?, "audit_log.seq")?,
-                    registration: registration.transpose()?.map(RegistrationId),
-                    seq: Seq(unsigned(row.int(2)?, "audit_log.seq")?),
-                    kind: row.text(3)?.to_owned(),
-                    detail_json: row.text(4)?.to_owned(),
-                    at: timestamp(row.int(5)?, "audit_log.at")?,
-                });
-                Ok::<(), PersistError>(())
-            })
-            .await?;
+        for query in queries {
+            let query = query.bind(event.as_str()).bind(after).bind(limit);
+            self.pool
+                .for_each_row(&query, |row| {
+                    let seq = unsigned(row.int(0)?, "audit seq")?;
+                    let registration =
+                        row.optional_int(1)?.map(|number| unsigned(number, "audit registration"));
+                    rows.push(AuditRow {
+                        id: seq,
+                        registration: registration.transpose()?.map(RegistrationId),
+                        seq: Seq(seq),
+                        kind: row.text(2)?.to_owned(),
+                        detail_json: row.text(3)?.to_owned(),
+                        at: timestamp(row.int(4)?, "audit at")?,
+                    });
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
+        }
+        rows.sort_unstable_by_key(|row| row.id);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(rows)
     }
 

@@ -52,6 +52,10 @@ pub(crate) struct NewRegistration<'a> {
     /// registration is remembered in the registration's row instead of an idempotency entry
     /// of its own (one row and its indexes fewer per admission).
     pub decision_json: Option<String>,
+    /// The seq of the effect that created it, and the audit detail of that effect: a creation
+    /// is no audit_log row of its own (see `SqlStore::audit_page`).
+    pub created_seq: i64,
+    pub created_detail_json: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -170,6 +174,14 @@ impl<'a> EventPlan<'a> {
                 let hold_expires_at = hold_expiry(*status);
                 let waitlist_position = waitlist_position.map(i64::from);
                 let number = signed(registration.0);
+                let idempotency_key = idempotency.as_ref().map(|idempotency| idempotency.key.as_str());
+                let detail = AuditDetail::Created {
+                    category: category_code.as_str(),
+                    status: row_status.as_str(),
+                    hold_expires_at,
+                    waitlist_position,
+                    idempotency_key,
+                };
                 self.new_registrations.insert(
                     registration.0,
                     NewRegistration {
@@ -180,7 +192,7 @@ impl<'a> EventPlan<'a> {
                         status: row_status,
                         hold_expires_at,
                         waitlist_position,
-                        idempotency_key: idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
+                        idempotency_key,
                         fingerprint: idempotency
                             .as_ref()
                             .map(|idempotency| fingerprint(idempotency.fingerprint.0)),
@@ -188,19 +200,15 @@ impl<'a> EventPlan<'a> {
                             .as_ref()
                             .and(effect.kind.decision())
                             .map(|decision| decision_json(&decision)),
+                        created_seq: seq,
+                        created_detail_json: detail_json(&detail),
                         created_at: at,
                         updated_at: at,
                     },
                 );
                 self.announce(number, "registration_created", row_status, at);
-                let detail = AuditDetail::Created {
-                    category: category_code.as_str(),
-                    status: row_status.as_str(),
-                    hold_expires_at,
-                    waitlist_position,
-                    idempotency_key: idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
-                };
-                (Some(number), "created", detail)
+                // The creation's audit entry is the registration's row.
+                return;
             }
             EffectKind::Confirmed { registration } => {
                 let number = self.change(registration.0, RowStatus::Confirmed, None, at);
@@ -275,8 +283,7 @@ impl<'a> EventPlan<'a> {
                 )
             }
         };
-        // Plain structs of strings and integers; serializing them cannot fail.
-        let detail_json = serde_json::to_string(&detail).expect("an audit detail serializes to JSON");
+        let detail_json = detail_json(&detail);
         self.audit.push(AuditEntry { seq, registration, kind, detail_json, at });
     }
 
@@ -359,6 +366,11 @@ struct AdmissionPayload<'a> {
     event_id: &'a str,
     status: &'static str,
     pass_expires_at: i64,
+}
+
+fn detail_json(detail: &AuditDetail<'_>) -> String {
+    // Plain structs of strings and integers; serializing them cannot fail.
+    serde_json::to_string(detail).expect("an audit detail serializes to JSON")
 }
 
 /// What an audit entry says beyond its kind, as JSON. Serialized from plain structs rather
@@ -467,7 +479,11 @@ mod tests {
         let row = &plan.new_registrations[&1];
         assert_eq!((row.status, row.created_at, row.updated_at), (RowStatus::Cancelled, 1_001, 2_000));
         assert!(plan.changes.is_empty());
-        assert_eq!(plan.audit.len(), 2);
+        // The creation's audit entry is in the row, with the status it was created in.
+        assert_eq!(row.created_seq, 1);
+        assert_eq!(row.created_detail_json, r#"{"category":"10K","status":"confirmed"}"#);
+        let kinds: Vec<_> = plan.audit.iter().map(|entry| (entry.seq, entry.kind)).collect();
+        assert_eq!(kinds, [(2, "cancelled")]);
         let kinds: Vec<_> = plan.outbox.iter().map(|entry| entry.kind).collect();
         assert_eq!(kinds, ["registration_created", "registration_cancelled"]);
     }

@@ -413,8 +413,8 @@ fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec
     multi_row_inserts(
         "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, phone, \
          attributes_json, status, hold_expires_at, waitlist_position, idempotency_key, body_fingerprint, \
-         decision_json, access_token_hash, created_at, updated_at) VALUES ",
-        17,
+         decision_json, access_token_hash, created_seq, created_detail_json, created_at, updated_at) VALUES ",
+        19,
         "",
         rows,
         |statement, (event, row)| {
@@ -434,6 +434,8 @@ fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec
             statement.push_value(row.fingerprint);
             statement.push_value(row.decision_json.as_deref());
             statement.push_value(details.access_token_hash.as_str());
+            statement.push_value(row.created_seq);
+            statement.push_value(row.created_detail_json.as_str());
             statement.push_value(row.created_at);
             statement.push_value(row.updated_at);
         },

@@ -129,7 +129,7 @@ async fn the_webhook_summary_counts_messages_waiting_and_their_oldest_overdue_wa
             ordering_key: key,
             body: "{}",
         };
-        store.insert_webhook_messages(outbox_id, &[message], START).await.unwrap();
+        store.insert_webhook_messages(&[(outbox_id, message)], START).await.unwrap();
     }
     let summary = store.webhook_summary(START.plus_millis(2_000), 100).await.unwrap();
     assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (3, 2_000, 0));

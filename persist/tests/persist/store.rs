@@ -30,6 +30,7 @@ on_both_databases!(
     an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same_transaction,
     a_waitlist_promotion_and_a_capacity_change_survive_a_restart,
     registration_and_audit_pages_follow_keyset_order,
+    the_audit_merges_creations_kept_in_their_rows_with_the_other_entries_in_seq_order,
     the_outbox_gets_one_pending_row_per_announced_registration_change,
     the_database_refuses_a_second_active_registration_of_one_registrant,
     a_setting_keeps_its_first_value,
@@ -654,4 +655,57 @@ async fn nodes_started_together_on_a_fresh_database_all_connect_and_the_migratio
         .await
         .unwrap();
     assert_eq!(applied, migrations as i64, "each migration applied once");
+}
+
+async fn the_audit_merges_creations_kept_in_their_rows_with_the_other_entries_in_seq_order(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 60).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    // One submission, so one batch: registrations created and changed in the batch that
+    // creates them, between entries of other kinds.
+    let mut effects = Vec::new();
+    for command in [
+        Command::Register(register("10K", "a@x.org")),
+        Command::Confirm { registration: RegistrationId(1) },
+        Command::Register(keyed(register("10K", "b@x.org"), "k-b", 3)),
+        Command::Register(waitlisting(register("10K", "c@x.org"))),
+        Command::Cancel { registration: RegistrationId(1) },
+    ] {
+        effects.extend(decide(&mut quota, command, START).1);
+    }
+    let seqs_decided: Vec<u64> = effects.iter().map(|effect| effect.seq.0).collect();
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    drop(sender);
+    writer.closed().await;
+
+    let mut entries = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.audit_page(&id, 2, after).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        entries.extend(page);
+    }
+    let seqs: Vec<u64> = entries.iter().map(|entry| entry.seq.0).collect();
+    assert_eq!(seqs, seqs_decided, "every effect once, in seq order, across pages");
+    assert!(entries.iter().all(|entry| entry.id == entry.seq.0));
+    let kinds: Vec<&str> = entries.iter().map(|entry| entry.kind.as_str()).collect();
+    assert_eq!(kinds[..5], ["created", "confirmed", "decision_recorded", "created", "cancelled"]);
+    let detail =
+        |index: usize| serde_json::from_str::<serde_json::Value>(&entries[index].detail_json).unwrap();
+    // The creation says what the registration was created as, not what it became.
+    assert_eq!(detail(0)["status"], "held");
+    assert!(detail(0)["hold_expires_at"].is_i64());
+    assert_eq!(
+        (detail(3)["status"].as_str(), detail(3)["category"].as_str()),
+        (Some("waitlisted"), Some("10K"))
+    );
+    assert_eq!(detail(3)["waitlist_position"], 1);
+    assert_eq!(
+        (entries[0].registration, entries[3].registration),
+        (Some(RegistrationId(1)), Some(RegistrationId(2)))
+    );
+    assert_eq!((entries[0].at, entries[2].registration), (START, None));
 }

@@ -5,8 +5,8 @@
 
 use kuota_engine::Timestamp;
 use kuota_persist::store::{
-    ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageSettlement, NewMessage, SOLD_OUT_KIND, SqlStore,
-    WebhookEndpoint,
+    ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageSettlement, NewMessage, SOLD_OUT_KIND,
+    SettledAttempt, SqlStore, WebhookEndpoint,
 };
 
 use crate::sql_support::{Backend, START, TestDatabase, event_id, on_both_databases};
@@ -18,6 +18,8 @@ on_both_databases!(
     an_endpoint_failing_for_five_days_is_disabled_and_a_replay_enables_it,
     a_410_kills_the_message_and_disables_the_endpoint,
     a_sell_out_is_announced_once_until_seats_come_back,
+    attempts_settled_together_keep_each_claim_and_the_last_word_on_the_endpoint,
+    a_round_of_messages_is_written_at_once_and_claimed_in_due_order,
 );
 
 const FIVE_DAYS_MS: u64 = 5 * 24 * 3_600 * 1_000;
@@ -63,9 +65,9 @@ async fn a_fan_out_written_twice_adds_no_message(backend: Backend) {
     let store = database.store().await;
     store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
     store.create_webhook_endpoint(&endpoint("ep_b")).await.unwrap();
-    let messages = [message("ep_a", "race.1", "msg_1"), message("ep_b", "race.1", "msg_1")];
-    store.insert_webhook_messages(7, &messages, START).await.unwrap();
-    store.insert_webhook_messages(7, &[message("ep_a", "race.1", "msg_2")], START).await.unwrap();
+    let messages = [(7, message("ep_a", "race.1", "msg_1")), (7, message("ep_b", "race.1", "msg_1"))];
+    store.insert_webhook_messages(&messages, START).await.unwrap();
+    store.insert_webhook_messages(&[(7, message("ep_a", "race.1", "msg_2"))], START).await.unwrap();
     let (_, _, claimed) = claim_all(&store, START).await;
     let ids: Vec<(&str, &str)> =
         claimed.iter().map(|message| (message.endpoint.id.as_str(), message.message_id.as_str())).collect();
@@ -77,7 +79,7 @@ async fn messages_of_one_registration_are_claimed_one_after_another(backend: Bac
     let store = database.store().await;
     store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
     for (outbox_id, key, id) in [(1, "race.1", "msg_1"), (2, "race.2", "msg_2"), (3, "race.1", "msg_3")] {
-        store.insert_webhook_messages(outbox_id, &[message("ep_a", key, id)], START).await.unwrap();
+        store.insert_webhook_messages(&[(outbox_id, message("ep_a", key, id))], START).await.unwrap();
     }
     let (token, until, claimed) = claim_all(&store, START).await;
     let ids: Vec<&str> = claimed.iter().map(|message| message.message_id.as_str()).collect();
@@ -108,7 +110,7 @@ async fn two_claimers_at_once_never_hold_one_message(backend: Backend) {
     store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
     for outbox_id in 0..60_u64 {
         let (key, id) = (format!("race.{outbox_id}"), format!("msg_{outbox_id}"));
-        store.insert_webhook_messages(outbox_id, &[message("ep_a", &key, &id)], START).await.unwrap();
+        store.insert_webhook_messages(&[(outbox_id, message("ep_a", &key, &id))], START).await.unwrap();
     }
     let other = database.store().await;
     let until = START.plus_millis(CLAIM_MS);
@@ -134,7 +136,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_replay_enables_it(b
     let database = TestDatabase::create(backend).await;
     let store = database.store().await;
     store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
-    store.insert_webhook_messages(1, &[message("ep_a", "race.1", "msg_1")], START).await.unwrap();
+    store.insert_webhook_messages(&[(1, message("ep_a", "race.1", "msg_1"))], START).await.unwrap();
     let mut now = START;
     for step in 0..3 {
         let (token, until, claimed) = claim_all(&store, now).await;
@@ -168,8 +170,8 @@ async fn a_410_kills_the_message_and_disables_the_endpoint(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let store = database.store().await;
     store.create_webhook_endpoint(&endpoint("ep_a")).await.unwrap();
-    store.insert_webhook_messages(1, &[message("ep_a", "race.1", "msg_1")], START).await.unwrap();
-    store.insert_webhook_messages(2, &[message("ep_a", "race.2", "msg_2")], START).await.unwrap();
+    store.insert_webhook_messages(&[(1, message("ep_a", "race.1", "msg_1"))], START).await.unwrap();
+    store.insert_webhook_messages(&[(2, message("ep_a", "race.2", "msg_2"))], START).await.unwrap();
     let (token, until, claimed) = claim_all(&store, START).await;
     settle(&store, (&token, until), &claimed[0], MessageSettlement::Gone { error: "410".into() }, START)
         .await;
@@ -204,4 +206,78 @@ async fn a_sell_out_is_announced_once_until_seats_come_back(backend: Backend) {
     let kinds: Vec<(&str, u64)> =
         entries.iter().map(|entry| (entry.kind.as_str(), entry.registration.0)).collect();
     assert_eq!(kinds, [(SOLD_OUT_KIND, 0), (SOLD_OUT_KIND, 0)]);
+}
+
+async fn attempts_settled_together_keep_each_claim_and_the_last_word_on_the_endpoint(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    for id in ["ep_a", "ep_b"] {
+        store.create_webhook_endpoint(&endpoint(id)).await.unwrap();
+    }
+    let messages: Vec<(u64, NewMessage<'_>)> = vec![
+        (1, message("ep_a", "race.1", "msg_1")),
+        (2, message("ep_a", "race.2", "msg_2")),
+        (3, message("ep_b", "race.3", "msg_3")),
+        (4, message("ep_b", "race.4", "msg_4")),
+    ];
+    store.insert_webhook_messages(&messages, START).await.unwrap();
+    let (token, until, claimed) = claim_all(&store, START).await;
+    assert_eq!(claimed.len(), 4);
+    let now = START.plus_seconds(1);
+    let failed = MessageSettlement::Retry { retry_at: now.plus_seconds(60), error: "503".into() };
+    let (succeeded, gone) = (MessageSettlement::Succeeded, MessageSettlement::Gone { error: "410".into() });
+    // ep_a: a failure, then a success (its streak ends); ep_b: a 410, then a success (still
+    // disabled). msg_4's attempt is given under a claim that is not its own.
+    let attempts = [
+        SettledAttempt { token: &token, until, message: &claimed[0], settlement: &failed },
+        SettledAttempt { token: &token, until, message: &claimed[2], settlement: &gone },
+        SettledAttempt { token: &token, until, message: &claimed[1], settlement: &succeeded },
+        SettledAttempt { token: "someone_else", until, message: &claimed[3], settlement: &succeeded },
+    ];
+    let before = Timestamp::from_millis(now.as_millis() - FIVE_DAYS_MS);
+    let settled = store.settle_webhook_messages(&attempts, now, before).await.unwrap();
+    assert_eq!(settled, [true, true, true, false], "one answer per attempt, in the order given");
+    let (a, b) = (
+        store.webhook_endpoint("ep_a").await.unwrap().unwrap(),
+        store.webhook_endpoint("ep_b").await.unwrap().unwrap(),
+    );
+    assert_eq!((a.disabled_reason, a.failing_since), (None, None), "ep_a's last attempt succeeded");
+    assert_eq!(b.disabled_reason.as_deref(), Some(DISABLED_GONE), "a 410 disables whatever follows");
+    let counts = store.webhook_message_counts("ep_a").await.unwrap();
+    assert_eq!((counts.succeeded, counts.pending, counts.failed_attempts), (1, 1, 1));
+    let counts = store.webhook_message_counts("ep_b").await.unwrap();
+    assert_eq!((counts.dead, counts.pending), (1, 1), "msg_4 stays claimed by its own claim");
+}
+
+async fn a_round_of_messages_is_written_at_once_and_claimed_in_due_order(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    for id in ["ep_a", "ep_off"] {
+        store.create_webhook_endpoint(&endpoint(id)).await.unwrap();
+    }
+    // A disabled endpoint's messages come first in due order, and are passed over.
+    let off: Vec<(String, String)> =
+        (0..30).map(|number| (format!("race.off{number}"), format!("msg_off{number}"))).collect();
+    let rows: Vec<(u64, NewMessage<'_>)> =
+        off.iter().zip(1..).map(|((key, id), outbox_id)| (outbox_id, message("ep_off", key, id))).collect();
+    store.insert_webhook_messages(&rows, START).await.unwrap();
+    let until = START.plus_millis(CLAIM_MS);
+    let claim = store.claim_webhook_messages(START, until, 1, |_| true).await.unwrap();
+    let (token, claimed) = (claim.token, claim.messages);
+    let gone = MessageSettlement::Gone { error: "410".into() };
+    let before = Timestamp::from_millis(START.as_millis().saturating_sub(FIVE_DAYS_MS));
+    let attempt = SettledAttempt { token: &token, until, message: &claimed[0], settlement: &gone };
+    store.settle_webhook_messages(&[attempt], START, before).await.unwrap();
+    // One round of 1,000 messages in one call: 20 registrations, 50 messages each.
+    let keys: Vec<(String, String)> =
+        (0..1_000).map(|number| (format!("race.{}", number % 20), format!("msg_{number}"))).collect();
+    let rows: Vec<(u64, NewMessage<'_>)> =
+        keys.iter().zip(100..).map(|((key, id), outbox_id)| (outbox_id, message("ep_a", key, id))).collect();
+    let later = START.plus_seconds(1);
+    store.insert_webhook_messages(&rows, later).await.unwrap();
+    assert_eq!(store.webhook_message_counts("ep_a").await.unwrap().pending, 1_000);
+    let (_, _, claimed) = claim_all(&store, later).await;
+    let ids: Vec<&str> = claimed.iter().map(|message| message.message_id.as_str()).collect();
+    let first_of_each: Vec<String> = (0..20).map(|number| format!("msg_{number}")).collect();
+    assert_eq!(ids, first_of_each, "each registration's first message, none of the disabled endpoint's");
 }

@@ -54,11 +54,13 @@ pub struct Sandbox {
     pub server_url: String,
 }
 
-/// Statements and rows written, as MariaDB counts them.
+/// Statements and rows written, as MariaDB counts them, and the CPU time MariaDB spent on the
+/// contender's connections (per-user statistics only: `None` without them).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
     pub statements: u64,
     pub rows_written: u64,
+    pub cpu_seconds: Option<f64>,
 }
 
 impl Counters {
@@ -66,6 +68,10 @@ impl Counters {
         Counters {
             statements: self.statements.saturating_sub(before.statements),
             rows_written: self.rows_written.saturating_sub(before.rows_written),
+            cpu_seconds: self
+                .cpu_seconds
+                .zip(before.cpu_seconds)
+                .map(|(after, before)| (after - before).max(0.0)),
         }
     }
 }
@@ -154,16 +160,20 @@ impl Admin {
     /// `userstat`). `BEGIN` and `COMMIT` count as statements.
     pub async fn counters(&self, sandbox: &Sandbox) -> anyhow::Result<Counters> {
         if self.per_user {
-            let row: Option<(i64, i64)> = sqlx::query_as(
+            let row: Option<(i64, i64, f64)> = sqlx::query_as(
                 "SELECT CAST(SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS AS SIGNED), \
-                 CAST(ROWS_INSERTED + ROWS_UPDATED + ROWS_DELETED AS SIGNED) \
+                 CAST(ROWS_INSERTED + ROWS_UPDATED + ROWS_DELETED AS SIGNED), CAST(CPU_TIME AS DOUBLE) \
                  FROM information_schema.USER_STATISTICS WHERE USER = ?",
             )
             .bind(&sandbox.name)
             .fetch_optional(&self.pool)
             .await?;
-            let (statements, rows_written) = row.unwrap_or_default();
-            return Ok(Counters { statements: statements as u64, rows_written: rows_written as u64 });
+            let (statements, rows_written, cpu_seconds) = row.unwrap_or_default();
+            return Ok(Counters {
+                statements: statements as u64,
+                rows_written: rows_written as u64,
+                cpu_seconds: Some(cpu_seconds),
+            });
         }
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
@@ -178,6 +188,7 @@ impl Admin {
         Ok(Counters {
             statements: value("QUESTIONS"),
             rows_written: value("HANDLER_WRITE") + value("HANDLER_UPDATE") + value("HANDLER_DELETE"),
+            cpu_seconds: None,
         })
     }
 

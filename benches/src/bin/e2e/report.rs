@@ -58,6 +58,10 @@ pub struct Measurement {
     pub transactions_per_accepted: Option<f64>,
     pub statements_per_accepted: Option<f64>,
     pub rows_written_per_accepted: Option<f64>,
+    /// MariaDB's CPU on the contender's connections per accepted registration, in µs.
+    pub database_cpu_per_accepted_us: Option<f64>,
+    /// The MariaDB process's CPU (every thread, every client) per accepted registration, in µs.
+    pub database_process_cpu_per_accepted_us: Option<f64>,
     pub lock_attempts_per_accepted: Option<f64>,
     /// Kuota: mean time of one write-behind commit during admissions, in ms.
     pub commit_ms: Option<f64>,
@@ -172,6 +176,8 @@ pub fn combine(runs: &[&Measurement]) -> Measurement {
         transactions_per_accepted: option(|run| run.transactions_per_accepted),
         statements_per_accepted: option(|run| run.statements_per_accepted),
         rows_written_per_accepted: option(|run| run.rows_written_per_accepted),
+        database_cpu_per_accepted_us: option(|run| run.database_cpu_per_accepted_us),
+        database_process_cpu_per_accepted_us: option(|run| run.database_process_cpu_per_accepted_us),
         lock_attempts_per_accepted: option(|run| run.lock_attempts_per_accepted),
         commit_ms: option(|run| run.commit_ms),
         sold_out_answers_per_second: value(|run| run.sold_out_answers_per_second),
@@ -239,6 +245,12 @@ const ROWS: &[Row] = &[
     ("  Redis lock attempts per accepted", |m| decimal(m.lock_attempts_per_accepted)),
     ("DB statements per accepted (incl. BEGIN/COMMIT)", |m| decimal(m.statements_per_accepted)),
     ("DB rows written per accepted", |m| decimal(m.rows_written_per_accepted)),
+    ("DB CPU per accepted, the contender's connections (µs)", |m| {
+        decimal_places(m.database_cpu_per_accepted_us, 0)
+    }),
+    ("  MariaDB process CPU per accepted, all clients (µs)", |m| {
+        decimal_places(m.database_process_cpu_per_accepted_us, 0)
+    }),
     ("DB statements per sold-out answer", |m| decimal(m.statements_per_sold_out)),
     ("server CPU per accepted (µs)", |m| decimal_places(m.server_cpu_per_accepted_us, 0)),
     ("server CPU per sold-out answer (µs)", |m| decimal_places(m.server_cpu_per_sold_out_us, 0)),

@@ -174,6 +174,8 @@ struct Phases<'a> {
 /// CPU and database counters at one instant.
 struct Snapshot {
     server_cpu: Duration,
+    /// The MariaDB process's, when it runs on this machine.
+    database_cpu: Option<Duration>,
     generator_cpu: Duration,
     counters: Counters,
     work: Work,
@@ -205,6 +207,7 @@ impl Phases<'_> {
         let front_cpu = self.front.and_then(|front| system::cpu_time(front.pid)).unwrap_or_default();
         Ok(Snapshot {
             server_cpu: system::cpu_time(self.server.pid).unwrap_or_default() + front_cpu,
+            database_cpu: system::store_cpu_time(),
             generator_cpu: system::own_cpu_time().unwrap_or_default(),
             counters: self.run.admin.counters(self.sandbox).await?,
             work: self.server.work(self.run.contender).await?,
@@ -367,6 +370,12 @@ fn record_admission(
     let counters = after.counters.since(before.counters);
     measurement.statements_per_accepted = per_item(counters.statements as f64, accepted);
     measurement.rows_written_per_accepted = per_item(counters.rows_written as f64, accepted);
+    measurement.database_cpu_per_accepted_us =
+        counters.cpu_seconds.and_then(|seconds| per_item(seconds * 1e6, accepted));
+    let database =
+        after.database_cpu.zip(before.database_cpu).map(|(after, before)| after.saturating_sub(before));
+    measurement.database_process_cpu_per_accepted_us =
+        database.and_then(|spent| per_item(spent.as_secs_f64() * 1e6, accepted));
     let work = after.work.since(before.work);
     measurement.transactions_per_accepted = per_item(work.transactions as f64, accepted);
     measurement.lock_attempts_per_accepted = per_item(work.lock_attempts as f64, accepted);
@@ -382,6 +391,7 @@ fn keep_what_applies(contender: Contender, measurement: &mut Measurement) {
     if !contender.stores_registrations() {
         measurement.statements_per_accepted = None;
         measurement.rows_written_per_accepted = None;
+        measurement.database_cpu_per_accepted_us = None;
         measurement.transactions_per_accepted = None;
     }
     if contender != Contender::LockAndTransaction {
