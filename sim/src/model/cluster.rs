@@ -474,7 +474,7 @@ impl Simulation<'_> {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
         }
-        let read_us = self.scenario.system.commit_latency.sample_micros(&mut self.system_rng)
+        let read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
             + (self.store.active_registrations() as f64 * MICROS_PER_SECOND as f64
                 / self.scenario.system.recovery_registrations_per_second) as Micros;
         let done = self.faults.store_work_done(self.now, read_us);
