@@ -46,6 +46,9 @@ pub enum EventKind {
     Deadline { request: u32, serial: u64 },
     /// A refusal that took time to make (a Redis timeout, a forward timeout) is answered.
     LateRefusal { request: u32, serial: u64, class: AnswerClass },
+    /// A claim of `node` that waited for Redis gets its answer (Redis came back within the
+    /// command's timeout): the request is routed again.
+    ClaimAgain { request: u32, serial: u64, node: u32, forwarded: bool },
     /// The renewal task of the lease kept under this number.
     LeaseRenew { lease: u64 },
     /// The holder of lease `lease` checks whether it is still valid (before its safety margin).

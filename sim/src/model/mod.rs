@@ -412,6 +412,11 @@ impl<'a> Simulation<'a> {
                     self.answer(request, class, None, false);
                 }
             }
+            EventKind::ClaimAgain { request, serial, node, forwarded } => {
+                if self.requests.holds(request, serial) {
+                    self.serve_or_forward(request, node, forwarded);
+                }
+            }
             EventKind::LeaseRenew { lease } => self.renew_lease(lease),
             EventKind::LeaseCheck { lease } => self.check_lease(lease),
             EventKind::LoadAttempt { incarnation } => self.load_attempt(incarnation),
@@ -426,7 +431,9 @@ impl<'a> Simulation<'a> {
     fn node_of(&self, kind: &EventKind) -> Option<u32> {
         match *kind {
             EventKind::NodeIngress { request } => Some(self.requests.get(request).node),
-            EventKind::WorkerDone { node, .. } | EventKind::ActorReceive { node, .. } => Some(node),
+            EventKind::WorkerDone { node, .. }
+            | EventKind::ActorReceive { node, .. }
+            | EventKind::ClaimAgain { node, .. } => Some(node),
             EventKind::Deadline { request, serial } => {
                 self.requests.holds(request, serial).then(|| self.requests.get(request).node)
             }
