@@ -192,7 +192,8 @@ pub fn forward_token(secret: &[u8]) -> String {
 #[derive(Debug, PartialEq, Eq)]
 struct OwnedRoute {
     event: EventId,
-    /// `GET /v1/events/{event_id}/stream`: redirected rather than relayed (it never ends).
+    /// `GET /v1/events/{event_id}/stream` and `GET /v1/queue/{ticket_id}/stream`: redirected
+    /// rather than relayed (they never end).
     stream: bool,
     /// `POST /v1/events/{event_id}/registrations`: answered here without the router when the
     /// event runs here (`registrations::create_here`).
@@ -227,6 +228,9 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
             (*event, false, false, "/v1/events/{event_id}/queue/draw")
         }
         ("GET", ["queue", ticket]) => (ticket.rsplit_once('.')?.0, false, false, "/v1/queue/{ticket_id}"),
+        ("GET", ["queue", ticket, "stream"]) => {
+            (ticket.rsplit_once('.')?.0, true, false, "/v1/queue/{ticket_id}/stream")
+        }
         ("GET" | "DELETE", ["registrations", registration]) => {
             (registration.rsplit_once('.')?.0, false, false, "/v1/registrations/{registration_id}")
         }
@@ -546,6 +550,8 @@ mod tests {
         assert_eq!(route("GET", "/v1/events/race"), Some(("race".into(), false)));
         assert_eq!(route("PATCH", "/v1/events/race/categories/10K"), Some(("race".into(), false)));
         assert_eq!(route("GET", "/v1/events/race/stream"), Some(("race".into(), true)));
+        assert_eq!(route("GET", "/v1/queue/race.q7/stream"), Some(("race".into(), true)));
+        assert_eq!(route("GET", "/v1/queue/race.q7"), Some(("race".into(), false)));
         assert_eq!(route("DELETE", "/v1/registrations/race.17"), Some(("race".into(), false)));
         assert_eq!(route("POST", "/v1/registrations/city.race.3/confirm"), None, "not an event id");
         assert_eq!(route("POST", "/v1/registrations/race.3/confirm"), Some(("race".into(), false)));

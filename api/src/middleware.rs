@@ -56,6 +56,26 @@ pub fn label_route(request: &impl HttpMessage, pattern: &'static str) {
     request.extensions_mut().insert(RouteLabel(pattern));
 }
 
+/// A request's target as the log shows it: the value of an `access_token` query parameter (a
+/// ticket stream's credential, which a browser's `EventSource` can only send in the URL) is
+/// left out.
+struct LoggedTarget<'a>(&'a actix_web::http::Uri);
+
+impl std::fmt::Display for LoggedTarget<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.0.path())?;
+        let Some(query) = self.0.query() else { return Ok(()) };
+        for (index, pair) in query.split('&').enumerate() {
+            formatter.write_str(if index == 0 { "?" } else { "&" })?;
+            match pair.split_once('=') {
+                Some(("access_token", _)) => formatter.write_str("access_token=(redacted)")?,
+                _ => formatter.write_str(pair)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs the request inside its span, `HTTP request`, which every log line of the request
 /// carries, with a request id. The span's fields (and the id) are computed only when the span
 /// is enabled: `info_span!` evaluates them lazily, so under `RUST_LOG=warn` a request pays for
@@ -70,7 +90,7 @@ where
     let span = tracing::info_span!(
         "HTTP request",
         http.method = %request.method(),
-        http.target = %request.uri(),
+        http.target = %LoggedTarget(request.uri()),
         request_id = %RequestId::next(),
         http.status_code = tracing::field::Empty,
     );
@@ -184,6 +204,17 @@ impl fmt::Display for RequestId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_leaves_out_an_access_token_in_the_query_and_keeps_the_rest() {
+        let shown = |target: &str| LoggedTarget(&target.parse().unwrap()).to_string();
+        assert_eq!(
+            shown("/v1/queue/race.q1/stream?access_token=secret&x=1"),
+            "/v1/queue/race.q1/stream?access_token=(redacted)&x=1"
+        );
+        assert_eq!(shown("/v1/events/race/registrations?limit=2"), "/v1/events/race/registrations?limit=2");
+        assert_eq!(shown("/healthz"), "/healthz");
+    }
 
     #[test]
     fn request_ids_share_the_process_prefix_and_never_repeat() {

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::{admin, dashboard, events, operations, queue, registrations, webhooks};
+use crate::routes::{admin, dashboard, events, operations, queue, queue_stream, registrations, webhooks};
 use crate::state::SESSION_COOKIE;
 
 /// Where the document is served.
@@ -58,6 +58,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
         operations::status,
         queue::join,
         queue::read,
+        queue_stream::stream,
         queue::draw,
         webhooks::create,
         webhooks::list,

@@ -1,12 +1,15 @@
 //! Counters an event actor publishes after every decision, readable from any thread without a
 //! message to the actor: the API answers "sold out" and `GET /v1/events/{id}` from these.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::clock::Timestamp;
+use crate::effect::{Effect, EffectKind};
 use crate::event::{CategoryIndex, EventConfig};
 use crate::ids::{CategoryCode, IdempotencyKey};
 use crate::outcome::CategoryAvailability;
+use crate::queue::{Queue, StoredTicketState, TicketFacts, TicketId, TicketView};
 use crate::quota::{EventQuota, QueueSummary};
 
 #[derive(Debug, Default)]
@@ -34,6 +37,7 @@ pub struct PublishedCounters {
     /// the request to the actor; there are no false negatives.
     keys_seen: Box<[AtomicU64]>,
     queue: PublishedQueue,
+    tickets: PublishedTickets,
 }
 
 /// A queued event's figures (all zero without a queue).
@@ -45,6 +49,47 @@ struct PublishedQueue {
     /// `f64` bits of admissions per second; `NO_RATE` while none is known.
     admission_rate_bits: AtomicU64,
     tickets: AtomicU64,
+}
+
+/// Every ticket of a queued event as its actor last saw it, so that `GET /v1/queue/{ticket_id}`
+/// (the crowd's polling) is answered without a message to the actor.
+///
+/// Tickets sit in chunks of `TICKETS_PER_CHUNK`, allocated by the actor as tickets are added;
+/// the chunk table is sized once from `queue_max`, so that a reader never races a reallocation.
+#[derive(Debug, Default)]
+struct PublishedTickets {
+    chunks: Box<[OnceLock<Box<[PublishedTicket]>>]>,
+    /// `Queue::cursor` and the size of `Queue::left_early`: with nobody having left the line
+    /// early (the common case), a ticket's `ahead` is its index less the cursor.
+    cursor: AtomicU64,
+    left_early: AtomicU64,
+    /// Whether the tickets were published since the draw gave them their places.
+    drawn: AtomicBool,
+}
+
+/// One ticket: `place << 8 | state code` (code 0 until published), and its pass's expiry in ms.
+/// The expiry is stored before the state that makes it meaningful, and read after it.
+#[derive(Debug, Default)]
+struct PublishedTicket {
+    place_state: AtomicU64,
+    pass_expires_at_ms: AtomicU64,
+}
+
+/// Tickets per chunk of `PublishedTickets` (16 bytes each: 64 KiB a chunk).
+const TICKETS_PER_CHUNK: usize = 4_096;
+
+const TICKET_WAITING: u64 = 1;
+const TICKET_ADMITTED: u64 = 2;
+const TICKET_USED: u64 = 3;
+const TICKET_EXPIRED: u64 = 4;
+
+/// Which tickets a publication covers.
+#[derive(Clone, Copy, Debug)]
+pub enum TicketChanges<'a> {
+    /// Every ticket: after the event was loaded or reloaded.
+    All,
+    /// The tickets these effects name (and every ticket, if the draw happened meanwhile).
+    Effects(&'a [Effect]),
 }
 
 /// `admission_rate_bits` while no admission rate is known (a NaN no rate ever is).
@@ -71,6 +116,14 @@ impl PublishedCounters {
                 (0..bits / 64).map(|_| AtomicU64::new(0)).collect()
             },
             queue: PublishedQueue { admission_rate_bits: AtomicU64::new(NO_RATE), ..Default::default() },
+            tickets: PublishedTickets {
+                chunks: config.queue.as_ref().map_or(Box::default(), |queue| {
+                    (0..(queue.queue_max as usize).div_ceil(TICKETS_PER_CHUNK))
+                        .map(|_| OnceLock::new())
+                        .collect()
+                }),
+                ..Default::default()
+            },
         }
     }
 
@@ -152,6 +205,84 @@ impl PublishedCounters {
         if changed {
             self.version.fetch_add(1, Ordering::Release);
         }
+    }
+
+    /// Copies the tickets `changes` covers, as the queue holds them now. The actor calls it after
+    /// `publish_queue`.
+    pub fn publish_tickets(&self, quota: &EventQuota, changes: TicketChanges<'_>) {
+        let Some(queue) = quota.queue() else { return };
+        let tickets = &self.tickets;
+        if matches!(changes, TicketChanges::All) || tickets.drawn.load(Ordering::Acquire) != queue.drawn {
+            for number in 1..=queue.tickets.len() as u64 {
+                self.publish_ticket(queue, TicketId(number));
+            }
+            tickets.drawn.store(queue.drawn, Ordering::Release);
+        } else if let TicketChanges::Effects(effects) = changes {
+            for effect in effects {
+                match &effect.kind {
+                    EffectKind::QueueJoined { ticket, .. }
+                    | EffectKind::QueueAdmitted { ticket, .. }
+                    | EffectKind::QueuePassExpired { ticket }
+                    | EffectKind::QueuePassUsed { ticket, .. } => self.publish_ticket(queue, *ticket),
+                    _ => {}
+                }
+            }
+        }
+        tickets.cursor.store(queue.cursor as u64, Ordering::Release);
+        tickets.left_early.store(queue.left_early.len() as u64, Ordering::Release);
+    }
+
+    fn publish_ticket(&self, queue: &Queue, id: TicketId) {
+        let Some(ticket) = queue.ticket(id) else { return };
+        let index = id.0 as usize - 1;
+        // `queue_max` bounds the tickets, and the chunk table was sized from it.
+        let chunk = self.tickets.chunks[index / TICKETS_PER_CHUNK]
+            .get_or_init(|| (0..TICKETS_PER_CHUNK).map(|_| PublishedTicket::default()).collect());
+        let published = &chunk[index % TICKETS_PER_CHUNK];
+        let code = match ticket.state {
+            StoredTicketState::Waiting => TICKET_WAITING,
+            StoredTicketState::Admitted { pass_expires_at } => {
+                published.pass_expires_at_ms.store(pass_expires_at.as_millis(), Ordering::Release);
+                TICKET_ADMITTED
+            }
+            StoredTicketState::Used => TICKET_USED,
+            StoredTicketState::Expired => TICKET_EXPIRED,
+        };
+        published.place_state.store(u64::from(ticket.place) << 8 | code, Ordering::Release);
+    }
+
+    /// A ticket as it reads at `now` from what the actor published; `None` when the actor must
+    /// answer: an unknown or not yet published ticket, or a line someone left early (only the
+    /// actor can count who still waits ahead then). A change a moment old may not show yet.
+    pub fn ticket_view(&self, id: TicketId, opens_at: Timestamp, now: Timestamp) -> Option<TicketView> {
+        let tickets = &self.tickets;
+        if tickets.left_early.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let index = usize::try_from(id.0.checked_sub(1)?).ok()?;
+        let published = &tickets.chunks.get(index / TICKETS_PER_CHUNK)?.get()?[index % TICKETS_PER_CHUNK];
+        let place_state = published.place_state.load(Ordering::Acquire);
+        let state = match place_state & 0xff {
+            TICKET_WAITING => StoredTicketState::Waiting,
+            TICKET_ADMITTED => StoredTicketState::Admitted {
+                pass_expires_at: Timestamp::from_millis(published.pass_expires_at_ms.load(Ordering::Acquire)),
+            },
+            TICKET_USED => StoredTicketState::Used,
+            TICKET_EXPIRED => StoredTicketState::Expired,
+            _ => return None,
+        };
+        let place = (place_state >> 8) as u32;
+        let cursor = tickets.cursor.load(Ordering::Acquire);
+        let ahead = u64::from(place.saturating_sub(1)).saturating_sub(cursor) as u32;
+        let (mut available, mut held) = (0u64, 0u64);
+        for category in self.categories.iter() {
+            available += u64::from(category.available.load(Ordering::Acquire));
+            held += u64::from(category.held.load(Ordering::Acquire));
+        }
+        let queue = self.queue_snapshot();
+        let exhausted = available == 0 && held == 0 && queue.admitted_outstanding == 0;
+        let facts = TicketFacts { place, state, ahead };
+        Some(crate::queue::reading(id, facts, exhausted, queue.admission_rate, opens_at, now))
     }
 
     /// The queue's figures as last published.

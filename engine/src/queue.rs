@@ -482,45 +482,12 @@ impl Queue {
         now: Timestamp,
     ) -> Option<TicketView> {
         let ticket = self.ticket(id)?;
-        let mut view = TicketView {
-            ticket: id,
-            status: TicketStatus::Waiting,
-            position: None,
-            ahead: None,
-            eta_seconds: None,
-            refresh_after_seconds: REFRESH_AFTER_SECONDS_MAX,
-            pass_expires_at: None,
+        let ahead = match ticket.place {
+            0 => 0,
+            place => self.waiting_before(place as usize - 1),
         };
-        if ticket.place == 0 {
-            view.status = TicketStatus::Lobby;
-            let until_draw = opens_at.as_millis().saturating_sub(now.as_millis()).div_ceil(1_000);
-            view.refresh_after_seconds = clamp_refresh(until_draw);
-            return Some(view);
-        }
-        let index = ticket.place as usize - 1;
-        view.position = Some(ticket.place);
-        view.ahead = Some(self.waiting_before(index));
-        match ticket.state {
-            StoredTicketState::Waiting if self.exhausted(seats) => view.status = TicketStatus::SoldOut,
-            StoredTicketState::Waiting => {
-                let ahead = u64::from(view.ahead.unwrap_or_default());
-                view.eta_seconds = self.admission_rate(now).map(|rate| (ahead as f64 / rate).ceil() as u64);
-                // Near the front a poll every few seconds; far back, a poll per minute at most,
-                // so that the crowd's polling stays far below the rate anything changes at.
-                let refresh = match view.eta_seconds {
-                    Some(eta) => eta / 2,
-                    None => ahead / REFRESH_TICKETS_AHEAD_PER_SECOND,
-                };
-                view.refresh_after_seconds = clamp_refresh(refresh);
-            }
-            StoredTicketState::Admitted { pass_expires_at } => {
-                view.status = TicketStatus::Admitted;
-                view.pass_expires_at = Some(pass_expires_at);
-            }
-            StoredTicketState::Used => view.status = TicketStatus::Used,
-            StoredTicketState::Expired => view.status = TicketStatus::Expired,
-        }
-        Some(view)
+        let facts = TicketFacts { place: ticket.place, state: ticket.state, ahead };
+        Some(reading(id, facts, self.exhausted(seats), self.admission_rate(now), opens_at, now))
     }
 
     /// The cheap invariants, after every apply.
@@ -588,6 +555,67 @@ impl Queue {
             assert!(self.order[lobby_count..].is_sorted(), "later joins are out of commit order");
         }
     }
+}
+
+/// What a ticket's reading depends on besides the queue's figures, wherever it is read from: the
+/// queue itself, or what its actor published (`PublishedCounters::ticket_view`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TicketFacts {
+    /// As `Ticket::place`: 0 in the lobby.
+    pub(crate) place: u32,
+    pub(crate) state: StoredTicketState,
+    /// Tickets before it that still wait (ignored in the lobby).
+    pub(crate) ahead: u32,
+}
+
+/// A ticket as it reads at `now`, given its facts, whether any seat can still reach a waiting
+/// ticket (`exhausted` says none can) and the admission rate.
+pub(crate) fn reading(
+    id: TicketId,
+    facts: TicketFacts,
+    exhausted: bool,
+    admission_rate: Option<f64>,
+    opens_at: Timestamp,
+    now: Timestamp,
+) -> TicketView {
+    let mut view = TicketView {
+        ticket: id,
+        status: TicketStatus::Waiting,
+        position: None,
+        ahead: None,
+        eta_seconds: None,
+        refresh_after_seconds: REFRESH_AFTER_SECONDS_MAX,
+        pass_expires_at: None,
+    };
+    if facts.place == 0 {
+        view.status = TicketStatus::Lobby;
+        let until_draw = opens_at.as_millis().saturating_sub(now.as_millis()).div_ceil(1_000);
+        view.refresh_after_seconds = clamp_refresh(until_draw);
+        return view;
+    }
+    view.position = Some(facts.place);
+    view.ahead = Some(facts.ahead);
+    match facts.state {
+        StoredTicketState::Waiting if exhausted => view.status = TicketStatus::SoldOut,
+        StoredTicketState::Waiting => {
+            let ahead = u64::from(facts.ahead);
+            view.eta_seconds = admission_rate.map(|rate| (ahead as f64 / rate).ceil() as u64);
+            // Near the front a poll every few seconds; far back, a poll per minute at most,
+            // so that the crowd's polling stays far below the rate anything changes at.
+            let refresh = match view.eta_seconds {
+                Some(eta) => eta / 2,
+                None => ahead / REFRESH_TICKETS_AHEAD_PER_SECOND,
+            };
+            view.refresh_after_seconds = clamp_refresh(refresh);
+        }
+        StoredTicketState::Admitted { pass_expires_at } => {
+            view.status = TicketStatus::Admitted;
+            view.pass_expires_at = Some(pass_expires_at);
+        }
+        StoredTicketState::Used => view.status = TicketStatus::Used,
+        StoredTicketState::Expired => view.status = TicketStatus::Expired,
+    }
+    view
 }
 
 fn clamp_refresh(seconds: u64) -> u32 {

@@ -659,6 +659,11 @@ impl EventQuota {
         draw_due || expiry_due || queue.can_admit(self.seats(), now)
     }
 
+    /// The queue, for the figures its actor publishes.
+    pub(crate) fn queue(&self) -> Option<&Queue> {
+        self.queue.as_ref()
+    }
+
     /// A ticket as it reads at `now`; `None` for an unknown ticket or an event without a queue.
     pub fn ticket_view(&self, ticket: TicketId, now: Timestamp) -> Option<TicketView> {
         let queue = self.queue.as_ref()?;

@@ -27,12 +27,28 @@ pub fn configure(config: &mut web::ServiceConfig) {
 /// Server-Sent Events subscribers one node serves at once; more get 503.
 pub const STREAM_SUBSCRIBERS_MAX: usize = 10_000;
 /// Updates of one stream are coalesced to at most one per this interval, in ms.
-const STREAM_UPDATE_INTERVAL_MS: u64 = 250;
+pub(crate) const STREAM_UPDATE_INTERVAL_MS: u64 = 250;
 /// A comment line keeps idle connections (and proxies) alive this often, in seconds.
-const STREAM_HEARTBEAT_SECONDS: u64 = 15;
+pub(crate) const STREAM_HEARTBEAT_SECONDS: u64 = 15;
 
-/// Counts a subscriber while its stream lives.
-struct Subscription(web::Data<AppState>);
+/// Counts a subscriber (of any stream: an event's or a ticket's) while its stream lives.
+pub(crate) struct Subscription(web::Data<AppState>);
+
+impl Subscription {
+    /// A place under `STREAM_SUBSCRIBERS_MAX`, or 503 when every place is taken.
+    pub(crate) fn open(state: &web::Data<AppState>) -> Result<Subscription, ApiError> {
+        let subscribers = state.stream_subscribers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let subscription = Subscription(state.clone());
+        if subscribers >= STREAM_SUBSCRIBERS_MAX {
+            return Err(state.shed("too many stream subscribers"));
+        }
+        Ok(subscription)
+    }
+
+    pub(crate) fn state(&self) -> &AppState {
+        &self.0
+    }
+}
 
 impl Drop for Subscription {
     fn drop(&mut self) {
@@ -94,11 +110,7 @@ async fn stream(
 ) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
     let event = state.event_of(&request, &id).await?;
-    let subscribers = state.stream_subscribers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let subscription = Subscription(state.clone());
-    if subscribers >= STREAM_SUBSCRIBERS_MAX {
-        return Err(state.shed("too many stream subscribers"));
-    }
+    let subscription = Subscription::open(&state)?;
     let initial = StreamState { subscription, event, sent: None, last_write: std::time::Instant::now() };
     let frames = futures_util::stream::unfold(initial, |mut current| async move {
         loop {

@@ -5,6 +5,7 @@ pub mod dashboard;
 pub mod events;
 pub mod operations;
 pub mod queue;
+pub mod queue_stream;
 pub mod registrations;
 pub mod webhooks;
 
@@ -27,6 +28,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     events::configure(config);
     registrations::configure(config);
     queue::configure(config);
+    queue_stream::configure(config);
     admin::configure(config);
     operations::configure(config);
     dashboard::configure(config);

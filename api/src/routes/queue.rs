@@ -7,7 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use kuota_engine::actor::EventHandle;
 use kuota_engine::queue::hex;
 use kuota_engine::{
-    Decision, EventConfig, EventId, Fingerprint, Idempotency, JoinQueue, Outcome, TicketId, Timestamp,
+    Decision, EventConfig, EventId, Fingerprint, Idempotency, JoinQueue, Outcome, TicketId, TicketView,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -258,24 +259,57 @@ async fn read(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&request);
-    let is_admin = state.is_admin(&request).await?;
-    if token.is_none() && !is_admin {
-        return Err(ApiError::Unauthorized);
-    }
+    let (event_id, ticket) = authorized_ticket(&state, &request, &path, None).await?;
     let not_found = || ApiError::NotFound("the ticket");
-    let (event_id, ticket) = TicketId::parse(&path).map_err(|_| not_found())?;
-    let expected = crate::queue::access_token(&state.token_secret, &event_id, ticket);
-    if !is_admin && !token.is_some_and(|token| tokens::constant_time_eq(token, &expected)) {
-        return Err(not_found());
-    }
     let event = state.event_of(&request, &event_id).await?;
-    let view = event.ticket(ticket).await.map_err(|error| state.actor_error(error))?.ok_or_else(not_found)?;
+    let view = current_ticket(&state, &event, ticket)
+        .await
+        .map_err(|error| state.actor_error(error))?
+        .ok_or_else(not_found)?;
     let body = TicketBody::new(&state.token_secret, &event_id, &view, false);
     Ok(HttpResponse::Ok()
         .insert_header((header::RETRY_AFTER, view.refresh_after_seconds.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(body))
+}
+
+/// A ticket as it reads now: from the figures the event's actor published (the crowd's polling
+/// costs the actor nothing), or from the actor when those cannot tell (`ticket_view`).
+pub(crate) async fn current_ticket(
+    state: &AppState,
+    event: &EventHandle,
+    ticket: TicketId,
+) -> Result<Option<TicketView>, kuota_engine::actor::ActorError> {
+    let now = kuota_engine::Clock::now(&state.clock);
+    let published =
+        event.config().opens_at.and_then(|opens_at| event.counters().ticket_view(ticket, opens_at, now));
+    match published {
+        Some(view) => Ok(Some(view)),
+        None => event.ticket(ticket).await,
+    }
+}
+
+/// The ticket `ticket_id` names, if the request may read it: with the ticket's access token (in
+/// `Authorization: Bearer`, or given as `query_token` by a stream) or as an admin. 401 without
+/// any credential; 404 for a token that is not the ticket's, as for an unknown ticket.
+pub(crate) async fn authorized_ticket(
+    state: &AppState,
+    request: &HttpRequest,
+    ticket_id: &str,
+    query_token: Option<&str>,
+) -> Result<(EventId, TicketId), ApiError> {
+    let token = bearer(request).or(query_token);
+    let is_admin = state.is_admin(request).await?;
+    if token.is_none() && !is_admin {
+        return Err(ApiError::Unauthorized);
+    }
+    let not_found = || ApiError::NotFound("the ticket");
+    let (event_id, ticket) = TicketId::parse(ticket_id).map_err(|_| not_found())?;
+    let expected = crate::queue::access_token(&state.token_secret, &event_id, ticket);
+    if !is_admin && !token.is_some_and(|token| tokens::constant_time_eq(token, &expected)) {
+        return Err(not_found());
+    }
+    Ok((event_id, ticket))
 }
 
 #[utoipa::path(

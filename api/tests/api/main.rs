@@ -16,6 +16,7 @@ mod openapi;
 mod operations;
 mod private_servers;
 mod queue;
+mod queue_stream;
 mod registrations;
 mod support;
 mod webhooks;

@@ -17,7 +17,7 @@ use crate::actor::messages::{
 };
 use crate::clock::{Clock, Timestamp};
 use crate::command::{Command, Register};
-use crate::counters::PublishedCounters;
+use crate::counters::{PublishedCounters, TicketChanges};
 use crate::effect::Effect;
 use crate::ids::{EventId, Seq};
 use crate::limits::{HOLD_EXPIRY_TICK_MS, PENDING_DECISIONS_MAX};
@@ -105,6 +105,7 @@ impl EventActor {
         parts.shared.published.publish(&parts.quota);
         if parts.quota.config().queue.is_some() {
             parts.shared.published.publish_queue(&parts.quota, parts.clock.now());
+            parts.shared.published.publish_tickets(&parts.quota, TicketChanges::All);
         }
         parts.shared.published.note_decided_keys(&parts.quota);
         EventActor {
@@ -152,6 +153,7 @@ impl EventActor {
         let (outcome, effects) = self.quota.apply(&command, at);
         self.shared.published.publish(&self.quota);
         self.shared.published.publish_queue(&self.quota, at);
+        self.shared.published.publish_tickets(&self.quota, TicketChanges::Effects(&effects));
         let last_seq = self.quota.last_seq();
         if effects.is_empty() {
             if self.pending.is_empty() {
@@ -261,6 +263,8 @@ impl EventActor {
                     actor.shared.published.publish(&actor.quota);
                     if actor.quota.config().queue.is_some() {
                         actor.shared.published.publish_queue(&actor.quota, actor.clock.now());
+                        // A rolled-back decision may have moved tickets the store never saw.
+                        actor.shared.published.publish_tickets(&actor.quota, TicketChanges::All);
                     }
                     actor.shared.published.note_decided_keys(&actor.quota);
                     tracing::info!(event_id = %actor.event, epoch = actor.epoch, "event reloaded after a store failure");

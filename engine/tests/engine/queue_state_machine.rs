@@ -10,10 +10,13 @@
 //! - admission strictly in queue order, and never while the passes outstanding would exceed
 //!   ⌊overbook × seats available⌋;
 //! - a registration is created only with a pass, and a pass makes at most one registration;
-//! - a waiting ticket reads `sold_out` exactly when nothing is available, held or passed out.
+//! - a waiting ticket reads `sold_out` exactly when nothing is available, held or passed out;
+//! - every ticket reads from the figures the actor publishes (`PublishedCounters::ticket_view`,
+//!   which answers the crowd's polling) exactly as the queue itself reads it, or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kuota_engine::counters::{PublishedCounters, TicketChanges};
 use kuota_engine::{
     Command, Decision, EffectKind, EventQuota, Outcome, QueuePass, RegistrationId, TicketId, TicketStatus,
     Timestamp,
@@ -108,6 +111,8 @@ struct Record {
     /// Tickets in the order they were admitted.
     admitted: Vec<TicketId>,
     used: BTreeSet<TicketId>,
+    /// A waiting ticket left the line with a waitlist pass.
+    waitlist_pass_used: bool,
 }
 
 /// What happened in a run, for the coverage test.
@@ -129,6 +134,7 @@ fn run(setup: &Setup, steps: &[Step], seen: &mut Seen) -> Result<(), TestCaseErr
     config.hold_ttl_seconds = setup.hold_ttl_seconds;
     let opens_at = config.opens_at.unwrap();
     let mut quota = EventQuota::new(config).unwrap();
+    let published = PublishedCounters::new(quota.config());
     let mut record = Record::default();
     let mut now = support::START;
     for (index, step) in steps.iter().enumerate() {
@@ -152,8 +158,14 @@ fn run(setup: &Setup, steps: &[Step], seen: &mut Seen) -> Result<(), TestCaseErr
         };
         let (outcome, effects) = quota.apply(&command, now);
         quota.mark_durable(quota.last_seq());
+        // As the actor publishes after every decision.
+        published.publish(&quota);
+        published.publish_queue(&quota, now);
+        published.publish_tickets(&quota, TicketChanges::Effects(&effects));
         note(seen, &quota, &outcome, &effects, now);
         check_step(&quota, &mut record, step, &outcome, &effects, now, opens_at)
+            .map_err(|error| TestCaseError::fail(format!("step {index} ({step:?}): {error}")))?;
+        check_published_tickets(&published, &quota, &record, now, opens_at, seen)
             .map_err(|error| TestCaseError::fail(format!("step {index} ({step:?}): {error}")))?;
         quota.check_invariants_fully();
     }
@@ -187,6 +199,7 @@ fn check_step(
             EffectKind::QueueAdmitted { ticket, .. } => record.admitted.push(*ticket),
             EffectKind::Created { registration, .. } => created.push(*registration),
             EffectKind::QueuePassUsed { ticket, registration } => {
+                record.waitlist_pass_used |= !record.admitted.contains(ticket);
                 if !record.used.insert(*ticket) {
                     return Err(format!("the pass of {ticket:?} made a second registration"));
                 }
@@ -239,6 +252,30 @@ fn check_step(
         }
     } else if now >= opens_at {
         return Err("no draw at or after opens_at".into());
+    }
+    Ok(())
+}
+
+/// A ticket read from the published figures reads as the queue reads it. Only a line someone
+/// left early (a waitlist pass used) may send a reader to the actor instead.
+fn check_published_tickets(
+    published: &PublishedCounters,
+    quota: &EventQuota,
+    record: &Record,
+    now: Timestamp,
+    opens_at: Timestamp,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    for ticket in record.tickets.values() {
+        let expected = quota.ticket_view(*ticket, now);
+        match published.ticket_view(*ticket, opens_at, now) {
+            Some(view) if Some(&view) == expected.as_ref() => {
+                seen.labels.insert("ticket read from the published figures");
+            }
+            Some(view) => return Err(format!("published {view:?}, the queue reads {expected:?}")),
+            None if record.waitlist_pass_used => {}
+            None => return Err(format!("{ticket:?} was not published")),
+        }
     }
     Ok(())
 }
@@ -297,6 +334,7 @@ fn the_generated_queue_sequences_reach_every_rule() {
         "admitted",
         "pass expired",
         "sold out",
+        "ticket read from the published figures",
     ];
     let missing: Vec<&str> = every.iter().copied().filter(|label| !seen.labels.contains(label)).collect();
     assert!(missing.is_empty(), "the generators never reached {missing:?}");
