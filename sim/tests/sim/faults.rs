@@ -80,7 +80,7 @@ fn a_redis_outage_costs_the_owner_its_lease_and_claims_fail_until_redis_is_back(
 }
 
 #[test]
-fn a_claim_pause_outlives_a_redis_outage_by_what_is_left_of_it_and_a_waiting_claim_goes_on_when_redis_is_back() {
+fn a_redis_outage_ends_with_what_is_left_of_a_claim_pause_or_a_waiting_claim_going_on() {
     // A failed claim pauses a node's claims for `CLAIM_PAUSE_AFTER_UNAVAILABLE_MS` (and requests
     // that come while a claim waits for Redis share it), so when the outage ends, recovery takes
     // from nothing (a claim was waiting: Redis answers it) to what is left of a pause. Outages of
@@ -89,7 +89,9 @@ fn a_claim_pause_outlives_a_redis_outage_by_what_is_left_of_it_and_a_waiting_cla
     let (mut outlived, mut went_on) = (false, false);
     for tenths in 0..10 {
         let duration = 2.5 + f64::from(tenths) * 0.05;
-        let faults = format!("[[faults]]\nkind = \"redis_outage\"\nstart_seconds = 1\nduration_seconds = {duration}\n");
+        let faults = format!(
+            "[[faults]]\nkind = \"redis_outage\"\nstart_seconds = 1\nduration_seconds = {duration}\n"
+        );
         let (_, result) = run_with(&faults, 4);
         let stats = &result.metrics.faults[0];
         let served = stats.served_again_at.expect("served again after the outage");
