@@ -16,7 +16,7 @@
 //! move it (see `cluster`).
 //!
 //! # Layout
-//! - `agenda`: the timed-event heap and its deterministic tie-breaking.
+//! - `agenda`: the timed events (a calendar queue) and their deterministic tie-breaking.
 //! - `client`: registrants: arrivals, requests, retries, refreshes, payments and cancels.
 //! - `node`: HTTP workers, rate limits, the sold-out fast path and forwarding.
 //! - `actor`: the event actor around `EventQuota`: mailbox, pending decisions, hold timer.
