@@ -82,7 +82,7 @@ fn a_seed_run_with_counts_only_keeps_the_invariants_and_counts_of_a_full_run() {
             assert_eq!(full.metrics.answers, counts.metrics.answers, "seed {seed}");
             assert_eq!(full.final_states, counts.final_states, "seed {seed}");
             assert_eq!((full.fenced_batches, full.reloads), (counts.fenced_batches, counts.reloads));
-            assert!(full.metrics.registration_latency.len() > 0);
+            assert!(!full.metrics.registration_latency.is_empty());
             assert_eq!(counts.metrics.registration_latency.len(), 0, "counts only records no latency");
         }
     }
