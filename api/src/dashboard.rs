@@ -67,7 +67,7 @@ pub struct NodeView {
     /// `up`, `down`, or `not_configured`.
     #[schema(example = "up")]
     pub redis: &'static str,
-    #[schema(value_type = crate::openapi::Busy)]
+    #[schema(value_type = crate::responses::Busy)]
     pub busy: crate::state::Busy,
     /// The events whose actor runs on this node.
     pub owned_events: Vec<String>,
@@ -175,7 +175,7 @@ impl Sampler {
         }
         let taken = Instant::now();
         let mut counters = read_counters(&state.metrics.render());
-        counters.commit_latency_micros = Some(state.write_behind.stats().commit_latency_micros);
+        counters.commit_latency_micros = Some(state.shedding.write_behind.stats().commit_latency_micros);
         // A store that did not answer its latest probe is not asked: the pages would wait for
         // its timeout every second.
         let (outbox, webhooks) = if state.health.store_answers() {
@@ -247,7 +247,7 @@ fn node_view_at(
         (micros != u64::MAX).then(|| micros as f64 / 1e6)
     });
     let mut owned_events: Vec<String> =
-        state.registry.mailbox_depths().into_iter().map(|(event, _)| event.to_string()).collect();
+        state.events.registry.mailbox_depths().into_iter().map(|(event, _)| event.to_string()).collect();
     owned_events.sort_unstable();
     NodeView {
         node_id: state.cluster.node_id().to_string(),
@@ -263,10 +263,10 @@ fn node_view_at(
         admissions_total: counters.admitted,
         request_p99_seconds: bucket_quantile(&counters.request_buckets, &before.request_buckets, 0.99),
         write_behind: WriteBehindView {
-            backlog: state.write_behind.queue_depth() as u64,
+            backlog: state.shedding.write_behind.queue_depth() as u64,
             commit_p99_seconds,
-            stalled: state.write_behind.stalled(),
-            breaker_open: state.write_behind.breaker_open(),
+            stalled: state.shedding.write_behind.stalled(),
+            breaker_open: state.shedding.write_behind.breaker_open(),
         },
         store: if state.health.store_answers() { "up" } else { "down" },
         redis: match (&state.redis, state.health.redis_answers()) {
@@ -274,7 +274,7 @@ fn node_view_at(
             (Some(_), true) => "up",
             (Some(_), false) => "down",
         },
-        busy: state.busy(),
+        busy: state.shedding.busy(),
         owned_events,
         stream_subscribers: state.stream_subscribers.load(std::sync::atomic::Ordering::Relaxed),
         stream_subscribers_max: crate::routes::events::STREAM_SUBSCRIBERS_MAX,

@@ -39,6 +39,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("a credential is required")]
     Unauthorized,
+    #[error("the resource does not answer this method; see Allow")]
+    MethodNotAllowed,
     /// A refusal decided by the event (sold out, already registered, ...), with extra members.
     #[error("{detail}")]
     Conflict { status: StatusCode, code: &'static str, detail: String, extra: Option<serde_json::Value> },
@@ -79,6 +81,28 @@ impl From<kuota_persist::store::PersistError> for ApiError {
     }
 }
 
+/// How long a client should wait after the session store (Redis, or this node's memory) did not
+/// answer or was full, in seconds.
+pub const SESSION_STORE_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The session store's boundary: unavailable or full is a 503 with `Retry-After` (logging in or
+/// checking a session may work shortly); a session the API itself built wrong is the unexpected.
+impl From<kuota_persist::session::SessionError> for ApiError {
+    fn from(error: kuota_persist::session::SessionError) -> Self {
+        use kuota_persist::session::SessionError;
+        match error {
+            SessionError::Unavailable(_) | SessionError::Full { .. } => {
+                tracing::warn!(%error, "the session store refused");
+                ApiError::overloaded(
+                    "the session store is unavailable; retry",
+                    SESSION_STORE_RETRY_AFTER_SECONDS,
+                )
+            }
+            other => ApiError::Internal(anyhow::Error::new(other).context("the session store failed")),
+        }
+    }
+}
+
 impl ApiError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         ApiError::Conflict { status: StatusCode::CONFLICT, code, detail: detail.into(), extra: None }
@@ -98,6 +122,7 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::InvalidQuery(_) => "validation_failed",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict { code, .. } => code,
             ApiError::KeyInFlight => "idempotency_key_in_flight",
             ApiError::KeyReused => "idempotency_key_reused",
@@ -117,6 +142,7 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::InvalidQuery(_) => "Validation failed",
             ApiError::NotFound(_) => "Not found",
             ApiError::Unauthorized => "Unauthorized",
+            ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Conflict { .. } | ApiError::KeyInFlight => "Conflict",
             ApiError::KeyReused => "Idempotency-Key reused",
             ApiError::RateLimited { .. } => "Too many requests",
@@ -154,6 +180,7 @@ impl ResponseError for ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { status, .. } => *status,
             ApiError::KeyInFlight => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -50,10 +50,15 @@ pub fn resource(
 }
 
 /// Labels the request's metrics with `pattern`, as a resource built by `resource` does: for
-/// answers given before the router, by the registration fast route
-/// (`routes::registrations::create_here`).
+/// answers given before the router, by the owner-routing layer (`owner_routing`), which answers
+/// registrations and queue joins through their use case.
 pub fn label_route(request: &impl HttpMessage, pattern: &'static str) {
     request.extensions_mut().insert(RouteLabel(pattern));
+}
+
+/// The pattern of the resource that matched `request` (`resource`, `label_route`), if any.
+pub fn route_label(request: &impl HttpMessage) -> Option<&'static str> {
+    request.extensions().get::<RouteLabel>().map(|label| label.0)
 }
 
 /// A request's target as the log shows it: the value of an `access_token` query parameter (a

@@ -4,16 +4,23 @@
 //! so the page works offline and loads nothing from another host.
 //!
 //! Schemas that describe one resource live with its handlers in `routes/`; the ones shared by
-//! every resource (problem documents, status names, security schemes) live here.
+//! every resource (problem documents, status names, the shared responses) in `responses`; the
+//! security schemes here. Nothing imports this module but `startup`: it stands above `routes`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::middleware::resource;
+use crate::responses::{
+    AdmissionStatus, Busy, EventNotFound, EventStatus, FieldError, NoCredential, NotFound, Overloaded,
+    PayloadTooLarge, Problem, RateLimited, RegistrationStatus, Unauthorized, UnsupportedMediaType,
+};
 use crate::routes::{admin, dashboard, events, operations, queue, queue_stream, registrations, webhooks};
 use crate::state::SESSION_COOKIE;
 
@@ -38,6 +45,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
     ),
     paths(
         events::read,
+        events::list,
         registrations::create,
         registrations::read,
         registrations::cancel,
@@ -82,6 +90,9 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             events::CapacityChange,
             events::AuditPage,
             events::AuditEntry,
+            events::EventPage,
+            events::Availability,
+            events::EventSummary,
             registrations::NewRegistration,
             registrations::RegistrationPage,
             admin::LogIn,
@@ -90,7 +101,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             operations::Readiness,
             queue::NewQueue,
             queue::NewTicket,
-            queue::TicketStatusSchema,
+            crate::queue::TicketStatusSchema,
             queue::QueueView,
             queue::DrawView,
             crate::queue::TicketBody,
@@ -103,7 +114,7 @@ pub const ADMIN_SESSION_SCHEME: &str = "admin_session";
             dashboard::DashboardEvent,
             webhooks::NewWebhook,
         ),
-        responses(Unauthorized, NotFound, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
+        responses(Unauthorized, NoCredential, NotFound, EventNotFound, PayloadTooLarge, UnsupportedMediaType, RateLimited, Overloaded)
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -147,129 +158,6 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// An RFC 9457 problem document: every error answer of the API.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({
-    "type": "https://kuota.dev/problems/sold_out",
-    "title": "Conflict",
-    "status": 409,
-    "detail": "the category is sold out",
-    "code": "sold_out"
-}))]
-pub struct Problem {
-    /// A URI naming the kind of problem; ends with `code`.
-    #[schema(rename = "type", format = "uri")]
-    pub kind: String,
-    pub title: String,
-    /// The HTTP status, repeated.
-    pub status: u16,
-    /// What went wrong, for a person.
-    pub detail: String,
-    /// Stable snake_case name of the problem, for programs (`sold_out`, `validation_failed`, ...).
-    pub code: String,
-    /// Every invalid field, with `validation_failed` from a request body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<FieldError>>,
-    /// With `not_open`: when registration opens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub opens_at: Option<String>,
-    /// With `capacity_below_taken`: the seats confirmed or held.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub taken: Option<u32>,
-}
-
-/// One invalid field of a request body.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({ "field": "email", "message": "an e-mail address needs an '@'" }))]
-pub struct FieldError {
-    /// The field's name; nested fields as `categories[0].capacity`.
-    pub field: String,
-    pub message: String,
-}
-
-/// Where an event stands: before its window, open, after its window, or with no seat left.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EventStatus {
-    Scheduled,
-    Open,
-    Closed,
-    SoldOut,
-}
-
-/// What a registration request got.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AdmissionStatus {
-    Confirmed,
-    Held,
-    Waitlisted,
-}
-
-/// Where a registration stands.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RegistrationStatus {
-    Held,
-    Confirmed,
-    Waitlisted,
-    Cancelled,
-    Expired,
-}
-
-/// What a front end shows as the "system busy" banner.
-#[derive(Debug, ToSchema)]
-pub struct Busy {
-    pub busy: bool,
-    /// Why, when busy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "requests are being shed")]
-    pub reason: Option<String>,
-}
-
-/// No admin credential (`unauthorized`): the admin token as a bearer token, or the admin
-/// session cookie.
-#[derive(Debug, ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct Unauthorized(pub Problem);
-
-/// No such resource (`not_found`).
-#[derive(Debug, ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct NotFound(pub Problem);
-
-/// The body is larger than the configured limit, 16 KiB by default (`payload_too_large`).
-#[derive(Debug, ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct PayloadTooLarge(pub Problem);
-
-/// The body is not `application/json` (`unsupported_media_type`).
-#[derive(Debug, ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct UnsupportedMediaType(pub Problem);
-
-/// The client is over its rate limit (`rate_limited`).
-#[derive(Debug, ToResponse)]
-#[response(
-    content_type = "application/problem+json",
-    headers(
-        ("Retry-After" = u64, description = "Seconds to wait before retrying."),
-        ("RateLimit-Policy" = String, description = "The limit that applies."),
-        ("RateLimit" = String, description = "What is left of it.")
-    )
-)]
-pub struct RateLimited(pub Problem);
-
-/// The server sheds load (`overloaded`): a mailbox or the write-behind backlog is full, or the
-/// store is failing. Retry after the given seconds.
-#[derive(Debug, ToResponse)]
-#[response(
-    content_type = "application/problem+json",
-    headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
-)]
-pub struct Overloaded(pub Problem);
-
 /// The document, serialized once: it is the same for the life of the process.
 static DOCUMENT: LazyLock<web::Bytes> = LazyLock::new(|| {
     // The document holds only strings, numbers and maps, which always serialize.
@@ -299,10 +187,38 @@ static DOCS_PAGE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The methods the document names for each path, as an `Allow` header's value (`GET, POST`).
+static ALLOWED_METHODS: LazyLock<HashMap<String, String>> = LazyLock::new(|| {
+    let document: serde_json::Value =
+        serde_json::from_slice(&DOCUMENT).expect("the document is the JSON just serialized");
+    let Some(paths) = document["paths"].as_object() else { return HashMap::new() };
+    paths
+        .iter()
+        .map(|(path, item)| {
+            let methods: Vec<String> = item
+                .as_object()
+                .into_iter()
+                .flat_map(|operations| operations.keys())
+                .filter(|method| HTTP_METHODS.contains(&method.as_str()))
+                .map(|method| method.to_ascii_uppercase())
+                .collect();
+            (path.clone(), methods.join(", "))
+        })
+        .collect()
+});
+
+/// The operations a path item of OpenAPI 3.1 may hold.
+const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The `Allow` header of a 405 for the resource `pattern`: the methods this document names for it.
+pub fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    ALLOWED_METHODS.get(pattern).map(String::as_str)
+}
+
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route(DOCUMENT_PATH, web::get().to(document))
-        .route(DOCS_PATH, web::get().to(docs))
+        .service(resource(DOCUMENT_PATH).route(web::get().to(document)))
+        .service(resource(DOCS_PATH).route(web::get().to(docs)))
         .service(SwaggerUi::new(format!("{DOCS_PATH}/{{_:.*}}")).config(swagger_config()));
 }
 

@@ -9,6 +9,7 @@
 //! ticket has, so that it is refused as `queue_pass_invalid` at the rule's place (after the
 //! registration window) like any other unknown pass.
 
+use actix_web::http::StatusCode;
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::limits::{
     OVERBOOK_PERMILLE_MAX, OVERBOOK_PERMILLE_MIN, PASS_TTL_SECONDS_MAX, PASS_TTL_SECONDS_MIN, QUEUE_MAX_LIMIT,
@@ -21,10 +22,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::error::FieldError;
+use crate::error::{ApiError, FieldError};
 use crate::time_format;
 
-/// Defaults of the `queue` settings (docs/api.md).
+/// Defaults of the `queue` settings (docs/design/API.md).
 pub const PASS_TTL_SECONDS_DEFAULT: u32 = 600;
 pub const OVERBOOK_PERMILLE_DEFAULT: u32 = 1_000;
 pub const QUEUE_MAX_DEFAULT: u32 = 1_000_000;
@@ -199,7 +200,7 @@ pub struct TicketBody {
     /// ticket, and in that answer's replays.
     #[serde(skip_serializing_if = "Option::is_none")]
     access_token: Option<String>,
-    #[schema(value_type = crate::routes::queue::TicketStatusSchema)]
+    #[schema(value_type = TicketStatusSchema)]
     status: &'static str,
     /// 1-based place in the whole queue order; `null` before the draw.
     #[schema(required = true)]
@@ -239,6 +240,28 @@ impl TicketBody {
             waitlist_pass: (view.status == TicketStatus::SoldOut)
                 .then(|| pass(secret, event, view.ticket, true)),
         }
+    }
+}
+
+/// Where a ticket stands.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatusSchema {
+    Lobby,
+    Waiting,
+    Admitted,
+    Used,
+    Expired,
+    SoldOut,
+}
+
+/// 404 `no_queue`: the event has no queue.
+pub fn no_queue() -> ApiError {
+    ApiError::Conflict {
+        status: StatusCode::NOT_FOUND,
+        code: "no_queue",
+        detail: "the event has no queue".into(),
+        extra: None,
     }
 }
 

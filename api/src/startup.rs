@@ -1,13 +1,19 @@
 //! Builds the application: store, write-behind, registry, sessions, then the HTTP server on a
 //! bound listener (port 0 works, for tests), and runs it until a signal stops it.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
+use futures_util::FutureExt;
 use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
 use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
@@ -17,13 +23,14 @@ use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore
 use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
-use crate::cluster::{self, Cluster};
+use crate::cluster::Cluster;
 use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::health::Health;
-use crate::middleware;
+use crate::middleware::{self, route_label};
+use crate::openapi;
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Auth, Events, Limits, Shedding};
 use crate::webhooks;
 use crate::webhooks::dispatcher::Dispatcher;
 use crate::webhooks::sold_out::SoldOutWatcher;
@@ -72,6 +79,30 @@ impl std::fmt::Debug for Application {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
     }
+}
+
+/// A request whose method its resource does not serve gets actix's bare 405; the contract's is a
+/// problem document (`method_not_allowed`) with `Allow`, the methods the OpenAPI document names
+/// for the resource. Other answers pass untouched.
+fn method_not_allowed<S>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
+{
+    service.call(request).map(|result| {
+        let response = result?;
+        if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+            return Ok(response);
+        }
+        let allowed = route_label(response.request()).and_then(openapi::allowed_methods);
+        let mut answer = ApiError::MethodNotAllowed.error_response();
+        if let Some(allowed) = allowed.and_then(|methods| HeaderValue::from_str(methods).ok()) {
+            answer.headers_mut().insert(header::ALLOW, allowed);
+        }
+        Ok(response.into_response(answer))
+    })
 }
 
 impl Application {
@@ -128,21 +159,25 @@ impl Application {
         let connections_per_worker_max = settings.max_connections.div_ceil(workers).max(1);
         let health =
             Health::monitor(store.clone(), redis.clone(), Duration::from_millis(settings.redis_timeout_ms));
-        let state = web::Data::new(AppState::new(
+        let shedding = Arc::new(Shedding::new(&settings, write_behind));
+        let state = web::Data::new(AppState {
+            limits: Limits::new(&settings, redis.clone()),
+            auth: Auth { admin_token, sessions },
+            events: Events::new(registry, shedding.clone()),
+            shedding,
             settings,
-            registry,
             store,
-            write_behind,
-            sessions,
-            admin_token,
-            secret.into_bytes(),
+            token_secret: secret.into_bytes(),
+            clock: SystemClock,
+            metrics: crate::metrics::recorder(),
             redis,
             cluster,
             health,
-        ));
+            stream_subscribers: AtomicUsize::new(0),
+        });
         let watched = state.clone();
         // Registrations waiting for their commit: the writer is busy.
-        let busy: Busy = Arc::new(move || watched.write_behind.queue_depth() > 0);
+        let busy: Busy = Arc::new(move || watched.shedding.write_behind.queue_depth() > 0);
         let outbox_config = OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() };
         let (outbox, webhook_dispatcher) = match state.settings.outbox_delivery.as_str() {
             "webhooks" => {
@@ -177,14 +212,17 @@ impl Application {
         };
         let watched = state.clone();
         let sold_out = SoldOutWatcher::start(
-            Arc::new(move || watched.registry.running_events()),
+            Arc::new(move || watched.events.registry.running_events()),
             state.store.clone(),
             Arc::new(SystemClock),
         );
         let shared = state.clone();
+        // One sampler for the node, whichever worker serves the operators' page.
+        let dashboard = web::Data::new(crate::dashboard::Sampler::default());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(shared.clone())
+                .app_data(dashboard.clone())
                 .app_data(
                     web::PathConfig::default()
                         .error_handler(|_, _| ApiError::NotFound("the resource").into()),
@@ -192,12 +230,15 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|error, _| {
                     ApiError::InvalidQuery(format!("the query string is invalid: {error}")).into()
                 }))
-                // Innermost: forwarded requests are measured and traced like the others.
-                .wrap(actix_web::middleware::from_fn(cluster::route_to_owner))
+                // Innermost: a resource's bare 405 becomes a problem document with `Allow`.
+                .wrap_fn(method_not_allowed)
+                // Forwarded requests are measured and traced like the others.
+                .wrap(actix_web::middleware::from_fn(crate::owner_routing::route_to_owner))
                 // The span wraps the metrics, as the last `wrap` runs first.
                 .wrap_fn(middleware::record_metrics)
                 .wrap_fn(middleware::in_request_span)
                 .configure(routes::configure)
+                .configure(crate::openapi::configure)
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, _>(ApiError::NotFound("the resource"))
                 }))
@@ -219,7 +260,7 @@ impl Application {
     }
 
     pub fn admin_token(&self) -> &str {
-        &self.state.admin_token
+        &self.state.auth.admin_token
     }
 
     /// Prints where the server listens, and the admin token once when it was generated.
@@ -230,7 +271,7 @@ impl Application {
         if self.generated_admin_token {
             println!(
                 "admin token (printed once; set KUOTA_ADMIN_TOKEN to choose one): {}",
-                self.state.admin_token
+                self.state.auth.admin_token
             );
         }
     }
@@ -247,10 +288,10 @@ impl Application {
             dispatcher.stop().await;
         }
         self.sold_out.stop().await;
-        self.state.registry.shutdown();
+        self.state.events.registry.shutdown();
         let drained = tokio::time::timeout(
             Duration::from_secs(DRAIN_TIMEOUT_SECONDS),
-            self.state.write_behind.drained(),
+            self.state.shedding.write_behind.drained(),
         )
         .await;
         match drained {

@@ -1,8 +1,11 @@
-//! What every request handler shares.
+//! What every request handler shares, by concern: `Auth` (who is an admin), `Limits` (per-IP
+//! and per-e-mail rate limits), `Shedding` (refusing at once under overload, and the busy banner
+//! it feeds), `Events` (finding the event a request names), beside the settings, the store and
+//! this node's place in the cluster.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest};
@@ -19,7 +22,7 @@ use crate::configuration::Settings;
 use crate::error::ApiError;
 use crate::health::Health;
 use crate::metrics;
-use crate::rate_limit::{Gcra, SharedGcra, client_ip};
+use crate::rate_limit::{Gcra, Refusal, SharedGcra, client_ip};
 use crate::tokens::constant_time_eq;
 
 /// The cookie that carries an admin session.
@@ -30,29 +33,141 @@ const BUSY_AFTER_SHED_MS: u64 = 5_000;
 #[derive(Debug)]
 pub struct AppState {
     pub settings: Settings,
-    pub registry: Registry,
     pub store: SqlStore,
-    pub write_behind: WriteBehindHandle,
-    pub sessions: Arc<dyn SessionStore>,
-    pub admin_token: String,
+    /// The secret that tokens, passes and the forward token derive from.
     pub token_secret: Vec<u8>,
     pub clock: SystemClock,
     pub metrics: PrometheusHandle,
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This node's identity and event leases, and the forward token of its deployment.
     pub cluster: Cluster,
-    pub ip_limit: Option<Gcra<IpAddr>>,
-    pub email_limit: Option<Gcra<Email>>,
-    /// The adaptive limit on registrations in flight on this node.
-    pub admission: AdmissionLimiter,
-    shared_limit: SharedGcra,
-    last_shed_ms: AtomicU64,
-    /// Live `GET /v1/events/{id}/stream` connections (bounded by `STREAM_SUBSCRIBERS_MAX`).
-    pub stream_subscribers: std::sync::atomic::AtomicUsize,
     /// Whether the store and Redis answered their latest probes (for `/readyz`).
     pub health: Health,
-    /// The operators' page's view of this node (`routes::dashboard`).
-    pub dashboard: crate::dashboard::Sampler,
+    /// Live `GET /v1/events/{id}/stream` connections (bounded by `STREAM_SUBSCRIBERS_MAX`).
+    pub stream_subscribers: AtomicUsize,
+    pub auth: Auth,
+    pub limits: Limits,
+    pub shedding: Arc<Shedding>,
+    pub events: Events,
+}
+
+impl AppState {
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now().as_millis()
+    }
+}
+
+/// Who is an admin: the bearer of the admin token, or of a live admin session.
+#[derive(Debug)]
+pub struct Auth {
+    pub admin_token: String,
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+impl Auth {
+    /// True when the request carries the admin token or a live admin session.
+    pub async fn is_admin(&self, request: &HttpRequest) -> Result<bool, ApiError> {
+        if let Some(token) = bearer(request)
+            && constant_time_eq(token, &self.admin_token)
+        {
+            return Ok(true);
+        }
+        let Some(cookie) = request.cookie(SESSION_COOKIE) else { return Ok(false) };
+        let Ok(id) = SessionId::parse(cookie.value()) else { return Ok(false) };
+        Ok(self.sessions.get(&id).await?.is_some())
+    }
+
+    /// 401 unless the request is an admin's.
+    pub async fn require_admin(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        if self.is_admin(request).await? { Ok(()) } else { Err(ApiError::Unauthorized) }
+    }
+}
+
+/// The rate limits of registrations and queue joins: per client IP in this process, per
+/// registrant e-mail in Redis when configured (shared by every node).
+#[derive(Debug)]
+pub struct Limits {
+    ip: Option<Gcra<IpAddr>>,
+    email: Option<Gcra<Email>>,
+    shared: SharedGcra,
+    redis: Option<redis::aio::ConnectionManager>,
+    trusted_proxies: Vec<IpAddr>,
+    clock: SystemClock,
+}
+
+impl Limits {
+    pub fn new(settings: &Settings, redis: Option<redis::aio::ConnectionManager>) -> Limits {
+        let redis_timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
+        Limits {
+            ip: Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst),
+            email: Gcra::new(
+                "email",
+                settings.rate_limit_email_per_minute,
+                60,
+                settings.rate_limit_email_per_minute,
+            ),
+            shared: SharedGcra::new(&settings.redis_prefix, redis_timeout),
+            redis,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            clock: SystemClock,
+        }
+    }
+
+    /// The client a per-IP limit counts: for a request forwarded by a peer node, the client the
+    /// first node saw; otherwise the peer, or the client a trusted proxy names. `None` without a
+    /// per-IP limit, which is then not worth the look.
+    pub fn client_of(&self, request: &HttpRequest) -> Option<IpAddr> {
+        self.ip.as_ref()?;
+        if let Some(ForwardedClient(client)) = request.extensions().get::<ForwardedClient>().copied() {
+            return client;
+        }
+        let forwarded = request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
+        let peer = request.peer_addr().map(|address| address.ip());
+        client_ip(peer, forwarded, &self.trusted_proxies)
+    }
+
+    /// Applies the per-IP limit to `client` (`client_of`).
+    pub fn limit_client(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(limit), Some(ip)) = (&self.ip, client) else { return Ok(()) };
+        limit.check(&ip, self.clock.now().as_millis()).map_err(rate_limited)
+    }
+
+    /// Applies the per-e-mail limit: in Redis when configured, so that it holds across nodes; in
+    /// this process otherwise, or while Redis fails (a limit that fails closed would turn a
+    /// cache outage into a registration outage).
+    pub async fn limit_registrant(&self, email: &Email) -> Result<(), ApiError> {
+        let Some(limit) = &self.email else { return Ok(()) };
+        if let Some(redis) = &self.redis {
+            let mut connection = redis.clone();
+            // Boxed (see `owner_routing::route_to_owner`): a Redis call's state is large, and
+            // registrations await this below the owner-routing middleware.
+            match Box::pin(self.shared.check(limit, email.as_str(), &mut connection)).await {
+                Ok(verdict) => return verdict.map_err(rate_limited),
+                Err(error) => tracing::warn!(%error, "shared rate limit unavailable; limiting locally"),
+            }
+        }
+        limit.check(email, self.clock.now().as_millis()).map_err(rate_limited)
+    }
+}
+
+fn rate_limited(refusal: Refusal) -> ApiError {
+    ::metrics::counter!(metrics::RATE_LIMITED).increment(1);
+    ApiError::RateLimited {
+        retry_after_seconds: refusal.retry_after_seconds,
+        policy: refusal.policy,
+        state: refusal.state,
+    }
+}
+
+/// Refusing at once instead of queueing: the adaptive limit on writes in flight, the
+/// write-behind whose backlog and stalls decide `Retry-After` and refusals, and the busy banner
+/// that remembers the latest refusal.
+#[derive(Debug)]
+pub struct Shedding {
+    /// The adaptive limit on registrations (and queue joins) in flight on this node.
+    pub admission: AdmissionLimiter,
+    pub write_behind: WriteBehindHandle,
+    banner: BusyBanner,
 }
 
 /// What `GET /v1/status` shows.
@@ -63,90 +178,20 @@ pub struct Busy {
     pub reason: Option<&'static str>,
 }
 
-impl AppState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        settings: Settings,
-        registry: Registry,
-        store: SqlStore,
-        write_behind: WriteBehindHandle,
-        sessions: Arc<dyn SessionStore>,
-        admin_token: String,
-        token_secret: Vec<u8>,
-        redis: Option<redis::aio::ConnectionManager>,
-        cluster: Cluster,
-        health: Health,
-    ) -> Self {
-        let redis_timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
-        let shared_limit = SharedGcra::new(&settings.redis_prefix, redis_timeout);
-        let ip_limit = Gcra::new("ip", settings.rate_limit_ip_per_second, 1, settings.rate_limit_ip_burst);
-        let email_limit = Gcra::new(
-            "email",
-            settings.rate_limit_email_per_minute,
-            60,
-            settings.rate_limit_email_per_minute,
-        );
-        let admission = AdmissionLimiter::with_system_clock(AdmissionBounds::within_mailbox(
-            settings.mailbox_capacity_max,
-        ));
-        AppState {
-            settings,
-            registry,
-            store,
+/// When this node last shed a request, for the busy banner.
+#[derive(Debug, Default)]
+struct BusyBanner {
+    last_shed_ms: AtomicU64,
+}
+
+impl Shedding {
+    pub fn new(settings: &Settings, write_behind: WriteBehindHandle) -> Shedding {
+        let bounds = AdmissionBounds::within_mailbox(settings.mailbox_capacity_max);
+        Shedding {
+            admission: AdmissionLimiter::with_system_clock(bounds),
             write_behind,
-            sessions,
-            admin_token,
-            token_secret,
-            clock: SystemClock,
-            metrics: metrics::recorder(),
-            redis,
-            cluster,
-            ip_limit,
-            email_limit,
-            admission,
-            shared_limit,
-            last_shed_ms: AtomicU64::new(0),
-            stream_subscribers: std::sync::atomic::AtomicUsize::new(0),
-            health,
-            dashboard: crate::dashboard::Sampler::default(),
+            banner: BusyBanner::default(),
         }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now().as_millis()
-    }
-
-    /// The running event, or 404; a store that cannot load it is a 503.
-    pub async fn event(&self, id: &EventId) -> Result<EventHandle, ApiError> {
-        match self.registry.event(id).await {
-            Ok(Some(handle)) => Ok(handle),
-            Ok(None) => Err(ApiError::NotFound("the event")),
-            Err(error) => Err(self.actor_error(error)),
-        }
-    }
-
-    /// The running event, or 404, taking `located` when it is given and still runs: the
-    /// ownership middleware locates the event of every route that needs its actor, and a
-    /// second lookup would find the same handle. One that stopped in between (it stepped down)
-    /// is looked up again, which answers as if the middleware had not located it.
-    pub async fn located_event(
-        &self,
-        id: &EventId,
-        located: Option<EventHandle>,
-    ) -> Result<EventHandle, ApiError> {
-        match located {
-            Some(event) if event.is_running() => Ok(event),
-            // Boxed, as the other rare large states below the ownership middleware (see
-            // `cluster::route_to_owner`): starting an event loads it from the store.
-            _ => Box::pin(self.event(id)).await,
-        }
-    }
-
-    /// `located_event` with the event the ownership middleware located for `request`
-    /// (`LocatedHere`), if it is the event `id`.
-    pub async fn event_of(&self, request: &HttpRequest, id: &EventId) -> Result<EventHandle, ApiError> {
-        let located = request.extensions().get::<LocatedHere>().map(|located| located.0.clone());
-        self.located_event(id, located.filter(|event| event.config().id == *id)).await
     }
 
     /// How long a shed client should wait: the write-behind backlog over its drain rate.
@@ -173,7 +218,7 @@ impl AppState {
     /// A 503 `overloaded` for `reason`, counted and remembered for the busy banner.
     pub fn shed(&self, reason: &'static str) -> ApiError {
         ::metrics::counter!(metrics::SHED, "reason" => reason).increment(1);
-        self.last_shed_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.banner.last_shed_ms.store(SystemClock.now().as_millis(), Ordering::Relaxed);
         ApiError::overloaded(reason, self.retry_after_seconds())
     }
 
@@ -186,79 +231,65 @@ impl AppState {
         Ok(())
     }
 
+    /// The busy banner: the store fails, or a request was shed within `BUSY_AFTER_SHED_MS`.
     pub fn busy(&self) -> Busy {
+        let since_shed_ms =
+            SystemClock.now().as_millis().saturating_sub(self.banner.last_shed_ms.load(Ordering::Relaxed));
         let reason = if self.write_behind.stalled() {
             Some("the store is failing")
-        } else if self.now_ms().saturating_sub(self.last_shed_ms.load(Ordering::Relaxed)) < BUSY_AFTER_SHED_MS
-        {
+        } else if since_shed_ms < BUSY_AFTER_SHED_MS {
             Some("requests are being shed")
         } else {
             None
         };
         Busy { busy: reason.is_some(), reason }
     }
+}
 
-    /// Applies the per-IP limit of the registration route.
-    pub fn limit_client(&self, request: &HttpRequest) -> Result<(), ApiError> {
-        let Some(limit) = &self.ip_limit else { return Ok(()) };
-        // A request forwarded by a peer node carries the client the first node saw.
-        let forwarded_client = request.extensions().get::<ForwardedClient>().copied();
-        let ip = match forwarded_client {
-            Some(ForwardedClient(client)) => client,
-            None => {
-                let forwarded =
-                    request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
-                let peer = request.peer_addr().map(|address| address.ip());
-                client_ip(peer, forwarded, &self.settings.trusted_proxies)
-            }
-        };
-        let Some(ip) = ip else { return Ok(()) };
-        limit.check(&ip, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
+/// The events this node runs, found by id: a request's event, started from the store when it is
+/// not running yet and this node may own it.
+#[derive(Debug)]
+pub struct Events {
+    pub registry: Registry,
+    shedding: Arc<Shedding>,
+}
+
+impl Events {
+    pub fn new(registry: Registry, shedding: Arc<Shedding>) -> Events {
+        Events { registry, shedding }
     }
 
-    /// Applies the per-e-mail limit of the registration route: in Redis when configured, so
-    /// that it holds across nodes; in this process otherwise, or while Redis fails (a limit
-    /// that fails closed would turn a cache outage into a registration outage).
-    pub async fn limit_registrant(&self, email: &Email) -> Result<(), ApiError> {
-        let Some(limit) = &self.email_limit else { return Ok(()) };
-        if let Some(redis) = &self.redis {
-            let mut connection = redis.clone();
-            // Boxed (see `cluster::route_to_owner`): a Redis call's state is large, and the
-            // registration fast route awaits this below the ownership middleware.
-            match Box::pin(self.shared_limit.check(limit, email.as_str(), &mut connection)).await {
-                Ok(verdict) => return verdict.map_err(|refusal| self.rate_limited(refusal)),
-                Err(error) => tracing::warn!(%error, "shared rate limit unavailable; limiting locally"),
-            }
-        }
-        limit.check(email, self.now_ms()).map_err(|refusal| self.rate_limited(refusal))
-    }
-
-    fn rate_limited(&self, refusal: crate::rate_limit::Refusal) -> ApiError {
-        ::metrics::counter!(metrics::RATE_LIMITED).increment(1);
-        ApiError::RateLimited {
-            retry_after_seconds: refusal.retry_after_seconds,
-            policy: refusal.policy,
-            state: refusal.state,
+    /// The running event, or 404; a store that cannot load it is a 503.
+    pub async fn event(&self, id: &EventId) -> Result<EventHandle, ApiError> {
+        match self.registry.event(id).await {
+            Ok(Some(handle)) => Ok(handle),
+            Ok(None) => Err(ApiError::NotFound("the event")),
+            Err(error) => Err(self.shedding.actor_error(error)),
         }
     }
 
-    /// True when the request carries the admin token or a live admin session.
-    pub async fn is_admin(&self, request: &HttpRequest) -> Result<bool, ApiError> {
-        if let Some(token) = bearer(request)
-            && constant_time_eq(token, &self.admin_token)
-        {
-            return Ok(true);
+    /// The running event, or 404, taking `located` when it is given and still runs: the
+    /// owner-routing layer locates the event of every route that needs its actor, and a second
+    /// lookup would find the same handle. One that stopped in between (it stepped down) is
+    /// looked up again, which answers as if it had not been located.
+    pub async fn located_event(
+        &self,
+        id: &EventId,
+        located: Option<EventHandle>,
+    ) -> Result<EventHandle, ApiError> {
+        match located {
+            Some(event) if event.is_running() => Ok(event),
+            // Boxed, as the other rare large states below the owner-routing middleware (see
+            // `owner_routing::route_to_owner`): starting an event loads it from the store.
+            _ => Box::pin(self.event(id)).await,
         }
-        let Some(cookie) = request.cookie(SESSION_COOKIE) else { return Ok(false) };
-        let Ok(id) = SessionId::parse(cookie.value()) else { return Ok(false) };
-        let session =
-            self.sessions.get(&id).await.map_err(|error| anyhow::anyhow!("session store: {error}"))?;
-        Ok(session.is_some())
     }
 
-    /// 401 unless the request is an admin's.
-    pub async fn require_admin(&self, request: &HttpRequest) -> Result<(), ApiError> {
-        if self.is_admin(request).await? { Ok(()) } else { Err(ApiError::Unauthorized) }
+    /// `located_event` with the event the owner-routing layer located for `request`
+    /// (`LocatedHere`), if it is the event `id`.
+    pub async fn event_of(&self, request: &HttpRequest, id: &EventId) -> Result<EventHandle, ApiError> {
+        let located = request.extensions().get::<LocatedHere>().map(|located| located.0.clone());
+        self.located_event(id, located.filter(|event| event.config().id == *id)).await
     }
 }
 

@@ -13,11 +13,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::load::target::Target;
 use crate::load::{self, EventChoice, LoadConfig, Mode, Spacing};
+use crate::model::queue::{QueueRunOptions, simulate_queue};
 use crate::model::{RunOptions, RunResult, simulate};
 use crate::plan::{COMMIT_LATENCY_ASSUMED_MS, PlanInputs, compute};
 use crate::recommend::search;
 use crate::scenario::Scenario;
-use crate::{charts, html, plan, recommend, report, swarm};
+use crate::{charts, html, plan, queue_report, queue_swarm, recommend, report, swarm};
 
 pub const EXIT_TARGET_MISSED: u8 = 1;
 pub const EXIT_OUTPUT_FAILED: u8 = 1;
@@ -117,6 +118,12 @@ struct RunArgs {
     /// Test only: the store commits stale epochs instead of fencing them.
     #[arg(long, hide = true)]
     break_fencing: bool,
+    /// Queued scenarios: leave out the overbook × pass_ttl_seconds sweep under the report.
+    #[arg(long)]
+    no_sweep: bool,
+    /// Test only (queued scenarios): a restarted owner draws a fresh seed instead of the stored one.
+    #[arg(long, hide = true)]
+    break_draw_seed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +142,9 @@ struct SwarmArgs {
     /// Test only: the store commits stale epochs instead of fencing them.
     #[arg(long, hide = true)]
     break_fencing: bool,
+    /// Test only (queued scenarios): a restarted owner draws a fresh seed instead of the stored one.
+    #[arg(long, hide = true)]
+    break_draw_seed: bool,
 }
 
 /// How the open loop spaces its requests.
@@ -172,7 +182,7 @@ struct LoadArgs {
     #[arg(long, default_value_t = 0)]
     hold_ttl_seconds: u32,
     /// Open loop: registrations due per second, whatever the answers.
-    #[arg(long, conflicts_with = "users", required_unless_present = "users")]
+    #[arg(long, conflicts_with = "users", required_unless_present_any = ["users", "queue"])]
     rate: Option<f64>,
     /// Open loop: seconds over which the rate ramps linearly from 0 to --rate.
     #[arg(long, default_value_t = 0.0)]
@@ -224,6 +234,25 @@ struct LoadArgs {
     /// Also write the report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// A queued opening instead: create an event with a queue (needs --admin-token); each of
+    /// --registrants joins its lobby, polls as Retry-After says, and registers with its pass.
+    #[arg(long, conflicts_with_all = ["rate", "users", "event"])]
+    queue: bool,
+    /// With --queue: registrants in the lobby.
+    #[arg(long, default_value_t = 100)]
+    registrants: u32,
+    /// With --queue: seconds from creating the event to its opens_at (the draw).
+    #[arg(long, default_value_t = 2.0)]
+    lobby_seconds: f64,
+    /// With --queue: the queue's pass_ttl_seconds.
+    #[arg(long, default_value_t = 600)]
+    pass_ttl_seconds: u32,
+    /// With --queue: the queue's overbook.
+    #[arg(long, default_value_t = 1.0)]
+    overbook: f64,
+    /// With --queue: the queue's admit_per_second [default: none].
+    #[arg(long)]
+    admit_per_second: Option<f64>,
 }
 
 pub fn main() -> ExitCode {
@@ -329,6 +358,9 @@ fn load_config(args: &LoadArgs) -> Result<LoadConfig, String> {
 }
 
 fn load_command(args: &LoadArgs) -> ExitCode {
+    if args.queue {
+        return queued_load_command(args);
+    }
     let config = match load_config(args) {
         Ok(config) => config,
         Err(message) => return load_bad_input(message),
@@ -409,6 +441,9 @@ fn run_command(args: &RunArgs) -> ExitCode {
         Err(error) => return bad_input(error),
     };
     let seed = args.seed.unwrap_or(scenario.seed);
+    if scenario.queue.is_some() {
+        return queued_run_command(args, &scenario, seed);
+    }
     let scenario = if args.random_faults { swarm::with_random_faults(&scenario, seed) } else { scenario };
     let options = RunOptions {
         break_model: args.break_model,
@@ -541,6 +576,9 @@ fn swarm_command(args: &SwarmArgs) -> ExitCode {
     }
     let meta_seed = args.meta_seed.unwrap_or(scenario.seed);
     println!("meta-seed={meta_seed}");
+    if scenario.queue.is_some() {
+        return queued_swarm_command(args, &scenario, meta_seed, threads);
+    }
     println!(
         "kuota-sim swarm: {}, {} seeds with random faults, {threads} threads",
         scenario.name, args.seeds
@@ -571,4 +609,145 @@ fn swarm_command(args: &SwarmArgs) -> ExitCode {
         failure.seed
     );
     ExitCode::from(EXIT_INVARIANT_VIOLATED)
+}
+
+/// `run` of a queued scenario: the queue model, its report and the sweep.
+fn queued_run_command(args: &RunArgs, scenario: &Scenario, seed: u64) -> ExitCode {
+    if args.target_p99_ms.is_some() || args.break_model || args.break_fencing {
+        return bad_input(
+            "a queued scenario (with [queue]) takes neither --target-p99-ms, --break-model nor --break-fencing",
+        );
+    }
+    let scenario = if args.random_faults {
+        queue_swarm::with_random_queue_faults(scenario, seed)
+    } else {
+        scenario.clone()
+    };
+    let options = QueueRunOptions { break_draw_seed: args.break_draw_seed };
+    let started = Instant::now();
+    let result = simulate_queue(&scenario, seed, options);
+    let sweep = if args.no_sweep { Vec::new() } else { queue_report::sweep(&scenario, seed) };
+    let text = queue_report::render(&scenario, &result, &sweep);
+    print!("{text}");
+    eprintln!(
+        "kuota-sim: {} registrants, queued, {} runs in {:.2} s of wall time",
+        scenario.arrivals.registrants,
+        1 + sweep.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.report
+        && let Err(error) = std::fs::write(path, &text)
+    {
+        eprintln!("kuota-sim run: cannot write the report to {}: {error}", path.display());
+        return ExitCode::from(EXIT_OUTPUT_FAILED);
+    }
+    let violated = result.violations.total > 0 || sweep.iter().any(|row| row.result.violations.total > 0);
+    exit_code(if violated { Verdict::InvariantViolated } else { Verdict::Done })
+}
+
+/// `swarm` of a queued scenario: each seed draws queue settings and owner restarts.
+fn queued_swarm_command(args: &SwarmArgs, scenario: &Scenario, meta_seed: u64, threads: usize) -> ExitCode {
+    if args.break_fencing {
+        eprintln!("kuota-sim swarm: a queued scenario has no fencing to break (try --break-draw-seed)");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    println!(
+        "kuota-sim swarm: {}, {} seeds with random queue settings and owner restarts, {threads} threads",
+        scenario.name, args.seeds
+    );
+    let options = QueueRunOptions { break_draw_seed: args.break_draw_seed };
+    let outcome = queue_swarm::run(scenario, meta_seed, args.seeds, threads, options, true);
+    eprintln!(
+        "kuota-sim swarm: {} seeds in {:.2} s of wall time ({:.2} ms per seed per thread)",
+        outcome.seeds_run,
+        outcome.elapsed.as_secs_f64(),
+        outcome.elapsed.as_secs_f64() * 1_000.0 * threads as f64 / outcome.seeds_run.max(1) as f64
+    );
+    let Some(failure) = outcome.first_failure else {
+        println!("every seed kept every queue invariant ({} seeds)", outcome.seeds_run);
+        return ExitCode::SUCCESS;
+    };
+    println!("first failing seed: {} (number {} of the swarm)", failure.seed, failure.index);
+    println!("  drawn: {}", failure.drawn);
+    for (check, count, detail) in &failure.violations {
+        println!("  violated ({count} times): {check}: {detail}");
+    }
+    let broken = if args.break_draw_seed { " --break-draw-seed" } else { "" };
+    println!(
+        "replay: kuota-sim run {} --seed {} --random-faults --no-sweep{broken}",
+        args.scenario.display(),
+        failure.seed
+    );
+    ExitCode::from(EXIT_INVARIANT_VIOLATED)
+}
+
+/// `load --queue`: the settings, every bound checked; the target first, so that a refused URL
+/// is reported before anything else and nothing is sent.
+fn queued_load_config(args: &LoadArgs) -> Result<load::queue::QueueLoadConfig, String> {
+    let target = Target::new(&args.url, args.allow_remote).map_err(|error| error.to_string())?;
+    let admin_token = args
+        .admin_token
+        .clone()
+        .ok_or("--queue creates its event: give --admin-token (or KUOTA_ADMIN_TOKEN)")?;
+    flag_within("--capacity", args.capacity, 1, kuota_engine::limits::CATEGORY_CAPACITY_MAX)?;
+    flag_within("--registrants", args.registrants, 1, load::queue::QUEUE_REGISTRANTS_MAX)?;
+    flag_within("--lobby-seconds", args.lobby_seconds, 0.001, load::queue::LOBBY_SECONDS_MAX)?;
+    flag_within(
+        "--pass-ttl-seconds",
+        args.pass_ttl_seconds,
+        kuota_engine::limits::PASS_TTL_SECONDS_MIN,
+        kuota_engine::limits::PASS_TTL_SECONDS_MAX,
+    )?;
+    flag_within("--overbook", args.overbook, 1.0, 10.0)?;
+    if let Some(rate) = args.admit_per_second {
+        flag_within("--admit-per-second", rate, 0.001, load::RATE_MAX_PER_SECOND)?;
+    }
+    flag_within("--seconds", args.seconds, f64::MIN_POSITIVE, load::SECONDS_MAX)?;
+    flag_within("--timeout-ms", args.timeout_ms, 1, load::REQUEST_TIMEOUT_MS_MAX)?;
+    let connections = args.connections.unwrap_or(load::OPEN_LOOP_CONNECTIONS_DEFAULT);
+    flag_within("--connections", connections, 1, load::CONNECTIONS_MAX)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |since| since.as_nanos() as u64)
+    });
+    Ok(load::queue::QueueLoadConfig {
+        target,
+        admin_token,
+        capacity: args.capacity,
+        registrants: args.registrants,
+        lobby_seconds: args.lobby_seconds,
+        pass_ttl_seconds: args.pass_ttl_seconds,
+        overbook: args.overbook,
+        admit_per_second: args.admit_per_second,
+        seconds: args.seconds,
+        connections,
+        timeout: Duration::from_millis(args.timeout_ms),
+        seed,
+    })
+}
+
+fn queued_load_command(args: &LoadArgs) -> ExitCode {
+    let config = match queued_load_config(args) {
+        Ok(config) => config,
+        Err(message) => return load_bad_input(message),
+    };
+    let outcome = match load::queue::run(config) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("kuota-sim load: {error}");
+            return ExitCode::from(EXIT_LOAD_FAILED);
+        }
+    };
+    let text = load::queue::render(&outcome);
+    print!("{text}");
+    if let Some(path) = &args.report
+        && let Err(error) = std::fs::write(path, &text)
+    {
+        eprintln!("kuota-sim load: cannot write the report to {}: {error}", path.display());
+        return ExitCode::from(EXIT_OUTPUT_FAILED);
+    }
+    if outcome.violations() > 0 {
+        eprintln!("kuota-sim load: a client-side check was violated; see the Checks section");
+        return ExitCode::from(EXIT_CHECK_VIOLATED);
+    }
+    ExitCode::SUCCESS
 }

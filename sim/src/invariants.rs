@@ -50,7 +50,7 @@ pub fn registrant_email(index: u32) -> String {
 
 /// The registrant an address of `registrant_email` belongs to: the store knows registrants by
 /// e-mail only, and so does the store view.
-fn registrant_of_email(email: &str) -> Option<u32> {
+pub(crate) fn registrant_of_email(email: &str) -> Option<u32> {
     email.strip_prefix('r')?.strip_suffix(EMAIL_DOMAIN)?.parse().ok()
 }
 

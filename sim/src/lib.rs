@@ -26,6 +26,8 @@
 //! - `html`: the self-contained HTML report beside the Markdown one.
 //! - `progress`: the progress bar on stderr for long runs.
 //! - `swarm`: many seeds with random fault schedules in parallel, hunting invariant violations.
+//! - `queue_report`: the report of a queued scenario, with its overbook × pass TTL sweep.
+//! - `queue_swarm`: the swarm over a queued scenario: drawn queue settings and owner restarts.
 
 pub mod arrivals;
 pub mod charts;
@@ -38,6 +40,8 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod progress;
+pub mod queue_report;
+pub mod queue_swarm;
 pub mod random;
 pub mod recommend;
 pub mod report;

@@ -17,6 +17,8 @@ pub enum Stream {
     System = 3,
     /// The swarm's fault schedule of a seed (`swarm::random_faults`).
     Faults = 4,
+    /// A queued run's draw seed and the swarm's queue settings of a seed (`model::queue`).
+    Queue = 5,
 }
 
 /// SplitMix64: good enough to turn one `u64` into well-mixed state words.

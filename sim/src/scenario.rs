@@ -72,6 +72,9 @@ pub struct Scenario {
     /// Things that break during the run, in virtual time.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// A queue in front of the opening (`crate::model::queue`); registrations then need a pass.
+    #[serde(default)]
+    pub queue: Option<QueueSection>,
 }
 
 /// What breaks.
@@ -455,7 +458,17 @@ impl Scenario {
         self.validate_arrivals()?;
         self.validate_behaviour()?;
         self.validate_system()?;
-        self.validate_faults()
+        self.validate_faults()?;
+        match &self.queue {
+            Some(queue) => {
+                require(self.faults.is_empty(), "faults", || {
+                    "a queued scenario has no [[faults]]: its owner restarts are queue.restarts_seconds"
+                        .into()
+                })?;
+                queue.validate()
+            }
+            None => Ok(()),
+        }
     }
 
     fn validate_faults(&self) -> Result<(), Invalid> {
@@ -595,5 +608,139 @@ impl Scenario {
             "system.recovery_registrations_per_second",
             || format!("must be a number > 0 (got {})", system.recovery_registrations_per_second),
         )
+    }
+}
+
+/// Owner restarts one queued scenario may have.
+pub const QUEUE_RESTARTS_MAX: usize = 32;
+
+/// The `[queue]` section: the event's queue settings (as `POST /v1/events` takes them, with the
+/// lobby's opening given relative to `opens_at`) and how the crowd behaves in the queue.
+/// Virtual time 0 is still the opening; lobby joiners arrive before it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// The lobby opens this long before `opens_at` (`lobby_opens_at = opens_at - lobby_seconds`).
+    pub lobby_seconds: f64,
+    /// Share of registrants who join in the lobby, uniformly over it; the rest join after the
+    /// opening as `[arrivals]` says.
+    pub lobby_share: f64,
+    #[serde(default = "default_pass_ttl_seconds")]
+    pub pass_ttl_seconds: u32,
+    #[serde(default = "default_overbook")]
+    pub overbook: f64,
+    /// Admissions per second at most; unset: only the inventory bounds admission.
+    #[serde(default)]
+    pub admit_per_second: Option<f64>,
+    #[serde(default = "default_queue_max")]
+    pub queue_max: u32,
+    /// Share of registrants who give up waiting after their `patience` (from joining); they
+    /// stop polling, and a pass that later comes to their ticket lapses unused.
+    #[serde(default)]
+    pub abandon_share: f64,
+    #[serde(default = "default_patience")]
+    pub patience: Distribution,
+    /// From reading `admitted` to sending the registration (filling in the form).
+    #[serde(default = "default_register_delay")]
+    pub register_delay: Distribution,
+    /// Seconds after the opening at which the owner restarts and rebuilds the event, queue
+    /// included, from what the store holds (the swarm draws these per seed).
+    #[serde(default)]
+    pub restarts_seconds: Vec<f64>,
+}
+
+fn default_pass_ttl_seconds() -> u32 {
+    600
+}
+
+fn default_overbook() -> f64 {
+    1.0
+}
+
+fn default_queue_max() -> u32 {
+    1_000_000
+}
+
+fn default_patience() -> Distribution {
+    Distribution::Exponential { mean_ms: 1_800_000.0 }
+}
+
+fn default_register_delay() -> Distribution {
+    Distribution::Constant { value_ms: 30_000.0 }
+}
+
+impl QueueSection {
+    /// `overbook` in thousandths, as the engine takes it (rounded like the API does).
+    pub fn overbook_permille(&self) -> u32 {
+        (self.overbook * 1_000.0).round() as u32
+    }
+
+    /// `admit_per_second` in admissions per 1000 seconds, as the engine takes it.
+    pub fn admit_per_kilosecond(&self) -> Option<u64> {
+        self.admit_per_second.map(|rate| (rate * 1_000.0).round() as u64)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        require(
+            self.lobby_seconds.is_finite()
+                && self.lobby_seconds > 0.0
+                && self.lobby_seconds <= ARRIVAL_WINDOW_SECONDS_MAX,
+            "queue.lobby_seconds",
+            || format!("must be > 0 and at most {ARRIVAL_WINDOW_SECONDS_MAX} (got {})", self.lobby_seconds),
+        )?;
+        share(self.lobby_share, "queue.lobby_share")?;
+        share(self.abandon_share, "queue.abandon_share")?;
+        distribution(&self.patience, "queue.patience")?;
+        distribution(&self.register_delay, "queue.register_delay")?;
+        require(self.overbook.is_finite(), "queue.overbook", || "must be a number".into())?;
+        require(
+            self.admit_per_second.is_none_or(|rate| rate.is_finite() && rate * 1_000.0 >= 1.0),
+            "queue.admit_per_second",
+            || "must be at least 0.001 when set".into(),
+        )?;
+        require(self.restarts_seconds.len() <= QUEUE_RESTARTS_MAX, "queue.restarts_seconds", || {
+            format!("at most {QUEUE_RESTARTS_MAX} restarts (got {})", self.restarts_seconds.len())
+        })?;
+        for (index, at) in self.restarts_seconds.iter().enumerate() {
+            require(
+                at.is_finite() && (0.0..=ARRIVAL_WINDOW_SECONDS_MAX).contains(at),
+                &format!("queue.restarts_seconds[{index}]"),
+                || format!("must be between 0 and {ARRIVAL_WINDOW_SECONDS_MAX} (got {at})"),
+            )?;
+        }
+        let opens_at = kuota_engine::Timestamp::from_seconds(ARRIVAL_WINDOW_SECONDS_MAX as u64);
+        let config = self.engine_config(opens_at, kuota_engine::queue::DrawSeed([0; 32]));
+        config.validate(Some(opens_at)).map_err(|error| {
+            use kuota_engine::queue::QueueConfigError;
+            let field = match error {
+                QueueConfigError::PassTtl => "queue.pass_ttl_seconds",
+                QueueConfigError::Overbook => "queue.overbook",
+                QueueConfigError::AdmitPerSecond => "queue.admit_per_second",
+                QueueConfigError::QueueMax => "queue.queue_max",
+                QueueConfigError::WithoutOpening | QueueConfigError::LobbyNotBeforeOpening => {
+                    "queue.lobby_seconds"
+                }
+            };
+            (field.to_string(), error.to_string())
+        })
+    }
+
+    /// The engine's queue settings for an event opening at `opens_at`.
+    pub fn engine_config(
+        &self,
+        opens_at: kuota_engine::Timestamp,
+        draw_seed: kuota_engine::queue::DrawSeed,
+    ) -> kuota_engine::queue::QueueConfig {
+        let lobby_ms = (self.lobby_seconds * 1_000.0).round() as u64;
+        kuota_engine::queue::QueueConfig {
+            lobby_opens_at: kuota_engine::Timestamp::from_millis(
+                opens_at.as_millis().saturating_sub(lobby_ms),
+            ),
+            pass_ttl_seconds: self.pass_ttl_seconds,
+            overbook_permille: self.overbook_permille(),
+            admit_per_kilosecond: self.admit_per_kilosecond(),
+            queue_max: self.queue_max,
+            draw_seed,
+        }
     }
 }

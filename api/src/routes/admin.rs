@@ -8,9 +8,9 @@ use kuota_persist::session::{SessionData, SessionId};
 
 use crate::domain::json_object;
 use crate::error::{ApiError, FieldError};
+use crate::http::json_body;
 use crate::middleware::resource;
-use crate::openapi::{PayloadTooLarge, Problem, UnsupportedMediaType};
-use crate::routes::json_body;
+use crate::responses::{PayloadTooLarge, Problem, UnsupportedMediaType};
 use crate::state::{AppState, SESSION_COOKIE};
 use crate::tokens::constant_time_eq;
 
@@ -87,16 +87,12 @@ async fn log_in(
     let Some(serde_json::Value::String(token)) = object.get("token") else {
         return Err(ApiError::Validation(vec![FieldError::new("token", "is required and must be a string")]));
     };
-    if !constant_time_eq(token, &state.admin_token) {
+    if !constant_time_eq(token, &state.auth.admin_token) {
         return Err(ApiError::Unauthorized);
     }
     let data = SessionData { subject: "admin".into(), created_at_ms: state.now_ms() };
     let ttl = Duration::from_secs(ADMIN_SESSION_TTL_SECONDS);
-    let id = state
-        .sessions
-        .create(data, ttl)
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+    let id = state.auth.sessions.create(data, ttl).await?;
     let cookie = Cookie::build(SESSION_COOKIE, id.as_str().to_string())
         .path("/")
         .http_only(true)
@@ -127,7 +123,7 @@ async fn log_out(state: web::Data<AppState>, request: HttpRequest) -> Result<Htt
     if let Some(cookie) = request.cookie(SESSION_COOKIE)
         && let Ok(id) = SessionId::parse(cookie.value())
     {
-        state.sessions.delete(&id).await.map_err(|error| ApiError::Internal(anyhow::anyhow!("{error}")))?;
+        state.auth.sessions.delete(&id).await?;
     }
     let mut expired = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     expired.make_removal();

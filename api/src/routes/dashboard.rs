@@ -10,10 +10,10 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use crate::dashboard::NodeView;
+use crate::dashboard::{NodeView, Sampler};
 use crate::error::ApiError;
 use crate::middleware::resource;
-use crate::openapi::{Overloaded, Unauthorized};
+use crate::responses::{Overloaded, Unauthorized};
 use crate::routes::events::{EventView, event_view};
 use crate::state::AppState;
 
@@ -96,9 +96,13 @@ async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     security(("admin_token" = []), ("admin_session" = []))
 )]
 #[tracing::instrument(skip(state, request))]
-async fn node(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
-    let view = state.dashboard.view(&state).await;
+async fn node(
+    state: web::Data<AppState>,
+    sampler: web::Data<Sampler>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.require_admin(&request).await?;
+    let view = sampler.view(&state).await;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .content_type("application/json")
@@ -139,14 +143,14 @@ pub struct DashboardEvent<'a> {
 )]
 #[tracing::instrument(skip(state, request))]
 async fn events(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let listed = state.store.recent_events(DASHBOARD_EVENTS_MAX).await?;
-    let running = state.registry.mailbox_depths();
+    let running = state.events.registry.mailbox_depths();
     let mut here = Vec::with_capacity(listed.len());
     for event in &listed {
         // Only events already running here: listing must not start (and claim) the others.
         let handle = match running.iter().any(|(id, _)| *id == event.id) {
-            true => state.registry.event(&event.id).await.ok().flatten(),
+            true => state.events.registry.event(&event.id).await.ok().flatten(),
             false => None,
         };
         here.push(handle.map(|handle| {

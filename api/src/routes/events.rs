@@ -1,5 +1,5 @@
 //! Events: create (admin), read with live availability, change a category's capacity (admin),
-//! and the audit trail (admin).
+//! the audit trail (admin), and the listing of every event (admin).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,17 +7,19 @@ use kuota_engine::actor::EventHandle;
 use kuota_engine::{CategoryAvailability, CategoryCode, EventId, Outcome, Timestamp};
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
+use crate::http::json_body;
+use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::openapi::{Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
-use crate::routes::json_body;
-use crate::routes::registrations::page_bounds;
+use crate::responses::{
+    EventNotFound, Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType,
+};
 use crate::state::AppState;
 use crate::{domain, time_format};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(resource("/v1/events").route(web::post().to(create)))
+        .service(resource("/v1/events").route(web::post().to(create)).route(web::get().to(list)))
         .service(resource("/v1/events/{event_id}").route(web::get().to(read)))
         .service(resource("/v1/events/{event_id}/categories/{code}").route(web::patch().to(change_capacity)))
         .service(resource("/v1/events/{event_id}/audit").route(web::get().to(audit)))
@@ -40,7 +42,7 @@ impl Subscription {
         let subscribers = state.stream_subscribers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let subscription = Subscription(state.clone());
         if subscribers >= STREAM_SUBSCRIBERS_MAX {
-            return Err(state.shed("too many stream subscribers"));
+            return Err(state.shedding.shed("too many stream subscribers"));
         }
         Ok(subscription)
     }
@@ -69,9 +71,22 @@ fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u6
     let figures = event.counters().snapshot();
     let view = event_view(event, &figures, now);
     let status = view.status;
-    let data =
-        serde_json::json!({ "event_id": view.id, "status": view.status, "categories": view.categories });
+    let data = Availability { categories: &view.categories, event_id: view.id, status: view.status };
+    // Strings, numbers and lists of them always serialize.
+    let data = serde_json::to_string(&data).expect("availability serializes");
     (web::Bytes::from(format!("event: availability\ndata: {data}\n\n")), (version, status))
+}
+
+/// The `data` of an `event: availability` of `GET /v1/events/{event_id}/stream`: the figures of
+/// `GET /v1/events/{event_id}`, without what does not change. Its members in the order the
+/// stream has always sent them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Availability<'a> {
+    categories: &'a [CategoryView<'a>],
+    #[schema(example = "city-race")]
+    event_id: &'a str,
+    #[schema(value_type = crate::responses::EventStatus)]
+    status: &'static str,
 }
 
 #[utoipa::path(
@@ -80,25 +95,24 @@ fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u6
     operation_id = "stream_availability",
     tag = "public",
     summary = "Follow an event's availability live (Server-Sent Events)",
-    description = "On connect, and then on every change (coalesced to at most one every 250 ms), an \
-        `event: availability` whose `data` is `{\"event_id\", \"status\", \"categories\": [...]}` with \
-        the same figures as `GET /v1/events/{event_id}`; a `: heartbeat` comment every 15 s.",
+    description = "Server-Sent Events (`text/event-stream`). On connect, and then on every change \
+        (coalesced to at most one every 250 ms), one event named `availability` whose `data` is one \
+        line of JSON, the schema `Availability`: the event's `status` and its `categories` with the \
+        same figures as `GET /v1/events/{event_id}`. A comment line `: heartbeat` every 15 s keeps \
+        the connection open; no other event is sent. The stream never ends by itself; a node that \
+        does not own the event answers 307 to the owner's address.",
     params(("event_id" = String, Path, description = "The event's id.")),
     responses(
         (
             status = 200,
-            description = "The stream of `availability` events.",
+            description = "The stream: `event: availability` then `data: ` and an `Availability` as \
+                JSON, then a blank line; repeated on every change.",
             content_type = "text/event-stream",
             body = String,
             example = "event: availability\n\
                 data: {\"event_id\":\"city-race\",\"status\":\"open\",\"categories\":[]}\n\n"
         ),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (status = 503, response = Overloaded)
     )
 )]
@@ -109,7 +123,7 @@ async fn stream(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    let event = state.event_of(&request, &id).await?;
+    let event = state.events.event_of(&request, &id).await?;
     let subscription = Subscription::open(&state)?;
     let initial = StreamState { subscription, event, sent: None, last_write: std::time::Instant::now() };
     let frames = futures_util::stream::unfold(initial, |mut current| async move {
@@ -161,7 +175,7 @@ pub struct EventView<'a> {
     #[schema(required = true, format = DateTime)]
     closes_at: Option<String>,
     hold_ttl_seconds: u32,
-    #[schema(value_type = crate::openapi::EventStatus)]
+    #[schema(value_type = crate::responses::EventStatus)]
     status: &'static str,
     categories: Vec<CategoryView<'a>>,
     /// Only for an event with a queue.
@@ -228,6 +242,9 @@ pub fn event_view<'a>(
     "hold_ttl_seconds": 900,
     "categories": [{ "code": "10K", "name": "10 km", "capacity": 500 }]
 }))]
+// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
+// `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 pub struct NewEvent {
     /// Generated when absent.
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
@@ -265,6 +282,9 @@ pub struct NewCategory {
 
 /// The body of `PATCH /v1/events/{event_id}/categories/{code}`.
 #[derive(Debug, utoipa::ToSchema)]
+// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
+// `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 pub struct CapacityChange {
     /// Seats; raising it promotes waitlisted registrants, and it cannot go below the seats
     /// confirmed or held.
@@ -347,7 +367,7 @@ async fn create(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let generated = kuota_persist::random::token_hex(6);
     // The draw's seed: random here, committed to (its SHA-256 shown) once the lobby opens.
@@ -359,7 +379,7 @@ async fn create(
         return Err(ApiError::conflict("event_exists", format!("an event with id {} exists", config.id)));
     }
     tracing::info!(event_id = %config.id, "event created");
-    let event = state.event(&config.id).await?;
+    let event = state.events.event(&config.id).await?;
     let figures = event.counters().snapshot();
     let location = format!("/v1/events/{}", config.id);
     Ok(HttpResponse::Created()
@@ -396,12 +416,7 @@ async fn create(
             description = "Unchanged since the `ETag` given in `If-None-Match`.",
             headers(("ETag" = String), ("Cache-Control" = String))
         ),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (status = 503, response = Overloaded)
     )
 )]
@@ -412,7 +427,7 @@ async fn read(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    let event = state.event_of(&request, &id).await?;
+    let event = state.events.event_of(&request, &id).await?;
     let now = kuota_engine::Clock::now(&state.clock);
     let figures = event.counters().snapshot();
     let status = event_status(event.config(), &figures, now);
@@ -490,14 +505,14 @@ async fn change_capacity(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let id = EventId::parse(&path.0).map_err(|_| ApiError::NotFound("the event"))?;
     let code = CategoryCode::parse(&path.1).map_err(|_| ApiError::NotFound("the category"))?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let capacity = domain::capacity(&body)?;
-    state.refuse_if_stalled()?;
-    let event = state.event_of(&request, &id).await?;
-    match event.set_capacity(code, capacity).await.map_err(|error| state.actor_error(error))? {
+    state.shedding.refuse_if_stalled()?;
+    let event = state.events.event_of(&request, &id).await?;
+    match event.set_capacity(code, capacity).await.map_err(|error| state.shedding.actor_error(error))? {
         Outcome::CapacityChanged { .. } => {
             let now = kuota_engine::Clock::now(&state.clock);
             let figures = event.counters().snapshot();
@@ -523,6 +538,7 @@ struct AuditQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page; the first page without it.
+    #[param(pattern = "^[0-9]{0,19}$")]
     cursor: Option<String>,
 }
 
@@ -537,12 +553,7 @@ struct AuditQuery {
     responses(
         (status = 200, description = "One page of the trail.", body = AuditPage),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (
             status = 422,
             description = "Invalid `limit` or `cursor` (`validation_failed`).",
@@ -559,7 +570,7 @@ async fn audit(
     request: HttpRequest,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
     let (limit, cursor) = page_bounds(query.limit.as_deref(), query.cursor.as_deref())?;
     if state.store.event_config(&id).await?.is_none() {
@@ -573,7 +584,7 @@ async fn audit(
         .map(|row| {
             serde_json::json!({
                 "id": row.id,
-                "registration_id": row.registration.map(|registration| crate::routes::registrations::external_id(&id, registration)),
+                "registration_id": row.registration.map(|registration| crate::use_cases::register::external_id(&id, registration)),
                 "seq": row.seq.0,
                 "kind": row.kind,
                 "detail": serde_json::from_str::<serde_json::Value>(&row.detail_json).unwrap_or(serde_json::Value::Null),
@@ -582,4 +593,86 @@ async fn audit(
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventPageQuery {
+    /// Events per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page (an event id); the first page without it.
+    #[param(pattern = "^[A-Za-z0-9_-]{0,64}$")]
+    cursor: Option<String>,
+}
+
+/// An event as the listing shows it: `GET /v1/events/{event_id}` has the rest.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventSummary {
+    #[schema(example = "city-race")]
+    id: String,
+    #[schema(example = "City Race")]
+    name: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// One page of the events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    items: Vec<EventSummary>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "list_events",
+    tag = "admin",
+    summary = "Every event, by id",
+    description = "Paginated by keyset from the store, in ascending `id` order: follow `next_cursor` \
+        until it is `null`.",
+    params(EventPageQuery),
+    responses(
+        (status = 200, description = "One page.", body = EventPage),
+        (status = 401, response = Unauthorized),
+        (
+            status = 422,
+            description = "`limit` outside 1–500, or a `cursor` that is not an event id \
+                (`validation_failed`).",
+            body = Problem,
+            content_type = "application/problem+json"
+        ),
+        (status = 503, response = Overloaded)
+    ),
+    security(("admin_token" = []), ("admin_session" = []))
+)]
+#[tracing::instrument(skip(state, request, query))]
+async fn list(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<EventPageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.require_admin(&request).await?;
+    let (limit, _) = page_bounds(query.limit.as_deref(), None)?;
+    let after = match query.cursor.as_deref().filter(|text| !text.is_empty()) {
+        None => None,
+        Some(text) => Some(EventId::parse(text).map_err(|_| {
+            ApiError::Validation(vec![FieldError::new("cursor", "is not a cursor from a previous page")])
+        })?),
+    };
+    let rows = state.store.events_page(after.as_ref(), limit).await?;
+    let next_cursor =
+        (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.to_string())).flatten();
+    let items = rows
+        .iter()
+        .map(|row| EventSummary {
+            id: row.id.to_string(),
+            name: row.name.clone(),
+            created_at: time_format::format(row.created_at),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(EventPage { items, next_cursor }))
 }

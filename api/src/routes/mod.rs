@@ -1,4 +1,6 @@
-//! One file per resource, each with `configure`; shared request helpers here.
+//! One file per resource, each with `configure`. What they share for reading requests and
+//! writing answers is in `crate::http`, below them, where the use cases (`crate::use_cases`)
+//! find it too.
 
 pub mod admin;
 pub mod dashboard;
@@ -9,20 +11,7 @@ pub mod queue_stream;
 pub mod registrations;
 pub mod webhooks;
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, web};
-use futures_util::StreamExt;
-
-use crate::error::ApiError;
-
-/// Marks `response` as the replay of an `Idempotency-Key` decided before (registrations and
-/// queue joins alike): the header `Idempotent-Replayed: true`.
-pub fn mark_replayed(response: &mut actix_web::HttpResponse) {
-    response.headers_mut().insert(
-        header::HeaderName::from_static("idempotent-replayed"),
-        header::HeaderValue::from_static("true"),
-    );
-}
+use actix_web::web;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     events::configure(config);
@@ -33,102 +22,4 @@ pub fn configure(config: &mut web::ServiceConfig) {
     operations::configure(config);
     dashboard::configure(config);
     webhooks::configure(config);
-    crate::openapi::configure(config);
-}
-
-/// Reads a JSON request body: 415 unless the content type is JSON, 413 past `limit_bytes`
-/// (checked against `Content-Length` first, then while reading, so a lying header changes
-/// nothing). Takes any payload stream: the handlers' `web::Payload`, and the registration fast
-/// route's `dev::Payload`.
-pub async fn json_body<S>(
-    request: &HttpRequest,
-    mut payload: S,
-    limit_bytes: usize,
-) -> Result<web::Bytes, ApiError>
-where
-    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
-{
-    let content_type =
-        request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    if !is_json(content_type) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit_bytes) {
-        return Err(ApiError::PayloadTooLarge { limit_bytes });
-    }
-    read_bounded(&mut payload, declared.unwrap_or(0), limit_bytes).await
-}
-
-/// Whether a `Content-Type` names JSON: `application/json` or `application/*+json`, in any
-/// case, with any parameters. Compared in place, without a lower-cased copy: every registration
-/// asks.
-fn is_json(content_type: &str) -> bool {
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    let starts_with =
-        |prefix: &str| media_type.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix));
-    let ends_with = |suffix: &str| {
-        let start = media_type.len().checked_sub(suffix.len());
-        start.and_then(|start| media_type.get(start..)).is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-    };
-    media_type.eq_ignore_ascii_case("application/json") || (starts_with("application/") && ends_with("+json"))
-}
-
-/// Reads a request body of at most `limit_bytes` (413 beyond it), however it arrives in chunks;
-/// `expected_bytes` only sizes the buffer.
-pub async fn read_bounded<S>(
-    payload: &mut S,
-    expected_bytes: usize,
-    limit_bytes: usize,
-) -> Result<web::Bytes, ApiError>
-where
-    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
-{
-    let mut body = web::BytesMut::with_capacity(expected_bytes.min(limit_bytes));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))?;
-        if body.len() + chunk.len() > limit_bytes {
-            return Err(ApiError::PayloadTooLarge { limit_bytes });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_media_types_are_recognized_in_any_case_as_the_lower_cased_comparison_did() {
-        let lower_cased = |content_type: &str| {
-            let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            media_type == "application/json"
-                || (media_type.starts_with("application/") && media_type.ends_with("+json"))
-        };
-        let content_types = [
-            "application/json",
-            "Application/JSON; charset=utf-8",
-            " application/json ;x=y",
-            "application/problem+json",
-            "APPLICATION/VND.KUOTA+JSON",
-            "application/+json",
-            "application/json5",
-            "application/jsonx+jso",
-            "text/json",
-            "text/plain",
-            "+json",
-            "application/",
-            "",
-            ";application/json",
-        ];
-        for content_type in content_types {
-            assert_eq!(is_json(content_type), lower_cased(content_type), "{content_type:?}");
-        }
-    }
 }

@@ -62,13 +62,13 @@ async fn healthz() -> HttpResponse {
 #[tracing::instrument(skip(state))]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut failing = Vec::new();
-    if !state.health.store_answers() || state.write_behind.stalled() {
+    if !state.health.store_answers() || state.shedding.write_behind.stalled() {
         failing.push("store");
     }
     if !state.health.redis_answers() {
         failing.push("redis");
     }
-    if state.write_behind.breaker_open() {
+    if state.shedding.write_behind.breaker_open() {
         failing.push("write_behind");
     }
     if failing.is_empty() {
@@ -86,10 +86,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     tag = "operations",
     summary = "The system busy banner",
     description = "Busy while the server sheds load or the store is failing, and a few seconds after.",
-    responses((status = 200, description = "Whether to show the banner.", body = crate::openapi::Busy))
+    responses((status = 200, description = "Whether to show the banner.", body = crate::responses::Busy))
 )]
 async fn status(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.busy())
+    HttpResponse::Ok().json(state.shedding.busy())
 }
 
 #[utoipa::path(
@@ -109,10 +109,10 @@ async fn status(state: web::Data<AppState>) -> HttpResponse {
     ))
 )]
 async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
-    let stats = state.write_behind.stats();
-    ::metrics::gauge!(metrics::WRITE_QUEUE_DEPTH).set(state.write_behind.queue_depth() as f64);
-    ::metrics::gauge!(metrics::OWNED_EVENTS).set(state.registry.owned_events() as f64);
-    for (event, depth) in state.registry.mailbox_depths() {
+    let stats = state.shedding.write_behind.stats();
+    ::metrics::gauge!(metrics::WRITE_QUEUE_DEPTH).set(state.shedding.write_behind.queue_depth() as f64);
+    ::metrics::gauge!(metrics::OWNED_EVENTS).set(state.events.registry.owned_events() as f64);
+    for (event, depth) in state.events.registry.mailbox_depths() {
         ::metrics::gauge!(metrics::MAILBOX_DEPTH, "event_id" => event.to_string()).set(depth as f64);
     }
     let mut text = state.metrics.render();

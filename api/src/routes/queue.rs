@@ -1,32 +1,28 @@
 //! The queue of an event with a fair opening: join, read a ticket, read the draw; and the
-//! `queue` object of the event (docs/api.md, "Queue").
+//! `queue` object of the event (docs/design/API.md, "Queue").
 
-use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use kuota_engine::actor::EventHandle;
 use kuota_engine::queue::hex;
-use kuota_engine::{
-    Decision, EventConfig, EventId, Fingerprint, Idempotency, JoinQueue, Outcome, TicketId, TicketView,
-    Timestamp,
-};
+use kuota_engine::{EventConfig, EventId, TicketId, TicketView, Timestamp};
 use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::middleware::resource;
-use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, UnsupportedMediaType};
 use crate::queue::TicketBody;
-use crate::routes::json_body;
+use crate::responses::{Overloaded, PayloadTooLarge, Problem, RateLimited, UnsupportedMediaType};
 use crate::state::{AppState, bearer};
-use crate::{admission, domain, time_format, tokens};
+use crate::use_cases::join_queue;
+use crate::{time_format, tokens};
 
-/// How long a client should wait after `queue_full`, in seconds: a queue only fills up, so
-/// this is a "do not hammer", not a promise.
-pub const QUEUE_FULL_RETRY_AFTER_SECONDS: u64 = 60;
+/// The queue resource's pattern: its route, and the route label of the joins the owner-routing
+/// layer answers without the router.
+pub const QUEUE_PATTERN: &str = "/v1/events/{event_id}/queue";
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(resource("/v1/events/{event_id}/queue").route(web::post().to(join)))
+        .service(resource(QUEUE_PATTERN).route(web::post().to(join)))
         .service(resource("/v1/events/{event_id}/queue/draw").route(web::get().to(draw)))
         .service(resource("/v1/queue/{ticket_id}").route(web::get().to(read)));
 }
@@ -55,22 +51,13 @@ pub struct NewQueue {
 /// The body of `POST /v1/events/{event_id}/queue`.
 #[derive(Debug, utoipa::ToSchema)]
 #[schema(example = json!({ "email": "ana@example.org" }))]
+// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
+// `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 pub struct NewTicket {
     /// Trimmed and lower-cased; one ticket per e-mail per event.
     #[schema(format = Email, max_length = 254)]
     pub email: String,
-}
-
-/// Where a ticket stands.
-#[derive(Debug, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketStatusSchema {
-    Lobby,
-    Waiting,
-    Admitted,
-    Used,
-    Expired,
-    SoldOut,
 }
 
 /// The queue of an event, in `GET /v1/events/{event_id}`.
@@ -123,44 +110,6 @@ pub fn queue_view(event: &EventHandle, now: Timestamp) -> Option<QueueView> {
     })
 }
 
-fn no_queue() -> ApiError {
-    ApiError::Conflict {
-        status: StatusCode::NOT_FOUND,
-        code: "no_queue",
-        detail: "the event has no queue".into(),
-        extra: None,
-    }
-}
-
-/// The answer to a join (or its replay): 202 for a new ticket, 200 for the registrant's
-/// existing one, or the window's refusals.
-fn join_response(
-    state: &AppState,
-    event: &EventId,
-    decision: &Decision,
-    replayed: bool,
-) -> Result<HttpResponse, ApiError> {
-    let mut response = match decision {
-        Decision::QueueJoined { new, view } => {
-            let status = if *new { StatusCode::ACCEPTED } else { StatusCode::OK };
-            HttpResponse::build(status).json(TicketBody::new(&state.token_secret, event, view, *new))
-        }
-        Decision::NotOpen { opens_at } => ApiError::Conflict {
-            status: StatusCode::CONFLICT,
-            code: "not_open",
-            detail: "the queue's lobby has not opened yet".into(),
-            extra: Some(serde_json::json!({ "lobby_opens_at": time_format::format(*opens_at) })),
-        }
-        .error_response(),
-        Decision::Closed => ApiError::conflict("closed", "registration has closed").error_response(),
-        other => return Err(ApiError::Internal(anyhow::anyhow!("{other:?} is not a queue decision"))),
-    };
-    if replayed {
-        super::mark_replayed(&mut response);
-    }
-    Ok(response)
-}
-
 #[utoipa::path(
     post,
     path = "/v1/events/{event_id}/queue",
@@ -173,7 +122,7 @@ fn join_response(
         Acknowledged = committed.",
     params(
         ("event_id" = String, Path, description = "The event's id."),
-        ("Idempotency-Key" = String, Header, description = "Required; scoped to the event.", min_length = 1, max_length = 255)
+        ("Idempotency-Key" = String, Header, description = "Required; scoped to the event.", min_length = 1, max_length = 255, pattern = "^[ -~]+$")
     ),
     request_body = NewTicket,
     responses(
@@ -195,7 +144,6 @@ fn join_response(
             `Retry-After`.", body = Problem, content_type = "application/problem+json")
     )
 )]
-#[tracing::instrument(skip(state, request, payload), fields(event_id = %path))]
 async fn join(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -203,37 +151,9 @@ async fn join(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let event_id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    let key =
-        domain::idempotency_key(request.headers().get("idempotency-key").map(|value| value.as_bytes()))?;
-    let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
-    state.limit_client(&request)?;
-    let event = state.event_of(&request, &event_id).await?;
-    if event.config().queue.is_none() {
-        return Err(no_queue());
-    }
-    let registrant = domain::queue_join(&body)?;
-    state.limit_registrant(&registrant).await?;
-    state.refuse_if_stalled()?;
-    let fingerprint: Fingerprint = tokens::fingerprint(&["queue", registrant.as_str()]);
-    let idempotency = Some(Idempotency { key, fingerprint });
-    // Joins share the adaptive limit of registrations in flight: both wait for a commit.
-    let _permit = state.admission.try_acquire().ok_or_else(|| state.shed(admission::REFUSAL_REASON))?;
-    let (outcome, _) = event
-        .join_queue(JoinQueue { registrant, idempotency })
-        .await
-        .map_err(|error| state.actor_error(error))?;
-    match outcome {
-        Outcome::Decided(decision) => join_response(&state, &event_id, &decision, false),
-        Outcome::Replayed(decision) => join_response(&state, &event_id, &decision, true),
-        Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
-        Outcome::KeyReused => Err(ApiError::KeyReused),
-        Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
-        Outcome::QueueFull => {
-            Err(ApiError::QueueFull { retry_after_seconds: QUEUE_FULL_RETRY_AFTER_SECONDS })
-        }
-        Outcome::NoQueue => Err(no_queue()),
-        other => Err(ApiError::Internal(anyhow::anyhow!("unexpected outcome {other:?} for a queue join"))),
-    }
+    // As with registrations: the owner-routing layer answers a join itself when the event runs
+    // here; what reaches the router has an event located nowhere or not yet.
+    join_queue::answer(&state, &event_id, None, &request, payload).await
 }
 
 #[utoipa::path(
@@ -261,10 +181,10 @@ async fn read(
 ) -> Result<HttpResponse, ApiError> {
     let (event_id, ticket) = authorized_ticket(&state, &request, &path, None).await?;
     let not_found = || ApiError::NotFound("the ticket");
-    let event = state.event_of(&request, &event_id).await?;
+    let event = state.events.event_of(&request, &event_id).await?;
     let view = current_ticket(&state, &event, ticket)
         .await
-        .map_err(|error| state.actor_error(error))?
+        .map_err(|error| state.shedding.actor_error(error))?
         .ok_or_else(not_found)?;
     let body = TicketBody::new(&state.token_secret, &event_id, &view, false);
     Ok(HttpResponse::Ok()
@@ -299,7 +219,7 @@ pub(crate) async fn authorized_ticket(
     query_token: Option<&str>,
 ) -> Result<(EventId, TicketId), ApiError> {
     let token = bearer(request).or(query_token);
-    let is_admin = state.is_admin(request).await?;
+    let is_admin = state.auth.is_admin(request).await?;
     if token.is_none() && !is_admin {
         return Err(ApiError::Unauthorized);
     }
@@ -336,12 +256,12 @@ async fn draw(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let event_id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    let event = state.event_of(&request, &event_id).await?;
-    let seed = event.config().queue.as_ref().ok_or_else(no_queue)?.draw_seed;
+    let event = state.events.event_of(&request, &event_id).await?;
+    let seed = event.config().queue.as_ref().ok_or_else(crate::queue::no_queue)?.draw_seed;
     let lobby = event
         .draw()
         .await
-        .map_err(|error| state.actor_error(error))?
+        .map_err(|error| state.shedding.actor_error(error))?
         .ok_or_else(|| ApiError::conflict("not_drawn", "the draw happens at opens_at"))?;
     Ok(HttpResponse::Ok().json(DrawView {
         event_id: event_id.to_string(),

@@ -18,8 +18,8 @@ use kuota_engine::{EventId, TicketId, TicketStatus, TicketView};
 
 use crate::error::ApiError;
 use crate::middleware::resource;
-use crate::openapi::{Overloaded, Problem};
 use crate::queue::TicketBody;
+use crate::responses::{Overloaded, Problem};
 use crate::routes::events::{STREAM_HEARTBEAT_SECONDS, STREAM_UPDATE_INTERVAL_MS, Subscription};
 use crate::state::AppState;
 
@@ -185,12 +185,12 @@ async fn stream(
     let token = query_token(&request);
     let (event_id, ticket) =
         super::queue::authorized_ticket(&state, &request, &path, token.as_deref()).await?;
-    let event = state.event_of(&request, &event_id).await?;
+    let event = state.events.event_of(&request, &event_id).await?;
     let subscription = Subscription::open(&state)?;
     let not_found = || ApiError::NotFound("the ticket");
     let view = super::queue::current_ticket(&state, &event, ticket)
         .await
-        .map_err(|error| state.actor_error(error))?
+        .map_err(|error| state.shedding.actor_error(error))?
         .ok_or_else(not_found)?;
     if is_final(&view) {
         return Ok(HttpResponse::NoContent().finish());

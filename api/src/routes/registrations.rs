@@ -1,32 +1,27 @@
 //! Registrations: create (the hot path), read, cancel, confirm, and the admin listing.
 
-use std::sync::LazyLock;
-
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use futures_util::Stream;
-use kuota_engine::actor::EventHandle;
-use kuota_engine::{Decision, EndedStatus, EventId, Outcome, RegistrationId, Timestamp};
+use actix_web::{HttpRequest, HttpResponse, web};
+use kuota_engine::{EndedStatus, EventId, Outcome, RegistrationId};
 use kuota_persist::store::{RegistrationRow, RowStatus};
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::middleware::{label_route, resource};
-use crate::openapi::{Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized, UnsupportedMediaType};
-use crate::routes::json_body;
+use crate::error::{ApiError, FieldError};
+use crate::http::page_bounds;
+use crate::middleware::resource;
+use crate::responses::{
+    EventNotFound, NoCredential, Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized,
+    UnsupportedMediaType,
+};
 use crate::state::{AppState, bearer};
-use crate::{admission, domain, metrics, time_format, tokens};
+use crate::use_cases::register::{self, Admission};
+use crate::{time_format, tokens};
 
-/// Registrations one listing page may hold.
-pub const PAGE_LIMIT_MAX: u32 = 500;
-const PAGE_LIMIT_DEFAULT: u32 = 50;
+// The registration's id names its event; webhooks and the audit trail write it too.
+pub use crate::use_cases::register::external_id;
 
 /// The registration resource's pattern: its route, and the route label of its metrics, those of
-/// the fast route's answers (`create_here`) too.
+/// the answers the owner-routing layer gives without the router too.
 pub const REGISTRATIONS_PATTERN: &str = "/v1/events/{event_id}/registrations";
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -40,30 +35,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/registrations/{registration_id}/confirm").route(web::post().to(confirm)));
 }
 
-/// The answer to a registration request that got (or waits for) a seat.
-#[derive(Serialize, utoipa::ToSchema)]
-struct Admission<'a> {
-    #[schema(example = "city-race.17")]
-    id: String,
-    #[schema(example = "city-race")]
-    event_id: &'a str,
-    #[schema(example = "10K")]
-    category: &'a str,
-    #[schema(value_type = crate::openapi::AdmissionStatus)]
-    status: &'static str,
-    /// With `waitlisted`: 1 for the head of the waitlist.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    waitlist_position: Option<u32>,
-    /// With `held`: when the hold lapses unless confirmed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    expires_at: Option<String>,
-    /// The registrant's bearer token for `GET` and `DELETE /v1/registrations/{registration_id}`.
-    access_token: &'a str,
-    #[schema(format = DateTime)]
-    created_at: String,
-}
-
 /// A registration as its registrant or an organizer reads it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Registration)]
@@ -74,7 +45,7 @@ pub struct RegistrationView {
     event_id: String,
     #[schema(example = "10K")]
     category: String,
-    #[schema(value_type = crate::openapi::RegistrationStatus)]
+    #[schema(value_type = crate::responses::RegistrationStatus)]
     status: &'static str,
     /// Normalized: trimmed and lower-cased.
     #[schema(example = "ana@example.org")]
@@ -100,6 +71,9 @@ pub struct RegistrationView {
 /// The body of `POST /v1/events/{event_id}/registrations`.
 #[derive(Debug, utoipa::ToSchema)]
 #[schema(example = json!({ "category": "10K", "email": "ana@example.org", "full_name": "Ana Runner" }))]
+// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
+// `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 pub struct NewRegistration {
     /// The code of one of the event's categories.
     #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9_-]+$")]
@@ -163,110 +137,12 @@ impl From<&RegistrationRow> for RegistrationView {
     }
 }
 
-/// `<event>.<number>`: ids are opaque to clients, but they name their event.
-pub fn external_id(event: &EventId, registration: RegistrationId) -> String {
-    format!("{event}.{registration}")
-}
-
 fn parse_external_id(text: &str) -> Result<(EventId, RegistrationId), ApiError> {
     let not_found = || ApiError::NotFound("the registration");
     let (event, number) = text.rsplit_once('.').ok_or_else(not_found)?;
     let event = EventId::parse(event).map_err(|_| not_found())?;
     let number = number.parse::<u64>().ok().filter(|number| *number > 0).ok_or_else(not_found)?;
     Ok((event, RegistrationId(number)))
-}
-
-fn admission_response(
-    decision: &Decision,
-    event: &EventId,
-    category: &str,
-    access_token: &str,
-    created_at: Timestamp,
-    replayed: bool,
-) -> Result<HttpResponse, ApiError> {
-    let (status, registration, label, waitlist_position, expires_at) = match *decision {
-        Decision::Confirmed { registration } => (StatusCode::CREATED, registration, "confirmed", None, None),
-        Decision::Held { registration, expires_at } => {
-            (StatusCode::CREATED, registration, "held", None, Some(time_format::format(expires_at)))
-        }
-        Decision::Waitlisted { registration, position } => {
-            (StatusCode::ACCEPTED, registration, "waitlisted", Some(position), None)
-        }
-        _ => return Err(refusal(decision)),
-    };
-    let body = Admission {
-        id: external_id(event, registration),
-        event_id: event.as_str(),
-        category,
-        status: label,
-        waitlist_position,
-        expires_at,
-        access_token,
-        created_at: time_format::format(created_at),
-    };
-    let mut response = HttpResponse::build(status).json(body);
-    if replayed {
-        super::mark_replayed(&mut response);
-    }
-    Ok(response)
-}
-
-/// The answer to a request refused as sold out from the published counters, the hottest answer
-/// of a sale: the same status, headers and bytes as `refusal(&Decision::SoldOut)`, whose
-/// problem document is serialized once per process instead of once per request.
-fn sold_out_response() -> HttpResponse {
-    static RENDERED: LazyLock<(StatusCode, HeaderValue, web::Bytes)> = LazyLock::new(|| {
-        let response = refusal(&Decision::SoldOut).error_response();
-        let status = response.status();
-        // `ApiError::error_response` always sets the problem document's content type.
-        let content_type =
-            response.headers().get(header::CONTENT_TYPE).cloned().expect("a problem names its content type");
-        // A problem document is one in-memory buffer, never a stream.
-        let body = response.into_body().try_into_bytes().expect("a problem document is a single buffer");
-        (status, content_type, body)
-    });
-    let (status, content_type, body) = &*RENDERED;
-    HttpResponse::build(*status)
-        .insert_header((header::CONTENT_TYPE, content_type.clone()))
-        .body(body.clone())
-}
-
-/// The problem document of a decision that refused a seat.
-fn refusal(decision: &Decision) -> ApiError {
-    match decision {
-        Decision::SoldOut => ApiError::conflict("sold_out", "the category is sold out"),
-        Decision::AlreadyRegistered => ApiError::conflict(
-            "already_registered",
-            "this registrant already has a registration for the event",
-        ),
-        Decision::NotOpen { opens_at } => ApiError::Conflict {
-            status: StatusCode::CONFLICT,
-            code: "not_open",
-            detail: "registration has not opened yet".into(),
-            extra: Some(serde_json::json!({ "opens_at": time_format::format(*opens_at) })),
-        },
-        Decision::Closed => ApiError::conflict("closed", "registration has closed"),
-        // Only refusals reach here; the admissions are answered by `admission_response`.
-        other => ApiError::Internal(anyhow::anyhow!("{other:?} is not a refusal")),
-    }
-}
-
-fn outcome_label(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Decided(Decision::Confirmed { .. }) => "confirmed",
-        Outcome::Decided(Decision::Held { .. }) => "held",
-        Outcome::Decided(Decision::Waitlisted { .. }) => "waitlisted",
-        Outcome::Decided(Decision::SoldOut) => "sold_out",
-        Outcome::Decided(Decision::AlreadyRegistered) => "already_registered",
-        Outcome::Decided(Decision::NotOpen { .. }) => "not_open",
-        Outcome::Decided(Decision::Closed) => "closed",
-        Outcome::Replayed(_) => "replayed",
-        Outcome::QueuePassRequired => "queue_pass_required",
-        Outcome::QueuePassInvalid => "queue_pass_invalid",
-        Outcome::KeyInFlight => "key_in_flight",
-        Outcome::KeyReused => "key_reused",
-        _ => "other",
-    }
 }
 
 #[utoipa::path(
@@ -327,12 +203,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (
             status = 409,
             description = "`sold_out`; `already_registered` (this e-mail has an active registration in \
@@ -381,132 +252,9 @@ async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let event_id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
-    // The ownership middleware answers this route itself when the event runs here
-    // (`create_here`); what reaches the router has an event located elsewhere, nowhere, not yet,
-    // or an id the middleware does not read (percent-encoded), and is looked up again.
-    answer_registration(&state, &event_id, None, &request, payload).await
-}
-
-/// Answers `POST /v1/events/{event_id}/registrations` for an event that runs on this node, from
-/// the ownership middleware, which has already matched the path by hand and located the event:
-/// no router (it tries the resources in order, with a regular expression each) and no second
-/// lookup of the event. The answer is what the routed `create` would give, byte for byte: the
-/// same `answer_registration`, an error turned into its problem document as actix turns a handler's, and
-/// the resource's route label for the request metrics. The request span is the middleware's,
-/// which wraps this as it wraps the router.
-pub async fn create_here(
-    request: ServiceRequest,
-    state: &AppState,
-    event_id: &EventId,
-    event: EventHandle,
-) -> ServiceResponse {
-    label_route(&request, REGISTRATIONS_PATTERN);
-    let (request, payload) = request.into_parts();
-    let response = match answer_registration(state, event_id, Some(event), &request, payload).await {
-        Ok(response) => response,
-        Err(error) => HttpResponse::from_error(error),
-    };
-    ServiceResponse::new(request, response)
-}
-
-/// A registration request for `event_id`, whether routed (`create`) or answered by the fast
-/// route (`create_here`), which hands over the event it `located`. The span is the one the
-/// routed handler always had, so that log lines read as before: its name, `create`, and its
-/// fields, `path` as `#[instrument]` recorded the `web::Path<String>` argument (its `Debug`),
-/// then `event_id`.
-#[tracing::instrument(
-    name = "create",
-    skip_all,
-    fields(path = %format_args!("Path({:?})", event_id.as_str()), event_id = %event_id)
-)]
-async fn answer_registration<P>(
-    state: &AppState,
-    event_id: &EventId,
-    located: Option<EventHandle>,
-    request: &HttpRequest,
-    payload: P,
-) -> Result<HttpResponse, ApiError>
-where
-    P: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
-{
-    let key =
-        domain::idempotency_key(request.headers().get("idempotency-key").map(|value| value.as_bytes()))?;
-    let body = json_body(request, payload, state.settings.body_limit_bytes).await?;
-    state.limit_client(request)?;
-    let event = state.located_event(event_id, located).await?;
-    let parsed = domain::registration(&body, event.config())?;
-    state.limit_registrant(&parsed.registrant).await?;
-    // Sold out is answered from the published counters, unless this key may have been decided
-    // before (then its decision must be replayed, which only the actor knows). This comes before
-    // the access token and the fingerprint are derived: a sold-out answer needs neither. Not for
-    // a queued event: its pass is checked before `sold_out`, and only the actor can.
-    let queued = event.config().queue.is_some();
-    let sold_out = !queued && event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
-    if sold_out && !event.counters().may_have_seen_key(&key) {
-        metrics::sold_out_fast().increment(1);
-        return Ok(sold_out_response());
-    }
-    state.refuse_if_stalled()?;
-    let category = parsed.category.clone();
-    let (mut register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
-    if queued && let Some(pass) = request.headers().get("queue-pass") {
-        register.queue_pass = Some(crate::queue::parse_pass(&state.token_secret, event_id, pass.as_bytes()));
-    }
-    // Past the adaptive limit on registrations in flight, refused at once (see `admission`).
-    let _permit = state.admission.try_acquire().ok_or_else(|| state.shed(admission::REFUSAL_REASON))?;
-    let (outcome, decided_at) =
-        event.register_timed(register).await.map_err(|error| state.actor_error(error))?;
-    ::metrics::counter!(metrics::ADMISSIONS, "outcome" => outcome_label(&outcome)).increment(1);
-    match outcome {
-        Outcome::Decided(decision) => {
-            admission_response(&decision, event_id, category.as_str(), &access_token, decided_at, false)
-        }
-        // Boxed (see `cluster::route_to_owner`): a store query's state is large, and replays rare.
-        Outcome::Replayed(decision) => Box::pin(replay(state, event_id, &access_token, &decision)).await,
-        Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
-        Outcome::KeyReused => Err(ApiError::KeyReused),
-        Outcome::IdempotencyFull => Err(state.shed("the event keeps too many idempotency keys")),
-        Outcome::QueuePassRequired => Err(ApiError::Conflict {
-            status: StatusCode::FORBIDDEN,
-            code: "queue_pass_required",
-            detail: "this event admits registrations through its queue: send the ticket's pass in Queue-Pass"
-                .into(),
-            extra: None,
-        }),
-        Outcome::QueuePassInvalid => Err(ApiError::Conflict {
-            status: StatusCode::FORBIDDEN,
-            code: "queue_pass_invalid",
-            detail: "the Queue-Pass is unknown, expired, used, another registrant's, or a waitlist pass \
-                used for a seat"
-                .into(),
-            extra: None,
-        }),
-        Outcome::UnknownCategory => Err(ApiError::Validation(vec![crate::error::FieldError::new(
-            "category",
-            "is not a category of this event",
-        )])),
-        other => Err(ApiError::Internal(anyhow::anyhow!("unexpected outcome {other:?} for a registration"))),
-    }
-}
-
-/// Answers a retry with the first decision's status and body, byte for byte: the body is
-/// rebuilt from the stored registration (its category and creation time), and the token, being
-/// derived from the event and the key, is the one the first answer carried.
-async fn replay(
-    state: &AppState,
-    event: &EventId,
-    access_token: &str,
-    decision: &Decision,
-) -> Result<HttpResponse, ApiError> {
-    let Some(registration) = decision.registration() else {
-        let mut response = actix_web::ResponseError::error_response(&refusal(decision));
-        super::mark_replayed(&mut response);
-        return Ok(response);
-    };
-    let row = state.store.registration(event, registration).await?.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("replayed registration {registration} is not stored"))
-    })?;
-    admission_response(decision, event, row.category.as_str(), access_token, row.created_at, true)
+    // The owner-routing layer answers this route itself when the event runs here; what reaches
+    // the router has an event located nowhere or not yet, and is looked up again.
+    register::answer(&state, &event_id, None, &request, payload).await
 }
 
 /// Loads a registration the caller may see: its registrant (by access token) or an admin.
@@ -515,7 +263,7 @@ async fn authorized_row(
     request: &HttpRequest,
     id: &str,
 ) -> Result<RegistrationRow, ApiError> {
-    let is_admin = state.is_admin(request).await?;
+    let is_admin = state.auth.is_admin(request).await?;
     let token = bearer(request);
     if !is_admin && token.is_none() {
         return Err(ApiError::Unauthorized);
@@ -540,12 +288,7 @@ async fn authorized_row(
     params(("registration_id" = String, Path, description = "The `id` from the registration's answer.")),
     responses(
         (status = 200, description = "The registration.", body = RegistrationView),
-        (
-            status = 401,
-            description = "No credential at all (`unauthorized`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 401, response = NoCredential),
         (
             status = 404,
             description = "No such registration, or the token is not its registrant's (`not_found`: \
@@ -566,8 +309,8 @@ async fn read(
     let mut view = RegistrationView::from(&row);
     if row.status == RowStatus::Waitlisted {
         // The stored position is the one at joining; the actor knows where it stands now.
-        let event = state.event_of(&request, &row.event).await?;
-        let status = event.status(row.id).await.map_err(|error| state.actor_error(error))?;
+        let event = state.events.event_of(&request, &row.event).await?;
+        let status = event.status(row.id).await.map_err(|error| state.shedding.actor_error(error))?;
         if let Some((kuota_engine::ActiveStatus::Waitlisted, Some(position))) = status {
             view.waitlist_position = Some(position);
         }
@@ -592,12 +335,7 @@ async fn reread(state: &AppState, row: &RegistrationRow) -> Result<HttpResponse,
     params(("registration_id" = String, Path, description = "The `id` from the registration's answer.")),
     responses(
         (status = 200, description = "The registration, `cancelled`.", body = RegistrationView),
-        (
-            status = 401,
-            description = "No credential at all (`unauthorized`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 401, response = NoCredential),
         (
             status = 404,
             description = "No such registration, or the token is not its registrant's (`not_found`).",
@@ -624,9 +362,9 @@ async fn cancel(
     if row.status == RowStatus::Cancelled {
         return reread(&state, &row).await;
     }
-    state.refuse_if_stalled()?;
-    let event = state.event_of(&request, &row.event).await?;
-    match event.cancel(row.id).await.map_err(|error| state.actor_error(error))? {
+    state.shedding.refuse_if_stalled()?;
+    let event = state.events.event_of(&request, &row.event).await?;
+    match event.cancel(row.id).await.map_err(|error| state.shedding.actor_error(error))? {
         Outcome::RegistrationCancelled { .. } => reread(&state, &row).await,
         Outcome::AlreadyEnded { status: EndedStatus::Expired, .. } => Err(ApiError::Conflict {
             status: StatusCode::GONE,
@@ -678,7 +416,7 @@ async fn confirm(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let row = authorized_row(&state, &request, &path).await?;
     let expired = || ApiError::Conflict {
         status: StatusCode::GONE,
@@ -694,9 +432,9 @@ async fn confirm(
         RowStatus::Confirmed => return reread(&state, &row).await,
         RowStatus::Held | RowStatus::Waitlisted => {}
     }
-    state.refuse_if_stalled()?;
-    let event = state.event_of(&request, &row.event).await?;
-    match event.confirm(row.id).await.map_err(|error| state.actor_error(error))? {
+    state.shedding.refuse_if_stalled()?;
+    let event = state.events.event_of(&request, &row.event).await?;
+    match event.confirm(row.id).await.map_err(|error| state.shedding.actor_error(error))? {
         Outcome::RegistrationConfirmed { .. } => reread(&state, &row).await,
         Outcome::HoldExpired { .. } => Err(expired()),
         Outcome::NotHeld { .. } => {
@@ -713,35 +451,14 @@ async fn confirm(
 #[into_params(parameter_in = Query)]
 struct PageQuery {
     /// Only registrations with this status.
-    #[param(value_type = Option<crate::openapi::RegistrationStatus>)]
+    #[param(value_type = Option<crate::responses::RegistrationStatus>)]
     status: Option<String>,
     /// Registrations per page.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page; the first page without it.
+    #[param(pattern = "^[0-9]{0,19}$")]
     cursor: Option<String>,
-}
-
-/// Parses `limit` (1–500, default 50) and a numeric `cursor`.
-pub fn page_bounds(limit: Option<&str>, cursor: Option<&str>) -> Result<(u32, Option<u64>), ApiError> {
-    let limit = match limit {
-        None => PAGE_LIMIT_DEFAULT,
-        Some(text) => {
-            text.parse::<u32>().ok().filter(|limit| (1..=PAGE_LIMIT_MAX).contains(limit)).ok_or_else(
-                || ApiError::Validation(vec![crate::error::FieldError::new("limit", "must be 1 to 500")]),
-            )?
-        }
-    };
-    let cursor = match cursor.filter(|text| !text.is_empty()) {
-        None => None,
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            ApiError::Validation(vec![crate::error::FieldError::new(
-                "cursor",
-                "is not a cursor from a previous page",
-            )])
-        })?),
-    };
-    Ok((limit, cursor))
 }
 
 #[utoipa::path(
@@ -755,12 +472,7 @@ pub fn page_bounds(limit: Option<&str>, cursor: Option<&str>) -> Result<(u32, Op
     responses(
         (status = 200, description = "One page.", body = RegistrationPage),
         (status = 401, response = Unauthorized),
-        (
-            status = 404,
-            description = "No such event (`not_found`).",
-            body = Problem,
-            content_type = "application/problem+json"
-        ),
+        (status = 404, response = EventNotFound),
         (
             status = 422,
             description = "`limit` outside 1–500, an unknown `status` or a bad `cursor` \
@@ -778,13 +490,14 @@ async fn list(
     request: HttpRequest,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let event = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
     let (limit, cursor) = page_bounds(query.limit.as_deref(), query.cursor.as_deref())?;
-    let status = match query.status.as_deref().filter(|text| !text.is_empty()) {
+    // An empty `status=` names no status: refused like any other unknown one.
+    let status = match query.status.as_deref() {
         None => None,
         Some(text) => Some(RowStatus::parse(text).ok_or_else(|| {
-            ApiError::Validation(vec![crate::error::FieldError::new(
+            ApiError::Validation(vec![FieldError::new(
                 "status",
                 "must be held, confirmed, waitlisted, cancelled or expired",
             )])
@@ -798,25 +511,4 @@ async fn list(
         (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.0.to_string())).flatten();
     let items: Vec<RegistrationView> = rows.iter().map(RegistrationView::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_prerendered_sold_out_answer_is_the_refusal_byte_for_byte() {
-        let expected = refusal(&Decision::SoldOut).error_response();
-        let prerendered = sold_out_response();
-        assert_eq!(prerendered.status(), expected.status());
-        let headers = |response: &HttpResponse| {
-            let mut headers: Vec<_> =
-                response.headers().iter().map(|(name, value)| (name.clone(), value.clone())).collect();
-            headers.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
-            headers
-        };
-        assert_eq!(headers(&prerendered), headers(&expected));
-        let body = |response: HttpResponse| response.into_body().try_into_bytes().ok().unwrap();
-        assert_eq!(body(prerendered), body(expected));
-    }
 }

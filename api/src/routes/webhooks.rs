@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use crate::domain::json_object;
 use crate::error::{ApiError, FieldError};
+use crate::http::json_body;
+use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::openapi::{NotFound, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
-use crate::routes::json_body;
-use crate::routes::registrations::page_bounds;
+use crate::responses::{NotFound, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
 use crate::state::AppState;
 use crate::time_format;
 use crate::webhooks::destination::{AllowHosts, check_resolved, check_url};
@@ -191,7 +191,7 @@ async fn create(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let object = json_object(&body)?;
     let allow = AllowHosts::parse(&state.settings.webhook_allow_hosts);
@@ -301,8 +301,8 @@ struct PageQuery {
     tag = "admin",
     summary = "List webhook endpoints",
     params(
-        ("limit" = Option<u32>, Query, description = "1 to 500; 50 by default."),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page.")
+        ("limit" = Option<u32>, Query, description = "1 to 500; 50 by default.", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page.", pattern = "^[A-Za-z0-9_]{0,40}$")
     ),
     responses(
         (status = 200, description = "One page, without secrets.", body = EndpointPage),
@@ -322,7 +322,7 @@ async fn list(
     request: HttpRequest,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let (limit, _) = page_bounds(query.limit.as_deref(), None)?;
     let cursor = query.cursor.as_deref().filter(|cursor| !cursor.is_empty());
     if cursor.is_some_and(|cursor| !is_endpoint_id(cursor)) {
@@ -369,7 +369,7 @@ async fn read(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let endpoint = stored(&state, &path).await?;
     let MessageCounts { succeeded, pending, dead, failed_attempts } =
         state.store.webhook_message_counts(&endpoint.id).await?;
@@ -401,7 +401,7 @@ async fn delete(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     if !is_endpoint_id(&path) || !state.store.delete_webhook_endpoint(&path).await? {
         return Err(ApiError::NotFound("the webhook endpoint"));
     }
@@ -431,7 +431,7 @@ async fn rotate(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let endpoint = stored(&state, &path).await?;
     let secret = signing::new_secret();
     let previous_until = state.clock.now().plus_seconds(PREVIOUS_SECRET_VALID_SECONDS);
@@ -468,7 +468,7 @@ async fn replay(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&request).await?;
+    state.auth.require_admin(&request).await?;
     let endpoint = stored(&state, &path).await?;
     let replayed = state.store.replay_webhook_messages(&endpoint.id, state.clock.now()).await?;
     Ok(HttpResponse::Accepted().json(Replayed { id: endpoint.id, replayed }))

@@ -674,3 +674,41 @@ async fn a_queue_is_held_by_the_owner_and_served_through_either_node() {
     assert_eq!(seated.status, 201, "{}", text(&seated));
     assert_eq!(epoch(&a, "race").await, 1, "only node a ever loaded the event");
 }
+
+#[actix_rt::test]
+async fn a_percent_encoded_event_id_takes_the_same_way_to_the_owner() {
+    let redis = SharedRedis::new();
+    let (a, b) = two_nodes(&redis, 10_000).await;
+    // Seats to spare: the event does not sell out, which this test is not about.
+    a.create_event(race("race", 5, 0)).await;
+    // `r%61ce` is `race`: node b forwards it to node a as it forwards `race`, not 503.
+    let via_b = b
+        .post_json(
+            "/v1/events/r%61ce/registrations",
+            &[("Idempotency-Key", "k1")],
+            &registration("10K", "ana@example.org"),
+        )
+        .await;
+    assert_eq!(via_b.status, 201, "{}", text(&via_b));
+    assert_eq!(via_b.header("kuota-owner"), Some("node-a"), "forwarded to the owner");
+    let replayed = b.register("race", "k1", &registration("10K", "ana@example.org")).await;
+    assert_eq!(
+        (replayed.status, &replayed.body),
+        (via_b.status, &via_b.body),
+        "the same key, the same event"
+    );
+    // On the owner, the encoded id is answered here, as the plain one is.
+    let on_a = a
+        .post_json(
+            "/v1/events/%72ace/registrations",
+            &[("Idempotency-Key", "k2")],
+            &registration("10K", "bo@example.org"),
+        )
+        .await;
+    assert_eq!(on_a.status, 201, "{}", text(&on_a));
+    assert_eq!(on_a.header("kuota-owner"), None, "answered by the owner itself");
+    // The other routes of the event take the same way.
+    let read = b.get("/v1/events/r%61ce", &[]).await;
+    assert_eq!((read.status, read.header("kuota-owner")), (200, Some("node-a")), "{}", text(&read));
+    assert_eq!(epoch(&a, "race").await, 1, "only node a ever loaded the event");
+}

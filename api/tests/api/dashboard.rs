@@ -83,8 +83,11 @@ async fn the_node_view_counts_admissions_refusals_and_the_outbox_backlog() {
     assert_eq!((node["store"].as_str(), node["redis"].as_str()), (Some("up"), Some("not_configured")));
     assert_eq!(node["busy"]["busy"], false);
     assert_eq!(node["write_behind"]["breaker_open"], false);
-    // Every 2xx was committed, its outbox entry with it.
-    assert_eq!(node["outbox"]["pending"], 2, "{node}");
+    // Every 2xx was committed, its outbox entry with it; the sold-out announcement joins them
+    // once the watcher looked (every `SOLD_OUT_CHECK_INTERVAL_MS`), which a loaded machine may
+    // let happen before this read.
+    let pending = node["outbox"]["pending"].as_u64();
+    assert!(matches!(pending, Some(2 | 3)), "{node}");
     assert_eq!(node["outbox"]["dead"], 0);
     // No endpoint, no webhook message (persist's overview tests count them).
     assert_eq!((node["webhooks"]["pending"].as_u64(), node["webhooks"]["dead"].as_u64()), (Some(0), Some(0)));

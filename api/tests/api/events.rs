@@ -129,10 +129,49 @@ async fn the_registration_listing_pages_by_keyset_and_filters_by_status() {
     assert_eq!(cancelled.json()["items"].as_array().unwrap().len(), 0);
     assert_eq!(app.admin("GET", "/v1/events/race/registrations?limit=501", None).await.status, 422);
     assert_eq!(app.admin("GET", "/v1/events/race/registrations?status=gone", None).await.status, 422);
+    // An empty status is no status: refused as `gone` is, not taken for "any".
+    let empty = app.admin("GET", "/v1/events/race/registrations?status=", None).await;
+    assert_eq!((empty.status, empty.code_if_problem().as_str()), (422, "validation_failed"));
     let audit = app.admin("GET", "/v1/events/race/audit?limit=3", None).await;
     assert_eq!(audit.status, 200);
     assert_eq!(audit.json()["items"].as_array().unwrap().len(), 3);
     assert!(audit.json()["next_cursor"].is_string());
+}
+
+#[actix_rt::test]
+async fn the_event_listing_pages_by_keyset_in_id_order_for_admins_only() {
+    for backend in [Backend::MariaDb, Backend::Sqlite] {
+        let app = spawn_app(backend).await;
+        for id in ["delta", "alpha", "charlie", "bravo", "echo"] {
+            app.create_event(race(id, 5, 0)).await;
+        }
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = app.admin("GET", &format!("/v1/events?limit=2&cursor={cursor}"), None).await;
+            assert_eq!(page.status, 200, "{backend:?}: {}", String::from_utf8_lossy(&page.body));
+            let body = page.json();
+            for item in body["items"].as_array().unwrap() {
+                assert_eq!(item["name"], "City Race");
+                assert!(item["created_at"].as_str().is_some_and(|at| at.ends_with('Z')));
+                seen.push(item["id"].as_str().unwrap().to_string());
+            }
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["alpha", "bravo", "charlie", "delta", "echo"], "{backend:?}");
+        assert_eq!(app.get("/v1/events", &[]).await.status, 401);
+        for bad in ["/v1/events?limit=0", "/v1/events?limit=501", "/v1/events?cursor=not%20an%20id"] {
+            let refused = app.admin("GET", bad, None).await;
+            assert_eq!(
+                (refused.status, refused.code_if_problem().as_str()),
+                (422, "validation_failed"),
+                "{bad}"
+            );
+        }
+    }
 }
 
 #[actix_rt::test]

@@ -1,8 +1,8 @@
-//! The registration fast route answers as the router does. The ownership middleware answers
-//! `POST /v1/events/{event_id}/registrations` itself when the event runs here; an event id it
-//! does not read, because it is percent-encoded (`r%61ce` is `race` to the router), takes the
-//! router and the routed handler instead. The same request sent both ways must get the same
-//! status, headers and body.
+//! A registration has one door (`use_cases::register::answer`), which the owner-routing layer
+//! calls for an event that runs here and the routed handler calls otherwise. A percent-encoded
+//! event id (`r%61ce` is `race`, to the router and to the owner-routing layer alike) must take
+//! the same door as the plain one: the same request sent both ways gets the same status,
+//! headers and body.
 
 use serde_json::{Value, json};
 
@@ -139,4 +139,6 @@ async fn an_unknown_event_and_another_method_are_answered_alike_on_both_routes()
     let routed = app.request("PUT", ROUTED, &json_headers("k"), Some(body.as_bytes())).await;
     assert_eq!(comparable(&put), comparable(&routed));
     assert_eq!(put.status, 405);
+    assert_eq!(put.code_if_problem(), "method_not_allowed");
+    assert_eq!(put.header("allow"), Some("GET, POST"));
 }

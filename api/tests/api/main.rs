@@ -18,5 +18,6 @@ mod private_servers;
 mod queue;
 mod queue_stream;
 mod registrations;
+mod store_outage;
 mod support;
 mod webhooks;

@@ -10,7 +10,7 @@ const CONTRACT_PATHS: &[(&str, &[&str])] = &[
     ("/v1/events/{event_id}/registrations", &["get", "post"]),
     ("/v1/registrations/{registration_id}", &["delete", "get"]),
     ("/v1/events/{event_id}/stream", &["get"]),
-    ("/v1/events", &["post"]),
+    ("/v1/events", &["get", "post"]),
     ("/v1/events/{event_id}/categories/{code}", &["patch"]),
     ("/v1/registrations/{registration_id}/confirm", &["post"]),
     ("/v1/events/{event_id}/audit", &["get"]),
@@ -54,6 +54,7 @@ const CONTRACT_STATUSES: &[(&str, &str, &[&str])] = &[
     ("delete", "/v1/registrations/{registration_id}", &["200", "401", "404"]),
     ("get", "/v1/events/{event_id}/stream", &["200"]),
     ("post", "/v1/events", &["201", "401", "409", "422"]),
+    ("get", "/v1/events", &["200", "401", "422"]),
     ("patch", "/v1/events/{event_id}/categories/{code}", &["200", "401", "409"]),
     ("post", "/v1/registrations/{registration_id}/confirm", &["200", "401", "410"]),
     ("get", "/v1/events/{event_id}/registrations", &["200", "401", "422"]),
@@ -212,11 +213,7 @@ async fn the_documented_field_limits_are_the_limits_the_server_enforces() {
     assert_eq!(schemas["CapacityChange"]["properties"]["capacity"]["maximum"], capacity_max);
     let list = &document["paths"]["/v1/events/{event_id}/registrations"]["get"]["parameters"];
     let limit = list.as_array().unwrap().iter().find(|parameter| parameter["name"] == "limit").unwrap();
-    assert!(
-        limit
-            .to_string()
-            .contains(&format!("\"maximum\":{}", kuota_api::routes::registrations::PAGE_LIMIT_MAX))
-    );
+    assert!(limit.to_string().contains(&format!("\"maximum\":{}", kuota_api::http::PAGE_LIMIT_MAX)));
 }
 
 /// Every `src` and `href` attribute value of an HTML page.
@@ -267,4 +264,70 @@ async fn the_docs_page_is_html_whose_every_asset_comes_from_this_server() {
     let with_slash = app.get("/docs/", &[]).await;
     assert_eq!(with_slash.status, 200);
     assert!(text(&with_slash).contains("id=\"swagger-ui\""));
+}
+
+#[actix_rt::test]
+async fn a_method_a_resource_does_not_answer_is_a_405_problem_with_the_documented_allow() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let document = document(&app).await;
+    for (method, path, pattern) in [
+        ("DELETE", "/v1/events", "/v1/events"),
+        ("PUT", "/v1/events/race", "/v1/events/{event_id}"),
+        ("POST", "/healthz", "/healthz"),
+        ("TRACE", "/docs", "/docs"),
+        ("POST", "/openapi.json", "/openapi.json"),
+        ("PATCH", "/v1/webhooks", "/v1/webhooks"),
+    ] {
+        let response = app.request(method, path, &[], None).await;
+        assert_eq!(response.status, 405, "{method} {path}: {}", text(&response));
+        assert_eq!(response.code_if_problem(), "method_not_allowed", "{method} {path}");
+        assert!(
+            response
+                .header("content-type")
+                .is_some_and(|value| value.starts_with("application/problem+json")),
+            "{method} {path}"
+        );
+        let mut documented: Vec<String> = document["paths"][pattern]
+            .as_object()
+            .unwrap_or_else(|| panic!("{pattern} is documented"))
+            .keys()
+            .map(|method| method.to_ascii_uppercase())
+            .collect();
+        let mut allowed: Vec<String> = response
+            .header("allow")
+            .unwrap_or_else(|| panic!("{method} {path} names Allow"))
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
+        documented.sort();
+        allowed.sort();
+        assert_eq!(allowed, documented, "{method} {path}");
+    }
+}
+
+#[actix_rt::test]
+async fn closed_request_bodies_say_so_and_the_stream_names_its_event_data() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let document = document(&app).await;
+    let schemas = &document["components"]["schemas"];
+    for closed in ["NewEvent", "NewRegistration", "NewTicket", "CapacityChange"] {
+        assert_eq!(
+            schemas[closed]["additionalProperties"],
+            Value::Bool(false),
+            "{closed}: {}",
+            schemas[closed]
+        );
+    }
+    // The server refuses what the schema says it refuses.
+    let unknown =
+        serde_json::json!({ "category": "10K", "email": "a@example.org", "full_name": "A", "x": 1 });
+    app.create_event(super::support::race("race", 5, 0)).await;
+    let refused = app.register("race", "k1", &unknown).await;
+    assert_eq!((refused.status, refused.code_if_problem().as_str()), (422, "validation_failed"));
+    let availability = &schemas["Availability"]["properties"];
+    for member in ["event_id", "status", "categories"] {
+        assert!(availability[member].is_object(), "Availability.{member}: {}", schemas["Availability"]);
+    }
+    let stream = &document["paths"]["/v1/events/{event_id}/stream"]["get"];
+    assert!(stream["description"].as_str().is_some_and(|text| text.contains("`Availability`")), "{stream}");
 }

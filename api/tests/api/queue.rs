@@ -1,4 +1,4 @@
-//! The queue of an event with a fair opening (docs/api.md, "Queue"): the contract's cases and
+//! The queue of an event with a fair opening (docs/design/API.md, "Queue"): the contract's cases and
 //! bad input, a restart in the middle of a queue, and a surge. Time-driven rules (the draw at
 //! `opens_at`, pass expiry) run on the server's real clock here, so the events open a second or
 //! two after they are created and the tests poll, with a deadline, for what the clock brings;

@@ -1,14 +1,15 @@
-//! What the operators' page (`GET /admin`) reads from the store: the newest events and a summary
-//! of the outbox and of the webhook messages. Both are small, indexed, bounded reads: the page polls them during a surge,
+//! What the operators' page (`GET /admin`) and the event listing (`GET /v1/events`) read from the
+//! store: the newest events, the events by id, and a summary of the outbox and of the webhook
+//! messages. Both are small, indexed, bounded reads: the page polls them during a surge,
 //! beside the write-behind's commits.
 
 use kuota_engine::{EventId, Timestamp};
 
 use crate::store::backend::Statement;
 use crate::store::plan::{millis, signed, unsigned};
-use crate::store::{PersistError, SqlStore, invalid, timestamp};
+use crate::store::{PAGE_SIZE_MAX, PersistError, SqlStore, invalid, timestamp};
 
-/// An event as the operators' page lists it.
+/// An event as the operators' page and the event listing list it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedEvent {
     pub id: EventId,
@@ -32,15 +33,39 @@ pub struct OutboxSummary {
 }
 
 impl SqlStore {
+    /// Events by id after `after`, at most `limit` (≤ `PAGE_SIZE_MAX`): one page of a keyset
+    /// listing, whose next page starts after the last id of this one.
+    #[tracing::instrument(skip(self))]
+    pub async fn events_page(
+        &self,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> Result<Vec<ListedEvent>, PersistError> {
+        let limit = i64::from(limit.min(PAGE_SIZE_MAX));
+        let statement = match after {
+            Some(after) => {
+                Statement::new("SELECT id, name, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                    .bind(after.as_str())
+                    .bind(limit)
+            }
+            None => Statement::new("SELECT id, name, created_at FROM events ORDER BY id LIMIT ?").bind(limit),
+        };
+        self.listed_events(&statement).await
+    }
+
     /// The `limit` most recently created events, newest first.
     #[tracing::instrument(skip(self))]
     pub async fn recent_events(&self, limit: u32) -> Result<Vec<ListedEvent>, PersistError> {
         let statement =
             Statement::new("SELECT id, name, created_at FROM events ORDER BY created_at DESC, id LIMIT ?")
                 .bind(i64::from(limit));
+        self.listed_events(&statement).await
+    }
+
+    async fn listed_events(&self, statement: &Statement<'_>) -> Result<Vec<ListedEvent>, PersistError> {
         let mut events = Vec::new();
         self.pool
-            .for_each_row(&statement, |row| {
+            .for_each_row(statement, |row| {
                 events.push(ListedEvent {
                     id: EventId::parse(row.text(0)?).map_err(|error| invalid("events.id", error))?,
                     name: row.text(1)?.to_owned(),

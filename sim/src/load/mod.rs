@@ -21,9 +21,11 @@
 //! - `http`: the HTTP/1.1 keep-alive client and its connection pool.
 //! - `checks`: the client-side checks on every answer.
 //! - `report`: the Markdown report.
+//! - `queue`: `--queue`, a queued opening end to end (join, poll, register with the pass).
 
 pub mod checks;
 pub mod http;
+pub mod queue;
 pub mod report;
 pub mod target;
 

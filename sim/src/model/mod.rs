@@ -27,6 +27,8 @@
 //! - `faults`: the scenario's faults as spans of time, and the writer's view of the store's
 //!   health (stalled, failing, breaker, probes).
 //! - `finish`: the end of a run: final states and invariant checks.
+//! - `queue`: a queued opening (a scenario with `[queue]`): lobby, draw, admission, passes,
+//!   polling and abandonment on the real engine's queue, with its own store view and checks.
 
 mod actor;
 mod agenda;
@@ -35,6 +37,7 @@ mod cluster;
 mod faults;
 mod finish;
 mod node;
+pub mod queue;
 mod writer;
 
 use std::sync::Arc;

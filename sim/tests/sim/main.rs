@@ -9,6 +9,8 @@ mod faults;
 mod load;
 mod outcomes;
 mod plan;
+mod queue;
+mod queue_load;
 mod reproducibility;
 mod scenario_errors;
 mod support;

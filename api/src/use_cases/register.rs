@@ -1,0 +1,284 @@
+//! The registration use case (`POST /v1/events/{event_id}/registrations`), the hot path of a
+//! sale: a seat, a place on the waitlist, or a refusal, decided by the event's actor and
+//! acknowledged once committed.
+//!
+//! `answer` is its one door (see `crate::use_cases`). The fast answers stay here: a sold-out
+//! category is refused from the published counters with a problem document rendered once per
+//! process, before the access token and the fingerprint are derived.
+
+use std::sync::LazyLock;
+
+use actix_web::body::MessageBody;
+use actix_web::error::PayloadError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::Stream;
+use kuota_engine::actor::EventHandle;
+use kuota_engine::{Decision, EventId, Outcome, RegistrationId, Timestamp};
+use serde::Serialize;
+
+use crate::error::{ApiError, FieldError};
+use crate::http::mark_replayed;
+use crate::state::AppState;
+use crate::use_cases::Submission;
+use crate::{admission, domain, metrics, time_format};
+
+/// A registration request, typed: the submission and, for a queued event, the `Queue-Pass`.
+#[derive(Debug)]
+pub struct RegisterRequest<'a> {
+    pub event_id: &'a EventId,
+    pub submission: Submission,
+    /// The `Queue-Pass` header as sent; read only for a queued event.
+    pub queue_pass: Option<&'a [u8]>,
+}
+
+/// Answers `POST /v1/events/{event_id}/registrations` for `event_id`: the route's handler calls
+/// it, and so does the owner-routing layer for an event it `located` running here (then the
+/// event is not looked up again).
+pub async fn answer<P>(
+    state: &AppState,
+    event_id: &EventId,
+    located: Option<EventHandle>,
+    request: &HttpRequest,
+    payload: P,
+) -> Result<HttpResponse, ApiError>
+where
+    P: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
+{
+    let submission = Submission::read(state, request, payload).await?;
+    let queue_pass = request.headers().get("queue-pass").map(HeaderValue::as_bytes);
+    register(state, RegisterRequest { event_id, submission, queue_pass }, located).await
+}
+
+/// The answer to a registration request that got (or waits for) a seat.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Admission<'a> {
+    #[schema(example = "city-race.17")]
+    id: String,
+    #[schema(example = "city-race")]
+    event_id: &'a str,
+    #[schema(example = "10K")]
+    category: &'a str,
+    #[schema(value_type = crate::responses::AdmissionStatus)]
+    status: &'static str,
+    /// With `waitlisted`: 1 for the head of the waitlist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waitlist_position: Option<u32>,
+    /// With `held`: when the hold lapses unless confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// The registrant's bearer token for `GET` and `DELETE /v1/registrations/{registration_id}`.
+    access_token: &'a str,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `<event>.<number>`: ids are opaque to clients, but they name their event.
+pub fn external_id(event: &EventId, registration: RegistrationId) -> String {
+    format!("{event}.{registration}")
+}
+
+fn admission_response(
+    decision: &Decision,
+    event: &EventId,
+    category: &str,
+    access_token: &str,
+    created_at: Timestamp,
+    replayed: bool,
+) -> Result<HttpResponse, ApiError> {
+    let (status, registration, label, waitlist_position, expires_at) = match *decision {
+        Decision::Confirmed { registration } => (StatusCode::CREATED, registration, "confirmed", None, None),
+        Decision::Held { registration, expires_at } => {
+            (StatusCode::CREATED, registration, "held", None, Some(time_format::format(expires_at)))
+        }
+        Decision::Waitlisted { registration, position } => {
+            (StatusCode::ACCEPTED, registration, "waitlisted", Some(position), None)
+        }
+        _ => return Err(refusal(decision)),
+    };
+    let body = Admission {
+        id: external_id(event, registration),
+        event_id: event.as_str(),
+        category,
+        status: label,
+        waitlist_position,
+        expires_at,
+        access_token,
+        created_at: time_format::format(created_at),
+    };
+    let mut response = HttpResponse::build(status).json(body);
+    if replayed {
+        mark_replayed(&mut response);
+    }
+    Ok(response)
+}
+
+/// The answer to a request refused as sold out from the published counters, the hottest answer
+/// of a sale: the same status, headers and bytes as `refusal(&Decision::SoldOut)`, whose
+/// problem document is serialized once per process instead of once per request.
+fn sold_out_response() -> HttpResponse {
+    static RENDERED: LazyLock<(StatusCode, HeaderValue, web::Bytes)> = LazyLock::new(|| {
+        let response = refusal(&Decision::SoldOut).error_response();
+        let status = response.status();
+        // `ApiError::error_response` always sets the problem document's content type.
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).cloned().expect("a problem names its content type");
+        // A problem document is one in-memory buffer, never a stream.
+        let body = response.into_body().try_into_bytes().expect("a problem document is a single buffer");
+        (status, content_type, body)
+    });
+    let (status, content_type, body) = &*RENDERED;
+    HttpResponse::build(*status)
+        .insert_header((header::CONTENT_TYPE, content_type.clone()))
+        .body(body.clone())
+}
+
+/// The problem document of a decision that refused a seat.
+fn refusal(decision: &Decision) -> ApiError {
+    match decision {
+        Decision::SoldOut => ApiError::conflict("sold_out", "the category is sold out"),
+        Decision::AlreadyRegistered => ApiError::conflict(
+            "already_registered",
+            "this registrant already has a registration for the event",
+        ),
+        Decision::NotOpen { opens_at } => ApiError::Conflict {
+            status: StatusCode::CONFLICT,
+            code: "not_open",
+            detail: "registration has not opened yet".into(),
+            extra: Some(serde_json::json!({ "opens_at": time_format::format(*opens_at) })),
+        },
+        Decision::Closed => ApiError::conflict("closed", "registration has closed"),
+        // Only refusals reach here; the admissions are answered by `admission_response`.
+        other => ApiError::Internal(anyhow::anyhow!("{other:?} is not a refusal")),
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Decided(Decision::Confirmed { .. }) => "confirmed",
+        Outcome::Decided(Decision::Held { .. }) => "held",
+        Outcome::Decided(Decision::Waitlisted { .. }) => "waitlisted",
+        Outcome::Decided(Decision::SoldOut) => "sold_out",
+        Outcome::Decided(Decision::AlreadyRegistered) => "already_registered",
+        Outcome::Decided(Decision::NotOpen { .. }) => "not_open",
+        Outcome::Decided(Decision::Closed) => "closed",
+        Outcome::Replayed(_) => "replayed",
+        Outcome::QueuePassRequired => "queue_pass_required",
+        Outcome::QueuePassInvalid => "queue_pass_invalid",
+        Outcome::KeyInFlight => "key_in_flight",
+        Outcome::KeyReused => "key_reused",
+        _ => "other",
+    }
+}
+
+/// Decides a registration: the limits, the event, the body against the event's categories, then
+/// the actor. `located` is the event when the caller found it running here.
+#[tracing::instrument(name = "register", skip_all, fields(event_id = %request.event_id))]
+pub async fn register(
+    state: &AppState,
+    request: RegisterRequest<'_>,
+    located: Option<EventHandle>,
+) -> Result<HttpResponse, ApiError> {
+    let RegisterRequest { event_id, submission: Submission { key, body, client }, queue_pass } = request;
+    state.limits.limit_client(client)?;
+    let event = state.events.located_event(event_id, located).await?;
+    let parsed = domain::registration(&body, event.config())?;
+    state.limits.limit_registrant(&parsed.registrant).await?;
+    // Sold out is answered from the published counters, unless this key may have been decided
+    // before (then its decision must be replayed, which only the actor knows). This comes before
+    // the access token and the fingerprint are derived: a sold-out answer needs neither. Not for
+    // a queued event: its pass is checked before `sold_out`, and only the actor can.
+    let queued = event.config().queue.is_some();
+    let sold_out = !queued && event.counters().is_sold_out(&parsed.category, parsed.waitlist) == Some(true);
+    if sold_out && !event.counters().may_have_seen_key(&key) {
+        metrics::sold_out_fast().increment(1);
+        return Ok(sold_out_response());
+    }
+    state.shedding.refuse_if_stalled()?;
+    let category = parsed.category.clone();
+    let (mut register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
+    if queued && let Some(pass) = queue_pass {
+        register.queue_pass = Some(crate::queue::parse_pass(&state.token_secret, event_id, pass));
+    }
+    // Past the adaptive limit on registrations in flight, refused at once (see `admission`).
+    let _permit = state
+        .shedding
+        .admission
+        .try_acquire()
+        .ok_or_else(|| state.shedding.shed(admission::REFUSAL_REASON))?;
+    let (outcome, decided_at) =
+        event.register_timed(register).await.map_err(|error| state.shedding.actor_error(error))?;
+    ::metrics::counter!(metrics::ADMISSIONS, "outcome" => outcome_label(&outcome)).increment(1);
+    match outcome {
+        Outcome::Decided(decision) => {
+            admission_response(&decision, event_id, category.as_str(), &access_token, decided_at, false)
+        }
+        // Boxed (see `owner_routing::route_to_owner`): a store query's state is large, and replays rare.
+        Outcome::Replayed(decision) => Box::pin(replay(state, event_id, &access_token, &decision)).await,
+        Outcome::KeyInFlight => Err(ApiError::KeyInFlight),
+        Outcome::KeyReused => Err(ApiError::KeyReused),
+        Outcome::IdempotencyFull => Err(state.shedding.shed("the event keeps too many idempotency keys")),
+        Outcome::QueuePassRequired => Err(ApiError::Conflict {
+            status: StatusCode::FORBIDDEN,
+            code: "queue_pass_required",
+            detail: "this event admits registrations through its queue: send the ticket's pass in Queue-Pass"
+                .into(),
+            extra: None,
+        }),
+        Outcome::QueuePassInvalid => Err(ApiError::Conflict {
+            status: StatusCode::FORBIDDEN,
+            code: "queue_pass_invalid",
+            detail: "the Queue-Pass is unknown, expired, used, another registrant's, or a waitlist pass \
+                used for a seat"
+                .into(),
+            extra: None,
+        }),
+        Outcome::UnknownCategory => {
+            Err(ApiError::Validation(vec![FieldError::new("category", "is not a category of this event")]))
+        }
+        other => Err(ApiError::Internal(anyhow::anyhow!("unexpected outcome {other:?} for a registration"))),
+    }
+}
+
+/// Answers a retry with the first decision's status and body, byte for byte: the body is
+/// rebuilt from the stored registration (its category and creation time), and the token, being
+/// derived from the event and the key, is the one the first answer carried.
+async fn replay(
+    state: &AppState,
+    event: &EventId,
+    access_token: &str,
+    decision: &Decision,
+) -> Result<HttpResponse, ApiError> {
+    let Some(registration) = decision.registration() else {
+        let mut response = actix_web::ResponseError::error_response(&refusal(decision));
+        mark_replayed(&mut response);
+        return Ok(response);
+    };
+    let row = state.store.registration(event, registration).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("replayed registration {registration} is not stored"))
+    })?;
+    admission_response(decision, event, row.category.as_str(), access_token, row.created_at, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prerendered_sold_out_answer_is_the_refusal_byte_for_byte() {
+        let expected = refusal(&Decision::SoldOut).error_response();
+        let prerendered = sold_out_response();
+        assert_eq!(prerendered.status(), expected.status());
+        let headers = |response: &HttpResponse| {
+            let mut headers: Vec<_> =
+                response.headers().iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+            headers.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
+            headers
+        };
+        assert_eq!(headers(&prerendered), headers(&expected));
+        let body = |response: HttpResponse| response.into_body().try_into_bytes().ok().unwrap();
+        assert_eq!(body(prerendered), body(expected));
+    }
+}
