@@ -445,8 +445,12 @@ fn run_command(args: &RunArgs) -> ExitCode {
         return queued_run_command(args, &scenario, seed);
     }
     let scenario = if args.random_faults { swarm::with_random_faults(&scenario, seed) } else { scenario };
-    let options =
-        RunOptions { break_model: args.break_model, progress: true, break_fencing: args.break_fencing };
+    let options = RunOptions {
+        break_model: args.break_model,
+        progress: true,
+        break_fencing: args.break_fencing,
+        ..RunOptions::default()
+    };
     let started = Instant::now();
     let (text, result, verdict) = match args.target_p99_ms {
         None => {

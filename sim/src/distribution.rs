@@ -71,18 +71,19 @@ impl Distribution {
 
     /// One draw, in whole microseconds, at most `SAMPLE_MAX_US`.
     pub fn sample_micros(&self, rng: &mut Rng) -> Micros {
-        let milliseconds = match *self {
-            Distribution::Constant { value_ms } => value_ms,
-            Distribution::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * rng.unit(),
-            Distribution::Exponential { mean_ms } => rng.exponential(mean_ms),
+        self.sampler().sample_micros(rng)
+    }
+
+    /// The distribution ready for many draws (a lognormal's sigma worked out once).
+    pub fn sampler(&self) -> Sampler {
+        Sampler(match *self {
+            Distribution::Constant { value_ms } => Shape::Constant { value_ms },
+            Distribution::Uniform { min_ms, max_ms } => Shape::Uniform { min_ms, max_ms },
+            Distribution::Exponential { mean_ms } => Shape::Exponential { mean_ms },
             Distribution::Lognormal { median_ms, p99_ms } => {
-                let sigma = (p99_ms / median_ms).ln() / STANDARD_NORMAL_P99;
-                median_ms * (sigma * rng.standard_normal()).exp()
+                Shape::Lognormal { median_ms, sigma: (p99_ms / median_ms).ln() / STANDARD_NORMAL_P99 }
             }
-        };
-        let micros = (milliseconds * MICROS_PER_MILLI as f64).round();
-        // `as` saturates for floats: NaN becomes 0 and +inf becomes u64::MAX, clamped below.
-        (micros.max(0.0) as Micros).min(SAMPLE_MAX_US)
+        })
     }
 
     /// The mean, in milliseconds, for summaries.
@@ -108,6 +109,34 @@ impl Distribution {
                 format!("lognormal(median {median_ms} ms, p99 {p99_ms} ms)")
             }
         }
+    }
+}
+
+/// A `Distribution` to draw from many times: what a draw needs, worked out once. It draws
+/// exactly what the distribution's own `sample_micros` draws.
+#[derive(Clone, Copy, Debug)]
+pub struct Sampler(Shape);
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Constant { value_ms: f64 },
+    Uniform { min_ms: f64, max_ms: f64 },
+    Exponential { mean_ms: f64 },
+    Lognormal { median_ms: f64, sigma: f64 },
+}
+
+impl Sampler {
+    /// One draw, in whole microseconds, at most `SAMPLE_MAX_US`.
+    pub fn sample_micros(&self, rng: &mut Rng) -> Micros {
+        let milliseconds = match self.0 {
+            Shape::Constant { value_ms } => value_ms,
+            Shape::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * rng.unit(),
+            Shape::Exponential { mean_ms } => rng.exponential(mean_ms),
+            Shape::Lognormal { median_ms, sigma } => median_ms * (sigma * rng.standard_normal()).exp(),
+        };
+        let micros = (milliseconds * MICROS_PER_MILLI as f64).round();
+        // `as` saturates for floats: NaN becomes 0 and +inf becomes u64::MAX, clamped below.
+        (micros.max(0.0) as Micros).min(SAMPLE_MAX_US)
     }
 }
 

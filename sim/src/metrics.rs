@@ -369,11 +369,30 @@ pub struct Metrics {
     pub events_processed: u64,
     /// One per scenario fault, in the scenario's order.
     pub faults: Vec<FaultStats>,
+    /// Whether latencies are recorded (histograms and the charts' series); without them only
+    /// the counts are kept, which is all the swarm reads (see `Metrics::counts_only`).
+    pub latencies_kept: bool,
 }
 
 impl Metrics {
     pub fn new(window: ChartWindow) -> Self {
-        let summary = || histogram(LATENCY_MAX_US, SUMMARY_SIGNIFICANT_FIGURES);
+        Metrics::with_histograms(window, || histogram(LATENCY_MAX_US, SUMMARY_SIGNIFICANT_FIGURES), true)
+    }
+
+    /// Metrics that count answers, effects and peaks but record no latency: no histogram is
+    /// allocated or filled, and no chart series kept. The swarm runs on these, since it only
+    /// reads the invariants; nothing the model decides reads a latency, so a seed runs the same
+    /// either way.
+    pub fn counts_only(window: ChartWindow) -> Self {
+        // The smallest histogram hdrhistogram makes, never recorded into.
+        Metrics::with_histograms(ChartWindow { buckets: 0, ..window }, || histogram(2, 0), false)
+    }
+
+    fn with_histograms(
+        window: ChartWindow,
+        summary: impl Fn() -> Histogram<u64>,
+        latencies_kept: bool,
+    ) -> Self {
         Metrics {
             answers: [0; AnswerClass::ALL.len()],
             latency: AnswerClass::ALL.iter().map(|_| summary()).collect(),
@@ -398,6 +417,7 @@ impl Metrics {
             last_answer_at: 0,
             events_processed: 0,
             faults: Vec::new(),
+            latencies_kept,
         }
     }
 
@@ -460,6 +480,19 @@ impl Metrics {
         let latency_us = latency_us.max(1);
         self.last_answer_at = self.last_answer_at.max(at);
         self.answers[class.index()] += 1;
+        for fault in &mut self.faults {
+            if let Some(window) =
+                fault.windows.iter_mut().find(|window| window.from <= at && at < window.until)
+            {
+                window.answers[class.index()] += 1;
+                if self.latencies_kept {
+                    window.latency.saturating_record(latency_us);
+                }
+            }
+        }
+        if !self.latencies_kept {
+            return;
+        }
         self.latency[class.index()].saturating_record(latency_us);
         if registration {
             self.registration_latency.saturating_record(latency_us);
@@ -468,14 +501,6 @@ impl Metrics {
         second.answers += 1;
         if class.asks_to_retry() {
             second.refused_for_load += 1;
-        }
-        for fault in &mut self.faults {
-            if let Some(window) =
-                fault.windows.iter_mut().find(|window| window.from <= at && at < window.until)
-            {
-                window.answers[class.index()] += 1;
-                window.latency.saturating_record(latency_us);
-            }
         }
         let series = || {
             Histogram::new_with_bounds(1, SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
@@ -514,7 +539,9 @@ impl Metrics {
     pub fn record_transaction(&mut self, at: Micros, effects: u64, latency_us: u64) {
         self.transactions += 1;
         self.batch_effects_max = self.batch_effects_max.max(effects);
-        self.commit_latency.saturating_record(latency_us.max(1));
+        if self.latencies_kept {
+            self.commit_latency.saturating_record(latency_us.max(1));
+        }
         let second = self.second(at);
         second.transactions += 1;
         second.effects_committed += effects as u32;

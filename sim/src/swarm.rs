@@ -106,7 +106,8 @@ pub fn run(
     let lowest_failure = AtomicU64::new(u64::MAX);
     let failures: Mutex<Vec<Failure>> = Mutex::new(Vec::new());
     let mut progress = Progress::new(options.progress, seeds, "seeds");
-    let options = RunOptions { progress: false, ..options };
+    // Each seed's own bar is never shown, and only its invariants are read.
+    let options = RunOptions { progress: false, counts_only: true, ..options };
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {

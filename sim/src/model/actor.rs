@@ -176,7 +176,7 @@ impl Simulation<'_> {
             self.actor.requests_in_mailbox -= 1;
         }
         self.actor.current = Some(job);
-        let service = self.scenario.system.actor_service.sample_micros(&mut self.system_rng);
+        let service = self.settings.actor_service.sample_micros(&mut self.system_rng);
         self.schedule_in(service, EventKind::ActorDone { incarnation: self.actor.incarnation });
     }
 

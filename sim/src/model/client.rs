@@ -1,5 +1,7 @@
 //! Registrants: who they are, when they send what, and what they do with each answer.
 
+use std::cell::RefCell;
+
 use kuota_engine::{Email, IdempotencyKey, RegistrationId};
 
 use super::agenda::{Action, EventKind};
@@ -45,29 +47,40 @@ pub(super) struct Registrant {
     cancel_scheduled: bool,
     pub(super) rate_window: u64,
     pub(super) rate_count: u32,
-    email: Option<Email>,
-    key: Option<IdempotencyKey>,
+}
+
+thread_local! {
+    /// Registrant number `i`'s e-mail address and form key, at `i`: they depend on the number
+    /// alone, so they are made once per thread, not once per run (a swarm runs thousands of
+    /// seeds on each thread). As long as the largest crowd run on the thread (a scenario's
+    /// `registrants`, which validation bounds).
+    static IDENTITIES: RefCell<Vec<(Email, IdempotencyKey)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registrant `index`'s e-mail address and the `Idempotency-Key` of their registration form.
+fn identity(index: u32) -> (Email, IdempotencyKey) {
+    IDENTITIES.with_borrow_mut(|identities| {
+        while identities.len() <= index as usize {
+            let number = identities.len() as u32;
+            let email = Email::parse(&registrant_email(number)).expect("the simulator's addresses are valid");
+            let key = IdempotencyKey::parse(&format!("sim-{number}"))
+                .expect("the simulator's keys are printable ASCII");
+            identities.push((email, key));
+        }
+        identities[index as usize].clone()
+    })
 }
 
 impl Registrant {
-    /// The registrant's e-mail address, made on first use.
-    pub(super) fn email(&mut self, index: u32) -> Email {
-        self.email
-            .get_or_insert_with(|| {
-                Email::parse(&registrant_email(index)).expect("the simulator's addresses are valid")
-            })
-            .clone()
+    /// The registrant's e-mail address.
+    pub(super) fn email(&self, index: u32) -> Email {
+        identity(index).0
     }
 
     /// The `Idempotency-Key` of the registrant's registration form, kept across refreshes and
     /// retries like a well-behaved front end does.
-    pub(super) fn key(&mut self, index: u32) -> IdempotencyKey {
-        self.key
-            .get_or_insert_with(|| {
-                IdempotencyKey::parse(&format!("sim-{index}"))
-                    .expect("the simulator's keys are printable ASCII")
-            })
-            .clone()
+    pub(super) fn key(&self, index: u32) -> IdempotencyKey {
+        identity(index).1
     }
 }
 
@@ -113,14 +126,12 @@ impl Simulation<'_> {
             cancel_scheduled: false,
             rate_window: u64::MAX,
             rate_count: 0,
-            email: None,
-            key: None,
         }
     }
 
     /// Sends one request: it reaches a node after half a round trip.
     pub(super) fn send(&mut self, index: u32, action: Action, attempt: u32) {
-        let round_trip_us = self.scenario.system.network_round_trip.sample_micros(&mut self.system_rng);
+        let round_trip_us = self.settings.network_round_trip.sample_micros(&mut self.system_rng);
         let node = self.nodes.pick();
         let registrant = &mut self.registrants[index as usize];
         if action == Action::Register {
@@ -282,7 +293,7 @@ impl Simulation<'_> {
             return;
         }
         registrant.confirm_scheduled = true;
-        let delay = self.scenario.behaviour.pay_delay.sample_micros(&mut self.behaviour_rng);
+        let delay = self.settings.pay_delay.sample_micros(&mut self.behaviour_rng);
         self.schedule_in(delay, EventKind::Send { registrant: index, action: Action::Confirm, attempt: 1 });
     }
 
@@ -292,7 +303,7 @@ impl Simulation<'_> {
             return;
         }
         registrant.cancel_scheduled = true;
-        let delay = self.scenario.behaviour.cancel_delay.sample_micros(&mut self.behaviour_rng);
+        let delay = self.settings.cancel_delay.sample_micros(&mut self.behaviour_rng);
         self.schedule_in(delay, EventKind::Send { registrant: index, action: Action::Cancel, attempt: 1 });
     }
 

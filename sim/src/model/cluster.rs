@@ -75,6 +75,11 @@ enum Claim {
     Unavailable {
         delay: Micros,
     },
+    /// Redis is out but comes back at `at`, within the command's timeout: it answers the
+    /// waiting command then, and the claim goes on.
+    WaitsUntil {
+        at: Micros,
+    },
 }
 
 #[derive(Debug)]
@@ -93,7 +98,10 @@ pub(super) struct Cluster {
     keeper: Option<Keeper>,
     next_lease: u64,
     next_incarnation: u64,
-    claims_paused_until: Vec<Micros>,
+    /// Per node: from when until when its claims are refused at once (`check_not_paused`);
+    /// the pause starts when a claim fails, the Redis timeout after it was made, and requests
+    /// that come before then wait for that claim.
+    claims_paused: Vec<(Micros, Micros)>,
     /// Per node: a peer it failed to forward to, and from when until when it refuses at once
     /// instead (from when the failure shows: a frozen peer's only after the answer timeout).
     cool_down: Vec<Option<(u32, Micros, Micros)>>,
@@ -123,7 +131,7 @@ impl Cluster {
             keeper: None,
             next_lease: 0,
             next_incarnation: 1,
-            claims_paused_until: vec![0; nodes as usize],
+            claims_paused: vec![(0, 0); nodes as usize],
             cool_down: vec![None; nodes as usize],
             owner_cache: vec![None; nodes as usize],
             lost_replies_of: None,
@@ -401,6 +409,10 @@ impl Simulation<'_> {
                 let class = AnswerClass::ShedLeaseUnavailable;
                 self.schedule_in(delay, EventKind::LateRefusal { request: slot, serial, class });
             }
+            Claim::WaitsUntil { at } => {
+                let serial = self.requests.get(slot).serial;
+                self.agenda.schedule(at, EventKind::ClaimAgain { request: slot, serial, node, forwarded });
+            }
         }
     }
 
@@ -412,20 +424,34 @@ impl Simulation<'_> {
         if let Some(owner) = self.cluster.cached_owner(node, self.now) {
             return Claim::Elsewhere(owner);
         }
+        // `check_not_paused`: after a claim failed for want of Redis, this node's claims are
+        // refused at once for `CLAIM_PAUSE_AFTER_UNAVAILABLE_MS` from that failure, whether Redis
+        // is back or not (a pause running when an outage ends delays the recovery by what is
+        // left of it).
+        let (paused_from, paused_until) = self.cluster.claims_paused[node as usize];
+        if paused_from <= self.now && self.now < paused_until {
+            return Claim::Unavailable { delay: 0 };
+        }
         if self.redis_unreachable_from(node) {
-            let paused_until = &mut self.cluster.claims_paused_until[node as usize];
-            if self.now < *paused_until {
-                return Claim::Unavailable { delay: 0 };
+            // Concurrent first uses of an event share one claim (`Registry::locate`): a request
+            // arriving while one waits for Redis waits for it too, and fails with it.
+            let waiting = self.now < paused_from;
+            let fails_at = if waiting { paused_from } else { self.now + self.settings.redis_timeout_us };
+            if let Some(back) = self.faults.redis_back_at(self.now).filter(|back| *back < fails_at) {
+                // Redis answers the waiting command when it comes back, and the claim goes on.
+                return Claim::WaitsUntil { at: back };
             }
-            let delay = self.settings.redis_timeout_us;
-            *paused_until = self.now + delay + CLAIM_PAUSE_AFTER_UNAVAILABLE_MS * MICROS_PER_MILLI;
-            if !self.faults.redis_down(self.now) && self.cluster.expires_at <= self.now {
-                // The acquisition reached Redis; only its reply was lost. The lease now names
-                // this node, which does not know it (a later claim takes it over).
-                self.cluster.holder = node;
-                self.cluster.expires_at = self.now + self.cluster.times.ttl_us;
+            if !waiting {
+                self.cluster.claims_paused[node as usize] =
+                    (fails_at, fails_at + CLAIM_PAUSE_AFTER_UNAVAILABLE_MS * MICROS_PER_MILLI);
+                if !self.faults.redis_down(self.now) && self.cluster.expires_at <= self.now {
+                    // The acquisition reached Redis; only its reply was lost. The lease now names
+                    // this node, which does not know it (a later claim takes it over).
+                    self.cluster.holder = node;
+                    self.cluster.expires_at = self.now + self.cluster.times.ttl_us;
+                }
             }
-            return Claim::Unavailable { delay };
+            return Claim::Unavailable { delay: fails_at - self.now };
         }
         if self.cluster.expires_at > self.now && self.cluster.holder != node {
             let holder = self.cluster.holder;
@@ -474,7 +500,7 @@ impl Simulation<'_> {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
         }
-        let read_us = self.scenario.system.commit_latency.sample_micros(&mut self.system_rng)
+        let read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
             + (self.store.active_registrations() as f64 * MICROS_PER_SECOND as f64
                 / self.scenario.system.recovery_registrations_per_second) as Micros;
         let done = self.faults.store_work_done(self.now, read_us);

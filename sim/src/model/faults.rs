@@ -123,6 +123,11 @@ impl FaultPlan {
         self.redis_outages.iter().any(|span| span.covers(at))
     }
 
+    /// When Redis answers again, if it is out at `at`.
+    pub(super) fn redis_back_at(&self, at: Micros) -> Option<Micros> {
+        self.redis_outages.iter().filter(|span| span.covers(at)).map(|span| span.until).max()
+    }
+
     pub(super) fn replies_lost(&self, at: Micros) -> bool {
         self.lost_replies.iter().any(|span| span.covers(at))
     }

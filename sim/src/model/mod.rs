@@ -16,7 +16,7 @@
 //! move it (see `cluster`).
 //!
 //! # Layout
-//! - `agenda`: the timed-event heap and its deterministic tie-breaking.
+//! - `agenda`: the timed events (a calendar queue) and their deterministic tie-breaking.
 //! - `client`: registrants: arrivals, requests, retries, refreshes, payments and cancels.
 //! - `node`: HTTP workers, rate limits, the sold-out fast path and forwarding.
 //! - `actor`: the event actor around `EventQuota`: mailbox, pending decisions, hold timer.
@@ -45,7 +45,7 @@ use std::sync::Arc;
 use kuota_engine::{CategoryCode, EventQuota, RegistrationDetails, RegistrationId, Timestamp};
 
 use crate::arrivals::arrival_times;
-use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros};
+use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros, Sampler};
 use crate::invariants::{StoreView, Violations};
 use crate::metrics::{AnswerClass, ChartWindow, FinalState, Metrics};
 use crate::progress::Progress;
@@ -80,6 +80,9 @@ pub struct RunOptions {
     /// Test only: the store commits a stale epoch's batches instead of fencing them, so that
     /// the swarm has a real bug to find.
     pub break_fencing: bool,
+    /// Record no latency (`Metrics::counts_only`): for runs whose invariants alone are read,
+    /// such as the swarm's. The run is the same; its report would lack the latencies.
+    pub counts_only: bool,
 }
 
 /// Everything a finished run produced.
@@ -132,6 +135,13 @@ struct Settings {
     redis_timeout_us: Micros,
     lease: cluster::LeaseTimes,
     write_behind: kuota_persist::write_behind::WriteBehindConfig,
+    /// The scenario's distributions, ready to draw from.
+    network_round_trip: Sampler,
+    http_service: Sampler,
+    actor_service: Sampler,
+    commit_latency: Sampler,
+    pay_delay: Sampler,
+    cancel_delay: Sampler,
 }
 
 fn micros_from_millis(milliseconds: f64) -> Micros {
@@ -160,6 +170,12 @@ impl Settings {
                 stall_threshold_ms: system.store_stall_ms,
                 ..Default::default()
             },
+            network_round_trip: system.network_round_trip.sampler(),
+            http_service: system.http_service.sampler(),
+            actor_service: system.actor_service.sampler(),
+            commit_latency: system.commit_latency.sampler(),
+            pay_delay: behaviour.pay_delay.sampler(),
+            cancel_delay: behaviour.cancel_delay.sampler(),
         }
     }
 }
@@ -314,7 +330,8 @@ impl<'a> Simulation<'a> {
         let window = chart_window(scenario);
         let settings = Settings::new(scenario);
         let plan = faults::FaultPlan::new(scenario);
-        let mut metrics = Metrics::new(window);
+        let mut metrics =
+            if options.counts_only { Metrics::counts_only(window) } else { Metrics::new(window) };
         metrics.faults = plan.stats();
         let mut cumulative = 0.0;
         let demand_cumulative = scenario
@@ -398,6 +415,11 @@ impl<'a> Simulation<'a> {
                     self.answer(request, class, None, false);
                 }
             }
+            EventKind::ClaimAgain { request, serial, node, forwarded } => {
+                if self.requests.holds(request, serial) {
+                    self.serve_or_forward(request, node, forwarded);
+                }
+            }
             EventKind::LeaseRenew { lease } => self.renew_lease(lease),
             EventKind::LeaseCheck { lease } => self.check_lease(lease),
             EventKind::LoadAttempt { incarnation } => self.load_attempt(incarnation),
@@ -412,7 +434,9 @@ impl<'a> Simulation<'a> {
     fn node_of(&self, kind: &EventKind) -> Option<u32> {
         match *kind {
             EventKind::NodeIngress { request } => Some(self.requests.get(request).node),
-            EventKind::WorkerDone { node, .. } | EventKind::ActorReceive { node, .. } => Some(node),
+            EventKind::WorkerDone { node, .. }
+            | EventKind::ActorReceive { node, .. }
+            | EventKind::ClaimAgain { node, .. } => Some(node),
             EventKind::Deadline { request, serial } => {
                 self.requests.holds(request, serial).then(|| self.requests.get(request).node)
             }

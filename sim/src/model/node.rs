@@ -105,7 +105,7 @@ impl Simulation<'_> {
     }
 
     fn start_http_work(&mut self, node: u32, slot: u32) {
-        let service = self.scenario.system.http_service.sample_micros(&mut self.system_rng);
+        let service = self.settings.http_service.sample_micros(&mut self.system_rng);
         let life = self.cluster.life(node);
         self.schedule_in(service, EventKind::WorkerDone { node, request: slot, life });
     }
@@ -139,7 +139,7 @@ impl Simulation<'_> {
         }
         let serial = request.serial;
         let due = self.now + self.settings.request_timeout_us;
-        self.agenda.schedule_in_order(due, EventKind::Deadline { request: slot, serial });
+        self.agenda.schedule(due, EventKind::Deadline { request: slot, serial });
         self.serve_or_forward(slot, request.node, false);
     }
 

@@ -182,10 +182,9 @@ impl Simulation<'_> {
     /// One attempt of a batch's transaction: its drawn latency, slowed by a latency fault,
     /// waiting out a stalled store, and cut short by the store timeout.
     fn start_attempt(&mut self, slot: u32) {
-        let system = &self.scenario.system;
         let Some(batch) = self.writer.in_flight[slot as usize].as_mut() else { return };
         let per_effect = (self.settings.commit_per_effect_us * batch.effects.len() as f64).round() as Micros;
-        let latency = system.commit_latency.sample_micros(&mut self.system_rng)
+        let latency = self.settings.commit_latency.sample_micros(&mut self.system_rng)
             + per_effect
             + self.faults.extra_commit_latency(self.now);
         let done = self.faults.store_work_done(self.now, latency);

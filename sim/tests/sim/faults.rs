@@ -80,6 +80,31 @@ fn a_redis_outage_costs_the_owner_its_lease_and_claims_fail_until_redis_is_back(
 }
 
 #[test]
+fn a_redis_outage_ends_with_what_is_left_of_a_claim_pause_or_a_waiting_claim_going_on() {
+    // A failed claim pauses a node's claims for `CLAIM_PAUSE_AFTER_UNAVAILABLE_MS` (and requests
+    // that come while a claim waits for Redis share it), so when the outage ends, recovery takes
+    // from nothing (a claim was waiting: Redis answers it) to what is left of a pause. Outages of
+    // slightly different lengths end in different phases of that cycle.
+    let pause_us = kuota_persist::ownership::CLAIM_PAUSE_AFTER_UNAVAILABLE_MS * 1_000;
+    let (mut outlived, mut went_on) = (false, false);
+    for tenths in 0..10 {
+        let duration = 2.5 + f64::from(tenths) * 0.05;
+        let faults = format!(
+            "[[faults]]\nkind = \"redis_outage\"\nstart_seconds = 1\nduration_seconds = {duration}\n"
+        );
+        let (_, result) = run_with(&faults, 4);
+        let stats = &result.metrics.faults[0];
+        let served = stats.served_again_at.expect("served again after the outage");
+        let last_refusal = stats.last_refusal_at.expect("claims failed during the outage");
+        assert!(last_refusal < stats.end + pause_us, "refused {} µs after the end", last_refusal - stats.end);
+        outlived |= last_refusal > stats.end;
+        went_on |= served.checked_sub(stats.end).is_some_and(|after| after < pause_us / 10);
+    }
+    assert!(outlived, "no pause outlived an outage");
+    assert!(went_on, "no outage ended while a claim waited for Redis");
+}
+
+#[test]
 fn lost_lease_replies_make_the_owner_step_down_without_two_owners() {
     let (_, result) =
         run_with("[[faults]]\nkind = \"lost_lease_reply\"\nstart_seconds = 1\nduration_seconds = 2\n", 5);

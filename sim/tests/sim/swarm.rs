@@ -3,7 +3,7 @@
 //! seeds, and its replay command reproduces the failing run byte for byte.
 
 use kuota_sim::invariants::{CHECK_CAPACITY, CHECK_SEQ_ORDER};
-use kuota_sim::model::RunOptions;
+use kuota_sim::model::{RunOptions, simulate};
 use kuota_sim::scenario::Scenario;
 use kuota_sim::swarm;
 
@@ -59,4 +59,31 @@ fn a_seeds_fault_schedule_depends_on_the_seed_alone() {
     assert_ne!(swarm::random_faults(&scenario, 42), swarm::random_faults(&scenario, 43));
     assert_eq!(swarm::seed_of(7, 3), swarm::seed_of(7, 3));
     assert_ne!(swarm::seed_of(7, 3), swarm::seed_of(7, 4));
+}
+
+#[test]
+fn a_seed_run_with_counts_only_keeps_the_invariants_and_counts_of_a_full_run() {
+    // The swarm runs its seeds without latencies (`RunOptions::counts_only`); a replay with
+    // `kuota-sim run` records them. What both have must be the same, broken model or not.
+    let scenario = Scenario::parse(FAULT_SCENARIO, "fault-race").unwrap();
+    for break_fencing in [false, true] {
+        for index in 0..6 {
+            let seed = swarm::seed_of(scenario.seed, index);
+            let faulty = swarm::with_random_faults(&scenario, seed);
+            let full = simulate(&faulty, seed, RunOptions { break_fencing, ..RunOptions::default() });
+            let counts = simulate(
+                &faulty,
+                seed,
+                RunOptions { break_fencing, counts_only: true, ..RunOptions::default() },
+            );
+            assert_eq!(full.violations.summary(), counts.violations.summary(), "seed {seed}");
+            assert_eq!(full.end_at, counts.end_at, "seed {seed}");
+            assert_eq!(full.metrics.events_processed, counts.metrics.events_processed, "seed {seed}");
+            assert_eq!(full.metrics.answers, counts.metrics.answers, "seed {seed}");
+            assert_eq!(full.final_states, counts.final_states, "seed {seed}");
+            assert_eq!((full.fenced_batches, full.reloads), (counts.fenced_batches, counts.reloads));
+            assert!(!full.metrics.registration_latency.is_empty());
+            assert_eq!(counts.metrics.registration_latency.len(), 0, "counts only records no latency");
+        }
+    }
 }
