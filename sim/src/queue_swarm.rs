@@ -6,17 +6,13 @@
 //! comes from the meta-seed alone, a seed's draw from the seed alone, `kuota-sim run SCENARIO
 //! --seed S --random-faults` replays it, and the lowest failing seed is the one reported.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use crate::model::queue::{QueueRunOptions, panic_text, simulate_queue};
-use crate::progress::Progress;
 use crate::random::{Rng, Stream};
 use crate::scenario::{QueueSection, Scenario};
-use crate::swarm::seed_of;
+use crate::swarm::run_seeds;
 
 /// The check a seed fails when its run panics.
 pub const CHECK_NO_PANIC: &str = "the run ends without a panic";
@@ -28,9 +24,6 @@ pub const RESTARTS_PER_SEED_MAX: u64 = 3;
 const OVERBOOK_PERMILLE_DRAWN_MAX: u64 = 3_000;
 /// The `pass_ttl_seconds` a seed draws lie in this range (the engine's lower bound is 10 s).
 const PASS_TTL_SECONDS_DRAWN: (u64, u64) = (10, 900);
-/// How often the progress bar is updated while the workers run.
-const PROGRESS_EVERY: Duration = Duration::from_millis(200);
-
 /// `scenario` with its queue settings and restarts replaced by `seed`'s draw: overbook from
 /// 1.0 to 3.0, a pass TTL from 10 to 900 s, up to half the crowd abandoning, and one to
 /// `RESTARTS_PER_SEED_MAX` restarts of the owner from opening to the end of the arrivals.
@@ -94,55 +87,27 @@ pub fn run(
     options: QueueRunOptions,
     progress: bool,
 ) -> QueueSwarmOutcome {
-    let started = Instant::now();
-    let next = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
-    let workers_left = AtomicU64::new(threads.max(1) as u64);
-    let lowest_failure = AtomicU64::new(u64::MAX);
-    let failures: Mutex<Vec<QueueFailure>> = Mutex::new(Vec::new());
-    let mut bar = Progress::new(progress, seeds, "seeds");
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= seeds || index > lowest_failure.load(Ordering::Relaxed) {
-                        workers_left.fetch_sub(1, Ordering::Relaxed);
-                        return;
-                    }
-                    let seed = seed_of(meta_seed, index);
-                    let drawn = with_random_queue_faults(scenario, seed);
-                    // A panic (an engine assertion) is a failure of its seed, never a lost worker.
-                    let run = catch_unwind(AssertUnwindSafe(|| simulate_queue(&drawn, seed, options)));
-                    done.fetch_add(1, Ordering::Relaxed);
-                    let violations: Vec<(String, u64, String)> = match run {
-                        Ok(result) => result
-                            .violations
-                            .summary()
-                            .into_iter()
-                            .map(|(check, count, detail)| (check.to_string(), count, detail))
-                            .collect(),
-                        Err(panic) => vec![(CHECK_NO_PANIC.to_string(), 1, panic_text(&panic))],
-                    };
-                    if !violations.is_empty() {
-                        lowest_failure.fetch_min(index, Ordering::Relaxed);
-                        let queue = drawn.queue.as_ref().expect("a queued scenario");
-                        let failure = QueueFailure { index, seed, drawn: describe(queue), violations };
-                        failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(failure);
-                    }
-                }
-            });
-        }
-        while workers_left.load(Ordering::Relaxed) > 0 {
-            bar.update(done.load(Ordering::Relaxed));
-            std::thread::sleep(PROGRESS_EVERY);
-        }
+    let found = run_seeds(meta_seed, seeds, threads, progress, |index, seed| {
+        let drawn = with_random_queue_faults(scenario, seed);
+        // A panic (an engine assertion) is a failure of its seed, never a lost worker.
+        let run = catch_unwind(AssertUnwindSafe(|| simulate_queue(&drawn, seed, options)));
+        let violations: Vec<(String, u64, String)> = match run {
+            Ok(result) => result
+                .violations
+                .summary()
+                .into_iter()
+                .map(|(check, count, detail)| (check.to_string(), count, detail))
+                .collect(),
+            Err(panic) => vec![(CHECK_NO_PANIC.to_string(), 1, panic_text(&panic))],
+        };
+        (!violations.is_empty()).then(|| {
+            let queue = drawn.queue.as_ref().expect("a queued scenario");
+            QueueFailure { index, seed, drawn: describe(queue), violations }
+        })
     });
-    bar.finish();
-    let first_failure = failures
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .into_iter()
-        .min_by_key(|failure| failure.index);
-    QueueSwarmOutcome { seeds_run: done.into_inner(), first_failure, elapsed: started.elapsed() }
+    QueueSwarmOutcome {
+        seeds_run: found.seeds_run,
+        first_failure: found.first_failure,
+        elapsed: found.elapsed,
+    }
 }

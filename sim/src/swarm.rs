@@ -99,15 +99,53 @@ pub fn run(
     threads: usize,
     options: RunOptions,
 ) -> SwarmOutcome {
+    let progress = options.progress;
+    // Each seed's own bar is never shown, and only its invariants are read.
+    let options = RunOptions { progress: false, counts_only: true, ..options };
+    let found = run_seeds(meta_seed, seeds, threads, progress, |index, seed| {
+        let faulty = with_random_faults(scenario, seed);
+        let result = simulate(&faulty, seed, options);
+        (result.violations.total > 0).then(|| Failure {
+            index,
+            seed,
+            faults: faulty.faults,
+            violations: result
+                .violations
+                .summary()
+                .into_iter()
+                .map(|(check, count, detail)| (check.to_string(), count, detail))
+                .collect(),
+        })
+    });
+    SwarmOutcome { seeds_run: found.seeds_run, first_failure: found.first_failure, elapsed: found.elapsed }
+}
+
+/// What `run_seeds` found.
+pub(crate) struct SeedsRun<F> {
+    /// Seeds run to the end (a failure stops the seeds numbered above it).
+    pub(crate) seeds_run: u64,
+    /// The failure of the lowest-numbered failing seed.
+    pub(crate) first_failure: Option<F>,
+    pub(crate) elapsed: Duration,
+}
+
+/// Runs `check(index, seed)` for the seeds `0..seeds` of `meta_seed` on `threads` threads, the
+/// seeds handed out in order; once a seed fails, no seed numbered above it is started, so the
+/// first failure is the same whatever the threads. `progress` shows a bar on stderr.
+pub(crate) fn run_seeds<F: Send>(
+    meta_seed: u64,
+    seeds: u64,
+    threads: usize,
+    progress: bool,
+    check: impl Fn(u64, u64) -> Option<F> + Sync,
+) -> SeedsRun<F> {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let workers_left = AtomicU64::new(threads.max(1) as u64);
     let lowest_failure = AtomicU64::new(u64::MAX);
-    let failures: Mutex<Vec<Failure>> = Mutex::new(Vec::new());
-    let mut progress = Progress::new(options.progress, seeds, "seeds");
-    // Each seed's own bar is never shown, and only its invariants are read.
-    let options = RunOptions { progress: false, counts_only: true, ..options };
+    let failures: Mutex<Vec<(u64, F)>> = Mutex::new(Vec::new());
+    let mut bar = Progress::new(progress, seeds, "seeds");
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
@@ -117,34 +155,29 @@ pub fn run(
                         workers_left.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
-                    let seed = seed_of(meta_seed, index);
-                    let faulty = with_random_faults(scenario, seed);
-                    let result = simulate(&faulty, seed, options);
+                    let failure = check(index, seed_of(meta_seed, index));
                     done.fetch_add(1, Ordering::Relaxed);
-                    if result.violations.total > 0 {
+                    if let Some(failure) = failure {
                         lowest_failure.fetch_min(index, Ordering::Relaxed);
-                        let violations = result
-                            .violations
-                            .summary()
-                            .into_iter()
-                            .map(|(check, count, detail)| (check.to_string(), count, detail))
-                            .collect();
-                        let failure = Failure { index, seed, faults: faulty.faults, violations };
-                        failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(failure);
+                        failures
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((index, failure));
                     }
                 }
             });
         }
         while workers_left.load(Ordering::Relaxed) > 0 {
-            progress.update(done.load(Ordering::Relaxed));
+            bar.update(done.load(Ordering::Relaxed));
             std::thread::sleep(PROGRESS_EVERY);
         }
     });
-    progress.finish();
+    bar.finish();
     let first_failure = failures
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .into_iter()
-        .min_by_key(|failure| failure.index);
-    SwarmOutcome { seeds_run: done.into_inner(), first_failure, elapsed: started.elapsed() }
+        .min_by_key(|(index, _)| *index)
+        .map(|(_, failure)| failure);
+    SeedsRun { seeds_run: done.into_inner(), first_failure, elapsed: started.elapsed() }
 }
