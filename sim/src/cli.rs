@@ -372,17 +372,8 @@ fn load_command(args: &LoadArgs) -> ExitCode {
             return ExitCode::from(EXIT_LOAD_FAILED);
         }
     };
-    let text = load::report::render(&outcome);
-    print!("{text}");
-    if let Some(path) = &args.report
-        && let Err(error) = std::fs::write(path, &text)
-    {
-        eprintln!("kuota-sim load: cannot write the report to {}: {error}", path.display());
-        return ExitCode::from(EXIT_OUTPUT_FAILED);
-    }
-    if outcome.violations() > 0 {
-        eprintln!("kuota-sim load: a client-side check was violated; see the Checks section");
-        return ExitCode::from(EXIT_CHECK_VIOLATED);
+    if let Some(exit) = report_load(args, &load::report::render(&outcome), outcome.violations()) {
+        return exit;
     }
     if outcome.recorder.answered() == 0 {
         eprintln!("kuota-sim load: no request was answered");
@@ -725,6 +716,23 @@ fn queued_load_config(args: &LoadArgs) -> Result<load::queue::QueueLoadConfig, S
     })
 }
 
+/// Prints a load report and writes it to `--report` when given; the exit code that ends the
+/// command when the report cannot be written or a client-side check was violated.
+fn report_load(args: &LoadArgs, text: &str, violations: u64) -> Option<ExitCode> {
+    print!("{text}");
+    if let Some(path) = &args.report
+        && let Err(error) = std::fs::write(path, text)
+    {
+        eprintln!("kuota-sim load: cannot write the report to {}: {error}", path.display());
+        return Some(ExitCode::from(EXIT_OUTPUT_FAILED));
+    }
+    if violations > 0 {
+        eprintln!("kuota-sim load: a client-side check was violated; see the Checks section");
+        return Some(ExitCode::from(EXIT_CHECK_VIOLATED));
+    }
+    None
+}
+
 fn queued_load_command(args: &LoadArgs) -> ExitCode {
     let config = match queued_load_config(args) {
         Ok(config) => config,
@@ -737,17 +745,8 @@ fn queued_load_command(args: &LoadArgs) -> ExitCode {
             return ExitCode::from(EXIT_LOAD_FAILED);
         }
     };
-    let text = load::queue::render(&outcome);
-    print!("{text}");
-    if let Some(path) = &args.report
-        && let Err(error) = std::fs::write(path, &text)
-    {
-        eprintln!("kuota-sim load: cannot write the report to {}: {error}", path.display());
-        return ExitCode::from(EXIT_OUTPUT_FAILED);
-    }
-    if outcome.violations() > 0 {
-        eprintln!("kuota-sim load: a client-side check was violated; see the Checks section");
-        return ExitCode::from(EXIT_CHECK_VIOLATED);
+    if let Some(exit) = report_load(args, &load::queue::render(&outcome), outcome.violations()) {
+        return exit;
     }
     ExitCode::SUCCESS
 }
