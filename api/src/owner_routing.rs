@@ -171,8 +171,8 @@ fn percent_decoded(segment: &str) -> Option<Cow<'_, str>> {
 /// that runs here is answered by its use case at once, without the router; everything else
 /// goes to the handlers, with the event when it runs here (`LocatedHere`).
 ///
-/// Every request but an event stream (which never ends by design) is answered within
-/// `KUOTA_REQUEST_TIMEOUT_MS`: one that is not gets 503 `overloaded` with `Retry-After`, and
+/// Every request is answered within `KUOTA_REQUEST_TIMEOUT_MS` (a stream too: the deadline
+/// covers its answer's head, its lookup and first read, not the body that follows): one that is not gets 503 `overloaded` with `Retry-After`, and
 /// what it waited for is dropped. A registration dropped that way stays with its event: its key
 /// is in flight (a retry gets 409 `idempotency_key_in_flight`) until its batch commits or fails,
 /// and then replays what was decided; nothing is acknowledged that is not committed. The late
@@ -188,9 +188,6 @@ pub async fn route_to_owner(
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
     let route = owned_route(request.method().as_str(), request.path());
-    if route.as_ref().is_some_and(|route| route.stream) {
-        return route_parsed(request, next, &state, route).await;
-    }
     let deadline = Duration::from_millis(state.settings.request_timeout_ms);
     match tokio::time::timeout(deadline, route_parsed(request, next, &state, route)).await {
         Ok(result) => result,

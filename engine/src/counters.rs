@@ -274,15 +274,18 @@ impl PublishedCounters {
         let place = (place_state >> 8) as u32;
         let cursor = tickets.cursor.load(Ordering::Acquire);
         let ahead = u64::from(place.saturating_sub(1)).saturating_sub(cursor) as u32;
-        let (mut available, mut held) = (0u64, 0u64);
-        for category in self.categories.iter() {
-            available += u64::from(category.available.load(Ordering::Acquire));
-            held += u64::from(category.held.load(Ordering::Acquire));
-        }
         let queue = self.queue_snapshot();
-        let exhausted = available == 0 && held == 0 && queue.admitted_outstanding == 0;
         let facts = TicketFacts { place, state, ahead };
-        Some(crate::queue::reading(id, facts, exhausted, queue.admission_rate, opens_at, now))
+        Some(crate::queue::reading(id, facts, self.queue_exhausted(), queue.admission_rate, opens_at, now))
+    }
+
+    /// Whether no seat can reach a waiting ticket, as last published: nothing available,
+    /// nothing held, no pass outstanding (`Queue::exhausted`). Reads atomics only.
+    pub fn queue_exhausted(&self) -> bool {
+        let seats_left = self.categories.iter().any(|category| {
+            category.available.load(Ordering::Acquire) > 0 || category.held.load(Ordering::Acquire) > 0
+        });
+        !seats_left && self.queue.admitted_outstanding.load(Ordering::Acquire) == 0
     }
 
     /// The queue's figures as last published.

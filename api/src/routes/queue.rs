@@ -1,6 +1,8 @@
 //! The queue of an event with a fair opening: join, read a ticket, read the draw; and the
 //! `queue` object of the event (docs/design/API.md, "Queue").
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use kuota_engine::actor::EventHandle;
@@ -205,8 +207,22 @@ pub(crate) async fn current_ticket(
         event.config().opens_at.and_then(|opens_at| event.counters().ticket_view(ticket, opens_at, now));
     match published {
         Some(view) => Ok(Some(view)),
-        None => event.ticket(ticket).await,
+        // A stream reads on its own after its answer's head, outside the request deadline:
+        // the deadline is kept here for it.
+        None => {
+            answered_within(Duration::from_millis(state.settings.request_timeout_ms), event.ticket(ticket))
+                .await
+        }
     }
+}
+
+/// The actor's answer, or `Overloaded` (a 503, or a stream's "try again at the next tick")
+/// when none came within `deadline`.
+async fn answered_within<T>(
+    deadline: Duration,
+    answer: impl std::future::Future<Output = Result<T, kuota_engine::actor::ActorError>>,
+) -> Result<T, kuota_engine::actor::ActorError> {
+    tokio::time::timeout(deadline, answer).await.unwrap_or(Err(kuota_engine::actor::ActorError::Overloaded))
 }
 
 /// The ticket `ticket_id` names, if the request may read it: with the ticket's access token (in
@@ -269,4 +285,20 @@ async fn draw(
         draw_seed: hex(&seed.0),
         ticket_ids: lobby.iter().map(|ticket| ticket.text(&event_id)).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuota_engine::actor::ActorError;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_actor_that_does_not_answer_is_overloaded_at_the_deadline_and_not_before() {
+        let deadline = Duration::from_millis(2_000);
+        let started = tokio::time::Instant::now();
+        let silent = std::future::pending::<Result<u32, ActorError>>();
+        assert!(matches!(answered_within(deadline, silent).await, Err(ActorError::Overloaded)));
+        assert_eq!(started.elapsed(), deadline, "refused exactly at the deadline (paused time)");
+        assert_eq!(answered_within(deadline, async { Ok::<_, ActorError>(7) }).await.unwrap(), 7);
+    }
 }

@@ -54,13 +54,11 @@ fn is_final(view: &TicketView) -> bool {
 }
 
 /// What the event's published figures say without asking the actor: whether the draw has
-/// happened, and whether any seat can still reach a waiting ticket. A change of either is read
+/// happened, and whether no seat can reach a waiting ticket any more. A change of either is read
 /// at the next tick whatever the ticket's pace.
 fn landmarks(event: &EventHandle) -> (bool, bool) {
-    let queue = event.counters().queue_snapshot();
-    let seats_left =
-        event.counters().snapshot().iter().any(|category| category.available > 0 || category.held > 0);
-    (queue.drawn, seats_left || queue.admitted_outstanding > 0)
+    let counters = event.counters();
+    (counters.queue_snapshot().drawn, counters.queue_exhausted())
 }
 
 struct Follow {
