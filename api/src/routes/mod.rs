@@ -13,10 +13,17 @@ pub mod webhooks;
 
 use actix_web::web;
 
+/// Registers every resource. The order is the cost of a request: actix tries the resources in
+/// the order they were registered, and each one with a path parameter is tried with a regex
+/// capture (`actix_router::ResourceDef::capture_match_info_fn`), so a request pays one capture
+/// for every such resource registered before its own. The routes a crowd polls come first: a
+/// ticket read (`queue` registers it first), then the event's read. Registrations and joins
+/// answered here skip the router (`owner_routing::serve_here`). Patterns never overlap (a
+/// parameter matches one segment), so the order changes no answer.
 pub fn configure(config: &mut web::ServiceConfig) {
+    queue::configure(config);
     events::configure(config);
     registrations::configure(config);
-    queue::configure(config);
     queue_stream::configure(config);
     admin::configure(config);
     operations::configure(config);

@@ -22,11 +22,12 @@ use crate::{time_format, tokens};
 /// layer answers without the router.
 pub const QUEUE_PATTERN: &str = "/v1/events/{event_id}/queue";
 
+/// The ticket read first: it is what a waiting crowd polls (see `routes::configure`).
 pub fn configure(config: &mut web::ServiceConfig) {
     config
+        .service(resource("/v1/queue/{ticket_id}").route(web::get().to(read)))
         .service(resource(QUEUE_PATTERN).route(web::post().to(join)))
-        .service(resource("/v1/events/{event_id}/queue/draw").route(web::get().to(draw)))
-        .service(resource("/v1/queue/{ticket_id}").route(web::get().to(read)));
+        .service(resource("/v1/events/{event_id}/queue/draw").route(web::get().to(draw)));
 }
 
 /// The `queue` object of a new event (`POST /v1/events`).

@@ -150,8 +150,7 @@ async fn kuota_phases(
     let after = (system::cpu_time(server.pid), admin.counters(sandbox).await?);
     let mut joins = phase(&joined);
     let count = joined.tally.successes().max(1) as f64;
-    joins.server_cpu_us =
-        after.0.zip(before.0).map(|(after, before)| (after - before).as_secs_f64() * 1e6 / count);
+    joins.server_cpu_us = cpu_per_success(before.0, after.0, &joined);
     joins.rows_written = Some(after.1.since(before.1).rows_written as f64 / count);
     if let Some(failure) = &joined.tally.first_failure {
         eprintln!("    first unexpected answer during joins: {failure}");
@@ -161,11 +160,23 @@ async fn kuota_phases(
     let mut connection = Connection::open(server.port).await?;
     let tickets = Arc::new(join_tickets(&mut connection, &registrants).await?);
     let read = Target::Cycle { requests: tickets };
+    let before = system::cpu_time(server.pid);
     let reads = load::closed_loop(plan(settings, server.port, read, settings.seconds), registrants).await?;
+    let after = system::cpu_time(server.pid);
     if let Some(failure) = &reads.tally.first_failure {
         eprintln!("    first unexpected answer during ticket reads: {failure}");
     }
-    Ok((joins, phase(&reads)))
+    let mut reads_phase = phase(&reads);
+    reads_phase.server_cpu_us = cpu_per_success(before, after, &reads);
+    Ok((joins, reads_phase))
+}
+
+/// The server's CPU time between two readings, in µs per successful answer of `result`: unlike
+/// answers per second, it does not depend on whether the generator or another process held the
+/// cores meanwhile, so a busy machine still compares the ticket read with the ceiling's `GET`.
+fn cpu_per_success(before: Option<Duration>, after: Option<Duration>, result: &PhaseResult) -> Option<f64> {
+    let count = result.tally.successes().max(1) as f64;
+    after.zip(before).map(|(after, before)| (after - before).as_secs_f64() * 1e6 / count)
 }
 
 /// Joins `TICKETS_READ` new registrants one by one; returns a read of each ticket, with its token.
@@ -196,12 +207,16 @@ async fn measure_ceiling(
     let server = servers::start(&launch(settings, Contender::Ceiling, "", &prefix, core), binaries).await?;
     let target = Target::Get { path: format!("/v1/events/{EVENT}") };
     let registrants = Arc::new(Registrants::new(0));
+    let before = system::cpu_time(server.pid);
     let measured =
         load::closed_loop(plan(settings, server.port, target, settings.seconds), registrants).await;
+    let after = system::cpu_time(server.pid);
     let stopped = server.stop().await;
     let result = measured?;
     stopped?;
-    Ok(phase(&result))
+    let mut ceiling = phase(&result);
+    ceiling.server_cpu_us = cpu_per_success(before, after, &result);
+    Ok(ceiling)
 }
 
 fn phase(result: &PhaseResult) -> Phase {
@@ -260,6 +275,15 @@ fn print(settings: &Settings, pinned: bool, joins: &Phase, reads: &Phase, ceilin
         "- ticket reads/s ÷ ceiling GET/s: {share:.2} (goal ≥ {READS_GOAL_SHARE_OF_CEILING}): {}",
         verdict(share >= READS_GOAL_SHARE_OF_CEILING)
     );
+    if let (Some(read), Some(get)) = (reads.server_cpu_us, ceiling.server_cpu_us) {
+        // What the goal asks of the server when the server is what limits both: its CPU per
+        // answer may be at most 1 ÷ 0.7 of the ceiling's.
+        println!(
+            "- server CPU per ceiling GET ÷ per ticket read: {:.2} (the same share when the server's \
+             core is what limits both)",
+            get / read.max(f64::EPSILON)
+        );
+    }
     println!();
 }
 
