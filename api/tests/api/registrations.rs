@@ -182,7 +182,7 @@ async fn a_cancel_returns_the_seat_to_the_head_of_the_waitlist_and_cancelling_tw
 async fn a_ten_minute_hold_expires_once_the_clock_passes_it_the_seat_returns_and_a_late_confirm_is_410() {
     // The engine's clock is the test's: the ten minutes pass at once, and no sleep measures them.
     let clock = ManualClock::new(SystemClock.now());
-    let app = spawn_app_with_clock(Backend::MariaDb, Arc::new(clock.clone())).await;
+    let app = spawn_app_with_clock(Backend::MariaDb, |_| {}, Arc::new(clock.clone())).await;
     app.create_event(race("race", 1, 600)).await;
     let held = app.register("race", "k1", &registration("10K", "a@example.org")).await.json();
     assert_eq!(held["status"], "held");

@@ -108,9 +108,13 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
 
 /// A server whose engine reads `clock` (a `ManualClock`, to step over a hold or a window instead
 /// of sleeping through it).
-pub async fn spawn_app_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
+pub async fn spawn_app_with_clock(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     let (database_url, database, sqlite_directory) = fresh_database(backend).await;
-    let mut app = spawn_app_on_with_clock(&database_url, |_| {}, clock).await;
+    let mut app = spawn_app_on_with_clock(&database_url, adjust, clock).await;
     (app.database, app.sqlite_directory) = (database, sqlite_directory);
     app
 }
