@@ -350,6 +350,7 @@ impl<'a> FoundRegistration<'a> {
 #[serde(deny_unknown_fields)]
 #[schema(
     as = NewRegistration,
+    description = "The body of `POST /v1/events/{event_id}/registrations`.",
     example = json!({ "category": "10K", "email": "ana@example.org", "full_name": "Ana Runner" })
 )]
 pub(crate) struct RegistrationBody<'a> {

@@ -2,7 +2,7 @@
 //! status names, the busy banner, and the error answers that read alike on every route. Routes
 //! use them in their `#[utoipa::path]` attributes; `openapi` lists them once as components.
 
-use utoipa::{ToResponse, ToSchema};
+use utoipa::{IntoResponses, ToResponse, ToSchema};
 
 pub use crate::error::{FieldError, Problem};
 
@@ -98,3 +98,13 @@ pub struct RateLimited(pub Problem<'static>);
     headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
 )]
 pub struct Overloaded(pub Problem<'static>);
+
+/// What every route that reads a JSON body may answer before reading it: the body is too large
+/// (413) or not JSON (415). Routes list it in `responses(...)` as one entry.
+#[derive(Debug, IntoResponses)]
+pub enum JsonBodyRefused {
+    #[response(status = 413)]
+    TooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    NotJson(#[ref_response] UnsupportedMediaType),
+}

@@ -11,7 +11,7 @@ use crate::domain::{Found, json_object, read_open};
 use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::middleware::resource;
-use crate::responses::{PayloadTooLarge, Problem, UnsupportedMediaType};
+use crate::responses::{JsonBodyRefused, Problem};
 use crate::state::{AppState, SESSION_COOKIE};
 use crate::tokens::constant_time_eq;
 
@@ -69,8 +69,7 @@ pub struct Session {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "No `token` string (`validation_failed`).",

@@ -11,9 +11,7 @@ use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::responses::{
-    EventNotFound, Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType,
-};
+use crate::responses::{EventNotFound, JsonBodyRefused, Overloaded, Problem, Unauthorized};
 use crate::state::AppState;
 use crate::{domain, time_format};
 
@@ -288,8 +286,7 @@ pub struct AuditEntry {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "Invalid fields (`validation_failed`, with `errors`): `closes_at` not after \
@@ -426,8 +423,7 @@ async fn read(
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "Invalid `capacity` (`validation_failed`, with `errors`).",

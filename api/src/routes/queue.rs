@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::middleware::resource;
 use crate::queue::TicketBody;
-use crate::responses::{Overloaded, PayloadTooLarge, Problem, RateLimited, UnsupportedMediaType};
+use crate::responses::{JsonBodyRefused, Overloaded, Problem, RateLimited};
 use crate::state::{AppState, bearer};
 use crate::use_cases::join_queue;
 use crate::{time_format, tokens};
@@ -104,8 +104,7 @@ pub fn queue_view(event: &EventHandle, now: Timestamp) -> Option<QueueView> {
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`not_open` (before `lobby_opens_at`, with it), `closed`, or \
             `idempotency_key_in_flight`.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (status = 422, description = "`validation_failed` or `idempotency_key_reused`.", body = Problem,
             content_type = "application/problem+json"),
         (status = 429, response = RateLimited),

@@ -10,8 +10,7 @@ use crate::error::{ApiError, FieldError};
 use crate::http::page_bounds;
 use crate::middleware::resource;
 use crate::responses::{
-    EventNotFound, NoCredential, Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized,
-    UnsupportedMediaType,
+    EventNotFound, JsonBodyRefused, NoCredential, Overloaded, Problem, RateLimited, Unauthorized,
 };
 use crate::state::{AppState, bearer};
 use crate::use_cases::register::{self, Admission};
@@ -198,8 +197,7 @@ fn parse_external_id(text: &str) -> Result<(EventId, RegistrationId), ApiError> 
                 })))
             )
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "`validation_failed` with `errors` (bad e-mail, unknown category, missing or \

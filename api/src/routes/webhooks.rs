@@ -11,7 +11,7 @@ use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::responses::{NotFound, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
+use crate::responses::{JsonBodyRefused, NotFound, Problem, Unauthorized};
 use crate::state::AppState;
 use crate::time_format;
 use crate::webhooks::destination::{AllowHosts, check_resolved, check_url};
@@ -178,8 +178,7 @@ impl<'a> From<&'a WebhookEndpoint> for EndpointView<'a> {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "A URL that is not https, or an internal address; an unknown or repeated event type; a description too long (`validation_failed`).",
