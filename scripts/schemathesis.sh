@@ -99,6 +99,8 @@ curl -fsS -o /dev/null -X POST "$BASE/v1/events" \
   -d '{"id":"city-race","name":"City Race","categories":[{"code":"10K","name":"10 km","capacity":1000000}]}'
 
 log "running schemathesis $VERSION against $BASE"
+# From the throw-away folder: schemathesis keeps a cache (.schemathesis/) where it runs.
+cd "$WORK"
 ADMIN_TOKEN=$ADMIN_TOKEN "$VENV/bin/schemathesis" --no-color \
   --config-file "$ROOT/scripts/schemathesis.toml" \
   run "$BASE/openapi.json" \
