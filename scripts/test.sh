@@ -19,6 +19,9 @@
 #      cargo fmt --all -- --check
 #      cargo clippy --workspace --all-targets -- -D warnings
 #      cargo test --workspace
+#      scripts/schemathesis.sh   (the server against its OpenAPI document; under a
+#                                 minute here, the PyPI install included; needs
+#                                 python3 with venv, installed with apt-get when missing)
 #
 # Environment:
 #   KUOTA_TEST_MYSQL_URL, KUOTA_TEST_REDIS_URL   see above
@@ -522,12 +525,19 @@ ensure_browser() {
   find_bin chromedriver >/dev/null || apt_install chromium-driver
 }
 
+# scripts/schemathesis.sh installs schemathesis from PyPI into a virtual environment.
+ensure_python_venv() {
+  find_bin python3 >/dev/null || apt_install python3
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+}
+
 main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   ensure_mysql
   ensure_redis
   ensure_server_programs
   ensure_browser
+  ensure_python_venv
 
   if [[ ${KUOTA_TEST_SERVICES_ONLY:-0} == 1 ]]; then
     self_test_services
@@ -538,6 +548,9 @@ main() {
   run_step cargo fmt --all -- --check
   run_step cargo clippy --workspace --all-targets -- -D warnings
   run_step cargo test --workspace
+  # The server `cargo test` built (a plain `cargo build` would build again without the tests'
+  # features).
+  run_step env KUOTA_BIN="${CARGO_TARGET_DIR:-target}/debug/kuota" scripts/schemathesis.sh
 }
 
 main "$@"

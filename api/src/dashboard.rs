@@ -179,7 +179,7 @@ impl Sampler {
         // A store that did not answer its latest probe is not asked: the pages would wait for
         // its timeout every second.
         let (outbox, webhooks) = if state.health.store_answers() {
-            let now = kuota_engine::Clock::now(&state.clock);
+            let now = state.clock.now();
             let read = |summary: Result<OutboxSummary, kuota_persist::store::PersistError>, what: &str| {
                 match summary {
                     Ok(summary) => Some(OutboxView::from(summary)),

@@ -2,10 +2,20 @@
 //! read as JSON (malformed → 400), then each field is checked, and every bad field is listed
 //! (→ 422): a client learns all its mistakes at once.
 //!
+//! Each body has one type that is both what the server reads and what `/openapi.json` shows
+//! (`NewEvent`, `NewCategory`, `CapacityChange`, `NewTicket`, `crate::queue::NewQueue`, ...):
+//! its fields are `Found`s, which take any JSON value and keep whether it was absent, of the
+//! right type or of another, so that reading the body never stops at the first mistake the way
+//! a plain derived `Deserialize` does (serde reports one error, in its own words, and refuses a
+//! repeated field that the JSON map keeps). The checks then run over the typed fields and name
+//! every mistake in the contract's words. The members a closed type does not know are named
+//! first, from the field list its derive hands serde (`struct_fields`), so the document's
+//! `additionalProperties: false` and the server's refusal come from the same attribute.
+//!
 //! A registration body, the body of the hottest request, is first read straight into borrowed
-//! fields (`RegistrationBody`); only a body that this reading refuses is read again as a JSON
-//! map, which finds every mistake. Both readings hand the same `FoundRegistration` to the same
-//! checks.
+//! fields (`RegistrationBody`, also its schema); only a body that this reading refuses is read
+//! again as a JSON map, which finds every mistake. Both readings hand the same
+//! `FoundRegistration` to the same checks.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,10 +25,133 @@ use kuota_engine::{
     Register, RegistrationDetails, Timestamp, limits,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::{DeserializeOwned, Deserializer, Visitor};
+use serde_json::{Map, Number, Value};
 
 use crate::error::{ApiError, FieldError};
 use crate::{time_format, tokens};
+
+/// A field of a request body as found, before it is checked. As a field of a request type (with
+/// `#[serde(default)]`, for a missing member) it reads any JSON value, so that reading a body
+/// never fails on one field.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) enum Found<T> {
+    /// Absent, or `null`.
+    #[default]
+    Absent,
+    Present(T),
+    /// Present, with another JSON type.
+    Mistyped,
+}
+
+impl<T> Found<T> {
+    pub(crate) fn as_ref(&self) -> Found<&T> {
+        match self {
+            Found::Absent => Found::Absent,
+            Found::Present(value) => Found::Present(value),
+            Found::Mistyped => Found::Mistyped,
+        }
+    }
+}
+
+impl Found<String> {
+    pub(crate) fn as_deref(&self) -> Found<&str> {
+        match self {
+            Found::Absent => Found::Absent,
+            Found::Present(text) => Found::Present(text),
+            Found::Mistyped => Found::Mistyped,
+        }
+    }
+}
+
+impl<'a> Found<&'a str> {
+    fn text(value: Option<&'a Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Found::Absent,
+            Some(Value::String(text)) => Found::Present(text),
+            Some(_) => Found::Mistyped,
+        }
+    }
+}
+
+impl<T> From<Option<T>> for Found<T> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Found::Absent, Found::Present)
+    }
+}
+
+/// `null` is `Absent`; a value that `T` reads is `Present`; any other value is `Mistyped`.
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Found<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Option::<Value>::deserialize(deserializer)? {
+            None => Found::Absent,
+            Some(value) => T::deserialize(value).map_or(Found::Mistyped, Found::Present),
+        })
+    }
+}
+
+/// The member names a struct's derived `Deserialize` reads: the list serde's derive hands to
+/// `deserialize_struct`, caught by a deserializer that reads nothing else.
+pub(crate) fn struct_fields<T: Deserialize<'static>>() -> &'static [&'static str] {
+    struct Introspect<'f>(&'f mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Introspect<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    // The error is the one `deserialize_struct` returns, once it has the list.
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields
+}
+
+/// Reads `object` into the closed request type `T` (`#[serde(deny_unknown_fields)]`, every
+/// field a `Found`). Each member that is no field of `T` is named in `errors` as
+/// `{prefix}{member}` and left out, so that the rest is read.
+pub(crate) fn read_closed<T: DeserializeOwned>(
+    mut object: Map<String, Value>,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) -> Result<T, ApiError> {
+    let known = struct_fields::<T>();
+    object.retain(|member, _| {
+        let is_known = known.contains(&member.as_str());
+        if !is_known {
+            errors.push(FieldError::new(&format!("{prefix}{member}"), "is not a known field"));
+        }
+        is_known
+    });
+    read_open(object)
+}
+
+/// Reads `object` into the request type `T` (every field a `Found`), ignoring members that are
+/// no field of it.
+pub(crate) fn read_open<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError> {
+    // Fields that are all `Found`s take any value: this fails only for a type that breaks the
+    // rule, and then as a refused body rather than a failed server.
+    T::deserialize(Value::Object(object))
+        .map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))
+}
 
 /// Length limits of registration fields, in characters (bytes for `attributes`).
 pub const FULL_NAME_LENGTH_MAX: usize = 200;
@@ -49,10 +182,6 @@ impl Fields {
         None
     }
 
-    fn string<'a>(&mut self, object: &'a Map<String, Value>, field: &str, required: bool) -> Option<&'a str> {
-        self.text(Found::text(object.get(field)), field, required)
-    }
-
     fn text<'a>(&mut self, found: Found<&'a str>, field: &str, required: bool) -> Option<&'a str> {
         match found {
             Found::Absent if required => self.fail(field, "is required"),
@@ -60,16 +189,6 @@ impl Fields {
             Found::Present(text) => Some(text),
             Found::Mistyped => self.fail(field, "must be a string"),
         }
-    }
-
-    fn bounded_string(
-        &mut self,
-        object: &Map<String, Value>,
-        field: &str,
-        required: bool,
-        max: usize,
-    ) -> Option<String> {
-        self.bounded_text(Found::text(object.get(field)), field, required, max)
     }
 
     fn bounded_text(
@@ -101,28 +220,22 @@ impl Fields {
         }
     }
 
-    fn unsigned(&mut self, object: &Map<String, Value>, field: &str, max: u64) -> Option<u64> {
-        match object.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(number)) => match number.as_u64() {
+    fn unsigned(&mut self, found: Found<&Number>, field: &str, max: u64) -> Option<u64> {
+        match found {
+            Found::Absent => None,
+            Found::Present(number) => match number.as_u64() {
                 Some(value) if value <= max => Some(value),
                 Some(_) => self.fail(field, format!("must be at most {max}")),
                 None => self.fail(field, "must be a whole number, not negative"),
             },
-            Some(_) => self.fail(field, "must be a number"),
+            Found::Mistyped => self.fail(field, "must be a number"),
         }
     }
 
-    fn time(&mut self, object: &Map<String, Value>, field: &str) -> Option<Timestamp> {
-        let text = self.string(object, field, false)?;
+    fn time(&mut self, found: Found<&str>, field: &str) -> Option<Timestamp> {
+        let text = self.text(found, field, false)?;
         time_format::parse(text)
             .or_else(|| self.fail(field, "must be an RFC 3339 time, e.g. 2026-11-24T10:00:00Z"))
-    }
-
-    fn unknown(&mut self, object: &Map<String, Value>, known: &[&str]) {
-        for field in object.keys().filter(|field| !known.contains(&field.as_str())) {
-            self.errors.push(FieldError::new(field, "is not a known field"));
-        }
     }
 
     fn finish<T>(self, value: Option<T>) -> Result<T, ApiError> {
@@ -191,32 +304,6 @@ pub fn idempotency_key(header: Option<&[u8]>) -> Result<IdempotencyKey, ApiError
     IdempotencyKey::parse(text).map_err(|error| ApiError::IdempotencyKeyInvalid(error.to_string()))
 }
 
-/// A field of a request body as found, before it is checked.
-#[derive(Clone, Copy, Debug)]
-enum Found<T> {
-    /// Absent, or `null`.
-    Absent,
-    Present(T),
-    /// Present, with another JSON type.
-    Mistyped,
-}
-
-impl<'a> Found<&'a str> {
-    fn text(value: Option<&'a Value>) -> Self {
-        match value {
-            None | Some(Value::Null) => Found::Absent,
-            Some(Value::String(text)) => Found::Present(text),
-            Some(_) => Found::Mistyped,
-        }
-    }
-}
-
-impl<T> From<Option<T>> for Found<T> {
-    fn from(value: Option<T>) -> Self {
-        value.map_or(Found::Absent, Found::Present)
-    }
-}
-
 /// The fields of a registration body, as either reading found them.
 #[derive(Debug)]
 struct FoundRegistration<'a> {
@@ -227,8 +314,6 @@ struct FoundRegistration<'a> {
     attributes: Found<&'a Map<String, Value>>,
     waitlist: Found<bool>,
 }
-
-const REGISTRATION_FIELDS: [&str; 6] = ["category", "email", "full_name", "phone", "attributes", "waitlist"];
 
 impl<'a> FoundRegistration<'a> {
     fn in_object(object: &'a Map<String, Value>) -> Self {
@@ -261,25 +346,43 @@ impl<'a> FoundRegistration<'a> {
 /// - a field of another type, including a required field that is `null` or missing only as
 ///   far as serde is concerned: every field is an `Option` here, so `null` and absence are
 ///   both `None`, as the map reading treats them.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegistrationBody<'a> {
+#[schema(
+    as = NewRegistration,
+    description = "The body of `POST /v1/events/{event_id}/registrations`.",
+    example = json!({ "category": "10K", "email": "ana@example.org", "full_name": "Ana Runner" })
+)]
+pub(crate) struct RegistrationBody<'a> {
+    /// The code of one of the event's categories.
     #[serde(borrow)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9_-]+$")]
     category: Option<Text<'a>>,
+    /// Trimmed and lower-cased; a registrant has at most one active (`held`, `confirmed` or
+    /// `waitlisted`) registration per event.
     #[serde(borrow)]
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
     email: Option<Text<'a>>,
+    /// Trimmed; no control characters.
     #[serde(borrow)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     full_name: Option<Text<'a>>,
+    /// Trimmed; no control characters.
     #[serde(borrow)]
+    #[schema(value_type = Option<String>, max_length = 32)]
     phone: Option<Text<'a>>,
-    /// Read into the same map type as the map reading's, so that it serializes alike.
+    /// Anything the organizer asks for; at most 4 KiB serialized.
+    // Read into the same map type as the map reading's, so that it serializes alike.
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Map<String, Value>>,
+    /// When sold out, join the waitlist (202) instead of being refused (409 `sold_out`).
+    #[schema(default = false)]
     waitlist: Option<bool>,
 }
 
 /// A JSON string: borrowed unless it has escapes. A newtype because serde borrows a
 /// `Cow<str>` only as a field of its own, not inside an `Option`.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 impl Text<'_> {
@@ -322,7 +425,11 @@ pub fn registration(body: &[u8], event: &EventConfig) -> Result<RegistrationRequ
 fn registration_as_map(body: &[u8], event: &EventConfig) -> Result<RegistrationRequest, ApiError> {
     let object = json_object(body)?;
     let mut fields = Fields::default();
-    fields.unknown(&object, &REGISTRATION_FIELDS);
+    // The fields the fast reading knows: the same type is the schema.
+    let known = struct_fields::<RegistrationBody<'static>>();
+    for member in object.keys().filter(|member| !known.contains(&member.as_str())) {
+        fields.errors.push(FieldError::new(member, "is not a known field"));
+    }
     check_registration(fields, FoundRegistration::in_object(&object), event)
 }
 
@@ -370,6 +477,75 @@ fn check_registration(
     Ok(RegistrationRequest { category, registrant, waitlist, full_name, phone, attributes_json: attributes })
 }
 
+/// The body of `POST /v1/events`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "id": "city-race",
+    "name": "City Race",
+    "opens_at": "2026-11-24T10:00:00Z",
+    "closes_at": "2026-12-24T10:00:00Z",
+    "hold_ttl_seconds": 900,
+    "categories": [{ "code": "10K", "name": "10 km", "capacity": 500 }]
+}))]
+pub struct NewEvent {
+    /// Generated when absent.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    id: Found<String>,
+    /// Trimmed; no control characters.
+    #[serde(default)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
+    name: Found<String>,
+    /// When registration opens; open at once when absent. Required for an event with a
+    /// `queue`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    opens_at: Found<String>,
+    /// When registration closes; must be after `opens_at` (422 on `closes_at` otherwise);
+    /// never when absent.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    closes_at: Found<String>,
+    /// How long a seat is held until confirmed (`POST /v1/registrations/{id}/confirm`); 0
+    /// confirms at once. A JSON integer, written without a fraction.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, default = 0, minimum = 0, maximum = 604800)]
+    hold_ttl_seconds: Found<Number>,
+    /// Distinct codes.
+    // Items are read one by one (`NewCategory`), so that each mistake names its index.
+    #[serde(default)]
+    #[schema(value_type = Vec<NewCategory>, required = true, min_items = 1, max_items = 64)]
+    categories: Found<Vec<Value>>,
+    /// A fair opening: registrations then need a `Queue-Pass` from the event's queue.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::queue::NewQueue>)]
+    queue: Found<Map<String, Value>>,
+}
+
+/// A category of a new event. Members other than these are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewCategory {
+    #[serde(default)]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9_-]+$",
+        example = "10K"
+    )]
+    code: Found<String>,
+    /// Not blank; trimmed.
+    #[serde(default)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200, example = "10 km")]
+    name: Found<String>,
+    /// Seats. A JSON integer, written without a fraction (`500`, not `500.0`).
+    #[serde(default)]
+    #[schema(value_type = u32, required = true, minimum = 0, maximum = 10000000, example = 500)]
+    capacity: Found<Number>,
+}
+
 /// Parses `POST /v1/events`; `generated_id` is used when the body names none, `draw_seed`
 /// when it has a `queue`.
 pub fn new_event(
@@ -378,28 +554,25 @@ pub fn new_event(
     retention_seconds: u32,
     draw_seed: [u8; 32],
 ) -> Result<EventConfig, ApiError> {
-    let object = json_object(body)?;
     let mut fields = Fields::default();
-    fields.unknown(
-        &object,
-        &["id", "name", "opens_at", "closes_at", "hold_ttl_seconds", "categories", "queue"],
-    );
-    let id = match fields.string(&object, "id", false) {
+    let new: NewEvent = read_closed(json_object(body)?, "", &mut fields.errors)?;
+    let id = match fields.text(new.id.as_deref(), "id", false) {
         Some(text) => EventId::parse(text).map_err(|error| fields.fail::<()>("id", error.to_string())).ok(),
         None => EventId::parse(generated_id).ok(),
     };
-    let name = fields.bounded_string(&object, "name", true, EVENT_NAME_LENGTH_MAX);
-    let opens_at = fields.time(&object, "opens_at");
-    let closes_at = fields.time(&object, "closes_at");
+    let name = fields.bounded_text(new.name.as_deref(), "name", true, EVENT_NAME_LENGTH_MAX);
+    let opens_at = fields.time(new.opens_at.as_deref(), "opens_at");
+    let closes_at = fields.time(new.closes_at.as_deref(), "closes_at");
     if let (Some(opens_at), Some(closes_at)) = (opens_at, closes_at)
         && closes_at <= opens_at
     {
         fields.fail::<()>("closes_at", "must be after opens_at");
     }
-    let hold_ttl_seconds =
-        fields.unsigned(&object, "hold_ttl_seconds", HOLD_TTL_SECONDS_MAX).unwrap_or(0) as u32;
-    let categories = categories(&mut fields, object.get("categories"));
-    let queue = crate::queue::settings(object.get("queue"), opens_at, draw_seed, &mut fields.errors);
+    let hold_ttl_seconds = fields
+        .unsigned(new.hold_ttl_seconds.as_ref(), "hold_ttl_seconds", HOLD_TTL_SECONDS_MAX)
+        .unwrap_or(0) as u32;
+    let categories = categories(&mut fields, new.categories);
+    let queue = crate::queue::settings(new.queue, opens_at, draw_seed, &mut fields.errors)?;
     let parsed = match (id, name, categories) {
         (Some(id), Some(name), Some(categories)) => Some(EventConfig {
             id,
@@ -419,8 +592,8 @@ pub fn new_event(
     fields.finish(parsed)
 }
 
-fn categories(fields: &mut Fields, value: Option<&Value>) -> Option<Vec<CategoryConfig>> {
-    let Some(Value::Array(items)) = value else {
+fn categories(fields: &mut Fields, found: Found<Vec<Value>>) -> Option<Vec<CategoryConfig>> {
+    let Found::Present(items) = found else {
         return fields.fail("categories", "must be a list of {code, name, capacity}");
     };
     if items.is_empty() {
@@ -431,20 +604,27 @@ fn categories(fields: &mut Fields, value: Option<&Value>) -> Option<Vec<Category
     }
     let mut categories = Vec::with_capacity(items.len());
     let mut codes_seen: Vec<CategoryCode> = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         let Value::Object(object) = item else {
             fields.fail::<()>(&format!("categories[{index}]"), "must be an object");
             continue;
         };
+        let new: NewCategory = match read_open(object) {
+            Ok(new) => new,
+            Err(_) => {
+                fields.fail::<()>(&format!("categories[{index}]"), "must be an object");
+                continue;
+            }
+        };
         let code_field = format!("categories[{index}].code");
-        let code = match object.get("code") {
-            Some(Value::String(text)) => CategoryCode::parse(text)
+        let code = match new.code {
+            Found::Present(text) => CategoryCode::parse(&text)
                 .map_err(|error| fields.fail::<()>(&code_field, error.to_string()))
                 .ok(),
             _ => fields.fail(&code_field, "is required and must be a string"),
         };
-        let name = match object.get("name") {
-            Some(Value::String(text))
+        let name = match new.name {
+            Found::Present(text)
                 if !text.trim().is_empty() && text.chars().count() <= EVENT_NAME_LENGTH_MAX =>
             {
                 Some(text.trim().to_string())
@@ -452,13 +632,16 @@ fn categories(fields: &mut Fields, value: Option<&Value>) -> Option<Vec<Category
             _ => fields.fail(&format!("categories[{index}].name"), "is required, 1 to 200 characters"),
         };
         let capacity_field = format!("categories[{index}].capacity");
-        let capacity = match object.get("capacity").and_then(Value::as_i64) {
-            Some(capacity) if capacity < 0 => fields.fail(&capacity_field, "must not be negative"),
-            Some(capacity) if capacity > i64::from(limits::CATEGORY_CAPACITY_MAX) => {
-                fields.fail(&capacity_field, format!("must be at most {}", limits::CATEGORY_CAPACITY_MAX))
-            }
-            Some(capacity) => Some(capacity as u32),
-            None => fields.fail(&capacity_field, "is required and must be a whole number"),
+        let capacity = match new.capacity.as_ref() {
+            Found::Present(number) => match number.as_i64() {
+                Some(capacity) if capacity < 0 => fields.fail(&capacity_field, "must not be negative"),
+                Some(capacity) if capacity > i64::from(limits::CATEGORY_CAPACITY_MAX) => {
+                    fields.fail(&capacity_field, format!("must be at most {}", limits::CATEGORY_CAPACITY_MAX))
+                }
+                Some(capacity) => Some(capacity as u32),
+                None => fields.fail(&capacity_field, "is required and must be a whole number"),
+            },
+            _ => fields.fail(&capacity_field, "is required and must be a whole number"),
         };
         if let Some(code) = &code {
             if codes_seen.contains(code) {
@@ -474,13 +657,24 @@ fn categories(fields: &mut Fields, value: Option<&Value>) -> Option<Vec<Category
     Some(categories)
 }
 
+/// The body of `PATCH /v1/events/{event_id}/categories/{code}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityChange {
+    /// Seats; raising it promotes waitlisted registrants, and it cannot go below the seats
+    /// confirmed or held (409 `capacity_below_taken`). A JSON integer, written without a
+    /// fraction (`600`, not `600.0`).
+    #[serde(default)]
+    #[schema(value_type = u32, required = true, minimum = 0, maximum = 10000000, example = 600)]
+    capacity: Found<Number>,
+}
+
 /// Parses `PATCH .../categories/{code}`: `{capacity}`.
 pub fn capacity(body: &[u8]) -> Result<u32, ApiError> {
-    let object = json_object(body)?;
     let mut fields = Fields::default();
-    fields.unknown(&object, &["capacity"]);
-    let capacity = match object.get("capacity") {
-        Some(Value::Number(number)) => match number.as_i64() {
+    let change: CapacityChange = read_closed(json_object(body)?, "", &mut fields.errors)?;
+    let capacity = match change.capacity.as_ref() {
+        Found::Present(number) => match number.as_i64() {
             Some(value) if value < 0 => fields.fail("capacity", "must not be negative"),
             Some(value) if value > i64::from(limits::CATEGORY_CAPACITY_MAX) => {
                 fields.fail("capacity", format!("must be at most {}", limits::CATEGORY_CAPACITY_MAX))
@@ -493,12 +687,22 @@ pub fn capacity(body: &[u8]) -> Result<u32, ApiError> {
     fields.finish(capacity)
 }
 
+/// The body of `POST /v1/events/{event_id}/queue`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({ "email": "ana@example.org" }))]
+pub struct NewTicket {
+    /// Trimmed and lower-cased; one ticket per e-mail per event.
+    #[serde(default)]
+    #[schema(value_type = String, required = true, format = Email, max_length = 254)]
+    email: Found<String>,
+}
+
 /// Parses `POST /v1/events/{event_id}/queue`: `{email}`.
 pub fn queue_join(body: &[u8]) -> Result<Email, ApiError> {
-    let object = json_object(body)?;
     let mut fields = Fields::default();
-    fields.unknown(&object, &["email"]);
-    let email = fields.string(&object, "email", true).and_then(|text| match Email::parse(text) {
+    let new: NewTicket = read_closed(json_object(body)?, "", &mut fields.errors)?;
+    let email = fields.text(new.email.as_deref(), "email", true).and_then(|text| match Email::parse(text) {
         Ok(email) => Some(email),
         Err(error) => fields.fail("email", error.to_string()),
     });
@@ -594,6 +798,85 @@ mod tests {
         let read = RegistrationBody::read(body).unwrap();
         assert!(matches!(read.category, Some(Text(Cow::Borrowed("10K")))));
         assert!(matches!(read.full_name, Some(Text(Cow::Owned(ref name))) if name == "Ana Runner"));
+    }
+
+    /// What the document says of a request type's members, and what a reading of it does: the
+    /// same member names, and `additionalProperties: false` exactly where an unknown member is
+    /// refused.
+    fn document_matches_reading<T: utoipa::PartialSchema + Deserialize<'static>>() {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let mut documented: Vec<&str> =
+            schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut read = struct_fields::<T>().to_vec();
+        documented.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(documented, read, "{schema}");
+        let refuses_unknown = serde_json::from_str::<T>(r#"{"not_a_field": 1}"#).is_err();
+        assert_eq!(schema["additionalProperties"] == false, refuses_unknown, "{schema}");
+    }
+
+    #[test]
+    fn every_request_type_is_documented_as_it_is_read() {
+        document_matches_reading::<RegistrationBody<'static>>();
+        document_matches_reading::<NewEvent>();
+        document_matches_reading::<NewCategory>();
+        document_matches_reading::<CapacityChange>();
+        document_matches_reading::<NewTicket>();
+        document_matches_reading::<crate::queue::NewQueue>();
+        document_matches_reading::<crate::routes::admin::LogIn>();
+        document_matches_reading::<crate::routes::webhooks::NewWebhook>();
+    }
+
+    #[test]
+    fn the_fields_of_a_struct_are_the_ones_its_derive_reads() {
+        assert_eq!(struct_fields::<CapacityChange>(), ["capacity"]);
+        assert_eq!(
+            struct_fields::<RegistrationBody<'static>>(),
+            ["category", "email", "full_name", "phone", "attributes", "waitlist"]
+        );
+    }
+
+    #[test]
+    fn a_found_field_takes_any_value_and_says_what_it_was() {
+        let read = |json: &str| serde_json::from_str::<NewTicket>(json).unwrap().email;
+        assert!(matches!(read("{}"), Found::Absent));
+        assert!(matches!(read(r#"{"email":null}"#), Found::Absent));
+        assert!(
+            matches!(read(r#"{"email":"a@example.org"}"#), Found::Present(ref text) if text == "a@example.org")
+        );
+        for other in ["1", "1.5", "true", "[]", "{}"] {
+            assert!(matches!(read(&format!(r#"{{"email":{other}}}"#)), Found::Mistyped), "{other}");
+        }
+    }
+
+    #[test]
+    fn every_bad_member_of_a_new_event_is_named_in_one_answer() {
+        let body = br#"{"zz":1,"aa":2,"name":" ","opens_at":"2026-11-24T10:00:00Z","closes_at":"2026-11-24T09:00:00Z",
+            "hold_ttl_seconds":-1,"categories":[{"code":"10K","name":"A","capacity":7.0},"x",{"code":"10K","name":"B","capacity":1}],
+            "queue":{"lobby_opens_at":"2026-11-24T11:00:00Z","overbook":"2","extra":true}}"#;
+        let Err(ApiError::Validation(errors)) = new_event(body, "generated", 60, [0; 32]) else {
+            panic!("a body with mistakes is refused");
+        };
+        let named: Vec<(&str, &str)> =
+            errors.iter().map(|error| (error.field.as_str(), error.message.as_str())).collect();
+        assert_eq!(
+            named,
+            [
+                ("aa", "is not a known field"),
+                ("zz", "is not a known field"),
+                ("name", "must not be empty"),
+                ("closes_at", "must be after opens_at"),
+                ("hold_ttl_seconds", "must be a whole number, not negative"),
+                ("categories[0].capacity", "is required and must be a whole number"),
+                ("categories[1]", "must be an object"),
+                ("categories[2].code", "appears twice"),
+                ("queue.extra", "is not a known field"),
+                ("queue.lobby_opens_at", "must be before opens_at"),
+                ("queue.overbook", "must be a number from 1.0 to 10.0"),
+            ]
+        );
+        assert!(matches!(capacity(br#"{"capacity":7.0}"#), Err(ApiError::Validation(_))));
+        assert!(matches!(capacity(br#"{"capacity":7}"#), Ok(7)));
     }
 
     /// A field name as a body may spell it: known, escaped, or unknown.

@@ -4,11 +4,17 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use kuota_engine::Timestamp;
 use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::time_format;
 
 /// One invalid field of a request body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({ "field": "email", "message": "an e-mail address needs an '@'" }))]
 pub struct FieldError {
+    /// The field's name; nested fields as `categories[0].capacity` or `queue.overbook`.
     pub field: String,
     pub message: String,
 }
@@ -43,7 +49,7 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A refusal decided by the event (sold out, already registered, ...), with extra members.
     #[error("{detail}")]
-    Conflict { status: StatusCode, code: &'static str, detail: String, extra: Option<serde_json::Value> },
+    Conflict { status: StatusCode, code: &'static str, detail: String, extra: ProblemExtra },
     #[error("the same Idempotency-Key is still being processed")]
     KeyInFlight,
     #[error("the Idempotency-Key was used with a different body")]
@@ -103,9 +109,25 @@ impl From<kuota_persist::session::SessionError> for ApiError {
     }
 }
 
+/// The members a problem document has besides the standard ones, for some codes.
+#[derive(Debug, Default)]
+pub struct ProblemExtra {
+    /// With `not_open` from a registration: when registration opens.
+    pub opens_at: Option<Timestamp>,
+    /// With `not_open` from a queue join: when the lobby opens.
+    pub lobby_opens_at: Option<Timestamp>,
+    /// With `capacity_below_taken`: the seats confirmed or held.
+    pub taken: Option<u32>,
+}
+
 impl ApiError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError::Conflict { status: StatusCode::CONFLICT, code, detail: detail.into(), extra: None }
+        ApiError::Conflict {
+            status: StatusCode::CONFLICT,
+            code,
+            detail: detail.into(),
+            extra: ProblemExtra::default(),
+        }
     }
 
     pub fn overloaded(reason: &'static str, retry_after_seconds: u64) -> Self {
@@ -153,18 +175,41 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ProblemDocument<'a> {
+/// An RFC 9457 problem document: every error answer of the API.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "https://kuota.dev/problems/sold_out",
+    "title": "Conflict",
+    "status": 409,
+    "detail": "the category is sold out",
+    "code": "sold_out"
+}))]
+pub struct Problem<'a> {
+    /// A URI naming the kind of problem; ends with `code`.
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     kind: String,
     title: &'a str,
+    /// The HTTP status, repeated.
     status: u16,
+    /// What went wrong, for a person.
     detail: String,
+    /// Stable snake_case name of the problem, for programs (`sold_out`, `validation_failed`, ...).
     code: &'a str,
+    /// Every invalid field, with `validation_failed` from a request body.
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    extra: Option<&'a serde_json::Value>,
+    /// With `not_open` from a registration: when registration opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    opens_at: Option<String>,
+    /// With `not_open` from a queue join: when the queue's lobby opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    lobby_opens_at: Option<String>,
+    /// With `capacity_below_taken`: the seats confirmed or held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    taken: Option<u32>,
 }
 
 impl ResponseError for ApiError {
@@ -195,23 +240,29 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?error, "request failed unexpectedly");
         }
         let code = self.code();
-        let (errors, extra) = match self {
-            ApiError::Validation(errors) => (Some(errors.as_slice()), None),
-            ApiError::Conflict { extra, .. } => (None, extra.as_ref()),
-            _ => (None, None),
+        let errors = match self {
+            ApiError::Validation(errors) => Some(errors.as_slice()),
+            _ => None,
+        };
+        let no_extra = ProblemExtra::default();
+        let extra = match self {
+            ApiError::Conflict { extra, .. } => extra,
+            _ => &no_extra,
         };
         let detail = match self {
             ApiError::Internal(_) => "the server failed unexpectedly; it has been logged".to_string(),
             other => other.to_string(),
         };
-        let document = ProblemDocument {
+        let document = Problem {
             kind: format!("https://kuota.dev/problems/{code}"),
             title: self.title(),
             status: status.as_u16(),
             detail,
             code,
             errors,
-            extra,
+            opens_at: extra.opens_at.map(time_format::format),
+            lobby_opens_at: extra.lobby_opens_at.map(time_format::format),
+            taken: extra.taken,
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));

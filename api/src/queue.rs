@@ -18,10 +18,11 @@ use kuota_engine::queue::hex;
 use kuota_engine::{
     DrawSeed, EventId, QueueConfig, QueuePass, TicketId, TicketStatus, TicketView, Timestamp,
 };
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
 use sha2::Sha256;
 
+use crate::domain::{Found, read_closed};
 use crate::error::{ApiError, FieldError};
 use crate::time_format;
 
@@ -35,31 +36,54 @@ pub const QUEUE_MAX_DEFAULT: u32 = 1_000_000;
 pub const ADMIT_PER_SECOND_MIN: f64 = 0.001;
 pub const ADMIT_PER_SECOND_MAX: f64 = 1_000_000.0;
 
-const SETTINGS_FIELDS: [&str; 5] =
-    ["lobby_opens_at", "pass_ttl_seconds", "overbook", "admit_per_second", "queue_max"];
+/// The `queue` object of a new event (`POST /v1/events`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({ "lobby_opens_at": "2026-11-24T09:30:00Z", "pass_ttl_seconds": 600, "overbook": 1.2 }))]
+pub struct NewQueue {
+    /// From here until `opens_at` joiners wait in the lobby; they are drawn at `opens_at`.
+    /// Must be before the event's `opens_at`, which an event with a queue must have.
+    #[serde(default)]
+    #[schema(value_type = String, required = true, format = DateTime)]
+    lobby_opens_at: Found<String>,
+    /// How long an admitted ticket's pass is good for. A JSON integer.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, default = 600, minimum = 10, maximum = 86400)]
+    pass_ttl_seconds: Found<Number>,
+    /// Passes outstanding may reach ⌊overbook × seats available⌋.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, default = 1.0, minimum = 1.0, maximum = 10.0)]
+    overbook: Found<Number>,
+    /// Admissions per second at most (at least 0.001); none when absent.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = 0.001, maximum = 1000000.0)]
+    admit_per_second: Found<Number>,
+    /// Tickets the queue hands out at most. A JSON integer.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, default = 1000000, minimum = 1, maximum = 10000000)]
+    queue_max: Found<Number>,
+}
 
 /// Parses the `queue` object of a new event. `None` without one; field errors name
 /// `queue.<field>`.
-pub fn settings(
-    value: Option<&Value>,
+pub(crate) fn settings(
+    found: Found<Map<String, Value>>,
     opens_at: Option<Timestamp>,
     draw_seed: [u8; 32],
     errors: &mut Vec<FieldError>,
-) -> Option<QueueConfig> {
-    let object = match value {
-        None | Some(Value::Null) => return None,
-        Some(Value::Object(object)) => object,
-        Some(_) => {
+) -> Result<Option<QueueConfig>, ApiError> {
+    let object = match found {
+        Found::Absent => return Ok(None),
+        Found::Present(object) => object,
+        Found::Mistyped => {
             errors.push(FieldError::new("queue", "must be an object"));
-            return None;
+            return Ok(None);
         }
     };
     let before = errors.len();
-    for field in object.keys().filter(|field| !SETTINGS_FIELDS.contains(&field.as_str())) {
-        errors.push(FieldError::new(&format!("queue.{field}"), "is not a known field"));
-    }
-    let lobby_opens_at = match object.get("lobby_opens_at") {
-        Some(Value::String(text)) => time_format::parse(text).or_else(|| {
+    let new: NewQueue = read_closed(object, "queue.", errors)?;
+    let lobby_opens_at = match new.lobby_opens_at {
+        Found::Present(text) => time_format::parse(&text).or_else(|| {
             errors.push(FieldError::new("queue.lobby_opens_at", "must be an RFC 3339 time"));
             None
         }),
@@ -76,12 +100,13 @@ pub fn settings(
         _ => {}
     }
     let pass_ttl_seconds =
-        whole(object, "pass_ttl_seconds", PASS_TTL_SECONDS_MIN, PASS_TTL_SECONDS_MAX, errors)
+        whole(new.pass_ttl_seconds, "pass_ttl_seconds", PASS_TTL_SECONDS_MIN, PASS_TTL_SECONDS_MAX, errors)
             .unwrap_or(PASS_TTL_SECONDS_DEFAULT);
-    let queue_max = whole(object, "queue_max", 1, QUEUE_MAX_LIMIT, errors).unwrap_or(QUEUE_MAX_DEFAULT);
-    let overbook_permille = match object.get("overbook") {
-        None | Some(Value::Null) => OVERBOOK_PERMILLE_DEFAULT,
-        Some(value) => match value.as_f64() {
+    let queue_max =
+        whole(new.queue_max, "queue_max", 1, QUEUE_MAX_LIMIT, errors).unwrap_or(QUEUE_MAX_DEFAULT);
+    let overbook_permille = match new.overbook {
+        Found::Absent => OVERBOOK_PERMILLE_DEFAULT,
+        found => match found_f64(found) {
             Some(overbook)
                 if (f64::from(OVERBOOK_PERMILLE_MIN) / 1_000.0
                     ..=f64::from(OVERBOOK_PERMILLE_MAX) / 1_000.0)
@@ -95,9 +120,9 @@ pub fn settings(
             }
         },
     };
-    let admit_per_kilosecond = match object.get("admit_per_second") {
-        None | Some(Value::Null) => None,
-        Some(value) => match value.as_f64() {
+    let admit_per_kilosecond = match new.admit_per_second {
+        Found::Absent => None,
+        found => match found_f64(found) {
             // Thousandths: the smallest rate is one admission per 1,000 seconds.
             Some(rate) if (ADMIT_PER_SECOND_MIN..=ADMIT_PER_SECOND_MAX).contains(&rate) => {
                 Some((rate * 1_000.0).round() as u64)
@@ -111,27 +136,33 @@ pub fn settings(
             }
         },
     };
-    let lobby_opens_at = lobby_opens_at?;
-    (errors.len() == before).then_some(QueueConfig {
+    let Some(lobby_opens_at) = lobby_opens_at else { return Ok(None) };
+    Ok((errors.len() == before).then_some(QueueConfig {
         lobby_opens_at,
         pass_ttl_seconds,
         overbook_permille,
         admit_per_kilosecond,
         queue_max,
         draw_seed: DrawSeed(draw_seed),
-    })
+    }))
+}
+
+/// A number as a float; `None` for another JSON type.
+fn found_f64(found: Found<Number>) -> Option<f64> {
+    match found {
+        Found::Present(number) => number.as_f64(),
+        _ => None,
+    }
 }
 
 /// A whole number field of `queue` within `min..=max`; `None` when absent or wrong.
-fn whole(
-    object: &Map<String, Value>,
-    field: &str,
-    min: u32,
-    max: u32,
-    errors: &mut Vec<FieldError>,
-) -> Option<u32> {
-    let value = object.get(field).filter(|value| !value.is_null())?;
-    match value.as_u64() {
+fn whole(found: Found<Number>, field: &str, min: u32, max: u32, errors: &mut Vec<FieldError>) -> Option<u32> {
+    let number = match found {
+        Found::Absent => return None,
+        Found::Present(number) => number.as_u64(),
+        Found::Mistyped => None,
+    };
+    match number {
         Some(number) if (u64::from(min)..=u64::from(max)).contains(&number) => Some(number as u32),
         _ => {
             errors.push(FieldError::new(
@@ -261,7 +292,7 @@ pub fn no_queue() -> ApiError {
         status: StatusCode::NOT_FOUND,
         code: "no_queue",
         detail: "the event has no queue".into(),
-        extra: None,
+        extra: crate::error::ProblemExtra::default(),
     }
 }
 

@@ -2,48 +2,9 @@
 //! status names, the busy banner, and the error answers that read alike on every route. Routes
 //! use them in their `#[utoipa::path]` attributes; `openapi` lists them once as components.
 
-use utoipa::{ToResponse, ToSchema};
+use utoipa::{IntoResponses, ToResponse, ToSchema};
 
-/// An RFC 9457 problem document: every error answer of the API.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({
-    "type": "https://kuota.dev/problems/sold_out",
-    "title": "Conflict",
-    "status": 409,
-    "detail": "the category is sold out",
-    "code": "sold_out"
-}))]
-pub struct Problem {
-    /// A URI naming the kind of problem; ends with `code`.
-    #[schema(rename = "type", format = "uri")]
-    pub kind: String,
-    pub title: String,
-    /// The HTTP status, repeated.
-    pub status: u16,
-    /// What went wrong, for a person.
-    pub detail: String,
-    /// Stable snake_case name of the problem, for programs (`sold_out`, `validation_failed`, ...).
-    pub code: String,
-    /// Every invalid field, with `validation_failed` from a request body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<FieldError>>,
-    /// With `not_open`: when registration opens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub opens_at: Option<String>,
-    /// With `capacity_below_taken`: the seats confirmed or held.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub taken: Option<u32>,
-}
-
-/// One invalid field of a request body.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({ "field": "email", "message": "an e-mail address needs an '@'" }))]
-pub struct FieldError {
-    /// The field's name; nested fields as `categories[0].capacity`.
-    pub field: String,
-    pub message: String,
-}
+pub use crate::error::{FieldError, Problem};
 
 /// Where an event stands: before its window, open, after its window, or with no seat left.
 #[derive(Debug, ToSchema)]
@@ -89,33 +50,33 @@ pub struct Busy {
 /// session cookie.
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
-pub struct Unauthorized(pub Problem);
+pub struct Unauthorized(pub Problem<'static>);
 
 /// No such event (`not_found`): the event's routes share this answer.
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
-pub struct EventNotFound(pub Problem);
+pub struct EventNotFound(pub Problem<'static>);
 
 /// No credential at all (`unauthorized`): a registrant's token, the admin token or an admin
 /// session is needed; a credential that is not this resource's gets 404, never revealing it.
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
-pub struct NoCredential(pub Problem);
+pub struct NoCredential(pub Problem<'static>);
 
 /// No such resource (`not_found`).
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
-pub struct NotFound(pub Problem);
+pub struct NotFound(pub Problem<'static>);
 
 /// The body is larger than the configured limit, 16 KiB by default (`payload_too_large`).
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
-pub struct PayloadTooLarge(pub Problem);
+pub struct PayloadTooLarge(pub Problem<'static>);
 
 /// The body is not `application/json` (`unsupported_media_type`).
 #[derive(Debug, ToResponse)]
 #[response(content_type = "application/problem+json")]
-pub struct UnsupportedMediaType(pub Problem);
+pub struct UnsupportedMediaType(pub Problem<'static>);
 
 /// The client is over its rate limit (`rate_limited`).
 #[derive(Debug, ToResponse)]
@@ -127,7 +88,7 @@ pub struct UnsupportedMediaType(pub Problem);
         ("RateLimit" = String, description = "What is left of it.")
     )
 )]
-pub struct RateLimited(pub Problem);
+pub struct RateLimited(pub Problem<'static>);
 
 /// The server sheds load (`overloaded`): a mailbox or the write-behind backlog is full, or the
 /// store is failing. Retry after the given seconds.
@@ -136,4 +97,14 @@ pub struct RateLimited(pub Problem);
     content_type = "application/problem+json",
     headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
 )]
-pub struct Overloaded(pub Problem);
+pub struct Overloaded(pub Problem<'static>);
+
+/// What every route that reads a JSON body may answer before reading it: the body is too large
+/// (413) or not JSON (415). Routes list it in `responses(...)` as one entry.
+#[derive(Debug, IntoResponses)]
+pub enum JsonBodyRefused {
+    #[response(status = 413)]
+    TooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    NotJson(#[ref_response] UnsupportedMediaType),
+}

@@ -14,8 +14,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
 use futures_util::FutureExt;
-use kuota_engine::SystemClock;
 use kuota_engine::actor::{Registry, RegistryConfig};
+use kuota_engine::{Clock, SystemClock};
 use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
 use kuota_persist::redis_connection;
@@ -107,6 +107,14 @@ where
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// `build`, with the engine's time read from `clock`: holds, windows, queues, webhook
+    /// schedules and the times the API shows. Tests hand a `ManualClock` to step over a timeout
+    /// instead of sleeping through it. Rate limits, shedding and every deadline on a call (the
+    /// store's, Redis's, a forward's) keep real time: they bound waits on real parts.
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let store = SqlStore::connect(&settings.database_url)
             .await
             .with_context(|| format!("connecting to the store at {}", redact(&settings.database_url)))?
@@ -143,8 +151,7 @@ impl Application {
             arbiters: settings.actor_threads,
             mailbox_capacity_max: settings.mailbox_capacity_max,
         };
-        let registry =
-            Registry::new(registry_config, Arc::new(store.clone()), submissions, Arc::new(SystemClock));
+        let registry = Registry::new(registry_config, Arc::new(store.clone()), submissions, clock.clone());
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         // Listening again on a listening socket sets its backlog (actix's `backlog` applies only
@@ -168,7 +175,7 @@ impl Application {
             settings,
             store,
             token_secret: secret.into_bytes(),
-            clock: SystemClock,
+            clock: clock.clone(),
             metrics: crate::metrics::recorder(),
             redis,
             cluster,
@@ -181,28 +188,22 @@ impl Application {
         let outbox_config = OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() };
         let (outbox, webhook_dispatcher) = match state.settings.outbox_delivery.as_str() {
             "webhooks" => {
-                let (fan_out, dispatcher) =
-                    webhooks::start(&state.store, &state.settings, Arc::new(SystemClock))?;
+                let (fan_out, dispatcher) = webhooks::start(&state.store, &state.settings, clock.clone())?;
                 // The contract's first attempt within 2 s of the commit: a busy writer defers
                 // the fan-out for a second at most, not the default's half minute.
                 let config = OutboxConfig {
                     defer_while_busy_max: Duration::from_millis(WEBHOOK_DEFER_WHILE_BUSY_MAX_MS),
                     ..outbox_config
                 };
-                let worker = OutboxWorker::start(
-                    state.store.clone(),
-                    Arc::new(fan_out),
-                    Arc::new(SystemClock),
-                    busy,
-                    config,
-                );
+                let worker =
+                    OutboxWorker::start(state.store.clone(), Arc::new(fan_out), clock.clone(), busy, config);
                 (Some(worker), Some(dispatcher))
             }
             "log" => {
                 let worker = OutboxWorker::start(
                     state.store.clone(),
                     Arc::new(LogDelivery),
-                    Arc::new(SystemClock),
+                    clock.clone(),
                     busy,
                     outbox_config,
                 );
@@ -214,7 +215,7 @@ impl Application {
         let sold_out = SoldOutWatcher::start(
             Arc::new(move || watched.events.registry.running_events()),
             state.store.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
         );
         let shared = state.clone();
         // One sampler for the node, whichever worker serves the operators' page.

@@ -36,7 +36,8 @@ pub struct AppState {
     pub store: SqlStore,
     /// The secret that tokens, passes and the forward token derive from.
     pub token_secret: Vec<u8>,
-    pub clock: SystemClock,
+    /// The engine's time (`Application::build_with_clock`).
+    pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This node's identity and event leases, and the forward token of its deployment.

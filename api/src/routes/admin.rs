@@ -5,12 +5,13 @@ use std::time::Duration;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use kuota_persist::session::{SessionData, SessionId};
+use serde::{Deserialize, Serialize};
 
-use crate::domain::json_object;
+use crate::domain::{Found, json_object, read_open};
 use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::middleware::resource;
-use crate::responses::{PayloadTooLarge, Problem, UnsupportedMediaType};
+use crate::responses::{JsonBodyRefused, Problem};
 use crate::state::{AppState, SESSION_COOKIE};
 use crate::tokens::constant_time_eq;
 
@@ -23,15 +24,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
-/// The body of `POST /v1/admin/sessions`.
-#[derive(Debug, utoipa::ToSchema)]
+/// The body of `POST /v1/admin/sessions`. Members other than `token` are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LogIn {
     /// The admin token.
-    pub token: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true)]
+    token: Found<String>,
 }
 
 /// An admin session was opened; its id is in the `Set-Cookie` header.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Session {
     #[schema(example = 28800)]
     pub expires_in_seconds: u64,
@@ -66,8 +69,7 @@ pub struct Session {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "No `token` string (`validation_failed`).",
@@ -83,11 +85,11 @@ async fn log_in(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
-    let object = json_object(&body)?;
-    let Some(serde_json::Value::String(token)) = object.get("token") else {
+    let log_in: LogIn = read_open(json_object(&body)?)?;
+    let Found::Present(token) = log_in.token else {
         return Err(ApiError::Validation(vec![FieldError::new("token", "is required and must be a string")]));
     };
-    if !constant_time_eq(token, &state.auth.admin_token) {
+    if !constant_time_eq(&token, &state.auth.admin_token) {
         return Err(ApiError::Unauthorized);
     }
     let data = SessionData { subject: "admin".into(), created_at_ms: state.now_ms() };
@@ -99,9 +101,7 @@ async fn log_in(
         .same_site(SameSite::Strict)
         .max_age(actix_web::cookie::time::Duration::seconds(ADMIN_SESSION_TTL_SECONDS as i64))
         .finish();
-    Ok(HttpResponse::Created()
-        .cookie(cookie)
-        .json(serde_json::json!({ "expires_in_seconds": ADMIN_SESSION_TTL_SECONDS })))
+    Ok(HttpResponse::Created().cookie(cookie).json(Session { expires_in_seconds: ADMIN_SESSION_TTL_SECONDS }))
 }
 
 #[utoipa::path(

@@ -158,7 +158,7 @@ async fn events(state: web::Data<AppState>, request: HttpRequest) -> Result<Http
             (handle, figures)
         }));
     }
-    let now = kuota_engine::Clock::now(&state.clock);
+    let now = state.clock.now();
     let items = listed
         .iter()
         .zip(&here)

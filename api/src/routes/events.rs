@@ -11,9 +11,7 @@ use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::responses::{
-    EventNotFound, Overloaded, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType,
-};
+use crate::responses::{EventNotFound, JsonBodyRefused, Overloaded, Problem, Unauthorized};
 use crate::state::AppState;
 use crate::{domain, time_format};
 
@@ -66,7 +64,7 @@ struct StreamState {
 }
 
 fn availability_frame(event: &EventHandle, state: &AppState) -> (web::Bytes, (u64, &'static str)) {
-    let now = kuota_engine::Clock::now(&state.clock);
+    let now = state.clock.now();
     let version = event.counters().version();
     let figures = event.counters().snapshot();
     let view = event_view(event, &figures, now);
@@ -232,68 +230,8 @@ pub fn event_view<'a>(
     }
 }
 
-/// The body of `POST /v1/events`.
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(example = json!({
-    "id": "city-race",
-    "name": "City Race",
-    "opens_at": "2026-11-24T10:00:00Z",
-    "closes_at": "2026-12-24T10:00:00Z",
-    "hold_ttl_seconds": 900,
-    "categories": [{ "code": "10K", "name": "10 km", "capacity": 500 }]
-}))]
-// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
-// `additionalProperties: false`.
-#[serde(deny_unknown_fields)]
-pub struct NewEvent {
-    /// Generated when absent.
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
-    pub id: Option<String>,
-    #[schema(min_length = 1, max_length = 200)]
-    pub name: String,
-    /// When registration opens; open at once when absent.
-    #[schema(format = DateTime)]
-    pub opens_at: Option<String>,
-    /// When registration closes; after `opens_at`; never when absent.
-    #[schema(format = DateTime)]
-    pub closes_at: Option<String>,
-    /// How long a seat is held until confirmed (`POST /v1/registrations/{id}/confirm`); 0
-    /// confirms at once.
-    #[schema(default = 0, maximum = 604800)]
-    pub hold_ttl_seconds: Option<u32>,
-    /// Distinct codes.
-    #[schema(min_items = 1, max_items = 64)]
-    pub categories: Vec<NewCategory>,
-    /// A fair opening: registrations then need a `Queue-Pass` from the event's queue.
-    pub queue: Option<crate::routes::queue::NewQueue>,
-}
-
-/// A category of a new event.
-#[derive(Debug, utoipa::ToSchema)]
-pub struct NewCategory {
-    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9_-]+$", example = "10K")]
-    pub code: String,
-    #[schema(min_length = 1, max_length = 200, example = "10 km")]
-    pub name: String,
-    /// Seats.
-    #[schema(maximum = 10000000)]
-    pub capacity: u32,
-}
-
-/// The body of `PATCH /v1/events/{event_id}/categories/{code}`.
-#[derive(Debug, utoipa::ToSchema)]
-// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
-// `additionalProperties: false`.
-#[serde(deny_unknown_fields)]
-pub struct CapacityChange {
-    /// Seats; raising it promotes waitlisted registrants, and it cannot go below the seats
-    /// confirmed or held.
-    #[schema(maximum = 10000000, example = 600)]
-    pub capacity: u32,
-}
-
 /// One page of an event's audit trail.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditEntry>,
     /// The `cursor` of the next page; `null` on the last page.
@@ -302,7 +240,7 @@ pub struct AuditPage {
 }
 
 /// One entry of the audit trail.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: u64,
     /// The registration concerned, if any.
@@ -327,7 +265,7 @@ pub struct AuditEntry {
     operation_id = "create_event",
     tag = "admin",
     summary = "Create an event",
-    request_body = NewEvent,
+    request_body = crate::domain::NewEvent,
     responses(
         (
             status = 201,
@@ -348,8 +286,7 @@ pub struct AuditEntry {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "Invalid fields (`validation_failed`, with `errors`): `closes_at` not after \
@@ -373,7 +310,7 @@ async fn create(
     // The draw's seed: random here, committed to (its SHA-256 shown) once the lobby opens.
     let seed = kuota_persist::random::random_bytes::<32>();
     let config = domain::new_event(&body, &generated, state.settings.idempotency_retention_seconds, seed)?;
-    let now = kuota_engine::Clock::now(&state.clock);
+    let now = state.clock.now();
     let created = state.store.create_event(&config, now).await?;
     if !created {
         return Err(ApiError::conflict("event_exists", format!("an event with id {} exists", config.id)));
@@ -428,7 +365,7 @@ async fn read(
 ) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).map_err(|_| ApiError::NotFound("the event"))?;
     let event = state.events.event_of(&request, &id).await?;
-    let now = kuota_engine::Clock::now(&state.clock);
+    let now = state.clock.now();
     let figures = event.counters().snapshot();
     let status = event_status(event.config(), &figures, now);
     // The counters' version changes with every figure; the status and the queue's commitment
@@ -464,7 +401,7 @@ async fn read(
         ("event_id" = String, Path, description = "The event's id."),
         ("code" = String, Path, description = "The category's code.")
     ),
-    request_body = CapacityChange,
+    request_body = crate::domain::CapacityChange,
     responses(
         (status = 200, description = "The event with its new figures.", body = EventView),
         (
@@ -486,8 +423,7 @@ async fn read(
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "Invalid `capacity` (`validation_failed`, with `errors`).",
@@ -514,7 +450,7 @@ async fn change_capacity(
     let event = state.events.event_of(&request, &id).await?;
     match event.set_capacity(code, capacity).await.map_err(|error| state.shedding.actor_error(error))? {
         Outcome::CapacityChanged { .. } => {
-            let now = kuota_engine::Clock::now(&state.clock);
+            let now = state.clock.now();
             let figures = event.counters().snapshot();
             Ok(HttpResponse::Ok().json(event_view(&event, &figures, now)))
         }
@@ -522,7 +458,7 @@ async fn change_capacity(
             status: actix_web::http::StatusCode::CONFLICT,
             code: "capacity_below_taken",
             detail: format!("{taken} seats are taken (confirmed or held); capacity cannot go below that"),
-            extra: Some(serde_json::json!({ "taken": taken })),
+            extra: crate::error::ProblemExtra { taken: Some(taken), ..Default::default() },
         }),
         Outcome::UnknownCategory => Err(ApiError::NotFound("the category")),
         other => {
@@ -579,20 +515,20 @@ async fn audit(
     let rows = state.store.audit_page(&id, limit, cursor).await?;
     let next_cursor =
         (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.to_string())).flatten();
-    let items: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            serde_json::json!({
-                "id": row.id,
-                "registration_id": row.registration.map(|registration| crate::use_cases::register::external_id(&id, registration)),
-                "seq": row.seq.0,
-                "kind": row.kind,
-                "detail": serde_json::from_str::<serde_json::Value>(&row.detail_json).unwrap_or(serde_json::Value::Null),
-                "at": time_format::format(row.at),
-            })
+    let items = rows
+        .into_iter()
+        .map(|row| AuditEntry {
+            id: row.id,
+            registration_id: row
+                .registration
+                .map(|registration| crate::use_cases::register::external_id(&id, registration)),
+            seq: row.seq.0,
+            detail: serde_json::from_str(&row.detail_json).unwrap_or(serde_json::Value::Null),
+            kind: row.kind,
+            at: time_format::format(row.at),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]

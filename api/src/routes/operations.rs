@@ -1,6 +1,7 @@
 //! Liveness, readiness, the busy banner and metrics.
 
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
 
 use crate::metrics;
 use crate::middleware::resource;
@@ -15,21 +16,22 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 /// Liveness: `{"status": "ok"}`.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({ "status": "ok" }))]
 pub struct Health {
-    pub status: String,
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
 /// Readiness: `ready`, or `not_ready` with the failing parts named.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({ "status": "not_ready", "failing": ["store"] }))]
 pub struct Readiness {
     /// `ready` or `not_ready`.
-    pub status: String,
+    pub status: &'static str,
     /// With `not_ready`: `store`, `redis` and/or `write_behind`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failing: Option<Vec<String>>,
+    pub failing: Option<Vec<&'static str>>,
 }
 
 #[utoipa::path(
@@ -41,7 +43,7 @@ pub struct Readiness {
     responses((status = 200, description = "The process serves.", body = Health))
 )]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 #[utoipa::path(
@@ -72,10 +74,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         failing.push("write_behind");
     }
     if failing.is_empty() {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+        HttpResponse::Ok().json(Readiness { status: "ready", failing: None })
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "status": "not_ready", "failing": failing }))
+        HttpResponse::ServiceUnavailable().json(Readiness { status: "not_ready", failing: Some(failing) })
     }
 }
 

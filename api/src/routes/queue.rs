@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::middleware::resource;
 use crate::queue::TicketBody;
-use crate::responses::{Overloaded, PayloadTooLarge, Problem, RateLimited, UnsupportedMediaType};
+use crate::responses::{JsonBodyRefused, Overloaded, Problem, RateLimited};
 use crate::state::{AppState, bearer};
 use crate::use_cases::join_queue;
 use crate::{time_format, tokens};
@@ -28,39 +28,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/queue/{ticket_id}").route(web::get().to(read)))
         .service(resource(QUEUE_PATTERN).route(web::post().to(join)))
         .service(resource("/v1/events/{event_id}/queue/draw").route(web::get().to(draw)));
-}
-
-/// The `queue` object of a new event (`POST /v1/events`).
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(example = json!({ "lobby_opens_at": "2026-11-24T09:30:00Z", "pass_ttl_seconds": 600, "overbook": 1.2 }))]
-pub struct NewQueue {
-    /// From here until `opens_at` joiners wait in the lobby; they are drawn at `opens_at`.
-    #[schema(format = DateTime)]
-    pub lobby_opens_at: String,
-    /// How long an admitted ticket's pass is good for.
-    #[schema(default = 600, minimum = 10, maximum = 86400)]
-    pub pass_ttl_seconds: Option<u32>,
-    /// Passes outstanding may reach ⌊overbook × seats available⌋.
-    #[schema(default = 1.0, minimum = 1.0, maximum = 10.0)]
-    pub overbook: Option<f64>,
-    /// Admissions per second at most; none when absent.
-    #[schema(exclusive_minimum = 0.0)]
-    pub admit_per_second: Option<f64>,
-    /// Tickets the queue hands out at most.
-    #[schema(default = 1000000, minimum = 1, maximum = 10000000)]
-    pub queue_max: Option<u32>,
-}
-
-/// The body of `POST /v1/events/{event_id}/queue`.
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(example = json!({ "email": "ana@example.org" }))]
-// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
-// `additionalProperties: false`.
-#[serde(deny_unknown_fields)]
-pub struct NewTicket {
-    /// Trimmed and lower-cased; one ticket per e-mail per event.
-    #[schema(format = Email, max_length = 254)]
-    pub email: String,
 }
 
 /// The queue of an event, in `GET /v1/events/{event_id}`.
@@ -127,7 +94,7 @@ pub fn queue_view(event: &EventHandle, now: Timestamp) -> Option<QueueView> {
         ("event_id" = String, Path, description = "The event's id."),
         ("Idempotency-Key" = String, Header, description = "Required; scoped to the event.", min_length = 1, max_length = 255, pattern = "^[ -~]+$")
     ),
-    request_body = NewTicket,
+    request_body = crate::domain::NewTicket,
     responses(
         (status = 202, description = "A new ticket, with its `access_token`.", body = TicketBody,
             headers(("Idempotent-Replayed" = String, description = "`true` on a replay."))),
@@ -138,8 +105,7 @@ pub fn queue_view(event: &EventHandle, now: Timestamp) -> Option<QueueView> {
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`not_open` (before `lobby_opens_at`, with it), `closed`, or \
             `idempotency_key_in_flight`.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (status = 422, description = "`validation_failed` or `idempotency_key_reused`.", body = Problem,
             content_type = "application/problem+json"),
         (status = 429, response = RateLimited),
@@ -203,7 +169,7 @@ pub(crate) async fn current_ticket(
     event: &EventHandle,
     ticket: TicketId,
 ) -> Result<Option<TicketView>, kuota_engine::actor::ActorError> {
-    let now = kuota_engine::Clock::now(&state.clock);
+    let now = state.clock.now();
     let published =
         event.config().opens_at.and_then(|opens_at| event.counters().ticket_view(ticket, opens_at, now));
     match published {

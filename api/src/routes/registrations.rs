@@ -10,8 +10,7 @@ use crate::error::{ApiError, FieldError};
 use crate::http::page_bounds;
 use crate::middleware::resource;
 use crate::responses::{
-    EventNotFound, NoCredential, Overloaded, PayloadTooLarge, Problem, RateLimited, Unauthorized,
-    UnsupportedMediaType,
+    EventNotFound, JsonBodyRefused, NoCredential, Overloaded, Problem, RateLimited, Unauthorized,
 };
 use crate::state::{AppState, bearer};
 use crate::use_cases::register::{self, Admission};
@@ -68,37 +67,8 @@ pub struct RegistrationView {
     updated_at: String,
 }
 
-/// The body of `POST /v1/events/{event_id}/registrations`.
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(example = json!({ "category": "10K", "email": "ana@example.org", "full_name": "Ana Runner" }))]
-// Closed: the server refuses unknown fields (`validation_failed`), so the schema says
-// `additionalProperties: false`.
-#[serde(deny_unknown_fields)]
-pub struct NewRegistration {
-    /// The code of one of the event's categories.
-    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9_-]+$")]
-    pub category: String,
-    /// Trimmed and lower-cased; a registrant has at most one active (`held`, `confirmed` or
-    /// `waitlisted`) registration per event.
-    #[schema(format = Email, max_length = 254)]
-    pub email: String,
-    #[schema(min_length = 1, max_length = 200)]
-    pub full_name: String,
-    #[schema(max_length = 32)]
-    pub phone: Option<String>,
-    /// Anything the organizer asks for; at most 4 KiB serialized.
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<serde_json::Value>,
-    /// When sold out, join the waitlist (202) instead of being refused (409 `sold_out`).
-    #[schema(default = false)]
-    pub waitlist: Option<bool>,
-}
-
 /// One page of an event's registrations.
-#[derive(utoipa::ToSchema)]
-// Only describes the page, which `list` writes with `json!`; its items' type is private and
-// has no `Debug`.
-#[allow(dead_code, missing_debug_implementations)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegistrationPage {
     items: Vec<RegistrationView>,
     /// The `cursor` of the next page; `null` on the last page.
@@ -174,7 +144,7 @@ fn parse_external_id(text: &str) -> Result<(EventId, RegistrationId), ApiError> 
                 the `waitlist_pass` of its sold-out ticket (with `waitlist: true`)."
         )
     ),
-    request_body = NewRegistration,
+    request_body = crate::domain::RegistrationBody,
     responses(
         (
             status = 201,
@@ -227,8 +197,7 @@ fn parse_external_id(text: &str) -> Result<(EventId, RegistrationId), ApiError> 
                 })))
             )
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "`validation_failed` with `errors` (bad e-mail, unknown category, missing or \
@@ -370,7 +339,7 @@ async fn cancel(
             status: StatusCode::GONE,
             code: "hold_expired",
             detail: "the hold had already expired".into(),
-            extra: None,
+            extra: crate::error::ProblemExtra::default(),
         }),
         Outcome::UnknownRegistration => reread(&state, &row).await,
         other => Err(ApiError::Internal(anyhow::anyhow!("unexpected outcome {other:?} for a cancel"))),
@@ -422,7 +391,7 @@ async fn confirm(
         status: StatusCode::GONE,
         code: "hold_expired",
         detail: "the hold expired before the confirmation".into(),
-        extra: None,
+        extra: crate::error::ProblemExtra::default(),
     };
     match row.status {
         RowStatus::Expired => return Err(expired()),
@@ -509,6 +478,6 @@ async fn list(
     let rows = state.store.registrations_page(&event, status, limit, cursor.map(RegistrationId)).await?;
     let next_cursor =
         (rows.len() == limit as usize).then(|| rows.last().map(|row| row.id.0.to_string())).flatten();
-    let items: Vec<RegistrationView> = rows.iter().map(RegistrationView::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    let items = rows.iter().map(RegistrationView::from).collect();
+    Ok(HttpResponse::Ok().json(RegistrationPage { items, next_cursor }))
 }

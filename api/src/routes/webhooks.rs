@@ -2,17 +2,16 @@
 //! counts, delete, rotate the secret, replay dead messages. Delivery is `crate::webhooks`'.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use kuota_engine::Clock;
 use kuota_persist::store::{MessageCounts, WebhookEndpoint};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::json_object;
+use crate::domain::{Found, json_object, read_open};
 use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::http::page_bounds;
 use crate::middleware::resource;
-use crate::responses::{NotFound, PayloadTooLarge, Problem, Unauthorized, UnsupportedMediaType};
+use crate::responses::{JsonBodyRefused, NotFound, Problem, Unauthorized};
 use crate::state::AppState;
 use crate::time_format;
 use crate::webhooks::destination::{AllowHosts, check_resolved, check_url};
@@ -41,24 +40,29 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/webhooks/{webhook_id}/replay").route(web::post().to(replay)));
 }
 
-/// The body of `POST /v1/webhooks`.
-#[derive(Debug, utoipa::ToSchema)]
+/// The body of `POST /v1/webhooks`. Members other than these are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({
     "url": "https://crm.example.org/kuota",
     "event_types": ["registration.created", "registration.cancelled"],
     "description": "CRM"
 }))]
 pub struct NewWebhook {
-    /// `https://`, or `http://` to a host in `KUOTA_WEBHOOK_ALLOW_HOSTS`; never a private,
-    /// loopback or link-local address unless its host is listed there.
-    #[schema(max_length = 2048)]
-    pub url: String,
-    /// `registration.created`, `registration.confirmed`, `registration.cancelled`,
-    /// `registration.expired`, `registration.promoted`, `event.sold_out`, `queue.admitted`.
-    #[schema(min_items = 1)]
-    pub event_types: Vec<String>,
-    #[schema(max_length = 500)]
-    pub description: Option<String>,
+    /// An absolute `https://` URL, or `http://` to a host in `KUOTA_WEBHOOK_ALLOW_HOSTS`; never
+    /// a private, loopback or link-local address (as written or as resolved) unless its host is
+    /// listed there (422 otherwise).
+    #[serde(default)]
+    #[schema(value_type = String, required = true, format = "uri", max_length = 2048)]
+    url: Found<String>,
+    /// Distinct, each one of `registration.created`, `registration.confirmed`,
+    /// `registration.cancelled`, `registration.expired`, `registration.promoted`,
+    /// `event.sold_out`, `queue.admitted`.
+    #[serde(default)]
+    #[schema(value_type = BTreeSet<String>, required = true, min_items = 1)]
+    event_types: Found<Vec<Value>>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 500)]
+    description: Found<String>,
 }
 
 /// An endpoint as listed: never its secret.
@@ -174,8 +178,7 @@ impl<'a> From<&'a WebhookEndpoint> for EndpointView<'a> {
             body = Problem,
             content_type = "application/problem+json"
         ),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
+        JsonBodyRefused,
         (
             status = 422,
             description = "A URL that is not https, or an internal address; an unknown or repeated event type; a description too long (`validation_failed`).",
@@ -193,9 +196,8 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     state.auth.require_admin(&request).await?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
-    let object = json_object(&body)?;
     let allow = AllowHosts::parse(&state.settings.webhook_allow_hosts);
-    let new = parse_endpoint(&object, &allow)?;
+    let new = parse_endpoint(read_open(json_object(&body)?)?, &allow)?;
     let url = check_url(&new.url, &allow).map_err(|reason| invalid("url", reason))?;
     check_resolved(&url, &allow).await.map_err(|reason| invalid("url", reason))?;
     if state.store.webhook_endpoint_count().await? >= WEBHOOK_ENDPOINTS_MAX {
@@ -227,14 +229,11 @@ struct NewEndpoint {
     description: Option<String>,
 }
 
-fn parse_endpoint(
-    object: &serde_json::Map<String, Value>,
-    allow: &AllowHosts,
-) -> Result<NewEndpoint, ApiError> {
+fn parse_endpoint(new: NewWebhook, allow: &AllowHosts) -> Result<NewEndpoint, ApiError> {
     let mut errors = Vec::new();
-    let url = match object.get("url") {
-        Some(Value::String(url)) => match check_url(url, allow) {
-            Ok(_) => Some(url.clone()),
+    let url = match new.url {
+        Found::Present(url) => match check_url(&url, allow) {
+            Ok(_) => Some(url),
             Err(reason) => {
                 errors.push(FieldError::new("url", reason));
                 None
@@ -246,8 +245,8 @@ fn parse_endpoint(
         }
     };
     let mut event_types = Vec::new();
-    match object.get("event_types") {
-        Some(Value::Array(items)) if !items.is_empty() => {
+    match new.event_types {
+        Found::Present(items) if !items.is_empty() => {
             for item in items {
                 match item.as_str().and_then(EventType::parse) {
                     Some(kind) if !event_types.contains(&kind.as_str().to_owned()) => {
@@ -264,12 +263,10 @@ fn parse_endpoint(
         }
         _ => errors.push(FieldError::new("event_types", "is required: a non-empty array of event types")),
     }
-    let description = match object.get("description") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) if text.chars().count() <= DESCRIPTION_LENGTH_MAX_CHARACTERS => {
-            Some(text.clone())
-        }
-        Some(_) => {
+    let description = match new.description {
+        Found::Absent => None,
+        Found::Present(text) if text.chars().count() <= DESCRIPTION_LENGTH_MAX_CHARACTERS => Some(text),
+        _ => {
             errors.push(FieldError::new(
                 "description",
                 format!("must be a string of at most {DESCRIPTION_LENGTH_MAX_CHARACTERS} characters"),

@@ -10,12 +10,12 @@ use futures_util::Stream;
 use kuota_engine::actor::EventHandle;
 use kuota_engine::{Decision, EventId, Fingerprint, Idempotency, JoinQueue, Outcome};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemExtra};
 use crate::http::mark_replayed;
 use crate::queue::{TicketBody, no_queue};
 use crate::state::AppState;
 use crate::use_cases::Submission;
-use crate::{admission, domain, time_format, tokens};
+use crate::{admission, domain, tokens};
 
 /// How long a client should wait after `queue_full`, in seconds: a queue only fills up, so
 /// this is a "do not hammer", not a promise.
@@ -103,7 +103,7 @@ fn join_response(
             status: StatusCode::CONFLICT,
             code: "not_open",
             detail: "the queue's lobby has not opened yet".into(),
-            extra: Some(serde_json::json!({ "lobby_opens_at": time_format::format(*opens_at) })),
+            extra: ProblemExtra { lobby_opens_at: Some(*opens_at), ..ProblemExtra::default() },
         }
         .error_response(),
         Decision::Closed => ApiError::conflict("closed", "registration has closed").error_response(),

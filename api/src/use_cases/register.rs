@@ -18,7 +18,7 @@ use kuota_engine::actor::EventHandle;
 use kuota_engine::{Decision, EventId, Outcome, RegistrationId, Timestamp};
 use serde::Serialize;
 
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, FieldError, ProblemExtra};
 use crate::http::mark_replayed;
 use crate::state::AppState;
 use crate::use_cases::Submission;
@@ -147,7 +147,7 @@ fn refusal(decision: &Decision) -> ApiError {
             status: StatusCode::CONFLICT,
             code: "not_open",
             detail: "registration has not opened yet".into(),
-            extra: Some(serde_json::json!({ "opens_at": time_format::format(*opens_at) })),
+            extra: ProblemExtra { opens_at: Some(*opens_at), ..ProblemExtra::default() },
         },
         Decision::Closed => ApiError::conflict("closed", "registration has closed"),
         // Only refusals reach here; the admissions are answered by `admission_response`.
@@ -225,7 +225,7 @@ pub async fn register(
             code: "queue_pass_required",
             detail: "this event admits registrations through its queue: send the ticket's pass in Queue-Pass"
                 .into(),
-            extra: None,
+            extra: ProblemExtra::default(),
         }),
         Outcome::QueuePassInvalid => Err(ApiError::Conflict {
             status: StatusCode::FORBIDDEN,
@@ -233,7 +233,7 @@ pub async fn register(
             detail: "the Queue-Pass is unknown, expired, used, another registrant's, or a waitlist pass \
                 used for a seat"
                 .into(),
-            extra: None,
+            extra: ProblemExtra::default(),
         }),
         Outcome::UnknownCategory => {
             Err(ApiError::Validation(vec![FieldError::new("category", "is not a category of this event")]))

@@ -1,21 +1,33 @@
 //! The queue of an event with a fair opening (docs/design/API.md, "Queue"): the contract's cases and
-//! bad input, a restart in the middle of a queue, and a surge. Time-driven rules (the draw at
-//! `opens_at`, pass expiry) run on the server's real clock here, so the events open a second or
-//! two after they are created and the tests poll, with a deadline, for what the clock brings;
-//! pass expiry (10 s at least) is left to the engine's tests, which control time.
+//! bad input, a restart in the middle of a queue, and a surge. The contract's test runs the
+//! server on a `ManualClock`: its event opens a minute after it is created, and the test moves
+//! the clock past `opens_at` once the lobby is filled, so no step races the opening. The restart
+//! and the surge run on the real clock (their events open a second after creation), and every
+//! test polls, with a deadline, for the draw, which the event's actor runs on its next real-time
+//! tick. Pass expiry (10 s at least) is left to the engine's tests, which control time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
-use kuota_engine::{Clock, SystemClock, Timestamp};
+use kuota_engine::{Clock, ManualClock, SystemClock, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::support::{
     Backend, Response, TestApp, race, registration, spawn_app, spawn_app_on, spawn_app_with,
+    spawn_app_with_clock,
 };
+
+/// How far ahead of its creation an event on a `ManualClock` opens: the test moves the clock.
+pub(super) const OPENS_IN_MS: i64 = 60_000;
+
+/// Moves `clock` to the `opens_at` of `event` (as created): the draw is then due.
+pub(super) fn open(clock: &ManualClock, event: &Value) {
+    let opens_at = event["opens_at"].as_str().and_then(kuota_api::time_format::parse).unwrap();
+    clock.set(opens_at);
+}
 
 /// How long a test waits for the draw (the event opens within two seconds of its creation).
 const DRAW_WAIT_MS: u64 = 10_000;
@@ -151,8 +163,9 @@ async fn the_queue_contract_on_sqlite() {
 }
 
 async fn the_queue_contract(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let created = app.create_event(queued_race("race", 2, 1_500, json!({}))).await;
+    let clock = ManualClock::new(SystemClock.now());
+    let app = spawn_app_with_clock(backend, |_| {}, Arc::new(clock.clone())).await;
+    let created = app.create_event(queued_race("race", 2, OPENS_IN_MS, json!({}))).await;
     assert_eq!(created["queue"]["draw_seed"], Value::Null);
     assert_eq!(created["queue"]["draw_commitment"].as_str().unwrap().len(), 64);
 
@@ -210,6 +223,7 @@ async fn the_queue_contract(backend: Backend) {
     assert_eq!(app.register("race", "r-early", &ana_registration).await.code(), "not_open");
     assert_eq!(app.get("/v1/events/race/queue/draw", &[]).await.code(), "not_drawn");
 
+    open(&clock, &created);
     let draw = drawn(&app, "race").await;
     let lobby: Vec<String> =
         [&ana, &bo, &cy].iter().map(|ticket| ticket["ticket_id"].as_str().unwrap().to_owned()).collect();

@@ -2,14 +2,16 @@
 //! these run on the server's real clock (the event opens a second and a half after it is
 //! created), and every read has a deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kuota_engine::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::queue::{join, queued_race, register_with_pass};
-use super::support::{Backend, TestApp, registration, spawn_app};
+use super::queue::{OPENS_IN_MS, join, open, queued_race, register_with_pass};
+use super::support::{Backend, TestApp, registration, spawn_app_with_clock};
 
 /// How long a test waits for a frame it expects.
 const FRAME_WAIT_MS: u64 = 10_000;
@@ -91,8 +93,10 @@ enum Credential<'a> {
 
 #[actix_rt::test]
 async fn a_ticket_stream_tells_the_draw_the_admission_the_last_seat_and_then_ends() {
-    let app = spawn_app(Backend::Sqlite).await;
-    app.create_event(queued_race("race", 1, 1_500, json!({}))).await;
+    // The event opens when the test moves the server's clock, once both streams are open.
+    let clock = ManualClock::new(SystemClock.now());
+    let app = spawn_app_with_clock(Backend::Sqlite, |_| {}, Arc::new(clock.clone())).await;
+    let created = app.create_event(queued_race("race", 1, OPENS_IN_MS, json!({}))).await;
     let ana = join(&app, "race", "k-ana", "ana@x.org").await.json();
     let bo = join(&app, "race", "k-bo", "bo@x.org").await.json();
     let id = |ticket: &Value| ticket["ticket_id"].as_str().unwrap().to_owned();
@@ -111,6 +115,7 @@ async fn a_ticket_stream_tells_the_draw_the_admission_the_last_seat_and_then_end
     assert_eq!(status, 200);
     assert_eq!(ana_stream.next_ticket().await.unwrap()["status"], "lobby");
     assert_eq!(bo_stream.next_ticket().await.unwrap()["status"], "lobby");
+    open(&clock, &created);
 
     // The draw: one seat, so the first in drawn order is admitted and the other waits.
     let ana_drawn = ana_stream.next_other_than("lobby").await;

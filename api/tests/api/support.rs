@@ -2,10 +2,12 @@
 //! small HTTP/1.1 client that can also send what real clients never would (invalid UTF-8,
 //! lying headers).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kuota_api::configuration::Settings;
 use kuota_api::startup::Application;
+use kuota_engine::{Clock, SystemClock};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -104,15 +106,36 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     app
 }
 
+/// A server whose engine reads `clock` (a `ManualClock`, to step over a hold or a window instead
+/// of sleeping through it).
+pub async fn spawn_app_with_clock(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
+    let (database_url, database, sqlite_directory) = fresh_database(backend).await;
+    let mut app = spawn_app_on_with_clock(&database_url, adjust, clock).await;
+    (app.database, app.sqlite_directory) = (database, sqlite_directory);
+    app
+}
+
 /// Another server over an existing database (a restart, or a second node); it cleans nothing up.
 pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on_with_clock(database_url, adjust, Arc::new(SystemClock)).await
+}
+
+async fn spawn_app_on_with_clock(
+    database_url: &str,
+    adjust: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     let database_url = database_url.to_string();
     let mut settings = settings(&database_url);
     adjust(&mut settings);
     if std::env::var_os("KUOTA_TEST_LOG").is_some() {
         kuota_api::telemetry::init("pretty");
     }
-    let application = Application::build(settings).await.expect("the application builds");
+    let application = Application::build_with_clock(settings, clock).await.expect("the application builds");
     let port = application.port();
     actix_rt::spawn(application.run_until_stopped());
     TestApp { port, database_url, database: None, sqlite_directory: None }

@@ -15,11 +15,15 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
+use kuota_api::configuration::Settings;
+use kuota_engine::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::private_servers::KuotaProcess;
-use super::support::{Backend, TestApp, race, registration, spawn_app_on, spawn_app_with};
+use super::support::{
+    Backend, TestApp, race, registration, spawn_app_on, spawn_app_with, spawn_app_with_clock,
+};
 
 /// How long a test waits for deliveries before it fails.
 const DELIVERY_DEADLINE_SECONDS: u64 = 30;
@@ -148,14 +152,18 @@ fn body(received: &Received) -> Value {
 }
 
 async fn webhook_app(backend: Backend, retry_schedule: &str) -> TestApp {
+    spawn_app_with(backend, webhook_settings(retry_schedule)).await
+}
+
+/// Webhook delivery to this machine, with `retry_schedule`.
+fn webhook_settings(retry_schedule: &str) -> impl FnOnce(&mut Settings) {
     let schedule = retry_schedule.to_string();
-    spawn_app_with(backend, move |settings| {
+    move |settings| {
         settings.outbox_delivery = "webhooks".into();
         settings.webhook_allow_hosts = "127.0.0.1".into();
         settings.webhook_retry_schedule = schedule;
         settings.webhook_timeout_ms = 500;
-    })
-    .await
+    }
 }
 
 /// Creates an endpoint for `url` and `types`; returns its id and secret.
@@ -271,12 +279,15 @@ async fn every_event_type_reaches_a_real_receiver_signed() {
 #[actix_rt::test]
 async fn a_ticket_admitted_at_the_draw_is_announced_as_queue_admitted() {
     let receiver = Receiver::start().await;
-    let app = webhook_app(Backend::MariaDb, "0.1").await;
+    let clock = ManualClock::new(SystemClock.now());
+    let app = spawn_app_with_clock(Backend::MariaDb, webhook_settings("0.1"), Arc::new(clock.clone())).await;
     create_endpoint(&app, &receiver.url(), &["queue.admitted"]).await;
-    app.create_event(super::queue::queued_race("opening", 1, 1_500, json!({}))).await;
+    let opens_in = super::queue::OPENS_IN_MS;
+    let created = app.create_event(super::queue::queued_race("opening", 1, opens_in, json!({}))).await;
     let joined = super::queue::join(&app, "opening", "k-ana", "ana@x.org").await;
     assert_eq!(joined.status, 202);
     let ticket_id = joined.json()["ticket_id"].as_str().unwrap().to_owned();
+    super::queue::open(&clock, &created);
     super::queue::drawn(&app, "opening").await;
     let received = receiver.wait_for("the admission", |received| !received.is_empty()).await;
     let payload = body(&received[0]);
