@@ -82,13 +82,14 @@ impl FaultPlan {
         self.faults.iter().map(|(_, span)| span.until).max().unwrap_or(0)
     }
 
-    pub(super) fn stats(&self) -> Vec<FaultStats> {
+    /// Each fault's figures, to be filled in; `latencies_kept`: with latency histograms.
+    pub(super) fn stats(&self, latencies_kept: bool) -> Vec<FaultStats> {
         self.faults
             .iter()
             .map(|(_, span)| {
                 let next =
                     self.faults.iter().map(|(_, other)| other.from).filter(|from| *from > span.from).min();
-                FaultStats::new(span.from, span.until, next)
+                FaultStats::new(span.from, span.until, next, latencies_kept)
             })
             .collect()
     }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use kuota_engine::Effect;
 
 use super::Simulation;
-use super::agenda::EventKind;
+use super::agenda::{EventKind, Incarnation};
 use crate::distribution::{MICROS_PER_MILLI, Micros};
 
 #[derive(Debug)]
@@ -42,7 +42,7 @@ struct Batch {
 #[derive(Debug, Default)]
 pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
-    pub(super) id: u64,
+    pub(super) id: Incarnation,
     queue: VecDeque<Submission>,
     queued_effects: usize,
     next_submission: u64,
@@ -57,7 +57,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(id: u64) -> Self {
+    pub(super) fn new(id: Incarnation) -> Self {
         Writer { id, ..Writer::default() }
     }
 
@@ -121,7 +121,7 @@ impl Writer {
     /// A batch failed for good: every write not yet durable fails with it (those of its epoch
     /// that come later cannot commit on top of it), and the actor's decisions are rolled back.
     /// The writer goes on as `id`, so that the failed batches' timers find nothing.
-    pub(super) fn fail_everything(&mut self, id: u64) {
+    pub(super) fn fail_everything(&mut self, id: Incarnation) {
         *self = Writer {
             id,
             next_submission: self.next_submission,
@@ -204,7 +204,7 @@ impl Simulation<'_> {
         }
     }
 
-    pub(super) fn flush_due(&mut self, writer: u64) {
+    pub(super) fn flush_due(&mut self, writer: Incarnation) {
         if writer != self.writer.id {
             return;
         }
@@ -214,7 +214,7 @@ impl Simulation<'_> {
         self.try_flush();
     }
 
-    pub(super) fn commit_done(&mut self, writer: u64, slot: u32) {
+    pub(super) fn commit_done(&mut self, writer: Incarnation, slot: u32) {
         if writer != self.writer.id {
             return;
         }
@@ -248,7 +248,7 @@ impl Simulation<'_> {
         self.roll_back();
     }
 
-    pub(super) fn commit_retry(&mut self, writer: u64, slot: u32) {
+    pub(super) fn commit_retry(&mut self, writer: Incarnation, slot: u32) {
         if writer == self.writer.id && self.writer.in_flight.get(slot as usize).is_some_and(Option::is_some) {
             self.start_attempt(slot);
         }
