@@ -503,11 +503,17 @@ impl Simulation<'_> {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
         }
-        let read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
+        let mut read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
             + (self.store.active_registrations() as f64 * MICROS_PER_SECOND as f64
                 / self.scenario.system.recovery_registrations_per_second) as Micros;
+        if std::mem::take(&mut self.health.load_connection_lost) {
+            // The last attempt was cut short and its connection closed: this one opens one.
+            read_us += self.connect_us();
+        }
         let done = self.faults.store_work_done(self.now, read_us);
         if done - self.now > self.settings.store_timeout_us {
+            self.store_call_cut(self.now);
+            self.health.load_connection_lost = true;
             let retry = self.settings.store_timeout_us + RELOAD_RETRY_DELAY_MS * MICROS_PER_MILLI;
             return self.schedule_in(retry, EventKind::LoadAttempt { incarnation });
         }
@@ -519,6 +525,11 @@ impl Simulation<'_> {
     pub(super) fn loaded(&mut self, incarnation: Incarnation) {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
+        }
+        if let Some(busy_until) = self.faults.store_stalled_until(self.now) {
+            // The database came back but works through what a stall left it first (see
+            // `stall_ends`): the load's reads are answered after that.
+            return self.agenda.schedule(busy_until, EventKind::Loaded { incarnation });
         }
         self.cluster.store_epoch += 1;
         self.reloads += 1;

@@ -154,6 +154,9 @@ struct Settings {
     http_service: Sampler,
     actor_service: Sampler,
     commit_latency: Sampler,
+    store_connect: Sampler,
+    /// What the database spends on each connection a stall's cut calls left to it.
+    abandoned_connection_us: Micros,
     pay_delay: Sampler,
     cancel_delay: Sampler,
 }
@@ -188,6 +191,8 @@ impl Settings {
             http_service: system.http_service.sampler(),
             actor_service: system.actor_service.sampler(),
             commit_latency: system.commit_latency.sampler(),
+            store_connect: system.store_connect.sampler(),
+            abandoned_connection_us: micros_from_millis(system.store_abandoned_connection_ms),
             pay_delay: behaviour.pay_delay.sampler(),
             cancel_delay: behaviour.cancel_delay.sampler(),
         }
