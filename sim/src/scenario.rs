@@ -44,15 +44,17 @@ pub const FAULT_SECONDS_MAX: f64 = 3_600.0;
 pub const RECOVERY_REGISTRATIONS_PER_SECOND_MEASURED: f64 = 1_000_000.0 / 2.28;
 
 /// Opening a store connection, in milliseconds: TCP connect, MariaDB's greeting, the handshake
-/// (root, no password) and one statement, as the pool opens one and runs its session settings;
-/// the median of 400 set-ups against this project's MariaDB 10.11 on 127.0.0.1 (2026-12-06,
-/// with other builds on the machine; docs/capacity-planning.md, "Calibration").
-pub const STORE_CONNECT_MS_MEASURED: f64 = 0.37;
+/// (root, no password) and one statement, as the pool opens one and runs its session settings.
+/// Against this project's MariaDB 10.11 on 127.0.0.1 on 2026-12-06, with other builds on the
+/// machine (`sim/scenarios/calibration/store-connections.py`): medians of 400 set-ups of 0.37
+/// and 0.46 ms in two sessions; their mean.
+pub const STORE_CONNECT_MS_MEASURED: f64 = 0.41;
 /// What MariaDB spends on a connection whose client gave up before it was served (accepting it,
-/// greeting it, finding it closed), in milliseconds, before it serves a connection opened
-/// after it: a set-up right behind bursts of 50, 100 and 200 such connections waited 0.10–0.24
-/// ms more per connection (median of 12 bursts each; the same session); the middle figure.
-pub const STORE_ABANDONED_CONNECTION_MS_MEASURED: f64 = 0.14;
+/// greeting it, finding it closed), in milliseconds, before it serves a connection opened after
+/// it: the same script, a set-up behind bursts of 50, 100 and 200 such connections (median of 12
+/// bursts each), in the same two sessions, waited 0.07–0.24 ms more per connection; the median
+/// of the six.
+pub const STORE_ABANDONED_CONNECTION_MS_MEASURED: f64 = 0.12;
 
 /// Why a scenario cannot be used.
 #[derive(Debug, thiserror::Error)]
