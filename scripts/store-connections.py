@@ -8,7 +8,7 @@ Against the MariaDB on 127.0.0.1:3306 (root, no password), standard library only
 - connections whose client gives up at once (connect, close), in bursts of 50, 100 and 200, each
   followed by one set-up: how much longer it waits, per abandoned connection, behind them.
 
-    python3 sim/scenarios/calibration/store-connections.py
+    python3 scripts/store-connections.py
 """
 import socket
 import struct
