@@ -46,8 +46,8 @@ pub const RECOVERY_REGISTRATIONS_PER_SECOND_MEASURED: f64 = 1_000_000.0 / 2.28;
 /// Opening a store connection, in milliseconds: TCP connect, MariaDB's greeting, the handshake
 /// (root, no password) and one statement, as the pool opens one and runs its session settings.
 /// Against this project's MariaDB 10.11 on 127.0.0.1 on 2026-12-06, with other builds on the
-/// machine (`scripts/store-connections.py`): medians of 400 set-ups of 0.37
-/// and 0.46 ms in two sessions; their mean.
+/// machine (`scripts/store-connections.py`): medians of 400 set-ups of 0.37 and 0.46 ms in two
+/// sessions; their mean.
 pub const STORE_CONNECT_MS_MEASURED: f64 = 0.41;
 /// What MariaDB spends on a connection whose client gave up before it was served (accepting it,
 /// greeting it, finding it closed), in milliseconds, before it serves a connection opened after
