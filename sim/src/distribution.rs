@@ -134,10 +134,23 @@ impl Sampler {
             Shape::Exponential { mean_ms } => rng.exponential(mean_ms),
             Shape::Lognormal { median_ms, sigma } => median_ms * (sigma * rng.standard_normal()).exp(),
         };
-        let micros = (milliseconds * MICROS_PER_MILLI as f64).round();
-        // `as` saturates for floats: NaN becomes 0 and +inf becomes u64::MAX, clamped below.
-        (micros.max(0.0) as Micros).min(SAMPLE_MAX_US)
+        round_micros(milliseconds * MICROS_PER_MILLI as f64)
     }
+}
+
+/// `micros` rounded half away from zero, at least 0 (NaN too) and at most `SAMPLE_MAX_US`:
+/// what `(micros.round().max(0.0) as Micros).min(SAMPLE_MAX_US)` gives, without `f64::round`,
+/// which this target computes in software (a swarm seed draws some 70,000 times). Below
+/// `SAMPLE_MAX_US` (< 2^53) the truncation and the fraction it leaves are exact.
+fn round_micros(micros: f64) -> Micros {
+    if micros.is_nan() || micros <= 0.0 {
+        return 0;
+    }
+    if micros >= SAMPLE_MAX_US as f64 {
+        return SAMPLE_MAX_US;
+    }
+    let whole = micros as Micros;
+    if micros - whole as f64 >= 0.5 { whole + 1 } else { whole }
 }
 
 #[cfg(test)]
@@ -169,5 +182,37 @@ mod tests {
         assert!(problem.contains("max_ms"), "{problem}");
         let problem = Distribution::Lognormal { median_ms: 0.0, p99_ms: 1.0 }.problem().unwrap();
         assert!(problem.contains("median_ms"), "{problem}");
+    }
+
+    #[test]
+    fn rounding_to_microseconds_is_what_f64_round_gives() {
+        let reference = |micros: f64| (micros.round().max(0.0) as Micros).min(SAMPLE_MAX_US);
+        let mut rng = Rng::new(9, crate::random::Stream::System);
+        let edges = [
+            0.0,
+            -0.0,
+            -0.4,
+            -0.5,
+            -7.5,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            4_503_599_627_370_495.5,
+            SAMPLE_MAX_US as f64 - 0.5,
+            SAMPLE_MAX_US as f64 - 0.50001,
+            SAMPLE_MAX_US as f64,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        for micros in edges.into_iter().chain((0..200_000).map(|_| rng.unit() * 1e7)) {
+            assert_eq!(round_micros(micros), reference(micros), "{micros}");
+        }
+        for whole in 0..10_000u64 {
+            let micros = whole as f64 + 0.5;
+            assert_eq!(round_micros(micros), reference(micros), "{micros}");
+        }
     }
 }

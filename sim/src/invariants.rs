@@ -152,6 +152,8 @@ pub type CategoryFigures = (u32, u32, u32);
 #[derive(Debug)]
 pub struct StoreView {
     codes: Vec<String>,
+    /// The same codes parsed, for a reload's records (cloning one shares its text).
+    parsed_codes: Vec<kuota_engine::CategoryCode>,
     capacity: Vec<u32>,
     figures: Vec<CategoryFigures>,
     /// Registrations by id (ids are dense from 1); `None` until their creation is committed.
@@ -166,6 +168,15 @@ pub struct StoreView {
     pub violations: Violations,
 }
 
+/// What a finished view allocated, emptied, for the next view to grow into (a swarm runs
+/// thousands of seeds on each thread; growing these again each time cost page faults).
+#[derive(Debug, Default)]
+pub struct StoreBuffers {
+    registrations: Vec<Option<Stored>>,
+    active_of: Vec<u64>,
+    decisions: Vec<IdempotencyRecord>,
+}
+
 impl StoreView {
     /// A view of an empty store for categories `(code, capacity)`.
     /// `keep_decisions`: keep what a reload needs (runs with faults).
@@ -175,18 +186,51 @@ impl StoreView {
         break_model: bool,
         keep_decisions: bool,
     ) -> Self {
+        StoreView::with_buffers(categories, registrants, break_model, keep_decisions, StoreBuffers::default())
+    }
+
+    /// `new`, growing into `buffers`.
+    pub fn with_buffers(
+        categories: Vec<(String, u32)>,
+        registrants: usize,
+        break_model: bool,
+        keep_decisions: bool,
+        buffers: StoreBuffers,
+    ) -> Self {
+        let StoreBuffers { mut registrations, mut active_of, mut decisions } = buffers;
+        registrations.clear();
+        active_of.clear();
+        active_of.resize(registrants, 0);
+        decisions.clear();
         let (codes, capacity): (Vec<String>, Vec<u32>) = categories.into_iter().unzip();
+        let parsed_codes = codes
+            .iter()
+            .map(|code| {
+                kuota_engine::CategoryCode::parse(code).expect("the codes came from a validated event")
+            })
+            .collect();
         StoreView {
             codes,
+            parsed_codes,
             figures: vec![(0, 0, 0); capacity.len()],
             capacity,
-            registrations: Vec::new(),
-            active_of: vec![0; registrants],
+            registrations,
+            active_of,
             last_seq: Seq(0),
-            decisions: keep_decisions.then(Vec::new),
+            decisions: keep_decisions.then_some(decisions),
             break_model,
             violations: Violations::default(),
         }
+    }
+
+    /// The violations found, and the buffers for another view.
+    pub fn into_parts(self) -> (Violations, StoreBuffers) {
+        let buffers = StoreBuffers {
+            registrations: self.registrations,
+            active_of: self.active_of,
+            decisions: self.decisions.unwrap_or_default(),
+        };
+        (self.violations, buffers)
     }
 
     /// The registrant of a stored registration.
@@ -213,8 +257,7 @@ impl StoreView {
             };
             let record = RegistrationRecord {
                 registration: RegistrationId(number as u64),
-                category: kuota_engine::CategoryCode::parse(&self.codes[usize::from(stored.category)])
-                    .expect("the codes came from a validated event"),
+                category: self.parsed_codes[usize::from(stored.category)].clone(),
                 registrant: stored.email.clone(),
                 status,
             };

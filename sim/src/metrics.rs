@@ -269,8 +269,13 @@ pub struct FaultWindow {
 }
 
 impl FaultWindow {
-    fn new(from: Micros, until: Micros) -> Self {
-        let latency = histogram(SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES);
+    fn new(from: Micros, until: Micros, latencies_kept: bool) -> Self {
+        let latency = if latencies_kept {
+            histogram(SERIES_LATENCY_MAX_US, SERIES_SIGNIFICANT_FIGURES)
+        } else {
+            // Never recorded into (see `Metrics::counts_only`).
+            histogram(2, 0)
+        };
         FaultWindow { from, until, answers: [0; AnswerClass::ALL.len()], latency }
     }
 
@@ -312,16 +317,17 @@ pub struct FaultStats {
 
 impl FaultStats {
     /// A fault from `start` to `end`; `next_start` is when the next fault after it starts.
-    pub fn new(start: Micros, end: Micros, next_start: Option<Micros>) -> Self {
+    /// Without `latencies_kept` its windows count answers only.
+    pub fn new(start: Micros, end: Micros, next_start: Option<Micros>, latencies_kept: bool) -> Self {
         let margin = (end - start).max(FAULT_WINDOW_MIN_US);
         FaultStats {
             start,
             end,
             track_until: next_start.unwrap_or(Micros::MAX).min(end + margin).max(end),
             windows: [
-                FaultWindow::new(start.saturating_sub(margin), start),
-                FaultWindow::new(start, end),
-                FaultWindow::new(end, end + margin),
+                FaultWindow::new(start.saturating_sub(margin), start, latencies_kept),
+                FaultWindow::new(start, end, latencies_kept),
+                FaultWindow::new(end, end + margin, latencies_kept),
             ],
             first_refusal_at: None,
             last_refusal_at: None,

@@ -43,6 +43,19 @@ pub const FAULT_SECONDS_MAX: f64 = 3_600.0;
 /// 2026-11-24); the slowest run's rate, so that the model does not promise a faster reload.
 pub const RECOVERY_REGISTRATIONS_PER_SECOND_MEASURED: f64 = 1_000_000.0 / 2.28;
 
+/// Opening a store connection, in milliseconds: TCP connect, MariaDB's greeting, the handshake
+/// (root, no password) and one statement, as the pool opens one and runs its session settings.
+/// Against this project's MariaDB 10.11 on 127.0.0.1 on 2026-12-06, with other builds on the
+/// machine (`scripts/store-connections.py`): medians of 400 set-ups of 0.37 and 0.46 ms in two
+/// sessions; their mean.
+pub const STORE_CONNECT_MS_MEASURED: f64 = 0.41;
+/// What MariaDB spends on a connection whose client gave up before it was served (accepting it,
+/// greeting it, finding it closed), in milliseconds, before it serves a connection opened after
+/// it: the same script, a set-up behind bursts of 50, 100 and 200 such connections (median of 12
+/// bursts each), in the same two sessions, waited 0.07–0.24 ms more per connection; the median
+/// of the six.
+pub const STORE_ABANDONED_CONNECTION_MS_MEASURED: f64 = 0.12;
+
 /// Why a scenario cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -309,6 +322,14 @@ pub struct System {
     /// Stored registrations a load (recovery) reads per second.
     #[serde(default = "default_recovery_registrations_per_second")]
     pub recovery_registrations_per_second: f64,
+    /// Opening a store connection: what the next call of a caller whose call the store timeout
+    /// cut short pays first (the cut call's connection was closed).
+    #[serde(default = "default_store_connect")]
+    pub store_connect: Distribution,
+    /// What the database spends, once a stall ends, on each connection whose call was cut short
+    /// during it, before it serves anything newer.
+    #[serde(default = "default_store_abandoned_connection_ms")]
+    pub store_abandoned_connection_ms: f64,
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -333,6 +354,14 @@ fn default_redis_timeout_ms() -> u64 {
 
 fn default_recovery_registrations_per_second() -> f64 {
     RECOVERY_REGISTRATIONS_PER_SECOND_MEASURED
+}
+
+fn default_store_connect() -> Distribution {
+    Distribution::Constant { value_ms: STORE_CONNECT_MS_MEASURED }
+}
+
+fn default_store_abandoned_connection_ms() -> f64 {
+    STORE_ABANDONED_CONNECTION_MS_MEASURED
 }
 
 fn default_mailbox_capacity_max() -> u32 {
@@ -582,6 +611,8 @@ impl Scenario {
         distribution(&system.actor_service, "system.actor_service")?;
         distribution(&system.commit_latency, "system.commit_latency")?;
         distribution(&system.network_round_trip, "system.network_round_trip")?;
+        distribution(&system.store_connect, "system.store_connect")?;
+        milliseconds(system.store_abandoned_connection_ms, "system.store_abandoned_connection_ms")?;
         let timeout_max_ms = (FAULT_SECONDS_MAX * 1_000.0) as u64;
         let timeout = |value: u64, field: &str| {
             require((1..=timeout_max_ms).contains(&value), field, || {

@@ -11,7 +11,7 @@ use kuota_engine::{
     Register, RegistrationId, Seq,
 };
 
-use super::agenda::{Action, EventKind};
+use super::agenda::{Action, EventKind, Incarnation};
 use super::node::FastPath;
 use super::{Simulation, micros_of};
 use crate::distribution::{MICROS_PER_MILLI, Micros};
@@ -54,7 +54,7 @@ pub(super) enum ActorState {
 pub(super) struct Actor {
     pub(super) quota: EventQuota,
     /// This life of the actor, for its timers (see `EventKind::ActorDone`).
-    pub(super) incarnation: u64,
+    pub(super) incarnation: Incarnation,
     /// The store epoch its writes carry (`EventActorParts::epoch`).
     pub(super) epoch: u64,
     pub(super) node: u32,
@@ -70,7 +70,7 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    pub(super) fn new(quota: EventQuota, event: &EventSection, node: u32, incarnation: u64) -> Self {
+    pub(super) fn new(quota: EventQuota, event: &EventSection, node: u32, incarnation: Incarnation) -> Self {
         Actor {
             fast_path: FastPath::new(event.categories.len()),
             quota,
@@ -180,7 +180,7 @@ impl Simulation<'_> {
         self.schedule_in(service, EventKind::ActorDone { incarnation: self.actor.incarnation });
     }
 
-    pub(super) fn actor_done(&mut self, incarnation: u64) {
+    pub(super) fn actor_done(&mut self, incarnation: Incarnation) {
         if self.actor.incarnation != incarnation || !self.actor.is_running() {
             return;
         }
@@ -237,16 +237,16 @@ impl Simulation<'_> {
         let registrant = &mut self.registrants[index as usize];
         let told = RegistrationId(registrant.told_registration);
         match request.action {
-            Action::Register => Command::Register(Register {
-                category: self.codes[usize::from(registrant.category)].clone(),
-                registrant: registrant.email(index),
-                idempotency: Some(Idempotency {
-                    key: registrant.key(index),
-                    fingerprint: Fingerprint(index.into()),
-                }),
-                waitlist: registrant.wants_waitlist,
-                details: self.details.clone(),
-                queue_pass: None,
+            Action::Register => Command::Register({
+                let (email, key) = super::client::identity(index);
+                Register {
+                    category: self.codes[usize::from(registrant.category)].clone(),
+                    registrant: email,
+                    idempotency: Some(Idempotency { key, fingerprint: Fingerprint(index.into()) }),
+                    waitlist: registrant.wants_waitlist,
+                    details: self.details.clone(),
+                    queue_pass: None,
+                }
             }),
             Action::Confirm => Command::Confirm { registration: told },
             Action::Cancel => Command::Cancel { registration: told },
@@ -347,7 +347,7 @@ impl Simulation<'_> {
         }
     }
 
-    pub(super) fn hold_tick(&mut self, incarnation: u64) {
+    pub(super) fn hold_tick(&mut self, incarnation: Incarnation) {
         if self.actor.incarnation != incarnation || self.actor.state != ActorState::Serving {
             return;
         }

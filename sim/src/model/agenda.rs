@@ -26,37 +26,37 @@ pub enum EventKind {
     /// A request reaches its node.
     NodeIngress { request: u32 },
     /// A node's HTTP worker has finished with a request (`life`: the node's, see `Life`).
-    WorkerDone { node: u32, request: u32, life: u32 },
+    WorkerDone { node: NodeId, request: u32, life: u32 },
     /// A forwarded request reaches `node`, which the forwarding node took for the owner.
     ActorReceive { request: u32, node: u32 },
     /// The event actor `incarnation` has finished its current command. An incarnation is one
     /// life of the actor, from one load of the event to the next.
-    ActorDone { incarnation: u64 },
+    ActorDone { incarnation: Incarnation },
     /// The hold-expiry timer of the actor `incarnation`.
-    HoldTick { incarnation: u64 },
+    HoldTick { incarnation: Incarnation },
     /// The flush interval of writer `writer` may have run out for its oldest submission. A
     /// writer is replaced when a batch fails or ownership moves; a replaced one's timers and
     /// commits are ignored.
-    FlushDue { writer: u64 },
+    FlushDue { writer: Incarnation },
     /// A commit attempt of a batch of `writer` has ended (committed or timed out).
-    CommitDone { writer: u64, batch: u32 },
+    CommitDone { writer: Incarnation, batch: u32 },
     /// A batch of `writer` tries its transaction again after a pause.
-    CommitRetry { writer: u64, batch: u32 },
+    CommitRetry { writer: Incarnation, batch: u32 },
     /// The request deadline of the request with this serial number.
-    Deadline { request: u32, serial: u64 },
+    Deadline { request: u32, serial: Serial },
     /// A refusal that took time to make (a Redis timeout, a forward timeout) is answered.
-    LateRefusal { request: u32, serial: u64, class: AnswerClass },
+    LateRefusal { request: u32, serial: Serial, class: AnswerClass },
     /// A claim of `node` that waited for Redis gets its answer (Redis came back within the
     /// command's timeout): the request is routed again.
-    ClaimAgain { request: u32, serial: u64, node: u32, forwarded: bool },
+    ClaimAgain { request: u32, serial: Serial, node: NodeId, forwarded: bool },
     /// The renewal task of the lease kept under this number.
-    LeaseRenew { lease: u64 },
+    LeaseRenew { lease: LeaseId },
     /// The holder of lease `lease` checks whether it is still valid (before its safety margin).
-    LeaseCheck { lease: u64 },
+    LeaseCheck { lease: LeaseId },
     /// The load of the event for actor `incarnation` (a claim or a rollback) tries the store.
-    LoadAttempt { incarnation: u64 },
+    LoadAttempt { incarnation: Incarnation },
     /// The load for actor `incarnation` has read the store.
-    Loaded { incarnation: u64 },
+    Loaded { incarnation: Incarnation },
     /// The writer probes the store (breaker open or store failing).
     StoreProbe,
     /// Fault number `fault` of the scenario starts.
@@ -69,14 +69,43 @@ pub enum EventKind {
     PatienceOver { registrant: u32, sequence: u32 },
 }
 
+/// Names one life of the actor or of the writer in their timers (a run has a few).
+pub type Incarnation = u32;
+/// A request's number, unique in a run (`Requests::insert` refuses to wrap it).
+pub type Serial = u32;
+/// Names one holding of the lease in its timers.
+pub type LeaseId = u32;
+/// A node's number in an event (`scenario::NODES_MAX` fits).
+pub type NodeId = u16;
+
+/// `node` as events carry it.
+pub fn node_id(node: u32) -> NodeId {
+    NodeId::try_from(node).expect("scenario validation keeps node numbers below NODES_MAX")
+}
+
+/// An event waiting in the calendar's ring: 16 bytes, four to a cache line. Its time is kept as
+/// the microseconds into its bucket (the bucket says the rest), and it needs no scheduling
+/// number, since a bucket holds its events in the order they were scheduled (see `Agenda`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Scheduled {
+    offset: u32,
+    kind: EventKind,
+}
+
+// Pushing an event into a bucket seconds ahead writes to memory that left the cache long ago:
+// the smaller the event, the fewer lines that costs. With a `u64` time, a `u64` scheduling
+// number and `u64` ids an event was 40 bytes.
+const _: () = assert!(std::mem::size_of::<Scheduled>() == 16);
+
+/// An event due beyond the ring, in the heap with its scheduling number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Far {
     at: Micros,
     order: u64,
     kind: EventKind,
 }
 
-/// The width of one calendar bucket, as a power of two of microseconds (256 µs): a few events
+/// The width of one calendar bucket, as a power of two of microseconds (2,048 µs): a few events
 /// each while a crowd is in, so that sorting one as it comes due is cheap.
 const BUCKET_WIDTH_SHIFT: u32 = 11;
 /// Buckets in the calendar's ring (about 4.2 s of virtual time): longer than the delays the
@@ -90,19 +119,21 @@ fn bucket_of(at: Micros) -> u64 {
     at >> BUCKET_WIDTH_SHIFT
 }
 
-impl Scheduled {
+/// `at` as its bucket keeps it.
+fn in_bucket(at: Micros, kind: EventKind) -> Scheduled {
+    Scheduled { offset: (at & ((1 << BUCKET_WIDTH_SHIFT) - 1)) as u32, kind }
+}
+
+impl Far {
     fn key(&self) -> (Micros, u64) {
         (self.at, self.order)
     }
 }
 
-/// Reversed on the key, for the far-future heap (a `BinaryHeap` pops its greatest).
-#[derive(Debug, PartialEq, Eq)]
-struct Far(Scheduled);
-
+/// Reversed on the key (a `BinaryHeap` pops its greatest).
 impl Ord for Far {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other.0.key().cmp(&self.0.key())
+        other.key().cmp(&self.key())
     }
 }
 
@@ -119,21 +150,27 @@ impl PartialOrd for Far {
 /// events scheduled into it after that are inserted in place. A binary heap, which this
 /// replaced, compared and moved every event through a dozen levels on each push and pop (a
 /// fifth of a run's instructions).
+///
+/// A bucket's events are always in scheduling order before its sort, so the ring keeps no
+/// scheduling numbers: an event goes into the ring only when its bucket is within the ring of
+/// the current one, and events beyond it wait in the heap; a heap event moves into the ring at
+/// the first advance that brings its bucket within reach, when every event scheduled for that
+/// bucket so far is in the heap too (the previous advance left it out of reach), so the bucket
+/// receives them in the heap's order (time, then scheduling number), and every later event after
+/// them.
 #[derive(Debug)]
 pub struct Agenda {
-    /// The events of the bucket being served, earliest first, from `next` on.
+    /// The events of the bucket being served, earliest first, from `next` on (their times are
+    /// offsets into it).
     current: Vec<Scheduled>,
     next: usize,
     /// The absolute number of that bucket (`at >> BUCKET_WIDTH_SHIFT`).
     current_bucket: u64,
-    /// Events of the `RING_BUCKETS - 1` buckets after the current one, unsorted, at
+    /// Events of the `RING_BUCKETS - 1` buckets after the current one, in scheduling order, at
     /// `bucket % RING_BUCKETS`.
     ring: Vec<Vec<Scheduled>>,
     /// Bit `slot` set while `ring[slot]` holds an event.
     occupied: [u64; RING_WORDS],
-    /// Bit `slot` set while `ring[slot]` holds far events, which came in after later-scheduled
-    /// ones: that bucket is not in scheduling order, and is sorted by time and order.
-    mixed: [u64; RING_WORDS],
     in_ring: usize,
     /// Events due beyond the ring.
     far: BinaryHeap<Far>,
@@ -148,7 +185,6 @@ impl Default for Agenda {
             current_bucket: 0,
             ring: (0..RING_BUCKETS).map(|_| Vec::new()).collect(),
             occupied: [0; RING_WORDS],
-            mixed: [0; RING_WORDS],
             in_ring: 0,
             far: BinaryHeap::new(),
             next_order: 0,
@@ -157,26 +193,41 @@ impl Default for Agenda {
 }
 
 impl Agenda {
+    /// Empties the agenda for another run, keeping what its buckets allocated (a swarm runs
+    /// thousands of seeds on one thread).
+    pub fn clear(&mut self) {
+        self.current.clear();
+        self.next = 0;
+        self.current_bucket = 0;
+        for bucket in &mut self.ring {
+            bucket.clear();
+        }
+        self.occupied = [0; RING_WORDS];
+        self.in_ring = 0;
+        self.far.clear();
+        self.next_order = 0;
+    }
+
     /// Schedules `kind` at `at`, which is never in a bucket already served: the model never
     /// schedules into the past.
     pub fn schedule(&mut self, at: Micros, kind: EventKind) {
-        let scheduled = Scheduled { at, order: self.next_order, kind };
-        self.next_order += 1;
         let bucket = bucket_of(at);
         assert!(
             bucket >= self.current_bucket,
             "an event scheduled at {at} µs, before the agenda's bucket of {} µs",
             self.current_bucket << BUCKET_WIDTH_SHIFT
         );
+        let scheduled = in_bucket(at, kind);
         if bucket == self.current_bucket {
             // After every event due before it or with it, since it was scheduled last.
             let waiting = &self.current[self.next..];
-            let position = self.next + waiting.partition_point(|event| event.at <= at);
+            let position = self.next + waiting.partition_point(|event| event.offset <= scheduled.offset);
             self.current.insert(position, scheduled);
         } else if bucket - self.current_bucket < RING_BUCKETS as u64 {
             self.put_in_ring(bucket, scheduled);
         } else {
-            self.far.push(Far(scheduled));
+            self.far.push(Far { at, order: self.next_order, kind });
+            self.next_order += 1;
         }
     }
 
@@ -193,14 +244,14 @@ impl Agenda {
         }
         let scheduled = self.current[self.next];
         self.next += 1;
-        Some((scheduled.at, scheduled.kind))
+        Some(((self.current_bucket << BUCKET_WIDTH_SHIFT) + Micros::from(scheduled.offset), scheduled.kind))
     }
 
     /// Makes the next bucket holding events the current one; false when none does.
     fn advance(&mut self) -> bool {
         let next = if self.in_ring > 0 {
             self.next_occupied_bucket()
-        } else if let Some(Far(earliest)) = self.far.peek() {
+        } else if let Some(earliest) = self.far.peek() {
             bucket_of(earliest.at)
         } else {
             return false;
@@ -208,29 +259,21 @@ impl Agenda {
         self.current_bucket = next;
         // Far events the ring now reaches move into it (the ring's events are all due before
         // any of them, so none of them is due before `next`).
-        while let Some(Far(earliest)) = self.far.peek() {
+        while let Some(earliest) = self.far.peek() {
             let bucket = bucket_of(earliest.at);
             if bucket - next >= RING_BUCKETS as u64 {
                 break;
             }
-            let Some(Far(scheduled)) = self.far.pop() else { break };
-            let slot = (bucket % RING_BUCKETS as u64) as usize;
-            self.mixed[slot / 64] |= 1 << (slot % 64);
-            self.put_in_ring(bucket, scheduled);
+            let Some(Far { at, kind, .. }) = self.far.pop() else { break };
+            self.put_in_ring(bucket, in_bucket(at, kind));
         }
         let slot = (next % RING_BUCKETS as u64) as usize;
-        let bit = 1 << (slot % 64);
-        self.occupied[slot / 64] &= !bit;
+        self.occupied[slot / 64] &= !(1 << (slot % 64));
         self.current.clear();
         self.next = 0;
         std::mem::swap(&mut self.current, &mut self.ring[slot]);
         self.in_ring -= self.current.len();
-        if self.mixed[slot / 64] & bit != 0 {
-            self.mixed[slot / 64] &= !bit;
-            self.current.sort_unstable_by_key(Scheduled::key);
-        } else {
-            self.current.sort_by_key(|scheduled| scheduled.at);
-        }
+        self.current.sort_by_key(|scheduled| scheduled.offset);
         true
     }
 

@@ -57,8 +57,9 @@ thread_local! {
     static IDENTITIES: RefCell<Vec<(Email, IdempotencyKey)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Registrant `index`'s e-mail address and the `Idempotency-Key` of their registration form.
-fn identity(index: u32) -> (Email, IdempotencyKey) {
+/// Registrant `index`'s e-mail address and the `Idempotency-Key` of their registration form,
+/// kept across refreshes and retries like a well-behaved front end does; one look-up for both.
+pub(super) fn identity(index: u32) -> (Email, IdempotencyKey) {
     IDENTITIES.with_borrow_mut(|identities| {
         while identities.len() <= index as usize {
             let number = identities.len() as u32;
@@ -69,19 +70,6 @@ fn identity(index: u32) -> (Email, IdempotencyKey) {
         }
         identities[index as usize].clone()
     })
-}
-
-impl Registrant {
-    /// The registrant's e-mail address.
-    pub(super) fn email(&self, index: u32) -> Email {
-        identity(index).0
-    }
-
-    /// The `Idempotency-Key` of the registrant's registration form, kept across refreshes and
-    /// retries like a well-behaved front end does.
-    pub(super) fn key(&self, index: u32) -> IdempotencyKey {
-        identity(index).1
-    }
 }
 
 impl Simulation<'_> {

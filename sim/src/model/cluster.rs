@@ -19,7 +19,7 @@ use kuota_persist::lease::{
 use kuota_persist::ownership::CLAIM_PAUSE_AFTER_UNAVAILABLE_MS;
 
 use super::actor::{Actor, ActorState};
-use super::agenda::EventKind;
+use super::agenda::{EventKind, Incarnation, LeaseId, node_id};
 use super::faults::FaultPlan;
 use super::writer::Writer;
 use super::{Settings, Simulation};
@@ -60,7 +60,7 @@ enum NodeState {
 /// The holder's side of the lease (`LeaseKeeper`).
 #[derive(Clone, Copy, Debug)]
 struct Keeper {
-    id: u64,
+    id: LeaseId,
     node: u32,
     valid_until: Micros,
 }
@@ -96,8 +96,8 @@ pub(super) struct Cluster {
     holder: u32,
     expires_at: Micros,
     keeper: Option<Keeper>,
-    next_lease: u64,
-    next_incarnation: u64,
+    next_lease: LeaseId,
+    next_incarnation: Incarnation,
     /// Per node: from when until when its claims are refused at once (`check_not_paused`);
     /// the pause starts when a claim fails, the Redis timeout after it was made, and requests
     /// that come before then wait for that claim.
@@ -156,7 +156,7 @@ impl Cluster {
         self.lives[node as usize]
     }
 
-    pub(super) fn keeper_node(&self, lease: u64) -> Option<u32> {
+    pub(super) fn keeper_node(&self, lease: LeaseId) -> Option<u32> {
         self.keeper.filter(|keeper| keeper.id == lease).map(|keeper| keeper.node)
     }
 
@@ -222,7 +222,7 @@ impl Cluster {
         self.owner_cache[node as usize] = None;
     }
 
-    pub(super) fn next_incarnation(&mut self) -> u64 {
+    pub(super) fn next_incarnation(&mut self) -> Incarnation {
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
         incarnation
@@ -254,7 +254,7 @@ impl Simulation<'_> {
 
     /// `keep_renewed` and `renew_before`: renew on schedule; after an error, retry until the
     /// lease's validity runs out; a lease found taken or expired is lost.
-    pub(super) fn renew_lease(&mut self, lease: u64) {
+    pub(super) fn renew_lease(&mut self, lease: LeaseId) {
         let Some(keeper) = self.cluster.keeper.filter(|keeper| keeper.id == lease) else { return };
         let times = self.cluster.times;
         if self.now >= self.cluster.leases_until {
@@ -287,7 +287,7 @@ impl Simulation<'_> {
     }
 
     /// `Tenure::is_held`: past its validity the holder acts as if the lease were lost.
-    pub(super) fn check_lease(&mut self, lease: u64) {
+    pub(super) fn check_lease(&mut self, lease: LeaseId) {
         if self.cluster.keeper.is_some_and(|keeper| keeper.id == lease && self.now >= keeper.valid_until) {
             self.step_down();
         }
@@ -411,7 +411,10 @@ impl Simulation<'_> {
             }
             Claim::WaitsUntil { at } => {
                 let serial = self.requests.get(slot).serial;
-                self.agenda.schedule(at, EventKind::ClaimAgain { request: slot, serial, node, forwarded });
+                self.agenda.schedule(
+                    at,
+                    EventKind::ClaimAgain { request: slot, serial, node: node_id(node), forwarded },
+                );
             }
         }
     }
@@ -496,15 +499,21 @@ impl Simulation<'_> {
 
     /// One attempt of the load transaction, bounded by the store timeout; a failed one is tried
     /// again after `RELOAD_RETRY_DELAY_MS`.
-    pub(super) fn load_attempt(&mut self, incarnation: u64) {
+    pub(super) fn load_attempt(&mut self, incarnation: Incarnation) {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
         }
-        let read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
+        let mut read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
             + (self.store.active_registrations() as f64 * MICROS_PER_SECOND as f64
                 / self.scenario.system.recovery_registrations_per_second) as Micros;
+        if std::mem::take(&mut self.health.load_connection_lost) {
+            // The last attempt was cut short and its connection closed: this one opens one.
+            read_us += self.connect_us();
+        }
         let done = self.faults.store_work_done(self.now, read_us);
         if done - self.now > self.settings.store_timeout_us {
+            self.store_call_cut(self.now);
+            self.health.load_connection_lost = true;
             let retry = self.settings.store_timeout_us + RELOAD_RETRY_DELAY_MS * MICROS_PER_MILLI;
             return self.schedule_in(retry, EventKind::LoadAttempt { incarnation });
         }
@@ -513,9 +522,14 @@ impl Simulation<'_> {
 
     /// The load committed: the epoch moved on (fencing every earlier owner's writes) and the
     /// actor decides from what the store holds.
-    pub(super) fn loaded(&mut self, incarnation: u64) {
+    pub(super) fn loaded(&mut self, incarnation: Incarnation) {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
+        }
+        if let Some(busy_until) = self.faults.store_stalled_until(self.now) {
+            // The database came back but works through what a stall left it first (see
+            // `stall_ends`): the load's reads are answered after that.
+            return self.agenda.schedule(busy_until, EventKind::Loaded { incarnation });
         }
         self.cluster.store_epoch += 1;
         self.reloads += 1;

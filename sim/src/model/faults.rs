@@ -2,6 +2,8 @@
 //! out of reach, and what happens to a node that crashes or freezes; the writer's view of the
 //! store's health (`WriteBehindHandle::stalled`: failing, breaker, probes).
 
+use kuota_api::health::HEALTH_PROBE_INTERVAL_MS;
+
 use super::Simulation;
 use super::agenda::EventKind;
 use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros};
@@ -82,13 +84,14 @@ impl FaultPlan {
         self.faults.iter().map(|(_, span)| span.until).max().unwrap_or(0)
     }
 
-    pub(super) fn stats(&self) -> Vec<FaultStats> {
+    /// Each fault's figures, to be filled in; `latencies_kept`: with latency histograms.
+    pub(super) fn stats(&self, latencies_kept: bool) -> Vec<FaultStats> {
         self.faults
             .iter()
             .map(|(_, span)| {
                 let next =
                     self.faults.iter().map(|(_, other)| other.from).filter(|from| *from > span.from).min();
-                FaultStats::new(span.from, span.until, next)
+                FaultStats::new(span.from, span.until, next, latencies_kept)
             })
             .collect()
     }
@@ -128,6 +131,13 @@ impl FaultPlan {
         self.redis_outages.iter().filter(|span| span.covers(at)).map(|span| span.until).max()
     }
 
+    /// The database, back from the stall that ended at `end`, first works through what the
+    /// stall left it for `backlog`: it serves nothing newer meanwhile, as if stalled.
+    pub(super) fn extend_stall(&mut self, end: Micros, backlog: Micros) {
+        self.store_stalls.push(Span { from: end, until: end + backlog });
+        self.store_stalls.sort_by_key(|span| span.from);
+    }
+
     pub(super) fn replies_lost(&self, at: Micros) -> bool {
         self.lost_replies.iter().any(|span| span.covers(at))
     }
@@ -141,6 +151,15 @@ pub(super) struct StoreHealth {
     pub(super) breaker_open: bool,
     pub(super) consecutive_failures: u32,
     probe_scheduled: bool,
+    /// Store calls the store timeout cut short while the store was stalled, since the stall
+    /// began: each left its connection in the database's queue (`store::backend::within`
+    /// closes a cut call's connection; the frozen database learns of it when it goes on).
+    cut_during_stall: u64,
+    /// Calls cut short by the timeout whose caller has not opened a connection since: its next
+    /// call opens one first (the writer's, per connection; the load's; the probe's).
+    pub(super) writer_connections_lost: u32,
+    pub(super) load_connection_lost: bool,
+    probe_connection_lost: bool,
 }
 
 impl Simulation<'_> {
@@ -171,11 +190,42 @@ impl Simulation<'_> {
         match kind {
             FaultKind::OwnerCrash => self.cluster.restart(target),
             FaultKind::OwnerFreeze => self.thaw(),
-            FaultKind::StoreStall
-            | FaultKind::CommitLatency
-            | FaultKind::RedisOutage
-            | FaultKind::LostLeaseReply => {}
+            FaultKind::StoreStall => self.stall_ends(index),
+            FaultKind::CommitLatency | FaultKind::RedisOutage | FaultKind::LostLeaseReply => {}
         }
+    }
+
+    /// A store stall ends: unless another stall goes on, the database first deals with the
+    /// connections of every call cut short during the stall (the writer's attempts, probes and
+    /// loads counted as they were cut, and each node's health pings, which follow one another
+    /// bounded by the store timeout while the store does not answer: `kuota_api::health`), and
+    /// only then serves what came after them, newly opened connections first.
+    fn stall_ends(&mut self, index: usize) {
+        let (_, span) = self.faults.fault(index);
+        if self.faults.store_stalled_until(span.until).is_some() {
+            return;
+        }
+        let ping_every = self.settings.store_timeout_us.max(HEALTH_PROBE_INTERVAL_MS * MICROS_PER_MILLI);
+        let pings_cut = (span.until - span.from) / ping_every * u64::from(self.scenario.system.nodes);
+        let abandoned = std::mem::take(&mut self.health.cut_during_stall) + pings_cut;
+        let backlog = abandoned * self.settings.abandoned_connection_us;
+        if backlog > 0 {
+            self.faults.extend_stall(span.until, backlog);
+        }
+    }
+
+    /// A store call started at `started` is cut short by the store timeout: its connection is
+    /// closed, and left to the database if it is stalled then.
+    pub(super) fn store_call_cut(&mut self, started: Micros) {
+        let cut_at = started + self.settings.store_timeout_us;
+        if self.faults.store_stalled_until(cut_at).is_some() {
+            self.health.cut_during_stall += 1;
+        }
+    }
+
+    /// What opening a connection takes, for a caller whose last call was cut short.
+    pub(super) fn connect_us(&mut self) -> Micros {
+        self.settings.store_connect.sample_micros(&mut self.system_rng)
     }
 
     /// `WriteBehindHandle::stalled`: writes are refused at once while it holds.
@@ -215,8 +265,17 @@ impl Simulation<'_> {
         match self.faults.store_stalled_until(self.now) {
             Some(until) if until <= self.now + self.settings.store_timeout_us => self.schedule_probe(until),
             Some(_) => {
+                self.store_call_cut(self.now);
+                self.health.probe_connection_lost = true;
                 let interval = self.settings.write_behind.breaker_probe_interval_ms * MICROS_PER_MILLI;
                 self.schedule_probe(self.now + self.settings.store_timeout_us.max(interval));
+            }
+            None if self.health.probe_connection_lost => {
+                // The probe's connection was closed when a probe was cut short: this one opens
+                // a new one first, and hears from the store after that.
+                self.health.probe_connection_lost = false;
+                let connect = self.connect_us();
+                self.schedule_probe(self.now + connect);
             }
             None => {
                 self.health.failing = false;

@@ -53,13 +53,31 @@ impl Simulation<'_> {
             }
         }
         self.store.check_against_engine(&self.actor.quota);
-        let Simulation { seed, metrics, store, actor, now, fenced_batches, reloads, .. } = self;
+        let Simulation {
+            seed,
+            metrics,
+            store,
+            actor,
+            now,
+            fenced_batches,
+            reloads,
+            mut agenda,
+            registrants,
+            ..
+        } = self;
+        agenda.clear();
+        let (violations, store_buffers) = store.into_parts();
+        super::SPARE.with_borrow_mut(|spare| {
+            spare.agenda = Some(agenda);
+            spare.registrants = registrants;
+            spare.store = store_buffers;
+        });
         RunResult {
             seed,
             availability: actor.quota.availability(),
             final_states,
             promoted_registrants: metrics.effects.promoted,
-            violations: store.violations,
+            violations,
             end_at: now,
             metrics,
             fenced_batches,

@@ -40,6 +40,7 @@ mod node;
 pub mod queue;
 mod writer;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use kuota_engine::{CategoryCode, EventQuota, RegistrationDetails, RegistrationId, Timestamp};
@@ -53,7 +54,7 @@ use crate::random::{Rng, Stream};
 use crate::scenario::Scenario;
 
 pub use agenda::Action;
-use agenda::{Agenda, EventKind};
+use agenda::{Agenda, EventKind, Serial};
 
 /// The node that owns the simulated event at opening.
 const FIRST_OWNER_NODE: u32 = 0;
@@ -68,6 +69,19 @@ const PROGRESS_EVERY_EVENTS: u64 = 1 << 16;
 
 /// Chart buckets over the arrival window, at most.
 const CHART_BUCKETS_MAX: u64 = 300;
+
+/// What a run allocated that the thread's next run can use again (a swarm runs thousands of
+/// seeds on each thread): the agenda's buckets and the registrants' slots keep their capacity.
+#[derive(Debug, Default)]
+struct Spare {
+    agenda: Option<Agenda>,
+    registrants: Vec<client::Registrant>,
+    store: crate::invariants::StoreBuffers,
+}
+
+thread_local! {
+    static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
+}
 
 /// How a run may deviate from the plain model.
 #[derive(Clone, Copy, Debug, Default)]
@@ -140,6 +154,9 @@ struct Settings {
     http_service: Sampler,
     actor_service: Sampler,
     commit_latency: Sampler,
+    store_connect: Sampler,
+    /// What the database spends on each connection a stall's cut calls left to it.
+    abandoned_connection_us: Micros,
     pay_delay: Sampler,
     cancel_delay: Sampler,
 }
@@ -174,6 +191,8 @@ impl Settings {
             http_service: system.http_service.sampler(),
             actor_service: system.actor_service.sampler(),
             commit_latency: system.commit_latency.sampler(),
+            store_connect: system.store_connect.sampler(),
+            abandoned_connection_us: micros_from_millis(system.store_abandoned_connection_ms),
             pay_delay: behaviour.pay_delay.sampler(),
             cancel_delay: behaviour.cancel_delay.sampler(),
         }
@@ -184,7 +203,7 @@ impl Settings {
 #[derive(Clone, Copy, Debug)]
 struct Request {
     /// Unique in the run: timers name it, since slots are reused.
-    serial: u64,
+    serial: Serial,
     registrant: u32,
     action: Action,
     attempt: u32,
@@ -217,13 +236,13 @@ struct Requests {
     slots: Vec<Request>,
     free: Vec<u32>,
     in_flight: u64,
-    next_serial: u64,
+    next_serial: Serial,
 }
 
 impl Requests {
     fn insert(&mut self, mut request: Request) -> u32 {
         self.in_flight += 1;
-        self.next_serial += 1;
+        self.next_serial = self.next_serial.checked_add(1).expect("fewer than 2^32 requests in one run");
         request.serial = self.next_serial;
         if let Some(slot) = self.free.pop() {
             self.slots[slot as usize] = request;
@@ -267,7 +286,7 @@ impl Requests {
     }
 
     /// Whether `slot` still holds the request numbered `serial`.
-    fn holds(&self, slot: u32, serial: u64) -> bool {
+    fn holds(&self, slot: u32, serial: Serial) -> bool {
         self.slots.get(slot as usize).is_some_and(|request| request.serial == serial && serial != 0)
     }
 
@@ -332,7 +351,13 @@ impl<'a> Simulation<'a> {
         let plan = faults::FaultPlan::new(scenario);
         let mut metrics =
             if options.counts_only { Metrics::counts_only(window) } else { Metrics::new(window) };
-        metrics.faults = plan.stats();
+        metrics.faults = plan.stats(!options.counts_only);
+        let (agenda, mut spare_registrants, store_buffers) = SPARE.with_borrow_mut(|spare| {
+            let agenda = spare.agenda.take().unwrap_or_default();
+            (agenda, std::mem::take(&mut spare.registrants), std::mem::take(&mut spare.store))
+        });
+        spare_registrants.clear();
+        spare_registrants.reserve(registrants);
         let mut cumulative = 0.0;
         let demand_cumulative = scenario
             .demand_shares()
@@ -348,7 +373,7 @@ impl<'a> Simulation<'a> {
             cluster: cluster::Cluster::new(scenario.system.nodes, &plan, &settings),
             settings,
             now: 0,
-            agenda: Agenda::default(),
+            agenda,
             arrivals,
             next_arrival: 0,
             behaviour_rng: Rng::new(seed, Stream::Behaviour),
@@ -359,13 +384,19 @@ impl<'a> Simulation<'a> {
                 full_name: "Simulated Registrant".into(),
                 ..Default::default()
             }),
-            registrants: Vec::with_capacity(registrants),
+            registrants: spare_registrants,
             requests: Requests::default(),
             nodes: node::Nodes::new(scenario.system.nodes),
             actor: actor::Actor::new(quota, &scenario.event, FIRST_OWNER_NODE, 0),
             writer: writer::Writer::new(0),
             zombies: Vec::new(),
-            store: StoreView::new(capacity, registrants, options.break_model, plan.has_faults()),
+            store: StoreView::with_buffers(
+                capacity,
+                registrants,
+                options.break_model,
+                plan.has_faults(),
+                store_buffers,
+            ),
             faults: plan,
             health: faults::StoreHealth::default(),
             metrics,
@@ -400,7 +431,7 @@ impl<'a> Simulation<'a> {
             EventKind::Arrival => self.arrive(),
             EventKind::Send { registrant, action, attempt } => self.send(registrant, action, attempt),
             EventKind::NodeIngress { request } => self.node_ingress(request),
-            EventKind::WorkerDone { node, request, life } => self.worker_done(node, request, life),
+            EventKind::WorkerDone { node, request, life } => self.worker_done(node.into(), request, life),
             EventKind::ActorReceive { request, node } => self.forward_received(request, node),
             EventKind::ActorDone { incarnation } => self.actor_done(incarnation),
             EventKind::HoldTick { incarnation } => self.hold_tick(incarnation),
@@ -417,7 +448,7 @@ impl<'a> Simulation<'a> {
             }
             EventKind::ClaimAgain { request, serial, node, forwarded } => {
                 if self.requests.holds(request, serial) {
-                    self.serve_or_forward(request, node, forwarded);
+                    self.serve_or_forward(request, node.into(), forwarded);
                 }
             }
             EventKind::LeaseRenew { lease } => self.renew_lease(lease),
@@ -434,9 +465,8 @@ impl<'a> Simulation<'a> {
     fn node_of(&self, kind: &EventKind) -> Option<u32> {
         match *kind {
             EventKind::NodeIngress { request } => Some(self.requests.get(request).node),
-            EventKind::WorkerDone { node, .. }
-            | EventKind::ActorReceive { node, .. }
-            | EventKind::ClaimAgain { node, .. } => Some(node),
+            EventKind::WorkerDone { node, .. } | EventKind::ClaimAgain { node, .. } => Some(node.into()),
+            EventKind::ActorReceive { node, .. } => Some(node),
             EventKind::Deadline { request, serial } => {
                 self.requests.holds(request, serial).then(|| self.requests.get(request).node)
             }
@@ -513,7 +543,7 @@ impl<'a> Simulation<'a> {
 
     /// The request deadline (`route_to_owner`): a request still unanswered gets 503, and what
     /// it waited for goes on without it.
-    fn deadline(&mut self, slot: u32, serial: u64) {
+    fn deadline(&mut self, slot: u32, serial: Serial) {
         if self.requests.holds(slot, serial) {
             self.answer_early(slot, AnswerClass::ShedDeadline);
         }

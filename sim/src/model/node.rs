@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use super::Simulation;
-use super::agenda::{Action, EventKind};
+use super::agenda::{Action, EventKind, node_id};
 use crate::distribution::{MICROS_PER_SECOND, Micros};
 use crate::metrics::AnswerClass;
 
@@ -107,7 +107,7 @@ impl Simulation<'_> {
     fn start_http_work(&mut self, node: u32, slot: u32) {
         let service = self.settings.http_service.sample_micros(&mut self.system_rng);
         let life = self.cluster.life(node);
-        self.schedule_in(service, EventKind::WorkerDone { node, request: slot, life });
+        self.schedule_in(service, EventKind::WorkerDone { node: node_id(node), request: slot, life });
     }
 
     pub(super) fn worker_done(&mut self, node_index: u32, slot: u32, life: u32) {

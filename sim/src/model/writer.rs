@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use kuota_engine::Effect;
 
 use super::Simulation;
-use super::agenda::EventKind;
+use super::agenda::{EventKind, Incarnation};
 use crate::distribution::{MICROS_PER_MILLI, Micros};
 
 #[derive(Debug)]
@@ -42,7 +42,7 @@ struct Batch {
 #[derive(Debug, Default)]
 pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
-    pub(super) id: u64,
+    pub(super) id: Incarnation,
     queue: VecDeque<Submission>,
     queued_effects: usize,
     next_submission: u64,
@@ -57,7 +57,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(id: u64) -> Self {
+    pub(super) fn new(id: Incarnation) -> Self {
         Writer { id, ..Writer::default() }
     }
 
@@ -121,7 +121,7 @@ impl Writer {
     /// A batch failed for good: every write not yet durable fails with it (those of its epoch
     /// that come later cannot commit on top of it), and the actor's decisions are rolled back.
     /// The writer goes on as `id`, so that the failed batches' timers find nothing.
-    pub(super) fn fail_everything(&mut self, id: u64) {
+    pub(super) fn fail_everything(&mut self, id: Incarnation) {
         *self = Writer {
             id,
             next_submission: self.next_submission,
@@ -182,12 +182,21 @@ impl Simulation<'_> {
     /// One attempt of a batch's transaction: its drawn latency, slowed by a latency fault,
     /// waiting out a stalled store, and cut short by the store timeout.
     fn start_attempt(&mut self, slot: u32) {
-        let Some(batch) = self.writer.in_flight[slot as usize].as_mut() else { return };
-        let per_effect = (self.settings.commit_per_effect_us * batch.effects.len() as f64).round() as Micros;
-        let latency = self.settings.commit_latency.sample_micros(&mut self.system_rng)
+        let Some(effects) = self.writer.in_flight[slot as usize].as_ref().map(|batch| batch.effects.len())
+        else {
+            return;
+        };
+        let per_effect = (self.settings.commit_per_effect_us * effects as f64).round() as Micros;
+        let mut latency = self.settings.commit_latency.sample_micros(&mut self.system_rng)
             + per_effect
             + self.faults.extra_commit_latency(self.now);
+        if self.health.writer_connections_lost > 0 {
+            // The connection of an attempt cut short was closed: this one opens one first.
+            self.health.writer_connections_lost -= 1;
+            latency += self.connect_us();
+        }
         let done = self.faults.store_work_done(self.now, latency);
+        let Some(batch) = self.writer.in_flight[slot as usize].as_mut() else { return };
         batch.attempts += 1;
         batch.attempt_started = self.now;
         batch.latency_us = done - self.now;
@@ -204,7 +213,7 @@ impl Simulation<'_> {
         }
     }
 
-    pub(super) fn flush_due(&mut self, writer: u64) {
+    pub(super) fn flush_due(&mut self, writer: Incarnation) {
         if writer != self.writer.id {
             return;
         }
@@ -214,11 +223,25 @@ impl Simulation<'_> {
         self.try_flush();
     }
 
-    pub(super) fn commit_done(&mut self, writer: u64, slot: u32) {
+    pub(super) fn commit_done(&mut self, writer: Incarnation, slot: u32) {
         if writer != self.writer.id {
             return;
         }
-        let Some(batch) = self.writer.in_flight.get(slot as usize).and_then(Option::as_ref) else { return };
+        let Some(batch) = self.writer.in_flight.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if !batch.timed_out
+            && let Some(busy_until) = self.faults.store_stalled_until(self.now)
+        {
+            // The database came back but works through what a stall left it first (see
+            // `stall_ends`): the commit is done then, or the timeout cuts it short before.
+            let timeout_at = batch.attempt_started + self.settings.store_timeout_us;
+            batch.timed_out = busy_until > timeout_at;
+            batch.latency_us = busy_until.min(timeout_at) - batch.attempt_started;
+            let writer = self.writer.id;
+            let at = busy_until.min(timeout_at);
+            return self.agenda.schedule(at, EventKind::CommitDone { writer, batch: slot });
+        }
         if batch.timed_out {
             return self.attempt_timed_out(slot);
         }
@@ -235,6 +258,11 @@ impl Simulation<'_> {
     /// attempts are used up; then the batch fails.
     fn attempt_timed_out(&mut self, slot: u32) {
         self.store_failed();
+        if let Some(batch) = self.writer.in_flight[slot as usize].as_ref() {
+            self.store_call_cut(batch.attempt_started);
+        }
+        let connections = self.scenario.system.database_connections;
+        self.health.writer_connections_lost = (self.health.writer_connections_lost + 1).min(connections);
         let config = self.settings.write_behind;
         let attempts = self.writer.in_flight[slot as usize].as_ref().map_or(0, |batch| batch.attempts);
         if attempts < config.commit_attempts_max {
@@ -248,7 +276,7 @@ impl Simulation<'_> {
         self.roll_back();
     }
 
-    pub(super) fn commit_retry(&mut self, writer: u64, slot: u32) {
+    pub(super) fn commit_retry(&mut self, writer: Incarnation, slot: u32) {
         if writer == self.writer.id && self.writer.in_flight.get(slot as usize).is_some_and(Option::is_some) {
             self.start_attempt(slot);
         }

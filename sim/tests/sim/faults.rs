@@ -139,3 +139,31 @@ fn bad_fault_tables_are_refused_naming_the_field() {
         Err(ScenarioError::Parse { .. })
     ));
 }
+
+#[test]
+fn a_thawed_store_first_works_through_the_connections_its_stall_left_then_serves() {
+    // The live suite's frozen MariaDB (20 s, one node): every store call the store timeout cut
+    // short during the stall (the writer's attempts, probes and loads, the health pings) left
+    // a connection that the database deals with when it goes on, before anything newer.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/calibration/faults-store-stall.toml"
+    ))
+    .unwrap();
+    let recovery_ms = |abandoned_ms: f64| {
+        let with_cost = text
+            .replace("[system]\n", &format!("[system]\nstore_abandoned_connection_ms = {abandoned_ms}\n"));
+        let scenario = Scenario::parse(&with_cost, "faults-store-stall").unwrap();
+        let result = simulate(&scenario, 1, RunOptions::default());
+        assert_eq!(result.violations.total, 0, "{:?}", result.violations);
+        let stats = &result.metrics.faults[0];
+        let served = stats.served_again_at.expect("served again after the stall");
+        (served - stats.end) as f64 / 1_000.0
+    };
+    let free = recovery_ms(0.0);
+    let costly = recovery_ms(1.0);
+    // At least the health pings: one per store timeout (500 ms) of the 20 s stall.
+    let cut_calls_at_least = 40.0;
+    assert!(free < 10.0, "recovered {free} ms after the stall with nothing left to deal with");
+    assert!(costly - free >= cut_calls_at_least, "{free} ms without the cost, {costly} ms with 1 ms each");
+}

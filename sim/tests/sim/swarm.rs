@@ -87,3 +87,21 @@ fn a_seed_run_with_counts_only_keeps_the_invariants_and_counts_of_a_full_run() {
         }
     }
 }
+
+#[test]
+fn a_seed_runs_the_same_after_other_seeds_on_the_same_thread() {
+    // A thread's runs reuse what the last one allocated (the agenda's buckets, the registrants,
+    // the store view's tables): nothing of one seed may reach the next.
+    let scenario = Scenario::parse(FAULT_SCENARIO, "fault-race").unwrap();
+    let report_of = |index: u64| {
+        let seed = swarm::seed_of(scenario.seed, index);
+        let faulty = swarm::with_random_faults(&scenario, seed);
+        let result = simulate(&faulty, seed, RunOptions::default());
+        kuota_sim::report::render(&faulty, &result, None)
+    };
+    let first = report_of(2);
+    for index in 0..4 {
+        report_of(index);
+    }
+    assert_eq!(first, report_of(2));
+}
