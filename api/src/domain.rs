@@ -523,8 +523,9 @@ pub struct NewEvent {
     queue: Found<Map<String, Value>>,
 }
 
-/// A category of a new event. Members other than these are ignored.
+/// A category of a new event. Closed: another member is refused (422), as in every body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewCategory {
     #[serde(default)]
     #[schema(
@@ -609,7 +610,8 @@ fn categories(fields: &mut Fields, found: Found<Vec<Value>>) -> Option<Vec<Categ
             fields.fail::<()>(&format!("categories[{index}]"), "must be an object");
             continue;
         };
-        let new: NewCategory = match read_open(object) {
+        let new: NewCategory = match read_closed(object, &format!("categories[{index}]."), &mut fields.errors)
+        {
             Ok(new) => new,
             Err(_) => {
                 fields.fail::<()>(&format!("categories[{index}]"), "must be an object");

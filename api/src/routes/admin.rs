@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use kuota_persist::session::{SessionData, SessionId};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Found, json_object, read_open};
+use crate::domain::{Found, json_object, read_closed};
 use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::middleware::resource;
@@ -24,8 +24,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
-/// The body of `POST /v1/admin/sessions`. Members other than `token` are ignored.
+/// The body of `POST /v1/admin/sessions`. Closed: another member is refused (422).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LogIn {
     /// The admin token.
     #[serde(default)]
@@ -85,10 +86,15 @@ async fn log_in(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
-    let log_in: LogIn = read_open(json_object(&body)?)?;
+    let mut errors = Vec::new();
+    let log_in: LogIn = read_closed(json_object(&body)?, "", &mut errors)?;
     let Found::Present(token) = log_in.token else {
-        return Err(ApiError::Validation(vec![FieldError::new("token", "is required and must be a string")]));
+        errors.push(FieldError::new("token", "is required and must be a string"));
+        return Err(ApiError::Validation(errors));
     };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
     if !constant_time_eq(&token, &state.auth.admin_token) {
         return Err(ApiError::Unauthorized);
     }

@@ -6,7 +6,7 @@ use kuota_persist::store::{MessageCounts, WebhookEndpoint};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Found, json_object, read_open};
+use crate::domain::{Found, json_object, read_closed};
 use crate::error::{ApiError, FieldError};
 use crate::http::json_body;
 use crate::http::page_bounds;
@@ -40,8 +40,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/webhooks/{webhook_id}/replay").route(web::post().to(replay)));
 }
 
-/// The body of `POST /v1/webhooks`. Members other than these are ignored.
+/// The body of `POST /v1/webhooks`. Closed: another member is refused (422).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "url": "https://crm.example.org/kuota",
     "event_types": ["registration.created", "registration.cancelled"],
@@ -197,7 +198,9 @@ async fn create(
     state.auth.require_admin(&request).await?;
     let body = json_body(&request, payload, state.settings.body_limit_bytes).await?;
     let allow = AllowHosts::parse(&state.settings.webhook_allow_hosts);
-    let new = parse_endpoint(read_open(json_object(&body)?)?, &allow)?;
+    let mut errors = Vec::new();
+    let new = read_closed(json_object(&body)?, "", &mut errors)?;
+    let new = parse_endpoint(new, &allow, errors)?;
     let url = check_url(&new.url, &allow).map_err(|reason| invalid("url", reason))?;
     check_resolved(&url, &allow).await.map_err(|reason| invalid("url", reason))?;
     if state.store.webhook_endpoint_count().await? >= WEBHOOK_ENDPOINTS_MAX {
@@ -229,8 +232,12 @@ struct NewEndpoint {
     description: Option<String>,
 }
 
-fn parse_endpoint(new: NewWebhook, allow: &AllowHosts) -> Result<NewEndpoint, ApiError> {
-    let mut errors = Vec::new();
+/// Checks a new endpoint; `errors` are the body's mistakes found so far (unknown members).
+fn parse_endpoint(
+    new: NewWebhook,
+    allow: &AllowHosts,
+    mut errors: Vec<FieldError>,
+) -> Result<NewEndpoint, ApiError> {
     let url = match new.url {
         Found::Present(url) => match check_url(&url, allow) {
             Ok(_) => Some(url),

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::support::{Backend, TestApp, race, spawn_app};
+use super::support::{ADMIN_TOKEN, Backend, TestApp, race, spawn_app};
 
 const PATH: &str = "/v1/events/race/registrations";
 
@@ -115,6 +115,57 @@ async fn wrong_types_missing_fields_and_absurd_lengths_are_422_naming_each_field
         }
     }
     nothing_stored(&app).await;
+}
+
+/// The fields named in a 422's `errors`.
+fn named_fields(response: &super::support::Response) -> Vec<String> {
+    let body = response.json();
+    body["errors"].as_array().map_or(Vec::new(), |errors| {
+        errors.iter().map(|error| error["field"].as_str().unwrap_or_default().to_owned()).collect()
+    })
+}
+
+#[actix_rt::test]
+async fn every_body_is_closed_an_unknown_member_is_422_naming_it_and_changes_nothing() {
+    let app = app_with_event().await;
+    // A category of a new event: the member is named with the category's index.
+    let mut event = race("other", 5, 0);
+    event["categories"][0]["colour"] = json!("red");
+    let response = app.admin("POST", "/v1/events", Some(&event)).await;
+    assert_eq!(
+        (response.status, response.code()),
+        (422, "validation_failed".into()),
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(named_fields(&response), ["categories[0].colour"]);
+    assert_eq!(app.admin("GET", "/v1/events/other", None).await.status, 404);
+
+    // A webhook endpoint.
+    let endpoint = json!({ "url": "https://crm.example.org/kuota", "event_types": ["registration.created"],
+                           "secret": "mine" });
+    let response = app.admin("POST", "/v1/webhooks", Some(&endpoint)).await;
+    assert_eq!(
+        (response.status, response.code()),
+        (422, "validation_failed".into()),
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(named_fields(&response), ["secret"]);
+    let listed = app.admin("GET", "/v1/webhooks", None).await.json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "{listed}");
+
+    // Logging in, even with the right token: no session is opened.
+    let body = json!({ "token": ADMIN_TOKEN, "remember_me": true });
+    let response = app.post_json("/v1/admin/sessions", &[], &body).await;
+    assert_eq!(
+        (response.status, response.code()),
+        (422, "validation_failed".into()),
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(named_fields(&response), ["remember_me"]);
+    assert!(response.header("set-cookie").is_none());
 }
 
 #[actix_rt::test]
