@@ -28,6 +28,7 @@ on_both_databases!(
     two_workers_at_once_deliver_every_entry_exactly_once,
     an_entry_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_cannot_settle_it,
     a_cursor_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_cannot_move_it,
+    claimers_at_once_never_hold_one_cursor,
     a_batch_numbered_past_an_uncommitted_one_cannot_commit_before_it,
     a_fenced_batch_s_numbers_are_the_new_owner_s_and_announced_once,
     the_purge_deletes_only_rows_past_their_retention,
@@ -347,6 +348,24 @@ async fn a_cursor_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_c
     assert_eq!(cursor(&store).await, 2);
     assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(3), &config()).await.unwrap(), 0);
     assert_eq!(recorder.delivered(), [created(1), created(2)]);
+}
+
+/// Many claims at once, each reading the same candidate before any has claimed it: the claim
+/// checks the cursor's due time again, so one of them holds it.
+async fn claimers_at_once_never_hold_one_cursor(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, _) = event_with_registrations(&database, 2).await;
+    let now = START.plus_seconds(1);
+    let claims = (0..16).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_creations(now, now.plus_seconds(10), 10).await.unwrap() })
+    });
+    let mut holding = 0;
+    for claim in claims.collect::<Vec<_>>() {
+        let claim = claim.await.unwrap();
+        holding += claim.cursors.len();
+    }
+    assert_eq!(holding, 1, "one cursor held by {holding} claims");
 }
 
 /// Why the walk cannot skip a number: a batch whose numbers follow those of one not committed
