@@ -696,3 +696,101 @@ async fn creations_come_before_their_registrations_cancellations_on_mariadb() {
 async fn creations_come_before_their_registrations_cancellations_on_sqlite() {
     creations_come_before_their_registrations_cancellations(Backend::Sqlite).await;
 }
+
+/// Two nodes over one store and Redis, each running the delivery worker: the event's owner
+/// loses its lease midway and the event is loaded anew (a new epoch) by whichever node claims it
+/// first. Every registration's creation reaches the receiver once, before its cancellation.
+#[actix_rt::test]
+async fn every_creation_is_announced_once_across_a_change_of_owner() {
+    let receiver = Receiver::start().await;
+    let redis_url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("kuota_t_{}:", kuota_persist::random::token_hex(6));
+    let node = |node_id: &'static str| {
+        let (redis_url, prefix) = (redis_url.clone(), prefix.clone());
+        move |settings: &mut kuota_api::configuration::Settings| {
+            settings.redis_url = Some(redis_url);
+            settings.redis_prefix = prefix;
+            settings.node_id = node_id.into();
+            settings.advertise_url = "http://127.0.0.1:0".into();
+            // Short, so that the former owner notices the loss within a few hundred ms.
+            settings.lease_ttl_ms = 1_000;
+            settings.outbox_delivery = "webhooks".into();
+            settings.webhook_allow_hosts = "127.0.0.1".into();
+            settings.webhook_retry_schedule = "0.1".into();
+            settings.webhook_timeout_ms = 500;
+        }
+    };
+    let a = spawn_app_with(Backend::MariaDb, node("node-a")).await;
+    let b = spawn_app_on(&a.database_url, node("node-b")).await;
+    create_endpoint(&a, &receiver.url(), &["registration.created", "registration.cancelled"]).await;
+    a.create_event(race("race", 100, 0)).await;
+    let register = async |n: usize| -> Value {
+        let node = if n.is_multiple_of(2) { &a } else { &b };
+        for _ in 0..50 {
+            let body = registration("10K", &format!("r{n}@x.org"));
+            let response = node.register("race", &format!("k{n}"), &body).await;
+            if response.status == 201 {
+                return response.json();
+            }
+            assert_eq!(response.status, 503, "{n}: {}", String::from_utf8_lossy(&response.body));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} was refused with 503 for 5 s");
+    };
+    let mut registered = Vec::new();
+    for n in 0..6 {
+        registered.push(register(n).await);
+    }
+    let mut redis = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
+    let lease = format!("{prefix}lease:event:race");
+    let _: i64 = redis::cmd("DEL").arg(&lease).query(&mut redis).unwrap();
+    for n in 6..20 {
+        registered.push(register(n).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut connection = <sqlx::MySqlConnection as sqlx::Connection>::connect(&a.database_url).await.unwrap();
+    let (epoch,): (i64,) = sqlx::query_as("SELECT epoch FROM events WHERE id = 'race'")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert!(epoch >= 2, "the event was loaded anew: epoch {epoch}");
+    let cancelled = [&registered[0], &registered[19]];
+    for created in cancelled {
+        let path = format!("/v1/registrations/{}", created["id"].as_str().unwrap());
+        let mut answered = None;
+        for _ in 0..50 {
+            let response = a.admin("DELETE", &path, None).await;
+            if response.status != 503 {
+                answered = Some(response.status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answered, Some(200), "{path}");
+    }
+    receiver.wait_for("every creation and two cancellations", |received| received.len() >= 22).await;
+    // An announcement made twice would follow the first: give it time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = receiver.received();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for payload in received.iter().map(body) {
+        let key = (
+            payload["type"].as_str().unwrap().to_string(),
+            payload["data"]["id"].as_str().unwrap().to_string(),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 22, "{seen:?}");
+    assert!(seen.values().all(|count| *count == 1), "announced twice: {seen:?}");
+    assert!(!*receiver.state.overlapped.lock().unwrap(), "one message was sent twice at once");
+    for created in cancelled {
+        let types: Vec<String> = received
+            .iter()
+            .map(body)
+            .filter(|payload| payload["data"]["id"] == created["id"])
+            .map(|payload| payload["type"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(types, ["registration.created", "registration.cancelled"]);
+    }
+    receiver.server.stop(true).await;
+}
