@@ -28,7 +28,7 @@ use kuota_engine::{Clock, EventId, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::store::{CursorSettlement, OutboxRow, Purged, Settlement, SqlStore};
+use crate::store::{CursorSettlement, CursorState, OutboxRow, Purged, Settlement, SqlStore};
 
 /// A delivery's outcome: `Err` carries what went wrong, stored as the row's `last_error`.
 pub type DeliveryResult = Result<(), String>;
@@ -266,8 +266,9 @@ pub async fn deliver_due(
         }
     };
     let cursors = creation_cursors(store, &claim.entries).await?;
+    let cursor_of = |entry: &OutboxRow| cursors.get(&entry.event).copied().flatten();
     let (ready, deferred): (Vec<&OutboxRow>, Vec<&OutboxRow>) = claim.entries.iter().partition(|entry| {
-        cursors.get(&entry.event).copied().flatten().is_none_or(|through| entry.registration.0 <= through)
+        cursor_of(entry).is_none_or(|cursor| entry.registration.0 <= cursor.created_through)
     });
     let ready_entries: Vec<OutboxRow> = ready.iter().map(|entry| (*entry).clone()).collect();
     let mut settlements = Vec::with_capacity(claim.entries.len());
@@ -295,8 +296,11 @@ pub async fn deliver_due(
         settlements.push((entry.id, settlement));
     }
     for entry in &deferred {
-        // Due again at once: the next round looks at the cursor again.
-        settlements.push((entry.id, Settlement::Deferred { retry_at: now }));
+        // Due again at once: the next round looks at the cursor again; or, while the creation
+        // past the cursor keeps failing, when it is tried again (no claim and settlement of the
+        // waiting entries every round meanwhile).
+        let retry_at = cursor_of(entry).and_then(|cursor| cursor.retry_at).map_or(now, |at| at.max(now));
+        settlements.push((entry.id, Settlement::Deferred { retry_at }));
     }
     let settled = store.settle_outbox(&claim, &settlements).await?;
     if settled < settlements.len() as u64 {
@@ -378,11 +382,11 @@ async fn deliver_creations(
 async fn creation_cursors(
     store: &SqlStore,
     entries: &[OutboxRow],
-) -> Result<HashMap<EventId, Option<u64>>, crate::store::PersistError> {
+) -> Result<HashMap<EventId, Option<CursorState>>, crate::store::PersistError> {
     let mut cursors = HashMap::new();
     for entry in entries {
         if entry.registration.0 > 0 && !cursors.contains_key(&entry.event) {
-            cursors.insert(entry.event.clone(), store.creation_cursor(&entry.event).await?);
+            cursors.insert(entry.event.clone(), store.creation_cursor_state(&entry.event).await?);
         }
     }
     Ok(cursors)

@@ -69,6 +69,16 @@ pub struct CursorSettlement {
     pub failed: Option<(Timestamp, String)>,
 }
 
+/// Where an event's cursor stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CursorState {
+    /// Every registration numbered up to it has been delivered.
+    pub created_through: u64,
+    /// While the creation past it keeps failing: when it is tried again (or when the claim of
+    /// the worker trying it now ends), before which the cursor will not move.
+    pub retry_at: Option<Timestamp>,
+}
+
 /// Creations not yet delivered, for the operators' page and the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CreationBacklog {
@@ -228,14 +238,29 @@ impl SqlStore {
 
     /// The event's cursor: every registration numbered up to it has been delivered. `None`
     /// when the event has no cursor (no such event).
-    #[tracing::instrument(skip(self), fields(event_id = %event))]
     pub async fn creation_cursor(&self, event: &EventId) -> Result<Option<u64>, PersistError> {
-        let statement = Statement::new("SELECT created_through FROM outbox_cursors WHERE event_id = ?")
-            .bind(event.as_str());
+        Ok(self.creation_cursor_state(event).await?.map(|cursor| cursor.created_through))
+    }
+
+    /// The event's cursor, and when a creation that failed is tried again.
+    #[tracing::instrument(skip(self), fields(event_id = %event))]
+    pub async fn creation_cursor_state(&self, event: &EventId) -> Result<Option<CursorState>, PersistError> {
+        let statement = Statement::new(
+            "SELECT created_through, attempts, available_at FROM outbox_cursors WHERE event_id = ?",
+        )
+        .bind(event.as_str());
         let mut cursor = None;
         self.pool
             .for_each_row(&statement, |row| {
-                cursor = Some(unsigned(row.int(0)?, "outbox_cursors.created_through")?);
+                let failing = row.int(1)? > 0;
+                cursor = Some(CursorState {
+                    created_through: unsigned(row.int(0)?, "outbox_cursors.created_through")?,
+                    retry_at: if failing {
+                        Some(timestamp(row.int(2)?, "outbox_cursors.available_at")?)
+                    } else {
+                        None
+                    },
+                });
                 Ok::<(), PersistError>(())
             })
             .await?;

@@ -42,7 +42,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use self::backend::{Pool, RowAccess, Runner, Statement};
-pub use self::creations::{CREATED_KIND, ClaimedCursor, CreationBacklog, CreationClaim, CursorSettlement};
+pub use self::creations::{
+    CREATED_KIND, ClaimedCursor, CreationBacklog, CreationClaim, CursorSettlement, CursorState,
+};
 pub use self::error::{FailureKind, PersistError};
 pub use self::maintenance::{OutboxClaim, Purged, Settlement};
 pub use self::overview::{ListedEvent, OutboxSummary};

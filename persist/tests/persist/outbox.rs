@@ -203,8 +203,11 @@ async fn a_failing_creation_holds_its_cursor_and_its_registration_s_later_entrie
     assert_eq!(cursor(&store).await, 1);
     assert_eq!(recorder.delivered(), [created(1), created(3), cancelled(1)]);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 1), (3, "pending".into(), 0)]);
-    // Before the backoff the cursor is not walked, and the cancellation waits again.
+    // The cancellation waits until the creation is tried again: not claimed before.
+    let waiting = store.outbox_page(100, None).await.unwrap().pop().unwrap();
+    assert_eq!(waiting.available_at, now.plus_seconds(10));
     now = now.plus_millis(9_999);
+    assert!(store.claim_outbox(now, now.plus_seconds(1), 10).await.unwrap().entries.is_empty());
     assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 0);
     // Past the attempts an entry has, still tried: 10, 20, 40, 60 s apart.
     for pause in [1, 20_000, 40_000, 60_000] {
