@@ -116,7 +116,8 @@ pub struct WriteBehindView {
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct OutboxView {
-    /// Entries not yet delivered; counted up to `count_max`.
+    /// Entries not yet delivered; counted up to `count_max`. For the outbox, the creations its
+    /// worker has not yet derived from the registration rows are among them.
     pub pending: u64,
     /// How long the longest-waiting due entry has waited past its due time, in seconds.
     pub oldest_due_age_seconds: f64,

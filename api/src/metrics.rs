@@ -35,7 +35,8 @@ pub const ADMISSION_REFUSED: &str = "kuota_admission_refused_total";
 pub const WEBHOOK_DELIVERIES: &str = "kuota_webhook_deliveries_total";
 /// One webhook attempt, from its request to its answer (or timeout).
 pub const WEBHOOK_ATTEMPT_DURATION: &str = "kuota_webhook_attempt_duration_seconds";
-/// Age of the oldest webhook message (or outbox entry) not yet delivered.
+/// Age of the oldest webhook message (or outbox entry, or creation past its event's cursor) not yet
+/// delivered.
 pub const WEBHOOK_OLDEST_UNDELIVERED: &str = "kuota_webhook_oldest_undelivered_seconds";
 /// Webhook messages dead (out of retries, or their endpoint answered 410), until replayed.
 pub const WEBHOOK_DEAD: &str = "kuota_webhook_dead_messages";

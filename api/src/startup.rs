@@ -37,8 +37,9 @@ use crate::webhooks::sold_out::SoldOutWatcher;
 
 /// How long in-flight requests may finish after a stop signal, in seconds.
 const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
-/// Outbox entries one delivery round claims: a flash crowd writes one per registration, and
-/// larger rounds cost the database fewer statements per entry.
+/// Outbox entries one delivery round claims, and creations it walks past the cursors: a flash
+/// crowd creates a registration per admission, and larger rounds cost the database fewer
+/// statements per entry.
 const OUTBOX_ROUND_ENTRIES_MAX: u32 = 500;
 /// Longest a busy writer defers the webhook fan-out, in ms (see `OutboxConfig::defer_while_busy_max`).
 const WEBHOOK_DEFER_WHILE_BUSY_MAX_MS: u64 = 1_000;

@@ -4,7 +4,13 @@
 //! written in the same transaction as the registration change it announces. This worker claims
 //! a round of due rows (`SqlStore::claim_outbox`), hands each to a `Deliver` with a deadline, and settles
 //! it: delivered, retried later with exponential backoff, or dead after `attempts_max` attempts
-//! (kept for an operator, never retried by itself). Delivery is at least once. Every
+//! (kept for an operator, never retried by itself). Delivery is at least once.
+//!
+//! A registration's creation has no outbox row: each round also walks the registrations past
+//! each event's cursor (`SqlStore::claim_creations`), delivers them as `registration_created`
+//! entries before the round's other entries, and advances the cursor after their delivery. An
+//! entry whose registration the cursor has not reached yet waits for a later round, so that a
+//! registration's entries are delivered in their order. Every
 //! `purge_interval` it also deletes idempotency entries past their event's retention and
 //! delivered outbox rows past `delivered_retention`, so that neither table grows without end.
 //!
@@ -12,16 +18,17 @@
 //! (target `kuota::outbox`) for a log shipper to pick up. An integration (mail, payments, HTTP)
 //! implements `Deliver`.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kuota_engine::{Clock, Timestamp};
+use kuota_engine::{Clock, EventId, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::store::{OutboxRow, Purged, Settlement, SqlStore};
+use crate::store::{CursorSettlement, CursorState, OutboxRow, Purged, Settlement, SqlStore};
 
 /// A delivery's outcome: `Err` carries what went wrong, stored as the row's `last_error`.
 pub type DeliveryResult = Result<(), String>;
@@ -60,7 +67,8 @@ pub fn no_answer(timeout: Duration) -> String {
     format!("no answer within {} ms", timeout.as_millis())
 }
 
-/// Delivers an entry by logging it (see the module documentation).
+/// Delivers an entry by logging it (see the module documentation); a creation, which has no
+/// outbox row, with `outbox_id` 0.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LogDelivery;
 
@@ -234,8 +242,11 @@ impl OutboxWorker {
     }
 }
 
-/// One round: claims due entries, delivers them one after another, and settles them together.
-/// Returns how many were claimed.
+/// One round: claims due entries, then the creations past their events' cursors (see
+/// `crate::store::CreationClaim`); delivers the creations and advances the cursors; then
+/// delivers the entries whose registrations the cursors have reached, defers the others, and
+/// settles them. Returns how many entries and creations it delivered or tried (deferred ones
+/// not counted).
 pub async fn deliver_due(
     store: &SqlStore,
     deliver: &dyn Deliver,
@@ -244,11 +255,31 @@ pub async fn deliver_due(
 ) -> Result<usize, crate::store::PersistError> {
     let until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
     let claim = store.claim_outbox(now, until, config.batch_max).await?;
+    // After the entries: an entry's registration is stored before the entry is, so the walk
+    // reaches the registrations of the entries just claimed and none of them waits a round.
+    let walked = match deliver_creations(store, deliver, now, until, config).await {
+        Ok(walked) => walked,
+        Err(error) => {
+            // The entries still go, those whose creations were delivered before.
+            tracing::warn!(%error, "creations not walked this round");
+            0
+        }
+    };
+    let cursors = creation_cursors(store, &claim.entries).await?;
+    let cursor_of = |entry: &OutboxRow| cursors.get(&entry.event).copied().flatten();
+    let (ready, deferred): (Vec<&OutboxRow>, Vec<&OutboxRow>) = claim.entries.iter().partition(|entry| {
+        cursor_of(entry).is_none_or(|cursor| entry.registration.0 <= cursor.created_through)
+    });
+    let ready_entries: Vec<OutboxRow> = ready.iter().map(|entry| (*entry).clone()).collect();
     let mut settlements = Vec::with_capacity(claim.entries.len());
-    let mut results = deliver.deliver_all(&claim.entries, config.delivery_timeout).await;
+    let mut results = if ready_entries.is_empty() {
+        Vec::new()
+    } else {
+        deliver.deliver_all(&ready_entries, config.delivery_timeout).await
+    };
     // A `Deliver` that answered for fewer entries than it was given failed the rest.
-    results.resize_with(claim.entries.len(), || Err("no result from the delivery".into()));
-    for (entry, result) in claim.entries.iter().zip(results) {
+    results.resize_with(ready_entries.len(), || Err("no result from the delivery".into()));
+    for (entry, result) in ready_entries.iter().zip(results) {
         let settlement = match result {
             Ok(()) => Settlement::Delivered,
             Err(mut error) => {
@@ -264,6 +295,13 @@ pub async fn deliver_due(
         };
         settlements.push((entry.id, settlement));
     }
+    for entry in &deferred {
+        // Due again at once: the next round looks at the cursor again; or, while the creation
+        // past the cursor keeps failing, when it is tried again (no claim and settlement of the
+        // waiting entries every round meanwhile).
+        let retry_at = cursor_of(entry).and_then(|cursor| cursor.retry_at).map_or(now, |at| at.max(now));
+        settlements.push((entry.id, Settlement::Deferred { retry_at }));
+    }
     let settled = store.settle_outbox(&claim, &settlements).await?;
     if settled < settlements.len() as u64 {
         tracing::warn!(
@@ -272,7 +310,86 @@ pub async fn deliver_due(
             "outbox claims ran out before their deliveries were settled; other workers retry them"
         );
     }
-    Ok(claim.entries.len())
+    Ok(ready_entries.len() + walked)
+}
+
+/// Claims the cursors of events with creations past them, delivers those creations, and
+/// advances each cursor through its creations delivered in a row from it. Returns how many
+/// creations it tried.
+async fn deliver_creations(
+    store: &SqlStore,
+    deliver: &dyn Deliver,
+    now: Timestamp,
+    until: Timestamp,
+    config: &OutboxConfig,
+) -> Result<usize, crate::store::PersistError> {
+    let claim = store.claim_creations(now, until, config.batch_max).await?;
+    if claim.cursors.is_empty() {
+        return Ok(0);
+    }
+    let creations: Vec<OutboxRow> =
+        claim.cursors.iter().flat_map(|cursor| cursor.creations.iter().cloned()).collect();
+    let mut results = if creations.is_empty() {
+        Vec::new()
+    } else {
+        deliver.deliver_all(&creations, config.delivery_timeout).await
+    };
+    results.resize_with(creations.len(), || Err("no result from the delivery".into()));
+    let mut results = results.into_iter();
+    let mut settlements = Vec::with_capacity(claim.cursors.len());
+    for cursor in &claim.cursors {
+        let mut settlement = CursorSettlement { created_through: cursor.created_through, failed: None };
+        for (creation, result) in cursor.creations.iter().zip(results.by_ref()) {
+            if settlement.failed.is_some() {
+                // Past a failure: delivered perhaps, but the cursor stops before the failure, so
+                // they go again (at least once).
+                continue;
+            }
+            match result {
+                Ok(()) => settlement.created_through = creation.registration.0,
+                Err(mut error) => {
+                    truncate(&mut error, LAST_ERROR_BYTES_MAX);
+                    // The head of the event's creations holds its cursor until it is delivered:
+                    // never dead (see `crate::store::CreationClaim`).
+                    if creation.attempts >= config.attempts_max {
+                        tracing::error!(
+                            event_id = %creation.event,
+                            registration = creation.registration.0,
+                            attempts = creation.attempts,
+                            %error,
+                            "a creation keeps failing; its event's later entries wait for it"
+                        );
+                    }
+                    let retry_at = now.plus_millis(config.backoff(creation.attempts).as_millis() as u64);
+                    settlement.failed = Some((retry_at, error));
+                }
+            }
+        }
+        settlements.push(settlement);
+    }
+    let settled = store.settle_creations(&claim, &settlements, now).await?;
+    if settled < settlements.len() as u64 {
+        tracing::warn!(
+            claimed = settlements.len(),
+            settled,
+            "cursor claims ran out before their creations were settled; other workers walk them again"
+        );
+    }
+    Ok(creations.len())
+}
+
+/// The cursors of the events of `entries` about a registration (read after the round's walk).
+async fn creation_cursors(
+    store: &SqlStore,
+    entries: &[OutboxRow],
+) -> Result<HashMap<EventId, Option<CursorState>>, crate::store::PersistError> {
+    let mut cursors = HashMap::new();
+    for entry in entries {
+        if entry.registration.0 > 0 && !cursors.contains_key(&entry.event) {
+            cursors.insert(entry.event.clone(), store.creation_cursor_state(&entry.event).await?);
+        }
+    }
+    Ok(cursors)
 }
 
 fn truncate(text: &mut String, bytes_max: usize) {

@@ -1,8 +1,10 @@
 //! The outbox worker's `Deliver` in `webhooks` mode: each entry becomes one message row per
 //! endpoint that wants its type, with the body every attempt of it sends; the dispatcher then
 //! sends them. Entries no endpoint wants are settled at once. This runs in the worker, never in
-//! the write-behind's transaction: a registration still writes the same rows, whatever the
-//! endpoints.
+//! the write-behind's transaction: a registration still writes the same row, whatever the
+//! endpoints. Creations come as entries with id 0, derived by the worker from the registration
+//! rows (see `kuota_persist::store::CreationClaim`), in rounds of their own before the entries:
+//! their messages are stored with outbox id 0, told apart by their registration.
 //!
 //! A round of the worker is fanned out together (`Deliver::deliver_all`): one read of the
 //! endpoints, one read of the round's registrations per event, one multi-row write of all the

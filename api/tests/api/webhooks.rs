@@ -611,18 +611,24 @@ async fn entries_no_endpoint_wants_are_settled_at_once() {
         assert_eq!(answer.status, 201);
     }
     let store = kuota_persist::store::SqlStore::connect(&app.database_url).await.unwrap();
+    creations_delivered_through(&store, 3).await;
+    assert!(store.outbox_page(100, None).await.unwrap().is_empty(), "a creation has no outbox entry");
+    assert!(receiver.received().is_empty(), "the endpoint wants cancellations only");
+}
+
+/// Waits until the delivery worker has fanned out the creations of `race` through `number`.
+async fn creations_delivered_through(store: &kuota_persist::store::SqlStore, number: u64) {
+    let race = kuota_engine::EventId::parse("race").unwrap();
     let deadline = Instant::now() + Duration::from_secs(DELIVERY_DEADLINE_SECONDS);
     loop {
-        let entries = store.outbox_page(100, None).await.unwrap();
-        if entries.len() == 3
-            && entries.iter().all(|entry| entry.status == "delivered" && entry.attempts == 1)
-        {
-            break;
+        let cursor = store.creation_cursor(&race).await.unwrap();
+        if cursor >= Some(number) {
+            assert_eq!(cursor, Some(number), "past the registrations stored");
+            return;
         }
-        assert!(Instant::now() < deadline, "not settled: {entries:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "creations fanned out through {cursor:?}, not {number}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(receiver.received().is_empty(), "the endpoint wants cancellations only");
 }
 
 #[actix_rt::test]
@@ -634,29 +640,15 @@ async fn an_endpoint_created_between_two_registrations_gets_the_second_even_on_a
     let app = webhook_app(Backend::MariaDb, "30").await;
     app.create_event(race("race", 5, 0)).await;
     let store = kuota_persist::store::SqlStore::connect(&app.database_url).await.unwrap();
-    let settled = |count: usize| {
-        let store = store.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(DELIVERY_DEADLINE_SECONDS);
-            loop {
-                let entries = store.outbox_page(100, None).await.unwrap();
-                if entries.len() == count && entries.iter().all(|entry| entry.status == "delivered") {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "not settled: {entries:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    // Fanned out while no endpoint exists: settled without a message.
+    // Fanned out while no endpoint exists: the cursor passes it without a message.
     assert_eq!(app.register("race", "k0", &registration("10K", "r0@x.org")).await.status, 201);
-    settled(1).await;
+    creations_delivered_through(&store, 1).await;
     // Within a second of that fan-out (a cached endpoint list once lasted that long).
     let url = format!("http://127.0.0.1:{port}/hooks");
     let (id, _) = create_endpoint(&app, &url, &["registration.created"]).await;
     assert_eq!(app.register("race", "k1", &registration("10K", "r1@x.org")).await.status, 201);
-    settled(2).await;
-    // Committed after the endpoint was: its entry became a message, refused and waiting for
+    creations_delivered_through(&store, 2).await;
+    // Committed after the endpoint was: its creation became a message, refused and waiting for
     // its retry, never an entry settled with nothing written.
     let read = wait_for_endpoint(&app, &id, "the second registration's attempt", |read| {
         read["failed_attempts"].as_u64() >= Some(1)
@@ -666,4 +658,150 @@ async fn an_endpoint_created_between_two_registrations_gets_the_second_even_on_a
         (read["deliveries"]["pending"].as_u64(), read["deliveries"]["succeeded"].as_u64()),
         (Some(1), Some(0))
     );
+}
+
+/// Each registration is cancelled right after its 201, so its cancellation's outbox entry is
+/// often claimed before the walk of the creations reached it: the receiver still gets every
+/// registration's `registration.created` before its `registration.cancelled`.
+async fn creations_come_before_their_registrations_cancellations(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let app = webhook_app(backend, "0.1").await;
+    let (_, secret) =
+        create_endpoint(&app, &receiver.url(), &["registration.created", "registration.cancelled"]).await;
+    app.create_event(race("race", 50, 0)).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let answer =
+            app.register("race", &format!("k{n}"), &registration("10K", &format!("r{n}@x.org"))).await;
+        assert_eq!(answer.status, 201);
+        let created = answer.json();
+        let id = created["id"].as_str().unwrap().to_string();
+        let token = format!("Bearer {}", created["access_token"].as_str().unwrap());
+        let cancelled = app
+            .request("DELETE", &format!("/v1/registrations/{id}"), &[("Authorization", &token)], None)
+            .await;
+        assert_eq!(cancelled.status, 200);
+        ids.push(id);
+    }
+    let received =
+        receiver.wait_for("every creation and cancellation", |received| received.len() >= 24).await;
+    assert!(received.iter().all(|delivery| verify(&secret, delivery)));
+    for id in &ids {
+        let of_it: Vec<Value> =
+            received.iter().map(body).filter(|payload| payload["data"]["id"] == *id).collect();
+        let types: Vec<&str> = of_it.iter().map(|payload| payload["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["registration.created", "registration.cancelled"], "{id}");
+        // The status each announces: the registration was created confirmed.
+        assert_eq!(of_it[0]["data"]["status"], "confirmed");
+        assert_eq!(of_it[1]["data"]["status"], "cancelled");
+    }
+    receiver.server.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn creations_come_before_their_registrations_cancellations_on_mariadb() {
+    creations_come_before_their_registrations_cancellations(Backend::MariaDb).await;
+}
+
+#[actix_rt::test]
+async fn creations_come_before_their_registrations_cancellations_on_sqlite() {
+    creations_come_before_their_registrations_cancellations(Backend::Sqlite).await;
+}
+
+/// Two nodes over one store and Redis, each running the delivery worker: the event's owner
+/// loses its lease midway and the event is loaded anew (a new epoch) by whichever node claims it
+/// first. Every registration's creation reaches the receiver once, before its cancellation.
+#[actix_rt::test]
+async fn every_creation_is_announced_once_across_a_change_of_owner() {
+    let receiver = Receiver::start().await;
+    let redis_url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("kuota_t_{}:", kuota_persist::random::token_hex(6));
+    let node = |node_id: &'static str| {
+        let (redis_url, prefix) = (redis_url.clone(), prefix.clone());
+        move |settings: &mut kuota_api::configuration::Settings| {
+            settings.redis_url = Some(redis_url);
+            settings.redis_prefix = prefix;
+            settings.node_id = node_id.into();
+            settings.advertise_url = "http://127.0.0.1:0".into();
+            // Short, so that the former owner notices the loss within a few hundred ms.
+            settings.lease_ttl_ms = 1_000;
+            settings.outbox_delivery = "webhooks".into();
+            settings.webhook_allow_hosts = "127.0.0.1".into();
+            settings.webhook_retry_schedule = "0.1".into();
+            settings.webhook_timeout_ms = 500;
+        }
+    };
+    let a = spawn_app_with(Backend::MariaDb, node("node-a")).await;
+    let b = spawn_app_on(&a.database_url, node("node-b")).await;
+    create_endpoint(&a, &receiver.url(), &["registration.created", "registration.cancelled"]).await;
+    a.create_event(race("race", 100, 0)).await;
+    let register = async |n: usize| -> Value {
+        let node = if n.is_multiple_of(2) { &a } else { &b };
+        for _ in 0..50 {
+            let body = registration("10K", &format!("r{n}@x.org"));
+            let response = node.register("race", &format!("k{n}"), &body).await;
+            if response.status == 201 {
+                return response.json();
+            }
+            assert_eq!(response.status, 503, "{n}: {}", String::from_utf8_lossy(&response.body));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} was refused with 503 for 5 s");
+    };
+    let mut registered = Vec::new();
+    for n in 0..6 {
+        registered.push(register(n).await);
+    }
+    let mut redis = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
+    let lease = format!("{prefix}lease:event:race");
+    let _: i64 = redis::cmd("DEL").arg(&lease).query(&mut redis).unwrap();
+    for n in 6..20 {
+        registered.push(register(n).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut connection = <sqlx::MySqlConnection as sqlx::Connection>::connect(&a.database_url).await.unwrap();
+    let (epoch,): (i64,) = sqlx::query_as("SELECT epoch FROM events WHERE id = 'race'")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert!(epoch >= 2, "the event was loaded anew: epoch {epoch}");
+    let cancelled = [&registered[0], &registered[19]];
+    for created in cancelled {
+        let path = format!("/v1/registrations/{}", created["id"].as_str().unwrap());
+        let mut answered = None;
+        for _ in 0..50 {
+            let response = a.admin("DELETE", &path, None).await;
+            if response.status != 503 {
+                answered = Some(response.status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answered, Some(200), "{path}");
+    }
+    receiver.wait_for("every creation and two cancellations", |received| received.len() >= 22).await;
+    // An announcement made twice would follow the first: give it time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = receiver.received();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for payload in received.iter().map(body) {
+        let key = (
+            payload["type"].as_str().unwrap().to_string(),
+            payload["data"]["id"].as_str().unwrap().to_string(),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 22, "{seen:?}");
+    assert!(seen.values().all(|count| *count == 1), "announced twice: {seen:?}");
+    assert!(!*receiver.state.overlapped.lock().unwrap(), "one message was sent twice at once");
+    for created in cancelled {
+        let types: Vec<String> = received
+            .iter()
+            .map(body)
+            .filter(|payload| payload["data"]["id"] == created["id"])
+            .map(|payload| payload["type"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(types, ["registration.created", "registration.cancelled"]);
+    }
+    receiver.server.stop(true).await;
 }

@@ -35,6 +35,12 @@ pub enum Settlement {
     Dead {
         error: String,
     },
+    /// Not delivered this round: its registration's creation is not delivered yet (it lies
+    /// past its event's cursor, see `creations`). Due again at `retry_at`; the attempt is not
+    /// counted.
+    Deferred {
+        retry_at: Timestamp,
+    },
 }
 
 /// Entries one worker claimed in one round, until `until`.
@@ -135,19 +141,22 @@ impl SqlStore {
             statements.push(statement);
         }
         for (id, settlement) in settlements {
-            let (status, available_at, error) = match settlement {
+            let (status, available_at, error, uncounted) = match settlement {
                 Settlement::Delivered => continue,
-                Settlement::Retry { retry_at, error } => (PENDING, *retry_at, error.as_str()),
-                Settlement::Dead { error } => (DEAD, claim.until, error.as_str()),
+                Settlement::Retry { retry_at, error } => (PENDING, *retry_at, Some(error.as_str()), 0_i64),
+                Settlement::Dead { error } => (DEAD, claim.until, Some(error.as_str()), 0),
+                Settlement::Deferred { retry_at } => (PENDING, *retry_at, None, 1),
             };
             statements.push(
                 Statement::new(
-                    "UPDATE outbox SET status = ?, available_at = ?, last_error = ?, claimed_by = NULL \
+                    "UPDATE outbox SET status = ?, available_at = ?, last_error = COALESCE(?, last_error), \
+                     attempts = attempts - ?, claimed_by = NULL \
                      WHERE status = ? AND available_at = ? AND claimed_by = ? AND id = ?",
                 )
                 .bind(status)
                 .bind(millis(available_at))
                 .bind(error)
+                .bind(uncounted)
                 .bind(PENDING)
                 .bind(millis(claim.until))
                 .bind(claim.token.as_str())

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `backend`: the two databases behind one interface (statements as SQL text plus values).
+//! - `creations`: the creations the delivery worker derives from registration rows, past a cursor.
 //! - `maintenance`: outbox claims and settlements for the delivery worker; purges past retention.
 //! - `overview`: the newest events and the outbox's summary, for the operators' page.
 //! - `text_protocol`: MySQL statements inside transactions, values inlined, batched per round trip.
@@ -15,6 +16,7 @@
 //! - `webhooks`: webhook endpoints, their messages' claims and settlements, sold-out announcements.
 
 mod backend;
+mod creations;
 mod error;
 mod maintenance;
 mod overview;
@@ -40,6 +42,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use self::backend::{Pool, RowAccess, Runner, Statement};
+pub use self::creations::{
+    CREATED_KIND, ClaimedCursor, CreationBacklog, CreationClaim, CursorSettlement, CursorState,
+};
 pub use self::error::{FailureKind, PersistError};
 pub use self::maintenance::{OutboxClaim, Purged, Settlement};
 pub use self::overview::{ListedEvent, OutboxSummary};
@@ -200,6 +205,12 @@ impl SqlStore {
             insert_categories.push_value(i64::from(category.capacity));
         }
         transaction.execute(&insert_categories).await?;
+        // Where the delivery worker's walk of the event's creations starts (see `creations`).
+        let insert_cursor = Statement::new(
+            "INSERT INTO outbox_cursors (event_id, created_through, available_at) VALUES (?, 0, 0)",
+        )
+        .bind(config.id.as_str());
+        transaction.execute(&insert_cursor).await?;
         transaction.commit().await?;
         Ok(true)
     }

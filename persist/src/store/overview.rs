@@ -79,13 +79,25 @@ impl SqlStore {
 
     /// The outbox's backlog, its longest overdue wait at `now`, and its dead entries, each
     /// count read through the `(status, available_at, id)` index and stopped at `count_max`.
+    /// Creations past their events' cursors are pending entries too (they have no row, see
+    /// `creations`), due since they were created.
     #[tracing::instrument(skip(self))]
     pub async fn outbox_summary(
         &self,
         now: Timestamp,
         count_max: u64,
     ) -> Result<OutboxSummary, PersistError> {
-        self.backlog_summary(Backlog::Outbox, now, count_max).await
+        let mut summary = self.backlog_summary(Backlog::Outbox, now, count_max).await?;
+        let creations = self.creation_backlog().await?;
+        summary.pending = summary.pending.saturating_add(creations.pending);
+        if summary.pending >= count_max {
+            (summary.pending, summary.pending_capped) = (count_max, true);
+        }
+        if let Some(created_at) = creations.oldest_created_at {
+            let age_ms = u64::try_from(millis(now) - millis(created_at)).unwrap_or(0);
+            summary.oldest_due_age_ms = summary.oldest_due_age_ms.max(age_ms);
+        }
+        Ok(summary)
     }
 
     /// The same for the webhook messages (one per outbox entry and endpoint), through their

@@ -206,8 +206,8 @@ impl<'a> EventPlan<'a> {
                         updated_at: at,
                     },
                 );
-                self.announce(number, "registration_created", row_status, at);
-                // The creation's audit entry is the registration's row.
+                // The creation's audit entry and its outbox entry are the registration's row: the
+                // delivery worker derives the entry from it (see `creations`).
                 return;
             }
             EffectKind::Confirmed { registration } => {
@@ -335,9 +335,7 @@ impl<'a> EventPlan<'a> {
     }
 
     fn announce(&mut self, registration: i64, kind: &'static str, status: RowStatus, at: i64) {
-        let payload = OutboxPayload { event_id: self.event.as_str(), registration, status: status.as_str() };
-        // A plain struct of strings and integers; serializing it cannot fail.
-        let payload_json = serde_json::to_string(&payload).expect("an outbox payload serializes to JSON");
+        let payload_json = registration_payload_json(self.event, registration, status.as_str());
         self.outbox.push(OutboxEntry { registration, kind, payload_json, at });
     }
 }
@@ -414,7 +412,15 @@ enum AuditDetail<'a> {
 struct OutboxPayload<'a> {
     event_id: &'a str,
     registration: i64,
-    status: &'static str,
+    status: &'a str,
+}
+
+/// The payload of an entry about a registration: the one the write-behind stores for a change,
+/// and the one the delivery worker derives for a creation (`creations`), alike.
+pub(crate) fn registration_payload_json(event: &EventId, registration: i64, status: &str) -> String {
+    let payload = OutboxPayload { event_id: event.as_str(), registration, status };
+    // A plain struct of strings and integers; serializing it cannot fail.
+    serde_json::to_string(&payload).expect("an outbox payload serializes to JSON")
 }
 
 fn hold_expiry(status: ActiveStatus) -> Option<i64> {
@@ -484,8 +490,9 @@ mod tests {
         assert_eq!(row.created_detail_json, r#"{"category":"10K","status":"confirmed"}"#);
         let kinds: Vec<_> = plan.audit.iter().map(|entry| (entry.seq, entry.kind)).collect();
         assert_eq!(kinds, [(2, "cancelled")]);
+        // The creation has no outbox entry either: the delivery worker derives it from the row.
         let kinds: Vec<_> = plan.outbox.iter().map(|entry| entry.kind).collect();
-        assert_eq!(kinds, ["registration_created", "registration_cancelled"]);
+        assert_eq!(kinds, ["registration_cancelled"]);
     }
 
     #[test]

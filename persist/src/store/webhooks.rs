@@ -2,8 +2,9 @@
 //! entry and endpoint that wants it.
 //!
 //! - The outbox worker fans an entry out (`insert_webhook_messages`) outside the registration's
-//!   transaction: a registration still writes its three rows, and an entry no endpoint wants
-//!   writes nothing more.
+//!   transaction: a registration still writes its one row, and an entry no endpoint wants
+//!   writes nothing more. A creation is fanned out from the registration's row (see
+//!   `creations`), before any later entry of its registration.
 //! - Messages are claimed as outbox entries are (see `maintenance`): one `UPDATE` moves their
 //!   `available_at` to the claim's end and stamps a token, so two nodes never send one attempt
 //!   at once, and a dead node's claims run out. Settling checks the token and the claim's end.
@@ -308,7 +309,8 @@ impl SqlStore {
         Ok(counts)
     }
 
-    /// Writes `messages`, each with the id of the outbox entry it comes from, due at once;
+    /// Writes `messages`, each with the id of the outbox entry it comes from (0 for a creation,
+    /// which has no entry: its ordering key, the registration, tells it apart), due at once;
     /// messages an entry had already (an entry fanned out twice) are left as they are. A round
     /// of the fan-out writes all its entries' messages with one multi-row statement.
     #[tracing::instrument(skip(self, messages), fields(messages = messages.len()))]
@@ -319,7 +321,7 @@ impl SqlStore {
     ) -> Result<(), PersistError> {
         let tail = match self.pool.dialect() {
             Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
-            Dialect::Sqlite => " ON CONFLICT (endpoint_id, outbox_id) DO NOTHING",
+            Dialect::Sqlite => " ON CONFLICT (endpoint_id, ordering_key, outbox_id) DO NOTHING",
         };
         let statements = multi_row_inserts(
             "INSERT INTO webhook_messages (endpoint_id, outbox_id, message_id, event_type, ordering_key, body, \
@@ -560,6 +562,11 @@ impl SqlStore {
                     Ok::<(), PersistError>(())
                 })
                 .await?;
+        }
+        // Creations past their events' cursors are outbox entries not yet fanned out too.
+        if let Some(created_at) = self.creation_backlog().await?.oldest_created_at {
+            backlog.oldest_undelivered =
+                Some(backlog.oldest_undelivered.map_or(created_at, |oldest| oldest.min(created_at)));
         }
         let dead = Statement::new("SELECT COUNT(*) FROM webhook_messages WHERE status = ?").bind(DEAD);
         self.pool

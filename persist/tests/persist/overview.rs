@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use kuota_engine::Command;
 use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, deliver_due};
-use kuota_persist::store::{NewMessage, OutboxRow, OutboxSummary, SqlStore, WebhookEndpoint};
+use kuota_persist::store::{CREATED_KIND, NewMessage, OutboxRow, OutboxSummary, SqlStore, WebhookEndpoint};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
@@ -22,25 +22,37 @@ on_both_databases!(
     the_webhook_summary_counts_messages_waiting_and_their_oldest_overdue_wait,
 );
 
-/// Fails every delivery: with one attempt allowed, each entry delivered is dead at once.
+/// Delivers creations and fails every other entry: with one attempt allowed, each entry
+/// delivered is dead at once.
 #[derive(Debug)]
 struct Refusing;
 
 impl Deliver for Refusing {
-    fn deliver<'a>(&'a self, _: &'a OutboxRow) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
-        Box::pin(std::future::ready(Err("the mail server refused".to_string())))
+    fn deliver<'a>(
+        &'a self,
+        entry: &'a OutboxRow,
+    ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
+        let result =
+            if entry.kind == CREATED_KIND { Ok(()) } else { Err("the mail server refused".to_string()) };
+        Box::pin(std::future::ready(result))
     }
 }
 
-/// An event with `registrations` confirmed registrations decided at `START`: one outbox entry
-/// each, due at `START`.
-async fn event_with_entries(database: &TestDatabase, registrations: usize) -> SqlStore {
+/// An event with `registrations` confirmed registrations decided at `START`, the first
+/// `cancelled` of them cancelled then: their creations (derived from the registration rows)
+/// and the cancellations' outbox entries are due at `START`.
+async fn event_with_entries(database: &TestDatabase, registrations: usize, cancelled: u64) -> SqlStore {
     let (store, mut quota, epoch) = stored_event(database, "race", &[("10K", 100)], 0).await;
     let id = event_id("race");
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
     for n in 0..registrations {
         let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n as u64);
         let (_, effects) = decide(&mut quota, Command::Register(request), START);
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    for registration in 1..=cancelled {
+        let command = Command::Cancel { registration: kuota_engine::RegistrationId(registration) };
+        let (_, effects) = decide(&mut quota, command, START);
         submit(&sender, &id, epoch, effects).await.unwrap();
     }
     drop(sender);
@@ -60,24 +72,26 @@ async fn the_outbox_summary_counts_the_backlog_its_oldest_overdue_wait_and_the_d
     };
     assert_eq!(empty.outbox_summary(START, 100).await.unwrap(), nothing);
 
-    let store = event_with_entries(&database, 3).await;
+    // Three creations and two cancellations.
+    let store = event_with_entries(&database, 3, 2).await;
     let later = START.plus_millis(4_500);
     let summary = store.outbox_summary(later, 100).await.unwrap();
-    assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (3, 4_500, 0));
+    assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (5, 4_500, 0));
     // Before the entries are due, nothing is overdue.
     assert_eq!(store.outbox_summary(START, 100).await.unwrap().oldest_due_age_ms, 0);
 
-    // Two deliveries fail with no attempt left: dead, out of the backlog.
+    // Two creations are delivered, and the two cancellations fail with no attempt left: dead,
+    // out of the backlog. The third creation waits.
     let config = OutboxConfig { batch_max: 2, attempts_max: 1, ..OutboxConfig::default() };
-    assert_eq!(deliver_due(&store, &Refusing, later, &config).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &Refusing, later, &config).await.unwrap(), 4);
     let summary = store.outbox_summary(later, 100).await.unwrap();
-    assert_eq!((summary.pending, summary.dead), (1, 2));
+    assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (1, 4_500, 2));
     assert!(!summary.pending_capped && !summary.dead_capped);
 }
 
 async fn outbox_counts_stop_at_their_bound(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = event_with_entries(&database, 5).await;
+    let store = event_with_entries(&database, 5, 0).await;
     let summary = store.outbox_summary(START, 3).await.unwrap();
     assert_eq!((summary.pending, summary.pending_capped), (3, true));
     assert_eq!((summary.dead, summary.dead_capped), (0, false));

@@ -1,5 +1,5 @@
 //! The store's side of webhooks, on MariaDB and on SQLite: a fan-out written twice adds
-//! nothing, messages of one registration are claimed in order, two claimers never hold one
+//! nothing (a creation's, without an outbox entry, too), messages of one registration are claimed in order, two claimers never hold one
 //! message, an endpoint failing for five days is disabled and a replay enables it again, and a
 //! sell-out is announced once however many nodes see it.
 
@@ -68,10 +68,14 @@ async fn a_fan_out_written_twice_adds_no_message(backend: Backend) {
     let messages = [(7, message("ep_a", "race.1", "msg_1")), (7, message("ep_b", "race.1", "msg_1"))];
     store.insert_webhook_messages(&messages, START).await.unwrap();
     store.insert_webhook_messages(&[(7, message("ep_a", "race.1", "msg_2"))], START).await.unwrap();
+    // Creations have no outbox entry (outbox id 0): their registration tells them apart.
+    let creations = [(0, message("ep_a", "race.2", "msg_3")), (0, message("ep_a", "race.3", "msg_4"))];
+    store.insert_webhook_messages(&creations, START).await.unwrap();
+    store.insert_webhook_messages(&[(0, message("ep_a", "race.2", "msg_5"))], START).await.unwrap();
     let (_, _, claimed) = claim_all(&store, START).await;
     let ids: Vec<(&str, &str)> =
         claimed.iter().map(|message| (message.endpoint.id.as_str(), message.message_id.as_str())).collect();
-    assert_eq!(ids, [("ep_a", "msg_1"), ("ep_b", "msg_1")]);
+    assert_eq!(ids, [("ep_a", "msg_1"), ("ep_b", "msg_1"), ("ep_a", "msg_3"), ("ep_a", "msg_4")]);
 }
 
 async fn messages_of_one_registration_are_claimed_one_after_another(backend: Backend) {

@@ -1,0 +1,321 @@
+//! Creations announced from the registration rows: a registration's creation has no outbox
+//! row (one row per admission); the delivery worker derives its `registration_created` entry
+//! by walking the event's registrations by primary key `(event_id, number)` past the event's
+//! durable cursor, `outbox_cursors.created_through`, and advances the cursor once they are
+//! delivered.
+//!
+//! - **Why the walk cannot skip a registration.** Numbers grow with seqs within an event, and
+//!   an event's batches commit in seq order: each batch's `last_seq` update matches only the
+//!   row its predecessor left, and a pipelined batch's update waits on that row's lock until
+//!   its predecessor has committed (see `write`). So a consistent read sees a prefix of the
+//!   event's numbers, and the walk, which reads past the cursor in number order, finds every
+//!   number once the ones below it are stored. A new owner's `load` takes the event row's lock
+//!   and a new epoch, which fences every batch of the old owner not committed by then; it
+//!   numbers on from the largest number stored, so a fenced batch's numbers, never stored, are
+//!   the new owner's and lie past the cursor.
+//! - **Claims.** A worker claims cursors as it claims outbox entries: one `UPDATE` stamps its
+//!   token and moves `available_at` to the claim's end, so two nodes never walk one event at
+//!   once, and a dead worker's cursor comes back when its claim runs out. Settling checks the
+//!   token and the claim's end, so a late worker never moves a cursor another one moved on.
+//!   Delivery is at least once: a worker that dies after delivering and before settling leaves
+//!   the creations to the next one (the webhook fan-out's unique key makes the second fan-out
+//!   add nothing).
+//! - **Order.** The cursor reaches a registration before any other entry of it is delivered:
+//!   the worker defers an entry whose registration lies past its event's cursor
+//!   (`creation_cursor`), so a registration's later messages follow its creation's.
+//! - **Failures.** A creation that failed holds its event's cursor and is tried again after the
+//!   worker's backoff, counted in `attempts`; it is never dead: skipping it would announce the
+//!   registration's later changes without its creation.
+
+use kuota_engine::{EventId, RegistrationId, Timestamp};
+
+use crate::store::backend::{RowAccess, Statement};
+use crate::store::plan::{millis, registration_payload_json, signed, unsigned};
+use crate::store::{OutboxRow, PersistError, SqlStore, invalid, timestamp};
+
+/// The `kind` of a derived creation entry, as outbox entries of the other kinds have theirs.
+pub const CREATED_KIND: &str = "registration_created";
+
+/// Cursors one claim takes at most.
+const CURSORS_PER_CLAIM_MAX: u32 = 100;
+
+/// One event's cursor, claimed with the creations past it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedCursor {
+    pub event: EventId,
+    /// Every registration numbered up to it has been delivered.
+    pub created_through: u64,
+    /// Failed rounds of the creation just past the cursor since its last success.
+    pub attempts: u32,
+    /// The creations past the cursor, in number order, as outbox entries: `id` 0 (they have no
+    /// row of their own), `registration_created`, the status the registration was created with.
+    pub creations: Vec<OutboxRow>,
+}
+
+/// Cursors one worker claimed in one round, until `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreationClaim {
+    pub token: String,
+    pub until: Timestamp,
+    pub cursors: Vec<ClaimedCursor>,
+}
+
+/// How a claimed cursor's round ended, for `settle_creations`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CursorSettlement {
+    /// Delivered through this number (the cursor as claimed when nothing was).
+    pub created_through: u64,
+    /// The failure of the creation just past `created_through`, tried again at `retry_at`.
+    pub failed: Option<(Timestamp, String)>,
+}
+
+/// Where an event's cursor stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CursorState {
+    /// Every registration numbered up to it has been delivered.
+    pub created_through: u64,
+    /// While the creation past it keeps failing: when it is tried again (or when the claim of
+    /// the worker trying it now ends), before which the cursor will not move.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// Creations not yet delivered, for the operators' page and the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreationBacklog {
+    /// Registrations past their event's cursor: each event's highest number less its cursor
+    /// (numbers are dense within an event, see the module documentation), summed.
+    pub pending: u64,
+    /// When the oldest of them was created.
+    pub oldest_created_at: Option<Timestamp>,
+}
+
+impl SqlStore {
+    /// Claims the cursors of events with registrations past them (those longest unclaimed
+    /// first) until `until`, and reads up to `limit` creations past them in all, in number
+    /// order. A cursor claimed after the limit was reached carries no creations; settling it
+    /// unchanged gives it back.
+    #[tracing::instrument(skip(self))]
+    pub async fn claim_creations(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<CreationClaim, PersistError> {
+        let token = crate::random::token_hex(16);
+        let mut claim = CreationClaim { token, until, cursors: Vec::new() };
+        // A point read of the primary key per cursor: is its next registration stored?
+        let candidates = Statement::new(
+            "SELECT c.event_id FROM outbox_cursors c WHERE c.available_at <= ? AND EXISTS \
+             (SELECT 1 FROM registrations r WHERE r.event_id = c.event_id AND r.number > c.created_through) \
+             ORDER BY c.available_at, c.event_id LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit.clamp(1, CURSORS_PER_CLAIM_MAX)));
+        let mut events = Vec::new();
+        self.pool
+            .for_each_row(&candidates, |row| {
+                events.push(row.text(0)?.to_owned());
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        if events.is_empty() {
+            return Ok(claim);
+        }
+        // The condition again: a cursor another worker claimed meanwhile no longer meets it.
+        let mut update = Statement::new(
+            "UPDATE outbox_cursors SET claimed_by = ?, available_at = ? WHERE available_at <= ? AND event_id IN (",
+        )
+        .bind(claim.token.as_str())
+        .bind(millis(until))
+        .bind(millis(now));
+        for (index, event) in events.iter().enumerate() {
+            update.sql.push_str(if index == 0 { "?" } else { ", ?" });
+            update.push_value(event.as_str());
+        }
+        update.sql.push(')');
+        if self.pool.execute_all_unprepared(&[update]).await?.iter().sum::<u64>() == 0 {
+            return Ok(claim);
+        }
+        let claimed = Statement::new(
+            "SELECT event_id, created_through, attempts FROM outbox_cursors \
+             WHERE claimed_by = ? AND available_at = ? ORDER BY event_id",
+        )
+        .bind(claim.token.as_str())
+        .bind(millis(until));
+        self.pool
+            .for_each_row(&claimed, |row| {
+                claim.cursors.push(ClaimedCursor {
+                    event: EventId::parse(row.text(0)?)
+                        .map_err(|error| invalid("outbox_cursors.event_id", error))?,
+                    created_through: unsigned(row.int(1)?, "outbox_cursors.created_through")?,
+                    attempts: u32::try_from(row.int(2)?)
+                        .map_err(|error| invalid("outbox_cursors.attempts", error))?,
+                    creations: Vec::new(),
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        let mut remaining = limit;
+        for cursor in &mut claim.cursors {
+            if remaining == 0 {
+                break;
+            }
+            cursor.creations = self.creations_past(cursor, remaining).await?;
+            remaining -= cursor.creations.len() as u32;
+        }
+        Ok(claim)
+    }
+
+    /// Up to `limit` registrations of the cursor's event past it, as creation entries.
+    async fn creations_past(
+        &self,
+        cursor: &ClaimedCursor,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, PersistError> {
+        let statement = Statement::new(
+            "SELECT number, status, created_detail_json, created_at FROM registrations \
+             WHERE event_id = ? AND number > ? ORDER BY number LIMIT ?",
+        )
+        .bind(cursor.event.as_str())
+        .bind(signed(cursor.created_through))
+        .bind(i64::from(limit));
+        let mut creations = Vec::new();
+        self.pool
+            .for_each_row(&statement, |row| {
+                let creation = creation_row(&cursor.event, row)?;
+                // The creation just past the cursor is tried again after failures.
+                let attempts = if creations.is_empty() { cursor.attempts + 1 } else { 1 };
+                creations.push(OutboxRow { attempts, ..creation });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(creations)
+    }
+
+    /// Advances (or gives back) the claimed cursors, one `settlements` entry per cursor of the
+    /// claim, in its order. Returns how many were settled: fewer when a claim had run out and
+    /// another worker claimed the cursor meanwhile (it walks the same creations again: at least
+    /// once).
+    #[tracing::instrument(skip_all, fields(cursors = settlements.len()))]
+    pub async fn settle_creations(
+        &self,
+        claim: &CreationClaim,
+        settlements: &[CursorSettlement],
+        now: Timestamp,
+    ) -> Result<u64, PersistError> {
+        let mut statements = Vec::with_capacity(settlements.len());
+        for (cursor, settlement) in claim.cursors.iter().zip(settlements) {
+            let advanced = settlement.created_through > cursor.created_through;
+            let (attempts, available_at, error) = match &settlement.failed {
+                None if advanced => (0, now, None),
+                // Given back unchanged: nothing was tried.
+                None => (cursor.attempts, now, None),
+                Some((retry_at, error)) => {
+                    let attempts = if advanced { 1 } else { cursor.attempts.saturating_add(1) };
+                    (attempts, *retry_at, Some(error.as_str()))
+                }
+            };
+            statements.push(
+                Statement::new(
+                    "UPDATE outbox_cursors SET created_through = ?, attempts = ?, last_error = ?, available_at = ?, \
+                     claimed_by = NULL WHERE event_id = ? AND claimed_by = ? AND available_at = ?",
+                )
+                .bind(signed(settlement.created_through.max(cursor.created_through)))
+                .bind(i64::from(attempts))
+                .bind(error)
+                .bind(millis(available_at))
+                .bind(cursor.event.as_str())
+                .bind(claim.token.as_str())
+                .bind(millis(claim.until)),
+            );
+        }
+        if statements.is_empty() {
+            return Ok(0);
+        }
+        let matched = self.pool.execute_all_unprepared(&statements).await?;
+        Ok(matched.iter().sum())
+    }
+
+    /// The event's cursor: every registration numbered up to it has been delivered. `None`
+    /// when the event has no cursor (no such event).
+    pub async fn creation_cursor(&self, event: &EventId) -> Result<Option<u64>, PersistError> {
+        Ok(self.creation_cursor_state(event).await?.map(|cursor| cursor.created_through))
+    }
+
+    /// The event's cursor, and when a creation that failed is tried again.
+    #[tracing::instrument(skip(self), fields(event_id = %event))]
+    pub async fn creation_cursor_state(&self, event: &EventId) -> Result<Option<CursorState>, PersistError> {
+        let statement = Statement::new(
+            "SELECT created_through, attempts, available_at FROM outbox_cursors WHERE event_id = ?",
+        )
+        .bind(event.as_str());
+        let mut cursor = None;
+        self.pool
+            .for_each_row(&statement, |row| {
+                let failing = row.int(1)? > 0;
+                cursor = Some(CursorState {
+                    created_through: unsigned(row.int(0)?, "outbox_cursors.created_through")?,
+                    retry_at: if failing {
+                        Some(timestamp(row.int(2)?, "outbox_cursors.available_at")?)
+                    } else {
+                        None
+                    },
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(cursor)
+    }
+
+    /// The creations not yet delivered: per cursor, two reads of the primary key's end (the
+    /// event's highest number, and the registration just past the cursor).
+    #[tracing::instrument(skip(self))]
+    pub async fn creation_backlog(&self) -> Result<CreationBacklog, PersistError> {
+        let statement = Statement::new(
+            "SELECT c.created_through, \
+             (SELECT MAX(r.number) FROM registrations r WHERE r.event_id = c.event_id), \
+             (SELECT r.created_at FROM registrations r WHERE r.event_id = c.event_id \
+              AND r.number > c.created_through ORDER BY r.number LIMIT 1) \
+             FROM outbox_cursors c",
+        );
+        let mut backlog = CreationBacklog::default();
+        self.pool
+            .for_each_row(&statement, |row| {
+                let through = unsigned(row.int(0)?, "outbox_cursors.created_through")?;
+                let highest = unsigned(row.optional_int(1)?.unwrap_or(0), "registrations.number")?;
+                backlog.pending += highest.saturating_sub(through);
+                if let Some(created_at) = row.optional_int(2)? {
+                    let created_at = timestamp(created_at, "registrations.created_at")?;
+                    backlog.oldest_created_at =
+                        Some(backlog.oldest_created_at.map_or(created_at, |oldest| oldest.min(created_at)));
+                }
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        Ok(backlog)
+    }
+}
+
+/// A creation entry from `number, status, created_detail_json, created_at`.
+fn creation_row(event: &EventId, row: &dyn RowAccess) -> Result<OutboxRow, PersistError> {
+    let number = unsigned(row.int(0)?, "registrations.number")?;
+    // The status it was created with; a row stored before migration 0007 has only its current
+    // one (and lies behind the cursor, which 0008 started past every stored registration).
+    let status = row
+        .optional_text(2)?
+        .and_then(|detail| serde_json::from_str::<serde_json::Value>(detail).ok())
+        .and_then(|detail| detail.get("status").and_then(|status| status.as_str()).map(str::to_owned))
+        .unwrap_or(row.text(1)?.to_owned());
+    let created_at = timestamp(row.int(3)?, "registrations.created_at")?;
+    Ok(OutboxRow {
+        id: 0,
+        event: event.clone(),
+        registration: RegistrationId(number),
+        kind: CREATED_KIND.to_owned(),
+        payload_json: registration_payload_json(event, signed(number), &status),
+        status: super::maintenance::PENDING.to_owned(),
+        attempts: 1,
+        available_at: created_at,
+        created_at,
+    })
+}
