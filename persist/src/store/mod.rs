@@ -387,9 +387,75 @@ impl SqlStore {
                 })
                 .await?;
         }
+        self.ticket_audit(event, limit, after, &mut rows).await?;
         rows.sort_unstable_by_key(|row| row.id);
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(rows)
+    }
+
+    /// Adds to `rows` the audit entries kept in queue tickets' rows (migration 0009) with a seq
+    /// above `after`: the `limit` first by seq, at least. A ticket holds two: its creation
+    /// (`queue_joined`, `created_seq`) and the decision of the keyed join that made it
+    /// (`decision_recorded`, `decision_seq`), both of one command. Tickets are made one command
+    /// after the other, so both seqs grow with `created_seq`, and the only ticket with one
+    /// entry at or below `after` and one above is the last created at or below it.
+    async fn ticket_audit(
+        &self,
+        event: &EventId,
+        limit: i64,
+        after: i64,
+        rows: &mut Vec<AuditRow>,
+    ) -> Result<(), PersistError> {
+        const COLUMNS: &str = "number, created_seq, decision_seq, idempotency_key, decision_json, created_at";
+        let queries = [
+            Statement::new(format!(
+                "SELECT {COLUMNS} FROM queue_tickets WHERE event_id = ? AND created_seq <= ? \
+                 ORDER BY created_seq DESC LIMIT 1"
+            ))
+            .bind(event.as_str())
+            .bind(after),
+            Statement::new(format!(
+                "SELECT {COLUMNS} FROM queue_tickets WHERE event_id = ? AND created_seq > ? \
+                 ORDER BY created_seq LIMIT ?"
+            ))
+            .bind(event.as_str())
+            .bind(after)
+            .bind(limit),
+        ];
+        for query in queries {
+            self.pool
+                .for_each_row(&query, |row| {
+                    let number = unsigned(row.int(0)?, "queue_tickets.number")?;
+                    let at = timestamp(row.int(5)?, "queue_tickets.created_at")?;
+                    let entry =
+                        |seq: i64, kind: &str, detail_json: String| -> Result<AuditRow, PersistError> {
+                            let seq = unsigned(seq, "queue_tickets audit seq")?;
+                            Ok(AuditRow {
+                                id: seq,
+                                registration: None,
+                                seq: Seq(seq),
+                                kind: kind.to_owned(),
+                                detail_json,
+                                at,
+                            })
+                        };
+                    let created_seq = row.int(1)?;
+                    if created_seq > after {
+                        rows.push(entry(created_seq, "queue_joined", plan::joined_detail_json(number))?);
+                    }
+                    if let Some(decision_seq) = row.optional_int(2)?
+                        && decision_seq > after
+                    {
+                        let key = std::str::from_utf8(row.bytes(3)?)
+                            .map_err(|error| invalid("queue_tickets.idempotency_key", error))?;
+                        let detail = plan::decision_detail_json(key, row.text(4)?);
+                        rows.push(entry(decision_seq, "decision_recorded", detail)?);
+                    }
+                    Ok::<(), PersistError>(())
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Outbox entries of every event, oldest first, after the outbox id `after`.

@@ -10,7 +10,7 @@ use kuota_engine::{
 };
 
 use crate::store::error::PersistError;
-use crate::store::queue::{NewTicket, TicketRow, TicketRows};
+use crate::store::queue::{JoinDecision, NewTicket, TicketRow, TicketRows};
 use crate::store::rows::RowStatus;
 
 /// Milliseconds as the database stores them. Timestamps beyond `i64::MAX` ms (292 million
@@ -234,6 +234,10 @@ impl<'a> EventPlan<'a> {
                 (Some(number), "expired", AuditDetail::Empty {})
             }
             EffectKind::DecisionRecorded { idempotency, decision } => {
+                if self.keep_in_ticket(idempotency, decision, seq, at) {
+                    // Its audit entry is the ticket's row too.
+                    return;
+                }
                 self.remember(idempotency.key.as_str(), idempotency.fingerprint.0, decision, at);
                 let detail =
                     AuditDetail::DecisionRecorded { idempotency_key: idempotency.key.as_str(), decision };
@@ -246,7 +250,13 @@ impl<'a> EventPlan<'a> {
                 (None, "capacity_changed", detail)
             }
             EffectKind::QueueJoined { ticket, registrant, lobby } => {
-                let new = NewTicket { email: registrant.as_str(), lobby: *lobby, created_at: at };
+                let new = NewTicket {
+                    email: registrant.as_str(),
+                    lobby: *lobby,
+                    created_seq: seq,
+                    decision: None,
+                    created_at: at,
+                };
                 let row = TicketRow {
                     number: signed(ticket.0),
                     new: Some(new),
@@ -255,7 +265,8 @@ impl<'a> EventPlan<'a> {
                     updated_at: at,
                 };
                 self.tickets.insert(ticket.0, row);
-                (None, "queue_joined", AuditDetail::Ticket { ticket: ticket.0, pass_expires_at: None })
+                // The creation's audit entry is the ticket's row (`joined_detail_json`).
+                return;
             }
             EffectKind::QueueAdmitted { ticket, pass_expires_at } => {
                 self.change_ticket(
@@ -324,6 +335,37 @@ impl<'a> EventPlan<'a> {
         row.updated_at = at;
     }
 
+    /// Keeps a keyed join's decision in the row of the ticket it made, when this batch creates
+    /// that ticket (it does: one command emits both effects, and a submission carries all of a
+    /// command's effects), instead of an idempotency entry and an audit row: the join is then
+    /// one row. `false` for every other decision, which is recorded as before.
+    fn keep_in_ticket(
+        &mut self,
+        idempotency: &'a kuota_engine::Idempotency,
+        decision: &kuota_engine::Decision,
+        seq: i64,
+        at: i64,
+    ) -> bool {
+        let kuota_engine::Decision::QueueJoined { new: true, view } = decision else { return false };
+        let Some(TicketRow { new: Some(new), .. }) = self.tickets.get_mut(&view.ticket.0) else {
+            return false;
+        };
+        // The audit shows the decision at the creation's time: only a decision taken then fits.
+        if new.decision.is_some() || new.created_at != at {
+            return false;
+        }
+        let key = idempotency.key.as_str();
+        new.decision = Some(JoinDecision {
+            key,
+            fingerprint: fingerprint(idempotency.fingerprint.0),
+            decision_json: decision_json(decision),
+            seq,
+        });
+        // A key decided twice in one batch keeps its latest decision, here as in `remember`.
+        self.idempotency.remove(key);
+        true
+    }
+
     fn remember(&mut self, key: &'a str, fingerprint_bits: u64, decision: &kuota_engine::Decision, at: i64) {
         let entry = IdempotencyEntry {
             key,
@@ -364,6 +406,21 @@ struct AdmissionPayload<'a> {
     event_id: &'a str,
     status: &'static str,
     pass_expires_at: i64,
+}
+
+/// The detail of a ticket's `queue_joined` audit entry, as `AuditDetail::Ticket` writes it:
+/// the audit read rebuilds it from the ticket's row.
+pub(crate) fn joined_detail_json(ticket: u64) -> String {
+    format!("{{\"ticket\":{ticket}}}")
+}
+
+/// The detail of a `decision_recorded` audit entry, as `AuditDetail::DecisionRecorded` writes
+/// it, from the key and the decision as stored (`decision_json`): the audit read rebuilds the
+/// entry of a join from its ticket's row.
+pub(crate) fn decision_detail_json(key: &str, decision_json: &str) -> String {
+    // A string serializes to JSON whatever it holds.
+    let key = serde_json::to_string(key).expect("a string serializes to JSON");
+    format!("{{\"idempotency_key\":{key},\"decision\":{decision_json}}}")
 }
 
 fn detail_json(detail: &AuditDetail<'_>) -> String {
@@ -444,7 +501,10 @@ pub(crate) fn fingerprint_bits(stored: i64) -> u64 {
 mod tests {
     use std::sync::Arc;
 
-    use kuota_engine::{CategoryCode, Email, RegistrationId};
+    use kuota_engine::{
+        CategoryCode, Decision, Email, Fingerprint, Idempotency, IdempotencyKey, RegistrationId,
+        TicketStatus, TicketView,
+    };
 
     use super::*;
 
@@ -565,6 +625,85 @@ mod tests {
         };
         assert_eq!(plan.changes[&4], expected);
         assert_eq!(plan.outbox[0].kind, "registration_promoted");
+    }
+
+    /// The effects of a keyed join of ticket `ticket`, as the engine emits them: with the
+    /// ticket's creation when it is `new`, the decision alone when the registrant had it.
+    fn keyed_join(seq: u64, ticket: u64, key: &str, new: bool) -> Vec<Effect> {
+        let at = Timestamp::from_millis(7_000);
+        let view = TicketView {
+            ticket: TicketId(ticket),
+            status: TicketStatus::Lobby,
+            position: None,
+            ahead: None,
+            eta_seconds: None,
+            refresh_after_seconds: 30,
+            pass_expires_at: None,
+        };
+        let idempotency =
+            Idempotency { key: IdempotencyKey::parse(key).unwrap(), fingerprint: Fingerprint(u64::MAX) };
+        let decided = Effect {
+            seq: Seq(seq + 1),
+            at,
+            kind: EffectKind::DecisionRecorded { idempotency, decision: Decision::QueueJoined { new, view } },
+        };
+        let joined = Effect {
+            seq: Seq(seq),
+            at,
+            kind: EffectKind::QueueJoined {
+                ticket: TicketId(ticket),
+                registrant: Email::parse(&format!("r{ticket}@x.org")).unwrap(),
+                lobby: true,
+            },
+        };
+        if new { vec![joined, decided] } else { vec![Effect { seq: Seq(seq), ..decided }] }
+    }
+
+    #[test]
+    fn a_keyed_join_is_one_ticket_row_with_its_key_decision_and_audit() {
+        let effects = keyed_join(1, 1, "k1", true);
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(0));
+        plan.add(&effects).unwrap();
+        assert!(plan.idempotency.is_empty(), "{:?}", plan.idempotency);
+        assert!(plan.audit.is_empty(), "{:?}", plan.audit);
+        let new = plan.tickets[&1].new.as_ref().unwrap();
+        assert_eq!((new.created_seq, new.created_at), (1, 7_000));
+        let decision = new.decision.as_ref().unwrap();
+        assert_eq!((decision.key, decision.fingerprint, decision.seq), ("k1", -1, 2));
+        let EffectKind::DecisionRecorded { decision: decided, .. } = &effects[1].kind else { unreachable!() };
+        assert_eq!(serde_json::from_str::<Decision>(&decision.decision_json).unwrap(), *decided);
+    }
+
+    #[test]
+    fn the_join_of_a_registrant_with_a_ticket_is_an_idempotency_entry_and_an_audit_row() {
+        let effects = keyed_join(4, 1, "again", false);
+        let event = event();
+        let mut plan = EventPlan::new(&event, 1, Seq(3));
+        plan.add(&effects).unwrap();
+        assert_eq!(plan.idempotency.keys().copied().collect::<Vec<_>>(), ["again"]);
+        let kinds: Vec<_> = plan.audit.iter().map(|entry| (entry.seq, entry.kind)).collect();
+        assert_eq!(kinds, [(4, "decision_recorded")]);
+        assert!(plan.tickets.is_empty());
+    }
+
+    #[test]
+    fn the_details_rebuilt_from_a_ticket_row_are_those_an_audit_row_has() {
+        for ticket in [1, 42, u64::MAX] {
+            let written = detail_json(&AuditDetail::Ticket { ticket, pass_expires_at: None });
+            assert_eq!(joined_detail_json(ticket), written);
+        }
+        for key in ["k1", r#"a "quoted" key \ </script> ~"#, " "] {
+            let effects = keyed_join(1, 9, key, true);
+            let EffectKind::DecisionRecorded { idempotency, decision } = &effects[1].kind else {
+                unreachable!()
+            };
+            let written = detail_json(&AuditDetail::DecisionRecorded {
+                idempotency_key: idempotency.key.as_str(),
+                decision,
+            });
+            assert_eq!(decision_detail_json(key, &decision_json(decision)), written);
+        }
     }
 
     #[test]

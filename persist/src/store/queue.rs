@@ -5,14 +5,16 @@
 use std::collections::BTreeMap;
 
 use kuota_engine::queue::{hex, parse_hex32};
-use kuota_engine::quota::QuotaBuilder;
+use kuota_engine::quota::{IdempotencyRecord, QuotaBuilder};
 use kuota_engine::{
-    DrawSeed, Email, EventConfig, EventId, QueueConfig, StoredTicketState, TicketId, TicketRecord,
+    DrawSeed, Email, EventConfig, EventId, Fingerprint, QueueConfig, StoredTicketState, TicketId,
+    TicketRecord,
 };
 
 use crate::store::backend::{RowAccess, Runner, Statement};
 use crate::store::error::PersistError;
-use crate::store::plan::{EventPlan, millis, unsigned};
+use crate::store::plan::{EventPlan, fingerprint_bits, millis, unsigned};
+use crate::store::recovery::parse_key;
 use crate::store::write::multi_row_inserts;
 use crate::store::{invalid, small, timestamp};
 
@@ -34,7 +36,24 @@ pub(crate) struct TicketRow<'a> {
 pub(crate) struct NewTicket<'a> {
     pub email: &'a str,
     pub lobby: bool,
+    /// The seq of the `QueueJoined` effect: the creation is no audit_log row of its own (its
+    /// detail, the ticket's number, is read back from the row; see `SqlStore::audit_page`).
+    pub created_seq: i64,
+    /// The keyed join's decision, kept in the ticket's row instead of an idempotency entry and
+    /// a `decision_recorded` audit row (migration 0009).
+    pub decision: Option<JoinDecision<'a>>,
     pub created_at: i64,
+}
+
+/// What a keyed join that made a ticket decided: replayed for retries of its key, and shown in
+/// the audit as the `decision_recorded` entry of seq `seq`, at the ticket's `created_at` (one
+/// command took both).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct JoinDecision<'a> {
+    pub key: &'a str,
+    pub fingerprint: i64,
+    pub decision_json: String,
+    pub seq: i64,
 }
 
 /// The tickets a batch writes, by number.
@@ -98,17 +117,28 @@ pub(crate) fn read_queue_settings(
     }))
 }
 
-/// Streams the event's tickets into `builder`; returns how many.
+/// How many tickets and idempotency entries `load_tickets` gave the builder.
+#[derive(Debug, Default)]
+pub(crate) struct LoadedTickets {
+    pub tickets: u64,
+    pub idempotency_entries: u64,
+}
+
+/// Streams the event's tickets into `builder`, with the decisions of the keyed joins that made
+/// them when decided after `decided_after` (ms; older keys are past their retention, as purged
+/// idempotency entries are).
 pub(crate) async fn load_tickets(
     runner: &mut Runner<'_>,
     event: &EventId,
+    decided_after: i64,
     builder: &mut QuotaBuilder,
-) -> Result<u64, PersistError> {
+) -> Result<LoadedTickets, PersistError> {
     let tickets = Statement::new(
-        "SELECT number, email, lobby, status, pass_expires_at FROM queue_tickets WHERE event_id = ?",
+        "SELECT number, email, lobby, status, pass_expires_at, idempotency_key, body_fingerprint, decision_json, \
+         created_at FROM queue_tickets WHERE event_id = ?",
     )
     .bind(event.as_str());
-    let mut loaded = 0;
+    let mut loaded = LoadedTickets::default();
     runner
         .for_each_row(&tickets, |row| {
             let state = match row.text(3)? {
@@ -132,7 +162,23 @@ pub(crate) async fn load_tickets(
                 lobby: row.int(2)? != 0,
                 state,
             })?;
-            loaded += 1;
+            loaded.tickets += 1;
+            let created_at = row.int(8)?;
+            if let Some(decision_json) = row.optional_text(7)?
+                && created_at > decided_after
+            {
+                let fingerprint = row.optional_int(6)?.ok_or_else(|| {
+                    invalid("queue_tickets.body_fingerprint", "a stored decision without its fingerprint")
+                })?;
+                builder.add_idempotency(IdempotencyRecord {
+                    key: parse_key(row.bytes(5)?)?,
+                    fingerprint: Fingerprint(fingerprint_bits(fingerprint)),
+                    decision: serde_json::from_str(decision_json)
+                        .map_err(|error| invalid("queue_tickets.decision_json", error))?,
+                    decided_at: timestamp(created_at, "queue_tickets.created_at")?,
+                });
+                loaded.idempotency_entries += 1;
+            }
             Ok::<(), PersistError>(())
         })
         .await?;
@@ -153,11 +199,13 @@ pub(crate) fn ticket_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -
     });
     multi_row_inserts(
         "INSERT INTO queue_tickets (event_id, number, email, lobby, status, pass_expires_at, registration_number, \
-         created_at, updated_at) VALUES ",
-        9,
+         idempotency_key, body_fingerprint, decision_json, decision_seq, created_seq, created_at, updated_at) \
+         VALUES ",
+        14,
         "",
         rows,
         |statement, (event, row, new)| {
+            let decision = new.decision.as_ref();
             statement.push_value(event.as_str());
             statement.push_value(row.number);
             statement.push_value(new.email);
@@ -165,6 +213,11 @@ pub(crate) fn ticket_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -
             statement.push_value(row.state.as_str());
             statement.push_value(pass_expires_at(row.state));
             statement.push_value(row.registration);
+            statement.push_value(decision.map(|decision| decision.key));
+            statement.push_value(decision.map(|decision| decision.fingerprint));
+            statement.push_value(decision.map(|decision| decision.decision_json.as_str()));
+            statement.push_value(decision.map(|decision| decision.seq));
+            statement.push_value(new.created_seq);
             statement.push_value(new.created_at);
             statement.push_value(row.updated_at);
         },

@@ -144,12 +144,16 @@ impl SqlStore {
             })
             .await?;
 
+        // Tickets, and the keys of the joins that made them (kept in the tickets' rows, not as
+        // idempotency entries: `queue::JoinDecision`).
         let loaded_tickets = crate::store::queue::load_tickets(
             &mut Runner::Transaction(&mut transaction),
             event,
+            decided_after,
             &mut builder,
         )
         .await?;
+        loaded_entries += loaded_tickets.idempotency_entries;
 
         // Ended registrations keep their numbers: the next one continues after the highest
         // number ever stored, not after the highest active one.
@@ -180,7 +184,7 @@ impl SqlStore {
             epoch,
             registrations = loaded_registrations,
             idempotency_entries = loaded_entries,
-            queue_tickets = loaded_tickets,
+            queue_tickets = loaded_tickets.tickets,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event loaded"
         );
@@ -346,7 +350,7 @@ const EPOCH_LOCK_WAIT_BEFORE_KILL_MS: u64 = 500;
 const EPOCH_KILL_INTERVAL_MS: u64 = 250;
 
 /// An idempotency key as stored (VARBINARY on MySQL, TEXT on SQLite).
-fn parse_key(bytes: &[u8]) -> Result<IdempotencyKey, PersistError> {
+pub(crate) fn parse_key(bytes: &[u8]) -> Result<IdempotencyKey, PersistError> {
     std::str::from_utf8(bytes)
         .map_err(|error| invalid("idempotency_key", error))
         .and_then(|key| IdempotencyKey::parse(key).map_err(|error| invalid("idempotency_key", error)))

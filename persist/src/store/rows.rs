@@ -101,8 +101,9 @@ pub struct AuditRow {
     pub id: u64,
     pub registration: Option<RegistrationId>,
     pub seq: Seq,
-    /// `created`, `confirmed`, `cancelled`, `expired`, `promoted`, `decision_recorded` or
-    /// `capacity_changed`.
+    /// `created`, `confirmed`, `cancelled`, `expired`, `promoted`, `decision_recorded`,
+    /// `capacity_changed`, `queue_joined`, `queue_admitted`, `queue_pass_expired` or
+    /// `queue_pass_used`.
     pub kind: String,
     pub detail_json: String,
     pub at: Timestamp,

@@ -72,6 +72,19 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// How many rows `table` holds, read past the store.
+    pub async fn rows_in(&self, table: &str) -> i64 {
+        let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        if self.folder.is_some() {
+            let mut connection =
+                sqlx::SqliteConnection::connect(&self.url).await.expect("the SQLite file opens");
+            sqlx::query_scalar(count).fetch_one(&mut connection).await.expect("the table is there")
+        } else {
+            let mut connection = sqlx::MySqlConnection::connect(&self.url).await.expect("MariaDB answers");
+            sqlx::query_scalar(count).fetch_one(&mut connection).await.expect("the table is there")
+        }
+    }
 }
 
 impl Drop for TestDatabase {

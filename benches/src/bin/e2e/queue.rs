@@ -3,7 +3,8 @@
 //!
 //! 1. durable joins: a queued event whose lobby is open (its draw an hour away), new
 //!    registrants joining in a closed loop over `--connections`; every 202 is committed, so
-//!    joins/s is the durable rate, with the latency, server CPU and rows written per join;
+//!    joins/s is the durable rate, with the latency, server CPU, rows written and MariaDB's CPU
+//!    per join (on the contender's connections, and the whole `mariadbd` process);
 //! 2. ticket reads: `TICKETS_READ` tickets joined beforehand, read in turn with their tokens
 //!    (`GET /v1/queue/{ticket}`) in a closed loop;
 //! 3. the ceiling's `GET /v1/events/{id}` in a closed loop: what reading a small document costs
@@ -43,6 +44,10 @@ struct Phase {
     errors: u64,
     server_cpu_us: Option<f64>,
     rows_written: Option<f64>,
+    /// MariaDB's CPU on the contender's connections (per-user statistics), µs each.
+    database_cpu_us: Option<f64>,
+    /// The `mariadbd` process's CPU (every thread, every client), µs each.
+    database_process_cpu_us: Option<f64>,
 }
 
 pub async fn run(
@@ -144,14 +149,18 @@ async fn kuota_phases(
     let join = || Target::Join { event: EVENT.into() };
     load::closed_loop(plan(settings, server.port, join(), settings.warmup_seconds), registrants.clone())
         .await?;
-    let before = (system::cpu_time(server.pid), admin.counters(sandbox).await?);
+    let before = (system::cpu_time(server.pid), admin.counters(sandbox).await?, system::store_cpu_time());
     let joined =
         load::closed_loop(plan(settings, server.port, join(), settings.seconds), registrants.clone()).await?;
-    let after = (system::cpu_time(server.pid), admin.counters(sandbox).await?);
+    let after = (system::cpu_time(server.pid), admin.counters(sandbox).await?, system::store_cpu_time());
     let mut joins = phase(&joined);
     let count = joined.tally.successes().max(1) as f64;
     joins.server_cpu_us = cpu_per_success(before.0, after.0, &joined);
-    joins.rows_written = Some(after.1.since(before.1).rows_written as f64 / count);
+    let written = after.1.since(before.1);
+    joins.rows_written = Some(written.rows_written as f64 / count);
+    joins.database_cpu_us = written.cpu_seconds.map(|seconds| seconds * 1e6 / count);
+    joins.database_process_cpu_us =
+        after.2.zip(before.2).map(|(after, before)| after.saturating_sub(before).as_secs_f64() * 1e6 / count);
     if let Some(failure) = &joined.tally.first_failure {
         eprintln!("    first unexpected answer during joins: {failure}");
     }
@@ -176,7 +185,7 @@ async fn kuota_phases(
 /// cores meanwhile, so a busy machine still compares the ticket read with the ceiling's `GET`.
 fn cpu_per_success(before: Option<Duration>, after: Option<Duration>, result: &PhaseResult) -> Option<f64> {
     let count = result.tally.successes().max(1) as f64;
-    after.zip(before).map(|(after, before)| (after - before).as_secs_f64() * 1e6 / count)
+    after.zip(before).map(|(after, before)| after.saturating_sub(before).as_secs_f64() * 1e6 / count)
 }
 
 /// Joins `TICKETS_READ` new registrants one by one; returns a read of each ticket, with its token.
@@ -243,9 +252,10 @@ fn print(settings: &Settings, pinned: bool, joins: &Phase, reads: &Phase, ceilin
     );
     println!();
     println!(
-        "| | per second | p50 / p99 / max (ms) | errors | server CPU (µs each) | DB rows written each |"
+        "| | per second | p50 / p99 / max (ms) | errors | server CPU (µs each) | DB rows written each \
+         | DB CPU, Kuota's connections (µs each) | DB process CPU (µs each) |"
     );
-    println!("|---|---:|---|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|");
     let decimal =
         |value: Option<f64>, places: usize| value.map_or("—".into(), |value| format!("{value:.places$}"));
     for (name, phase) in [
@@ -254,12 +264,14 @@ fn print(settings: &Settings, pinned: bool, joins: &Phase, reads: &Phase, ceilin
         ("ceiling `GET /v1/events/{id}`", ceiling),
     ] {
         println!(
-            "| {name} | {:.0} | {} | {} | {} | {} |",
+            "| {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
             phase.per_second,
             Latency::show(phase.latency),
             phase.errors,
             decimal(phase.server_cpu_us, 0),
             decimal(phase.rows_written, 2),
+            decimal(phase.database_cpu_us, 0),
+            decimal(phase.database_process_cpu_us, 0),
         );
     }
     println!();
