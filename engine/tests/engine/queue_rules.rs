@@ -470,6 +470,25 @@ fn the_admission_rate_is_measured_over_a_pass_lifetime() {
 }
 
 #[test]
+fn the_admission_rate_window_is_capped_for_long_pass_lifetimes() {
+    use kuota_engine::limits::ADMISSION_RATE_WINDOW_SECONDS_MAX as WINDOW;
+    let pass_ttl_seconds = 7_200;
+    assert!(u64::from(pass_ttl_seconds) > WINDOW, "the pass outlives the window");
+    let mut quota = queued(&Settings { seats: 10, pass_ttl_seconds, ..Settings::default() });
+    join_all(&mut quota, 30);
+    quota.apply(&Command::ExpireHolds, OPENS);
+    use_first_pass(&mut quota, OPENS.plus_seconds(1));
+    let lapse = OPENS.plus_seconds(u64::from(pass_ttl_seconds));
+    quota.apply(&Command::ExpireHolds, lapse);
+    assert_eq!(admitted_outstanding(&quota, lapse), 9);
+    for now in [lapse, lapse.plus_seconds(WINDOW - 1)] {
+        let rate = quota.queue_summary(now).unwrap().admission_rate;
+        assert_eq!(rate, Some(9.0 / WINDOW as f64), "at {now:?}");
+    }
+    assert_eq!(quota.queue_summary(lapse.plus_seconds(WINDOW)).unwrap().admission_rate, None);
+}
+
+#[test]
 fn a_queue_rebuilt_from_its_stored_tickets_gives_every_ticket_its_place_back() {
     let settings = Settings { seats: 2, ..Settings::default() };
     let mut quota = queued(&settings);
