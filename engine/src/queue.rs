@@ -247,9 +247,13 @@ pub(crate) struct Queue {
     /// Pacing for `admit_per_kilosecond`: the next admission may happen at this time, in µs
     /// (0 before the first).
     pub(crate) admission_allowed_at_micros: u64,
-    /// Admissions per second over the rate window (`rate_window_seconds`), counted only from
-    /// `rate_from_seconds` on: (second, count), oldest first; bounded by the window.
-    pub(crate) recent_admissions: VecDeque<(u64, u32)>,
+    /// The seconds of the rate window (`rate_window_seconds`) that saw admissions, oldest
+    /// first, each with the admissions counted from `rate_from_seconds` through it (a running
+    /// total, so that a ticket read, on the actor, finds the window's count by a binary search
+    /// instead of adding up a pass lifetime of seconds); bounded by the window.
+    pub(crate) recent_admissions: VecDeque<(u64, u64)>,
+    /// The running total of the last second dropped from `recent_admissions` (0 before any).
+    pub(crate) admissions_forgotten: u64,
     /// The second the first pass ended (used or lapsed); `None` before. Until then admission
     /// is the opening's burst (every pass the seats allow at once), which says nothing about
     /// how fast the line moves after it, so it is not counted.
@@ -270,6 +274,7 @@ impl Queue {
             passes: BTreeSet::new(),
             admission_allowed_at_micros: 0,
             recent_admissions: VecDeque::new(),
+            admissions_forgotten: 0,
             rate_from_seconds: None,
         }
     }
@@ -400,18 +405,21 @@ impl Queue {
         }
         let second = now.as_millis() / 1_000;
         self.forget_old_admissions(second);
+        let through =
+            self.recent_admissions.back().map_or(self.admissions_forgotten, |(_, through)| *through) + 1;
         match self.recent_admissions.back_mut() {
-            Some((last, count)) if *last == second => *count += 1,
-            _ => self.recent_admissions.push_back((second, 1)),
+            Some((last, last_through)) if *last == second => *last_through = through,
+            _ => self.recent_admissions.push_back((second, through)),
         }
     }
 
     fn forget_old_admissions(&mut self, second: u64) {
         let window = self.rate_window_seconds();
-        while let Some(&(oldest, _)) = self.recent_admissions.front()
+        while let Some(&(oldest, through)) = self.recent_admissions.front()
             && oldest + window <= second
         {
             self.recent_admissions.pop_front();
+            self.admissions_forgotten = through;
         }
     }
 
@@ -427,12 +435,14 @@ impl Queue {
         let second = now.as_millis() / 1_000;
         let from = self.rate_from_seconds?;
         let window_start = (second + 1).saturating_sub(self.rate_window_seconds());
-        let admitted: u64 = self
-            .recent_admissions
-            .iter()
-            .filter(|(at, _)| *at >= window_start)
-            .map(|(_, count)| u64::from(*count))
-            .sum();
+        let &(_, latest) = self.recent_admissions.back()?;
+        // Seconds older than the window are dropped only by the next admission: skip them.
+        let stale = self.recent_admissions.partition_point(|(at, _)| *at < window_start);
+        let before = match stale {
+            0 => self.admissions_forgotten,
+            stale => self.recent_admissions[stale - 1].1,
+        };
+        let admitted = latest - before;
         if admitted == 0 {
             return None;
         }
@@ -534,6 +544,10 @@ impl Queue {
             "admissions counted before a pass ended"
         );
         assert!(
+            self.recent_admissions.front().is_none_or(|(_, through)| *through > self.admissions_forgotten),
+            "recent admissions' running total went back"
+        );
+        assert!(
             self.recent_admissions.front().is_none_or(|(first, _)| self.rate_from_seconds <= Some(*first)),
             "an admission counted from before the first pass ended"
         );
@@ -557,6 +571,14 @@ impl Queue {
             }
         }
         assert_eq!(outstanding, self.passes.len(), "outstanding passes differ from a recount");
+        assert!(
+            self.recent_admissions
+                .iter()
+                .zip(self.recent_admissions.iter().skip(1))
+                .all(|((second, through), (next_second, next_through))| second < next_second
+                    && through < next_through),
+            "recent admissions are out of order"
+        );
         for (index, ticket) in self.order.iter().enumerate() {
             let state = self.tickets[ticket.0 as usize - 1].state;
             let waits = state == StoredTicketState::Waiting;
