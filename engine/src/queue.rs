@@ -256,7 +256,8 @@ pub(crate) struct Queue {
     pub(crate) admissions_forgotten: u64,
     /// The second the first pass ended (used or lapsed); `None` before. Until then admission
     /// is the opening's burst (every pass the seats allow at once), which says nothing about
-    /// how fast the line moves after it, so it is not counted.
+    /// how fast the line moves after it, so it is not counted. Not stored: a rebuilt queue
+    /// starts counting again at the next pass's end.
     pub(crate) rate_from_seconds: Option<u64>,
 }
 
