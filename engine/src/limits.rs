@@ -49,8 +49,13 @@ pub const OVERBOOK_PERMILLE_MAX: u32 = 10_000;
 /// a burst that would exceed `admit_per_second`.
 pub const ADMISSION_BURST_MS: u64 = 250;
 
-/// The window the admission rate (and so `eta_seconds`) is measured over, in seconds.
-pub const ADMISSION_RATE_WINDOW_SECONDS: u64 = 60;
+/// Bounds of the window the admission rate (and so `eta_seconds`) is measured over, in seconds:
+/// the event's `pass_ttl_seconds` within them. At least a minute, so that a few admissions do
+/// not swing the rate; a pass lifetime, so that the window holds a whole round of lapsed passes
+/// coming back (they return in bursts, one pass lifetime apart); at most an hour, because the
+/// window keeps a count per second.
+pub const ADMISSION_RATE_WINDOW_SECONDS_MIN: u64 = 60;
+pub const ADMISSION_RATE_WINDOW_SECONDS_MAX: u64 = 3_600;
 
 /// Bounds of a ticket's `refresh_after_seconds`.
 pub const REFRESH_AFTER_SECONDS_MIN: u32 = 2;

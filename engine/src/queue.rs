@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::clock::Timestamp;
 use crate::ids::{EventId, InvalidId};
 use crate::limits::{
-    ADMISSION_BURST_MS, ADMISSION_RATE_WINDOW_SECONDS, OVERBOOK_PERMILLE_MAX, OVERBOOK_PERMILLE_MIN,
-    PASS_TTL_SECONDS_MAX, PASS_TTL_SECONDS_MIN, QUEUE_MAX_LIMIT, REFRESH_AFTER_SECONDS_MAX,
-    REFRESH_AFTER_SECONDS_MIN, REFRESH_TICKETS_AHEAD_PER_SECOND,
+    ADMISSION_BURST_MS, ADMISSION_RATE_WINDOW_SECONDS_MAX, ADMISSION_RATE_WINDOW_SECONDS_MIN,
+    OVERBOOK_PERMILLE_MAX, OVERBOOK_PERMILLE_MIN, PASS_TTL_SECONDS_MAX, PASS_TTL_SECONDS_MIN,
+    QUEUE_MAX_LIMIT, REFRESH_AFTER_SECONDS_MAX, REFRESH_AFTER_SECONDS_MIN, REFRESH_TICKETS_AHEAD_PER_SECOND,
 };
 use crate::quota::{KeyDigest, Map};
 
@@ -247,11 +247,18 @@ pub(crate) struct Queue {
     /// Pacing for `admit_per_kilosecond`: the next admission may happen at this time, in µs
     /// (0 before the first).
     pub(crate) admission_allowed_at_micros: u64,
-    /// Admissions per second over the last `ADMISSION_RATE_WINDOW_SECONDS`: (second, count),
-    /// oldest first; bounded by the window.
-    pub(crate) recent_admissions: VecDeque<(u64, u32)>,
-    /// When the rate window started counting (the first admission since it was empty).
-    pub(crate) rate_since_seconds: Option<u64>,
+    /// The seconds of the rate window (`rate_window_seconds`) that saw admissions, oldest
+    /// first, each with the admissions counted from `rate_from_seconds` through it (a running
+    /// total, so that a ticket read, on the actor, finds the window's count by a binary search
+    /// instead of adding up a pass lifetime of seconds); bounded by the window.
+    pub(crate) recent_admissions: VecDeque<(u64, u64)>,
+    /// The running total of the last second dropped from `recent_admissions` (0 before any).
+    pub(crate) admissions_forgotten: u64,
+    /// The second the first pass ended (used or lapsed); `None` before. Until then admission
+    /// is the opening's burst (every pass the seats allow at once), which says nothing about
+    /// how fast the line moves after it, so it is not counted. Not stored: a rebuilt queue
+    /// starts counting again at the next pass's end.
+    pub(crate) rate_from_seconds: Option<u64>,
 }
 
 impl Queue {
@@ -268,7 +275,8 @@ impl Queue {
             passes: BTreeSet::new(),
             admission_allowed_at_micros: 0,
             recent_admissions: VecDeque::new(),
-            rate_since_seconds: None,
+            admissions_forgotten: 0,
+            rate_from_seconds: None,
         }
     }
 
@@ -386,43 +394,60 @@ impl Queue {
         (ticket, expires_at)
     }
 
+    /// The window the admission rate is measured over: a pass lifetime, within bounds.
+    pub(crate) fn rate_window_seconds(&self) -> u64 {
+        u64::from(self.config.pass_ttl_seconds)
+            .clamp(ADMISSION_RATE_WINDOW_SECONDS_MIN, ADMISSION_RATE_WINDOW_SECONDS_MAX)
+    }
+
     fn count_admission(&mut self, now: Timestamp) {
+        if self.rate_from_seconds.is_none() {
+            return;
+        }
         let second = now.as_millis() / 1_000;
         self.forget_old_admissions(second);
+        let through =
+            self.recent_admissions.back().map_or(self.admissions_forgotten, |(_, through)| *through) + 1;
         match self.recent_admissions.back_mut() {
-            Some((last, count)) if *last == second => *count += 1,
-            _ => self.recent_admissions.push_back((second, 1)),
+            Some((last, last_through)) if *last == second => *last_through = through,
+            _ => self.recent_admissions.push_back((second, through)),
         }
-        self.rate_since_seconds.get_or_insert(second);
     }
 
     fn forget_old_admissions(&mut self, second: u64) {
-        while let Some(&(oldest, _)) = self.recent_admissions.front()
-            && oldest + ADMISSION_RATE_WINDOW_SECONDS <= second
+        let window = self.rate_window_seconds();
+        while let Some(&(oldest, through)) = self.recent_admissions.front()
+            && oldest + window <= second
         {
             self.recent_admissions.pop_front();
-        }
-        if self.recent_admissions.is_empty() {
-            self.rate_since_seconds = None;
+            self.admissions_forgotten = through;
         }
     }
 
-    /// Admissions per second over the last minute (or since admissions began, if later);
-    /// `None` while there were none.
+    /// A pass ended (used or lapsed) at `now`: the first one starts the rate's count.
+    fn pass_ended(&mut self, now: Timestamp) {
+        self.rate_from_seconds.get_or_insert(now.as_millis() / 1_000);
+    }
+
+    /// Admissions per second over the rate window, counted from the end of the first pass
+    /// (over the time since then, if that is within the window); `None` before a pass ended
+    /// or while the window holds no admission.
     pub(crate) fn admission_rate(&self, now: Timestamp) -> Option<f64> {
         let second = now.as_millis() / 1_000;
-        let since = self.rate_since_seconds?;
-        let window_start = second.saturating_sub(ADMISSION_RATE_WINDOW_SECONDS - 1);
-        let admitted: u64 = self
-            .recent_admissions
-            .iter()
-            .filter(|(at, _)| *at >= window_start)
-            .map(|(_, count)| u64::from(*count))
-            .sum();
+        let from = self.rate_from_seconds?;
+        let window_start = (second + 1).saturating_sub(self.rate_window_seconds());
+        let &(_, latest) = self.recent_admissions.back()?;
+        // Seconds older than the window are dropped only by the next admission: skip them.
+        let stale = self.recent_admissions.partition_point(|(at, _)| *at < window_start);
+        let before = match stale {
+            0 => self.admissions_forgotten,
+            stale => self.recent_admissions[stale - 1].1,
+        };
+        let admitted = latest - before;
         if admitted == 0 {
             return None;
         }
-        let seconds = (second + 1).saturating_sub(since.max(window_start)).max(1);
+        let seconds = (second + 1).saturating_sub(from.max(window_start)).max(1);
         Some(admitted as f64 / seconds as f64)
     }
 
@@ -436,15 +461,19 @@ impl Queue {
             self.ticket_mut(ticket).state = StoredTicketState::Expired;
             expired.push(ticket);
         }
+        if !expired.is_empty() {
+            self.pass_ended(now);
+        }
         expired
     }
 
-    /// A pass was used for a registration: its ticket is done.
-    pub(crate) fn use_pass(&mut self, pass: QueuePass) {
+    /// A pass was used for a registration at `now`: its ticket is done.
+    pub(crate) fn use_pass(&mut self, pass: QueuePass, now: Timestamp) {
         let ticket = *self.ticket(pass.ticket).expect("a checked pass names a ticket");
         match ticket.state {
             StoredTicketState::Admitted { pass_expires_at } => {
                 assert!(self.passes.remove(&(pass_expires_at, pass.ticket)), "a pass was not indexed");
+                self.pass_ended(now);
             }
             StoredTicketState::Waiting => {
                 // A waitlist pass: the ticket leaves the line where it stands.
@@ -510,7 +539,19 @@ impl Queue {
             "left_early behind the cursor"
         );
         assert!(self.left_early.last().is_none_or(|last| *last < self.order.len()));
-        assert!(self.recent_admissions.len() as u64 <= ADMISSION_RATE_WINDOW_SECONDS);
+        assert!(self.recent_admissions.len() as u64 <= self.rate_window_seconds());
+        assert!(
+            self.rate_from_seconds.is_some() || self.recent_admissions.is_empty(),
+            "admissions counted before a pass ended"
+        );
+        assert!(
+            self.recent_admissions.front().is_none_or(|(_, through)| *through > self.admissions_forgotten),
+            "recent admissions' running total went back"
+        );
+        assert!(
+            self.recent_admissions.front().is_none_or(|(first, _)| self.rate_from_seconds <= Some(*first)),
+            "an admission counted from before the first pass ended"
+        );
     }
 
     /// Recounts everything and compares with the indexes. O(tickets).
@@ -531,6 +572,14 @@ impl Queue {
             }
         }
         assert_eq!(outstanding, self.passes.len(), "outstanding passes differ from a recount");
+        assert!(
+            self.recent_admissions
+                .iter()
+                .zip(self.recent_admissions.iter().skip(1))
+                .all(|((second, through), (next_second, next_through))| second < next_second
+                    && through < next_through),
+            "recent admissions are out of order"
+        );
         for (index, ticket) in self.order.iter().enumerate() {
             let state = self.tickets[ticket.0 as usize - 1].state;
             let waits = state == StoredTicketState::Waiting;

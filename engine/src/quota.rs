@@ -153,7 +153,9 @@ pub struct QueueSummary {
     /// Tickets in the lobby or waiting in line.
     pub waiting: u64,
     pub admitted_outstanding: u64,
-    /// Admissions per second over the last minute; `None` while there were none.
+    /// Admissions per second over the last pass lifetime (at least a minute, at most
+    /// `ADMISSION_RATE_WINDOW_SECONDS_MAX`), counted from the end of the first pass; `None` before
+    /// a pass ended or while there were none.
     pub admission_rate: Option<f64>,
     pub tickets: u64,
 }
@@ -426,7 +428,7 @@ impl EventQuota {
         if let (Some(pass), Some(registration)) = (request.queue_pass, decision.registration())
             && let Some(queue) = &mut self.queue
         {
-            queue.use_pass(pass);
+            queue.use_pass(pass, now);
             self.emit(effects, now, EffectKind::QueuePassUsed { ticket: pass.ticket, registration });
         }
         let recorded = decision.registration().is_none();

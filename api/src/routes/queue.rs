@@ -44,7 +44,8 @@ pub struct QueueView {
     /// Tickets in the lobby or waiting in line.
     waiting: u64,
     admitted_outstanding: u64,
-    /// Admissions per second over the last minute; `null` while none.
+    /// Admissions per second over the last `pass_ttl_seconds` (at least 60 s, at most an hour),
+    /// counted from the end of the first pass (used or lapsed); `null` before that or while none.
     #[schema(required = true)]
     admission_rate: Option<f64>,
 }

@@ -243,7 +243,12 @@ fn admission_is_paced_by_admit_per_second() {
     // Two per second: after five seconds, about ten (the first second may catch up at once).
     let after_five_seconds = admitted_by[50];
     assert!((10..=12).contains(&after_five_seconds), "{after_five_seconds} admitted in 5 s at 2/s");
-    let rate = quota.queue_summary(OPENS.plus_seconds(5)).unwrap().admission_rate.unwrap();
+    // Once a pass has ended, the measured rate is the paced one.
+    use_first_pass(&mut quota, OPENS.plus_seconds(5));
+    for tenth in 51..=150 {
+        quota.apply(&Command::ExpireHolds, OPENS.plus_millis(tenth * 100));
+    }
+    let rate = quota.queue_summary(OPENS.plus_seconds(15)).unwrap().admission_rate.unwrap();
     assert!((1.5..=2.5).contains(&rate), "measured rate {rate}");
 }
 
@@ -362,28 +367,125 @@ fn a_full_queue_refuses_new_tickets_without_storing_the_refusal() {
     ));
 }
 
+/// The e-mail `join_all` gave ticket `ticket`.
+fn email_of(ticket: TicketId) -> String {
+    format!("r{}@x.org", ticket.0 - 1)
+}
+
+/// Joins `count` registrants in the lobby (`r0@x.org` gets ticket 1, and so on).
+fn join_all(quota: &mut EventQuota, count: u32) {
+    for n in 0..count {
+        join(quota, &format!("r{n}@x.org"), START);
+    }
+}
+
+/// Registers with the pass of the first drawn ticket at `now`; it must take a seat.
+fn use_first_pass(quota: &mut EventQuota, now: Timestamp) {
+    let ticket = quota.drawn_lobby().unwrap()[0];
+    let outcome = decide(quota, with_pass(register("10K", &email_of(ticket)), ticket), now);
+    assert!(matches!(outcome, Outcome::Decided(Decision::Confirmed { .. })), "{outcome:?}");
+}
+
+fn admitted_outstanding(quota: &EventQuota, now: Timestamp) -> u64 {
+    quota.queue_summary(now).unwrap().admitted_outstanding
+}
+
 #[test]
 fn the_eta_divides_the_tickets_ahead_by_the_measured_admission_rate() {
     let mut quota =
         queued(&Settings { seats: 1_000, admit_per_kilosecond: Some(10_000), ..Settings::default() });
-    for n in 0..200 {
-        join(&mut quota, &format!("r{n}@x.org"), START);
+    join_all(&mut quota, 200);
+    for second in 0..=3 {
+        quota.apply(&Command::ExpireHolds, OPENS.plus_seconds(second));
     }
-    for second in 0..=10 {
+    let last = *quota.drawn_lobby().unwrap().last().unwrap();
+    // Admission runs, but no pass has ended yet: no rate is known, so no ETA.
+    assert!(admitted_outstanding(&quota, OPENS.plus_seconds(3)) > 0);
+    assert_eq!(quota.queue_summary(OPENS.plus_seconds(3)).unwrap().admission_rate, None);
+    assert_eq!(view(&quota, last, OPENS.plus_seconds(3)).eta_seconds, None);
+    // The first pass ends (used) in second 3: admissions count from then on.
+    use_first_pass(&mut quota, OPENS.plus_seconds(3));
+    let before = admitted_outstanding(&quota, OPENS.plus_seconds(3));
+    for second in 4..=10 {
         quota.apply(&Command::ExpireHolds, OPENS.plus_seconds(second));
     }
     let now = OPENS.plus_seconds(10);
-    let last = *quota.drawn_lobby().unwrap().last().unwrap();
-    let seen = view(&quota, last, now);
+    let since_first_end = admitted_outstanding(&quota, now) - before;
     let rate = quota.queue_summary(now).unwrap().admission_rate.unwrap();
+    // Seconds 3 to 10 of the opening: eight.
+    assert_eq!(rate, since_first_end as f64 / 8.0);
+    let seen = view(&quota, last, now);
     let ahead = seen.ahead.unwrap();
     assert_eq!(seen.eta_seconds, Some((f64::from(ahead) / rate).ceil() as u64));
     assert!((2..=60).contains(&seen.refresh_after_seconds));
-    let front = quota.drawn_lobby().unwrap()[quota.queue_summary(now).unwrap().admitted_outstanding as usize];
+    let front = quota.drawn_lobby().unwrap()[admitted_outstanding(&quota, now) as usize + 1];
     assert!(
         view(&quota, front, now).refresh_after_seconds <= seen.refresh_after_seconds,
         "shorter near the front"
     );
+}
+
+#[test]
+fn the_opening_burst_of_passes_is_not_counted_in_the_admission_rate() {
+    let mut quota = queued(&Settings { seats: 10, pass_ttl_seconds: 60, ..Settings::default() });
+    join_all(&mut quota, 30);
+    quota.apply(&Command::ExpireHolds, OPENS);
+    assert_eq!(admitted_outstanding(&quota, OPENS), 10, "the seats' worth of passes at once");
+    let last = *quota.drawn_lobby().unwrap().last().unwrap();
+    // Ten admissions in the last five seconds, yet no rate: they were the opening's burst.
+    let now = OPENS.plus_seconds(5);
+    quota.apply(&Command::ExpireHolds, now);
+    assert_eq!(quota.queue_summary(now).unwrap().admission_rate, None);
+    assert_eq!(view(&quota, last, now).eta_seconds, None);
+    // The first pass ends 10 s after the opening; the nine others lapse at 60 s and nine
+    // tickets are admitted in their place: nine admissions over the 51 s since then.
+    use_first_pass(&mut quota, OPENS.plus_seconds(10));
+    assert_eq!(quota.queue_summary(OPENS.plus_seconds(10)).unwrap().admission_rate, None);
+    let now = OPENS.plus_seconds(60);
+    quota.apply(&Command::ExpireHolds, now);
+    assert_eq!(admitted_outstanding(&quota, now), 9);
+    let rate = quota.queue_summary(now).unwrap().admission_rate.unwrap();
+    assert_eq!(rate, 9.0 / 51.0);
+    let seen = view(&quota, last, now);
+    assert_eq!(seen.eta_seconds, Some((f64::from(seen.ahead.unwrap()) / rate).ceil() as u64));
+}
+
+#[test]
+fn the_admission_rate_is_measured_over_a_pass_lifetime() {
+    let mut quota = queued(&Settings { seats: 10, pass_ttl_seconds: 300, ..Settings::default() });
+    join_all(&mut quota, 30);
+    quota.apply(&Command::ExpireHolds, OPENS);
+    use_first_pass(&mut quota, OPENS.plus_seconds(1));
+    // The nine other passes lapse at 300 s; nine tickets take their place at once.
+    quota.apply(&Command::ExpireHolds, OPENS.plus_seconds(300));
+    assert_eq!(admitted_outstanding(&quota, OPENS.plus_seconds(300)), 9);
+    // Two minutes after that burst (beyond a one-minute window) it still counts, spread over
+    // the pass lifetime it came back after, not over the seconds since it happened.
+    for now in [OPENS.plus_seconds(300), OPENS.plus_seconds(420), OPENS.plus_seconds(599)] {
+        let rate = quota.queue_summary(now).unwrap().admission_rate;
+        assert_eq!(rate, Some(9.0 / 300.0), "at {now:?}");
+    }
+    // A pass lifetime later the window has let it go.
+    assert_eq!(quota.queue_summary(OPENS.plus_seconds(600)).unwrap().admission_rate, None);
+}
+
+#[test]
+fn the_admission_rate_window_is_capped_for_long_pass_lifetimes() {
+    use kuota_engine::limits::ADMISSION_RATE_WINDOW_SECONDS_MAX as WINDOW;
+    let pass_ttl_seconds = 7_200;
+    assert!(u64::from(pass_ttl_seconds) > WINDOW, "the pass outlives the window");
+    let mut quota = queued(&Settings { seats: 10, pass_ttl_seconds, ..Settings::default() });
+    join_all(&mut quota, 30);
+    quota.apply(&Command::ExpireHolds, OPENS);
+    use_first_pass(&mut quota, OPENS.plus_seconds(1));
+    let lapse = OPENS.plus_seconds(u64::from(pass_ttl_seconds));
+    quota.apply(&Command::ExpireHolds, lapse);
+    assert_eq!(admitted_outstanding(&quota, lapse), 9);
+    for now in [lapse, lapse.plus_seconds(WINDOW - 1)] {
+        let rate = quota.queue_summary(now).unwrap().admission_rate;
+        assert_eq!(rate, Some(9.0 / WINDOW as f64), "at {now:?}");
+    }
+    assert_eq!(quota.queue_summary(lapse.plus_seconds(WINDOW)).unwrap().admission_rate, None);
 }
 
 #[test]
