@@ -10,27 +10,11 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use super::support::{
-    ADMIN_TOKEN, Backend, Response, TestApp, race, registration, spawn_app_on, spawn_app_with,
+    ADMIN_TOKEN, Backend, Response, SharedRedis, TestApp, race, redis_url, registration, spawn_app_on,
+    spawn_app_with,
 };
 
-fn redis_url() -> String {
-    std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// One Redis prefix per test, shared by its nodes; its keys are deleted when the test ends.
-struct SharedRedis {
-    prefix: String,
-}
-
 impl SharedRedis {
-    fn new() -> SharedRedis {
-        SharedRedis { prefix: format!("kuota_t_{}:", kuota_persist::random::token_hex(6)) }
-    }
-
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(redis_url()).unwrap().get_connection().expect("the test Redis answers")
-    }
-
     fn lease_key(&self, event: &str) -> String {
         format!("{}lease:event:{event}", self.prefix)
     }
@@ -43,17 +27,6 @@ impl SharedRedis {
     }
 }
 
-impl Drop for SharedRedis {
-    fn drop(&mut self) {
-        let mut connection = self.connection();
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut connection).unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
-        }
-    }
-}
-
 /// A node of the cluster: same Redis prefix, its own id, advertising its real (bound) port.
 fn as_node<'a>(
     redis: &'a SharedRedis,
@@ -61,9 +34,7 @@ fn as_node<'a>(
     lease_ttl_ms: u64,
 ) -> impl FnOnce(&mut kuota_api::configuration::Settings) + 'a {
     move |settings| {
-        settings.redis_url = Some(redis_url());
-        settings.redis_prefix = redis.prefix.clone();
-        settings.node_id = node_id.into();
+        redis.join(settings, node_id);
         settings.advertise_url = "http://127.0.0.1:0".into();
         settings.lease_ttl_ms = lease_ttl_ms;
     }

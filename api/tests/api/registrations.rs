@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use kuota_engine::{Clock, ManualClock, SystemClock};
 use serde_json::json;
 
-use super::support::{Backend, race, registration, spawn_app, spawn_app_with, spawn_app_with_clock};
+use super::support::{
+    Backend, SharedRedis, race, registration, spawn_app, spawn_app_with, spawn_app_with_clock,
+};
 
 #[actix_rt::test]
 async fn a_seat_in_an_event_without_holds_is_confirmed_with_201() {
@@ -231,14 +233,11 @@ async fn the_core_flows_work_on_the_embedded_sqlite_store() {
 
 #[actix_rt::test]
 async fn with_redis_the_per_email_limit_holds_across_two_nodes() {
-    let redis_url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("kuota_t_{}:", kuota_persist::random::token_hex(6));
+    let redis = SharedRedis::new();
     let node = |node_id: &'static str| {
-        let (redis_url, prefix) = (redis_url.clone(), prefix.clone());
+        let redis = &redis;
         move |settings: &mut kuota_api::configuration::Settings| {
-            settings.redis_url = Some(redis_url);
-            settings.redis_prefix = prefix;
-            settings.node_id = node_id.into();
+            redis.join(settings, node_id);
             settings.rate_limit_email_per_minute = 1;
         }
     };

@@ -335,3 +335,40 @@ pub fn race(id: &str, capacity: u32, hold_ttl_seconds: u32) -> Value {
         "categories": [{ "code": "10K", "name": "10 km", "capacity": capacity }]
     })
 }
+
+pub fn redis_url() -> String {
+    std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// One Redis prefix per test, shared by its nodes; its keys are deleted when the test ends.
+pub struct SharedRedis {
+    pub prefix: String,
+}
+
+impl SharedRedis {
+    pub fn new() -> SharedRedis {
+        SharedRedis { prefix: format!("kuota_t_{}:", kuota_persist::random::token_hex(6)) }
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(redis_url()).unwrap().get_connection().expect("the test Redis answers")
+    }
+
+    /// Makes `settings` a node `node_id` of this deployment: this Redis and prefix.
+    pub fn join(&self, settings: &mut kuota_api::configuration::Settings, node_id: &str) {
+        settings.redis_url = Some(redis_url());
+        settings.redis_prefix = self.prefix.clone();
+        settings.node_id = node_id.into();
+    }
+}
+
+impl Drop for SharedRedis {
+    fn drop(&mut self) {
+        let mut connection = self.connection();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut connection).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
+        }
+    }
+}

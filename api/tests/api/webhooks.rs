@@ -22,7 +22,7 @@ use sha2::Sha256;
 
 use super::private_servers::KuotaProcess;
 use super::support::{
-    Backend, TestApp, race, registration, spawn_app_on, spawn_app_with, spawn_app_with_clock,
+    Backend, SharedRedis, TestApp, race, registration, spawn_app_on, spawn_app_with, spawn_app_with_clock,
 };
 
 /// How long a test waits for deliveries before it fails.
@@ -714,14 +714,11 @@ async fn creations_come_before_their_registrations_cancellations_on_sqlite() {
 #[actix_rt::test]
 async fn every_creation_is_announced_once_across_a_change_of_owner() {
     let receiver = Receiver::start().await;
-    let redis_url = std::env::var("KUOTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("kuota_t_{}:", kuota_persist::random::token_hex(6));
+    let redis = SharedRedis::new();
     let node = |node_id: &'static str| {
-        let (redis_url, prefix) = (redis_url.clone(), prefix.clone());
+        let redis = &redis;
         move |settings: &mut kuota_api::configuration::Settings| {
-            settings.redis_url = Some(redis_url);
-            settings.redis_prefix = prefix;
-            settings.node_id = node_id.into();
+            redis.join(settings, node_id);
             settings.advertise_url = "http://127.0.0.1:0".into();
             // Short, so that the former owner notices the loss within a few hundred ms.
             settings.lease_ttl_ms = 1_000;
@@ -752,9 +749,8 @@ async fn every_creation_is_announced_once_across_a_change_of_owner() {
     for n in 0..6 {
         registered.push(register(n).await);
     }
-    let mut redis = redis::Client::open(redis_url.as_str()).unwrap().get_connection().unwrap();
-    let lease = format!("{prefix}lease:event:race");
-    let _: i64 = redis::cmd("DEL").arg(&lease).query(&mut redis).unwrap();
+    let lease = format!("{}lease:event:race", redis.prefix);
+    let _: i64 = redis::cmd("DEL").arg(&lease).query(&mut redis.connection()).unwrap();
     for n in 6..20 {
         registered.push(register(n).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
