@@ -11,7 +11,6 @@ use crate::error::{ApiError, FieldError};
 pub const PAGE_LIMIT_MAX: u32 = kuota_persist::store::PAGE_SIZE_MAX;
 /// Items a listing page holds when `limit` is absent.
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
-const _: () = assert!(PAGE_LIMIT_DEFAULT >= 1 && PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 
 /// Marks `response` as the replay of an `Idempotency-Key` decided before (registrations and
 /// queue joins alike): the header `Idempotent-Replayed: true`.

@@ -37,6 +37,7 @@ pub mod error;
 pub mod forward;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

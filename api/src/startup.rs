@@ -40,7 +40,7 @@ const SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
 /// Outbox entries one delivery round claims, and creations it walks past the cursors: a flash
 /// crowd creates a registration per admission, and larger rounds cost the database fewer
 /// statements per entry.
-const OUTBOX_ROUND_ENTRIES_MAX: u32 = 500;
+pub const OUTBOX_ROUND_ENTRIES_MAX: u32 = 500;
 /// Longest a busy writer defers the webhook fan-out, in ms (see `OutboxConfig::defer_while_busy_max`).
 const WEBHOOK_DEFER_WHILE_BUSY_MAX_MS: u64 = 1_000;
 /// How long the write-behind may take to commit what was accepted at shutdown, in seconds.
@@ -53,10 +53,10 @@ const DRAIN_TIMEOUT_SECONDS: u64 = 30;
 const LISTEN_BACKLOG: i32 = 1_024;
 /// A client must send a whole request head within this, in ms, or get 408 and be closed: a slow
 /// client cannot hold one of the capped connections (actix's default, named here).
-const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// An idle kept-alive connection is closed after this, in seconds (actix's default): an idle
 /// crowd gives its connections back, and its 8 KiB read and 8 KiB write buffers each.
-const KEEP_ALIVE_SECONDS: u64 = 5;
+pub const KEEP_ALIVE_SECONDS: u64 = 5;
 /// A connection being closed is dropped after this, in ms, whether or not the client took the
 /// rest of its answer (actix's default, named here).
 const CLIENT_DISCONNECT_TIMEOUT_MS: u64 = 1_000;

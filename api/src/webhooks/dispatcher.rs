@@ -39,7 +39,7 @@ pub const ENDPOINT_IN_FLIGHT_MAX: usize = 8;
 pub const ENDPOINT_HELD_PER_SLOT: usize = 4;
 
 /// Ended attempts settled in one transaction, at most.
-const SETTLE_BATCH_MAX: usize = 128;
+pub const SETTLE_BATCH_MAX: usize = 128;
 
 /// Pause after a round that found nothing due, unless the fan-out wakes the dispatcher, in ms.
 const POLL_INTERVAL_MS: u64 = 250;
@@ -54,7 +54,7 @@ const PURGE_INTERVAL_SECONDS: u64 = 600;
 pub const SUCCEEDED_RETENTION_SECONDS: u64 = 7 * 24 * 3_600;
 
 /// Due messages one claim looks at.
-const ROUND_MESSAGES_MAX: u32 = 200;
+pub const ROUND_MESSAGES_MAX: u32 = 200;
 
 /// Added to an attempt's timeout for its claim, so that no other node takes the message while
 /// this one may still send or settle it.
