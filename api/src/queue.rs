@@ -241,8 +241,9 @@ pub struct TicketBody {
     ahead: Option<u32>,
     /// `ahead` ÷ the admission rate over the last `pass_ttl_seconds` (at least 60 s, at most an
     /// hour), counting only admissions after the first pass ended (used or lapsed): the opening's
-    /// burst of passes says nothing of how fast the line moves. `null` while no rate is known
-    /// (during the first pass lifetime, or when nobody was admitted in the window).
+    /// burst of passes says nothing of how fast the line moves. A queue paced by
+    /// `admit_per_second` has no burst and counts from its first admission. `null` while no rate
+    /// is known (during the first pass lifetime, or when nobody was admitted in the window).
     #[schema(required = true)]
     eta_seconds: Option<u64>,
     /// When to ask again (2–60 s; shorter near the front); also sent as `Retry-After`.

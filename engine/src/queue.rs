@@ -256,8 +256,9 @@ pub(crate) struct Queue {
     pub(crate) admissions_forgotten: u64,
     /// The second the first pass ended (used or lapsed); `None` before. Until then admission
     /// is the opening's burst (every pass the seats allow at once), which says nothing about
-    /// how fast the line moves after it, so it is not counted. Not stored: a rebuilt queue
-    /// starts counting again at the next pass's end.
+    /// how fast the line moves after it, so it is not counted. A paced queue (`admit_per_second`)
+    /// has no such burst: its count starts with its first admission. Not stored: a rebuilt
+    /// queue starts counting again at the next pass's end (or paced admission).
     pub(crate) rate_from_seconds: Option<u64>,
 }
 
@@ -389,6 +390,9 @@ impl Queue {
             };
             let interval_micros = 1_000_000_000 / per_kilosecond;
             self.admission_allowed_at_micros = base.saturating_add(interval_micros.max(1));
+            // A paced queue has no opening burst for the rate to leave out: its count starts
+            // with its first admission, not a pass lifetime later.
+            self.rate_from_seconds.get_or_insert(now.as_millis() / 1_000);
         }
         self.count_admission(now);
         (ticket, expires_at)

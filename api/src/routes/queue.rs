@@ -45,7 +45,8 @@ pub struct QueueView {
     waiting: u64,
     admitted_outstanding: u64,
     /// Admissions per second over the last `pass_ttl_seconds` (at least 60 s, at most an hour),
-    /// counted from the end of the first pass (used or lapsed); `null` before that or while none.
+    /// counted from the end of the first pass (used or lapsed), or from the first admission of a
+    /// queue paced by `admit_per_second`; `null` before that or while none.
     #[schema(required = true)]
     admission_rate: Option<f64>,
 }

@@ -243,7 +243,10 @@ fn admission_is_paced_by_admit_per_second() {
     // Two per second: after five seconds, about ten (the first second may catch up at once).
     let after_five_seconds = admitted_by[50];
     assert!((10..=12).contains(&after_five_seconds), "{after_five_seconds} admitted in 5 s at 2/s");
-    // Once a pass has ended, the measured rate is the paced one.
+    // A paced queue has no burst to leave out: the measured rate is the paced one from its
+    // first admission, before any pass has ended.
+    let rate = quota.queue_summary(OPENS.plus_seconds(5)).unwrap().admission_rate.unwrap();
+    assert!((1.5..=2.5).contains(&rate), "measured rate {rate} before a pass ended");
     use_first_pass(&mut quota, OPENS.plus_seconds(5));
     for tenth in 51..=150 {
         quota.apply(&Command::ExpireHolds, OPENS.plus_millis(tenth * 100));
@@ -395,25 +398,17 @@ fn the_eta_divides_the_tickets_ahead_by_the_measured_admission_rate() {
     let mut quota =
         queued(&Settings { seats: 1_000, admit_per_kilosecond: Some(10_000), ..Settings::default() });
     join_all(&mut quota, 200);
-    for second in 0..=3 {
+    // Paced, so there is no opening burst to leave out: the rate counts from the first
+    // admission, before any pass has ended (the unpaced rule has its own tests below).
+    for second in 0..=10 {
         quota.apply(&Command::ExpireHolds, OPENS.plus_seconds(second));
     }
     let last = *quota.drawn_lobby().unwrap().last().unwrap();
-    // Admission runs, but no pass has ended yet: no rate is known, so no ETA.
-    assert!(admitted_outstanding(&quota, OPENS.plus_seconds(3)) > 0);
-    assert_eq!(quota.queue_summary(OPENS.plus_seconds(3)).unwrap().admission_rate, None);
-    assert_eq!(view(&quota, last, OPENS.plus_seconds(3)).eta_seconds, None);
-    // The first pass ends (used) in second 3: admissions count from then on.
-    use_first_pass(&mut quota, OPENS.plus_seconds(3));
-    let before = admitted_outstanding(&quota, OPENS.plus_seconds(3));
-    for second in 4..=10 {
-        quota.apply(&Command::ExpireHolds, OPENS.plus_seconds(second));
-    }
     let now = OPENS.plus_seconds(10);
-    let since_first_end = admitted_outstanding(&quota, now) - before;
+    let admitted = admitted_outstanding(&quota, now);
     let rate = quota.queue_summary(now).unwrap().admission_rate.unwrap();
-    // Seconds 3 to 10 of the opening: eight.
-    assert_eq!(rate, since_first_end as f64 / 8.0);
+    // Seconds 0 to 10 of the opening: eleven.
+    assert_eq!(rate, admitted as f64 / 11.0);
     let seen = view(&quota, last, now);
     let ahead = seen.ahead.unwrap();
     assert_eq!(seen.eta_seconds, Some((f64::from(ahead) / rate).ceil() as u64));
