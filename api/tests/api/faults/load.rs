@@ -27,6 +27,8 @@ pub struct Answered {
     pub status: u16,
     /// The problem `code`, or "" for a success.
     pub code: String,
+    /// The problem `detail`, or "" for a success: which of the refusals sharing a code it was.
+    pub detail: String,
     pub retry_after: Option<String>,
     /// The registration id of a 201.
     pub id: Option<String>,
@@ -70,10 +72,11 @@ impl Sample {
     pub fn describe(&self) -> String {
         match &self.answer {
             Ok(answer) => format!(
-                "{} {} {} after {} ms on port {}",
+                "{} {} {} ({}) after {} ms on port {}",
                 self.key,
                 answer.status,
                 answer.code,
+                answer.detail,
                 self.elapsed.as_millis(),
                 self.port
             ),
@@ -108,6 +111,7 @@ pub async fn register(port: u16, event: &str, key: &str, email: &str, retry: boo
         Answered {
             status: response.status,
             code: json["code"].as_str().unwrap_or_default().to_string(),
+            detail: json["detail"].as_str().unwrap_or_default().to_string(),
             retry_after: response.header("retry-after").map(str::to_string),
             id: if response.status == 201 { json["id"].as_str().map(str::to_string) } else { None },
             owner: response.header("kuota-owner").map(str::to_string),
