@@ -254,7 +254,7 @@ pub async fn deliver_due(
     config: &OutboxConfig,
 ) -> Result<usize, crate::store::PersistError> {
     let until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
-    let claim = store.claim_outbox(now, until, config.batch_max).await?;
+    let mut claim = store.claim_outbox(now, until, config.batch_max).await?;
     // After the entries: an entry's registration is stored before the entry is, so the walk
     // reaches the registrations of the entries just claimed and none of them waits a round.
     let walked = match deliver_creations(store, deliver, now, until, config).await {
@@ -267,11 +267,14 @@ pub async fn deliver_due(
     };
     let cursors = creation_cursors(store, &claim.entries).await?;
     let cursor_of = |entry: &OutboxRow| cursors.get(&entry.event).copied().flatten();
-    let (ready, deferred): (Vec<&OutboxRow>, Vec<&OutboxRow>) = claim.entries.iter().partition(|entry| {
-        cursor_of(entry).is_none_or(|cursor| entry.registration.0 <= cursor.created_through)
-    });
-    let ready_entries: Vec<OutboxRow> = ready.iter().map(|entry| (*entry).clone()).collect();
-    let mut settlements = Vec::with_capacity(claim.entries.len());
+    // Settling needs only the claim's token and end: the entries move out of it.
+    let entries = std::mem::take(&mut claim.entries);
+    let claimed = entries.len();
+    let (ready_entries, deferred): (Vec<OutboxRow>, Vec<OutboxRow>) =
+        entries.into_iter().partition(|entry| {
+            cursor_of(entry).is_none_or(|cursor| entry.registration.0 <= cursor.created_through)
+        });
+    let mut settlements = Vec::with_capacity(claimed);
     let mut results = if ready_entries.is_empty() {
         Vec::new()
     } else {

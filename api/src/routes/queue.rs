@@ -204,24 +204,22 @@ pub(crate) async fn authorized_ticket(
     query_token: Option<&str>,
 ) -> Result<(EventId, TicketId), ApiError> {
     let token = bearer(request).or(query_token);
-    let not_found = || ApiError::NotFound("the ticket");
-    let parsed = TicketId::parse(ticket_id);
+    let parsed = TicketId::parse(ticket_id).ok();
     // The ticket's own token first: it is what a waiting crowd polls with, and it answers
     // without the admin's credentials (a comparison, and a session cookie read from Redis).
-    if let (Some(token), Ok((event_id, ticket))) = (token, &parsed) {
-        let expected = crate::queue::access_token(&state.token_secret, event_id, *ticket);
-        if tokens::constant_time_eq(token, &expected) {
-            return Ok((event_id.clone(), *ticket));
-        }
+    if let (Some(token), Some((event_id, ticket))) = (token, &parsed)
+        && tokens::constant_time_eq(
+            token,
+            &crate::queue::access_token(&state.token_secret, event_id, *ticket),
+        )
+    {
+        return parsed.ok_or(ApiError::NotFound("the ticket"));
     }
     let is_admin = state.auth.is_admin(request).await?;
     if token.is_none() && !is_admin {
         return Err(ApiError::Unauthorized);
     }
-    match parsed {
-        Ok(named) if is_admin => Ok(named),
-        _ => Err(not_found()),
-    }
+    parsed.filter(|_| is_admin).ok_or(ApiError::NotFound("the ticket"))
 }
 
 #[utoipa::path(
