@@ -40,19 +40,21 @@ pub trait Deliver: Send + Sync + std::fmt::Debug + 'static {
         entry: &'a OutboxRow,
     ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>>;
 
-    /// Delivers one round's entries and returns one result per entry, in their order. By
-    /// default one entry after another, each within `timeout` (one past it failed); a `Deliver`
-    /// that does a round's work together (the webhooks' fan-out: one read, one write for the
-    /// round) overrides it and keeps to `timeout` for the whole round.
+    /// Delivers one round's entries and returns one result per entry, in their order, within
+    /// `timeout` for the whole call: the round's claim is sized by it (see `deliver_due`). By
+    /// default one entry after another; those the deadline cuts short or never reaches failed.
+    /// A `Deliver` that does a round's work together (the webhooks' fan-out: one read, one
+    /// write for the round) overrides it, keeping to the same deadline.
     fn deliver_all<'a>(
         &'a self,
         entries: &'a [OutboxRow],
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Vec<DeliveryResult>> + Send + 'a>> {
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
             let mut results = Vec::with_capacity(entries.len());
             for entry in entries {
-                results.push(match tokio::time::timeout(timeout, self.deliver(entry)).await {
+                results.push(match tokio::time::timeout_at(deadline, self.deliver(entry)).await {
                     Ok(result) => result,
                     Err(_) => Err(no_answer(timeout)),
                 });
@@ -100,8 +102,11 @@ pub struct OutboxConfig {
     pub batch_max: u32,
     /// Pause after a round that found nothing due.
     pub poll_interval: Duration,
-    /// One delivery's deadline; a delivery past it counts as failed. The claim lasts this plus
-    /// `CLAIM_MARGIN`, so no other worker takes the entry while it may still be delivered.
+    /// The deadline of one `Deliver::deliver_all` call; a delivery past it counts as failed. A
+    /// round makes two such calls, one after the other (its creations, then its entries), so
+    /// its entries' claim lasts twice this plus `CLAIM_MARGIN`, and its cursors' claim once this
+    /// plus `CLAIM_MARGIN`: no other worker takes an entry or a cursor while it may still be
+    /// delivered.
     pub delivery_timeout: Duration,
     /// Attempts before an entry is dead.
     pub attempts_max: u32,
@@ -253,11 +258,12 @@ pub async fn deliver_due(
     now: Timestamp,
     config: &OutboxConfig,
 ) -> Result<usize, crate::store::PersistError> {
-    let until = now.plus_millis((config.delivery_timeout + CLAIM_MARGIN).as_millis() as u64);
-    let mut claim = store.claim_outbox(now, until, config.batch_max).await?;
+    // The entries are delivered after the creations: their claim outlives both deliveries.
+    let (cursors_until, entries_until) = claim_ends(now, config.delivery_timeout);
+    let mut claim = store.claim_outbox(now, entries_until, config.batch_max).await?;
     // After the entries: an entry's registration is stored before the entry is, so the walk
     // reaches the registrations of the entries just claimed and none of them waits a round.
-    let walked = match deliver_creations(store, deliver, now, until, config).await {
+    let walked = match deliver_creations(store, deliver, now, cursors_until, config).await {
         Ok(walked) => walked,
         Err(error) => {
             // The entries still go, those whose creations were delivered before.
@@ -314,6 +320,16 @@ pub async fn deliver_due(
         );
     }
     Ok(ready_entries.len() + walked)
+}
+
+/// Until when a round that starts at `now` claims its cursors (one delivery of at most
+/// `delivery_timeout`) and its entries (delivered after the creations: two).
+fn claim_ends(now: Timestamp, delivery_timeout: Duration) -> (Timestamp, Timestamp) {
+    let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    (
+        now.plus_millis(millis(delivery_timeout + CLAIM_MARGIN)),
+        now.plus_millis(millis(delivery_timeout * 2 + CLAIM_MARGIN)),
+    )
 }
 
 /// Claims the cursors of events with creations past them, delivers those creations, and
@@ -419,6 +435,59 @@ mod tests {
         let pauses: Vec<u64> = (1..=6).map(|attempts| config.backoff(attempts).as_secs()).collect();
         assert_eq!(pauses, [1, 2, 4, 8, 10, 10]);
         assert_eq!(config.backoff(u32::MAX), Duration::from_secs(10));
+    }
+
+    /// Each delivery takes `pause` (on paused time).
+    #[derive(Debug)]
+    struct Slow {
+        pause: Duration,
+    }
+
+    impl Deliver for Slow {
+        fn deliver<'a>(
+            &'a self,
+            _entry: &'a OutboxRow,
+        ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.pause).await;
+                Ok(())
+            })
+        }
+    }
+
+    fn entry(id: u64) -> OutboxRow {
+        OutboxRow {
+            id,
+            event: EventId::parse("race").expect("a valid id"),
+            registration: kuota_engine::RegistrationId(id),
+            kind: "registration_cancelled".into(),
+            payload_json: "{}".into(),
+            status: "pending".into(),
+            attempts: 1,
+            available_at: Timestamp::from_millis(0),
+            created_at: Timestamp::from_millis(0),
+        }
+    }
+
+    /// The round's claim is sized by the deadline of the whole call: were each delivery given
+    /// its own, three slow ones would take three deadlines.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_deliver_all_keeps_to_one_deadline_for_the_whole_call() {
+        let timeout = Duration::from_secs(10);
+        let slow = Slow { pause: Duration::from_secs(4) };
+        let started = tokio::time::Instant::now();
+        let results = slow.deliver_all(&[entry(1), entry(2), entry(3), entry(4)], timeout).await;
+        assert_eq!(started.elapsed(), timeout, "the call ends at its deadline");
+        let failed = Err(no_answer(timeout));
+        assert_eq!(results, [Ok(()), Ok(()), failed.clone(), failed]);
+    }
+
+    #[test]
+    fn a_round_claims_its_entries_for_both_of_its_deliveries() {
+        let now = Timestamp::from_millis(1_000);
+        let (cursors, entries) = claim_ends(now, Duration::from_secs(10));
+        assert_eq!(cursors, now.plus_millis(10_000 + CLAIM_MARGIN.as_millis() as u64));
+        assert_eq!(entries, now.plus_millis(20_000 + CLAIM_MARGIN.as_millis() as u64));
     }
 
     #[test]

@@ -177,8 +177,15 @@ impl Shared {
             || self.oldest_commit_age(now) > threshold
     }
 
+    /// Notes whether the store is suspect; says so in the log when that changes.
     pub fn set_store_failing(&self, failing: bool) {
-        self.store_failing.store(failing, Ordering::Relaxed);
+        if self.store_failing.swap(failing, Ordering::Relaxed) != failing {
+            if failing {
+                tracing::warn!("the store is suspect: writes are refused until a commit or a probe works");
+            } else {
+                tracing::info!("the store commits again: writes are taken");
+            }
+        }
     }
 
     pub fn store_failing(&self) -> bool {

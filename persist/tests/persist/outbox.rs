@@ -27,6 +27,7 @@ on_both_databases!(
     a_registration_s_creation_is_delivered_before_its_cancellation,
     two_workers_at_once_deliver_every_entry_exactly_once,
     an_entry_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_cannot_settle_it,
+    a_round_s_entries_stay_claimed_until_both_of_its_deliveries_could_have_ended,
     a_cursor_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_cannot_move_it,
     claimers_at_once_never_hold_one_cursor,
     a_batch_numbered_past_an_uncommitted_one_cannot_commit_before_it,
@@ -322,6 +323,51 @@ async fn an_entry_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_c
     let delivered = kuota_persist::store::Settlement::Delivered;
     assert_eq!(store.settle_outbox(&stalled, &[(entry, delivered)]).await.unwrap(), 0);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 2)]);
+}
+
+/// While the round delivers its entries (after its creations), claims what another worker
+/// would at `probe_at`.
+#[derive(Debug)]
+struct ClaimProbe {
+    store: SqlStore,
+    probe_at: Timestamp,
+    /// How many entries each probe claimed.
+    claimed: Mutex<Vec<usize>>,
+}
+
+impl Deliver for ClaimProbe {
+    fn deliver<'a>(
+        &'a self,
+        entry: &'a OutboxRow,
+    ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
+        Box::pin(async move {
+            if entry.kind != "registration_created" {
+                let other = self.store.claim_outbox(self.probe_at, self.probe_at.plus_seconds(1), 10).await;
+                self.claimed.lock().unwrap().push(other.map_err(|error| error.to_string())?.entries.len());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A round delivers twice, one after the other, each within `delivery_timeout`: its creations,
+/// then its entries. The entries' claim must outlast both, or another worker delivers them too.
+async fn a_round_s_entries_stay_claimed_until_both_of_its_deliveries_could_have_ended(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota) = event_with_registrations(&database, 1).await;
+    cancel(&store, &mut quota, &[1], START).await;
+    let now = START.plus_seconds(1);
+    let config = config();
+    // A second after both deliveries could have ended, within the claim's margin.
+    let both_deliveries = u64::try_from(config.delivery_timeout.as_millis() * 2).unwrap();
+    let probe = ClaimProbe {
+        store: store.clone(),
+        probe_at: now.plus_millis(both_deliveries).plus_seconds(1),
+        claimed: Mutex::default(),
+    };
+    assert_eq!(deliver_due(&store, &probe, now, &config).await.unwrap(), 2);
+    assert_eq!(*probe.claimed.lock().unwrap(), [0], "another worker claimed an entry being delivered");
+    assert_eq!(statuses(&store).await, [(1, "delivered".into(), 1)]);
 }
 
 async fn a_cursor_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_cannot_move_it(
