@@ -612,11 +612,16 @@ impl KuotaProcess {
 
     /// The end of the log of the latest start (where a failure explains itself).
     pub fn log(&self) -> String {
-        const LINES_MAX: usize = 20;
+        self.log_lines_with(&[""], 20)
+    }
+
+    /// The last `lines_max` lines of the latest start's log that contain one of `words`.
+    pub fn log_lines_with(&self, words: &[&str], lines_max: usize) -> String {
         let path = self.folder.path.join(format!("kuota-{}.log", self.starts));
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LINES_MAX)..].join("\n")
+        let lines: Vec<&str> =
+            text.lines().filter(|line| words.iter().any(|word| line.contains(word))).collect();
+        lines[lines.len().saturating_sub(lines_max)..].join("\n")
     }
 }
 

@@ -154,6 +154,7 @@ impl WriteBehind {
             consecutive_failures: 0,
             probes: JoinSet::new(),
             last_probe: None,
+            slow_commit_said: None,
         };
         let (finished_sender, finished) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
@@ -308,6 +309,8 @@ struct Dispatcher {
     consecutive_failures: u32,
     probes: JoinSet<bool>,
     last_probe: Option<Instant>,
+    /// The batch last said in the log to run past the stall threshold (said once per batch).
+    slow_commit_said: Option<u64>,
 }
 
 impl Dispatcher {
@@ -357,6 +360,7 @@ impl Dispatcher {
                     let now = Instant::now();
                     self.shared.tick(now - last_tick);
                     last_tick = now;
+                    self.say_if_a_commit_is_slow(now);
                     self.maybe_probe(now);
                 }
             }
@@ -478,8 +482,37 @@ impl Dispatcher {
         self.shared.oldest_commit_started(self.in_flight.values().map(|batch| batch.started).min());
     }
 
+    /// Says in the log, once per batch, that the oldest commit runs past the stall threshold
+    /// (writes are refused meanwhile, see `WriteBehindHandle::stalled`), and in `finished` when
+    /// it ends: a refusal without a failing store then explains itself.
+    fn say_if_a_commit_is_slow(&mut self, now: Instant) {
+        let threshold = Duration::from_millis(self.config.stall_threshold_ms);
+        let oldest = self.in_flight.iter().min_by_key(|(_, batch)| batch.started);
+        if let Some((&number, batch)) = oldest
+            && now.saturating_duration_since(batch.started) > threshold
+            && self.slow_commit_said != Some(number)
+        {
+            self.slow_commit_said = Some(number);
+            let running_ms = now.saturating_duration_since(batch.started).as_millis();
+            tracing::warn!(
+                batch = number,
+                running_ms,
+                "a commit runs past the stall threshold: writes are refused"
+            );
+        }
+    }
+
     fn finished(&mut self, outcome: CommitOutcome) {
-        self.in_flight.remove(&outcome.batch);
+        if let Some(batch) = self.in_flight.remove(&outcome.batch)
+            && self.slow_commit_said == Some(outcome.batch)
+        {
+            let ran_ms = batch.started.elapsed().as_millis();
+            tracing::info!(
+                batch = outcome.batch,
+                ran_ms,
+                "the commit that ran past the stall threshold ended"
+            );
+        }
         self.publish_oldest_commit();
         for event in outcome.events {
             if let Some(batches) = self.busy.get_mut(&event) {
