@@ -97,6 +97,18 @@ async fn first_registration(node: &TestApp) {
     assert_eq!(sample.status(), Some(201), "the first registration: {}", sample.describe());
 }
 
+/// Runs `scenario` once for each seed of the profile, while no other fault scenario runs, and
+/// fails with every goal any of the runs missed.
+async fn every_seed(scenario: impl AsyncFn(&Profile, u64) -> Goals) {
+    let _turn = one_fault_at_a_time().await;
+    let profile = profile();
+    let mut runs = Vec::new();
+    for seed in profile.seeds.clone() {
+        runs.push(scenario(&profile, seed).await);
+    }
+    assert_all_kept(runs);
+}
+
 /// The liveness goals for every request of a run: answered, within `bound_ms`, and with an
 /// answer the contract allows (a decision, or 503 with Retry-After, or the key in flight).
 fn check_every_answer(goals: &mut Goals, samples: &[&Sample], bound_ms: u128) {
@@ -296,24 +308,12 @@ enum StoreFault {
 
 #[actix_rt::test]
 async fn a_frozen_store_gets_fast_refusals_and_serves_again_within_a_second_of_thawing() {
-    let _turn = one_fault_at_a_time().await;
-    let profile = profile();
-    let mut runs = Vec::new();
-    for seed in profile.seeds.clone() {
-        runs.push(store_fault(&profile, seed, StoreFault::Frozen).await);
-    }
-    assert_all_kept(runs);
+    every_seed(async |profile, seed| store_fault(profile, seed, StoreFault::Frozen).await).await;
 }
 
 #[actix_rt::test]
 async fn a_killed_store_gets_fast_refusals_and_serves_again_within_a_second_of_its_restart() {
-    let _turn = one_fault_at_a_time().await;
-    let profile = profile();
-    let mut runs = Vec::new();
-    for seed in profile.seeds.clone() {
-        runs.push(store_fault(&profile, seed, StoreFault::Killed).await);
-    }
-    assert_all_kept(runs);
+    every_seed(async |profile, seed| store_fault(profile, seed, StoreFault::Killed).await).await;
 }
 
 async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
@@ -476,13 +476,7 @@ const REDIS_ANSWER_MS_MAX: u64 = REDIS_TIMEOUT_MS + 2 * ANSWER_MARGIN_MS;
 
 #[actix_rt::test]
 async fn while_redis_is_frozen_no_request_waits_on_it_and_the_events_are_owned_again_within_a_second() {
-    let _turn = one_fault_at_a_time().await;
-    let profile = profile();
-    let mut runs = Vec::new();
-    for seed in profile.seeds.clone() {
-        runs.push(redis_frozen(&profile, seed).await);
-    }
-    assert_all_kept(runs);
+    every_seed(async |profile, seed| redis_frozen(profile, seed).await).await;
 }
 
 async fn lease_holder(redis: &PrivateRedis) -> Option<String> {
@@ -602,13 +596,7 @@ const FORWARD_ANSWER_MS_MAX: u64 = 1_000;
 
 #[actix_rt::test]
 async fn when_the_owner_node_freezes_the_other_node_serves_its_event_within_the_lease_ttl_and_a_second() {
-    let _turn = one_fault_at_a_time().await;
-    let profile = profile();
-    let mut runs = Vec::new();
-    for seed in profile.seeds.clone() {
-        runs.push(owner_frozen(&profile, seed).await);
-    }
-    assert_all_kept(runs);
+    every_seed(async |profile, seed| owner_frozen(profile, seed).await).await;
 }
 
 async fn epoch(database_url: &str) -> i64 {
@@ -740,13 +728,7 @@ const RESTART_LEASE_TTL_MS: u64 = 5_000;
 
 #[actix_rt::test]
 async fn a_node_killed_and_restarted_with_its_node_id_serves_its_events_within_a_second_of_being_ready() {
-    let _turn = one_fault_at_a_time().await;
-    let profile = profile();
-    let mut runs = Vec::new();
-    for seed in profile.seeds.clone() {
-        runs.push(node_killed_and_restarted(&profile, seed).await);
-    }
-    assert_all_kept(runs);
+    every_seed(async |profile, seed| node_killed_and_restarted(profile, seed).await).await;
 }
 
 async fn node_killed_and_restarted(profile: &Profile, seed: u64) -> Goals {
@@ -811,13 +793,7 @@ async fn node_killed_and_restarted(profile: &Profile, seed: u64) -> Goals {
 
 #[actix_rt::test]
 async fn nodes_started_at_the_same_moment_on_a_fresh_database_all_come_up() {
-    let _turn = one_fault_at_a_time().await;
-    let profile = profile();
-    let mut runs = Vec::new();
-    for seed in profile.seeds.clone() {
-        runs.push(nodes_started_together(&profile, seed).await);
-    }
-    assert_all_kept(runs);
+    every_seed(async |profile, seed| nodes_started_together(profile, seed).await).await;
 }
 
 async fn nodes_started_together(profile: &Profile, seed: u64) -> Goals {
