@@ -18,7 +18,10 @@
 # 2. Runs, stopping at the first failure:
 #      cargo fmt --all -- --check
 #      cargo clippy --workspace --all-targets -- -D warnings
-#      cargo test --workspace
+#      cargo test --workspace -- --skip faults::scenarios::
+#      scripts/faults.sh quick   (the fault scenarios, after the rest and one at a time:
+#                                 their goals are latencies of tens of ms, which the
+#                                 other tests' load on the same two cores would decide)
 #      scripts/schemathesis.sh   (the server against its OpenAPI document; under a
 #                                 minute here, the PyPI install included; needs
 #                                 python3 with venv, installed with apt-get when missing)
@@ -547,7 +550,10 @@ main() {
   ensure_cargo
   run_step cargo fmt --all -- --check
   run_step cargo clippy --workspace --all-targets -- -D warnings
-  run_step cargo test --workspace
+  run_step cargo test --workspace -- --skip faults::scenarios::
+  # Alone: a scenario that shared the cores with the other tests missed its latency goals by
+  # scheduling delay (a refusal after 140 ms where 50 is the goal, at a load average of 11).
+  run_step scripts/faults.sh quick
   # The server `cargo test` built (a plain `cargo build` would build again without the tests'
   # features).
   run_step env KUOTA_BIN="${CARGO_TARGET_DIR:-target}/debug/kuota" scripts/schemathesis.sh
