@@ -2,9 +2,10 @@
 //! listed in `KUOTA_WEBHOOK_ALLOW_HOSTS`, whose answers each test scripts. Signatures are
 //! checked with a few lines of `hmac` here, not with the sender's code. The retry schedule is
 //! compressed to fractions of a second by its own setting, and the attempt timeout shortened
-//! by its own; those are real timers in a real HTTP client and server (pausing tokio's clock
-//! needs its test-util feature, which would rebuild tokio for every test of the workspace; see
-//! persist's lease tests), and every wait here has a deadline.
+//! by its own; those are real timers in a real HTTP client and server (a paused clock would
+//! move on whenever both wait on their sockets), and every wait here has a deadline. The
+//! fan-out's round deadline is tested on a paused clock against a frozen store: nothing there
+//! answers, so the clock moves only to the deadline.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::TcpListener;
@@ -20,7 +21,7 @@ use kuota_engine::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::private_servers::KuotaProcess;
+use super::private_servers::{KuotaProcess, PrivateMariaDb};
 use super::support::{
     Backend, SharedRedis, TestApp, race, registration, spawn_app_on, spawn_app_with, spawn_app_with_clock,
 };
@@ -800,4 +801,51 @@ async fn every_creation_is_announced_once_across_a_change_of_owner() {
         assert_eq!(types, ["registration.created", "registration.cancelled"]);
     }
     receiver.server.stop(true).await;
+}
+
+/// A round of the fan-out keeps to its deadline when the store does not answer: every entry of
+/// the round fails as unanswered at the deadline, on a paused clock, before the store's own
+/// timeouts. The store is a private MariaDB, frozen (SIGSTOP) once connected.
+#[actix_rt::test]
+async fn a_fan_out_round_against_a_frozen_store_ends_at_its_deadline() {
+    use kuota_persist::outbox::{Deliver, no_answer};
+    use kuota_persist::store::{OutboxRow, SqlStore};
+
+    let mariadb = PrivateMariaDb::start().await;
+    let url = mariadb.create_database().await;
+    // Longer than the round: only the round's deadline can end it.
+    let store = SqlStore::connect(&url)
+        .await
+        .expect("the private MariaDB")
+        .with_call_timeout(Duration::from_secs(3_600));
+    let fan_out = kuota_api::webhooks::fan_out::FanOut::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let entry = |id: u64| OutboxRow {
+        id,
+        event: kuota_engine::EventId::parse("race").unwrap(),
+        registration: kuota_engine::RegistrationId(id),
+        kind: "registration_cancelled".into(),
+        payload_json: "{}".into(),
+        status: "pending".into(),
+        attempts: 1,
+        available_at: kuota_engine::Timestamp::from_millis(0),
+        created_at: kuota_engine::Timestamp::from_millis(0),
+    };
+    mariadb.freeze();
+    tokio::time::pause();
+    // Shorter than the pool's wait for a connection (`POOL_ACQUIRE_TIMEOUT_MS`, 5 s), which
+    // would otherwise end the round's first store call with its own error.
+    let round = Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
+    let results = fan_out.deliver_all(&[entry(1), entry(2)], round).await;
+    let elapsed = started.elapsed();
+    tokio::time::resume();
+    mariadb.thaw();
+    // The timer wheel's millisecond may round it up.
+    let late = elapsed.checked_sub(round).expect("not before its deadline");
+    assert!(late <= Duration::from_millis(1), "the round ended {late:?} after its deadline");
+    assert_eq!(results, [Err(no_answer(round)), Err(no_answer(round))]);
 }
