@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use kuota_engine::store::EventLoader;
 use kuota_engine::{
-    Command, Decision, DrawSeed, Effect, EffectKind, Email, EventConfig, Fingerprint, Idempotency,
-    IdempotencyKey, JoinQueue, ManualClock, Outcome, QueueConfig, QueuePass, RegistrationId, TicketId,
-    TicketStatus, Timestamp,
+    Command, Decision, DrawSeed, Effect, EffectKind, Email, EventConfig, EventQuota, Fingerprint,
+    Idempotency, IdempotencyKey, JoinQueue, ManualClock, Outcome, QueueConfig, QueuePass, RegistrationId,
+    TicketId, TicketStatus, Timestamp,
 };
-use kuota_persist::store::AuditRow;
+use kuota_persist::store::{AuditRow, SqlStore};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 use serde_json::{Value, json};
 
@@ -27,6 +27,18 @@ on_both_databases!(
 );
 
 const OPENS: Timestamp = START.plus_seconds(60);
+
+/// A queued event with `seats`, stored and loaded: its store, config, quota and epoch.
+async fn stored_queued_event(
+    database: &TestDatabase,
+    seats: u32,
+) -> (SqlStore, EventConfig, EventQuota, u64) {
+    let store = database.store().await;
+    let config = queued_config(seats);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().unwrap();
+    (store, config, loaded.quota, loaded.epoch)
+}
 
 fn queued_config(seats: u32) -> EventConfig {
     let mut config = event_config("race", &[("10K", seats)], 0);
@@ -57,12 +69,8 @@ async fn a_queued_event_is_stored_with_its_settings_and_seed(backend: Backend) {
 
 async fn tickets_written_through_the_writer_are_recovered_with_their_places_and_passes(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = database.store().await;
-    let config = queued_config(2);
+    let (store, config, mut quota, epoch) = stored_queued_event(&database, 2).await;
     let id = config.id.clone();
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&id).await.unwrap().unwrap();
-    let (mut quota, epoch) = (loaded.quota, loaded.epoch);
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
     let emails: Vec<String> = (0..8).map(|n| format!("r{n}@x.org")).collect();
     for (n, email) in emails.iter().enumerate() {
@@ -112,12 +120,8 @@ async fn tickets_written_through_the_writer_are_recovered_with_their_places_and_
 /// made (its position, ETA and all), until the key's retention ends.
 async fn a_keyed_join_is_one_row_and_its_key_replays_from_it_after_a_restart(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = database.store().await;
-    let config = queued_config(2);
+    let (store, config, mut quota, epoch) = stored_queued_event(&database, 2).await;
     let id = config.id.clone();
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&id).await.unwrap().unwrap();
-    let (mut quota, epoch) = (loaded.quota, loaded.epoch);
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
     let mut decided = Vec::new();
     for n in 0..3 {
@@ -170,12 +174,8 @@ async fn a_keyed_join_is_one_row_and_its_key_replays_from_it_after_a_restart(bac
 /// lobby and the join of a registrant who has a ticket are all in it.
 async fn the_audit_shows_one_entry_per_effect_of_a_queue_on_every_page_size(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let store = database.store().await;
-    let config = queued_config(4);
+    let (store, config, mut quota, epoch) = stored_queued_event(&database, 4).await;
     let id = config.id.clone();
-    assert!(store.create_event(&config, START).await.unwrap());
-    let loaded = store.load(&id).await.unwrap().unwrap();
-    let (mut quota, epoch) = (loaded.quota, loaded.epoch);
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
     let unkeyed = |email: &str| {
         Command::JoinQueue(JoinQueue { registrant: Email::parse(email).unwrap(), idempotency: None })
