@@ -44,7 +44,7 @@ pub use ids::{CategoryCode, Email, EventId, Fingerprint, IdempotencyKey, Invalid
 pub use limits::QuotaLimits;
 pub use outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
 pub use queue::{
-    DrawSeed, QueueConfig, QueueConfigError, QueuePass, StoredTicketState, TicketId, TicketRecord,
+    DrawSeed, PassTimes, QueueConfig, QueueConfigError, QueuePass, StoredTicketState, TicketId, TicketRecord,
     TicketStatus, TicketView,
 };
 pub use quota::{

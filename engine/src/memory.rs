@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use crate::clock::Timestamp;
 use crate::effect::{Effect, EffectKind};
 use crate::event::EventConfig;
 use crate::ids::{CategoryCode, Email, EventId, IdempotencyKey, RegistrationId, Seq};
 use crate::outcome::{ActiveStatus, EndedStatus};
-use crate::queue::{StoredTicketState, TicketId, TicketRecord};
+use crate::queue::{PassTimes, StoredTicketState, TicketId, TicketRecord};
 use crate::quota::{IdempotencyRecord, QuotaBuilder, RegistrationRecord};
 use crate::store::{BoxFuture, EventLoader, LoadedEvent, StoreError, Submission, SubmissionReceiver};
 
@@ -171,9 +172,17 @@ impl MemoryStore {
 }
 
 impl StoredEvent {
-    fn set_ticket_state(&mut self, ticket: TicketId, state: StoredTicketState) {
+    /// Sets a stored ticket's state at `at`, keeping its pass times as a store does.
+    fn set_ticket_state(&mut self, ticket: TicketId, state: StoredTicketState, at: Timestamp) {
         if let Some(record) = self.tickets.get_mut(&ticket) {
             record.state = state;
+            record.pass = match (state, record.pass) {
+                (StoredTicketState::Admitted { .. }, _) => Some(PassTimes { granted_at: at, ended_at: None }),
+                (StoredTicketState::Used | StoredTicketState::Expired, Some(pass)) => {
+                    Some(PassTimes { ended_at: Some(at), ..pass })
+                }
+                (_, pass) => pass,
+            };
         }
     }
 
@@ -237,16 +246,20 @@ impl StoredEvent {
                     registrant: registrant.clone(),
                     lobby: *lobby,
                     state: StoredTicketState::Waiting,
+                    pass: None,
                 };
                 self.tickets.insert(*ticket, record);
             }
-            EffectKind::QueueAdmitted { ticket, pass_expires_at } => self
-                .set_ticket_state(*ticket, StoredTicketState::Admitted { pass_expires_at: *pass_expires_at }),
+            EffectKind::QueueAdmitted { ticket, pass_expires_at } => self.set_ticket_state(
+                *ticket,
+                StoredTicketState::Admitted { pass_expires_at: *pass_expires_at },
+                effect.at,
+            ),
             EffectKind::QueuePassExpired { ticket } => {
-                self.set_ticket_state(*ticket, StoredTicketState::Expired)
+                self.set_ticket_state(*ticket, StoredTicketState::Expired, effect.at)
             }
             EffectKind::QueuePassUsed { ticket, .. } => {
-                self.set_ticket_state(*ticket, StoredTicketState::Used)
+                self.set_ticket_state(*ticket, StoredTicketState::Used, effect.at)
             }
         }
     }

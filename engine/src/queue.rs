@@ -186,6 +186,18 @@ pub struct TicketRecord {
     /// Joined before `opens_at`: placed by the draw.
     pub lobby: bool,
     pub state: StoredTicketState,
+    /// When the ticket's pass was granted and, once used or lapsed, when it ended; `None` for a
+    /// ticket never admitted (or stored without them). Recovery rebuilds the measured admission
+    /// rate from them, so that a restarted queue's ETA does not wait for the next pass to end.
+    pub pass: Option<PassTimes>,
+}
+
+/// When a ticket's pass was granted, and when it ended (used or lapsed; `None` while it is
+/// outstanding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassTimes {
+    pub granted_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
 }
 
 /// A ticket's stored state; `lobby` and `sold_out` are readings of `Waiting`, never stored.
@@ -257,8 +269,8 @@ pub(crate) struct Queue {
     /// The second the first pass ended (used or lapsed); `None` before. Until then admission
     /// is the opening's burst (every pass the seats allow at once), which says nothing about
     /// how fast the line moves after it, so it is not counted. A paced queue (`admit_per_second`)
-    /// has no such burst: its count starts with its first admission. Not stored: a rebuilt
-    /// queue starts counting again at the next pass's end (or paced admission).
+    /// has no such burst: its count starts with its first admission. Recovery rebuilds it from
+    /// the tickets' stored pass times (`restore_admission_rate`).
     pub(crate) rate_from_seconds: Option<u64>,
 }
 
@@ -425,6 +437,25 @@ impl Queue {
         {
             self.recent_admissions.pop_front();
             self.admissions_forgotten = through;
+        }
+    }
+
+    /// Rebuilds the admission count from stored pass times, as it stood after the last of
+    /// them: the count starts where it did live (the first pass's end, or a paced queue's first
+    /// admission) and holds the grants from then on, within the window of the latest.
+    pub(crate) fn restore_admission_rate(&mut self, passes: &[PassTimes]) {
+        let from = if self.config.admit_per_kilosecond.is_some() {
+            passes.iter().map(|pass| pass.granted_at).min()
+        } else {
+            passes.iter().filter_map(|pass| pass.ended_at).min()
+        };
+        let Some(from) = from else { return };
+        self.rate_from_seconds = Some(from.as_millis() / 1_000);
+        let mut granted: Vec<Timestamp> =
+            passes.iter().map(|pass| pass.granted_at).filter(|granted_at| *granted_at >= from).collect();
+        granted.sort_unstable();
+        for granted_at in granted {
+            self.count_admission(granted_at);
         }
     }
 

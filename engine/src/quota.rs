@@ -13,7 +13,7 @@ use crate::event::{CategoryIndex, EventConfig, EventConfigError};
 use crate::ids::{CategoryCode, Email, Fingerprint, IdempotencyKey, RegistrationId, Seq};
 use crate::limits::{CATEGORY_CAPACITY_MAX, FULL_CHECK_INTERVAL_APPLIES};
 use crate::outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
-use crate::queue::{Queue, Seats, StoredTicketState, TicketId, TicketRecord, TicketView};
+use crate::queue::{PassTimes, Queue, Seats, StoredTicketState, TicketId, TicketRecord, TicketView};
 
 /// Maps keyed by `KeyDigest`. A digest is already uniformly spread SipHash output, so the map
 /// uses its first word as the hash instead of hashing it again (the core must not draw
@@ -1011,6 +1011,7 @@ impl QuotaBuilder {
                 queue.left_early.insert(index);
             }
         }
+        queue.restore_admission_rate(&std::mem::take(&mut self.passes));
         Ok(())
     }
 }
@@ -1021,11 +1022,18 @@ pub struct QuotaBuilder {
     quota: EventQuota,
     idempotency: Vec<IdempotencyEntry>,
     tickets: Vec<(TicketId, KeyDigest, bool, StoredTicketState)>,
+    /// The stored tickets' pass times, for the admission rate.
+    passes: Vec<PassTimes>,
 }
 
 impl QuotaBuilder {
     pub fn new(config: EventConfig) -> Result<Self, RestoreError> {
-        Ok(QuotaBuilder { quota: EventQuota::new(config)?, idempotency: Vec::new(), tickets: Vec::new() })
+        Ok(QuotaBuilder {
+            quota: EventQuota::new(config)?,
+            idempotency: Vec::new(),
+            tickets: Vec::new(),
+            passes: Vec::new(),
+        })
     }
 
     pub fn add_registration(&mut self, record: RegistrationRecord) -> Result<(), RestoreError> {
@@ -1063,6 +1071,7 @@ impl QuotaBuilder {
             return Err(RestoreError::DuplicateTicket(record.ticket));
         }
         self.tickets.push((record.ticket, registrant, record.lobby, record.state));
+        self.passes.extend(record.pass);
         Ok(())
     }
 

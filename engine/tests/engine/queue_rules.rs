@@ -3,8 +3,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::{
     ActiveStatus, Command, Decision, DrawSeed, EffectKind, Email, EventQuota, Fingerprint, Idempotency,
-    IdempotencyKey, JoinQueue, Outcome, QueueConfig, QueuePass, QuotaBuilder, Register, RegistrationId,
-    StoredTicketState, TicketId, TicketRecord, TicketStatus, TicketView, Timestamp,
+    IdempotencyKey, JoinQueue, Outcome, PassTimes, QueueConfig, QueuePass, QuotaBuilder, Register,
+    RegistrationId, StoredTicketState, TicketId, TicketRecord, TicketStatus, TicketView, Timestamp,
 };
 use sha2::{Digest, Sha256};
 
@@ -512,6 +512,7 @@ fn a_queue_rebuilt_from_its_stored_tickets_gives_every_ticket_its_place_back() {
                 registrant: Email::parse(email).unwrap(),
                 lobby: *lobby,
                 state,
+                pass: None,
             })
             .unwrap();
     }
@@ -520,7 +521,8 @@ fn a_queue_rebuilt_from_its_stored_tickets_gives_every_ticket_its_place_back() {
         assert_eq!(
             rebuilt.ticket_view(*ticket, now),
             quota.ticket_view(*ticket, now).map(|mut view| {
-                // The admission rate is not stored: the rebuilt queue measures it afresh.
+                // Stored without pass times, the rebuilt queue measures the rate afresh (see
+                // the test on stored pass times below).
                 view.eta_seconds = rebuilt.ticket_view(*ticket, now).unwrap().eta_seconds;
                 view.refresh_after_seconds = rebuilt.ticket_view(*ticket, now).unwrap().refresh_after_seconds;
                 view
@@ -529,6 +531,106 @@ fn a_queue_rebuilt_from_its_stored_tickets_gives_every_ticket_its_place_back() {
     }
     assert_eq!(rebuilt.drawn_lobby(), quota.drawn_lobby());
     rebuilt.check_invariants_fully();
+}
+
+/// Applies `command` and notes, as a store would, the pass times its effects record.
+fn apply_noting_passes(
+    quota: &mut EventQuota,
+    passes: &mut std::collections::BTreeMap<TicketId, PassTimes>,
+    command: &Command,
+    now: Timestamp,
+) -> Outcome {
+    let (outcome, effects) = quota.apply(command, now);
+    for effect in effects {
+        match effect.kind {
+            EffectKind::QueueAdmitted { ticket, .. } => {
+                passes.insert(ticket, PassTimes { granted_at: effect.at, ended_at: None });
+            }
+            EffectKind::QueuePassUsed { ticket, .. } | EffectKind::QueuePassExpired { ticket } => {
+                passes.get_mut(&ticket).expect("an ended pass was granted").ended_at = Some(effect.at);
+            }
+            _ => {}
+        }
+    }
+    outcome
+}
+
+/// The queue rebuilt at `now` from its tickets as a store keeps them: state and pass times.
+fn rebuilt_with_pass_times(
+    quota: &EventQuota,
+    settings: &Settings,
+    passes: &std::collections::BTreeMap<TicketId, PassTimes>,
+    tickets: u32,
+    now: Timestamp,
+) -> EventQuota {
+    let mut builder = QuotaBuilder::new(queued_config(settings)).unwrap();
+    for number in 1..=u64::from(tickets) {
+        let ticket = TicketId(number);
+        let seen = view(quota, ticket, now);
+        let state = match seen.status {
+            TicketStatus::Admitted => {
+                StoredTicketState::Admitted { pass_expires_at: seen.pass_expires_at.unwrap() }
+            }
+            TicketStatus::Used => StoredTicketState::Used,
+            TicketStatus::Expired => StoredTicketState::Expired,
+            _ => StoredTicketState::Waiting,
+        };
+        let record = TicketRecord {
+            ticket,
+            registrant: Email::parse(&email_of(ticket)).unwrap(),
+            lobby: true,
+            state,
+            pass: passes.get(&ticket).copied(),
+        };
+        builder.add_ticket(record).unwrap();
+    }
+    let rebuilt = builder.finish(1, quota.last_seq()).unwrap();
+    rebuilt.check_invariants_fully();
+    rebuilt
+}
+
+/// A restarted queue measures the admission rate it measured before (from the opening's first
+/// ended pass, or a paced queue's first admission, over the same window), so every waiting
+/// ticket reads the same ETA at once, not null until the next pass ends.
+#[test]
+fn a_queue_rebuilt_from_its_stored_pass_times_measures_the_same_admission_rate() {
+    let paced = Settings { seats: 10, admit_per_kilosecond: Some(500), ..Settings::default() };
+    let unpaced = Settings { seats: 10, pass_ttl_seconds: 60, ..Settings::default() };
+    for settings in [unpaced, paced] {
+        let mut quota = queued(&settings);
+        let mut passes = std::collections::BTreeMap::new();
+        join_all(&mut quota, 40);
+        for second in [0, 10] {
+            apply_noting_passes(&mut quota, &mut passes, &Command::ExpireHolds, OPENS.plus_seconds(second));
+        }
+        let first = quota.drawn_lobby().unwrap()[0];
+        let register_first = registration_command(with_pass(register("10K", &email_of(first)), first));
+        let outcome = apply_noting_passes(&mut quota, &mut passes, &register_first, OPENS.plus_seconds(12));
+        assert!(matches!(outcome, Outcome::Decided(Decision::Confirmed { .. })), "{outcome:?}");
+        // Unused passes lapse, and others are admitted in their place.
+        for second in [60, 61, 75, 100] {
+            apply_noting_passes(&mut quota, &mut passes, &Command::ExpireHolds, OPENS.plus_seconds(second));
+        }
+        let restarted = OPENS.plus_seconds(100);
+        let rate = quota.queue_summary(restarted).unwrap().admission_rate;
+        assert!(rate.is_some(), "the scenario measures a rate");
+        let rebuilt = rebuilt_with_pass_times(&quota, &settings, &passes, 40, restarted);
+        for now in [restarted, OPENS.plus_seconds(130)] {
+            assert_eq!(
+                rebuilt.queue_summary(now).unwrap().admission_rate,
+                quota.queue_summary(now).unwrap().admission_rate,
+                "at {now:?}"
+            );
+            for number in 1..=40 {
+                let ticket = TicketId(number);
+                assert_eq!(
+                    view(&rebuilt, ticket, now).eta_seconds,
+                    view(&quota, ticket, now).eta_seconds,
+                    "{ticket:?} at {now:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -262,6 +262,7 @@ impl<'a> EventPlan<'a> {
                     new: Some(new),
                     state: StoredTicketState::Waiting,
                     registration: None,
+                    pass_granted_at: None,
                     updated_at: at,
                 };
                 self.tickets.insert(ticket.0, row);
@@ -328,10 +329,14 @@ impl<'a> EventPlan<'a> {
             new: None,
             state,
             registration: None,
+            pass_granted_at: None,
             updated_at: at,
         });
         row.state = state;
         row.registration = registration.or(row.registration);
+        if let StoredTicketState::Admitted { .. } = state {
+            row.pass_granted_at = Some(at);
+        }
         row.updated_at = at;
     }
 

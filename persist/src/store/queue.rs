@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kuota_engine::queue::{hex, parse_hex32};
 use kuota_engine::quota::{IdempotencyRecord, QuotaBuilder};
 use kuota_engine::{
-    DrawSeed, Email, EventConfig, EventId, Fingerprint, QueueConfig, StoredTicketState, TicketId,
+    DrawSeed, Email, EventConfig, EventId, Fingerprint, PassTimes, QueueConfig, StoredTicketState, TicketId,
     TicketRecord,
 };
 
@@ -29,6 +29,10 @@ pub(crate) struct TicketRow<'a> {
     pub new: Option<NewTicket<'a>>,
     pub state: StoredTicketState,
     pub registration: Option<i64>,
+    /// When the ticket's pass was granted, kept once the pass is used or lapses (recovery
+    /// rebuilds the admission rate from it, and takes the pass's end from `updated_at`); `None`
+    /// when this batch did not admit the ticket, which leaves the stored value as it is.
+    pub pass_granted_at: Option<i64>,
     pub updated_at: i64,
 }
 
@@ -126,7 +130,8 @@ pub(crate) struct LoadedTickets {
 
 /// Streams the event's tickets into `builder`, with the decisions of the keyed joins that made
 /// them when decided after `decided_after` (ms; older keys are past their retention, as purged
-/// idempotency entries are).
+/// idempotency entries are), and their passes' times: granted as stored, ended (used or
+/// lapsed) at the row's last update.
 pub(crate) async fn load_tickets(
     runner: &mut Runner<'_>,
     event: &EventId,
@@ -135,7 +140,7 @@ pub(crate) async fn load_tickets(
 ) -> Result<LoadedTickets, PersistError> {
     let tickets = Statement::new(
         "SELECT number, email, lobby, status, pass_expires_at, idempotency_key, body_fingerprint, decision_json, \
-         created_at FROM queue_tickets WHERE event_id = ?",
+         created_at, pass_granted_at, updated_at FROM queue_tickets WHERE event_id = ?",
     )
     .bind(event.as_str());
     let mut loaded = LoadedTickets::default();
@@ -155,12 +160,27 @@ pub(crate) async fn load_tickets(
                 }
                 other => return Err(invalid("queue_tickets.status", format!("unknown status {other:?}"))),
             };
+            // NULL for a ticket never admitted, or admitted before migration 0010.
+            let pass = match row.optional_int(9)? {
+                Some(granted_at) => {
+                    let granted_at = timestamp(granted_at, "queue_tickets.pass_granted_at")?;
+                    let ended_at = match state {
+                        StoredTicketState::Used | StoredTicketState::Expired => {
+                            Some(timestamp(row.int(10)?, "queue_tickets.updated_at")?)
+                        }
+                        StoredTicketState::Waiting | StoredTicketState::Admitted { .. } => None,
+                    };
+                    Some(PassTimes { granted_at, ended_at })
+                }
+                None => None,
+            };
             builder.add_ticket(TicketRecord {
                 ticket: TicketId(unsigned(row.int(0)?, "queue_tickets.number")?),
                 registrant: Email::parse(row.text(1)?)
                     .map_err(|error| invalid("queue_tickets.email", error))?,
                 lobby: row.int(2)? != 0,
                 state,
+                pass,
             })?;
             loaded.tickets += 1;
             let created_at = row.int(8)?;
@@ -198,10 +218,10 @@ pub(crate) fn ticket_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -
         plan.tickets.values().filter_map(move |row| row.new.as_ref().map(|new| (plan.event, row, new)))
     });
     multi_row_inserts(
-        "INSERT INTO queue_tickets (event_id, number, email, lobby, status, pass_expires_at, registration_number, \
-         idempotency_key, body_fingerprint, decision_json, decision_seq, created_seq, created_at, updated_at) \
-         VALUES ",
-        14,
+        "INSERT INTO queue_tickets (event_id, number, email, lobby, status, pass_expires_at, pass_granted_at, \
+         registration_number, idempotency_key, body_fingerprint, decision_json, decision_seq, created_seq, \
+         created_at, updated_at) VALUES ",
+        15,
         "",
         rows,
         |statement, (event, row, new)| {
@@ -212,6 +232,7 @@ pub(crate) fn ticket_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -
             statement.push_value(i64::from(new.lobby));
             statement.push_value(row.state.as_str());
             statement.push_value(pass_expires_at(row.state));
+            statement.push_value(row.pass_granted_at);
             statement.push_value(row.registration);
             statement.push_value(decision.map(|decision| decision.key));
             statement.push_value(decision.map(|decision| decision.fingerprint));
@@ -242,19 +263,22 @@ fn ticket_change_statement<'a>(event: &'a EventId, rows: &[&TicketRow<'_>]) -> S
         statement.push_value(row.number);
         statement.push_value(row.state.as_str());
     }
-    for (column, value) in [
+    // A pass's grant stays once the pass ends (`TicketRow::pass_granted_at`).
+    for (column, then, value) in [
         (
             "pass_expires_at",
+            " WHEN ? THEN ?",
             (|row: &TicketRow<'_>| pass_expires_at(row.state)) as fn(&TicketRow<'_>) -> Option<i64>,
         ),
-        ("registration_number", |row| row.registration),
-        ("updated_at", |row| Some(row.updated_at)),
+        ("pass_granted_at", " WHEN ? THEN COALESCE(?, pass_granted_at)", |row| row.pass_granted_at),
+        ("registration_number", " WHEN ? THEN ?", |row| row.registration),
+        ("updated_at", " WHEN ? THEN ?", |row| Some(row.updated_at)),
     ] {
         statement.sql.push_str(" END, ");
         statement.sql.push_str(column);
         statement.sql.push_str(" = CASE number");
         for row in rows {
-            statement.sql.push_str(" WHEN ? THEN ?");
+            statement.sql.push_str(then);
             statement.push_value(row.number);
             statement.push_value(value(row));
         }

@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use kuota_engine::limits::HOLD_EXPIRY_TICK_MS;
 use kuota_engine::queue::{
-    DrawSeed, QueuePass, StoredTicketState, TicketId, TicketRecord, TicketStatus, TicketView,
+    DrawSeed, PassTimes, QueuePass, StoredTicketState, TicketId, TicketRecord, TicketStatus, TicketView,
 };
 use kuota_engine::{
     ActiveStatus, CategoryCode, Command, Decision, Effect, EffectKind, Email, EventConfig, EventId,
@@ -293,9 +293,19 @@ struct StoreView {
     admitted: Vec<TicketId>,
     /// When each ticket was admitted, by number − 1.
     admitted_at: Vec<Option<Micros>>,
+    /// Ticket number `n` at index `n - 1`: its pass's times as the store keeps them, for
+    /// recovery to rebuild the admission rate.
+    passes: Vec<Option<PassTimes>>,
 }
 
 impl StoreView {
+    /// The ticket's pass (if it had one) was used or lapsed at `at`.
+    fn pass_ended(&mut self, ticket: TicketId, at: Timestamp) {
+        if let Some(pass) = &mut self.passes[ticket.0 as usize - 1] {
+            pass.ended_at = Some(at);
+        }
+    }
+
     fn available(&self) -> u64 {
         self.capacity.iter().zip(&self.taken).map(|(capacity, taken)| capacity.saturating_sub(*taken)).sum()
     }
@@ -709,6 +719,7 @@ impl<'a> QueueSimulation<'a> {
                     registrant: self.emails[*registrant as usize].clone(),
                     lobby: *lobby,
                     state: *state,
+                    pass: self.store.passes[index],
                 })
                 .map_err(|error| error.to_string())?;
         }
@@ -737,6 +748,7 @@ impl<'a> QueueSimulation<'a> {
                     }
                     self.store.tickets.push((index, *lobby, StoredTicketState::Waiting));
                     self.store.admitted_at.push(None);
+                    self.store.passes.push(None);
                 }
                 EffectKind::QueueAdmitted { ticket, pass_expires_at } => {
                     admitted = true;
@@ -745,10 +757,13 @@ impl<'a> QueueSimulation<'a> {
                     self.store.outstanding += 1;
                     self.store.admitted.push(*ticket);
                     self.store.admitted_at[ticket.0 as usize - 1] = Some(Self::micros_of(effect.at));
+                    self.store.passes[ticket.0 as usize - 1] =
+                        Some(PassTimes { granted_at: effect.at, ended_at: None });
                     self.passes_outstanding_peak = self.passes_outstanding_peak.max(self.store.outstanding);
                 }
                 EffectKind::QueuePassExpired { ticket } => {
                     self.store.tickets[ticket.0 as usize - 1].2 = StoredTicketState::Expired;
+                    self.store.pass_ended(*ticket, effect.at);
                     self.store.outstanding -= 1;
                     self.passes_expired += 1;
                 }
@@ -758,6 +773,7 @@ impl<'a> QueueSimulation<'a> {
                         self.store.outstanding -= 1;
                     }
                     *entry = StoredTicketState::Used;
+                    self.store.pass_ended(*ticket, effect.at);
                     self.passes_used += 1;
                     passes_used.push((*ticket, *registration));
                 }
