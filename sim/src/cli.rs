@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::distribution::NormalDraw;
 use crate::load::target::Target;
 use crate::load::{self, EventChoice, LoadConfig, Mode, Spacing};
 use crate::model::queue::{QueueRunOptions, simulate_queue};
@@ -440,6 +441,8 @@ fn run_command(args: &RunArgs) -> ExitCode {
         break_model: args.break_model,
         progress: true,
         break_fencing: args.break_fencing,
+        // A swarm seed's replay draws as the swarm did.
+        normal_draw: if args.random_faults { NormalDraw::Ziggurat } else { NormalDraw::BoxMuller },
         ..RunOptions::default()
     };
     let started = Instant::now();

@@ -77,24 +77,30 @@ impl Writer {
     /// Takes the next batch from the head of the queue: whole submissions, up to
     /// `batch_size_max` effects (a larger single submission goes alone).
     fn take_batch(&mut self, batch_size_max: usize) -> Batch {
-        let first = self.queue.front().expect("take_batch is only called with a waiting submission");
-        let first_submission = first.id;
+        // How many submissions the batch takes, and their effects, before moving any: the first
+        // submission's own vector becomes the batch's, grown once for the others.
+        let (mut taken, mut effects) = (0, 0);
+        for next in &self.queue {
+            if effects > 0 && effects + next.effects.len() > batch_size_max {
+                break;
+            }
+            taken += 1;
+            effects += next.effects.len();
+        }
+        let first = self.queue.pop_front().expect("take_batch is only called with a waiting submission");
+        self.queued_effects -= effects;
         let mut batch = Batch {
-            first_submission,
-            last_submission: first_submission,
+            first_submission: first.id,
+            last_submission: first.id,
             epoch: first.epoch,
-            effects: Vec::new(),
+            effects: first.effects,
             latency_us: 0,
             attempts: 0,
             attempt_started: 0,
             timed_out: false,
         };
-        while let Some(next) = self.queue.front() {
-            if !batch.effects.is_empty() && batch.effects.len() + next.effects.len() > batch_size_max {
-                break;
-            }
-            let submission = self.queue.pop_front().expect("the loop condition just saw the front");
-            self.queued_effects -= submission.effects.len();
+        batch.effects.reserve_exact(effects - batch.effects.len());
+        for submission in self.queue.drain(..taken - 1) {
             batch.last_submission = submission.id;
             batch.effects.extend(submission.effects);
         }
