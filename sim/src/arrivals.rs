@@ -94,7 +94,9 @@ mod tests {
     #[test]
     fn the_radix_sort_sorts_as_a_comparison_sort_does() {
         let mut rng = Rng::new(8, Stream::Arrivals);
-        for (count, bound) in [(0, 1), (1, 1), (2, 1), (5_000, 2_000), (15_000, 30_000_000), (3_000, u64::MAX)] {
+        for (count, bound) in
+            [(0, 1), (1, 1), (2, 1), (5_000, 2_000), (15_000, 30_000_000), (3_000, u64::MAX)]
+        {
             let mut times: Vec<Micros> = (0..count).map(|_| rng.below(bound)).collect();
             if count > 2 {
                 times[0] = u64::MAX;

@@ -152,8 +152,11 @@ fn ziggurat() -> &'static Ziggurat {
     static TABLES: OnceLock<Ziggurat> = OnceLock::new();
     TABLES.get_or_init(|| {
         let density = |x: f64| (-0.5 * x * x).exp();
-        let mut table =
-            Ziggurat { inner: [0; ZIGGURAT_LAYERS], width: [0.0; ZIGGURAT_LAYERS], height: [0.0; ZIGGURAT_LAYERS] };
+        let mut table = Ziggurat {
+            inner: [0; ZIGGURAT_LAYERS],
+            width: [0.0; ZIGGURAT_LAYERS],
+            height: [0.0; ZIGGURAT_LAYERS],
+        };
         let last = ZIGGURAT_LAYERS - 1;
         let mut edge = ZIGGURAT_TAIL_START;
         let base = ZIGGURAT_LAYER_AREA / density(edge);
@@ -213,10 +216,18 @@ mod tests {
         ziggurat.sort_unstable_by(f64::total_cmp);
         box_muller.sort_unstable_by(f64::total_cmp);
         let quantile = |sorted: &[f64], p: f64| sorted[(p * sorted.len() as f64) as usize];
-        let known = [(0.001, -3.090), (0.01, -2.326), (0.1, -1.282), (0.5, 0.0), (0.9, 1.282), (0.99, 2.326), (0.999, 3.090)];
+        let known = [
+            (0.001, -3.090),
+            (0.01, -2.326),
+            (0.1, -1.282),
+            (0.5, 0.0),
+            (0.9, 1.282),
+            (0.99, 2.326),
+            (0.999, 3.090),
+        ];
         for (p, expected) in known {
             let (fast, slow) = (quantile(&ziggurat, p), quantile(&box_muller, p));
-            let tolerance = if p < 0.01 || p > 0.99 { 0.05 } else { 0.02 };
+            let tolerance = if (0.01..=0.99).contains(&p) { 0.02 } else { 0.05 };
             assert!((fast - expected).abs() < tolerance, "ziggurat quantile {p}: {fast} (normal {expected})");
             assert!((fast - slow).abs() < tolerance, "quantile {p}: ziggurat {fast}, Box–Muller {slow}");
         }

@@ -536,7 +536,8 @@ impl Simulation<'_> {
             if done - started > self.settings.store_timeout_us {
                 self.store_call_cut(started);
                 self.health.load_connection_lost = true;
-                let retry = started + self.settings.store_timeout_us + RELOAD_RETRY_DELAY_MS * MICROS_PER_MILLI;
+                let retry =
+                    started + self.settings.store_timeout_us + RELOAD_RETRY_DELAY_MS * MICROS_PER_MILLI;
                 return self.agenda.schedule(retry.max(self.now), EventKind::LoadAttempt { incarnation });
             }
             return self.agenda.schedule(done, EventKind::Loaded { incarnation });
