@@ -102,8 +102,8 @@ struct RunArgs {
     /// Not an option: the report is written with --report.
     #[arg(long, hide = true, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Replace the scenario's faults with the random schedule the swarm draws for this seed
-    /// (how `swarm` replays a seed).
+    /// Replace the scenario's faults with the random schedule the swarm draws for this seed,
+    /// and draw durations as the swarm does (how `swarm` replays a seed).
     #[arg(long)]
     random_faults: bool,
     /// Search the smallest node count and batch settings whose p99 is at most this.
