@@ -23,8 +23,39 @@ pub fn arrival_times(arrivals: &Arrivals, rng: &mut Rng) -> Vec<Micros> {
     for _ in in_spike..registrants {
         times.push((spike_us + tail_us * rng.unit()) as Micros);
     }
-    times.sort_unstable();
+    radix_sort(&mut times);
     times
+}
+
+/// Bits of the digit `radix_sort` sorts on in one pass: 2,048 counters, which stay in the cache.
+const RADIX_BITS: u32 = 11;
+
+/// Sorts `times` as `sort_unstable` does (equal times are indistinguishable), in a few linear
+/// passes over the digits the largest time has (three for a spike of up to 2.4 hours), where a
+/// comparison sort of a swarm seed's 15,000 arrivals took a twentieth of the seed's instructions.
+fn radix_sort(times: &mut Vec<Micros>) {
+    let largest = times.iter().copied().max().unwrap_or(0);
+    let mut spare = vec![0; times.len()];
+    let mut shift = 0;
+    while shift < Micros::BITS && largest >> shift > 0 {
+        let digit = |time: Micros| ((time >> shift) & ((1 << RADIX_BITS) - 1)) as usize;
+        let mut starts = [0usize; 1 << RADIX_BITS];
+        for time in times.iter() {
+            starts[digit(*time)] += 1;
+        }
+        let mut start = 0;
+        for count in &mut starts {
+            (*count, start) = (start, start + *count);
+        }
+        // Stable within a digit, so that the earlier passes' order holds among equal digits.
+        for time in times.iter() {
+            let position = &mut starts[digit(*time)];
+            spare[*position] = *time;
+            *position += 1;
+        }
+        std::mem::swap(times, &mut spare);
+        shift += RADIX_BITS;
+    }
 }
 
 /// Maps a uniform draw on `[0, 1)` to a position in the spike window with the shape's density.
@@ -58,6 +89,24 @@ mod tests {
         assert!(times.windows(2).all(|pair| pair[0] <= pair[1]));
         assert!((share_before(&times, 60) - 0.8).abs() < 1e-9);
         assert!(*times.last().unwrap() < 600 * MICROS_PER_SECOND);
+    }
+
+    #[test]
+    fn the_radix_sort_sorts_as_a_comparison_sort_does() {
+        let mut rng = Rng::new(8, Stream::Arrivals);
+        for (count, bound) in
+            [(0, 1), (1, 1), (2, 1), (5_000, 2_000), (15_000, 30_000_000), (3_000, u64::MAX)]
+        {
+            let mut times: Vec<Micros> = (0..count).map(|_| rng.below(bound)).collect();
+            if count > 2 {
+                times[0] = u64::MAX;
+                times[1] = 0;
+            }
+            let mut expected = times.clone();
+            expected.sort_unstable();
+            radix_sort(&mut times);
+            assert_eq!(times, expected, "{count} times below {bound}");
+        }
     }
 
     #[test]

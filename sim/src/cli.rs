@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::distribution::NormalDraw;
 use crate::load::target::Target;
 use crate::load::{self, EventChoice, LoadConfig, Mode, Spacing};
 use crate::model::queue::{QueueRunOptions, simulate_queue};
@@ -101,8 +102,8 @@ struct RunArgs {
     /// Not an option: the report is written with --report.
     #[arg(long, hide = true, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Replace the scenario's faults with the random schedule the swarm draws for this seed
-    /// (how `swarm` replays a seed).
+    /// Replace the scenario's faults with the random schedule the swarm draws for this seed,
+    /// and draw durations as the swarm does (how `swarm` replays a seed).
     #[arg(long)]
     random_faults: bool,
     /// Search the smallest node count and batch settings whose p99 is at most this.
@@ -440,6 +441,8 @@ fn run_command(args: &RunArgs) -> ExitCode {
         break_model: args.break_model,
         progress: true,
         break_fencing: args.break_fencing,
+        // A swarm seed's replay draws as the swarm did.
+        normal_draw: if args.random_faults { NormalDraw::Ziggurat } else { NormalDraw::BoxMuller },
         ..RunOptions::default()
     };
     let started = Instant::now();

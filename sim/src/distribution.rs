@@ -76,14 +76,20 @@ impl Distribution {
 
     /// The distribution ready for many draws (a lognormal's sigma worked out once).
     pub fn sampler(&self) -> Sampler {
-        Sampler(match *self {
+        self.sampler_drawing(NormalDraw::BoxMuller)
+    }
+
+    /// `sampler`, drawing a lognormal's normal with `normal`.
+    pub fn sampler_drawing(&self, normal: NormalDraw) -> Sampler {
+        let shape = match *self {
             Distribution::Constant { value_ms } => Shape::Constant { value_ms },
             Distribution::Uniform { min_ms, max_ms } => Shape::Uniform { min_ms, max_ms },
             Distribution::Exponential { mean_ms } => Shape::Exponential { mean_ms },
             Distribution::Lognormal { median_ms, p99_ms } => {
                 Shape::Lognormal { median_ms, sigma: (p99_ms / median_ms).ln() / STANDARD_NORMAL_P99 }
             }
-        })
+        };
+        Sampler(shape, normal)
     }
 
     /// The mean, in milliseconds, for summaries.
@@ -112,10 +118,23 @@ impl Distribution {
     }
 }
 
-/// A `Distribution` to draw from many times: what a draw needs, worked out once. It draws
-/// exactly what the distribution's own `sample_micros` draws.
+/// How a lognormal's underlying normal is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormalDraw {
+    /// Box–Muller (`Rng::standard_normal`): what `kuota-sim run` draws, and what every figure
+    /// in docs/capacity-planning.md was drawn with.
+    #[default]
+    BoxMuller,
+    /// The ziggurat (`Rng::standard_normal_ziggurat`): the same distribution, other numbers,
+    /// about a fifth of the instructions. The swarm's seeds draw this way, and so does
+    /// `run --random-faults`, which replays them.
+    Ziggurat,
+}
+
+/// A `Distribution` to draw from many times: what a draw needs, worked out once. With
+/// `NormalDraw::BoxMuller` it draws exactly what the distribution's own `sample_micros` draws.
 #[derive(Clone, Copy, Debug)]
-pub struct Sampler(Shape);
+pub struct Sampler(Shape, NormalDraw);
 
 #[derive(Clone, Copy, Debug)]
 enum Shape {
@@ -132,7 +151,13 @@ impl Sampler {
             Shape::Constant { value_ms } => value_ms,
             Shape::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * rng.unit(),
             Shape::Exponential { mean_ms } => rng.exponential(mean_ms),
-            Shape::Lognormal { median_ms, sigma } => median_ms * (sigma * rng.standard_normal()).exp(),
+            Shape::Lognormal { median_ms, sigma } => {
+                let normal = match self.1 {
+                    NormalDraw::BoxMuller => rng.standard_normal(),
+                    NormalDraw::Ziggurat => rng.standard_normal_ziggurat(),
+                };
+                median_ms * (sigma * normal).exp()
+            }
         };
         round_micros(milliseconds * MICROS_PER_MILLI as f64)
     }
@@ -168,6 +193,19 @@ mod tests {
         let p99 = draws[draws.len() * 99 / 100] as f64 / 1_000.0;
         assert!((median - 4.0).abs() < 0.1, "median {median}");
         assert!((p99 - 20.0).abs() < 1.0, "p99 {p99}");
+    }
+
+    #[test]
+    fn a_lognormal_drawn_through_the_ziggurat_has_the_same_median_and_p99() {
+        let distribution = Distribution::Lognormal { median_ms: 0.5, p99_ms: 4.0 };
+        let sampler = distribution.sampler_drawing(NormalDraw::Ziggurat);
+        let mut rng = Rng::new(12, Stream::System);
+        let mut draws: Vec<Micros> = (0..200_000).map(|_| sampler.sample_micros(&mut rng)).collect();
+        draws.sort_unstable();
+        let median = draws[draws.len() / 2] as f64 / 1_000.0;
+        let p99 = draws[draws.len() * 99 / 100] as f64 / 1_000.0;
+        assert!((median - 0.5).abs() < 0.01, "median {median}");
+        assert!((p99 - 4.0).abs() < 0.2, "p99 {p99}");
     }
 
     #[test]

@@ -524,6 +524,13 @@ impl Metrics {
         }
     }
 
+    /// A registrant's first press to their final answer (not kept by `counts_only`).
+    pub fn note_time_to_final_answer(&mut self, since_first: Micros) {
+        if self.latencies_kept {
+            self.time_to_final_answer.saturating_record(since_first.max(1));
+        }
+    }
+
     pub fn observe_node_queue(&mut self, at: Micros, depth: u64) {
         self.node_queue_peak = self.node_queue_peak.max(depth);
         let second = self.second(at);

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::distribution::NormalDraw;
 use crate::model::{RunOptions, simulate};
 use crate::progress::Progress;
 use crate::random::{Rng, SplitMix64, Stream};
@@ -101,7 +102,8 @@ pub fn run(
 ) -> SwarmOutcome {
     let progress = options.progress;
     // Each seed's own bar is never shown, and only its invariants are read.
-    let options = RunOptions { progress: false, counts_only: true, ..options };
+    let options =
+        RunOptions { progress: false, counts_only: true, normal_draw: NormalDraw::Ziggurat, ..options };
     let found = run_seeds(meta_seed, seeds, threads, progress, |index, seed| {
         let faulty = with_random_faults(scenario, seed);
         let result = simulate(&faulty, seed, options);

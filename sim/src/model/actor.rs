@@ -65,6 +65,8 @@ pub(super) struct Actor {
     pending: VecDeque<Pending>,
     expire_job_queued: bool,
     pub(super) tick_at: Option<Micros>,
+    /// When the current load attempt started and the database time it needs.
+    pub(super) load_work: (Micros, Micros),
     pub(super) fast_path: FastPath,
     waitlist_length_max: u32,
 }
@@ -84,6 +86,7 @@ impl Actor {
             pending: VecDeque::new(),
             expire_job_queued: false,
             tick_at: None,
+            load_work: (0, 0),
             waitlist_length_max: event.waitlist_length_max,
         }
     }

@@ -208,7 +208,7 @@ impl Simulation<'_> {
     fn conclude_registration(&mut self, request: &Request, state: ClientState) {
         let index = request.registrant;
         let since_first = self.now - self.registrants[index as usize].first_sent_at;
-        self.metrics.time_to_final_answer.saturating_record(since_first.max(1));
+        self.metrics.note_time_to_final_answer(since_first);
         self.registrants[index as usize].state = state;
         if let Some(registration) = request.registration {
             self.tell_registration(index, registration);

@@ -511,6 +511,7 @@ impl Simulation<'_> {
             read_us += self.connect_us();
         }
         let done = self.faults.store_work_done(self.now, read_us);
+        self.actor.load_work = (self.now, read_us);
         if done - self.now > self.settings.store_timeout_us {
             self.store_call_cut(self.now);
             self.health.load_connection_lost = true;
@@ -526,10 +527,20 @@ impl Simulation<'_> {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
         }
-        if let Some(busy_until) = self.faults.store_stalled_until(self.now) {
+        let (started, read_us) = self.actor.load_work;
+        let done = self.faults.store_work_done(started, read_us);
+        if done > self.now {
             // The database came back but works through what a stall left it first (see
-            // `stall_ends`): the load's reads are answered after that.
-            return self.agenda.schedule(busy_until, EventKind::Loaded { incarnation });
+            // `stall_ends`), then does the load's reads; the timeout cuts it short if that is
+            // too late.
+            if done - started > self.settings.store_timeout_us {
+                self.store_call_cut(started);
+                self.health.load_connection_lost = true;
+                let retry =
+                    started + self.settings.store_timeout_us + RELOAD_RETRY_DELAY_MS * MICROS_PER_MILLI;
+                return self.agenda.schedule(retry.max(self.now), EventKind::LoadAttempt { incarnation });
+            }
+            return self.agenda.schedule(done, EventKind::Loaded { incarnation });
         }
         self.cluster.store_epoch += 1;
         self.reloads += 1;

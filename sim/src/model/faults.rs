@@ -106,15 +106,24 @@ impl FaultPlan {
     }
 
     /// When work of `duration` that the store starts at `start` is done: a stalled store does
-    /// nothing until the stall ends (a frozen database finishes its work after SIGCONT).
+    /// none of it while stalled (a frozen database does its part after SIGCONT, and after what
+    /// the stall left it, `extend_stall`), so every stall it meets pauses it. Work in flight is
+    /// checked again when it was due (`commit_done`, `loaded`), since a stall's backlog is only
+    /// known when the stall ends.
     pub(super) fn store_work_done(&self, start: Micros, duration: Micros) -> Micros {
-        let mut done = start + duration;
+        let (mut at, mut left) = (start, duration);
+        // `store_stalls` is sorted by start; a backlog begins where its stall ends.
         for stall in &self.store_stalls {
-            if stall.from < done && stall.until > start {
-                done = done.max(stall.until);
+            if stall.until <= at {
+                continue;
             }
+            if stall.from >= at + left {
+                break;
+            }
+            left -= stall.from.saturating_sub(at);
+            at = stall.until;
         }
-        done
+        at + left
     }
 
     /// Latency added to a commit attempt starting at `at`.
@@ -295,5 +304,26 @@ impl Simulation<'_> {
         if self.health.consecutive_failures >= self.settings.write_behind.breaker_failures_max.max(1) {
             self.health.breaker_open = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_store_does_none_of_a_calls_work_while_stalled() {
+        let mut plan = FaultPlan { store_stalls: vec![Span { from: 10, until: 20 }], ..FaultPlan::default() };
+        // Done before the stall; half before and half after it; all of it after it.
+        assert_eq!(plan.store_work_done(0, 5), 5);
+        assert_eq!(plan.store_work_done(5, 10), 25);
+        assert_eq!(plan.store_work_done(12, 3), 23);
+        // Due exactly when the stall begins: done.
+        assert_eq!(plan.store_work_done(4, 6), 10);
+        // The backlog the stall left, known when it ends, comes first.
+        plan.extend_stall(20, 4);
+        assert_eq!(plan.store_work_done(12, 3), 27);
+        assert_eq!(plan.store_work_done(5, 10), 29);
+        assert_eq!(plan.store_work_done(30, 3), 33);
     }
 }

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use kuota_engine::{CategoryCode, EventQuota, RegistrationDetails, RegistrationId, Timestamp};
 
 use crate::arrivals::arrival_times;
-use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros, Sampler};
+use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros, NormalDraw, Sampler};
 use crate::invariants::{StoreView, Violations};
 use crate::metrics::{AnswerClass, ChartWindow, FinalState, Metrics};
 use crate::progress::Progress;
@@ -97,6 +97,9 @@ pub struct RunOptions {
     /// Record no latency (`Metrics::counts_only`): for runs whose invariants alone are read,
     /// such as the swarm's. The run is the same; its report would lack the latencies.
     pub counts_only: bool,
+    /// How lognormal durations draw their normal: the swarm's seeds, and `run --random-faults`
+    /// that replays them, use the ziggurat (`NormalDraw`); every other run Box–Muller.
+    pub normal_draw: NormalDraw,
 }
 
 /// Everything a finished run produced.
@@ -166,7 +169,7 @@ fn micros_from_millis(milliseconds: f64) -> Micros {
 }
 
 impl Settings {
-    fn new(scenario: &Scenario) -> Self {
+    fn new(scenario: &Scenario, normal: NormalDraw) -> Self {
         let (behaviour, system) = (&scenario.behaviour, &scenario.system);
         Settings {
             patience_us: micros_from_millis(behaviour.patience_ms),
@@ -187,14 +190,14 @@ impl Settings {
                 stall_threshold_ms: system.store_stall_ms,
                 ..Default::default()
             },
-            network_round_trip: system.network_round_trip.sampler(),
-            http_service: system.http_service.sampler(),
-            actor_service: system.actor_service.sampler(),
-            commit_latency: system.commit_latency.sampler(),
-            store_connect: system.store_connect.sampler(),
+            network_round_trip: system.network_round_trip.sampler_drawing(normal),
+            http_service: system.http_service.sampler_drawing(normal),
+            actor_service: system.actor_service.sampler_drawing(normal),
+            commit_latency: system.commit_latency.sampler_drawing(normal),
+            store_connect: system.store_connect.sampler_drawing(normal),
             abandoned_connection_us: micros_from_millis(system.store_abandoned_connection_ms),
-            pay_delay: behaviour.pay_delay.sampler(),
-            cancel_delay: behaviour.cancel_delay.sampler(),
+            pay_delay: behaviour.pay_delay.sampler_drawing(normal),
+            cancel_delay: behaviour.cancel_delay.sampler_drawing(normal),
         }
     }
 }
@@ -347,7 +350,7 @@ impl<'a> Simulation<'a> {
         let quota = EventQuota::new(config).expect("the scenario's event was validated when it was parsed");
         let registrants = scenario.arrivals.registrants as usize;
         let window = chart_window(scenario);
-        let settings = Settings::new(scenario);
+        let settings = Settings::new(scenario, options.normal_draw);
         let plan = faults::FaultPlan::new(scenario);
         let mut metrics =
             if options.counts_only { Metrics::counts_only(window) } else { Metrics::new(window) };

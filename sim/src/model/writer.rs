@@ -33,6 +33,9 @@ struct Batch {
     epoch: u64,
     effects: Vec<Effect>,
     latency_us: Micros,
+    /// The database's own time for the current attempt (its drawn latency and a connection),
+    /// which stalls pause (`FaultPlan::store_work_done`).
+    work_us: Micros,
     attempts: u32,
     attempt_started: Micros,
     /// The current attempt ran into the store timeout.
@@ -77,24 +80,31 @@ impl Writer {
     /// Takes the next batch from the head of the queue: whole submissions, up to
     /// `batch_size_max` effects (a larger single submission goes alone).
     fn take_batch(&mut self, batch_size_max: usize) -> Batch {
-        let first = self.queue.front().expect("take_batch is only called with a waiting submission");
-        let first_submission = first.id;
+        // How many submissions the batch takes, and their effects, before moving any: the first
+        // submission's own vector becomes the batch's, grown once for the others.
+        let (mut taken, mut effects) = (0, 0);
+        for next in &self.queue {
+            if effects > 0 && effects + next.effects.len() > batch_size_max {
+                break;
+            }
+            taken += 1;
+            effects += next.effects.len();
+        }
+        let first = self.queue.pop_front().expect("take_batch is only called with a waiting submission");
+        self.queued_effects -= effects;
         let mut batch = Batch {
-            first_submission,
-            last_submission: first_submission,
+            first_submission: first.id,
+            last_submission: first.id,
             epoch: first.epoch,
-            effects: Vec::new(),
+            effects: first.effects,
             latency_us: 0,
+            work_us: 0,
             attempts: 0,
             attempt_started: 0,
             timed_out: false,
         };
-        while let Some(next) = self.queue.front() {
-            if !batch.effects.is_empty() && batch.effects.len() + next.effects.len() > batch_size_max {
-                break;
-            }
-            let submission = self.queue.pop_front().expect("the loop condition just saw the front");
-            self.queued_effects -= submission.effects.len();
+        batch.effects.reserve_exact(effects - batch.effects.len());
+        for submission in self.queue.drain(..taken - 1) {
             batch.last_submission = submission.id;
             batch.effects.extend(submission.effects);
         }
@@ -199,6 +209,7 @@ impl Simulation<'_> {
         let Some(batch) = self.writer.in_flight[slot as usize].as_mut() else { return };
         batch.attempts += 1;
         batch.attempt_started = self.now;
+        batch.work_us = latency;
         batch.latency_us = done - self.now;
         batch.timed_out = batch.latency_us > self.settings.store_timeout_us;
         let ends_in = batch.latency_us.min(self.settings.store_timeout_us);
@@ -230,16 +241,16 @@ impl Simulation<'_> {
         let Some(batch) = self.writer.in_flight.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
-        if !batch.timed_out
-            && let Some(busy_until) = self.faults.store_stalled_until(self.now)
-        {
+        let done = self.faults.store_work_done(batch.attempt_started, batch.work_us);
+        if !batch.timed_out && done > self.now {
             // The database came back but works through what a stall left it first (see
-            // `stall_ends`): the commit is done then, or the timeout cuts it short before.
+            // `stall_ends`), then does the commit: it is done then, or the timeout cuts it
+            // short before.
             let timeout_at = batch.attempt_started + self.settings.store_timeout_us;
-            batch.timed_out = busy_until > timeout_at;
-            batch.latency_us = busy_until.min(timeout_at) - batch.attempt_started;
+            batch.timed_out = done > timeout_at;
+            batch.latency_us = done.min(timeout_at) - batch.attempt_started;
             let writer = self.writer.id;
-            let at = busy_until.min(timeout_at);
+            let at = done.min(timeout_at);
             return self.agenda.schedule(at, EventKind::CommitDone { writer, batch: slot });
         }
         if batch.timed_out {

@@ -150,20 +150,32 @@ fn a_thawed_store_first_works_through_the_connections_its_stall_left_then_serves
         "/scenarios/calibration/faults-store-stall.toml"
     ))
     .unwrap();
-    let recovery_ms = |abandoned_ms: f64| {
+    let recovery = |abandoned_ms: f64| {
+        // At 20 s rather than the suite's 1.25 s: some 3,950 registrations stored, so that the
+        // reload after the stall reads for several milliseconds.
         let with_cost = text
-            .replace("[system]\n", &format!("[system]\nstore_abandoned_connection_ms = {abandoned_ms}\n"));
+            .replace("[system]\n", &format!("[system]\nstore_abandoned_connection_ms = {abandoned_ms}\n"))
+            .replace("start_seconds = 1.25\n", "start_seconds = 20\n");
         let scenario = Scenario::parse(&with_cost, "faults-store-stall").unwrap();
         let result = simulate(&scenario, 1, RunOptions::default());
         assert_eq!(result.violations.total, 0, "{:?}", result.violations);
         let stats = &result.metrics.faults[0];
         let served = stats.served_again_at.expect("served again after the stall");
-        (served - stats.end) as f64 / 1_000.0
+        // Every registration is new and admitted: those before the stall are what the reload
+        // after it reads, at the scenario's recovery rate.
+        let stored = stats.windows[0].count(AnswerClass::Confirmed) as f64;
+        let reading_ms = stored * 1_000.0 / scenario.system.recovery_registrations_per_second;
+        ((served - stats.end) as f64 / 1_000.0, reading_ms)
     };
-    let free = recovery_ms(0.0);
-    let costly = recovery_ms(1.0);
+    let (free, reading_ms) = recovery(0.0);
+    let (costly, _) = recovery(1.0);
+    // The reload under way when the stall ends does its reading after it: a frozen database
+    // does none of a call's work while frozen (until 2026-12-06 the model let a load or commit
+    // started in the stall finish at its end, its work done meanwhile).
+    assert!(reading_ms > 5.0, "the reload reads {reading_ms} ms");
+    assert!(free >= reading_ms, "recovered {free} ms after the stall, the reload reads {reading_ms} ms");
+    assert!(free < reading_ms + 10.0, "recovered {free} ms after the stall with nothing left to deal with");
     // At least the health pings: one per store timeout (500 ms) of the 20 s stall.
     let cut_calls_at_least = 40.0;
-    assert!(free < 10.0, "recovered {free} ms after the stall with nothing left to deal with");
     assert!(costly - free >= cut_calls_at_least, "{free} ms without the cost, {costly} ms with 1 ms each");
 }
