@@ -61,7 +61,7 @@ pub fn settings(database_url: &str) -> Settings {
         batch_size_max: 1_000,
         write_queue_capacity_max: 16_384,
         mailbox_capacity_max: 4_096,
-        actor_threads: 0,
+        actor_threads: 1,
         http_workers: 2,
         idempotency_retention_seconds: 86_400,
         log_format: "json".into(),

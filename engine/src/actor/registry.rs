@@ -1,9 +1,8 @@
 //! `Registry`: finds the actor of an event, starting it on first use (loading the event from
-//! the store), never on a web worker's thread: by default on the thread that built the
-//! registry (the server's main thread, where the write-behind writer runs, so that a decision's
-//! way to the writer and the commit's way back cross no thread), or on dedicated arbiters. An
-//! actor starts only once `Ownership` granted the event to this node; otherwise `locate` names
-//! the owner.
+//! the store), never on a web worker's thread: on dedicated arbiters (the default), or on the
+//! thread that built the registry (`arbiters: 0`; the server's main thread, where the
+//! write-behind writer runs). An actor starts only once `Ownership` granted the event to this
+//! node; otherwise `locate` names the owner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +38,7 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { arbiters: 0, mailbox_capacity_max: MAILBOX_CAPACITY_MAX }
+        RegistryConfig { arbiters: 1, mailbox_capacity_max: MAILBOX_CAPACITY_MAX }
     }
 }
 
@@ -166,11 +165,12 @@ pub enum Located {
 
 /// Where event actors run.
 ///
-/// *Decision — by default beside the writer:* the server builds the registry on the thread whose
-/// runtime runs the write-behind writer (`Application::build`), and with `arbiters: 0` the actors
-/// run there too. A decision's submission then reaches the writer, and the commit's completion
-/// reaches the actor, without waking another thread; only the caller's request and answer cross
-/// threads (docs/architecture.md, "Where the actors run", has the measurements).
+/// The server builds the registry on the thread whose runtime runs the write-behind writer
+/// (`Application::build`): with `arbiters: 0` the actors run there too, and a decision's
+/// submission reaches the writer, and the commit's completion the actor, without waking another
+/// thread. *Decision — dedicated arbiters stay the default:* measured side by side, that saved
+/// about a tenth of the wake-ups per admission and no server CPU that the machine's noise let
+/// show (docs/architecture.md, "Where an admission's hand-offs go").
 #[derive(Debug)]
 enum Placement {
     /// The arbiter of the thread that built the registry; it outlives the registry, so actors

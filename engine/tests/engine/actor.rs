@@ -264,9 +264,10 @@ impl Clock for ThreadNotingClock {
 }
 
 #[actix_rt::test]
-async fn by_default_actors_decide_on_the_thread_that_built_the_registry() {
+async fn without_arbiters_actors_decide_on_the_thread_that_built_the_registry() {
     let clock = Arc::new(ThreadNotingClock::default());
-    let fixture = fixture(event_config(&[("10K", 5)], 0), 1_024, RegistryConfig::default(), clock.clone());
+    let config = RegistryConfig { arbiters: 0, ..RegistryConfig::default() };
+    let fixture = fixture(event_config(&[("10K", 5)], 0), 1_024, config, clock.clone());
     let event = handle(&fixture).await;
     // From another thread, as an HTTP worker would ask.
     let asked = std::thread::spawn(move || {
@@ -286,8 +287,8 @@ async fn shutdown_stops_actors_on_the_current_arbiter_and_lets_the_writer_finish
     assert!(store.create_event(event_config(&[("10K", 5)], 0)));
     let (submissions, receiver) = submission_channel(1_024);
     let writer = actix_rt::spawn(store.clone().run_writer(receiver));
-    let registry =
-        Registry::new(RegistryConfig::default(), store.clone(), submissions, Arc::new(ManualClock::new(START)));
+    let config = RegistryConfig { arbiters: 0, ..RegistryConfig::default() };
+    let registry = Registry::new(config, store.clone(), submissions, Arc::new(ManualClock::new(START)));
     let event = registry.event(&EventId::parse("race").unwrap()).await.unwrap().expect("the event is stored");
     assert!(event.register(register("10K", "a@x.org")).await.is_ok());
     registry.shutdown();
