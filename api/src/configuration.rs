@@ -89,7 +89,8 @@ pub struct Cli {
     /// Messages one event actor's mailbox holds before requests are shed [default: 4096].
     #[arg(long, env = "KUOTA_MAILBOX_CAPACITY_MAX")]
     pub mailbox_capacity_max: Option<usize>,
-    /// Threads that run event actors [default: 1].
+    /// Dedicated threads that run event actors; 0 runs them on the main thread, beside the
+    /// write-behind writer [default: 1].
     #[arg(long, env = "KUOTA_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
     /// HTTP worker threads [default: the number of cores].
@@ -289,7 +290,7 @@ impl Settings {
                 .mailbox_capacity_max
                 .or(file.mailbox_capacity_max)
                 .unwrap_or(kuota_engine::limits::MAILBOX_CAPACITY_MAX),
-            actor_threads: cli.actor_threads.or(file.actor_threads).unwrap_or(1).max(1),
+            actor_threads: cli.actor_threads.or(file.actor_threads).unwrap_or(1),
             http_workers: cli
                 .http_workers
                 .or(file.http_workers)

@@ -147,6 +147,8 @@ impl Application {
             stall_threshold_ms: settings.store_stall_ms,
             ..WriteBehindConfig::default()
         };
+        // The writer runs on this thread's runtime, and so do the event actors with
+        // `actor_threads` 0 (`kuota_engine::actor::registry`, `Placement`).
         let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config);
         let registry_config = RegistryConfig {
             arbiters: settings.actor_threads,

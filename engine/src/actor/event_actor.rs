@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::actor::messages::{
     ActorError, CancelMessage, ConfirmMessage, DrawMessage, JoinQueueMessage, RegisterMessage, Reply,
-    SetCapacityMessage, StatusMessage, TicketMessage,
+    SetCapacityMessage, StatusMessage, StopMessage, TicketMessage,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::command::{Command, Register};
@@ -402,5 +402,13 @@ impl Handler<StatusMessage> for EventActor {
         self.message_received();
         // The caller may have given up; nobody is left to tell.
         let _ = message.reply.send(self.quota.status_of(message.registration));
+    }
+}
+
+impl Handler<StopMessage> for EventActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: StopMessage, context: &mut Self::Context) {
+        context.stop();
     }
 }

@@ -104,3 +104,9 @@ pub struct TicketMessage {
 pub struct DrawMessage {
     pub reply: oneshot::Sender<Option<Vec<TicketId>>>,
 }
+
+/// Stops the actor (the registry's shutdown, when actors share an arbiter that lives on). Not
+/// counted in the mailbox depth: the registry sends it, not a caller.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopMessage;

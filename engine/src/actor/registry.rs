@@ -1,7 +1,8 @@
 //! `Registry`: finds the actor of an event, starting it on first use (loading the event from
-//! the store), on a small set of dedicated arbiters so that deciding never competes with the
-//! web workers' threads. An actor starts only once `Ownership` granted the event to this node;
-//! otherwise `locate` names the owner.
+//! the store), never on a web worker's thread: on dedicated arbiters (the default), or on the
+//! thread that built the registry (`arbiters: 0`; the server's main thread, where the
+//! write-behind writer runs). An actor starts only once `Ownership` granted the event to this
+//! node; otherwise `locate` names the owner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use tokio::sync::{OnceCell, oneshot};
 use crate::actor::event_actor::{EventActor, EventActorParts, EventShared};
 use crate::actor::messages::{
     ActorError, CancelMessage, ConfirmMessage, DrawMessage, JoinQueueMessage, RegisterMessage,
-    SetCapacityMessage, StatusMessage, TicketMessage,
+    SetCapacityMessage, StatusMessage, StopMessage, TicketMessage,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::command::{JoinQueue, Register};
@@ -28,7 +29,8 @@ use crate::store::{EventLoader, SubmissionSender};
 
 #[derive(Clone, Copy, Debug)]
 pub struct RegistryConfig {
-    /// Threads that run event actors.
+    /// Dedicated threads that run event actors; 0 runs them on the arbiter of the thread that
+    /// builds the registry (see `Placement`).
     pub arbiters: usize,
     /// Messages one event actor may have waiting.
     pub mailbox_capacity_max: usize,
@@ -140,7 +142,7 @@ impl EventHandle {
 #[derive(Debug)]
 pub struct Registry {
     events: DashMap<EventId, Arc<OnceCell<EventHandle>>>,
-    arbiters: Vec<Arbiter>,
+    placement: Placement,
     next_arbiter: AtomicUsize,
     loader: Arc<dyn EventLoader>,
     /// `None` once shut down: no actor may start, and the writer can see its senders go.
@@ -161,18 +163,39 @@ pub enum Located {
     Missing,
 }
 
+/// Where event actors run.
+///
+/// The server builds the registry on the thread whose runtime runs the write-behind writer
+/// (`Application::build`): with `arbiters: 0` the actors run there too, and a decision's
+/// submission reaches the writer, and the commit's completion the actor, without waking another
+/// thread. *Decision — dedicated arbiters stay the default:* measured side by side, that saved
+/// about a tenth of the wake-ups per admission and no server CPU that the machine's noise let
+/// show (docs/architecture.md, "Where an admission's hand-offs go").
+#[derive(Debug)]
+enum Placement {
+    /// The arbiter of the thread that built the registry; it outlives the registry, so actors
+    /// are stopped one by one (`StopMessage`).
+    Current(ArbiterHandle),
+    /// Threads of their own, stopped with the registry.
+    Dedicated(Vec<Arbiter>),
+}
+
 impl Registry {
-    /// Starts the arbiters; call from within an actix system.
+    /// Starts the arbiters (none when `config.arbiters` is 0); call from within an actix system,
+    /// on the thread that should run the actors when `config.arbiters` is 0.
     pub fn new(
         config: RegistryConfig,
         loader: Arc<dyn EventLoader>,
         submissions: SubmissionSender,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let arbiters = (0..config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let placement = match config.arbiters {
+            0 => Placement::Current(Arbiter::current()),
+            arbiters => Placement::Dedicated((0..arbiters).map(|_| Arbiter::new()).collect()),
+        };
         Registry {
             events: DashMap::new(),
-            arbiters,
+            placement,
             next_arbiter: AtomicUsize::new(0),
             loader,
             submissions: std::sync::Mutex::new(Some(submissions)),
@@ -297,6 +320,12 @@ impl Registry {
             context.set_mailbox_capacity(0);
             actor
         });
+        if self.submission_sender().is_none() {
+            // Shut down while it loaded: on the current arbiter nothing else would stop it, and
+            // its copy of the writer's queue would keep the writer from finishing.
+            address.do_send(StopMessage);
+            return Err(StartError::Load(ActorError::Stopped));
+        }
         tracing::info!(event_id = %id, epoch = loaded.epoch, "event actor started");
         Ok(EventHandle { address, shared, config, mailbox_capacity_max: self.config.mailbox_capacity_max })
     }
@@ -310,23 +339,42 @@ impl Registry {
     /// commit what it accepted and finish (graceful shutdown). Later uses answer `Stopped`.
     pub fn shutdown(&self) {
         self.submissions.lock().expect("registry lock poisoned").take();
-        self.events.clear();
-        for arbiter in &self.arbiters {
-            arbiter.stop();
+        self.stop_actors();
+    }
+
+    fn stop_actors(&self) {
+        match &self.placement {
+            Placement::Current(_) => {
+                for entry in self.events.iter() {
+                    if let Some(handle) = entry.value().get() {
+                        // A stopped actor's mailbox is closed; nothing is left to stop then.
+                        handle.address.do_send(StopMessage);
+                    }
+                }
+            }
+            Placement::Dedicated(arbiters) => {
+                for arbiter in arbiters {
+                    arbiter.stop();
+                }
+            }
         }
+        self.events.clear();
     }
 
     fn next_arbiter_handle(&self) -> ArbiterHandle {
-        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        self.arbiters[index].handle()
+        match &self.placement {
+            Placement::Current(arbiter) => arbiter.clone(),
+            Placement::Dedicated(arbiters) => {
+                let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % arbiters.len();
+                arbiters[index].handle()
+            }
+        }
     }
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        for arbiter in &self.arbiters {
-            arbiter.stop();
-        }
+        self.stop_actors();
     }
 }
 

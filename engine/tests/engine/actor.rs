@@ -249,3 +249,52 @@ async fn concurrent_first_uses_start_one_actor() {
     assert_eq!(fixture.store.epoch(&id), Some(1), "the event was loaded once");
     assert_eq!(fixture.registry.owned_events(), 1);
 }
+
+/// A clock that notes which thread reads it: the actor reads it inside every decision.
+#[derive(Debug, Default)]
+struct ThreadNotingClock {
+    reader: std::sync::Mutex<Option<std::thread::ThreadId>>,
+}
+
+impl Clock for ThreadNotingClock {
+    fn now(&self) -> Timestamp {
+        *self.reader.lock().unwrap() = Some(std::thread::current().id());
+        START
+    }
+}
+
+#[actix_rt::test]
+async fn without_arbiters_actors_decide_on_the_thread_that_built_the_registry() {
+    let clock = Arc::new(ThreadNotingClock::default());
+    let config = RegistryConfig { arbiters: 0, ..RegistryConfig::default() };
+    let fixture = fixture(event_config(&[("10K", 5)], 0), 1_024, config, clock.clone());
+    let event = handle(&fixture).await;
+    // From another thread, as an HTTP worker would ask.
+    let asked = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(event.register(register("10K", "a@x.org")))
+    });
+    while !asked.is_finished() {
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(matches!(asked.join().unwrap(), Ok(Outcome::Decided(Decision::Confirmed { .. }))));
+    assert_eq!(*clock.reader.lock().unwrap(), Some(std::thread::current().id()));
+}
+
+#[actix_rt::test]
+async fn shutdown_stops_actors_on_the_current_arbiter_and_lets_the_writer_finish() {
+    let store = MemoryStore::new();
+    assert!(store.create_event(event_config(&[("10K", 5)], 0)));
+    let (submissions, receiver) = submission_channel(1_024);
+    let writer = actix_rt::spawn(store.clone().run_writer(receiver));
+    let config = RegistryConfig { arbiters: 0, ..RegistryConfig::default() };
+    let registry = Registry::new(config, store.clone(), submissions, Arc::new(ManualClock::new(START)));
+    let event = registry.event(&EventId::parse("race").unwrap()).await.unwrap().expect("the event is stored");
+    assert!(event.register(register("10K", "a@x.org")).await.is_ok());
+    registry.shutdown();
+    // The writer ends once every copy of its queue's sender is gone: the stopped actors' too.
+    let finished = actix_rt::time::timeout(Duration::from_secs(5), writer).await;
+    assert!(finished.is_ok(), "an actor kept the writer's queue open after the shutdown");
+    assert!(!event.is_running());
+    assert_eq!(event.register(register("10K", "b@x.org")).await, Err(ActorError::Stopped));
+}
