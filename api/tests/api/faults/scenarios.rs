@@ -458,7 +458,7 @@ async fn store_fault(profile: &Profile, seed: u64, fault: StoreFault) -> Goals {
     check_store(&database_url, SOLD_OUT_EVENT, &[only_seat], &mut goals).await;
     if !goals.missed_goals().is_empty() {
         // What the writer said about the store, to tell a late probe from a slow first commit.
-        let words = ["the store", "a batch failed", "breaker", "stall threshold"];
+        let words = ["the store", "a batch failed", "breaker", "stall threshold", "reload"];
         println!("the node's log about the store (last 30 lines):\n{}", node.log_lines_with(&words, 30));
     }
     goals
