@@ -102,6 +102,48 @@ pub struct SqlStore {
     pool: Pool,
     /// Recovery reads "now" here to leave out idempotency entries past their retention.
     clock: Arc<dyn Clock>,
+    /// Whether the store answers, as the writer finds it; shared by every clone.
+    health: Arc<StoreHealth>,
+}
+
+/// Whether the store answers, as the write-behind's commits and probes find it: it stops
+/// answering when a commit attempt times out, a batch fails because of the store, or the
+/// breaker opens, and answers again with the next commit or probe that works (see
+/// `write_behind::WriteBehindHandle::stalled`). A load waits for it instead of trying a store
+/// that does not answer (`SqlStore::load`, the `EventLoader`).
+///
+/// *Why a load waits:* each attempt made during an outage is abandoned at its deadline with its
+/// statements already sent, and a thawed MySQL runs them one after the other, each taking the
+/// event row's lock until it finds its connection gone, ahead of the next load: after a 20 s
+/// freeze the reload under way when the store came back waited out its whole deadline
+/// (docs/operations.md, "When things fail").
+#[derive(Debug)]
+pub struct StoreHealth {
+    answering: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth { answering: tokio::sync::watch::Sender::new(true) }
+    }
+}
+
+impl StoreHealth {
+    pub fn answering(&self) -> bool {
+        *self.answering.borrow()
+    }
+
+    /// Notes whether the store answers; wakes the waiting loads when it does again.
+    pub fn set_answering(&self, answering: bool) {
+        self.answering.send_if_modified(|now| std::mem::replace(now, answering) != answering);
+    }
+
+    /// Resolves once the store answers (at once when it does).
+    pub async fn until_answering(&self) {
+        let mut answering = self.answering.subscribe();
+        // The sender lives as long as `self`: waiting cannot end in an error.
+        let _ = answering.wait_for(|answering| *answering).await;
+    }
 }
 
 impl fmt::Debug for SqlStore {
@@ -125,7 +167,12 @@ impl SqlStore {
             let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
             return Err(PersistError::UnsupportedUrl(format!("{scheme}:")));
         };
-        Ok(SqlStore { pool, clock: Arc::new(SystemClock) })
+        Ok(SqlStore { pool, clock: Arc::new(SystemClock), health: Arc::default() })
+    }
+
+    /// Whether the store answers, as the writer finds it (see `StoreHealth`).
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
     }
 
     /// The same store, reading "now" from `clock` (tests and the simulator run in their own time).

@@ -17,8 +17,19 @@ use crate::store::rows::RowStatus;
 use crate::store::{SqlStore, invalid, read_event, timestamp};
 
 impl EventLoader for SqlStore {
+    /// Waits, within the store's call deadline, while the writer finds the store not answering
+    /// (see `StoreHealth` for why), then loads.
     fn load<'a>(&'a self, event: &'a EventId) -> BoxFuture<'a, Result<Option<LoadedEvent>, StoreError>> {
         Box::pin(async move {
+            if !self.health().answering() {
+                let deadline = self.call_timeout();
+                if tokio::time::timeout(deadline, self.health().until_answering()).await.is_err() {
+                    return Err(StoreError::Unavailable(format!(
+                        "the store did not answer the writer's probes within {} ms",
+                        deadline.as_millis()
+                    )));
+                }
+            }
             self.load_event(event).await.map_err(|error| {
                 tracing::warn!(event_id = %event, error = %error.chain(), "loading the event failed");
                 StoreError::from(error)

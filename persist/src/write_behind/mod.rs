@@ -130,7 +130,7 @@ impl WriteBehind {
     /// its queue (for the engine's `Registry`) and a handle to watch and await it.
     pub fn start(store: SqlStore, config: WriteBehindConfig) -> (SubmissionSender, WriteBehindHandle) {
         let (sender, receiver) = submission_channel(config.queue_capacity_max.max(1));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::publishing_to(store.health().clone()));
         let concurrency =
             if store.is_embedded() { 1 } else { config.connections_max.clamp(1, CONNECTIONS_MAX) };
         let (written_sender, written) = tokio::sync::mpsc::channel(CONNECTIONS_MAX as usize);
@@ -536,7 +536,7 @@ impl Dispatcher {
     }
 
     fn open_breaker(&mut self) {
-        if !self.shared.breaker_open.swap(true, Ordering::Relaxed) {
+        if !self.shared.set_breaker_open(true) {
             tracing::error!(failures = self.consecutive_failures, "the store keeps failing: breaker open");
             self.last_probe = Some(Instant::now());
         }
@@ -571,7 +571,7 @@ impl Dispatcher {
         if working {
             tracing::info!("the store answers again");
             self.shared.set_store_failing(false);
-            self.shared.breaker_open.store(false, Ordering::Relaxed);
+            self.shared.set_breaker_open(false);
             // Half open: one more failing batch opens the breaker again.
             self.consecutive_failures = self.config.breaker_failures_max.saturating_sub(1);
         }

@@ -1,10 +1,13 @@
 //! The writer's counters: plain atomics that the writer bumps and anyone reads, so that the API
 //! can export them (and compute `Retry-After`) without a metrics crate in this one.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::store::StoreHealth;
 
 /// Upper bounds of the commit latency buckets, in microseconds; one more bucket counts the rest.
 pub const COMMIT_LATENCY_BOUNDS_MICROS: [u64; 20] = [
@@ -112,6 +115,9 @@ pub(crate) struct Shared {
     /// A commit attempt timed out, or a batch failed because of the store, and neither a commit
     /// nor a probe has worked since: the store is suspect (see `WriteBehindHandle::stalled`).
     store_failing: AtomicBool,
+    /// Where the store's loads see whether it answers: neither suspect nor behind an open
+    /// breaker (see `publish_health`).
+    health: Arc<StoreHealth>,
 }
 
 impl Default for Shared {
@@ -137,11 +143,17 @@ impl Default for Shared {
             origin: Instant::now(),
             oldest_commit_started_micros: AtomicU64::new(0),
             store_failing: AtomicBool::new(false),
+            health: Arc::default(),
         }
     }
 }
 
 impl Shared {
+    /// Counters that tell the store's loads whether it answers through `health`.
+    pub fn publishing_to(health: Arc<StoreHealth>) -> Shared {
+        Shared { health, ..Shared::default() }
+    }
+
     pub fn batch_committed(&self, submissions: usize, effects: usize, skipped: usize, latency: Duration) {
         self.batches_committed.fetch_add(1, Ordering::Relaxed);
         self.effects_committed.fetch_add(effects as u64, Ordering::Relaxed);
@@ -186,6 +198,19 @@ impl Shared {
                 tracing::info!("the store commits again: writes are taken");
             }
         }
+        self.publish_health();
+    }
+
+    /// Opens or closes the breaker.
+    pub fn set_breaker_open(&self, open: bool) -> bool {
+        let was = self.breaker_open.swap(open, Ordering::Relaxed);
+        self.publish_health();
+        was
+    }
+
+    /// Tells the store's loads whether it answers (`StoreHealth`).
+    fn publish_health(&self) {
+        self.health.set_answering(!self.breaker_open.load(Ordering::Relaxed) && !self.store_failing());
     }
 
     pub fn store_failing(&self) -> bool {

@@ -27,7 +27,44 @@ on_both_databases!(
     submissions_sent_within_the_flush_interval_commit_in_one_transaction,
     a_batch_gathers_at_most_batch_size_max_effects,
     closing_every_sender_commits_everything_accepted_before_closed_resolves,
+    a_load_waits_while_the_writer_finds_the_store_down_and_goes_on_when_it_answers,
 );
+
+/// A load does not try a store the writer finds down (each attempt abandoned at its deadline
+/// would leave the store transactions to replay when it returns, holding the event row's lock
+/// ahead of the next load): it waits for the writer, within the store's call deadline, and
+/// goes on at once when the writer finds the store answering again.
+async fn a_load_waits_while_the_writer_finds_the_store_down_and_goes_on_when_it_answers(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, _, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let id = event_id("race");
+    store.health().set_answering(false);
+    // On a paused clock: nothing answers the wait, so only its deadline can end it.
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    let refused = store.load(&id).await;
+    let waited = started.elapsed();
+    tokio::time::resume();
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    let late = waited.checked_sub(store.call_timeout()).expect("not before the deadline");
+    assert!(late <= Duration::from_millis(1), "ended {late:?} after the deadline");
+    assert_eq!(
+        store.event_progress(&id).await.unwrap().unwrap().epoch,
+        epoch,
+        "the refused load took no epoch"
+    );
+
+    let waiting = tokio::spawn({
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.load(&id).await.map(|loaded| loaded.map(|loaded| loaded.epoch)) }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "the load waits while the store does not answer");
+    store.health().set_answering(true);
+    assert_eq!(waiting.await.unwrap(), Ok(Some(epoch + 1)));
+}
 
 /// Registrations racing for the seats in the engine-driven test.
 const CONCURRENT_REGISTRATIONS: usize = 400;
@@ -344,6 +381,7 @@ async fn a_store_that_keeps_failing_opens_the_breaker_and_a_working_probe_closes
         assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
     }
     assert!(writer.breaker_open());
+    assert!(!store.health().answering(), "loads wait for the writer's probe");
     let failed_batches = writer.stats().batches_failed;
     assert_eq!(failed_batches, 3);
     let started = Instant::now();
@@ -363,6 +401,7 @@ async fn a_store_that_keeps_failing_opens_the_breaker_and_a_working_probe_closes
         assert!(Instant::now() < deadline, "the breaker stayed open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(store.health().answering(), "loads go on once the probe works");
     let mut fresh_quota = fresh_loaded.quota;
     let (_, effects) = decide(&mut fresh_quota, Command::Register(register("10K", "back@x.org")), START);
     assert_eq!(submit(&sender, &fresh.id, fresh_loaded.epoch, effects).await, Ok(()));
