@@ -181,8 +181,7 @@ fn percent_decoded(segment: &str) -> Option<Cow<'_, str>> {
 /// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
 /// forwarded to its owner, once; a submitted write (a registration, a queue join) or a ticket
 /// read for an event that runs here is answered by its use case at once, without the router;
-/// everything else
-/// goes to the handlers, with the event when it runs here (`LocatedHere`).
+/// everything else goes to the handlers, with the event when it runs here (`LocatedHere`).
 ///
 /// Every request is answered within `KUOTA_REQUEST_TIMEOUT_MS` (a stream too: the deadline
 /// covers its answer's head, its lookup and first read, not the body that follows): one that is not gets 503 `overloaded` with `Retry-After`, and
