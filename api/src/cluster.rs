@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::HttpMessage;
 use actix_web::http::header::HeaderMap;
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::actor::EventHandle;
@@ -55,6 +56,13 @@ pub struct ForwardedClient(pub Option<IpAddr>);
 /// it (`AppState::event_of`) instead of looking the event up again.
 #[derive(Clone, Debug)]
 pub struct LocatedHere(pub EventHandle);
+
+impl LocatedHere {
+    /// The event the owner-routing layer located for `request`, if any.
+    pub fn of(request: &impl HttpMessage) -> Option<EventHandle> {
+        request.extensions().get::<LocatedHere>().map(|located| located.0.clone())
+    }
+}
 
 impl Cluster {
     /// Leases in Redis when `redis` is given (shared by every node with the same prefix), in

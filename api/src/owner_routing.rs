@@ -1,6 +1,6 @@
 //! The owner-routing layer: the app-wide middleware that sends a request for an event to the
-//! event's owner, and answers the submitted writes of an event that runs here through their use
-//! case (`crate::use_cases`) without the router.
+//! event's owner, and answers the submitted writes and the ticket read of an event that runs here
+//! through their use case (`crate::use_cases`) without the router.
 //!
 //! A forwarded request that reaches a node which is not the owner either is answered
 //! `503 overloaded` with `Retry-After`, never forwarded again: ownership is moving, and the
@@ -37,10 +37,13 @@ use crate::metrics;
 use crate::middleware::label_route;
 use crate::owner_cache::FAILING_OWNER_ENTRY_MS_MAX;
 use crate::rate_limit::client_ip;
-use crate::routes::queue::QUEUE_PATTERN;
+use crate::routes::queue::{QUEUE_PATTERN, TICKET_PATTERN};
 use crate::routes::registrations::REGISTRATIONS_PATTERN;
 use crate::state::AppState;
-use crate::use_cases::{join_queue, register};
+use crate::use_cases::{join_queue, read_ticket, register};
+
+/// What precedes the ticket id in the path of a ticket read (`TICKET_PATTERN`).
+const TICKET_PATH_PREFIX: &str = "/v1/queue/";
 
 /// How long a client should wait when the owner changes hands or does not answer, in seconds:
 /// a handover completes within a renewal interval, a dead owner's lease within its TTL, and
@@ -72,7 +75,15 @@ const HOP_BY_HOP_ANSWER_HEADERS: &[&str] = &[
     NOT_OWNER,
 ];
 
-/// The use cases the owner-routing layer answers itself for an event that runs here.
+/// The use cases the owner-routing layer answers itself for an event that runs here: the
+/// submitted writes of a flash crowd, and the read its waiting part polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UseCase {
+    Submitted(Submitted),
+    TicketRead,
+}
+
+/// The submitted writes among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Submitted {
     Registration,
@@ -86,9 +97,9 @@ struct OwnedRoute {
     /// `GET /v1/events/{event_id}/stream` and `GET /v1/queue/{ticket_id}/stream`: redirected
     /// rather than relayed (they never end).
     stream: bool,
-    /// A submitted write (a registration, a queue join): answered by its use case without the
-    /// router when the event runs here.
-    submitted: Option<Submitted>,
+    /// A submitted write (a registration, a queue join) or a ticket read: answered by its use
+    /// case without the router when the event runs here.
+    use_case: Option<UseCase>,
     /// The pattern of the resource that serves the route: the metrics label of an answer given
     /// here (forwarded, redirected or refused), so that the metrics need not match the path
     /// against every resource again.
@@ -108,20 +119,21 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
         count += 1;
     }
     use Submitted::{QueueJoin, Registration};
-    let (event, stream, submitted, pattern) = match (method, &segments[..count]) {
+    use UseCase::{Submitted as Write, TicketRead};
+    let (event, stream, use_case, pattern) = match (method, &segments[..count]) {
         ("GET", ["events", event]) => (*event, false, None, "/v1/events/{event_id}"),
         ("POST", ["events", event, "registrations"]) => {
-            (*event, false, Some(Registration), REGISTRATIONS_PATTERN)
+            (*event, false, Some(Write(Registration)), REGISTRATIONS_PATTERN)
         }
         ("PATCH", ["events", event, "categories", _]) => {
             (*event, false, None, "/v1/events/{event_id}/categories/{code}")
         }
         ("GET", ["events", event, "stream"]) => (*event, true, None, "/v1/events/{event_id}/stream"),
-        ("POST", ["events", event, "queue"]) => (*event, false, Some(QueueJoin), QUEUE_PATTERN),
+        ("POST", ["events", event, "queue"]) => (*event, false, Some(Write(QueueJoin)), QUEUE_PATTERN),
         ("GET", ["events", event, "queue", "draw"]) => {
             (*event, false, None, "/v1/events/{event_id}/queue/draw")
         }
-        ("GET", ["queue", ticket]) => (ticket.rsplit_once('.')?.0, false, None, "/v1/queue/{ticket_id}"),
+        ("GET", ["queue", ticket]) => (ticket.rsplit_once('.')?.0, false, Some(TicketRead), TICKET_PATTERN),
         ("GET", ["queue", ticket, "stream"]) => {
             (ticket.rsplit_once('.')?.0, true, None, "/v1/queue/{ticket_id}/stream")
         }
@@ -133,7 +145,7 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
         }
         _ => return None,
     };
-    Some(OwnedRoute { event: EventId::parse(&percent_decoded(event)?).ok()?, stream, submitted, pattern })
+    Some(OwnedRoute { event: EventId::parse(&percent_decoded(event)?).ok()?, stream, use_case, pattern })
 }
 
 /// A path segment as the router reads it: `%XX` decoded. Borrowed when it has no `%` (every
@@ -167,9 +179,9 @@ fn percent_decoded(segment: &str) -> Option<Cow<'_, str>> {
 }
 
 /// The middleware (`actix_web::middleware::from_fn`): a request for an event owned elsewhere is
-/// forwarded to its owner, once; a submitted write (a registration, a queue join) for an event
-/// that runs here is answered by its use case at once, without the router; everything else
-/// goes to the handlers, with the event when it runs here (`LocatedHere`).
+/// forwarded to its owner, once; a submitted write (a registration, a queue join) or a ticket
+/// read for an event that runs here is answered by its use case at once, without the router;
+/// everything else goes to the handlers, with the event when it runs here (`LocatedHere`).
 ///
 /// Every request is answered within `KUOTA_REQUEST_TIMEOUT_MS` (a stream too: the deadline
 /// covers its answer's head, its lookup and first read, not the body that follows): one that is not gets 503 `overloaded` with `Retry-After`, and
@@ -252,8 +264,8 @@ async fn route_parsed(
     Ok(ServiceResponse::new(http_request, response))
 }
 
-/// The event runs here: a submitted write is answered by its use case at once, anything else by
-/// its handler.
+/// The event runs here: a submitted write or a ticket read is answered by its use case at once,
+/// anything else by its handler.
 async fn serve_here(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -261,9 +273,13 @@ async fn serve_here(
     route: &OwnedRoute,
     event: EventHandle,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(submitted) = route.submitted else {
-        request.extensions_mut().insert(LocatedHere(event));
-        return Ok(next.call(request).await?.map_into_boxed_body());
+    let submitted = match route.use_case {
+        Some(UseCase::Submitted(submitted)) => submitted,
+        Some(UseCase::TicketRead) => return read_ticket_here(request, next, state, route, event).await,
+        None => {
+            request.extensions_mut().insert(LocatedHere(event));
+            return Ok(next.call(request).await?.map_into_boxed_body());
+        }
     };
     // The route label the resource would have given, for the request metrics.
     label_route(&request, route.pattern);
@@ -281,6 +297,31 @@ async fn serve_here(
     // An error becomes its problem document, as actix turns a handler's.
     let response = answer.unwrap_or_else(HttpResponse::from_error);
     Ok(ServiceResponse::new(request, response))
+}
+
+/// `GET /v1/queue/{ticket_id}` of an event that runs here. The ticket id is the path's last
+/// segment percent-decoded, as the router's `Path` reads it; one that does not decode to UTF-8
+/// (which no ticket id does) is left to the router and its handler, which answer it as they
+/// answer any unknown ticket.
+async fn read_ticket_here(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    state: &AppState,
+    route: &OwnedRoute,
+    event: EventHandle,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let segment = request.path().strip_prefix(TICKET_PATH_PREFIX).and_then(percent_decoded);
+    let Some(ticket_id) = segment else {
+        request.extensions_mut().insert(LocatedHere(event));
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    };
+    label_route(&request, route.pattern);
+    let answer = read_ticket::answer(state, request.request(), &ticket_id, Some(event)).await;
+    // An error becomes its problem document, as actix turns a handler's.
+    let response = answer.unwrap_or_else(HttpResponse::from_error);
+    // The id borrows the request's path.
+    drop(ticket_id);
+    Ok(ServiceResponse::new(request.into_parts().0, response))
 }
 
 /// A 503 `overloaded` for a moment of changing ownership.
@@ -495,16 +536,20 @@ mod tests {
     }
 
     #[test]
-    fn registrations_and_queue_joins_are_answered_by_their_use_case() {
-        let submitted =
-            |method: &str, path: &str| owned_route(method, path).and_then(|route| route.submitted);
-        assert_eq!(submitted("POST", "/v1/events/race/registrations"), Some(Submitted::Registration));
-        assert_eq!(submitted("POST", "/v1/events/race/queue"), Some(Submitted::QueueJoin));
-        assert_eq!(submitted("GET", "/v1/events/race/registrations"), None);
-        assert_eq!(submitted("POST", "/v1/events/race/registrations/"), None);
-        assert_eq!(submitted("POST", "/v1/events/race/registrations/a/b"), None);
-        assert_eq!(submitted("POST", "/v1/registrations/race.3/confirm"), None);
-        assert_eq!(submitted("GET", "/v1/events/race/queue/draw"), None);
+    fn registrations_queue_joins_and_ticket_reads_are_answered_by_their_use_case() {
+        let use_case = |method: &str, path: &str| owned_route(method, path).and_then(|route| route.use_case);
+        assert_eq!(
+            use_case("POST", "/v1/events/race/registrations"),
+            Some(UseCase::Submitted(Submitted::Registration))
+        );
+        assert_eq!(use_case("POST", "/v1/events/race/queue"), Some(UseCase::Submitted(Submitted::QueueJoin)));
+        assert_eq!(use_case("GET", "/v1/queue/race.q7"), Some(UseCase::TicketRead));
+        assert_eq!(use_case("GET", "/v1/queue/race.q7/stream"), None);
+        assert_eq!(use_case("GET", "/v1/events/race/registrations"), None);
+        assert_eq!(use_case("POST", "/v1/events/race/registrations/"), None);
+        assert_eq!(use_case("POST", "/v1/events/race/registrations/a/b"), None);
+        assert_eq!(use_case("POST", "/v1/registrations/race.3/confirm"), None);
+        assert_eq!(use_case("GET", "/v1/events/race/queue/draw"), None);
     }
 
     #[test]

@@ -289,8 +289,7 @@ impl Events {
     /// `located_event` with the event the owner-routing layer located for `request`
     /// (`LocatedHere`), if it is the event `id`.
     pub async fn event_of(&self, request: &HttpRequest, id: &EventId) -> Result<EventHandle, ApiError> {
-        let located = request.extensions().get::<LocatedHere>().map(|located| located.0.clone());
-        self.located_event(id, located.filter(|event| event.config().id == *id)).await
+        self.located_event(id, LocatedHere::of(request).filter(|event| event.config().id == *id)).await
     }
 }
 

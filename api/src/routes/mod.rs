@@ -17,9 +17,9 @@ use actix_web::web;
 /// the order they were registered, and each one with a path parameter is tried with a regex
 /// capture (`actix_router::ResourceDef::capture_match_info_fn`), so a request pays one capture
 /// for every such resource registered before its own. The routes a crowd polls come first: a
-/// ticket read (`queue` registers it first), then the event's read. Registrations and joins
-/// answered here skip the router (`owner_routing::serve_here`). Patterns never overlap (a
-/// parameter matches one segment), so the order changes no answer.
+/// ticket read (`queue` registers it first), then the event's read. Registrations, joins and
+/// ticket reads of an event that runs here skip the router (`owner_routing::serve_here`). Patterns
+/// never overlap (a parameter matches one segment), so the order changes no answer.
 pub fn configure(config: &mut web::ServiceConfig) {
     queue::configure(config);
     events::configure(config);

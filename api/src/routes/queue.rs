@@ -1,31 +1,34 @@
 //! The queue of an event with a fair opening: join, read a ticket, read the draw; and the
 //! `queue` object of the event (docs/design/API.md, "Queue").
 
-use std::time::Duration;
-
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use kuota_engine::actor::EventHandle;
 use kuota_engine::queue::hex;
-use kuota_engine::{EventConfig, EventId, TicketId, TicketView, Timestamp};
+use kuota_engine::{EventConfig, EventId, Timestamp};
 use serde::Serialize;
 
+use crate::cluster::LocatedHere;
 use crate::error::ApiError;
 use crate::middleware::resource;
 use crate::queue::TicketBody;
 use crate::responses::{JsonBodyRefused, Overloaded, Problem, RateLimited};
-use crate::state::{AppState, bearer};
-use crate::use_cases::join_queue;
-use crate::{time_format, tokens};
+use crate::state::AppState;
+use crate::time_format;
+use crate::use_cases::{join_queue, read_ticket};
 
 /// The queue resource's pattern: its route, and the route label of the joins the owner-routing
 /// layer answers without the router.
 pub const QUEUE_PATTERN: &str = "/v1/events/{event_id}/queue";
 
-/// The ticket read first: it is what a waiting crowd polls (see `routes::configure`).
+/// The ticket resource's pattern: its route, and the route label of the reads the owner-routing
+/// layer answers without the router.
+pub const TICKET_PATTERN: &str = "/v1/queue/{ticket_id}";
+
+/// The ticket read first: it is what a waiting crowd polls when it reaches the router (see
+/// `routes::configure`).
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(resource("/v1/queue/{ticket_id}").route(web::get().to(read)))
+        .service(resource(TICKET_PATTERN).route(web::get().to(read)))
         .service(resource(QUEUE_PATTERN).route(web::post().to(join)))
         .service(resource("/v1/events/{event_id}/queue/draw").route(web::get().to(draw)));
 }
@@ -144,82 +147,14 @@ async fn join(
     ),
     security(("registrant_token" = []), ("admin_token" = []), ("admin_session" = []))
 )]
-#[tracing::instrument(skip(state, request), fields(ticket_id = %path))]
 async fn read(
     state: web::Data<AppState>,
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (event_id, ticket) = authorized_ticket(&state, &request, &path, None).await?;
-    let not_found = || ApiError::NotFound("the ticket");
-    let event = state.events.event_of(&request, &event_id).await?;
-    let view = current_ticket(&state, &event, ticket)
-        .await
-        .map_err(|error| state.shedding.actor_error(error))?
-        .ok_or_else(not_found)?;
-    let body = TicketBody::new(&state.token_secret, &event_id, &view, false);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::RETRY_AFTER, view.refresh_after_seconds.to_string()))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body))
-}
-
-/// A ticket as it reads now: from the figures the event's actor published (the crowd's polling
-/// costs the actor nothing), or from the actor when those cannot tell (`ticket_view`).
-pub(crate) async fn current_ticket(
-    state: &AppState,
-    event: &EventHandle,
-    ticket: TicketId,
-) -> Result<Option<TicketView>, kuota_engine::actor::ActorError> {
-    let now = state.clock.now();
-    let published =
-        event.config().opens_at.and_then(|opens_at| event.counters().ticket_view(ticket, opens_at, now));
-    match published {
-        Some(view) => Ok(Some(view)),
-        // A stream reads on its own after its answer's head, outside the request deadline:
-        // the deadline is kept here for it.
-        None => {
-            answered_within(Duration::from_millis(state.settings.request_timeout_ms), event.ticket(ticket))
-                .await
-        }
-    }
-}
-
-/// The actor's answer, or `Overloaded` (a 503, or a stream's "try again at the next tick")
-/// when none came within `deadline`.
-async fn answered_within<T>(
-    deadline: Duration,
-    answer: impl std::future::Future<Output = Result<T, kuota_engine::actor::ActorError>>,
-) -> Result<T, kuota_engine::actor::ActorError> {
-    tokio::time::timeout(deadline, answer).await.unwrap_or(Err(kuota_engine::actor::ActorError::Overloaded))
-}
-
-/// The ticket `ticket_id` names, if the request may read it: with the ticket's access token (in
-/// `Authorization: Bearer`, or given as `query_token` by a stream) or as an admin. 401 without
-/// any credential; 404 for a token that is not the ticket's, as for an unknown ticket.
-pub(crate) async fn authorized_ticket(
-    state: &AppState,
-    request: &HttpRequest,
-    ticket_id: &str,
-    query_token: Option<&str>,
-) -> Result<(EventId, TicketId), ApiError> {
-    let token = bearer(request).or(query_token);
-    let parsed = TicketId::parse(ticket_id).ok();
-    // The ticket's own token first: it is what a waiting crowd polls with, and it answers
-    // without the admin's credentials (a comparison, and a session cookie read from Redis).
-    if let (Some(token), Some((event_id, ticket))) = (token, &parsed)
-        && tokens::constant_time_eq(
-            token,
-            &crate::queue::access_token(&state.token_secret, event_id, *ticket),
-        )
-    {
-        return parsed.ok_or(ApiError::NotFound("the ticket"));
-    }
-    let is_admin = state.auth.is_admin(request).await?;
-    if token.is_none() && !is_admin {
-        return Err(ApiError::Unauthorized);
-    }
-    parsed.filter(|_| is_admin).ok_or(ApiError::NotFound("the ticket"))
+    // The owner-routing layer answers a read itself when the ticket's event runs here; what
+    // reaches the router has an event located nowhere or not yet.
+    read_ticket::answer(&state, &request, &path, LocatedHere::of(&request)).await
 }
 
 #[utoipa::path(
@@ -259,20 +194,4 @@ async fn draw(
         draw_seed: hex(&seed.0),
         ticket_ids: lobby.iter().map(|ticket| ticket.text(&event_id)).collect(),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kuota_engine::actor::ActorError;
-
-    #[tokio::test(start_paused = true)]
-    async fn an_actor_that_does_not_answer_is_overloaded_at_the_deadline_and_not_before() {
-        let deadline = Duration::from_millis(2_000);
-        let started = tokio::time::Instant::now();
-        let silent = std::future::pending::<Result<u32, ActorError>>();
-        assert!(matches!(answered_within(deadline, silent).await, Err(ActorError::Overloaded)));
-        assert_eq!(started.elapsed(), deadline, "refused exactly at the deadline (paused time)");
-        assert_eq!(answered_within(deadline, async { Ok::<_, ActorError>(7) }).await.unwrap(), 7);
-    }
 }

@@ -22,6 +22,7 @@ use crate::queue::TicketBody;
 use crate::responses::{Overloaded, Problem};
 use crate::routes::events::{STREAM_HEARTBEAT_SECONDS, STREAM_UPDATE_INTERVAL_MS, Subscription};
 use crate::state::AppState;
+use crate::use_cases::read_ticket;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(resource("/v1/queue/{ticket_id}/stream").route(web::get().to(stream)));
@@ -106,7 +107,7 @@ impl Follow {
             if self.read_due(version, landmarks) {
                 self.last_read = Instant::now();
                 let state = self.subscription.state();
-                match super::queue::current_ticket(state, &self.event, self.ticket).await {
+                match read_ticket::current_ticket(state, &self.event, self.ticket).await {
                     Ok(Some(view)) => {
                         self.version = version;
                         self.landmarks = landmarks;
@@ -182,11 +183,11 @@ async fn stream(
 ) -> Result<HttpResponse, ApiError> {
     let token = query_token(&request);
     let (event_id, ticket) =
-        super::queue::authorized_ticket(&state, &request, &path, token.as_deref()).await?;
+        read_ticket::authorized_ticket(&state, &request, &path, token.as_deref()).await?;
     let event = state.events.event_of(&request, &event_id).await?;
     let subscription = Subscription::open(&state)?;
     let not_found = || ApiError::NotFound("the ticket");
-    let view = super::queue::current_ticket(&state, &event, ticket)
+    let view = read_ticket::current_ticket(&state, &event, ticket)
         .await
         .map_err(|error| state.shedding.actor_error(error))?
         .ok_or_else(not_found)?;

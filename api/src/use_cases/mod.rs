@@ -1,13 +1,17 @@
-//! The writes on an event that a client submits with an `Idempotency-Key`, one module per use
-//! case: `register` (`POST /v1/events/{event_id}/registrations`) and `join_queue`
-//! (`POST /v1/events/{event_id}/queue`).
+//! The requests on an event that the owner-routing layer answers without the router, one module
+//! per use case: the writes a client submits with an `Idempotency-Key`, `register`
+//! (`POST /v1/events/{event_id}/registrations`) and `join_queue`
+//! (`POST /v1/events/{event_id}/queue`); and the read a waiting crowd polls, `read_ticket`
+//! (`GET /v1/queue/{ticket_id}`).
 //!
 //! Each has one door, `answer`, which the route calls and which the owner-routing layer
 //! (`crate::owner_routing`) calls for an event that runs here, so that the answer is the same
-//! byte for byte whichever way the request came. `answer` reads the HTTP request once into the
-//! use case's typed request (`Submission`, and the use case's own fields), then decides.
+//! byte for byte whichever way the request came. The writes' `answer` reads the HTTP request
+//! once into the use case's typed request (`Submission`, and the use case's own fields), then
+//! decides.
 
 pub mod join_queue;
+pub mod read_ticket;
 pub mod register;
 
 use std::net::IpAddr;

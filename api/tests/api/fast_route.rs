@@ -2,11 +2,20 @@
 //! calls for an event that runs here and the routed handler calls otherwise. A percent-encoded
 //! event id (`r%61ce` is `race`, to the router and to the owner-routing layer alike) must take
 //! the same door as the plain one: the same request sent both ways gets the same status,
-//! headers and body.
+//! headers and body. A ticket read has one door too (`use_cases::read_ticket::answer`): the
+//! owner-routing layer answers `/v1/queue/race.q1` and `/v1/queue/r%61ce.q%31` itself, and leaves
+//! `/v1/queue/race%2Eq1` (its event cannot be told before decoding) to the router; all three
+//! answer alike.
 
+use std::sync::Arc;
+
+use kuota_engine::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 
-use super::support::{Backend, Response, TestApp, race, registration, spawn_app};
+use super::queue::{OPENS_IN_MS, drawn, join, open, queued_race};
+use super::support::{
+    ADMIN_TOKEN, Backend, Response, TestApp, race, registration, spawn_app, spawn_app_with_clock,
+};
 
 const FAST: &str = "/v1/events/race/registrations";
 const ROUTED: &str = "/v1/events/r%61ce/registrations";
@@ -141,4 +150,73 @@ async fn an_unknown_event_and_another_method_are_answered_alike_on_both_routes()
     assert_eq!(put.status, 405);
     assert_eq!(put.code_if_problem(), "method_not_allowed");
     assert_eq!(put.header("allow"), Some("GET, POST"));
+}
+
+/// The three spellings of ticket `race.q{number}`'s path: plain and decoded by the owner-routing
+/// layer, which answer it, and one whose event only the router can tell.
+fn ticket_paths(number: u32) -> [String; 3] {
+    let digits: String = number.to_string().bytes().map(|digit| format!("%{digit:02X}")).collect();
+    [
+        format!("/v1/queue/race.q{number}"),
+        format!("/v1/queue/r%61ce.q{digits}"),
+        format!("/v1/queue/race%2Eq{number}"),
+    ]
+}
+
+/// Reads ticket `number` on its three paths with `headers` and asserts that they answer alike;
+/// returns the answer.
+async fn ticket_read_alike(app: &TestApp, number: u32, headers: &[(&str, &str)]) -> Response {
+    let [plain, decoded, routed] = ticket_paths(number);
+    let answer = app.get(&plain, headers).await;
+    for other in [decoded, routed] {
+        let read = app.get(&other, headers).await;
+        assert_eq!(comparable(&answer), comparable(&read), "{other} {headers:?}");
+    }
+    answer
+}
+
+#[actix_rt::test]
+async fn a_ticket_read_answers_alike_on_every_route_in_every_status() {
+    let clock = ManualClock::new(SystemClock.now());
+    let app = spawn_app_with_clock(Backend::MariaDb, |_| {}, Arc::new(clock.clone())).await;
+    let created = app.create_event(queued_race("race", 1, OPENS_IN_MS, json!({}))).await;
+    let mut tokens = Vec::new();
+    for (index, email) in ["a@example.org", "b@example.org"].iter().enumerate() {
+        let joined = join(&app, "race", &format!("k{index}"), email).await;
+        assert_eq!(joined.status, 202, "{}", String::from_utf8_lossy(&joined.body));
+        assert_eq!(joined.json()["ticket_id"], format!("race.q{}", index + 1));
+        tokens.push(format!("Bearer {}", joined.json()["access_token"].as_str().unwrap()));
+    }
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let read = |number: u32| ticket_read_alike(&app, number, &[]);
+    assert_eq!(read(1).await.status, 401);
+    for (number, authorization, status) in
+        [(1, &tokens[0], 200), (1, &tokens[1], 404), (3, &tokens[0], 404), (2, &admin, 200)]
+    {
+        let answer = ticket_read_alike(&app, number, &[("Authorization", authorization.as_str())]).await;
+        assert_eq!(answer.status, status, "ticket {number}: {}", String::from_utf8_lossy(&answer.body));
+    }
+    let lobby = ticket_read_alike(&app, 1, &[("Authorization", &tokens[0])]).await;
+    assert_eq!(lobby.json()["status"], "lobby");
+    assert_eq!(lobby.header("cache-control"), Some("no-store"));
+
+    // After the draw: one seat, so one ticket holds a pass and the other waits.
+    open(&clock, &created);
+    drawn(&app, "race").await;
+    let mut statuses = Vec::new();
+    for (number, token) in [(1, &tokens[0]), (2, &tokens[1])] {
+        let answer = ticket_read_alike(&app, number, &[("Authorization", token)]).await;
+        assert_eq!(answer.header("retry-after").unwrap(), answer.json()["refresh_after_seconds"].to_string());
+        statuses.push(answer.json()["status"].as_str().unwrap().to_owned());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["admitted", "waiting"]);
+
+    let metrics = String::from_utf8(app.get("/metrics", &[]).await.body).unwrap();
+    for status in [200, 401, 404] {
+        let series = format!(
+            r#"kuota_http_requests_total{{route="/v1/queue/{{ticket_id}}",method="GET",status="{status}"}}"#
+        );
+        assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
+    }
 }
