@@ -27,6 +27,9 @@ pub use crate::admission::{LIMIT_INITIAL, LIMIT_MAX, LIMIT_MIN};
 pub use crate::rate_limit::RATE_LIMIT_KEYS_MAX;
 pub use crate::routes::events::STREAM_SUBSCRIBERS_MAX;
 
+// Metrics: histogram samples kept between two upkeeps.
+pub use crate::metrics::METRICS_UPKEEP_INTERVAL_MS;
+
 // Other nodes: the owner cache and the forwarder.
 pub use crate::forward::{
     FORWARD_ANSWER_BYTES_MAX, FORWARD_ANSWER_TIMEOUT_MS, PEER_CONNECTION_IDLE_MS_MAX,
