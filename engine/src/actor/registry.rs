@@ -322,7 +322,9 @@ impl Registry {
         });
         if self.submission_sender().is_none() {
             // Shut down while it loaded: on the current arbiter nothing else would stop it, and
-            // its copy of the writer's queue would keep the writer from finishing.
+            // its copy of the writer's queue would keep the writer from finishing. Bounded: the
+            // one message this actor ever gets, past the mailbox count that `EventHandle`
+            // keeps, and nobody else holds its address yet.
             address.do_send(StopMessage);
             return Err(StartError::Load(ActorError::Stopped));
         }
@@ -348,6 +350,10 @@ impl Registry {
                 for entry in self.events.iter() {
                     if let Some(handle) = entry.value().get() {
                         // A stopped actor's mailbox is closed; nothing is left to stop then.
+                        // Bounded: one message per running actor, once (the map is cleared
+                        // below, so a second `stop_actors` sends nothing); it must not be
+                        // refused by a full mailbox the way requests are, or the actor would
+                        // keep the writer from draining.
                         handle.address.do_send(StopMessage);
                     }
                 }

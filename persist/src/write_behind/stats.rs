@@ -190,6 +190,7 @@ impl Shared {
     }
 
     /// Notes whether the store is suspect; says so in the log when that changes.
+    /// Called after every commit: only a change is said and published.
     pub fn set_store_failing(&self, failing: bool) {
         if self.store_failing.swap(failing, Ordering::Relaxed) != failing {
             if failing {
@@ -197,14 +198,16 @@ impl Shared {
             } else {
                 tracing::info!("the store commits again: writes are taken");
             }
+            self.publish_health();
         }
-        self.publish_health();
     }
 
-    /// Opens or closes the breaker.
+    /// Opens or closes the breaker; returns whether it was open.
     pub fn set_breaker_open(&self, open: bool) -> bool {
         let was = self.breaker_open.swap(open, Ordering::Relaxed);
-        self.publish_health();
+        if was != open {
+            self.publish_health();
+        }
         was
     }
 

@@ -291,14 +291,17 @@ struct StoreView {
     outstanding: u64,
     /// Tickets in the order they were admitted.
     admitted: Vec<TicketId>,
-    /// When each ticket was admitted, by number − 1.
-    admitted_at: Vec<Option<Micros>>,
     /// Ticket number `n` at index `n - 1`: its pass's times as the store keeps them, for
-    /// recovery to rebuild the admission rate.
+    /// recovery to rebuild the admission rate (and the report's waits: `admitted_at`).
     passes: Vec<Option<PassTimes>>,
 }
 
 impl StoreView {
+    /// When `ticket` was admitted, if it was.
+    fn admitted_at(&self, ticket: TicketId) -> Option<Micros> {
+        self.passes[ticket.0 as usize - 1].map(|pass| QueueSimulation::micros_of(pass.granted_at))
+    }
+
     /// The ticket's pass (if it had one) was used or lapsed at `at`.
     fn pass_ended(&mut self, ticket: TicketId, at: Timestamp) {
         if let Some(pass) = &mut self.passes[ticket.0 as usize - 1] {
@@ -747,7 +750,6 @@ impl<'a> QueueSimulation<'a> {
                         );
                     }
                     self.store.tickets.push((index, *lobby, StoredTicketState::Waiting));
-                    self.store.admitted_at.push(None);
                     self.store.passes.push(None);
                 }
                 EffectKind::QueueAdmitted { ticket, pass_expires_at } => {
@@ -756,7 +758,6 @@ impl<'a> QueueSimulation<'a> {
                         StoredTicketState::Admitted { pass_expires_at: *pass_expires_at };
                     self.store.outstanding += 1;
                     self.store.admitted.push(*ticket);
-                    self.store.admitted_at[ticket.0 as usize - 1] = Some(Self::micros_of(effect.at));
                     self.store.passes[ticket.0 as usize - 1] =
                         Some(PassTimes { granted_at: effect.at, ended_at: None });
                     self.passes_outstanding_peak = self.passes_outstanding_peak.max(self.store.outstanding);
@@ -934,7 +935,7 @@ impl<'a> QueueSimulation<'a> {
             }
             fates[QueueFate::ALL.iter().position(|known| *known == fate).unwrap_or(0)] += 1;
             let Some(ticket) = client.ticket else { continue };
-            let Some(admitted_at) = self.store.admitted_at[ticket.0 as usize - 1] else { continue };
+            let Some(admitted_at) = self.store.admitted_at(ticket) else { continue };
             let saw_admission = matches!(
                 fate,
                 QueueFate::Seated
@@ -957,7 +958,7 @@ impl<'a> QueueSimulation<'a> {
         let mut eta_never_admitted = 0;
         for (registrant, at, eta) in &self.predictions {
             let ticket = self.clients[*registrant as usize].ticket.expect("predictions come with tickets");
-            match self.store.admitted_at[ticket.0 as usize - 1] {
+            match self.store.admitted_at(ticket) {
                 Some(admitted_at) => {
                     let actual_seconds = admitted_at.saturating_sub(*at) as f64 / MICROS_PER_SECOND as f64;
                     let error = *eta as f64 - actual_seconds;
