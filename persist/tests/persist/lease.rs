@@ -273,18 +273,21 @@ async fn a_keeper_whose_renewals_hang_reports_the_loss_before_the_ttl(leases: Ar
 
 against_both!(a_keeper_retries_failed_renewals_while_the_lease_is_valid);
 async fn a_keeper_retries_failed_renewals_while_the_lease_is_valid(leases: Arc<dyn Leases>) {
-    let lease =
-        leases.acquire("event:flaky", milliseconds(SHORT_TTL_MS)).await.unwrap().expect("the key is free");
+    // Real time (Redis keeps its own clock), so a TTL with room for a loaded machine: the two
+    // retries come 25 ms apart after the first renewal, at a third of the 900 ms validity. With
+    // `SHORT_TTL_MS` (a 200 ms validity) a 130 ms scheduling delay lost the lease.
+    let ttl_ms = 1_000;
+    let lease = leases.acquire("event:flaky", milliseconds(ttl_ms)).await.unwrap().expect("the key is free");
     let first_expiry = lease.acquired_at() + lease.ttl();
     let flaky: Arc<dyn Leases> =
         Arc::new(Flaky { inner: Arc::clone(&leases), failures_left: AtomicUsize::new(2) });
     let keeper = spawn_renewal(Arc::clone(&flaky), lease.clone(), lease.renewal_interval());
 
-    tokio::time::sleep(milliseconds(2 * SHORT_TTL_MS)).await;
+    tokio::time::sleep(milliseconds(2 * ttl_ms)).await;
     let now = Instant::now();
     assert!(now > first_expiry);
     assert!(keeper.is_held(now), "two failed renewals were retried in time");
-    assert_eq!(leases.acquire("event:flaky", milliseconds(SHORT_TTL_MS)).await, Ok(None));
+    assert_eq!(leases.acquire("event:flaky", milliseconds(ttl_ms)).await, Ok(None));
     assert_eq!(keeper.release().await, Ok(true));
 }
 
