@@ -214,8 +214,9 @@ impl Simulation<'_> {
     }
 
     /// A store stall ends: unless another stall goes on, the database first deals with the
-    /// connections of every call cut short during the stall (the writer's attempts, probes and
-    /// loads counted as they were cut, and each node's health pings, which follow one another
+    /// connections of every call cut short during the stall (the writer's attempts and probes,
+    /// and a load's that tried the store before the writer found it down, counted as they were
+    /// cut, and each node's health pings, which follow one another
     /// bounded by the store timeout while the store does not answer: `kuota_api::health`), and
     /// only then serves what came after them, newly opened connections first.
     fn stall_ends(&mut self, index: usize) {
