@@ -313,6 +313,19 @@ pub struct FaultStats {
     pub shed: u64,
     /// Registrants who gave up from the fault's start to the end of its after window.
     pub gave_up: u64,
+    /// Recovery as the live fault suite measures it, for a fault with `suite_probes`.
+    pub suite: Option<SuiteFigures>,
+}
+
+/// What the live fault suite's probing after a fault found (`model::suite`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SuiteFigures {
+    /// What recovery is counted from: the fault's end, or `/readyz` saying 200 after a restart.
+    pub since: Micros,
+    /// When a `/readyz` poll said 200 (its answer reached the suite), if the suite polls.
+    pub ready_at: Option<Micros>,
+    /// The end of the last registration decided, once every node decided one.
+    pub served_at: Option<Micros>,
 }
 
 impl FaultStats {
@@ -336,6 +349,7 @@ impl FaultStats {
             served_again_arrival: 0,
             shed: 0,
             gave_up: 0,
+            suite: None,
         }
     }
 

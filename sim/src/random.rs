@@ -20,6 +20,9 @@ pub enum Stream {
     Faults = 4,
     /// A queued run's draw seed and the swarm's queue settings of a seed (`model::queue`).
     Queue = 5,
+    /// The round trips of the requests that measure recovery as the live fault suite does
+    /// (`model::suite`), apart so that the rest of a run draws what it would without them.
+    Suite = 6,
 }
 
 /// SplitMix64: good enough to turn one `u64` into well-mixed state words.

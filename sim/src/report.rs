@@ -187,6 +187,20 @@ fn faults_section(out: &mut String, scenario: &Scenario, result: &RunResult) {
             }
             _ => {}
         }
+        if let Some(suite) = &stats.suite {
+            let ready = suite.ready_at.map_or(String::new(), |ready| {
+                format!("`/readyz` said 200 {} ms after the fault ended; ", milliseconds(ready - stats.end))
+            });
+            let since = if suite.since > stats.end { "`/readyz` said 200" } else { "the fault ended" };
+            let served = suite.served_at.map_or("not served within its probes".to_string(), |served| {
+                format!("**{} ms** after {since}", milliseconds(served - suite.since))
+            });
+            let _ = writeln!(
+                out,
+                "- as the live fault suite measures it (`/readyz` polls, then a registration to each node): {ready}\
+                 every node served again {served}"
+            );
+        }
         let _ = writeln!(
             out,
             "- shed (503 and lost connections) from its start to {} s: {}; registrants who gave up then: {} (they retry \

@@ -142,6 +142,11 @@ pub struct Fault {
     /// `commit_latency` only: added to each commit attempt that starts during the fault.
     #[serde(default)]
     pub extra_latency_ms: f64,
+    /// After the fault, measure recovery as the live fault suite does (`api/tests/api/faults`:
+    /// `/readyz` polls, then a registration to each node until each is decided); the report
+    /// gives it beside the model's own time to recover.
+    #[serde(default)]
+    pub suite_probes: bool,
 }
 
 impl Fault {
@@ -330,6 +335,11 @@ pub struct System {
     /// during it, before it serves anything newer.
     #[serde(default = "default_store_abandoned_connection_ms")]
     pub store_abandoned_connection_ms: f64,
+    /// What a load (recovery) takes besides reading the registrations at
+    /// `recovery_registrations_per_second`: its transaction's statements and the building of
+    /// the event. When absent, one `commit_latency`.
+    #[serde(default)]
+    pub load_latency: Option<Distribution>,
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -610,6 +620,9 @@ impl Scenario {
         distribution(&system.http_service, "system.http_service")?;
         distribution(&system.actor_service, "system.actor_service")?;
         distribution(&system.commit_latency, "system.commit_latency")?;
+        if let Some(load_latency) = &system.load_latency {
+            distribution(load_latency, "system.load_latency")?;
+        }
         distribution(&system.network_round_trip, "system.network_round_trip")?;
         distribution(&system.store_connect, "system.store_connect")?;
         milliseconds(system.store_abandoned_connection_ms, "system.store_abandoned_connection_ms")?;

@@ -62,6 +62,7 @@ pub fn random_faults(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                 start_seconds: start_ms as f64 / 1_000.0,
                 duration_seconds: duration_ms as f64 / 1_000.0,
                 extra_latency_ms: extra_latency_ms as f64,
+                suite_probes: false,
             }
         })
         .collect()

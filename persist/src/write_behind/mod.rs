@@ -62,7 +62,7 @@ const COMMITS_PER_EVENT_MAX: usize = 2;
 const POISONED_PAIRS_MAX: usize = 65_536;
 
 /// How often the drain rate is updated and the breaker's probe considered, in milliseconds.
-const TICK_INTERVAL_MS: u64 = 250;
+pub const TICK_INTERVAL_MS: u64 = 250;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteBehindConfig {

@@ -67,6 +67,8 @@ pub(super) struct Actor {
     pub(super) tick_at: Option<Micros>,
     /// When the current load attempt started and the database time it needs.
     pub(super) load_work: (Micros, Micros),
+    /// A load waits until then for the writer to find the store answering (`StoreHealth`).
+    pub(super) load_wait_until: Option<Micros>,
     pub(super) fast_path: FastPath,
     waitlist_length_max: u32,
 }
@@ -87,6 +89,7 @@ impl Actor {
             expire_job_queued: false,
             tick_at: None,
             load_work: (0, 0),
+            load_wait_until: None,
             waitlist_length_max: event.waitlist_length_max,
         }
     }

@@ -49,16 +49,27 @@ pub enum EventKind {
     /// A claim of `node` that waited for Redis gets its answer (Redis came back within the
     /// command's timeout): the request is routed again.
     ClaimAgain { request: u32, serial: Serial, node: NodeId, forwarded: bool },
+    /// The shared rate-limit check of a registration on `node` ended (see `serve_here`).
+    LimitChecked { request: u32, serial: Serial, node: NodeId },
     /// The renewal task of the lease kept under this number.
     LeaseRenew { lease: LeaseId },
     /// The holder of lease `lease` checks whether it is still valid (before its safety margin).
     LeaseCheck { lease: LeaseId },
     /// The load of the event for actor `incarnation` (a claim or a rollback) tries the store.
     LoadAttempt { incarnation: Incarnation },
+    /// The load for actor `incarnation` waited its store timeout for the writer to find the
+    /// store answering.
+    LoadWaitOver { incarnation: Incarnation },
     /// The load for actor `incarnation` has read the store.
     Loaded { incarnation: Incarnation },
     /// The writer probes the store (breaker open or store failing).
     StoreProbe,
+    /// The suite's next `/readyz` poll after fault number `fault` leaves (see `suite`).
+    SuitePoll { fault: u32 },
+    /// That poll reaches its node.
+    SuiteReady { fault: u32 },
+    /// The suite sends its next registration after fault number `fault`.
+    SuiteSend { fault: u32 },
     /// Fault number `fault` of the scenario starts.
     FaultStart { fault: u32 },
     /// Fault number `fault` ends (a frozen node goes on, a crashed one restarts).

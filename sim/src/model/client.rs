@@ -47,6 +47,34 @@ pub(super) struct Registrant {
     cancel_scheduled: bool,
     pub(super) rate_window: u64,
     pub(super) rate_count: u32,
+    /// One of the live fault suite's probe registrations (`suite`), not one of the crowd.
+    pub(super) suite_probe: bool,
+}
+
+impl Registrant {
+    /// A probe registration of the live fault suite: a new registrant for the first category,
+    /// who only registers, once.
+    pub(super) fn suite_probe(now: Micros) -> Self {
+        Registrant {
+            category: 0,
+            wants_waitlist: false,
+            impatient: false,
+            pays: false,
+            cancels: false,
+            register_sequence: 0,
+            register_attempt: 0,
+            awaiting_register: false,
+            first_sent_at: now,
+            told_registration: 0,
+            engine_registration: 0,
+            state: ClientState::Waiting,
+            confirm_scheduled: false,
+            cancel_scheduled: false,
+            rate_window: u64::MAX,
+            rate_count: 0,
+            suite_probe: true,
+        }
+    }
 }
 
 thread_local! {
@@ -114,6 +142,7 @@ impl Simulation<'_> {
             cancel_scheduled: false,
             rate_window: u64::MAX,
             rate_count: 0,
+            suite_probe: false,
         }
     }
 
@@ -121,6 +150,18 @@ impl Simulation<'_> {
     pub(super) fn send(&mut self, index: u32, action: Action, attempt: u32) {
         let round_trip_us = self.settings.network_round_trip.sample_micros(&mut self.system_rng);
         let node = self.nodes.pick();
+        self.send_via(index, action, attempt, node, round_trip_us);
+    }
+
+    /// `send` to `node`, with a drawn round trip.
+    pub(super) fn send_via(
+        &mut self,
+        index: u32,
+        action: Action,
+        attempt: u32,
+        node: u32,
+        round_trip_us: Micros,
+    ) {
         let registrant = &mut self.registrants[index as usize];
         if action == Action::Register {
             registrant.register_sequence += 1;
@@ -184,6 +225,13 @@ impl Simulation<'_> {
 
     fn on_register_answer(&mut self, request: &Request) {
         let registrant = &mut self.registrants[request.registrant as usize];
+        if registrant.suite_probe {
+            registrant.awaiting_register = false;
+            if let Some(registration) = request.registration {
+                self.tell_registration(request.registrant, registration);
+            }
+            return self.suite_answered(request.registrant, request.class);
+        }
         if request.sequence != registrant.register_sequence {
             // The registrant refreshed since; the page that would show this answer is gone.
             self.metrics.superseded_answers += 1;

@@ -12,6 +12,7 @@ use kuota_api::forward::{FORWARD_ANSWER_TIMEOUT_MS, PEER_COOL_DOWN_MS};
 use kuota_api::owner_cache::{
     FAILING_OWNER_ENTRY_MS_MAX, LEASE_TTL_ENTRY_LIFETIMES_MIN, OWNER_CACHE_ENTRY_MS_MAX,
 };
+use kuota_api::rate_limit::SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS;
 use kuota_engine::actor::event_actor::RELOAD_RETRY_DELAY_MS;
 use kuota_persist::lease::{
     LEASE_RENEW_INTERVAL_MIN_MS, LEASE_RENEW_RETRY_DELAY_MS, LEASE_RENEWALS_PER_VALIDITY, lease_safety_margin,
@@ -19,13 +20,18 @@ use kuota_persist::lease::{
 use kuota_persist::ownership::CLAIM_PAUSE_AFTER_UNAVAILABLE_MS;
 
 use super::actor::{Actor, ActorState};
-use super::agenda::{EventKind, Incarnation, LeaseId, node_id};
+use super::agenda::{Action, EventKind, Incarnation, LeaseId, node_id};
 use super::faults::FaultPlan;
 use super::writer::Writer;
 use super::{Settings, Simulation};
 use crate::distribution::{MICROS_PER_MILLI, MICROS_PER_SECOND, Micros};
 use crate::invariants::CHECK_RELOAD;
 use crate::metrics::AnswerClass;
+
+/// Redis commands an acquisition sends one after the other when Redis does not answer: the
+/// `SET NX`, then the `GET` that reads the key back (`RedisLeases::resolve_unknown_acquisition`
+/// in `persist/src/lease.rs`). Not a setting: the count of awaited calls in that code path.
+const ACQUISITION_COMMANDS_UNANSWERED: Micros = 2;
 
 /// Lease durations in the simulator's unit, computed as `Lease` computes them.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +108,9 @@ pub(super) struct Cluster {
     /// the pause starts when a claim fails, the Redis timeout after it was made, and requests
     /// that come before then wait for that claim.
     claims_paused: Vec<(Micros, Micros)>,
+    /// Per node: from when until when shared rate-limit checks are skipped after one failed
+    /// (`SharedGcra::check`).
+    limits_paused: Vec<(Micros, Micros)>,
     /// Per node: a peer it failed to forward to, and from when until when it refuses at once
     /// instead (from when the failure shows: a frozen peer's only after the answer timeout).
     cool_down: Vec<Option<(u32, Micros, Micros)>>,
@@ -132,6 +141,7 @@ impl Cluster {
             next_lease: 0,
             next_incarnation: 1,
             claims_paused: vec![(0, 0); nodes as usize],
+            limits_paused: vec![(0, 0); nodes as usize],
             cool_down: vec![None; nodes as usize],
             owner_cache: vec![None; nodes as usize],
             lost_replies_of: None,
@@ -146,6 +156,11 @@ impl Cluster {
             NodeState::Frozen { until } if now < until => Some(until),
             _ => None,
         }
+    }
+
+    /// Redis is in the model (a fault can move ownership); otherwise it is not asked at all.
+    pub(super) fn redis_modelled(&self) -> bool {
+        self.leases_modelled
     }
 
     pub(super) fn is_down(&self, node: u32) -> bool {
@@ -230,7 +245,7 @@ impl Cluster {
 }
 
 impl Simulation<'_> {
-    fn redis_unreachable_from(&self, node: u32) -> bool {
+    pub(super) fn redis_unreachable_from(&self, node: u32) -> bool {
         self.faults.redis_down(self.now)
             || (self.faults.replies_lost(self.now) && self.cluster.lost_replies_of == Some(node))
     }
@@ -390,10 +405,10 @@ impl Simulation<'_> {
             return self.answer(slot, AnswerClass::ShedStoreFailed, None, forwarded);
         }
         if self.actor.is_running() && self.actor.node == node {
-            return self.actor_receive(slot);
+            return self.serve_here(slot, node);
         }
         match self.claim(node) {
-            Claim::Here => self.actor_receive(slot),
+            Claim::Here => self.serve_here(slot, node),
             Claim::Elsewhere(_) if forwarded => {
                 // "Not the owner": the forwarding node forgets whom it remembered.
                 let origin = self.requests.get(slot).node;
@@ -419,6 +434,56 @@ impl Simulation<'_> {
         }
     }
 
+    /// How long a claim's acquisition waits for a Redis that does not answer before it fails
+    /// (`RedisLeases::acquire_lease`): its `SET NX` times out, and then the read-back of the key
+    /// (`resolve_unknown_acquisition`, whether the lost `SET` took effect after all) times out
+    /// too, each bounded by the Redis timeout (`redis_connection::bounded`).
+    fn acquisition_timeout_us(&self) -> Micros {
+        ACQUISITION_COMMANDS_UNANSWERED * self.settings.redis_timeout_us
+    }
+
+    /// The event runs on `node`: its handler checks the shared per-e-mail rate limit of a
+    /// registration (`Limits::limit_registrant`, after the event was located), then hands it to
+    /// the actor. While Redis does not answer, the check waits for it up to the Redis timeout
+    /// and fails, and the node skips shared checks for `SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS`
+    /// (`SharedGcra::check`), limiting locally instead; requests that come while a check waits
+    /// send their own. The limit is shared only when it is on and Redis is used (leases are
+    /// modelled); otherwise it is the node's own and costs no wait.
+    fn serve_here(&mut self, slot: u32, node: u32) {
+        let request = self.requests.get(slot);
+        let shared = self.scenario.system.rate_limit_email_per_minute > 0 && self.cluster.leases_modelled;
+        if request.action != Action::Register || !shared || !self.redis_unreachable_from(node) {
+            return self.actor_receive(slot);
+        }
+        let (paused_from, paused_until) = self.cluster.limits_paused[node as usize];
+        if paused_from <= self.now && self.now < paused_until {
+            return self.actor_receive(slot);
+        }
+        let timeout_at = self.now + self.settings.redis_timeout_us;
+        let answered_at = match self.faults.redis_back_at(self.now).filter(|back| *back < timeout_at) {
+            Some(back) => back,
+            None => {
+                let pause = SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS * MICROS_PER_MILLI;
+                self.cluster.limits_paused[node as usize] = (timeout_at, timeout_at + pause);
+                timeout_at
+            }
+        };
+        let serial = request.serial;
+        self.agenda
+            .schedule(answered_at, EventKind::LimitChecked { request: slot, serial, node: node_id(node) });
+    }
+
+    /// A registration's shared rate-limit check on `node` ended (answered, or failed and
+    /// limited locally): on to the event it located, which may have stepped down meanwhile
+    /// (`ActorError::Stopped`: 503).
+    pub(super) fn limit_checked(&mut self, slot: u32, node: u32) {
+        if self.actor.is_running() && self.actor.node == node {
+            return self.actor_receive(slot);
+        }
+        let forwarded = self.requests.get(slot).forwarded;
+        self.answer(slot, AnswerClass::ShedMoving, None, forwarded);
+    }
+
     /// `OwnerCache` over `LeaseOwnership::claim_event` on `node`.
     fn claim(&mut self, node: u32) -> Claim {
         if !self.cluster.leases_modelled {
@@ -439,7 +504,7 @@ impl Simulation<'_> {
             // Concurrent first uses of an event share one claim (`Registry::locate`): a request
             // arriving while one waits for Redis waits for it too, and fails with it.
             let waiting = self.now < paused_from;
-            let fails_at = if waiting { paused_from } else { self.now + self.settings.redis_timeout_us };
+            let fails_at = if waiting { paused_from } else { self.now + self.acquisition_timeout_us() };
             if let Some(back) = self.faults.redis_back_at(self.now).filter(|back| *back < fails_at) {
                 // Redis answers the waiting command when it comes back, and the claim goes on.
                 return Claim::WaitsUntil { at: back };
@@ -503,7 +568,15 @@ impl Simulation<'_> {
         if self.actor.incarnation != incarnation || !self.actor.is_loading() {
             return;
         }
-        let mut read_us = self.settings.commit_latency.sample_micros(&mut self.system_rng)
+        if self.health.failing || self.health.breaker_open {
+            // `SqlStore::load` does not try a store the writer finds down (`StoreHealth`): it
+            // waits for the writer's next working commit or probe (`store_answers_again`),
+            // within the store timeout, and then fails (tried again after the retry delay).
+            let until = self.now + self.settings.store_timeout_us;
+            self.actor.load_wait_until = Some(until);
+            return self.agenda.schedule(until, EventKind::LoadWaitOver { incarnation });
+        }
+        let mut read_us = self.settings.load_latency.sample_micros(&mut self.system_rng)
             + (self.store.active_registrations() as f64 * MICROS_PER_SECOND as f64
                 / self.scenario.system.recovery_registrations_per_second) as Micros;
         if std::mem::take(&mut self.health.load_connection_lost) {
@@ -519,6 +592,26 @@ impl Simulation<'_> {
             return self.schedule_in(retry, EventKind::LoadAttempt { incarnation });
         }
         self.agenda.schedule(done, EventKind::Loaded { incarnation });
+    }
+
+    /// A load waited its whole store timeout for the writer to find the store answering: it
+    /// fails, and the actor tries again after `RELOAD_RETRY_DELAY_MS`.
+    pub(super) fn load_wait_over(&mut self, incarnation: Incarnation) {
+        if self.actor.incarnation != incarnation || self.actor.load_wait_until != Some(self.now) {
+            return;
+        }
+        self.actor.load_wait_until = None;
+        let retry = RELOAD_RETRY_DELAY_MS * MICROS_PER_MILLI;
+        self.schedule_in(retry, EventKind::LoadAttempt { incarnation });
+    }
+
+    /// The writer found the store answering (a commit or a probe worked): a load waiting for
+    /// it goes on at once (`StoreHealth::until_answering`).
+    pub(super) fn store_answers_again(&mut self) {
+        if self.actor.load_wait_until.take().is_some() {
+            let incarnation = self.actor.incarnation;
+            self.agenda.schedule(self.now, EventKind::LoadAttempt { incarnation });
+        }
     }
 
     /// The load committed: the epoch moved on (fencing every earlier owner's writes) and the

@@ -3,6 +3,7 @@
 //! store's health (`WriteBehindHandle::stalled`: failing, breaker, probes).
 
 use kuota_api::health::HEALTH_PROBE_INTERVAL_MS;
+use kuota_persist::write_behind::TICK_INTERVAL_MS;
 
 use super::Simulation;
 use super::agenda::EventKind;
@@ -159,7 +160,11 @@ pub(super) struct StoreHealth {
     pub(super) failing: bool,
     pub(super) breaker_open: bool,
     pub(super) consecutive_failures: u32,
+    /// A writer's tick that may probe is on the agenda.
     probe_scheduled: bool,
+    /// The probe out: when it was sent, and the database time it needs.
+    probe: Option<(Micros, Micros)>,
+    last_probe: Option<Micros>,
     /// Store calls the store timeout cut short while the store was stalled, since the stall
     /// began: each left its connection in the database's queue (`store::backend::within`
     /// closes a cut call's connection; the frozen database learns of it when it goes on).
@@ -169,6 +174,9 @@ pub(super) struct StoreHealth {
     pub(super) writer_connections_lost: u32,
     pub(super) load_connection_lost: bool,
     probe_connection_lost: bool,
+    /// The health task's store pings (`kuota_api::health`, what `/readyz` reads) answer from
+    /// then on: after a stall, once the ping it left under way is answered.
+    pub(super) ping_answers_from: Micros,
 }
 
 impl Simulation<'_> {
@@ -202,11 +210,13 @@ impl Simulation<'_> {
             FaultKind::StoreStall => self.stall_ends(index),
             FaultKind::CommitLatency | FaultKind::RedisOutage | FaultKind::LostLeaseReply => {}
         }
+        self.suite_begin(index, target);
     }
 
     /// A store stall ends: unless another stall goes on, the database first deals with the
-    /// connections of every call cut short during the stall (the writer's attempts, probes and
-    /// loads counted as they were cut, and each node's health pings, which follow one another
+    /// connections of every call cut short during the stall (the writer's attempts and probes,
+    /// and a load's that tried the store before the writer found it down, counted as they were
+    /// cut, and each node's health pings, which follow one another
     /// bounded by the store timeout while the store does not answer: `kuota_api::health`), and
     /// only then serves what came after them, newly opened connections first.
     fn stall_ends(&mut self, index: usize) {
@@ -221,6 +231,10 @@ impl Simulation<'_> {
         if backlog > 0 {
             self.faults.extend_stall(span.until, backlog);
         }
+        // The health task's ping under way was cut short in its turn and opened a connection
+        // again; the store answers it after the backlog (drawn apart: see `suite`).
+        let connect = self.settings.store_connect.sample_micros(&mut self.suite_rng);
+        self.health.ping_answers_from = self.faults.store_work_done(span.until, connect);
     }
 
     /// A store call started at `started` is cut short by the store timeout: its connection is
@@ -247,54 +261,83 @@ impl Simulation<'_> {
     /// A commit attempt timed out or a batch failed: writes are refused until something works.
     pub(super) fn store_failed(&mut self) {
         self.health.failing = true;
-        self.schedule_probe(
-            self.now + self.settings.write_behind.breaker_probe_interval_ms * MICROS_PER_MILLI,
-        );
+        self.schedule_probe_tick();
     }
 
+    /// A commit worked (`set_store_failing(false)`): loads waiting for the store go on.
     pub(super) fn store_worked(&mut self) {
         self.health.failing = false;
         self.health.consecutive_failures = 0;
-    }
-
-    fn schedule_probe(&mut self, at: Micros) {
-        if !self.health.probe_scheduled {
-            self.health.probe_scheduled = true;
-            self.agenda.schedule(at, EventKind::StoreProbe);
+        if !self.health.breaker_open {
+            self.store_answers_again();
         }
     }
 
-    /// The writer's probe (`Dispatcher::maybe_probe`): a ping bounded by the store timeout. One
-    /// sent into a stalled store answers when the stall ends, if that is within the timeout.
-    pub(super) fn probe_store(&mut self) {
-        self.health.probe_scheduled = false;
-        if !(self.health.failing || self.health.breaker_open) {
+    /// Arms the writer's next tick that may probe (`Dispatcher::maybe_probe`, looked at every
+    /// `TICK_INTERVAL_MS` from the writer's start, here the opening): after now, at least
+    /// `breaker_probe_interval_ms` after the last probe, and none while a probe is out.
+    fn schedule_probe_tick(&mut self) {
+        if self.health.probe_scheduled || self.health.probe.is_some() {
             return;
         }
-        match self.faults.store_stalled_until(self.now) {
-            Some(until) if until <= self.now + self.settings.store_timeout_us => self.schedule_probe(until),
-            Some(_) => {
-                self.store_call_cut(self.now);
-                self.health.probe_connection_lost = true;
-                let interval = self.settings.write_behind.breaker_probe_interval_ms * MICROS_PER_MILLI;
-                self.schedule_probe(self.now + self.settings.store_timeout_us.max(interval));
-            }
-            None if self.health.probe_connection_lost => {
-                // The probe's connection was closed when a probe was cut short: this one opens
-                // a new one first, and hears from the store after that.
-                self.health.probe_connection_lost = false;
-                let connect = self.connect_us();
-                self.schedule_probe(self.now + connect);
-            }
-            None => {
-                self.health.failing = false;
-                self.health.breaker_open = false;
-                // Half open: one more failing batch opens the breaker again.
-                self.health.consecutive_failures =
-                    self.settings.write_behind.breaker_failures_max.saturating_sub(1);
-                self.try_flush();
-            }
+        let interval = self.settings.write_behind.breaker_probe_interval_ms * MICROS_PER_MILLI;
+        let earliest = self.health.last_probe.map_or(0, |last| last + interval).max(self.now + 1);
+        let tick = TICK_INTERVAL_MS * MICROS_PER_MILLI;
+        self.health.probe_scheduled = true;
+        self.agenda.schedule(earliest.div_ceil(tick) * tick, EventKind::StoreProbe);
+    }
+
+    /// The writer's tick, or the probe it sent coming due. A tick probes while the breaker is
+    /// open, or while the store is failing and no commit is in flight to find out
+    /// (`maybe_probe`); the probe is a ping bounded by the store timeout (`SqlStore::ping`).
+    /// A probe cut short at exactly a tick is still out when that tick looks (it was sent a
+    /// moment after its own tick), so the next one goes a tick later: while the store does not
+    /// answer, a probe every store timeout plus a tick. (Live, the two timers can fire in the
+    /// same millisecond and race; then it is every store timeout.)
+    pub(super) fn probe_store(&mut self) {
+        if let Some((started, work)) = self.health.probe {
+            return self.probe_due(started, work);
         }
+        self.health.probe_scheduled = false;
+        let suspect = self.health.breaker_open || (self.health.failing && !self.writer.commits_in_flight());
+        if !suspect {
+            if self.health.failing {
+                // A commit is in flight: the next tick looks again.
+                self.schedule_probe_tick();
+            }
+            return;
+        }
+        self.health.last_probe = Some(self.now);
+        let mut work = 0;
+        if std::mem::take(&mut self.health.probe_connection_lost) {
+            // The last probe was cut short and its connection closed: this one opens one.
+            work += self.connect_us();
+        }
+        self.health.probe = Some((self.now, work));
+        self.probe_due(self.now, work);
+    }
+
+    /// The probe sent at `started`, needing `work` of the database: answered once the store
+    /// did it (after any stall and its backlog), or cut short at the store timeout.
+    fn probe_due(&mut self, started: Micros, work: Micros) {
+        let done = self.faults.store_work_done(started, work);
+        let cut_at = started + self.settings.store_timeout_us;
+        if done > self.now && self.now < cut_at {
+            return self.agenda.schedule(done.min(cut_at), EventKind::StoreProbe);
+        }
+        self.health.probe = None;
+        if done > self.now {
+            self.store_call_cut(started);
+            self.health.probe_connection_lost = true;
+            return self.schedule_probe_tick();
+        }
+        // `Dispatcher::probed(true)`.
+        self.health.failing = false;
+        self.health.breaker_open = false;
+        // Half open: one more failing batch opens the breaker again.
+        self.health.consecutive_failures = self.settings.write_behind.breaker_failures_max.saturating_sub(1);
+        self.store_answers_again();
+        self.try_flush();
     }
 
     /// A batch failed for good: counts toward the breaker (`Dispatcher::finished`).

@@ -39,9 +39,14 @@ impl Simulation<'_> {
     pub(super) fn finish(mut self) -> RunResult {
         let mut final_states = [0u64; FinalState::ALL.len()];
         for (index, registrant) in self.registrants.iter().enumerate() {
+            if registrant.suite_probe {
+                // Probes of the live fault suite (`suite`): not the crowd's stories.
+                continue;
+            }
             let state = final_state(index as u32, registrant, &self.store);
             final_states[FinalState::ALL.iter().position(|known| *known == state).unwrap_or(0)] += 1;
         }
+        self.suite_record();
         self.check_client_view();
         self.check_every_request_answered();
         self.check_acknowledged_stored();

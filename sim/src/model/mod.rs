@@ -38,6 +38,7 @@ mod faults;
 mod finish;
 mod node;
 pub mod queue;
+mod suite;
 mod writer;
 
 use std::cell::RefCell;
@@ -157,6 +158,8 @@ struct Settings {
     http_service: Sampler,
     actor_service: Sampler,
     commit_latency: Sampler,
+    /// A load's own latency besides reading the registrations (`System::load_latency`).
+    load_latency: Sampler,
     store_connect: Sampler,
     /// What the database spends on each connection a stall's cut calls left to it.
     abandoned_connection_us: Micros,
@@ -194,6 +197,11 @@ impl Settings {
             http_service: system.http_service.sampler_drawing(normal),
             actor_service: system.actor_service.sampler_drawing(normal),
             commit_latency: system.commit_latency.sampler_drawing(normal),
+            load_latency: system
+                .load_latency
+                .as_ref()
+                .unwrap_or(&system.commit_latency)
+                .sampler_drawing(normal),
             store_connect: system.store_connect.sampler_drawing(normal),
             abandoned_connection_us: micros_from_millis(system.store_abandoned_connection_ms),
             pay_delay: behaviour.pay_delay.sampler_drawing(normal),
@@ -333,6 +341,9 @@ struct Simulation<'a> {
     break_fencing: bool,
     fenced_batches: u64,
     reloads: u64,
+    /// Faults whose recovery is measured as the live fault suite does (`suite`).
+    suite: Vec<suite::SuiteProbe>,
+    suite_rng: Rng,
 }
 
 impl<'a> Simulation<'a> {
@@ -395,7 +406,8 @@ impl<'a> Simulation<'a> {
             zombies: Vec::new(),
             store: StoreView::with_buffers(
                 capacity,
-                registrants,
+                // The suite's probe registrants come after the crowd's.
+                registrants + suite_probe_registrants(scenario),
                 options.break_model,
                 plan.has_faults(),
                 store_buffers,
@@ -407,6 +419,8 @@ impl<'a> Simulation<'a> {
             break_fencing: options.break_fencing,
             fenced_batches: 0,
             reloads: 0,
+            suite: Vec::new(),
+            suite_rng: Rng::new(seed, Stream::Suite),
         }
     }
 
@@ -454,11 +468,20 @@ impl<'a> Simulation<'a> {
                     self.serve_or_forward(request, node.into(), forwarded);
                 }
             }
+            EventKind::LimitChecked { request, serial, node } => {
+                if self.requests.holds(request, serial) {
+                    self.limit_checked(request, node.into());
+                }
+            }
             EventKind::LeaseRenew { lease } => self.renew_lease(lease),
             EventKind::LeaseCheck { lease } => self.check_lease(lease),
             EventKind::LoadAttempt { incarnation } => self.load_attempt(incarnation),
             EventKind::Loaded { incarnation } => self.loaded(incarnation),
+            EventKind::LoadWaitOver { incarnation } => self.load_wait_over(incarnation),
             EventKind::StoreProbe => self.probe_store(),
+            EventKind::SuitePoll { fault } => self.suite_poll(fault),
+            EventKind::SuiteReady { fault } => self.suite_ready(fault),
+            EventKind::SuiteSend { fault } => self.suite_send(fault),
             EventKind::FaultStart { fault } => self.fault_starts(fault as usize),
             EventKind::FaultEnd { fault } => self.fault_ends(fault as usize),
         }
@@ -468,7 +491,9 @@ impl<'a> Simulation<'a> {
     fn node_of(&self, kind: &EventKind) -> Option<u32> {
         match *kind {
             EventKind::NodeIngress { request } => Some(self.requests.get(request).node),
-            EventKind::WorkerDone { node, .. } | EventKind::ClaimAgain { node, .. } => Some(node.into()),
+            EventKind::WorkerDone { node, .. }
+            | EventKind::ClaimAgain { node, .. }
+            | EventKind::LimitChecked { node, .. } => Some(node.into()),
             EventKind::ActorReceive { node, .. } => Some(node),
             EventKind::Deadline { request, serial } => {
                 self.requests.holds(request, serial).then(|| self.requests.get(request).node)
@@ -476,6 +501,7 @@ impl<'a> Simulation<'a> {
             EventKind::ActorDone { incarnation }
             | EventKind::HoldTick { incarnation }
             | EventKind::LoadAttempt { incarnation }
+            | EventKind::LoadWaitOver { incarnation }
             | EventKind::Loaded { incarnation } => {
                 (self.actor.incarnation == incarnation).then_some(self.actor.node)
             }
@@ -555,6 +581,12 @@ impl<'a> Simulation<'a> {
     fn timestamp(&self) -> Timestamp {
         OPENING.plus_millis(self.now / MICROS_PER_MILLI)
     }
+}
+
+/// Registrants the live fault suite's probing may add to a run (`suite`).
+fn suite_probe_registrants(scenario: &Scenario) -> usize {
+    let probed = scenario.faults.iter().filter(|fault| fault.suite_probes).count();
+    probed * suite::SUITE_PROBES_MAX as usize
 }
 
 /// Micros after opening of an engine timestamp.

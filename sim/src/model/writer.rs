@@ -72,6 +72,11 @@ impl Writer {
         self.durable_below
     }
 
+    /// A batch is committing (an attempt runs, or it waits to try again).
+    pub(super) fn commits_in_flight(&self) -> bool {
+        self.connections_busy > 0
+    }
+
     /// How long the oldest attempt in flight has run (0 when none is).
     pub(super) fn oldest_attempt_age(&self, now: Micros) -> Micros {
         self.in_flight.iter().flatten().map(|batch| now - batch.attempt_started).max().unwrap_or(0)

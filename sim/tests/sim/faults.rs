@@ -150,6 +150,15 @@ fn a_thawed_store_first_works_through_the_connections_its_stall_left_then_serves
         "/scenarios/calibration/faults-store-stall.toml"
     ))
     .unwrap();
+    // With a release build's loads (one commit latency, the default recovery rate), not the
+    // test build's that the scenario sets: the backlog is what is measured here.
+    let text: String = text
+        .lines()
+        .filter(|line| {
+            !line.starts_with("load_latency") && !line.starts_with("recovery_registrations_per_second")
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
     let recovery = |abandoned_ms: f64| {
         // At 20 s rather than the suite's 1.25 s: some 3,950 registrations stored, so that the
         // reload after the stall reads for several milliseconds.
@@ -178,4 +187,77 @@ fn a_thawed_store_first_works_through_the_connections_its_stall_left_then_serves
     // At least the health pings: one per store timeout (500 ms) of the 20 s stall.
     let cut_calls_at_least = 40.0;
     assert!(costly - free >= cut_calls_at_least, "{free} ms without the cost, {costly} ms with 1 ms each");
+    // At most those, the writer's probes (one per store timeout and a writer's tick: about 27)
+    // and the batches' attempts (three each, two connections): loads wait for the writer's
+    // probe instead of trying the frozen store (`StoreHealth`), so they leave it nothing (until
+    // 2026-12-06 each reload attempt, one every 0.7 s, left one more).
+    // (A few milliseconds more: the backlog also moves when the reload's reads and the
+    // connections it waits behind fall.)
+    let cut_calls_at_most = 40.0 + 27.0 + 6.0 + 5.0;
+    assert!(costly - free <= cut_calls_at_most, "{free} ms without the cost, {costly} ms with 1 ms each");
+}
+
+/// A calibration scenario of the live fault suite (`sim/scenarios/calibration/faults-NAME.toml`).
+fn calibration(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/scenarios/calibration/faults-{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn simulate_text(text: &str, seed: u64) -> RunResult {
+    let scenario = Scenario::parse(text, "calibration").unwrap();
+    let result = simulate(&scenario, seed, RunOptions::default());
+    assert_eq!(result.violations.total, 0, "{:?}", result.violations);
+    result
+}
+
+#[test]
+fn a_claim_while_redis_is_frozen_waits_for_its_set_and_then_for_reading_the_key_back() {
+    // `RedisLeases::acquire_lease`: the `SET NX` times out, and so does the `GET` that reads
+    // back whether it took effect (`resolve_unknown_acquisition`): the slowest refusal is two
+    // Redis timeouts (the suite's max 509 ms with its 250 ms timeout), not one.
+    let result = simulate_text(&calibration("redis-outage"), 1);
+    let timeout_us = 250_000;
+    let slowest = result.metrics.latency_of(AnswerClass::ShedLeaseUnavailable).max();
+    assert!(slowest >= 2 * timeout_us, "the slowest lease refusal took {slowest} µs");
+    assert!(slowest < 2 * timeout_us + 10_000, "the slowest lease refusal took {slowest} µs");
+}
+
+#[test]
+fn while_redis_is_frozen_the_owners_registrations_wait_for_the_shared_rate_limit_once_a_pause() {
+    // `SharedGcra::check` waits up to the Redis timeout, then the node limits locally for
+    // `SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS`: with the limit on, some admissions before the
+    // leases lapse wait a Redis timeout; with it off, none does.
+    // Redis does not come back within the run: every admission is one before the leases lapsed.
+    let text = calibration("redis-outage").replace("duration_seconds = 20\n", "duration_seconds = 100\n");
+    let slowest_admission =
+        |text: &str| simulate_text(text, 1).metrics.latency_of(AnswerClass::Confirmed).max();
+    let timeout_us = 250_000;
+    assert!(slowest_admission(&text) >= timeout_us, "no admission waited for the shared limit");
+    let off = text.replace("rate_limit_email_per_minute = 100000", "rate_limit_email_per_minute = 0");
+    assert!(slowest_admission(&off) < timeout_us / 10, "an admission waited without a shared limit");
+}
+
+#[test]
+fn a_load_after_a_frozen_store_waits_for_the_writers_probe_and_the_suite_sees_it_through_readyz() {
+    // Loads do not try a store the writer finds down (`StoreHealth`): the reload starts when the
+    // probe under way at SIGCONT is answered, after the backlog, and `/readyz` (the writer's
+    // probe and the health ping) says 200 no earlier than that. The suite polls it every 20 ms
+    // and then registers: its figure is the model's own one at least, plus a registration.
+    for seed in 1..=2 {
+        let result = simulate_text(&calibration("store-stall"), seed);
+        let stats = &result.metrics.faults[0];
+        let served = stats.served_again_at.expect("served again after the stall");
+        let suite = stats.suite.expect("the suite probed");
+        let ready = suite.ready_at.expect("the suite saw /readyz say 200");
+        let suite_served = suite.served_at.expect("the suite saw it served");
+        assert_eq!(suite.since, stats.end);
+        assert!(ready > stats.end, "ready {} µs before the end", stats.end - ready);
+        assert!(suite_served > ready && suite_served >= served, "{suite:?}, model served at {served}");
+        // One registration after ready: a round trip, a decision and a commit, or the next
+        // round 50 ms later when it came before the reload.
+        assert!(suite_served - ready < 60_000, "{suite:?}");
+    }
 }
