@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::HttpMessage;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use hmac::{Hmac, KeyInit, Mac};
 use kuota_engine::actor::EventHandle;
 use kuota_engine::ownership::Ownership;
@@ -146,8 +146,11 @@ impl Cluster {
 
     /// The forwarding node's id, when the request carries a valid forward token.
     pub fn forwarded_by<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        let token = headers.get(FORWARD_TOKEN)?.to_str().ok()?;
-        let node = headers.get(FORWARDED_BY)?.to_str().ok()?;
+        // Made once: a name looked up as a `&str` is parsed and copied on every request.
+        static FORWARD_TOKEN_HEADER: HeaderName = HeaderName::from_static(FORWARD_TOKEN);
+        static FORWARDED_BY_HEADER: HeaderName = HeaderName::from_static(FORWARDED_BY);
+        let token = headers.get(&FORWARD_TOKEN_HEADER)?.to_str().ok()?;
+        let node = headers.get(&FORWARDED_BY_HEADER)?.to_str().ok()?;
         constant_time_eq(token, &self.forward_token).then_some(node)
     }
 }

@@ -266,7 +266,7 @@ impl RegistrationRequest {
         self,
         event: &EventId,
         key: IdempotencyKey,
-        token_secret: &[u8],
+        token_key: &tokens::TokenKey,
     ) -> (Register, String) {
         let fingerprint = tokens::fingerprint(&[
             self.category.as_str(),
@@ -276,7 +276,7 @@ impl RegistrationRequest {
             self.attributes_json.as_deref().unwrap_or(""),
             if self.waitlist { "1" } else { "0" },
         ]);
-        let access_token = tokens::access_token(token_secret, event, &key);
+        let access_token = token_key.access_token(event, &key);
         let details = RegistrationDetails {
             full_name: self.full_name,
             phone: self.phone,

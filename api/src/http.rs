@@ -12,6 +12,13 @@ pub const PAGE_LIMIT_MAX: u32 = kuota_persist::store::PAGE_SIZE_MAX;
 /// Items a listing page holds when `limit` is absent.
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 
+/// The request headers every submitted write reads, as names made once: looking a header up by
+/// a `&str` parses the name and, for a name that HTTP does not define, copies it into a new
+/// allocation, on every request.
+pub static IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("idempotency-key");
+/// See `IDEMPOTENCY_KEY`.
+pub static QUEUE_PASS: header::HeaderName = header::HeaderName::from_static("queue-pass");
+
 /// Marks `response` as the replay of an `Idempotency-Key` decided before (registrations and
 /// queue joins alike): the header `Idempotent-Replayed: true`.
 pub fn mark_replayed(response: &mut actix_web::HttpResponse) {

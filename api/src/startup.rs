@@ -177,6 +177,7 @@ impl Application {
             shedding,
             settings,
             store,
+            token_key: crate::tokens::TokenKey::new(secret.as_bytes()),
             token_secret: secret.into_bytes(),
             clock: clock.clone(),
             metrics: crate::metrics::recorder(),

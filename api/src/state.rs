@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::health::Health;
 use crate::metrics;
 use crate::rate_limit::{Gcra, Refusal, SharedGcra, client_ip};
-use crate::tokens::constant_time_eq;
+use crate::tokens::{TokenKey, constant_time_eq};
 
 /// The cookie that carries an admin session.
 pub const SESSION_COOKIE: &str = "kuota_session";
@@ -36,6 +36,8 @@ pub struct AppState {
     pub store: SqlStore,
     /// The secret that tokens, passes and the forward token derive from.
     pub token_secret: Vec<u8>,
+    /// `token_secret` keyed for the registrants' access tokens, once.
+    pub token_key: TokenKey,
     /// The engine's time (`Application::build_with_clock`).
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,

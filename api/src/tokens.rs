@@ -11,19 +11,54 @@ use sha2::{Digest, Sha256};
 
 use kuota_engine::{EventId, Fingerprint, IdempotencyKey};
 
+/// The node group's token secret, keyed once: HMAC-SHA-256 hashes the key's inner and outer
+/// pads before any message, two of the four SHA-256 blocks of a token, so a request clones the
+/// keyed state instead of keying it again.
+#[derive(Clone)]
+pub struct TokenKey(Hmac<Sha256>);
+
+impl TokenKey {
+    pub fn new(secret: &[u8]) -> TokenKey {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        TokenKey(Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length"))
+    }
+
+    /// The access token of the registration created by this event's request with this key:
+    /// `access_token` under this secret.
+    pub fn access_token(&self, event: &EventId, key: &IdempotencyKey) -> String {
+        let mut mac = self.0.clone();
+        mac.update(event.as_str().as_bytes());
+        mac.update(b"\n");
+        mac.update(key.as_str().as_bytes());
+        hex_string(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("TokenKey(..)")
+    }
+}
+
 /// The access token of the registration created by this event's request with this key.
 pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> String {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
-    mac.update(event.as_str().as_bytes());
-    mac.update(b"\n");
-    mac.update(key.as_str().as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    TokenKey::new(secret).access_token(event, key)
 }
 
 /// What the store keeps of a token.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex_string(&Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hexadecimal, as `hex::encode`, without collecting a character at a time.
+pub fn hex_string(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = vec![0u8; 2 * bytes.len()];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    String::from_utf8(text).expect("hex digits are ASCII")
 }
 
 /// Compares two secrets in time that depends only on their length class, not on where they
@@ -61,6 +96,28 @@ mod tests {
         assert_eq!(token, access_token(b"secret", &event, &key));
         assert_ne!(token, access_token(b"other", &event, &key));
         assert_ne!(token, access_token(b"secret", &event, &IdempotencyKey::parse("k2").unwrap()));
+    }
+
+    #[test]
+    fn a_keyed_secret_gives_the_tokens_of_the_secret() {
+        let event = EventId::parse("race").unwrap();
+        let key = IdempotencyKey::parse("k1").unwrap();
+        let keyed = TokenKey::new(b"secret");
+        // The HMAC of "race\nk1" under "secret", computed afresh without the keyed state.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(b"race\nk1");
+        let expected = hex::encode(&mac.finalize().into_bytes()[..16]);
+        assert_eq!(keyed.access_token(&event, &key), expected);
+        // The keyed state is not consumed: the next token is computed from the key alone.
+        assert_eq!(keyed.access_token(&event, &key), expected);
+        assert_eq!(access_token(b"secret", &event, &key), expected);
+    }
+
+    #[test]
+    fn hex_is_the_hex_crates() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(hex_string(&bytes), hex::encode(&bytes));
+        assert_eq!(token_hash("abc"), hex::encode(Sha256::digest(b"abc")));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use kuota_engine::IdempotencyKey;
 
 use crate::domain;
 use crate::error::ApiError;
-use crate::http::json_body;
+use crate::http::{IDEMPOTENCY_KEY, json_body};
 use crate::state::AppState;
 
 /// What every submitted write brings, read from its HTTP request: the key, the JSON body within
@@ -45,7 +45,7 @@ impl Submission {
         P: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
     {
         let key =
-            domain::idempotency_key(request.headers().get("idempotency-key").map(|value| value.as_bytes()))?;
+            domain::idempotency_key(request.headers().get(&IDEMPOTENCY_KEY).map(|value| value.as_bytes()))?;
         let body = json_body(request, payload, state.settings.body_limit_bytes).await?;
         Ok(Submission { key, body, client: state.limits.client_of(request) })
     }

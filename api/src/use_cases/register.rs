@@ -6,7 +6,9 @@
 //! category is refused from the published counters with a problem document rendered once per
 //! process, before the access token and the fingerprint are derived.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
+
+use ::metrics::Counter;
 
 use actix_web::body::MessageBody;
 use actix_web::error::PayloadError;
@@ -19,7 +21,7 @@ use kuota_engine::{Decision, EventId, Outcome, RegistrationId, Timestamp};
 use serde::Serialize;
 
 use crate::error::{ApiError, FieldError, ProblemExtra};
-use crate::http::mark_replayed;
+use crate::http::{QUEUE_PASS, mark_replayed};
 use crate::state::AppState;
 use crate::use_cases::Submission;
 use crate::{admission, domain, metrics, time_format};
@@ -47,7 +49,7 @@ where
     P: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
 {
     let submission = Submission::read(state, request, payload).await?;
-    let queue_pass = request.headers().get("queue-pass").map(HeaderValue::as_bytes);
+    let queue_pass = request.headers().get(&QUEUE_PASS).map(HeaderValue::as_bytes);
     register(state, RegisterRequest { event_id, submission, queue_pass }, located).await
 }
 
@@ -77,7 +79,61 @@ pub struct Admission<'a> {
 
 /// `<event>.<number>`: ids are opaque to clients, but they name their event.
 pub fn external_id(event: &EventId, registration: RegistrationId) -> String {
-    format!("{event}.{registration}")
+    let mut number = itoa::Buffer::new();
+    let number = number.format(registration.0);
+    let mut id = String::with_capacity(event.as_str().len() + 1 + number.len());
+    id.push_str(event.as_str());
+    id.push('.');
+    id.push_str(number);
+    id
+}
+
+impl Admission<'_> {
+    /// The body as `serde_json` writes this struct (field order, `skip_serializing_if`, string
+    /// escapes), written directly: every admission answers one, and the serializer's machinery
+    /// cost more than the rest of the answer.
+    fn to_json(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(ADMISSION_BODY_BYTES);
+        body.extend_from_slice(b"{\"id\":");
+        push_json_string(&mut body, &self.id);
+        body.extend_from_slice(b",\"event_id\":");
+        push_json_string(&mut body, self.event_id);
+        body.extend_from_slice(b",\"category\":");
+        push_json_string(&mut body, self.category);
+        body.extend_from_slice(b",\"status\":");
+        push_json_string(&mut body, self.status);
+        if let Some(position) = self.waitlist_position {
+            body.extend_from_slice(b",\"waitlist_position\":");
+            body.extend_from_slice(itoa::Buffer::new().format(position).as_bytes());
+        }
+        if let Some(expires_at) = &self.expires_at {
+            body.extend_from_slice(b",\"expires_at\":");
+            push_json_string(&mut body, expires_at);
+        }
+        body.extend_from_slice(b",\"access_token\":");
+        push_json_string(&mut body, self.access_token);
+        body.extend_from_slice(b",\"created_at\":");
+        push_json_string(&mut body, &self.created_at);
+        body.push(b'}');
+        body
+    }
+}
+
+/// Room for an admission's body with ids of common lengths (about 200 bytes), so that writing
+/// it seldom grows the buffer.
+const ADMISSION_BODY_BYTES: usize = 256;
+
+/// `text` as a JSON string, as `serde_json` writes it: quoted as it is when nothing in it needs
+/// an escape (the ids, codes, tokens and times of an admission never do), else by `serde_json`.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a `Vec` cannot fail.
+        serde_json::to_writer(&mut *out, text).expect("a string serializes into memory");
+    }
 }
 
 fn admission_response(
@@ -108,7 +164,9 @@ fn admission_response(
         access_token,
         created_at: time_format::format(created_at),
     };
-    let mut response = HttpResponse::build(status).json(body);
+    let mut response = HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(body.to_json());
     if replayed {
         mark_replayed(&mut response);
     }
@@ -155,22 +213,54 @@ fn refusal(decision: &Decision) -> ApiError {
     }
 }
 
-fn outcome_label(outcome: &Outcome) -> &'static str {
+/// The `outcome` labels of `kuota_admissions_total` that a decided registration counts under,
+/// indexed by `outcome_index`.
+const OUTCOME_LABELS: [&str; 13] = [
+    "confirmed",
+    "held",
+    "waitlisted",
+    "sold_out",
+    "already_registered",
+    "not_open",
+    "closed",
+    "replayed",
+    "queue_pass_required",
+    "queue_pass_invalid",
+    "key_in_flight",
+    "key_reused",
+    "other",
+];
+
+fn outcome_index(outcome: &Outcome) -> usize {
     match outcome {
-        Outcome::Decided(Decision::Confirmed { .. }) => "confirmed",
-        Outcome::Decided(Decision::Held { .. }) => "held",
-        Outcome::Decided(Decision::Waitlisted { .. }) => "waitlisted",
-        Outcome::Decided(Decision::SoldOut) => "sold_out",
-        Outcome::Decided(Decision::AlreadyRegistered) => "already_registered",
-        Outcome::Decided(Decision::NotOpen { .. }) => "not_open",
-        Outcome::Decided(Decision::Closed) => "closed",
-        Outcome::Replayed(_) => "replayed",
-        Outcome::QueuePassRequired => "queue_pass_required",
-        Outcome::QueuePassInvalid => "queue_pass_invalid",
-        Outcome::KeyInFlight => "key_in_flight",
-        Outcome::KeyReused => "key_reused",
-        _ => "other",
+        Outcome::Decided(Decision::Confirmed { .. }) => 0,
+        Outcome::Decided(Decision::Held { .. }) => 1,
+        Outcome::Decided(Decision::Waitlisted { .. }) => 2,
+        Outcome::Decided(Decision::SoldOut) => 3,
+        Outcome::Decided(Decision::AlreadyRegistered) => 4,
+        Outcome::Decided(Decision::NotOpen { .. }) => 5,
+        Outcome::Decided(Decision::Closed) => 6,
+        Outcome::Replayed(_) => 7,
+        Outcome::QueuePassRequired => 8,
+        Outcome::QueuePassInvalid => 9,
+        Outcome::KeyInFlight => 10,
+        Outcome::KeyReused => 11,
+        _ => 12,
     }
+}
+
+/// `kuota_admissions_total{outcome}` for `outcome`: each label's counter is registered on its
+/// first use, as `counter!` registers it, and kept, as `metrics::sold_out_fast` keeps its own;
+/// through `counter!` every registration built the key and hashed it in the recorder's registry.
+fn admissions_counter(outcome: &Outcome) -> &'static Counter {
+    static COUNTERS: [OnceLock<Counter>; OUTCOME_LABELS.len()] =
+        [const { OnceLock::new() }; OUTCOME_LABELS.len()];
+    let index = outcome_index(outcome);
+    COUNTERS[index].get_or_init(|| {
+        // A handle reports to the recorder installed when it was made (see `sold_out_fast`).
+        metrics::recorder();
+        ::metrics::counter!(metrics::ADMISSIONS, "outcome" => OUTCOME_LABELS[index])
+    })
 }
 
 /// Decides a registration: the limits, the event, the body against the event's categories, then
@@ -198,7 +288,7 @@ pub async fn register(
     }
     state.shedding.refuse_if_stalled()?;
     let category = parsed.category.clone();
-    let (mut register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_secret);
+    let (mut register, access_token) = parsed.into_register(event_id, key.clone(), &state.token_key);
     if queued && let Some(pass) = queue_pass {
         register.queue_pass = Some(crate::queue::parse_pass(&state.token_secret, event_id, pass));
     }
@@ -210,7 +300,7 @@ pub async fn register(
         .ok_or_else(|| state.shedding.shed(admission::REFUSAL_REASON))?;
     let (outcome, decided_at) =
         event.register_timed(register).await.map_err(|error| state.shedding.actor_error(error))?;
-    ::metrics::counter!(metrics::ADMISSIONS, "outcome" => outcome_label(&outcome)).increment(1);
+    admissions_counter(&outcome).increment(1);
     match outcome {
         Outcome::Decided(decision) => {
             admission_response(&decision, event_id, category.as_str(), &access_token, decided_at, false)
@@ -265,6 +355,44 @@ async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admission_is_written_as_serde_json_writes_it() {
+        let admission =
+            |id: &str, category: &'static str, waitlist_position: Option<u32>, expires_at: Option<&str>| {
+                let event_id: &'static str = "city-race";
+                Admission {
+                    id: id.to_string(),
+                    event_id,
+                    category,
+                    status: if waitlist_position.is_some() { "waitlisted" } else { "held" },
+                    waitlist_position,
+                    expires_at: expires_at.map(str::to_string),
+                    access_token: "0123456789abcdef0123456789abcdef",
+                    created_at: "2026-11-24T10:00:00.000Z".to_string(),
+                }
+            };
+        for body in [
+            admission("city-race.17", "10K", None, None),
+            admission("city-race.18", "10K", Some(4_294_967_295), None),
+            admission("city-race.19", "half_marathon", None, Some("2026-11-24T10:15:00.000Z")),
+            // Strings that need escapes take `serde_json`'s way.
+            admission("a\"b\\c\u{1}d\u{7f}é", "10K", Some(1), Some("\n")),
+        ] {
+            assert_eq!(
+                String::from_utf8(body.to_json()).unwrap(),
+                serde_json::to_string(&body).unwrap(),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_external_id_is_the_event_and_the_number() {
+        let event = EventId::parse("city-race").unwrap();
+        assert_eq!(external_id(&event, RegistrationId(17)), "city-race.17");
+        assert_eq!(external_id(&event, RegistrationId(u64::MAX)), format!("city-race.{}", u64::MAX));
+    }
 
     #[test]
     fn the_prerendered_sold_out_answer_is_the_refusal_byte_for_byte() {

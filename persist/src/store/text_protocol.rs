@@ -33,29 +33,73 @@ use crate::store::backend::{RowAccess, Statement, Value, next_item, next_within}
 /// and MySQL's default `max_allowed_packet` is 16 MiB and 64 MiB; this stays far below both.
 pub(crate) const ROUND_TRIP_BYTES_MAX: usize = 4 << 20;
 
-/// Bytes of text hex-encoded at a time, on the stack, before they join the statement: a
-/// registration's row carries a few hundred bytes of text, its audit and outbox entries more.
-const HEX_CHUNK_BYTES: usize = 256;
+/// The two lower-case hexadecimal digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0x0f]];
+        byte += 1;
+    }
+    pairs
+};
 
 /// Appends `statement` to `out` with every `?` replaced by its value.
 ///
 /// Fails if the statement has not exactly one value per `?`: a bug in the statement's builder.
 /// The statements built in this crate never hold a `?` other than placeholders (no string
 /// literals, no comments).
-pub(crate) fn render(statement: &Statement<'_>, out: &mut String) -> Result<(), sqlx::Error> {
+///
+/// The text is built as bytes, every piece of it ASCII or a `&str`, and checked to be UTF-8
+/// once, when it is sent (`sql_text`): the writer renders a few hundred bytes of text per
+/// admission, and a `String` would check each piece as it is appended.
+pub(crate) fn render(statement: &Statement<'_>, out: &mut Vec<u8>) -> Result<(), sqlx::Error> {
+    // Room for the whole statement at once: grown as it is written, a batch's text was copied
+    // over and over as its buffer doubled.
+    out.reserve(rendered_bytes(statement));
     let mut values = statement.values.iter();
-    let mut rest = statement.sql.as_str();
-    while let Some(position) = rest.find('?') {
-        out.push_str(&rest[..position]);
-        rest = &rest[position + 1..];
-        let value = values.next().ok_or_else(|| placeholder_mismatch(statement))?;
-        push_literal(out, *value);
+    let sql = statement.sql.as_bytes();
+    let mut start = 0;
+    for (position, byte) in sql.iter().enumerate() {
+        if *byte == b'?' {
+            out.extend_from_slice(&sql[start..position]);
+            start = position + 1;
+            let value = values.next().ok_or_else(|| placeholder_mismatch(statement))?;
+            push_literal(out, *value);
+        }
     }
-    out.push_str(rest);
+    out.extend_from_slice(&sql[start..]);
     if values.next().is_some() {
         return Err(placeholder_mismatch(statement));
     }
     Ok(())
+}
+
+/// The bytes `render` writes for `statement`, at most.
+fn rendered_bytes(statement: &Statement<'_>) -> usize {
+    let values: usize = statement
+        .values
+        .iter()
+        .map(|value| match value {
+            // A sign and 19 digits.
+            Value::Int(_) => 20,
+            Value::Null => 4,
+            Value::Text(text) => LITERAL_FRAME_BYTES + 2 * text.len(),
+        })
+        .sum();
+    statement.sql.len() + values
+}
+
+/// What a text literal adds to its digits: `_utf8mb4 X'` and the closing quote. A quoted
+/// literal stays within the same bound: `_utf8mb4'`, the closing quote, and at most one more
+/// byte per byte of text (a doubled quote).
+const LITERAL_FRAME_BYTES: usize = 12;
+
+/// The SQL text `render` built, as the `String` sqlx sends.
+fn sql_text(bytes: Vec<u8>) -> Result<String, sqlx::Error> {
+    String::from_utf8(bytes)
+        .map_err(|_| sqlx::Error::InvalidArgument("a rendered statement is not UTF-8".to_owned()))
 }
 
 fn placeholder_mismatch(statement: &Statement<'_>) -> sqlx::Error {
@@ -67,37 +111,31 @@ fn placeholder_mismatch(statement: &Statement<'_>) -> sqlx::Error {
     ))
 }
 
-fn push_literal(out: &mut String, value: Value<'_>) {
+fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
         // Through `itoa`, not `format!`: the formatting machinery costs several times more per
         // integer, and a batch writes thousands.
-        Value::Int(number) => out.push_str(itoa::Buffer::new().format(number)),
-        Value::Null => out.push_str("NULL"),
+        Value::Int(number) => out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes()),
+        Value::Null => out.extend_from_slice(b"NULL"),
         Value::Text(text) if quotable(text) => {
-            out.reserve(text.len() + 12);
-            out.push_str("_utf8mb4'");
-            let mut rest = text;
-            while let Some(position) = rest.find('\'') {
-                out.push_str(&rest[..=position]);
-                out.push('\'');
+            out.extend_from_slice(b"_utf8mb4'");
+            let mut rest = text.as_bytes();
+            while let Some(position) = rest.iter().position(|byte| *byte == b'\'') {
+                out.extend_from_slice(&rest[..=position]);
+                out.push(b'\'');
                 rest = &rest[position + 1..];
             }
-            out.push_str(rest);
-            out.push('\'');
+            out.extend_from_slice(rest);
+            out.push(b'\'');
         }
         Value::Text(text) => {
-            out.reserve(text.len() * 2 + 12);
-            out.push_str("_utf8mb4 X'");
-            // Encoded a chunk at a time into a buffer on the stack, then appended whole: a
-            // character at a time, the writer spent a tenth of its instructions here.
-            let mut digits = [0u8; 2 * HEX_CHUNK_BYTES];
-            for chunk in text.as_bytes().chunks(HEX_CHUNK_BYTES) {
-                let encoded = &mut digits[..2 * chunk.len()];
-                // The buffer holds exactly two digits per byte of the chunk.
-                hex::encode_to_slice(chunk, encoded).expect("two hex digits per byte");
-                out.push_str(std::str::from_utf8(encoded).expect("hex digits are ASCII"));
+            out.extend_from_slice(b"_utf8mb4 X'");
+            // Two digits per byte from a table, straight into the text: through the hex crate a
+            // chunk at a time (a zeroed buffer, its UTF-8 check) this was most of the rendering.
+            for byte in text.as_bytes() {
+                out.extend_from_slice(&HEX_PAIRS[usize::from(*byte)]);
             }
-            out.push('\'');
+            out.push(b'\'');
         }
     }
 }
@@ -118,9 +156,9 @@ pub(crate) async fn execute_all(
 ) -> Result<Vec<u64>, sqlx::Error> {
     let mut matched = Vec::with_capacity(statements.len());
     while matched.len() < statements.len() {
-        let mut text = String::new();
+        let mut text = Vec::new();
         let sent = pack(&mut text, &statements[matched.len()..])?;
-        matched.extend(run(connection, text, 0, sent, |_| Ok::<(), sqlx::Error>(())).await?);
+        matched.extend(run(connection, sql_text(text)?, 0, sent, |_| Ok::<(), sqlx::Error>(())).await?);
     }
     Ok(matched)
 }
@@ -135,27 +173,27 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
     visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     then: &[Statement<'_>],
 ) -> Result<Vec<u64>, Failure> {
-    let mut text = String::from("START TRANSACTION");
+    let mut text = b"START TRANSACTION".to_vec();
     let mut leading = 1;
     if let Some(first) = first {
-        text.push_str(";\n");
+        text.extend_from_slice(b";\n");
         render(first, &mut text)?;
         leading += 1;
     }
     let sent = pack(&mut text, then)?;
-    run(connection, text, leading, sent, visit).await
+    run(connection, sql_text(text)?, leading, sent, visit).await
 }
 
 /// Appends statements from the start of `statements` to `text`, separated by `;`, while `text`
 /// is below `ROUND_TRIP_BYTES_MAX` (an empty `text` takes one however long); returns how many.
-fn pack(text: &mut String, statements: &[Statement<'_>]) -> Result<usize, sqlx::Error> {
+fn pack(text: &mut Vec<u8>, statements: &[Statement<'_>]) -> Result<usize, sqlx::Error> {
     let mut packed = 0;
     for statement in statements {
         if !text.is_empty() {
             if text.len() >= ROUND_TRIP_BYTES_MAX {
                 break;
             }
-            text.push_str(";\n");
+            text.extend_from_slice(b";\n");
         }
         render(statement, text)?;
         packed += 1;
@@ -203,9 +241,9 @@ pub(crate) async fn for_each_row<Failure: From<sqlx::Error>>(
     timeout: std::time::Duration,
     mut visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    let mut text = String::new();
+    let mut text = Vec::new();
     render(statement, &mut text)?;
-    let mut rows = connection.fetch(sqlx::raw_sql(AssertSqlSafe(text)));
+    let mut rows = connection.fetch(sqlx::raw_sql(AssertSqlSafe(sql_text(text)?)));
     while let Some(row) = next_within(&mut rows, timeout).await? {
         visit(&row?)?;
     }
@@ -217,8 +255,9 @@ mod tests {
     use super::*;
 
     fn rendered(statement: &Statement<'_>) -> Result<String, sqlx::Error> {
-        let mut out = String::new();
-        render(statement, &mut out).map(|()| out)
+        let mut out = Vec::new();
+        render(statement, &mut out)?;
+        sql_text(out)
     }
 
     #[test]
@@ -259,15 +298,36 @@ mod tests {
     }
 
     #[test]
-    fn text_longer_than_a_chunk_is_encoded_whole() {
+    fn long_text_is_encoded_whole() {
         // The backslash at the end sends it as hex.
-        let long: String = (0..3 * HEX_CHUNK_BYTES + 7)
-            .map(|index| char::from(b'a' + (index % 26) as u8))
-            .chain(['\\'])
-            .collect();
+        let long: String =
+            (0..775).map(|index| char::from(b'a' + (index % 26) as u8)).chain(['\\']).collect();
         let text = rendered(&Statement::new("SELECT ?").bind(long.as_str())).unwrap();
         let digits = text.strip_prefix("SELECT _utf8mb4 X'").unwrap().strip_suffix('\'').unwrap();
         assert_eq!(hex::decode(digits).unwrap(), long.as_bytes());
+    }
+
+    #[test]
+    fn every_byte_is_written_as_the_hex_crate_writes_it() {
+        let all: String = (0..=0x7f_u8).map(char::from).chain(['é', '€', '😀']).collect();
+        let text = rendered(&Statement::new("SELECT ?").bind(all.as_str())).unwrap();
+        assert_eq!(text, format!("SELECT _utf8mb4 X'{}'", hex::encode(all.as_bytes())));
+        for byte in 0..=255_u8 {
+            assert_eq!(HEX_PAIRS[usize::from(byte)].to_vec(), hex::encode([byte]).into_bytes());
+        }
+    }
+
+    #[test]
+    fn the_room_reserved_holds_the_rendered_statement() {
+        let statement = Statement::new("INSERT INTO t VALUES (?, ?, ?), (?, ?, ?)")
+            .bind(i64::MIN)
+            .bind(None::<i64>)
+            .bind("é\u{1}'")
+            .bind(u64::MAX as i64)
+            .bind("")
+            .bind("''x''");
+        let text = rendered(&statement).unwrap();
+        assert!(text.len() <= rendered_bytes(&statement), "{} > {}", text.len(), rendered_bytes(&statement));
     }
 
     #[test]
@@ -309,8 +369,7 @@ mod tests {
                 .await
                 .expect("the mode is set");
             for text in texts {
-                let mut sql = String::new();
-                render(&Statement::new("SELECT ?").bind(text), &mut sql).unwrap();
+                let sql = rendered(&Statement::new("SELECT ?").bind(text)).unwrap();
                 let row = connection.fetch_one(sqlx::raw_sql(AssertSqlSafe(sql.clone()))).await.unwrap();
                 let read: String = row.try_get(0).unwrap();
                 assert_eq!(read, text, "mode {mode:?}, sent {sql}");
