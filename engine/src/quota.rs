@@ -67,8 +67,14 @@ impl std::hash::Hash for KeyDigest {
 }
 
 impl KeyDigest {
-    pub(crate) fn of(text: &str) -> Self {
-        KeyDigest(crate::ids::text_digest(text))
+    /// A registrant's digest: the one their parsed e-mail carries.
+    pub(crate) fn of_email(email: &Email) -> Self {
+        KeyDigest(email.digest())
+    }
+
+    /// An idempotency key's digest: the one the parsed key carries.
+    pub(crate) fn of_key(key: &IdempotencyKey) -> Self {
+        KeyDigest(key.digest())
     }
 }
 
@@ -443,7 +449,7 @@ impl EventQuota {
     /// body. `Err` carries that answer; `Ok` means the request is to be decided.
     fn check_key(&self, idempotency: Option<&Idempotency>) -> Result<(), Outcome> {
         let Some(idempotency) = idempotency else { return Ok(()) };
-        if let Some(entry) = self.idempotency_entry(KeyDigest::of(idempotency.key.as_str())) {
+        if let Some(entry) = self.idempotency_entry(KeyDigest::of_key(&idempotency.key)) {
             return Err(if entry.fingerprint != idempotency.fingerprint {
                 Outcome::KeyReused
             } else if entry.seq > self.durable_seq {
@@ -477,7 +483,7 @@ impl EventQuota {
         }
         let retention = u64::from(self.config.limits.idempotency_retention_seconds);
         let entry = IdempotencyEntry {
-            key: KeyDigest::of(idempotency.key.as_str()),
+            key: KeyDigest::of_key(&idempotency.key),
             fingerprint: idempotency.fingerprint,
             decision: decision.clone(),
             seq: self.last_seq,
@@ -511,7 +517,7 @@ impl EventQuota {
         if let Some(decision) = self.window_decision(now) {
             return decision;
         }
-        let registrant = KeyDigest::of(request.registrant.as_str());
+        let registrant = KeyDigest::of_email(&request.registrant);
         if self.registrants.contains_key(&registrant) {
             return Decision::AlreadyRegistered;
         }
@@ -556,7 +562,7 @@ impl EventQuota {
         let Some(queue) = &self.queue else { return Ok(()) };
         let pass = request.queue_pass.ok_or(Outcome::QueuePassRequired)?;
         let ticket = queue.ticket(pass.ticket).ok_or(Outcome::QueuePassInvalid)?;
-        if ticket.registrant != KeyDigest::of(request.registrant.as_str()) {
+        if ticket.registrant != KeyDigest::of_email(&request.registrant) {
             return Err(Outcome::QueuePassInvalid);
         }
         let valid = match (pass.waitlist, ticket.state) {
@@ -601,7 +607,7 @@ impl EventQuota {
         {
             return Ok(Decision::Closed);
         }
-        let registrant = KeyDigest::of(request.registrant.as_str());
+        let registrant = KeyDigest::of_email(&request.registrant);
         let (ticket, new) = match queue.by_registrant.get(&registrant) {
             Some(ticket) => (*ticket, false),
             None => {
@@ -678,7 +684,7 @@ impl EventQuota {
 
     /// The registrant's ticket of a queued event, compared by normalized e-mail digest.
     pub fn ticket_of(&self, registrant: &Email) -> Option<TicketId> {
-        self.queue.as_ref()?.by_registrant.get(&KeyDigest::of(registrant.as_str())).copied()
+        self.queue.as_ref()?.by_registrant.get(&KeyDigest::of_email(registrant)).copied()
     }
 
     /// The queue's figures for `GET /v1/events/{id}`; `None` without a queue.
@@ -1050,7 +1056,7 @@ impl QuotaBuilder {
         if quota.slots.get(index).is_some_and(|slot| slot.state != SlotState::Vacant) {
             return Err(RestoreError::DuplicateRegistration(id));
         }
-        let registrant = KeyDigest::of(record.registrant.as_str());
+        let registrant = KeyDigest::of_email(&record.registrant);
         if quota.registrants.contains_key(&registrant) {
             return Err(RestoreError::DuplicateRegistrant(id));
         }
@@ -1070,7 +1076,7 @@ impl QuotaBuilder {
     /// Adds a stored ticket; tickets may come in any order.
     pub fn add_ticket(&mut self, record: TicketRecord) -> Result<(), RestoreError> {
         let queue = self.quota.queue.as_mut().ok_or(RestoreError::TicketWithoutQueue(record.ticket))?;
-        let registrant = KeyDigest::of(record.registrant.as_str());
+        let registrant = KeyDigest::of_email(&record.registrant);
         if queue.by_registrant.contains_key(&registrant) {
             return Err(RestoreError::DuplicateTicket(record.ticket));
         }
@@ -1082,7 +1088,7 @@ impl QuotaBuilder {
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
         self.idempotency.push(IdempotencyEntry {
-            key: KeyDigest::of(record.key.as_str()),
+            key: KeyDigest::of_key(&record.key),
             fingerprint: record.fingerprint,
             decision: record.decision,
             seq: Seq(0),
