@@ -238,6 +238,17 @@ pub struct EventQuota {
     queue: Option<Queue>,
 }
 
+/// The tables of an `EventQuota` that grow with its registrations and keys (see
+/// `EventQuota::new_reusing`).
+#[derive(Default)]
+struct Tables {
+    slots: Vec<Slot>,
+    registrants: Map<KeyDigest, RegistrationId>,
+    holds: BTreeSet<(Timestamp, RegistrationId)>,
+    idempotency_entries: VecDeque<IdempotencyEntry>,
+    idempotency: Map<KeyDigest, u64>,
+}
+
 impl fmt::Debug for EventQuota {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
@@ -256,6 +267,19 @@ impl EventQuota {
     /// seats (up to `RESERVED_REGISTRATIONS_MAX`) is reserved now, so that no table grows (and
     /// rehashes) in the middle of the rush that fills them.
     pub fn new(config: EventConfig) -> Result<Self, EventConfigError> {
+        EventQuota::assemble(config, Tables::default())
+    }
+
+    /// `new`, growing into the tables `spare` allocated instead of allocating them afresh;
+    /// nothing of `spare`'s state is kept. For a caller that makes event after event, such as
+    /// the simulator's seed swarm: fresh tables of a 10,000-seat event are megabytes, which the
+    /// allocator hands back to the system when they are freed, and page faults get them again.
+    pub fn new_reusing(config: EventConfig, spare: EventQuota) -> Result<Self, EventConfigError> {
+        let EventQuota { slots, registrants, holds, idempotency_entries, idempotency, .. } = spare;
+        EventQuota::assemble(config, Tables { slots, registrants, holds, idempotency_entries, idempotency })
+    }
+
+    fn assemble(config: EventConfig, tables: Tables) -> Result<Self, EventConfigError> {
         config.validate()?;
         let seats: u64 = config.categories.iter().map(|category| u64::from(category.capacity)).sum();
         let reserved = seats.min(RESERVED_REGISTRATIONS_MAX) as usize;
@@ -269,15 +293,27 @@ impl EventQuota {
                 waitlist: VecDeque::new(),
             })
             .collect();
+        let Tables { mut slots, mut registrants, mut holds, mut idempotency_entries, mut idempotency } =
+            tables;
+        slots.clear();
+        registrants.clear();
+        holds.clear();
+        idempotency_entries.clear();
+        idempotency.clear();
+        // On empty tables these allocate exactly what `with_capacity(reserved)` would.
+        slots.reserve(reserved);
+        registrants.reserve(reserved);
+        idempotency_entries.reserve(reserved);
+        idempotency.reserve(reserved);
         Ok(EventQuota {
             config: config.clone(),
             categories,
-            slots: Vec::with_capacity(reserved),
-            registrants: Map::with_capacity_and_hasher(reserved, Default::default()),
-            holds: BTreeSet::new(),
-            idempotency_entries: VecDeque::with_capacity(reserved),
+            slots,
+            registrants,
+            holds,
+            idempotency_entries,
             idempotency_front: 0,
-            idempotency: Map::with_capacity_and_hasher(reserved, Default::default()),
+            idempotency,
             active: 0,
             last_seq: Seq(0),
             durable_seq: Seq(0),
@@ -1038,12 +1074,16 @@ pub struct QuotaBuilder {
 
 impl QuotaBuilder {
     pub fn new(config: EventConfig) -> Result<Self, RestoreError> {
-        Ok(QuotaBuilder {
-            quota: EventQuota::new(config)?,
-            idempotency: Vec::new(),
-            tickets: Vec::new(),
-            passes: Vec::new(),
-        })
+        Ok(QuotaBuilder::around(EventQuota::new(config)?))
+    }
+
+    /// `new`, growing into the tables `spare` allocated (see `EventQuota::new_reusing`).
+    pub fn new_reusing(config: EventConfig, spare: EventQuota) -> Result<Self, RestoreError> {
+        Ok(QuotaBuilder::around(EventQuota::new_reusing(config, spare)?))
+    }
+
+    fn around(quota: EventQuota) -> Self {
+        QuotaBuilder { quota, idempotency: Vec::new(), tickets: Vec::new(), passes: Vec::new() }
     }
 
     pub fn add_registration(&mut self, record: RegistrationRecord) -> Result<(), RestoreError> {
@@ -1085,6 +1125,11 @@ impl QuotaBuilder {
         Ok(())
     }
 
+    /// Room for `additional` more `add_idempotency` records, for a caller that knows how many.
+    pub fn reserve_idempotency(&mut self, additional: usize) {
+        self.idempotency.reserve(additional);
+    }
+
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
         self.idempotency.push(IdempotencyEntry {
@@ -1113,6 +1158,9 @@ impl QuotaBuilder {
         }
         let mut idempotency = std::mem::take(&mut self.idempotency);
         idempotency.sort_by_key(|entry| entry.expires_at);
+        // Grown once, instead of doubling (and rehashing) past the reservation on the way.
+        quota.idempotency_entries.reserve(idempotency.len());
+        quota.idempotency.reserve(idempotency.len());
         for mut entry in idempotency {
             if quota.idempotency.contains_key(&entry.key) {
                 continue;

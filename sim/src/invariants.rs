@@ -241,8 +241,14 @@ impl StoreView {
     /// What recovery would load: the event rebuilt from the stored rows with `QuotaBuilder`,
     /// as `SqlStore::load_event` does (active registrations, decided keys, the highest number
     /// and seq stored). An `Err` is what `QuotaBuilder` refused, or the panic of its check.
-    pub fn rebuild(&self, config: EventConfig) -> Result<EventQuota, String> {
-        let mut builder = QuotaBuilder::new(config).map_err(|error| error.to_string())?;
+    /// `spare`: a quota done with, whose tables the rebuilt one grows into.
+    pub fn rebuild(&self, config: EventConfig, spare: Option<EventQuota>) -> Result<EventQuota, String> {
+        let builder = match spare {
+            Some(spare) => QuotaBuilder::new_reusing(config, spare),
+            None => QuotaBuilder::new(config),
+        };
+        let mut builder = builder.map_err(|error| error.to_string())?;
+        builder.reserve_idempotency(self.decisions.as_ref().map_or(0, Vec::len));
         for (number, stored) in self.registrations.iter().enumerate() {
             let Some(stored) = stored else { continue };
             let status = match stored.status {
