@@ -129,7 +129,7 @@ impl PublishedCounters {
 
     /// The three filter positions of a key, as (word, bit mask) pairs.
     fn key_positions(&self, key: &IdempotencyKey) -> [(usize, u64); 3] {
-        self.digest_positions(crate::ids::text_digest(key.as_str()))
+        self.digest_positions(key.digest())
     }
 
     fn digest_positions(&self, [first, second]: [u64; 2]) -> [(usize, u64); 3] {

@@ -61,9 +61,16 @@ impl CategoryCode {
 
 /// A registrant's e-mail address, trimmed and lower-cased. It is also the registrant's key:
 /// two registrations whose e-mails normalize to the same text are the same person.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+///
+/// It carries its text's digest (`text_digest`), made once when it is parsed: the core keys
+/// registrants by digest, and a request's e-mail is looked up more than once (and again by
+/// recovery), which hashed the same text each time. Equality, order and `Hash` are the text's.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Email(Arc<str>);
+pub struct Email {
+    text: Arc<str>,
+    digest: [u64; 2],
+}
 
 impl Email {
     /// Trims and lower-cases, then checks the shape `local@domain.tld` without spaces or
@@ -91,18 +98,27 @@ impl Email {
         if local.is_empty() || local.contains('@') || !domain_is_valid {
             return Err(InvalidId("an e-mail address has the shape name@domain"));
         }
-        Ok(Email(Arc::from(normalized)))
+        Ok(Email { digest: text_digest(&normalized), text: Arc::from(normalized) })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// `text_digest` of the address, made when it was parsed.
+    pub(crate) fn digest(&self) -> [u64; 2] {
+        self.digest
     }
 }
 
-/// The client's `Idempotency-Key`: 1–255 printable ASCII characters (space to `~`).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+/// The client's `Idempotency-Key`: 1–255 printable ASCII characters (space to `~`). Like
+/// `Email`, it carries its text's digest, made once when it is parsed.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct IdempotencyKey(Arc<str>);
+pub struct IdempotencyKey {
+    text: Arc<str>,
+    digest: [u64; 2],
+}
 
 impl IdempotencyKey {
     pub fn parse(text: &str) -> Result<Self, InvalidId> {
@@ -112,13 +128,48 @@ impl IdempotencyKey {
         if !text.bytes().all(|byte| (0x20..=0x7e).contains(&byte)) {
             return Err(InvalidId("an Idempotency-Key uses printable ASCII only"));
         }
-        Ok(IdempotencyKey(Arc::from(text)))
+        Ok(IdempotencyKey { digest: text_digest(text), text: Arc::from(text) })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// `text_digest` of the key, made when it was parsed.
+    pub(crate) fn digest(&self) -> [u64; 2] {
+        self.digest
     }
 }
+
+/// Equality, order and hashing of a text identifier that carries its digest: those of its text
+/// alone (the digest follows from the text), as when it was the text alone.
+macro_rules! digested_text_impls {
+    ($($name:ident),*) => {$(
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.text == other.text
+            }
+        }
+        impl Eq for $name {}
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.text.cmp(&other.text)
+            }
+        }
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.text.hash(state);
+            }
+        }
+    )*};
+}
+
+digested_text_impls!(Email, IdempotencyKey);
 
 /// A digest of a request body, so that a key reused with another body can be told apart from
 /// a retry. The API computes it; the engine only compares.
@@ -140,11 +191,62 @@ pub struct Seq(pub u64);
 /// hash with a murmur3 finalizer for the other. Deterministic (the core draws no randomness),
 /// well spread, not cryptographic. Two independent functions make an accidental collision of
 /// both words about as likely as one of 128 bits, at little more than the cost of one SipHash.
+/// `Email` and `IdempotencyKey` make it once, when they are parsed.
 pub(crate) fn text_digest(text: &str) -> [u64; 2] {
-    use std::hash::{Hash, Hasher};
-    let mut siphash = std::hash::DefaultHasher::new();
-    text.hash(&mut siphash);
-    [siphash.finish(), fold_hash(text.as_bytes())]
+    [sip13_of_str(text.as_bytes()), fold_hash(text.as_bytes())]
+}
+
+/// What `std::hash::DefaultHasher::new()` gives for `text.hash(..)` (SipHash-1-3 with both keys
+/// zero over the text and the `0xff` that `Hasher::write_str` appends), computed directly: the
+/// streaming hasher's buffering cost more than the rounds on texts this short. A test holds
+/// the two equal, so that the digests are the ones they were.
+fn sip13_of_str(bytes: &[u8]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    #[inline(always)]
+    fn compress(v: &mut [u64; 4], word: u64) {
+        v[3] ^= word;
+        round(v);
+        v[0] ^= word;
+    }
+    // The keys are zero, so the state starts as the constants themselves.
+    let mut v = [0x736f_6d65_7073_6575, 0x646f_7261_6e64_6f6d, 0x6c79_6765_6e65_7261, 0x7465_6462_7974_6573];
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        // `chunks_exact(8)` yields exactly 8 bytes.
+        compress(&mut v, u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")));
+    }
+    // The message is the text and one 0xff byte; the last block carries its length's low byte.
+    let remainder = chunks.remainder();
+    let mut tail = [0u8; 8];
+    tail[..remainder.len()].copy_from_slice(remainder);
+    tail[remainder.len()] = 0xff;
+    let length_byte = ((bytes.len() as u64).wrapping_add(1) & 0xff) << 56;
+    let tail = u64::from_le_bytes(tail);
+    let last = if remainder.len() == 7 {
+        // The 0xff filled the word: it is a whole word, and the length goes alone.
+        compress(&mut v, tail);
+        length_byte
+    } else {
+        tail | length_byte
+    };
+    compress(&mut v, last);
+    v[2] ^= 0xff;
+    round(&mut v);
+    round(&mut v);
+    round(&mut v);
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// murmur3's x64 body, one lane: each word is mixed before it meets the state, so that
@@ -187,17 +289,17 @@ macro_rules! text_identifier_impls {
         }
         impl From<$name> for String {
             fn from(value: $name) -> String {
-                value.0.to_string()
+                value.as_str().to_string()
             }
         }
         impl fmt::Display for $name {
             fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str(&self.0)
+                formatter.write_str(self.as_str())
             }
         }
         impl fmt::Debug for $name {
             fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(formatter, "{}({:?})", stringify!($name), &*self.0)
+                write!(formatter, "{}({:?})", stringify!($name), self.as_str())
             }
         }
     )*};
@@ -223,6 +325,34 @@ mod tests {
             let [a, b] = text_digest(&format!("runner{n}@example.org"));
             assert!(first.insert(a) && second.insert(b), "collision at {n}");
         }
+    }
+
+    #[test]
+    fn the_direct_siphash_equals_the_standard_hasher_on_every_length() {
+        use std::hash::{Hash, Hasher};
+        let alphabet: Vec<char> = "abcXYZ09@.-_~ é".chars().collect();
+        for length in 0..=300usize {
+            for variant in 0..3usize {
+                let text: String =
+                    (0..length).map(|i| alphabet[(i * 7 + variant * 5 + length) % alphabet.len()]).collect();
+                let mut standard = std::hash::DefaultHasher::new();
+                text.hash(&mut standard);
+                assert_eq!(sip13_of_str(text.as_bytes()), standard.finish(), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn parsed_identifiers_carry_their_texts_digest_and_compare_by_text() {
+        let email = Email::parse(" Ana@Example.org").unwrap();
+        assert_eq!(email.digest(), text_digest("ana@example.org"));
+        assert_eq!(email, Email::parse("ana@example.org").unwrap());
+        assert!(email < Email::parse("bob@example.org").unwrap());
+        let key = IdempotencyKey::parse("form-1").unwrap();
+        assert_eq!(key.digest(), text_digest("form-1"));
+        // What deserializing does (`serde(try_from = "String")`).
+        let back = IdempotencyKey::try_from(String::from("form-1")).unwrap();
+        assert_eq!((back.digest(), back), (key.digest(), key));
     }
 
     #[test]

@@ -67,8 +67,14 @@ impl std::hash::Hash for KeyDigest {
 }
 
 impl KeyDigest {
-    pub(crate) fn of(text: &str) -> Self {
-        KeyDigest(crate::ids::text_digest(text))
+    /// A registrant's digest: the one their parsed e-mail carries.
+    pub(crate) fn of_email(email: &Email) -> Self {
+        KeyDigest(email.digest())
+    }
+
+    /// An idempotency key's digest: the one the parsed key carries.
+    pub(crate) fn of_key(key: &IdempotencyKey) -> Self {
+        KeyDigest(key.digest())
     }
 }
 
@@ -232,6 +238,17 @@ pub struct EventQuota {
     queue: Option<Queue>,
 }
 
+/// The tables of an `EventQuota` that grow with its registrations and keys (see
+/// `EventQuota::new_reusing`).
+#[derive(Default)]
+struct Tables {
+    slots: Vec<Slot>,
+    registrants: Map<KeyDigest, RegistrationId>,
+    holds: BTreeSet<(Timestamp, RegistrationId)>,
+    idempotency_entries: VecDeque<IdempotencyEntry>,
+    idempotency: Map<KeyDigest, u64>,
+}
+
 impl fmt::Debug for EventQuota {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
@@ -250,6 +267,19 @@ impl EventQuota {
     /// seats (up to `RESERVED_REGISTRATIONS_MAX`) is reserved now, so that no table grows (and
     /// rehashes) in the middle of the rush that fills them.
     pub fn new(config: EventConfig) -> Result<Self, EventConfigError> {
+        EventQuota::assemble(config, Tables::default())
+    }
+
+    /// `new`, growing into the tables `spare` allocated instead of allocating them afresh;
+    /// nothing of `spare`'s state is kept. For a caller that makes event after event, such as
+    /// the simulator's seed swarm: fresh tables of a 10,000-seat event are megabytes, which the
+    /// allocator hands back to the system when they are freed, and page faults get them again.
+    pub fn new_reusing(config: EventConfig, spare: EventQuota) -> Result<Self, EventConfigError> {
+        let EventQuota { slots, registrants, holds, idempotency_entries, idempotency, .. } = spare;
+        EventQuota::assemble(config, Tables { slots, registrants, holds, idempotency_entries, idempotency })
+    }
+
+    fn assemble(config: EventConfig, tables: Tables) -> Result<Self, EventConfigError> {
         config.validate()?;
         let seats: u64 = config.categories.iter().map(|category| u64::from(category.capacity)).sum();
         let reserved = seats.min(RESERVED_REGISTRATIONS_MAX) as usize;
@@ -263,15 +293,27 @@ impl EventQuota {
                 waitlist: VecDeque::new(),
             })
             .collect();
+        let Tables { mut slots, mut registrants, mut holds, mut idempotency_entries, mut idempotency } =
+            tables;
+        slots.clear();
+        registrants.clear();
+        holds.clear();
+        idempotency_entries.clear();
+        idempotency.clear();
+        // On empty tables these allocate exactly what `with_capacity(reserved)` would.
+        slots.reserve(reserved);
+        registrants.reserve(reserved);
+        idempotency_entries.reserve(reserved);
+        idempotency.reserve(reserved);
         Ok(EventQuota {
             config: config.clone(),
             categories,
-            slots: Vec::with_capacity(reserved),
-            registrants: Map::with_capacity_and_hasher(reserved, Default::default()),
-            holds: BTreeSet::new(),
-            idempotency_entries: VecDeque::with_capacity(reserved),
+            slots,
+            registrants,
+            holds,
+            idempotency_entries,
             idempotency_front: 0,
-            idempotency: Map::with_capacity_and_hasher(reserved, Default::default()),
+            idempotency,
             active: 0,
             last_seq: Seq(0),
             durable_seq: Seq(0),
@@ -443,7 +485,7 @@ impl EventQuota {
     /// body. `Err` carries that answer; `Ok` means the request is to be decided.
     fn check_key(&self, idempotency: Option<&Idempotency>) -> Result<(), Outcome> {
         let Some(idempotency) = idempotency else { return Ok(()) };
-        if let Some(entry) = self.idempotency_entry(KeyDigest::of(idempotency.key.as_str())) {
+        if let Some(entry) = self.idempotency_entry(KeyDigest::of_key(&idempotency.key)) {
             return Err(if entry.fingerprint != idempotency.fingerprint {
                 Outcome::KeyReused
             } else if entry.seq > self.durable_seq {
@@ -477,7 +519,7 @@ impl EventQuota {
         }
         let retention = u64::from(self.config.limits.idempotency_retention_seconds);
         let entry = IdempotencyEntry {
-            key: KeyDigest::of(idempotency.key.as_str()),
+            key: KeyDigest::of_key(&idempotency.key),
             fingerprint: idempotency.fingerprint,
             decision: decision.clone(),
             seq: self.last_seq,
@@ -511,7 +553,7 @@ impl EventQuota {
         if let Some(decision) = self.window_decision(now) {
             return decision;
         }
-        let registrant = KeyDigest::of(request.registrant.as_str());
+        let registrant = KeyDigest::of_email(&request.registrant);
         if self.registrants.contains_key(&registrant) {
             return Decision::AlreadyRegistered;
         }
@@ -556,7 +598,7 @@ impl EventQuota {
         let Some(queue) = &self.queue else { return Ok(()) };
         let pass = request.queue_pass.ok_or(Outcome::QueuePassRequired)?;
         let ticket = queue.ticket(pass.ticket).ok_or(Outcome::QueuePassInvalid)?;
-        if ticket.registrant != KeyDigest::of(request.registrant.as_str()) {
+        if ticket.registrant != KeyDigest::of_email(&request.registrant) {
             return Err(Outcome::QueuePassInvalid);
         }
         let valid = match (pass.waitlist, ticket.state) {
@@ -601,7 +643,7 @@ impl EventQuota {
         {
             return Ok(Decision::Closed);
         }
-        let registrant = KeyDigest::of(request.registrant.as_str());
+        let registrant = KeyDigest::of_email(&request.registrant);
         let (ticket, new) = match queue.by_registrant.get(&registrant) {
             Some(ticket) => (*ticket, false),
             None => {
@@ -678,7 +720,7 @@ impl EventQuota {
 
     /// The registrant's ticket of a queued event, compared by normalized e-mail digest.
     pub fn ticket_of(&self, registrant: &Email) -> Option<TicketId> {
-        self.queue.as_ref()?.by_registrant.get(&KeyDigest::of(registrant.as_str())).copied()
+        self.queue.as_ref()?.by_registrant.get(&KeyDigest::of_email(registrant)).copied()
     }
 
     /// The queue's figures for `GET /v1/events/{id}`; `None` without a queue.
@@ -1032,12 +1074,16 @@ pub struct QuotaBuilder {
 
 impl QuotaBuilder {
     pub fn new(config: EventConfig) -> Result<Self, RestoreError> {
-        Ok(QuotaBuilder {
-            quota: EventQuota::new(config)?,
-            idempotency: Vec::new(),
-            tickets: Vec::new(),
-            passes: Vec::new(),
-        })
+        Ok(QuotaBuilder::around(EventQuota::new(config)?))
+    }
+
+    /// `new`, growing into the tables `spare` allocated (see `EventQuota::new_reusing`).
+    pub fn new_reusing(config: EventConfig, spare: EventQuota) -> Result<Self, RestoreError> {
+        Ok(QuotaBuilder::around(EventQuota::new_reusing(config, spare)?))
+    }
+
+    fn around(quota: EventQuota) -> Self {
+        QuotaBuilder { quota, idempotency: Vec::new(), tickets: Vec::new(), passes: Vec::new() }
     }
 
     pub fn add_registration(&mut self, record: RegistrationRecord) -> Result<(), RestoreError> {
@@ -1050,7 +1096,7 @@ impl QuotaBuilder {
         if quota.slots.get(index).is_some_and(|slot| slot.state != SlotState::Vacant) {
             return Err(RestoreError::DuplicateRegistration(id));
         }
-        let registrant = KeyDigest::of(record.registrant.as_str());
+        let registrant = KeyDigest::of_email(&record.registrant);
         if quota.registrants.contains_key(&registrant) {
             return Err(RestoreError::DuplicateRegistrant(id));
         }
@@ -1070,7 +1116,7 @@ impl QuotaBuilder {
     /// Adds a stored ticket; tickets may come in any order.
     pub fn add_ticket(&mut self, record: TicketRecord) -> Result<(), RestoreError> {
         let queue = self.quota.queue.as_mut().ok_or(RestoreError::TicketWithoutQueue(record.ticket))?;
-        let registrant = KeyDigest::of(record.registrant.as_str());
+        let registrant = KeyDigest::of_email(&record.registrant);
         if queue.by_registrant.contains_key(&registrant) {
             return Err(RestoreError::DuplicateTicket(record.ticket));
         }
@@ -1079,10 +1125,15 @@ impl QuotaBuilder {
         Ok(())
     }
 
+    /// Room for `additional` more `add_idempotency` records, for a caller that knows how many.
+    pub fn reserve_idempotency(&mut self, additional: usize) {
+        self.idempotency.reserve(additional);
+    }
+
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
         self.idempotency.push(IdempotencyEntry {
-            key: KeyDigest::of(record.key.as_str()),
+            key: KeyDigest::of_key(&record.key),
             fingerprint: record.fingerprint,
             decision: record.decision,
             seq: Seq(0),
@@ -1107,6 +1158,9 @@ impl QuotaBuilder {
         }
         let mut idempotency = std::mem::take(&mut self.idempotency);
         idempotency.sort_by_key(|entry| entry.expires_at);
+        // Grown once, instead of doubling (and rehashing) past the reservation on the way.
+        quota.idempotency_entries.reserve(idempotency.len());
+        quota.idempotency.reserve(idempotency.len());
         for mut entry in idempotency {
             if quota.idempotency.contains_key(&entry.key) {
                 continue;

@@ -51,7 +51,17 @@ pub fn registrant_email(index: u32) -> String {
 /// The registrant an address of `registrant_email` belongs to: the store knows registrants by
 /// e-mail only, and so does the store view.
 pub(crate) fn registrant_of_email(email: &str) -> Option<u32> {
-    email.strip_prefix('r')?.strip_suffix(EMAIL_DOMAIN)?.parse().ok()
+    let digits = email.strip_prefix('r')?.strip_suffix(EMAIL_DOMAIN)?;
+    // What `digits.parse::<u32>().ok()` gives for the addresses `registrant_email` makes (plain
+    // decimal digits), without its sign and radix handling: the store view reads one for every
+    // registration it stores.
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0u32, |number, byte| {
+        let digit = byte.checked_sub(b'0').filter(|digit| *digit < 10)?;
+        number.checked_mul(10)?.checked_add(u32::from(digit))
+    })
 }
 
 /// Details kept per check; beyond this only the check's count grows.
@@ -241,8 +251,14 @@ impl StoreView {
     /// What recovery would load: the event rebuilt from the stored rows with `QuotaBuilder`,
     /// as `SqlStore::load_event` does (active registrations, decided keys, the highest number
     /// and seq stored). An `Err` is what `QuotaBuilder` refused, or the panic of its check.
-    pub fn rebuild(&self, config: EventConfig) -> Result<EventQuota, String> {
-        let mut builder = QuotaBuilder::new(config).map_err(|error| error.to_string())?;
+    /// `spare`: a quota done with, whose tables the rebuilt one grows into.
+    pub fn rebuild(&self, config: EventConfig, spare: Option<EventQuota>) -> Result<EventQuota, String> {
+        let builder = match spare {
+            Some(spare) => QuotaBuilder::new_reusing(config, spare),
+            None => QuotaBuilder::new(config),
+        };
+        let mut builder = builder.map_err(|error| error.to_string())?;
+        builder.reserve_idempotency(self.decisions.as_ref().map_or(0, Vec::len));
         for (number, stored) in self.registrations.iter().enumerate() {
             let Some(stored) = stored else { continue };
             let status = match stored.status {
@@ -375,7 +391,10 @@ impl StoreView {
             self.violations.add(CHECK_ONE_ACTIVE, detail);
         }
         *active = registration.0;
-        if index >= self.registrations.len() {
+        if index == self.registrations.len() {
+            // Registrations are numbered densely: the next one is the usual case.
+            self.registrations.push(None);
+        } else if index > self.registrations.len() {
             self.registrations.resize(index + 1, None);
         }
         self.registrations[index] = Some(stored);
@@ -470,4 +489,25 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
         .unwrap_or_else(|| "the engine's invariant check panicked".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registrants_number_is_read_back_from_their_address() {
+        for index in [0, 7, 10, 12_345, u32::MAX] {
+            assert_eq!(registrant_of_email(&registrant_email(index)), Some(index));
+        }
+        for other in [
+            "r@sim.kuota.test",
+            "rx1@sim.kuota.test",
+            "r4294967296@sim.kuota.test",
+            "r1@other.test",
+            "q1@sim.kuota.test",
+        ] {
+            assert_eq!(registrant_of_email(other), None, "{other}");
+        }
+    }
 }

@@ -370,3 +370,37 @@ fn an_event_without_categories_or_with_duplicate_codes_is_refused() {
     assert!(EventQuota::new(event_config(&[], 0)).is_err());
     assert!(EventQuota::new(event_config(&[("5K", 1), ("5K", 2)], 0)).is_err());
 }
+
+#[test]
+fn an_event_made_in_a_used_events_tables_is_a_new_event() {
+    // `new_reusing` keeps a used quota's tables, not its state: the event it makes equals a new
+    // one, and decides the same from there on; so does a builder made from a used quota.
+    let config = event_config(&[("5K", 2), ("10K", 3)], 60);
+    let mut used = EventQuota::new(event_config(&[("5K", 4)], 0)).unwrap();
+    for n in 0..6 {
+        decide(
+            &mut used,
+            keyed(waitlisting(register("5K", &format!("r{n}@x.org"))), &format!("k{n}"), n),
+            START,
+        );
+    }
+    durable(&mut used);
+    let mut reused = EventQuota::new_reusing(config.clone(), used.clone()).unwrap();
+    let mut fresh = EventQuota::new(config.clone()).unwrap();
+    assert!(reused == fresh, "a reused event differs from a new one");
+    for n in 0..8 {
+        let request = keyed(
+            register(if n % 2 == 0 { "5K" } else { "10K" }, &format!("r{n}@x.org")),
+            &format!("k{n}"),
+            n,
+        );
+        let now = START.plus_seconds(n);
+        assert_eq!(
+            reused.apply(&registration_command(request.clone()), now),
+            fresh.apply(&registration_command(request), now)
+        );
+    }
+    assert!(reused == fresh, "a reused event decided differently");
+    let rebuilt = QuotaBuilder::new_reusing(config.clone(), used).unwrap().finish(1, Seq(0)).unwrap();
+    assert!(rebuilt == QuotaBuilder::new(config).unwrap().finish(1, Seq(0)).unwrap());
+}

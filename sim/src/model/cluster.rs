@@ -637,9 +637,9 @@ impl Simulation<'_> {
         }
         self.cluster.store_epoch += 1;
         self.reloads += 1;
-        match self.store.rebuild(self.scenario.event_config()) {
+        match self.store.rebuild(self.scenario.event_config(), super::take_spare_quota()) {
             Ok(quota) => {
-                self.actor.quota = quota;
+                super::keep_spare_quota(std::mem::replace(&mut self.actor.quota, quota));
                 self.actor.epoch = self.cluster.store_epoch;
                 self.actor.state = ActorState::Serving;
                 // A timer armed before the failure may have found the actor recovering.

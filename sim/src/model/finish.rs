@@ -52,8 +52,8 @@ impl Simulation<'_> {
         self.check_acknowledged_stored();
         if self.actor.state != ActorState::Serving {
             // Nobody serves the event at the end: check what the next owner would load.
-            match self.store.rebuild(self.scenario.event_config()) {
-                Ok(quota) => self.actor.quota = quota,
+            match self.store.rebuild(self.scenario.event_config(), super::take_spare_quota()) {
+                Ok(quota) => super::keep_spare_quota(std::mem::replace(&mut self.actor.quota, quota)),
                 Err(reason) => self.store.violations.add(CHECK_RELOAD, reason),
             }
         }
@@ -77,9 +77,11 @@ impl Simulation<'_> {
             spare.registrants = registrants;
             spare.store = store_buffers;
         });
+        let availability = actor.quota.availability();
+        super::keep_spare_quota(actor.quota);
         RunResult {
             seed,
-            availability: actor.quota.availability(),
+            availability,
             final_states,
             promoted_registrants: metrics.effects.promoted,
             violations,

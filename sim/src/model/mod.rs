@@ -78,10 +78,30 @@ struct Spare {
     agenda: Option<Agenda>,
     registrants: Vec<client::Registrant>,
     store: crate::invariants::StoreBuffers,
+    /// Quotas done with, for the next event or rebuild to grow into (`EventQuota::new_reusing`):
+    /// a fresh 10,000-seat event's tables are megabytes, and page faults to get again.
+    quotas: Vec<EventQuota>,
 }
+
+/// Quotas a thread keeps for reuse, at most: one for the next run's event, one for a rebuild.
+const SPARE_QUOTAS_MAX: usize = 2;
 
 thread_local! {
     static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
+}
+
+/// A quota done with, if the thread keeps one (see `Spare::quotas`).
+fn take_spare_quota() -> Option<EventQuota> {
+    SPARE.with_borrow_mut(|spare| spare.quotas.pop())
+}
+
+/// Keeps `quota`, done with, for reuse (or drops it when the thread keeps enough).
+fn keep_spare_quota(quota: EventQuota) {
+    SPARE.with_borrow_mut(|spare| {
+        if spare.quotas.len() < SPARE_QUOTAS_MAX {
+            spare.quotas.push(quota);
+        }
+    });
 }
 
 /// How a run may deviate from the plain model.
@@ -358,7 +378,11 @@ impl<'a> Simulation<'a> {
         let codes = config.categories.iter().map(|category| category.code.clone()).collect();
         let capacity =
             config.categories.iter().map(|category| (category.code.to_string(), category.capacity)).collect();
-        let quota = EventQuota::new(config).expect("the scenario's event was validated when it was parsed");
+        let quota = match take_spare_quota() {
+            Some(spare) => EventQuota::new_reusing(config, spare),
+            None => EventQuota::new(config),
+        };
+        let quota = quota.expect("the scenario's event was validated when it was parsed");
         let registrants = scenario.arrivals.registrants as usize;
         let window = chart_window(scenario);
         let settings = Settings::new(scenario, options.normal_draw);
