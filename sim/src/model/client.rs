@@ -52,9 +52,9 @@ pub(super) struct Registrant {
 }
 
 impl Registrant {
-    /// A probe registration of the live fault suite: a new registrant for the first category,
-    /// who only registers, once.
-    pub(super) fn suite_probe(now: Micros) -> Self {
+    /// A registrant of the first category who has not sent anything yet and wants nothing but
+    /// to register once.
+    fn waiting(now: Micros) -> Self {
         Registrant {
             category: 0,
             wants_waitlist: false,
@@ -72,8 +72,14 @@ impl Registrant {
             cancel_scheduled: false,
             rate_window: u64::MAX,
             rate_count: 0,
-            suite_probe: true,
+            suite_probe: false,
         }
+    }
+
+    /// A probe registration of the live fault suite: a new registrant for the first category,
+    /// who only registers, once.
+    pub(super) fn suite_probe(now: Micros) -> Self {
+        Registrant { suite_probe: true, ..Registrant::waiting(now) }
     }
 }
 
@@ -131,18 +137,7 @@ impl Simulation<'_> {
             impatient: rng.chance(behaviour.impatient_share),
             pays: rng.chance(behaviour.pay_share),
             cancels: rng.chance(behaviour.cancel_share),
-            register_sequence: 0,
-            register_attempt: 0,
-            awaiting_register: false,
-            first_sent_at: self.now,
-            told_registration: 0,
-            engine_registration: 0,
-            state: ClientState::Waiting,
-            confirm_scheduled: false,
-            cancel_scheduled: false,
-            rate_window: u64::MAX,
-            rate_count: 0,
-            suite_probe: false,
+            ..Registrant::waiting(self.now)
         }
     }
 
