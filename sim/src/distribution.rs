@@ -183,14 +183,18 @@ mod tests {
     use super::*;
     use crate::random::Stream;
 
+    /// The median and the 99th percentile of `draws`, in milliseconds.
+    fn median_and_p99_ms(mut draws: Vec<Micros>) -> (f64, f64) {
+        draws.sort_unstable();
+        (draws[draws.len() / 2] as f64 / 1_000.0, draws[draws.len() * 99 / 100] as f64 / 1_000.0)
+    }
+
     #[test]
     fn a_lognormal_draw_has_about_the_median_and_p99_it_was_given() {
         let distribution = Distribution::Lognormal { median_ms: 4.0, p99_ms: 20.0 };
         let mut rng = Rng::new(11, Stream::System);
-        let mut draws: Vec<Micros> = (0..200_000).map(|_| distribution.sample_micros(&mut rng)).collect();
-        draws.sort_unstable();
-        let median = draws[draws.len() / 2] as f64 / 1_000.0;
-        let p99 = draws[draws.len() * 99 / 100] as f64 / 1_000.0;
+        let (median, p99) =
+            median_and_p99_ms((0..200_000).map(|_| distribution.sample_micros(&mut rng)).collect());
         assert!((median - 4.0).abs() < 0.1, "median {median}");
         assert!((p99 - 20.0).abs() < 1.0, "p99 {p99}");
     }
@@ -200,10 +204,8 @@ mod tests {
         let distribution = Distribution::Lognormal { median_ms: 0.5, p99_ms: 4.0 };
         let sampler = distribution.sampler_drawing(NormalDraw::Ziggurat);
         let mut rng = Rng::new(12, Stream::System);
-        let mut draws: Vec<Micros> = (0..200_000).map(|_| sampler.sample_micros(&mut rng)).collect();
-        draws.sort_unstable();
-        let median = draws[draws.len() / 2] as f64 / 1_000.0;
-        let p99 = draws[draws.len() * 99 / 100] as f64 / 1_000.0;
+        let (median, p99) =
+            median_and_p99_ms((0..200_000).map(|_| sampler.sample_micros(&mut rng)).collect());
         assert!((median - 0.5).abs() < 0.01, "median {median}");
         assert!((p99 - 4.0).abs() < 0.2, "p99 {p99}");
     }
