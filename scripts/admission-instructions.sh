@@ -3,6 +3,7 @@
 # "Where an admission's instructions go"). Repeatable on a loaded machine, unlike seconds.
 #
 #   scripts/admission-instructions.sh BIN OUT [COUNT]
+#   SEATS=100 scripts/admission-instructions.sh BIN OUT    # sold-out answers instead: the warm-up sells out
 #
 # A database of its own (dropped after), rate limits off, every other setting at its default but
 # the deadlines (callgrind runs the server about 50 times slower). After 300 registrations to
@@ -11,7 +12,7 @@
 # outbox's deliveries of its own registrations. One dump per thread in OUT; the summary last.
 set -euo pipefail
 BIN=$(realpath "$1"); OUT=$2; COUNT=${3:-3000}; WARM=300; CONNECTIONS=${CONNECTIONS:-64}
-PORT=${PORT:-18431}; DB=${DB:-kuota_cg_$$}
+PORT=${PORT:-18431}; DB=${DB:-kuota_cg_$$}; SEATS=${SEATS:-1000000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"; cd "$OUT"
 mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
@@ -23,7 +24,7 @@ env -i PATH="$PATH" HOME="$HOME" \
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB"' EXIT
 for _ in $(seq 1 600); do curl -fs http://127.0.0.1:$PORT/healthz >/dev/null 2>&1 && break; sleep 0.5; done
-python3 "$HERE/admission_load.py" $PORT create race 1000000 cg-admin > /dev/null
+python3 "$HERE/admission_load.py" $PORT create race $SEATS cg-admin > /dev/null
 python3 "$HERE/admission_load.py" $PORT send race 1 $WARM $CONNECTIONS > /dev/null
 sleep 3
 callgrind_control -i on $SERVER > /dev/null
