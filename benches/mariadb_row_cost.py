@@ -32,7 +32,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "persist" / "migrations" /
 
 VARIANTS = {
     "kuota": "Kuota's row, every text as a hex literal (the writer before aeb430d)",
-    "kuota-quoted": "Kuota's row, text quoted where it reads the same in every sql_mode (since aeb430d)",
+    "kuota-quoted": "Kuota's row before migration 0011, text quoted where it reads the same in every sql_mode (since aeb430d)",
     "kuota-two-indexes-fewer": "Kuota's row without registrations_by_status and registrations_by_created_seq",
     "kuota-no-json": "Kuota's row without decision_json and created_detail_json, both columns dropped (created_hold_expires_at instead)",
     "kuota-0011": "Kuota's row as the writer sends it since migration 0011: the JSON columns left NULL, created_hold_expires_at instead",
@@ -40,10 +40,12 @@ VARIANTS = {
     "kuota-no-checks": "Kuota's row without its three CHECK constraints",
     "kuota-no-unique-index": "Kuota's row without the unique active-registrant index",
     "kuota-no-secondary-indexes": "Kuota's row with its primary key only: no unique active-registrant index, no registrations_by_status, no registrations_by_created_seq",
+    "kuota-generated-active": "Kuota's row as since 0011, active_email a virtual column the server derives from email and status (one value fewer to send)",
     "kuota-lean": "Kuota's row without the JSON columns and with the digest key (no-json + digest-key)",
     "kuota-two-trips": "Kuota's row, sent as the writer sends it: START, INSERT and UPDATE in one round trip, then COMMIT",
     "kuota-one-trip": "Kuota's row, START, INSERT, UPDATE and COMMIT in one round trip",
     "kuota-no-update": "Kuota's row, START, INSERT, COMMIT: without the last_seq update that fences the batch",
+    "kuota-narrow-fence": "Kuota's row, the last_seq update on a table of (id, epoch, last_seq) instead of the events row",
     "kuota-autocommit": "Kuota's row, one autocommitted INSERT per batch, as the durable ceiling sends its groups",
     "plain": "the durable ceiling: one plain row, one autocommitted INSERT per group",
     "plain-in-transaction": "the plain row inside Kuota's transaction (START, INSERT, last_seq update, COMMIT)",
@@ -67,6 +69,17 @@ SCHEMA_CHANGES["kuota-no-unique-index"] = "ALTER TABLE registrations DROP INDEX 
 SCHEMA_CHANGES["kuota-no-secondary-indexes"] = (
     SCHEMA_CHANGES["kuota-two-indexes-fewer"] + ", DROP INDEX registrations_active_registrant"
 )
+SCHEMA_CHANGES["kuota-generated-active"] = (
+    "ALTER TABLE registrations DROP CONSTRAINT registrations_active, DROP INDEX registrations_active_registrant, "
+    "DROP COLUMN active_email, ADD COLUMN active_email VARCHAR(254) AS "
+    "(IF(status IN ('held', 'confirmed', 'waitlisted'), email, NULL)) VIRTUAL, "
+    "ADD UNIQUE KEY registrations_active_registrant (event_id, active_email)"
+)
+SCHEMA_CHANGES["kuota-narrow-fence"] = (
+    "CREATE TABLE event_fences (id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, "
+    "epoch BIGINT NOT NULL, last_seq BIGINT NOT NULL) ENGINE = InnoDB; "
+    "INSERT INTO event_fences VALUES ('race', 1, 0)"
+)
 SCHEMA_CHANGES["kuota-lean"] = SCHEMA_CHANGES["kuota-no-json"] + ";" + SCHEMA_CHANGES["kuota-digest-key"]
 
 PLAIN_TABLE = """CREATE TABLE plain_registrations (
@@ -83,10 +96,12 @@ REGISTRATION_COLUMNS = (
 
 def registration_columns(variant):
     columns = REGISTRATION_COLUMNS
-    if variant in ("kuota-no-json", "kuota-0011", "kuota-lean"):
+    if variant in ("kuota-no-json", "kuota-0011", "kuota-generated-active", "kuota-lean"):
         columns = columns.replace("decision_json, ", "").replace("created_detail_json, ", "created_hold_expires_at, ")
     if variant in ("kuota-digest-key", "kuota-lean"):
         columns = columns.replace("active_email", "active_registrant")
+    if variant == "kuota-generated-active":
+        columns = columns.replace("active_email, ", "")
     return columns
 
 
@@ -110,7 +125,7 @@ def quoted_literal(text):
 
 def batches_sql(variant, rows, batch):
     literal = hex_literal if variant == "kuota" else quoted_literal
-    json = variant not in ("kuota-no-json", "kuota-0011", "kuota-lean")
+    json = variant not in ("kuota-no-json", "kuota-0011", "kuota-generated-active", "kuota-lean")
     digest = variant in ("kuota-digest-key", "kuota-lean")
     statements = []
     seq = 0
@@ -125,7 +140,9 @@ def batches_sql(variant, rows, batch):
                 values.append(f"({literal('race')}, {literal('10k')}, {literal(email)}, {literal(name)}, 1796567726098)")
                 continue
             key = f"key-{random.getrandbits(64):016x}"
-            active = f"X'{random.getrandbits(128):032x}'" if digest else literal(email)
+            active = f"X'{random.getrandbits(128):032x}', " if digest else f"{literal(email)}, "
+            if variant == "kuota-generated-active":
+                active = ""
             if json:
                 decision = literal('{"decision":"confirmed","registration":%d}' % seq)
                 detail = literal('{"category":"10k","status":"confirmed","idempotency_key":"%s"}' % key)
@@ -133,7 +150,7 @@ def batches_sql(variant, rows, batch):
             else:
                 decision, detail = "", "NULL, "
             values.append(
-                f"({literal('race')}, {seq}, {literal('10k')}, {literal(email)}, {active}, "
+                f"({literal('race')}, {seq}, {literal('10k')}, {literal(email)}, {active}"
                 f"{literal(name)}, {literal('+6281234567')}, NULL, {literal('confirmed')}, NULL, NULL, "
                 f"{literal(key)}, {random.getrandbits(62)}, {decision}"
                 f"{literal('%064x' % random.getrandbits(256))}, {seq}, {detail}"
@@ -149,7 +166,8 @@ def batches_sql(variant, rows, batch):
         if variant in ("plain", "kuota-autocommit"):
             statements.append(insert + "$$")
             continue
-        update = f"UPDATE events SET last_seq = {seq} WHERE id = {literal('race')} AND epoch = 1 AND last_seq = {first}"
+        fenced = "event_fences" if variant == "kuota-narrow-fence" else "events"
+        update = f"UPDATE {fenced} SET last_seq = {seq} WHERE id = {literal('race')} AND epoch = 1 AND last_seq = {first}"
         # The client sends what lies between two delimiters as one round trip (multi-statements).
         if variant == "kuota-two-trips":
             statements += [f"START TRANSACTION; {insert}; {update}$$", "COMMIT$$"]
