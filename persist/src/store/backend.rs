@@ -78,6 +78,7 @@ pub(crate) trait RowAccess {
     fn optional_text(&self, index: usize) -> Result<Option<&str>, sqlx::Error>;
     /// Columns stored as VARBINARY on MySQL and TEXT on SQLite.
     fn bytes(&self, index: usize) -> Result<&[u8], sqlx::Error>;
+    fn optional_bytes(&self, index: usize) -> Result<Option<&[u8]>, sqlx::Error>;
 }
 
 macro_rules! row_access {
@@ -96,6 +97,9 @@ macro_rules! row_access {
                 self.try_get(index)
             }
             fn bytes(&self, index: usize) -> Result<&[u8], sqlx::Error> {
+                self.try_get(index)
+            }
+            fn optional_bytes(&self, index: usize) -> Result<Option<&[u8]>, sqlx::Error> {
                 self.try_get(index)
             }
         }

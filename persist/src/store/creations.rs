@@ -27,10 +27,12 @@
 //!   worker's backoff, counted in `attempts`; it is never dead: skipping it would announce the
 //!   registration's later changes without its creation.
 
+use std::borrow::Cow;
+
 use kuota_engine::{EventId, RegistrationId, Timestamp};
 
 use crate::store::backend::{RowAccess, Statement};
-use crate::store::plan::{millis, registration_payload_json, signed, unsigned};
+use crate::store::plan::{Creation, millis, registration_payload_json, signed, unsigned};
 use crate::store::{OutboxRow, PersistError, SqlStore, invalid, timestamp};
 
 /// The `kind` of a derived creation entry, as outbox entries of the other kinds have theirs.
@@ -173,8 +175,8 @@ impl SqlStore {
         limit: u32,
     ) -> Result<Vec<OutboxRow>, PersistError> {
         let statement = Statement::new(
-            "SELECT number, status, created_detail_json, created_at FROM registrations \
-             WHERE event_id = ? AND number > ? ORDER BY number LIMIT ?",
+            "SELECT number, status, created_detail_json, created_at, created_seq, waitlist_position, \
+             created_hold_expires_at FROM registrations WHERE event_id = ? AND number > ? ORDER BY number LIMIT ?",
         )
         .bind(cursor.event.as_str())
         .bind(signed(cursor.created_through))
@@ -296,25 +298,32 @@ impl SqlStore {
     }
 }
 
-/// A creation entry from `number, status, created_detail_json, created_at`.
 /// The one field of a registration's `created_detail_json` that its creation entry needs.
 #[derive(serde::Deserialize)]
 struct CreatedStatus<'a> {
     #[serde(borrow)]
-    status: Option<std::borrow::Cow<'a, str>>,
+    status: Option<Cow<'a, str>>,
 }
 
+/// A creation entry from `number, status, created_detail_json, created_at, created_seq,
+/// waitlist_position, created_hold_expires_at`.
 fn creation_row(event: &EventId, row: &dyn RowAccess) -> Result<OutboxRow, PersistError> {
     let number = unsigned(row.int(0)?, "registrations.number")?;
-    // The status it was created with; a row stored before migration 0007 has only its current
-    // one (and lies behind the cursor, which 0008 started past every stored registration).
-    // Only the detail's `status` is read, into a struct that skips the rest: parsed whole into
-    // a `serde_json::Value`, this was half of the delivery worker's instructions per creation.
-    let status = row
-        .optional_text(2)?
-        .and_then(|detail| serde_json::from_str::<CreatedStatus<'_>>(detail).ok())
-        .and_then(|detail| detail.status.map(std::borrow::Cow::into_owned))
-        .unwrap_or(row.text(1)?.to_owned());
+    // The status it was created with: from the row's columns since migration 0011
+    // (`plan::Creation`); from `created_detail_json` in rows stored from 0007 to 0011, of which
+    // only the `status` is read, into a struct that skips the rest (parsed whole into a
+    // `serde_json::Value`, this was half of the delivery worker's instructions per creation); a
+    // row stored before 0007 has only its current one (and lies behind the cursor, which 0008
+    // started past every stored registration).
+    let status = match (row.optional_text(2)?, row.optional_int(4)?) {
+        (None, Some(_)) => Cow::Borrowed(
+            Creation::from_columns(row.optional_int(5)?, row.optional_int(6)?)?.status().as_str(),
+        ),
+        (detail, _) => detail
+            .and_then(|detail| serde_json::from_str::<CreatedStatus<'_>>(detail).ok())
+            .and_then(|detail| detail.status)
+            .unwrap_or(Cow::Borrowed(row.text(1)?)),
+    };
     let created_at = timestamp(row.int(3)?, "registrations.created_at")?;
     Ok(OutboxRow {
         id: 0,

@@ -404,36 +404,67 @@ impl SqlStore {
         // Creations are kept in the registrations' rows (`registrations_by_created_seq`), the
         // other effects in audit_log; rows stored before migration 0007 have no `created_seq`,
         // and their creations are in audit_log. A page is the first `limit` of both by seq.
-        let queries = [
-            Statement::new(
-                "SELECT seq, registration_number, kind, detail_json, at FROM audit_log \
-                 WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            ),
-            Statement::new(
-                "SELECT created_seq, number, 'created', created_detail_json, created_at FROM registrations \
-                 WHERE event_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
-            ),
-        ];
+        let logged = Statement::new(
+            "SELECT seq, registration_number, kind, detail_json, at FROM audit_log \
+             WHERE event_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(event.as_str())
+        .bind(after)
+        .bind(limit);
         let mut rows = Vec::new();
-        for query in queries {
-            let query = query.bind(event.as_str()).bind(after).bind(limit);
-            self.pool
-                .for_each_row(&query, |row| {
-                    let seq = unsigned(row.int(0)?, "audit seq")?;
-                    let registration =
-                        row.optional_int(1)?.map(|number| unsigned(number, "audit registration"));
-                    rows.push(AuditRow {
-                        id: seq,
-                        registration: registration.transpose()?.map(RegistrationId),
-                        seq: Seq(seq),
-                        kind: row.text(2)?.to_owned(),
-                        detail_json: row.text(3)?.to_owned(),
-                        at: timestamp(row.int(4)?, "audit at")?,
-                    });
-                    Ok::<(), PersistError>(())
-                })
-                .await?;
-        }
+        self.pool
+            .for_each_row(&logged, |row| {
+                let seq = unsigned(row.int(0)?, "audit_log.seq")?;
+                let registration =
+                    row.optional_int(1)?.map(|number| unsigned(number, "audit_log.registration_number"));
+                rows.push(AuditRow {
+                    id: seq,
+                    registration: registration.transpose()?.map(RegistrationId),
+                    seq: Seq(seq),
+                    kind: row.text(2)?.to_owned(),
+                    detail_json: row.text(3)?.to_owned(),
+                    at: timestamp(row.int(4)?, "audit_log.at")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
+        // A creation's detail is the row's `created_detail_json` in rows stored before migration
+        // 0011, and made from the row's columns in rows stored since (`plan::Creation`).
+        let created = Statement::new(
+            "SELECT created_seq, number, created_detail_json, created_at, category_code, idempotency_key, \
+             waitlist_position, created_hold_expires_at FROM registrations \
+             WHERE event_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+        )
+        .bind(event.as_str())
+        .bind(after)
+        .bind(limit);
+        self.pool
+            .for_each_row(&created, |row| {
+                let seq = unsigned(row.int(0)?, "registrations.created_seq")?;
+                let detail_json = match row.optional_text(2)? {
+                    Some(detail_json) => detail_json.to_owned(),
+                    None => {
+                        let creation =
+                            plan::Creation::from_columns(row.optional_int(6)?, row.optional_int(7)?)?;
+                        let key = row
+                            .optional_bytes(5)?
+                            .map(std::str::from_utf8)
+                            .transpose()
+                            .map_err(|error| invalid("registrations.idempotency_key", error))?;
+                        creation.detail_json(row.text(4)?, key)
+                    }
+                };
+                rows.push(AuditRow {
+                    id: seq,
+                    registration: Some(RegistrationId(unsigned(row.int(1)?, "registrations.number")?)),
+                    seq: Seq(seq),
+                    kind: "created".to_owned(),
+                    detail_json,
+                    at: timestamp(row.int(3)?, "registrations.created_at")?,
+                });
+                Ok::<(), PersistError>(())
+            })
+            .await?;
         self.ticket_audit(event, limit, after, &mut rows).await?;
         rows.sort_unstable_by_key(|row| row.id);
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -714,8 +745,13 @@ pub(crate) async fn read_event(
 }
 
 fn registration_row(event: &EventId, row: &dyn RowAccess) -> Result<RegistrationRow, PersistError> {
-    let waitlist_position =
-        row.optional_int(8)?.map(|position| small(position, "registrations.waitlist_position"));
+    let status = parse_status(row.text(6)?)?;
+    // The column keeps the place once the registration left the waitlist (it is what the
+    // registration was created as, `plan::Creation`); a row hands it out while it is there.
+    let waitlist_position = row
+        .optional_int(8)?
+        .filter(|_| status == RowStatus::Waitlisted)
+        .map(|position| small(position, "registrations.waitlist_position"));
     Ok(RegistrationRow {
         id: RegistrationId(unsigned(row.int(0)?, "registrations.number")?),
         event: event.clone(),
@@ -724,7 +760,7 @@ fn registration_row(event: &EventId, row: &dyn RowAccess) -> Result<Registration
         full_name: row.text(3)?.to_owned(),
         phone: row.optional_text(4)?.map(str::to_owned),
         attributes_json: row.optional_text(5)?.map(str::to_owned),
-        status: parse_status(row.text(6)?)?,
+        status,
         hold_expires_at: row
             .optional_int(7)?
             .map(|at| timestamp(at, "registrations.hold_expires_at"))

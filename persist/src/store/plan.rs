@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use kuota_engine::{
-    ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, Seq, StoredTicketState, TicketId,
-    Timestamp,
+    ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, RegistrationId, Seq, StoredTicketState,
+    TicketId, Timestamp,
 };
 
 use crate::store::error::PersistError;
@@ -29,11 +29,100 @@ pub(crate) fn unsigned(value: i64, column: &str) -> Result<u64, PersistError> {
     u64::try_from(value).map_err(|_| PersistError::InvalidRow(format!("{column} is negative: {value}")))
 }
 
-/// A decision as stored for replays (`idempotency_entries.decision_json`,
-/// `registrations.decision_json`).
+/// A decision as stored for replays (`idempotency_entries.decision_json`, and
+/// `registrations.decision_json` in rows stored before migration 0011).
 fn decision_json(decision: &kuota_engine::Decision) -> String {
     // A `Decision` is plain data (enums, integers); serializing it cannot fail.
     serde_json::to_string(decision).expect("a Decision serializes to JSON")
+}
+
+/// What a registration was created as: the status it got, with the hold's expiry or the place
+/// on the waitlist. Its row keeps it in two columns that never change after (migration 0011):
+/// `waitlist_position` (the place it joined the waitlist at; NULL unless created waitlisted)
+/// and `created_hold_expires_at` (NULL unless created held). With the row's number, category
+/// and key, they give back the decision that created it (replays of its key), its creation's
+/// audit detail and the status of its `registration_created` entry, byte for byte what the two
+/// JSON columns of rows stored before 0011 (`decision_json`, `created_detail_json`) hold: the
+/// row carries neither anymore (MariaDB's CPU per row, docs/benchmarks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Creation {
+    Confirmed,
+    Held { expires_at: Timestamp },
+    Waitlisted { position: u32 },
+}
+
+impl Creation {
+    fn of(status: ActiveStatus, waitlist_position: Option<u32>) -> Creation {
+        match status {
+            ActiveStatus::Confirmed => Creation::Confirmed,
+            ActiveStatus::Held { expires_at } => Creation::Held { expires_at },
+            // The engine gives every waitlisted creation its place (`EventQuota::register`).
+            ActiveStatus::Waitlisted => {
+                Creation::Waitlisted { position: waitlist_position.unwrap_or_default() }
+            }
+        }
+    }
+
+    /// From the row's `waitlist_position` and `created_hold_expires_at`.
+    pub fn from_columns(
+        waitlist_position: Option<i64>,
+        created_hold_expires_at: Option<i64>,
+    ) -> Result<Creation, PersistError> {
+        let invalid = |what: &str| PersistError::InvalidRow(format!("registrations: {what}"));
+        match (waitlist_position, created_hold_expires_at) {
+            (None, None) => Ok(Creation::Confirmed),
+            (None, Some(expires_at)) => {
+                let expires_at = u64::try_from(expires_at).map_err(|_| invalid("a negative hold expiry"))?;
+                Ok(Creation::Held { expires_at: Timestamp::from_millis(expires_at) })
+            }
+            (Some(position), None) => {
+                let position =
+                    u32::try_from(position).map_err(|_| invalid("a waitlist place out of range"))?;
+                Ok(Creation::Waitlisted { position })
+            }
+            (Some(_), Some(_)) => Err(invalid("created both waitlisted and held")),
+        }
+    }
+
+    /// `waitlist_position` and `created_hold_expires_at`.
+    pub fn columns(self) -> (Option<i64>, Option<i64>) {
+        match self {
+            Creation::Confirmed => (None, None),
+            Creation::Held { expires_at } => (None, Some(millis(expires_at))),
+            Creation::Waitlisted { position } => (Some(i64::from(position)), None),
+        }
+    }
+
+    pub fn status(self) -> RowStatus {
+        match self {
+            Creation::Confirmed => RowStatus::Confirmed,
+            Creation::Held { .. } => RowStatus::Held,
+            Creation::Waitlisted { .. } => RowStatus::Waitlisted,
+        }
+    }
+
+    /// The decision that created registration `registration`.
+    pub fn decision(self, registration: RegistrationId) -> kuota_engine::Decision {
+        use kuota_engine::Decision;
+        match self {
+            Creation::Confirmed => Decision::Confirmed { registration },
+            Creation::Held { expires_at } => Decision::Held { registration, expires_at },
+            Creation::Waitlisted { position } => Decision::Waitlisted { registration, position },
+        }
+    }
+
+    /// The detail of the creation's audit entry, as the writer stored it in
+    /// `created_detail_json` before migration 0011.
+    pub fn detail_json(self, category: &str, idempotency_key: Option<&str>) -> String {
+        let (waitlist_position, hold_expires_at) = self.columns();
+        detail_json(&AuditDetail::Created {
+            category,
+            status: self.status().as_str(),
+            hold_expires_at,
+            waitlist_position,
+            idempotency_key,
+        })
+    }
 }
 
 /// A registration that this batch creates, in the state the batch leaves it in.
@@ -45,17 +134,16 @@ pub(crate) struct NewRegistration<'a> {
     pub details: &'a RegistrationDetails,
     pub status: RowStatus,
     pub hold_expires_at: Option<i64>,
-    pub waitlist_position: Option<i64>,
+    /// What it was created as (`waitlist_position` and `created_hold_expires_at`): with the
+    /// row's number, category and key, the decision that created it (for replays of its key: a
+    /// key that created a registration is remembered in the registration's row instead of an
+    /// idempotency entry of its own) and its creation's audit detail (a creation is no
+    /// audit_log row of its own, see `SqlStore::audit_page`).
+    pub creation: Creation,
     pub idempotency_key: Option<&'a str>,
     pub fingerprint: Option<i64>,
-    /// The decision that created it, for replays of `idempotency_key`: a key that created a
-    /// registration is remembered in the registration's row instead of an idempotency entry
-    /// of its own (one row and its indexes fewer per admission).
-    pub decision_json: Option<String>,
-    /// The seq of the effect that created it, and the audit detail of that effect: a creation
-    /// is no audit_log row of its own (see `SqlStore::audit_page`).
+    /// The seq of the effect that created it.
     pub created_seq: i64,
-    pub created_detail_json: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -170,38 +258,30 @@ impl<'a> EventPlan<'a> {
                 details,
                 ..
             } => {
-                let row_status = RowStatus::of_active(*status);
-                let hold_expires_at = hold_expiry(*status);
-                let waitlist_position = waitlist_position.map(i64::from);
-                let number = signed(registration.0);
-                let idempotency_key = idempotency.as_ref().map(|idempotency| idempotency.key.as_str());
-                let detail = AuditDetail::Created {
-                    category: category_code.as_str(),
-                    status: row_status.as_str(),
-                    hold_expires_at,
-                    waitlist_position,
-                    idempotency_key,
-                };
+                let creation = Creation::of(*status, *waitlist_position);
+                // Replays answer what the engine answered: the decision the row gives back is the
+                // one the effect stands for.
+                assert_eq!(
+                    Some(creation.decision(*registration)),
+                    effect.kind.decision(),
+                    "the row of registration {} keeps the decision that created it",
+                    registration.0
+                );
                 self.new_registrations.insert(
                     registration.0,
                     NewRegistration {
-                        number,
+                        number: signed(registration.0),
                         category: category_code.as_str(),
                         email: registrant.as_str(),
                         details,
-                        status: row_status,
-                        hold_expires_at,
-                        waitlist_position,
-                        idempotency_key,
+                        status: creation.status(),
+                        hold_expires_at: hold_expiry(*status),
+                        creation,
+                        idempotency_key: idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
                         fingerprint: idempotency
                             .as_ref()
                             .map(|idempotency| fingerprint(idempotency.fingerprint.0)),
-                        decision_json: idempotency
-                            .as_ref()
-                            .and(effect.kind.decision())
-                            .map(|decision| decision_json(&decision)),
                         created_seq: seq,
-                        created_detail_json: detail_json(&detail),
                         created_at: at,
                         updated_at: at,
                     },
@@ -300,13 +380,12 @@ impl<'a> EventPlan<'a> {
     }
 
     /// Applies a status change to a registration created in this batch, or records it as a
-    /// change to a stored one. Any change takes the registration off the waitlist.
+    /// change to a stored one. What it was created as stays (`Creation`).
     fn change(&mut self, registration: u64, status: RowStatus, hold_expires_at: Option<i64>, at: i64) -> i64 {
         let number = signed(registration);
         if let Some(created) = self.new_registrations.get_mut(&registration) {
             created.status = status;
             created.hold_expires_at = hold_expires_at;
-            created.waitlist_position = None;
             created.updated_at = at;
         } else {
             self.changes
@@ -551,8 +630,11 @@ mod tests {
         assert_eq!((row.status, row.created_at, row.updated_at), (RowStatus::Cancelled, 1_001, 2_000));
         assert!(plan.changes.is_empty());
         // The creation's audit entry is in the row, with the status it was created in.
-        assert_eq!(row.created_seq, 1);
-        assert_eq!(row.created_detail_json, r#"{"category":"10K","status":"confirmed"}"#);
+        assert_eq!((row.created_seq, row.creation), (1, Creation::Confirmed));
+        assert_eq!(
+            row.creation.detail_json(row.category, None),
+            r#"{"category":"10K","status":"confirmed"}"#
+        );
         let kinds: Vec<_> = plan.audit.iter().map(|entry| (entry.seq, entry.kind)).collect();
         assert_eq!(kinds, [(2, "cancelled")]);
         // The creation has no outbox entry either: the delivery worker derives it from the row.
@@ -709,6 +791,54 @@ mod tests {
             });
             assert_eq!(decision_detail_json(key, &decision_json(decision)), written);
         }
+    }
+
+    /// What a creation's row gives back since migration 0011 is what the writer stored in the
+    /// row's JSON columns before: the decision as `decision_json` held it and the audit detail as
+    /// `created_detail_json` did (the texts the writer stored before 0011).
+    #[test]
+    fn a_creation_s_columns_give_back_the_decision_and_detail_its_json_columns_held() {
+        let held = ActiveStatus::Held { expires_at: Timestamp::from_millis(1_800_000_060_000) };
+        let mut waitlisted = created(1, 9, "c@x.org", ActiveStatus::Waitlisted);
+        if let EffectKind::Created { waitlist_position, .. } = &mut waitlisted.kind {
+            *waitlist_position = Some(3);
+        }
+        let cases = [
+            (
+                created(1, 7, "a@x.org", held),
+                Some("k \"1\""),
+                r#"{"decision":"held","registration":7,"expires_at":1800000060000}"#,
+                r#"{"category":"10K","status":"held","hold_expires_at":1800000060000,"idempotency_key":"k \"1\""}"#,
+            ),
+            (
+                created(1, 8, "b@x.org", ActiveStatus::Confirmed),
+                None,
+                r#"{"decision":"confirmed","registration":8}"#,
+                r#"{"category":"10K","status":"confirmed"}"#,
+            ),
+            (
+                waitlisted,
+                Some("w"),
+                r#"{"decision":"waitlisted","registration":9,"position":3}"#,
+                r#"{"category":"10K","status":"waitlisted","waitlist_position":3,"idempotency_key":"w"}"#,
+            ),
+        ];
+        for (effect, key, decision, detail) in cases {
+            let effects = [effect];
+            let event = event();
+            let mut plan = EventPlan::new(&event, 1, Seq(0));
+            plan.add(&effects).unwrap();
+            let row = plan.new_registrations.values().next().unwrap();
+            let (waitlist_position, created_hold_expires_at) = row.creation.columns();
+            let read = Creation::from_columns(waitlist_position, created_hold_expires_at).unwrap();
+            assert_eq!(read, row.creation);
+            let number = RegistrationId(u64::try_from(row.number).unwrap());
+            assert_eq!(decision_json(&read.decision(number)), decision);
+            assert_eq!(read.detail_json(row.category, key), detail);
+        }
+        assert!(Creation::from_columns(Some(1), Some(2)).is_err());
+        assert!(Creation::from_columns(None, Some(-1)).is_err());
+        assert!(Creation::from_columns(Some(i64::from(u32::MAX) + 1), None).is_err());
     }
 
     #[test]

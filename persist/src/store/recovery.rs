@@ -10,9 +10,9 @@ use kuota_engine::{
     ActiveStatus, CategoryCode, Decision, Email, EventId, Fingerprint, IdempotencyKey, RegistrationId,
 };
 
-use crate::store::backend::{Dialect, Runner, Statement, Transaction};
+use crate::store::backend::{Dialect, RowAccess, Runner, Statement, Transaction};
 use crate::store::error::PersistError;
-use crate::store::plan::{fingerprint_bits, millis, signed, unsigned};
+use crate::store::plan::{Creation, fingerprint_bits, millis, signed, unsigned};
 use crate::store::rows::RowStatus;
 use crate::store::{SqlStore, invalid, read_event, timestamp};
 
@@ -67,12 +67,18 @@ impl SqlStore {
         let decided_after = millis(now).saturating_sub(signed(retention_seconds.saturating_mul(1_000)));
         // Active registrations, and ended ones whose creating key is still within its retention
         // (a key that created a registration is kept in the registration's row, not as an
-        // idempotency entry: `plan::NewRegistration::decision_json`).
+        // idempotency entry: `plan::Creation`). Its decision is the row's `decision_json` in rows
+        // stored from migration 0004 to 0011, and derived from the row's columns in rows stored
+        // since (those with a `created_seq` and no `created_detail_json`); rows stored before
+        // 0004 have neither, and their keys are idempotency entries.
         let registrations = Statement::new(
             "SELECT number, category_code, email, status, hold_expires_at, idempotency_key, body_fingerprint, \
-             decision_json, created_at FROM registrations \
+             decision_json, created_at, \
+             idempotency_key IS NOT NULL AND created_seq IS NOT NULL AND created_detail_json IS NULL, \
+             waitlist_position, created_hold_expires_at FROM registrations \
              WHERE event_id = ? AND (status IN ('held', 'confirmed', 'waitlisted') \
-             OR (decision_json IS NOT NULL AND created_at > ?))",
+             OR (idempotency_key IS NOT NULL AND created_at > ? \
+             AND (decision_json IS NOT NULL OR (created_seq IS NOT NULL AND created_detail_json IS NULL))))",
         )
         .bind(event.as_str())
         .bind(decided_after);
@@ -81,8 +87,8 @@ impl SqlStore {
         transaction
             .for_each_row(&registrations, |row| {
                 let created_at = row.int(8)?;
-                if let Some(decision_json) = row.optional_text(7)?
-                    && created_at > decided_after
+                if created_at > decided_after
+                    && let Some(decision) = creating_decision(row)?
                 {
                     let key = parse_key(row.bytes(5)?)?;
                     let fingerprint = row.optional_int(6)?.ok_or_else(|| {
@@ -91,8 +97,7 @@ impl SqlStore {
                     builder.add_idempotency(IdempotencyRecord {
                         key,
                         fingerprint: Fingerprint(fingerprint_bits(fingerprint)),
-                        decision: serde_json::from_str(decision_json)
-                            .map_err(|error| invalid("registrations.decision_json", error))?,
+                        decision,
                         decided_at: timestamp(created_at, "registrations.created_at")?,
                     });
                     loaded_entries += 1;
@@ -365,4 +370,23 @@ pub(crate) fn parse_key(bytes: &[u8]) -> Result<IdempotencyKey, PersistError> {
     std::str::from_utf8(bytes)
         .map_err(|error| invalid("idempotency_key", error))
         .and_then(|key| IdempotencyKey::parse(key).map_err(|error| invalid("idempotency_key", error)))
+}
+
+/// The decision that created a registration, for replays of its key, from the columns
+/// `number` (0), `decision_json` (7), whether the row is keyed and stored since migration 0011
+/// (9), `waitlist_position` (10) and `created_hold_expires_at` (11) of the recovery's read.
+/// `None` for a row without a key, or stored before migration 0004 (its key is an idempotency
+/// entry).
+fn creating_decision(row: &dyn RowAccess) -> Result<Option<Decision>, PersistError> {
+    if let Some(decision_json) = row.optional_text(7)? {
+        let decision = serde_json::from_str(decision_json)
+            .map_err(|error| invalid("registrations.decision_json", error))?;
+        return Ok(Some(decision));
+    }
+    if row.int(9)? == 0 {
+        return Ok(None);
+    }
+    let registration = RegistrationId(unsigned(row.int(0)?, "registrations.number")?);
+    let creation = Creation::from_columns(row.optional_int(10)?, row.optional_int(11)?)?;
+    Ok(Some(creation.decision(registration)))
 }

@@ -412,13 +412,14 @@ fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec
         plans.values().flat_map(|plan| plan.new_registrations.values().map(move |row| (plan.event, row)));
     multi_row_inserts(
         "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, phone, \
-         attributes_json, status, hold_expires_at, waitlist_position, idempotency_key, body_fingerprint, \
-         decision_json, access_token_hash, created_seq, created_detail_json, created_at, updated_at) VALUES ",
-        19,
+         attributes_json, status, hold_expires_at, waitlist_position, created_hold_expires_at, idempotency_key, \
+         body_fingerprint, access_token_hash, created_seq, created_at, updated_at) VALUES ",
+        18,
         "",
         rows,
         |statement, (event, row)| {
             let details = row.details;
+            let (waitlist_position, created_hold_expires_at) = row.creation.columns();
             statement.push_value(event.as_str());
             statement.push_value(row.number);
             statement.push_value(row.category);
@@ -429,13 +430,12 @@ fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec
             statement.push_value(details.attributes_json.as_deref());
             statement.push_value(row.status.as_str());
             statement.push_value(row.hold_expires_at);
-            statement.push_value(row.waitlist_position);
+            statement.push_value(waitlist_position);
+            statement.push_value(created_hold_expires_at);
             statement.push_value(row.idempotency_key);
             statement.push_value(row.fingerprint);
-            statement.push_value(row.decision_json.as_deref());
             statement.push_value(details.access_token_hash.as_str());
             statement.push_value(row.created_seq);
-            statement.push_value(row.created_detail_json.as_str());
             statement.push_value(row.created_at);
             statement.push_value(row.updated_at);
         },
@@ -514,6 +514,7 @@ fn outbox_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<State
 /// One `UPDATE` for up to `CHANGES_PER_STATEMENT_MAX` stored registrations of one event, each
 /// to its own status, hold expiry and time. Every value is explicit per row, so the statement
 /// means the same on MySQL (which lets later assignments see earlier ones) and on SQLite.
+/// `waitlist_position` stays: it is what the registration was created as (`plan::Creation`).
 fn change_statement<'a>(
     event: &'a EventId,
     changes: &[&crate::store::plan::RegistrationChange],
@@ -536,7 +537,7 @@ fn change_statement<'a>(
         statement.push_value(change.number);
         statement.push_value(change.updated_at);
     }
-    statement.sql.push_str(" END, waitlist_position = NULL");
+    statement.sql.push_str(" END");
     let ended: Vec<i64> =
         changes.iter().filter(|change| !change.status.is_active()).map(|change| change.number).collect();
     if !ended.is_empty() {

@@ -87,6 +87,21 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs `sql` past the store (statements separated by `;`).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.folder.is_some() {
+            let mut connection =
+                sqlx::SqliteConnection::connect(&self.url).await.expect("the SQLite file opens");
+            sqlx::raw_sql(sql).execute(&mut connection).await.expect("the statements run");
+        } else {
+            let mut connection = sqlx::MySqlConnection::connect(&self.url).await.expect("MariaDB answers");
+            sqlx::raw_sql(sql).execute(&mut connection).await.expect("the statements run");
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(folder) = &self.folder {

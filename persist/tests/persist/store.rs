@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use kuota_engine::store::{EventLoader, StoreError};
 use kuota_engine::{
-    ActiveStatus, Command, Decision, Effect, EffectKind, Email, EventId, Outcome, RegistrationDetails,
-    RegistrationId, Seq,
+    ActiveStatus, Command, Decision, Effect, EffectKind, Email, EventId, Outcome, Register,
+    RegistrationDetails, RegistrationId, Seq, Timestamp,
 };
-use kuota_persist::store::{PersistError, RowStatus, SqlStore, StatusCount};
+use kuota_persist::store::{AuditRow, OutboxRow, PersistError, RowStatus, SqlStore, StatusCount};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
@@ -31,6 +31,7 @@ on_both_databases!(
     a_waitlist_promotion_and_a_capacity_change_survive_a_restart,
     registration_and_audit_pages_follow_keyset_order,
     the_audit_merges_creations_kept_in_their_rows_with_the_other_entries_in_seq_order,
+    rows_stored_before_migration_0011_read_as_the_rows_stored_since,
     the_outbox_gets_one_pending_row_per_announced_registration_change_but_creations,
     the_database_refuses_a_second_active_registration_of_one_registrant,
     a_setting_keeps_its_first_value,
@@ -703,4 +704,107 @@ async fn the_audit_merges_creations_kept_in_their_rows_with_the_other_entries_in
         (Some(RegistrationId(1)), Some(RegistrationId(2)))
     );
     assert_eq!((entries[0].at, entries[2].registration), (START, None));
+}
+
+/// What the reads of a registration's creation give: the replays of the keys after a restart,
+/// the creations' audit entries and their `registration_created` entries.
+async fn creation_reads(
+    store: &SqlStore,
+    requests: &[Register],
+    now: Timestamp,
+) -> (Vec<Outcome>, Vec<AuditRow>, Vec<OutboxRow>) {
+    let id = event_id("race");
+    let mut reloaded = store.load(&id).await.unwrap().unwrap().quota;
+    let replays = requests
+        .iter()
+        .map(|request| decide(&mut reloaded, Command::Register(request.clone()), now).0)
+        .collect();
+    let audit = store.audit_page(&id, 100, None).await.unwrap();
+    // Each read claims the cursor anew: the one before ran out.
+    let claim = store.claim_creations(now, now.plus_seconds(1), 100).await.unwrap();
+    let creations = claim.cursors.into_iter().flat_map(|cursor| cursor.creations).collect();
+    (replays, audit, creations)
+}
+
+/// Rows stored before migration 0011 keep what their registration was created as in two JSON
+/// columns, `decision_json` and `created_detail_json` (and their `waitlist_position` is NULL
+/// once they left the waitlist); rows stored since, in `waitlist_position` and
+/// `created_hold_expires_at`. Both read the same.
+async fn rows_stored_before_migration_0011_read_as_the_rows_stored_since(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 60).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let requests = [
+        keyed(register("10K", "a@x.org"), "k-a", 1),
+        keyed(waitlisting(register("10K", "b@x.org")), "k-b", 2),
+        keyed(waitlisting(register("10K", "c@x.org")), "k-c", 3),
+    ];
+    let mut commands: Vec<Command> = requests.iter().cloned().map(Command::Register).collect();
+    commands.push(Command::Register(waitlisting(register("10K", "d@x.org"))));
+    // Each leaves what it was created as: held, then confirmed; waitlisted, then cancelled.
+    commands.push(Command::Confirm { registration: RegistrationId(1) });
+    commands.push(Command::Cancel { registration: RegistrationId(2) });
+    for command in commands {
+        let (_, effects) = decide(&mut quota, command, START);
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    drop(sender);
+    writer.closed().await;
+    let later = START.plus_seconds(120);
+    let (replays, audit, creations) = creation_reads(&store, &requests, later).await;
+    let decisions: Vec<Decision> = replays
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::Replayed(decision) => decision.clone(),
+            other => panic!("a key replays its decision: {other:?}"),
+        })
+        .collect();
+    assert!(matches!(decisions[0], Decision::Held { .. }));
+    assert_eq!(decisions[1], Decision::Waitlisted { registration: RegistrationId(2), position: 1 });
+    let statuses: Vec<String> = creations
+        .iter()
+        .map(|creation| {
+            serde_json::from_str::<serde_json::Value>(&creation.payload_json).unwrap()["status"].to_string()
+        })
+        .collect();
+    assert_eq!(statuses, [r#""held""#, r#""waitlisted""#, r#""waitlisted""#, r#""waitlisted""#]);
+
+    // The rows as the writer stored them before migration 0011, its texts written out.
+    let expires_at = START.plus_seconds(60).as_millis();
+    let created = [
+        (
+            format!(r#"'{{"decision":"held","registration":1,"expires_at":{expires_at}}}'"#),
+            format!(
+                r#"{{"category":"10K","status":"held","hold_expires_at":{expires_at},"idempotency_key":"k-a"}}"#
+            ),
+        ),
+        (
+            r#"'{"decision":"waitlisted","registration":2,"position":1}'"#.to_owned(),
+            r#"{"category":"10K","status":"waitlisted","waitlist_position":1,"idempotency_key":"k-b"}"#
+                .to_owned(),
+        ),
+        (
+            r#"'{"decision":"waitlisted","registration":3,"position":2}'"#.to_owned(),
+            r#"{"category":"10K","status":"waitlisted","waitlist_position":2,"idempotency_key":"k-c"}"#
+                .to_owned(),
+        ),
+        ("NULL".to_owned(), r#"{"category":"10K","status":"waitlisted","waitlist_position":3}"#.to_owned()),
+    ];
+    let mut old_shape = String::new();
+    for (number, (decision_json, detail_json)) in created.iter().enumerate() {
+        old_shape.push_str(&format!(
+            "UPDATE registrations SET decision_json = {decision_json}, created_detail_json = '{detail_json}', \
+             created_hold_expires_at = NULL, \
+             waitlist_position = CASE WHEN status = 'waitlisted' THEN waitlist_position END \
+             WHERE event_id = 'race' AND number = {};",
+            number + 1
+        ));
+    }
+    database.execute(&old_shape).await;
+    let later = later.plus_seconds(10);
+    let (old_replays, old_audit, old_creations) = creation_reads(&store, &requests, later).await;
+    assert_eq!(old_replays, replays);
+    assert_eq!(old_audit, audit);
+    assert_eq!(old_creations, creations);
 }
