@@ -210,12 +210,14 @@ impl Cluster {
         self.lost_replies_of = Some(node);
     }
 
-    /// A crashed node comes back (same node id, a new process).
-    pub(super) fn restart(&mut self, node: u32) {
-        if self.states[node as usize] == NodeState::Down {
+    /// A crashed node comes back (same node id, a new process); false if it was not down.
+    pub(super) fn restart(&mut self, node: u32) -> bool {
+        let down = self.states[node as usize] == NodeState::Down;
+        if down {
             self.states[node as usize] = NodeState::Up;
             self.fresh_process[node as usize] = true;
         }
+        down
     }
 
     /// Remembers which node fault number `fault` hit, for its end.

@@ -206,8 +206,9 @@ impl Simulation<'_> {
         let target = self.cluster.target_of(index);
         match kind {
             FaultKind::OwnerCrash => {
-                self.cluster.restart(target);
-                self.restart_workers(target);
+                if self.cluster.restart(target) {
+                    self.restart_workers(target);
+                }
             }
             FaultKind::OwnerFreeze => self.thaw(),
             FaultKind::StoreStall => self.stall_ends(index),
