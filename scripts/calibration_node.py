@@ -3,6 +3,7 @@ cpu-per-request.py): a database of its own on the shared MariaDB, a Redis prefix
 the fault suite's settings, and plain HTTP/1.1 requests, each on a new connection like the
 suite's trickle. Imported by those scripts; not a tool of its own.
 """
+import datetime
 import http.client
 import json
 import os
@@ -53,6 +54,17 @@ class Node:
         self.logs.append(log.name)
         self.process = subprocess.Popen([self.binary], env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
+    def wait_listening(self, poll_seconds=0.0005):
+        """Waits for the latest log's "kuota listening on" line (the port is bound), as the fault
+        suite's `KuotaProcess::restart` does; returns when, on the monotonic clock."""
+        while True:
+            with open(self.logs[-1]) as log:
+                if "kuota listening on" in log.read():
+                    return time.monotonic()
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the node exited during startup: {open(self.logs[-1]).read()}")
+            time.sleep(poll_seconds)
+
     def kill(self):
         """kill -9, as the fault suite kills a node."""
         self.process.send_signal(signal.SIGKILL)
@@ -92,6 +104,18 @@ class Node:
         number = self.registered
         body = {"category": "10K", "email": f"r{number}@example.org", "full_name": "Ana Runner"}
         return self.request("POST", f"/v1/events/{event}/registrations", body, {"Idempotency-Key": f"k{number}"})
+
+    def log_lines(self):
+        """(wall-clock seconds, message, fields) of each JSON line of the latest log, in order."""
+        lines = []
+        for line in open(self.logs[-1]):
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            stamp = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+            fields = entry.get("fields", {})
+            lines.append((stamp, fields.get("message", ""), fields))
+        return lines
 
     def loads_logged(self):
         """(event, registrations, elapsed ms) of each `event loaded` line of the latest log."""

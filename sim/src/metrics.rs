@@ -326,6 +326,9 @@ pub struct SuiteFigures {
     pub ready_at: Option<Micros>,
     /// The end of the last registration decided, once every node decided one.
     pub served_at: Option<Micros>,
+    /// After a restart: the p99 latency of the requests sent in the suite's aftermath after
+    /// `/readyz` said 200 (`node_killed_and_restarted`'s "during"), if any were.
+    pub after_ready_p99: Option<Micros>,
 }
 
 impl FaultStats {

@@ -195,10 +195,17 @@ fn faults_section(out: &mut String, scenario: &Scenario, result: &RunResult) {
             let served = suite.served_at.map_or("not served within its probes".to_string(), |served| {
                 format!("**{} ms** after {since}", milliseconds(served - suite.since))
             });
+            let after_ready = suite.after_ready_p99.map_or(String::new(), |p99| {
+                let window_s = crate::model::SUITE_AFTERMATH_MS as f64 / 1_000.0;
+                format!(
+                    "; p99 of the requests sent in the {window_s} s after `/readyz` said 200 {} ms",
+                    milliseconds(p99)
+                )
+            });
             let _ = writeln!(
                 out,
                 "- as the live fault suite measures it (`/readyz` polls, then a registration to each node): {ready}\
-                 every node served again {served}"
+                 every node served again {served}{after_ready}"
             );
         }
         let _ = writeln!(

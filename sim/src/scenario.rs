@@ -340,6 +340,20 @@ pub struct System {
     /// the event. When absent, one `commit_latency`.
     #[serde(default)]
     pub load_latency: Option<Distribution>,
+    /// One Redis command as a node sees it (its round trip and the client's work): a claim
+    /// waits for each of its commands before its load starts. Absent: answered at once.
+    #[serde(default)]
+    pub redis_command: Option<Distribution>,
+    /// How long a restarted process, once its port is bound (its "listening" line), takes to
+    /// start its HTTP workers: connections made meanwhile wait in its listen backlog, and are
+    /// served in order once the workers run. Absent: at once.
+    #[serde(default)]
+    pub workers_start: Option<Distribution>,
+    /// What a restarted process's first claim takes besides its Redis commands: the first use
+    /// of the request path while the process's start-up work (its background tasks' first
+    /// rounds) runs alongside. Absent: nothing.
+    #[serde(default)]
+    pub restart_first_claim: Option<Distribution>,
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -622,6 +636,15 @@ impl Scenario {
         distribution(&system.commit_latency, "system.commit_latency")?;
         if let Some(load_latency) = &system.load_latency {
             distribution(load_latency, "system.load_latency")?;
+        }
+        if let Some(redis_command) = &system.redis_command {
+            distribution(redis_command, "system.redis_command")?;
+        }
+        if let Some(workers_start) = &system.workers_start {
+            distribution(workers_start, "system.workers_start")?;
+        }
+        if let Some(first_claim) = &system.restart_first_claim {
+            distribution(first_claim, "system.restart_first_claim")?;
         }
         distribution(&system.network_round_trip, "system.network_round_trip")?;
         distribution(&system.store_connect, "system.store_connect")?;

@@ -27,6 +27,8 @@ pub enum EventKind {
     NodeIngress { request: u32 },
     /// A node's HTTP worker has finished with a request (`life`: the node's, see `Life`).
     WorkerDone { node: NodeId, request: u32, life: u32 },
+    /// A restarted node's HTTP workers start serving (`life`: the node's, see `Life`).
+    WorkersStart { node: NodeId, life: u32 },
     /// A forwarded request reaches `node`, which the forwarding node took for the owner.
     ActorReceive { request: u32, node: u32 },
     /// The event actor `incarnation` has finished its current command. An incarnation is one

@@ -208,6 +208,9 @@ impl Simulation<'_> {
         let latency = self.now - request.sent_at;
         let registration = request.action == Action::Register;
         self.metrics.record_answer(request.class, latency, self.now, registration);
+        if !self.suite.is_empty() {
+            self.suite_observe(request.sent_at, latency);
+        }
         if request.replayed {
             self.metrics.replays += 1;
         }

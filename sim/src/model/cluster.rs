@@ -33,6 +33,20 @@ use crate::metrics::AnswerClass;
 /// in `persist/src/lease.rs`). Not a setting: the count of awaited calls in that code path.
 const ACQUISITION_COMMANDS_UNANSWERED: Micros = 2;
 
+/// Redis commands a claim that takes a free lease sends (`RedisLeases::acquire_lease`): the
+/// `SET NX`. Not a setting: the count of awaited calls in that code path.
+const ACQUISITION_COMMANDS: u32 = 1;
+
+/// Redis commands a claim sends, one after the other, to take over the lease a previous life of
+/// its node id holds (`LeaseOwnership::claim_event`): the `SET NX` that finds the key taken,
+/// the `GET` of its holder, and the take-over script's `EVALSHA` (`take_over_lease`).
+const TAKE_OVER_COMMANDS: u32 = 3;
+
+/// Redis commands the take-over adds when Redis has not run its script yet: the `EVALSHA` is
+/// refused (`NOSCRIPT`), and redis-rs sends `SCRIPT LOAD` and the `EVALSHA` again
+/// (`ScriptInvocation::invoke_async`). The suite's Redis is a fresh one for each run.
+const SCRIPT_LOAD_COMMANDS: u32 = 2;
+
 /// Lease durations in the simulator's unit, computed as `Lease` computes them.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct LeaseTimes {
@@ -118,6 +132,10 @@ pub(super) struct Cluster {
     owner_cache: Vec<Option<(u32, Micros)>>,
     /// The node whose lease replies are lost during `lost_lease_reply` faults.
     lost_replies_of: Option<u32>,
+    /// Redis has the take-over script in its cache (it ran it once).
+    take_over_script_cached: bool,
+    /// Per node: a restarted process that has not claimed anything yet.
+    fresh_process: Vec<bool>,
     /// The store's epoch of the event: each load takes the next one.
     pub(super) store_epoch: u64,
     /// A load found the store in a state recovery refuses; the event is not served any more.
@@ -145,6 +163,8 @@ impl Cluster {
             cool_down: vec![None; nodes as usize],
             owner_cache: vec![None; nodes as usize],
             lost_replies_of: None,
+            take_over_script_cached: false,
+            fresh_process: vec![false; nodes as usize],
             store_epoch: 1,
             unloadable: false,
             fault_targets: Vec::new(),
@@ -190,11 +210,14 @@ impl Cluster {
         self.lost_replies_of = Some(node);
     }
 
-    /// A crashed node comes back (same node id, a new process).
-    pub(super) fn restart(&mut self, node: u32) {
-        if self.states[node as usize] == NodeState::Down {
+    /// A crashed node comes back (same node id, a new process); false if it was not down.
+    pub(super) fn restart(&mut self, node: u32) -> bool {
+        let down = self.states[node as usize] == NodeState::Down;
+        if down {
             self.states[node as usize] = NodeState::Up;
+            self.fresh_process[node as usize] = true;
         }
+        down
     }
 
     /// Remembers which node fault number `fault` hit, for its end.
@@ -528,12 +551,36 @@ impl Simulation<'_> {
         }
         // Free, or held under this node's id by no actor of this process (a previous life, or
         // an actor that stepped down): acquire or take over, then load.
-        self.start_incarnation(node);
+        let commands = if self.cluster.expires_at > self.now {
+            let script_load = if std::mem::replace(&mut self.cluster.take_over_script_cached, true) {
+                0
+            } else {
+                SCRIPT_LOAD_COMMANDS
+            };
+            TAKE_OVER_COMMANDS + script_load
+        } else {
+            ACQUISITION_COMMANDS
+        };
+        let mut claim_us = self.redis_commands_us(commands);
+        if std::mem::take(&mut self.cluster.fresh_process[node as usize])
+            && let Some(first_claim) = self.settings.restart_first_claim
+        {
+            claim_us += first_claim.sample_micros(&mut self.system_rng);
+        }
+        self.start_incarnation(node, claim_us);
         Claim::Here
     }
 
-    /// `node` now owns the event: a new actor that loads it from the store first.
-    fn start_incarnation(&mut self, node: u32) {
+    /// What `commands` Redis commands sent one after the other take (`System::redis_command`).
+    fn redis_commands_us(&mut self, commands: u32) -> Micros {
+        let Some(command) = self.settings.redis_command else { return 0 };
+        (0..commands).map(|_| command.sample_micros(&mut self.system_rng)).sum()
+    }
+
+    /// `node` now owns the event: a new actor that loads it from the store first, once the
+    /// claim's Redis commands (`claim_us`) are answered; requests meanwhile wait for the claim
+    /// (`Registry::locate`: concurrent first uses share one claim and one load).
+    fn start_incarnation(&mut self, node: u32, claim_us: Micros) {
         if self.actor.is_running() {
             let former = self.actor.node;
             if self.cluster.frozen_until(former, self.now).is_some() {
@@ -552,14 +599,19 @@ impl Simulation<'_> {
             self.actor = Actor::new(self.actor.quota.clone(), &self.scenario.event, node, incarnation);
         }
         self.start_lease_keeper(node);
-        self.begin_load(ActorState::Loading);
+        self.begin_load_in(ActorState::Loading, claim_us);
     }
 
     /// Starts loading the event into the current actor (`EventLoader::load`).
     pub(super) fn begin_load(&mut self, state: ActorState) {
+        self.begin_load_in(state, 0);
+    }
+
+    /// Starts loading the event into the current actor after `delay`.
+    fn begin_load_in(&mut self, state: ActorState, delay: Micros) {
         self.actor.state = state;
         let incarnation = self.actor.incarnation;
-        self.agenda.schedule(self.now, EventKind::LoadAttempt { incarnation });
+        self.schedule_in(delay, EventKind::LoadAttempt { incarnation });
     }
 
     /// One attempt of the load transaction, bounded by the store timeout; a failed one is tried

@@ -205,7 +205,11 @@ impl Simulation<'_> {
         let (kind, _) = self.faults.fault(index);
         let target = self.cluster.target_of(index);
         match kind {
-            FaultKind::OwnerCrash => self.cluster.restart(target),
+            FaultKind::OwnerCrash => {
+                if self.cluster.restart(target) {
+                    self.restart_workers(target);
+                }
+            }
             FaultKind::OwnerFreeze => self.thaw(),
             FaultKind::StoreStall => self.stall_ends(index),
             FaultKind::CommitLatency | FaultKind::RedisOutage | FaultKind::LostLeaseReply => {}

@@ -56,6 +56,7 @@ use crate::scenario::Scenario;
 
 pub use agenda::Action;
 use agenda::{Agenda, EventKind, Serial};
+pub use suite::SUITE_AFTERMATH_MS;
 
 /// The node that owns the simulated event at opening.
 const FIRST_OWNER_NODE: u32 = 0;
@@ -180,6 +181,12 @@ struct Settings {
     commit_latency: Sampler,
     /// A load's own latency besides reading the registrations (`System::load_latency`).
     load_latency: Sampler,
+    /// One Redis command of a claim, if it takes time (`System::redis_command`).
+    redis_command: Option<Sampler>,
+    /// A restarted process's start of its HTTP workers, if it takes time (`System::workers_start`).
+    workers_start: Option<Sampler>,
+    /// A restarted process's first claim's own cost, if any (`System::restart_first_claim`).
+    restart_first_claim: Option<Sampler>,
     store_connect: Sampler,
     /// What the database spends on each connection a stall's cut calls left to it.
     abandoned_connection_us: Micros,
@@ -222,6 +229,12 @@ impl Settings {
                 .as_ref()
                 .unwrap_or(&system.commit_latency)
                 .sampler_drawing(normal),
+            redis_command: system.redis_command.as_ref().map(|command| command.sampler_drawing(normal)),
+            workers_start: system.workers_start.as_ref().map(|start| start.sampler_drawing(normal)),
+            restart_first_claim: system
+                .restart_first_claim
+                .as_ref()
+                .map(|claim| claim.sampler_drawing(normal)),
             store_connect: system.store_connect.sampler_drawing(normal),
             abandoned_connection_us: micros_from_millis(system.store_abandoned_connection_ms),
             pay_delay: behaviour.pay_delay.sampler_drawing(normal),
@@ -473,6 +486,7 @@ impl<'a> Simulation<'a> {
             EventKind::Send { registrant, action, attempt } => self.send(registrant, action, attempt),
             EventKind::NodeIngress { request } => self.node_ingress(request),
             EventKind::WorkerDone { node, request, life } => self.worker_done(node.into(), request, life),
+            EventKind::WorkersStart { node, life } => self.workers_start(node.into(), life),
             EventKind::ActorReceive { request, node } => self.forward_received(request, node),
             EventKind::ActorDone { incarnation } => self.actor_done(incarnation),
             EventKind::HoldTick { incarnation } => self.hold_tick(incarnation),
@@ -516,6 +530,7 @@ impl<'a> Simulation<'a> {
         match *kind {
             EventKind::NodeIngress { request } => Some(self.requests.get(request).node),
             EventKind::WorkerDone { node, .. }
+            | EventKind::WorkersStart { node, .. }
             | EventKind::ClaimAgain { node, .. }
             | EventKind::LimitChecked { node, .. } => Some(node.into()),
             EventKind::ActorReceive { node, .. } => Some(node),

@@ -15,6 +15,8 @@ const RATE_WINDOW_US: Micros = 60 * MICROS_PER_SECOND;
 struct Node {
     busy_workers: u32,
     queue: VecDeque<u32>,
+    /// A restarted node's workers serve from then on; until then, connections wait.
+    serving_from: Micros,
 }
 
 /// Every node, and the load balancer's round-robin position.
@@ -42,6 +44,12 @@ impl Nodes {
         let node = &mut self.nodes[node as usize];
         self.queued_total -= node.queue.len() as u64;
         *node = Node::default();
+    }
+
+    /// When a node whose workers have not started yet starts them, if it has not.
+    pub(super) fn starting_until(&self, node: u32, now: Micros) -> Option<Micros> {
+        let from = self.nodes[node as usize].serving_from;
+        (now < from).then_some(from)
     }
 }
 
@@ -92,7 +100,10 @@ impl Simulation<'_> {
         let workers = self.scenario.system.http_workers_per_node;
         let queue_max = self.scenario.system.http_queue_max as usize;
         let node = &mut self.nodes.nodes[node_index as usize];
-        if node.busy_workers < workers {
+        // A restarted process whose workers have not started: the connection waits in its
+        // listen backlog (here the node's queue, with its bound) until they do.
+        let started = self.now >= node.serving_from;
+        if started && node.busy_workers < workers {
             node.busy_workers += 1;
             self.start_http_work(node_index, slot);
         } else if node.queue.len() < queue_max {
@@ -108,6 +119,31 @@ impl Simulation<'_> {
         let service = self.settings.http_service.sample_micros(&mut self.system_rng);
         let life = self.cluster.life(node);
         self.schedule_in(service, EventKind::WorkerDone { node: node_id(node), request: slot, life });
+    }
+
+    /// A crashed node comes back: its port is bound now, its workers serve once started
+    /// (`System::workers_start`).
+    pub(super) fn restart_workers(&mut self, node_index: u32) {
+        let Some(start) = self.settings.workers_start else { return };
+        let at = self.now + start.sample_micros(&mut self.system_rng);
+        self.nodes.nodes[node_index as usize].serving_from = at;
+        let life = self.cluster.life(node_index);
+        self.agenda.schedule(at, EventKind::WorkersStart { node: node_id(node_index), life });
+    }
+
+    /// A restarted node's workers start: they take the connections that waited, in order.
+    pub(super) fn workers_start(&mut self, node_index: u32, life: u32) {
+        if life != self.cluster.life(node_index) {
+            return;
+        }
+        let workers = self.scenario.system.http_workers_per_node;
+        while self.nodes.nodes[node_index as usize].busy_workers < workers {
+            let node = &mut self.nodes.nodes[node_index as usize];
+            let Some(next) = node.queue.pop_front() else { break };
+            node.busy_workers += 1;
+            self.nodes.queued_total -= 1;
+            self.start_http_work(node_index, next);
+        }
     }
 
     pub(super) fn worker_done(&mut self, node_index: u32, slot: u32, life: u32) {

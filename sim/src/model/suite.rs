@@ -29,6 +29,14 @@ const READY_POLL_PAUSE_MS: u64 = 20;
 /// (`api/tests/api/faults/load.rs::served_again`): the test harness's.
 const SERVED_AGAIN_PAUSE_MS: u64 = 50;
 
+/// How long after `/readyz` said 200 the suite keeps its trickle going after a restart, and
+/// counts the requests sent meanwhile as the fault's (`api/tests/api/faults/scenarios.rs::
+/// AFTERMATH`): the test harness's.
+pub const SUITE_AFTERMATH_MS: u64 = 2_500;
+
+/// The percentile of the suite's latency figure after a restart.
+const AFTER_READY_PERCENTILE: f64 = 99.0;
+
 /// Registrations one fault's probing sends at most; then it gives up ("not served").
 pub(super) const SUITE_PROBES_MAX: u32 = 200;
 
@@ -47,6 +55,8 @@ pub(super) struct SuiteProbe {
     waiting: Option<(u32, u32)>,
     sent: u32,
     last_served: Micros,
+    /// After a restart: the latencies of the requests sent in the aftermath after ready.
+    after_ready: Option<Vec<Micros>>,
     figures: SuiteFigures,
 }
 
@@ -80,7 +90,8 @@ impl Simulation<'_> {
             waiting: None,
             sent: 0,
             last_served: self.now,
-            figures: SuiteFigures { since: self.now, ready_at: None, served_at: None },
+            after_ready: (fault.kind == FaultKind::OwnerCrash).then(Vec::new),
+            figures: SuiteFigures { since: self.now, ready_at: None, served_at: None, after_ready_p99: None },
         };
         let fault = probe.fault;
         self.suite.push(probe);
@@ -108,6 +119,11 @@ impl Simulation<'_> {
     /// after the pause.
     pub(super) fn suite_ready(&mut self, fault: u32) {
         let Some(node) = self.suite_probe(fault).and_then(|probe| probe.ready_node) else { return };
+        if let Some(started_at) = self.nodes.starting_until(node, self.now) {
+            // A restarted process that has not started its workers: the poll waits in its
+            // listen backlog, and is answered once they serve.
+            return self.agenda.schedule(started_at, EventKind::SuiteReady { fault });
+        }
         let ready = self.node_ready(node);
         let kind = self.scenario.faults[fault as usize].kind;
         let now = self.now;
@@ -194,9 +210,28 @@ impl Simulation<'_> {
 }
 
 impl Simulation<'_> {
+    /// An answer reached its registrant: after a restart, the suite counts its latency if the
+    /// request was sent in the aftermath after `/readyz` said 200 (`started_within`).
+    pub(super) fn suite_observe(&mut self, sent_at: Micros, latency: Micros) {
+        for probe in &mut self.suite {
+            let (Some(latencies), Some(ready)) = (&mut probe.after_ready, probe.figures.ready_at) else {
+                continue;
+            };
+            if ready <= sent_at && sent_at < ready + SUITE_AFTERMATH_MS * MICROS_PER_MILLI {
+                latencies.push(latency);
+            }
+        }
+    }
+
     /// Each probed fault's figures into its stats, at the end of the run.
     pub(super) fn suite_record(&mut self) {
-        for probe in &self.suite {
+        for probe in &mut self.suite {
+            if let Some(latencies) = probe.after_ready.as_mut().filter(|latencies| !latencies.is_empty()) {
+                // The suite's nearest rank (`latency_percentile_ms`).
+                latencies.sort_unstable();
+                let rank = (AFTER_READY_PERCENTILE / 100.0 * latencies.len() as f64).ceil() as usize;
+                probe.figures.after_ready_p99 = Some(latencies[rank.clamp(1, latencies.len()) - 1]);
+            }
             self.metrics.faults[probe.fault as usize].suite = Some(probe.figures);
         }
     }

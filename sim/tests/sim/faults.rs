@@ -261,3 +261,70 @@ fn a_load_after_a_frozen_store_waits_for_the_writers_probe_and_the_suite_sees_it
         assert!(suite_served - ready < 60_000, "{suite:?}");
     }
 }
+
+/// The restart calibration with its start-up costs set to constants (milliseconds; 0: absent).
+fn restart_with(workers_start_ms: f64, redis_command_ms: f64, first_claim_ms: f64) -> String {
+    let mut text: String = calibration("owner-crash")
+        .lines()
+        .filter(|line| {
+            !["workers_start", "redis_command", "restart_first_claim"]
+                .iter()
+                .any(|field| line.starts_with(field))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for (field, value) in [
+        ("workers_start", workers_start_ms),
+        ("redis_command", redis_command_ms),
+        ("restart_first_claim", first_claim_ms),
+    ] {
+        if value > 0.0 {
+            let line = format!("{field} = {{ distribution = \"constant\", value_ms = {value} }}\n");
+            text = text.replace("[system]\n", &format!("[system]\n{line}"));
+        }
+    }
+    text
+}
+
+/// (ms from the restart to `/readyz` saying 200, ms from then to served, the slowest answer of
+/// the after window in ms) of the restart calibration with seed 1.
+fn restart_figures(text: &str) -> (f64, f64, f64) {
+    let result = simulate_text(text, 1);
+    let stats = &result.metrics.faults[0];
+    let suite = stats.suite.expect("the suite probed");
+    let ready = suite.ready_at.expect("the suite saw /readyz say 200");
+    let served = suite.served_at.expect("the suite saw it served");
+    let slowest = stats.windows[2].latency.max() as f64 / 1_000.0;
+    ((ready - stats.end) as f64 / 1_000.0, (served - ready) as f64 / 1_000.0, slowest)
+}
+
+#[test]
+fn a_restarted_node_serves_once_its_workers_start_and_its_claim_takes_its_lease_over_in_five_commands() {
+    // Without start-up costs the restarted node serves at once; the suite's registration after
+    // ready waits for the claim and the load.
+    let (ready, served, _) = restart_figures(&restart_with(0.0, 0.0, 0.0));
+    assert!(ready < 5.0, "ready {ready} ms after the restart without a start of the workers");
+    // The claim on the suite's fresh Redis takes the previous life's lease over: `SET NX`, `GET`,
+    // the take-over script refused (`NOSCRIPT`), `SCRIPT LOAD`, the script again; the load
+    // waits for them, and for the restarted process's first claim's own cost (each long here,
+    // so that a command more or less shows beside the batches the waiting moves: the requests
+    // that come meanwhile wait for the load too, and are decided before the suite's).
+    let (_, commands_served, _) = restart_figures(&restart_with(0.0, 20.0, 0.0));
+    assert!(
+        (90.0..110.0).contains(&(commands_served - served)),
+        "{served} ms, {commands_served} ms with 20 ms commands"
+    );
+    let (_, first_claim_served, _) = restart_figures(&restart_with(0.0, 0.0, 40.0));
+    assert!(
+        (35.0..45.0).contains(&(first_claim_served - served)),
+        "{served} ms, {first_claim_served} ms with a first claim of 40 ms"
+    );
+    // The workers start 40 ms after the port is bound: the `/readyz` poll and the trickle's
+    // registrations wait in the backlog meanwhile, and are served together once they start;
+    // the suite's registration is decided after those that waited.
+    let workers_start_ms = 40.0;
+    let (late_ready, backlog_served, slowest) = restart_figures(&restart_with(workers_start_ms, 0.0, 0.0));
+    assert!(late_ready >= workers_start_ms, "ready {late_ready} ms after the restart");
+    assert!(backlog_served > served, "{served} ms at once, {backlog_served} ms behind the backlog");
+    assert!(slowest >= workers_start_ms, "the slowest answer after the restart took {slowest} ms");
+}
