@@ -364,6 +364,8 @@ struct Simulation<'a> {
     /// Faults whose recovery is measured as the live fault suite does (`suite`).
     suite: Vec<suite::SuiteProbe>,
     suite_rng: Rng,
+    /// The vector each decision's effects are made in (see `actor::decide`).
+    effects_scratch: Vec<kuota_engine::Effect>,
 }
 
 impl<'a> Simulation<'a> {
@@ -445,6 +447,7 @@ impl<'a> Simulation<'a> {
             reloads: 0,
             suite: Vec::new(),
             suite_rng: Rng::new(seed, Stream::Suite),
+            effects_scratch: Vec::new(),
         }
     }
 
