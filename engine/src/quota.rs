@@ -424,25 +424,33 @@ impl EventQuota {
 
     /// Applies one command at `now`. Every due hold expires first, whatever the command.
     pub fn apply(&mut self, command: &Command, now: Timestamp) -> (Outcome, Vec<Effect>) {
-        let now = self.observe(now);
         let mut effects = Vec::new();
-        let expired = self.expire_due_holds(now, &mut effects);
+        let outcome = self.apply_into(command, now, &mut effects);
+        (outcome, effects)
+    }
+
+    /// `apply`, appending the effects to `effects` (in order) instead of returning a new vector:
+    /// for a caller that applies command after command and moves the effects on itself, such as
+    /// the simulator's seed swarm, which then allocates nothing per command.
+    pub fn apply_into(&mut self, command: &Command, now: Timestamp, effects: &mut Vec<Effect>) -> Outcome {
+        let now = self.observe(now);
+        let expired = self.expire_due_holds(now, effects);
         self.forget_expired_idempotency(now);
-        self.advance_queue(now, &mut effects);
+        self.advance_queue(now, effects);
         let outcome = match command {
-            Command::Register(request) => self.register(request, now, &mut effects),
-            Command::Confirm { registration } => self.confirm(*registration, now, &mut effects),
-            Command::Cancel { registration } => self.cancel(*registration, now, &mut effects),
+            Command::Register(request) => self.register(request, now, effects),
+            Command::Confirm { registration } => self.confirm(*registration, now, effects),
+            Command::Cancel { registration } => self.cancel(*registration, now, effects),
             Command::ExpireHolds => Outcome::HoldsExpired { count: expired },
             Command::SetCapacity { category, capacity } => {
-                self.set_capacity(category, *capacity, now, &mut effects)
+                self.set_capacity(category, *capacity, now, effects)
             }
-            Command::JoinQueue(request) => self.join_queue(request, now, &mut effects),
+            Command::JoinQueue(request) => self.join_queue(request, now, effects),
         };
         // Last, so that seats freed or taken by the command count at once.
-        self.admit_waiting(now, &mut effects);
+        self.admit_waiting(now, effects);
         self.check_invariants();
-        (outcome, effects)
+        outcome
     }
 
     fn observe(&mut self, now: Timestamp) -> Timestamp {
@@ -982,14 +990,23 @@ impl EventQuota {
 
     /// Recounts everything from the registrations and compares with the counters and indexes.
     /// O(registrations); panics on the first disagreement.
+    ///
+    /// The two indexes are walked in their own order, each entry checked against the record it
+    /// names, rather than looked up once per record: a look-up lands on a line of the table
+    /// that is seldom in the cache (the checks run after a rebuild and at the end of every
+    /// simulated run). With as many entries as records, distinct keys, and each entry naming a
+    /// record with its key, every record is indexed under its key, which is what is checked.
     pub fn check_invariants_fully(&self) {
         let mut counts = vec![(0u32, 0u32, 0u32); self.categories.len()];
         let mut active = 0;
+        for (registrant, id) in &self.registrants {
+            let indexed = self.slot(*id).filter(|slot| slot.active_status().is_some());
+            assert!(indexed.is_some_and(|slot| slot.registrant == *registrant), "registrant index is wrong");
+        }
         for (index, slot) in self.slots.iter().enumerate() {
             let id = RegistrationId(index as u64 + 1);
             let Some(status) = slot.active_status() else { continue };
             active += 1;
-            assert_eq!(self.registrants.get(&slot.registrant), Some(&id), "registrant index is wrong");
             let count = &mut counts[usize::from(slot.category)];
             match status {
                 ActiveStatus::Confirmed => count.0 += 1,
@@ -1001,6 +1018,7 @@ impl EventQuota {
             }
         }
         assert_eq!(active, self.active, "active count differs from a recount");
+        assert_eq!(self.registrants.len(), active, "registrant index is wrong");
         for (index, state) in self.categories.iter().enumerate() {
             let (confirmed, held, waitlisted) = counts[index];
             assert_eq!((state.confirmed, state.held), (confirmed, held), "counters differ from a recount");
@@ -1014,10 +1032,15 @@ impl EventQuota {
                 previous = Some(*waiting);
             }
         }
-        for (offset, entry) in self.idempotency_entries.iter().enumerate() {
+        for entry in &self.idempotency_entries {
             assert!(entry.seq <= self.last_seq, "an idempotency entry is beyond the last effect");
-            let position = self.idempotency_front + offset as u64;
-            assert_eq!(self.idempotency.get(&entry.key), Some(&position), "idempotency index is wrong");
+        }
+        assert_eq!(self.idempotency.len(), self.idempotency_entries.len(), "idempotency index is wrong");
+        for (key, position) in &self.idempotency {
+            let offset =
+                position.checked_sub(self.idempotency_front).and_then(|offset| usize::try_from(offset).ok());
+            let entry = offset.and_then(|offset| self.idempotency_entries.get(offset));
+            assert!(entry.is_some_and(|entry| entry.key == *key), "idempotency index is wrong");
         }
         if let Some(queue) = &self.queue {
             queue.check_invariants_fully();
@@ -1087,29 +1110,40 @@ impl QuotaBuilder {
     }
 
     pub fn add_registration(&mut self, record: RegistrationRecord) -> Result<(), RestoreError> {
-        let id = record.registration;
+        self.add_registration_of(record.registration, &record.category, &record.registrant, record.status)
+    }
+
+    /// `add_registration` from borrowed parts, for a caller that keeps the rows itself (the
+    /// simulator rebuilds the event from its store view at every reload): nothing is cloned,
+    /// and the registrant's e-mail is only read for the digest it carries.
+    pub fn add_registration_of(
+        &mut self,
+        id: RegistrationId,
+        category_code: &CategoryCode,
+        registrant: &Email,
+        status: ActiveStatus,
+    ) -> Result<(), RestoreError> {
         let quota = &mut self.quota;
-        let category =
-            quota.config.category_index(&record.category).ok_or(RestoreError::UnknownCategory(id))?;
+        let category = quota.config.category_index(category_code).ok_or(RestoreError::UnknownCategory(id))?;
         let index = usize::try_from(id.0.checked_sub(1).ok_or(RestoreError::DuplicateRegistration(id))?)
             .map_err(|_| RestoreError::RegistrationNumberTooHigh(id))?;
         if quota.slots.get(index).is_some_and(|slot| slot.state != SlotState::Vacant) {
             return Err(RestoreError::DuplicateRegistration(id));
         }
-        let registrant = KeyDigest::of_email(&record.registrant);
+        let registrant = KeyDigest::of_email(registrant);
         if quota.registrants.contains_key(&registrant) {
             return Err(RestoreError::DuplicateRegistrant(id));
         }
-        if record.status != ActiveStatus::Waitlisted {
+        if status != ActiveStatus::Waitlisted {
             let state = &quota.categories[usize::from(category)];
             if state.taken() >= state.capacity {
-                return Err(RestoreError::OverCapacity(record.category));
+                return Err(RestoreError::OverCapacity(category_code.clone()));
             }
         }
         if quota.slots.len() <= index {
             quota.slots.resize(index + 1, Slot::VACANT);
         }
-        quota.insert_active(id, registrant, category, record.status);
+        quota.insert_active(id, registrant, category, status);
         Ok(())
     }
 
@@ -1131,11 +1165,16 @@ impl QuotaBuilder {
     }
 
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
+        self.add_idempotency_of(&record);
+    }
+
+    /// `add_idempotency` from a borrowed record (see `add_registration_of`).
+    pub fn add_idempotency_of(&mut self, record: &IdempotencyRecord) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
         self.idempotency.push(IdempotencyEntry {
             key: KeyDigest::of_key(&record.key),
             fingerprint: record.fingerprint,
-            decision: record.decision,
+            decision: record.decision.clone(),
             seq: Seq(0),
             expires_at: record.decided_at.plus_seconds(retention),
         });

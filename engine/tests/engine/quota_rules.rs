@@ -189,6 +189,27 @@ fn an_expired_hold_goes_to_the_head_of_the_waitlist_as_a_new_hold() {
 }
 
 #[test]
+fn apply_into_appends_the_effects_apply_returns_after_those_already_there() {
+    let commands = [
+        registration_command(register("5K", "a@x.org")),
+        registration_command(waitlisting(register("5K", "b@x.org"))),
+        // Expires a's hold and promotes b: two effects, then c's own.
+        registration_command(waitlisting(register("5K", "c@x.org"))),
+    ];
+    let times = [START, START, START.plus_seconds(10)];
+    let (mut returning, mut appending) = (quota(&[("5K", 1)], 10), quota(&[("5K", 1)], 10));
+    let (mut returned, mut appended) = (Vec::new(), Vec::new());
+    for (command, now) in commands.iter().zip(times) {
+        let (outcome, effects) = returning.apply(command, now);
+        returned.extend(effects);
+        assert_eq!(appending.apply_into(command, now, &mut appended), outcome);
+        assert_eq!(appended, returned);
+    }
+    assert_eq!(appended.len(), 5);
+    assert_eq!(appending, returning);
+}
+
+#[test]
 fn cancelling_twice_is_cancelled_both_times_and_changes_nothing_the_second_time() {
     let mut quota = quota(&[("5K", 1)], 0);
     decide(&mut quota, register("5K", "a@x.org"), START);

@@ -178,10 +178,11 @@ impl PartialOrd for Far {
 /// them.
 #[derive(Debug)]
 pub struct Agenda {
-    /// The events of the bucket being served, earliest first, from `next` on (their times are
-    /// offsets into it).
+    /// The events of the bucket being served and not yet taken out, latest first (their times
+    /// are offsets into it): taken from the end, and an event scheduled into the bucket moves
+    /// only those due before it, which are few for the usual one, due within microseconds (an
+    /// actor's work). Earliest first, such an insertion moved nearly the whole bucket.
     current: Vec<Scheduled>,
-    next: usize,
     /// The absolute number of that bucket (`at >> BUCKET_WIDTH_SHIFT`).
     current_bucket: u64,
     /// Events of the `RING_BUCKETS - 1` buckets after the current one, in scheduling order, at
@@ -201,7 +202,6 @@ impl Default for Agenda {
     fn default() -> Self {
         Agenda {
             current: Vec::new(),
-            next: 0,
             current_bucket: 0,
             ring: (0..RING_BUCKETS).map(|_| Vec::new()).collect(),
             occupied: [0; RING_WORDS],
@@ -218,7 +218,6 @@ impl Agenda {
     /// thousands of seeds on one thread).
     pub fn clear(&mut self) {
         self.current.clear();
-        self.next = 0;
         self.current_bucket = 0;
         for bucket in &mut self.ring {
             bucket.clear();
@@ -256,9 +255,9 @@ impl Agenda {
         );
         let scheduled = in_bucket(at, kind);
         if bucket == self.current_bucket {
-            // After every event due before it or with it, since it was scheduled last.
-            let waiting = &self.current[self.next..];
-            let position = self.next + waiting.partition_point(|event| event.offset <= scheduled.offset);
+            // Out after every event due before it or with it, since it was scheduled last: just
+            // before them, the bucket being latest first.
+            let position = self.current.partition_point(|event| event.offset > scheduled.offset);
             self.current.insert(position, scheduled);
         } else if bucket - self.current_bucket < RING_BUCKETS as u64 {
             self.put_in_ring(bucket, scheduled);
@@ -279,11 +278,11 @@ impl Agenda {
     /// The earliest event; inlined for the usual case, one more of the current bucket.
     #[inline]
     pub fn pop(&mut self) -> Option<(Micros, EventKind)> {
-        if self.next == self.current.len() && !self.advance() {
-            return None;
-        }
-        let scheduled = self.current[self.next];
-        self.next += 1;
+        let scheduled = match self.current.pop() {
+            Some(scheduled) => scheduled,
+            None if self.advance() => self.current.pop().expect("a bucket made current holds events"),
+            None => return None,
+        };
         Some(((self.current_bucket << BUCKET_WIDTH_SHIFT) + Micros::from(scheduled.offset), scheduled.kind))
     }
 
@@ -310,8 +309,6 @@ impl Agenda {
         }
         let slot = (next % RING_BUCKETS as u64) as usize;
         self.occupied[slot / 64] &= !(1 << (slot % 64));
-        self.current.clear();
-        self.next = 0;
         std::mem::swap(&mut self.current, &mut self.ring[slot]);
         self.in_ring -= self.current.len();
         self.sort_current();
@@ -320,7 +317,7 @@ impl Agenda {
 
     /// Sorts the bucket just made current by time, stably (events due at the same microsecond
     /// stay in the order they were scheduled): what `sort_by_key(offset)` gives, in fewer
-    /// instructions. A bucket in the rush holds dozens of events; a counting pass first puts
+    /// instructions; then reverses it, latest first, to be taken from the end. A bucket in the rush holds dozens of events; a counting pass first puts
     /// them in order of their slice of the bucket (`SLICES_PER_BUCKET`), which leaves only the
     /// few within a slice for the insertion sort to order.
     fn sort_current(&mut self) {
@@ -354,6 +351,7 @@ impl Agenda {
             }
             current[position] = event;
         }
+        current.reverse();
     }
 
     /// The earliest bucket after the current one that holds events (there is one).

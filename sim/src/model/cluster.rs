@@ -13,6 +13,7 @@ use kuota_api::owner_cache::{
     FAILING_OWNER_ENTRY_MS_MAX, LEASE_TTL_ENTRY_LIFETIMES_MIN, OWNER_CACHE_ENTRY_MS_MAX,
 };
 use kuota_api::rate_limit::SHARED_LIMIT_PAUSE_AFTER_FAILURE_MS;
+use kuota_engine::EventQuota;
 use kuota_engine::actor::event_actor::RELOAD_RETRY_DELAY_MS;
 use kuota_persist::lease::{
     LEASE_RENEW_INTERVAL_MIN_MS, LEASE_RENEW_RETRY_DELAY_MS, LEASE_RENEWALS_PER_VALIDITY, lease_safety_margin,
@@ -585,7 +586,7 @@ impl Simulation<'_> {
             let former = self.actor.node;
             if self.cluster.frozen_until(former, self.now).is_some() {
                 let incarnation = self.cluster.next_incarnation();
-                let fresh = Actor::new(self.actor.quota.clone(), &self.scenario.event, node, incarnation);
+                let fresh = Actor::new(self.placeholder_quota(), &self.scenario.event, node, incarnation);
                 let actor = std::mem::replace(&mut self.actor, fresh);
                 let writer =
                     std::mem::replace(&mut self.writer, Writer::new(self.cluster.next_incarnation()));
@@ -596,10 +597,19 @@ impl Simulation<'_> {
         }
         if !self.actor.is_running() || self.actor.node != node {
             let incarnation = self.cluster.next_incarnation();
-            self.actor = Actor::new(self.actor.quota.clone(), &self.scenario.event, node, incarnation);
+            let fresh = Actor::new(self.placeholder_quota(), &self.scenario.event, node, incarnation);
+            super::keep_spare_quota(std::mem::replace(&mut self.actor, fresh).quota);
         }
         self.start_lease_keeper(node);
         self.begin_load_in(ActorState::Loading, claim_us);
+    }
+
+    /// A quota for an actor that is about to load the event: never read, since the load puts the
+    /// rebuilt event in its place before the actor serves (and the end of a run rebuilds it
+    /// when nobody serves). A spare one when the thread keeps one; copying the event's tables
+    /// instead cost megabytes of memory traffic per ownership move.
+    fn placeholder_quota(&self) -> EventQuota {
+        super::take_spare_quota().unwrap_or_else(|| self.actor.quota.clone())
     }
 
     /// Starts loading the event into the current actor (`EventLoader::load`).

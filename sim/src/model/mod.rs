@@ -116,8 +116,9 @@ pub struct RunOptions {
     /// Test only: the store commits a stale epoch's batches instead of fencing them, so that
     /// the swarm has a real bug to find.
     pub break_fencing: bool,
-    /// Record no latency (`Metrics::counts_only`): for runs whose invariants alone are read,
-    /// such as the swarm's. The run is the same; its report would lack the latencies.
+    /// Record no latency (`Metrics::counts_only`) and no per-fault figures: for runs whose
+    /// invariants alone are read, such as the swarm's. The run is the same; its report would
+    /// lack the latencies and the faults' tables.
     pub counts_only: bool,
     /// How lognormal durations draw their normal: the swarm's seeds, and `run --random-faults`
     /// that replays them, use the ziggurat (`NormalDraw`); every other run Box–Muller.
@@ -377,6 +378,8 @@ struct Simulation<'a> {
     /// Faults whose recovery is measured as the live fault suite does (`suite`).
     suite: Vec<suite::SuiteProbe>,
     suite_rng: Rng,
+    /// The vector each decision's effects are made in (see `actor::decide`).
+    effects_scratch: Vec<kuota_engine::Effect>,
 }
 
 impl<'a> Simulation<'a> {
@@ -402,7 +405,13 @@ impl<'a> Simulation<'a> {
         let plan = faults::FaultPlan::new(scenario);
         let mut metrics =
             if options.counts_only { Metrics::counts_only(window) } else { Metrics::new(window) };
-        metrics.faults = plan.stats(!options.counts_only);
+        // A run that counts only is read for its invariants alone (a swarm's seed): the figures
+        // of each fault, updated at every answer, are left out too, unless the live suite's
+        // probing writes its own into them.
+        let suite_probes = scenario.faults.iter().any(|fault| fault.suite_probes);
+        if !options.counts_only || suite_probes {
+            metrics.faults = plan.stats(!options.counts_only);
+        }
         let (agenda, mut spare_registrants, store_buffers) = SPARE.with_borrow_mut(|spare| {
             let agenda = spare.agenda.take().unwrap_or_default();
             (agenda, std::mem::take(&mut spare.registrants), std::mem::take(&mut spare.store))
@@ -458,6 +467,7 @@ impl<'a> Simulation<'a> {
             reloads: 0,
             suite: Vec::new(),
             suite_rng: Rng::new(seed, Stream::Suite),
+            effects_scratch: Vec::new(),
         }
     }
 

@@ -18,12 +18,13 @@ use super::Simulation;
 use super::agenda::{EventKind, Incarnation};
 use crate::distribution::{MICROS_PER_MILLI, Micros};
 
+/// A decision's effects waiting in the queue; the effects themselves wait in `Writer::queued`.
 #[derive(Debug)]
 struct Submission {
     id: u64,
     epoch: u64,
     enqueued_at: Micros,
-    effects: Vec<Effect>,
+    effects: usize,
 }
 
 #[derive(Debug)]
@@ -47,7 +48,9 @@ pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
     pub(super) id: Incarnation,
     queue: VecDeque<Submission>,
-    queued_effects: usize,
+    /// The effects of the queued submissions, in submission order: one buffer for all of them,
+    /// so that a decision's effects cost no allocation of their own.
+    queued: VecDeque<Effect>,
     next_submission: u64,
     connections_busy: u32,
     in_flight: Vec<Option<Batch>>,
@@ -57,7 +60,13 @@ pub(super) struct Writer {
     /// Every submission below this one is committed and applied to the store view.
     durable_below: u64,
     flush_at: Option<Micros>,
+    /// Vectors of batches done with, for the next batches to fill (at most `SPARE_BATCHES_MAX`).
+    spare_batches: Vec<Vec<Effect>>,
 }
+
+/// Batch vectors a writer keeps for reuse: enough for every connection's batch and a few
+/// committed out of order.
+const SPARE_BATCHES_MAX: usize = 8;
 
 impl Writer {
     pub(super) fn new(id: Incarnation) -> Self {
@@ -85,35 +94,42 @@ impl Writer {
     /// Takes the next batch from the head of the queue: whole submissions, up to
     /// `batch_size_max` effects (a larger single submission goes alone).
     fn take_batch(&mut self, batch_size_max: usize) -> Batch {
-        // How many submissions the batch takes, and their effects, before moving any: the first
-        // submission's own vector becomes the batch's, grown once for the others.
+        // How many submissions the batch takes, and their effects, before moving any.
         let (mut taken, mut effects) = (0, 0);
         for next in &self.queue {
-            if effects > 0 && effects + next.effects.len() > batch_size_max {
+            if effects > 0 && effects + next.effects > batch_size_max {
                 break;
             }
             taken += 1;
-            effects += next.effects.len();
+            effects += next.effects;
         }
-        let first = self.queue.pop_front().expect("take_batch is only called with a waiting submission");
-        self.queued_effects -= effects;
-        let mut batch = Batch {
-            first_submission: first.id,
-            last_submission: first.id,
-            epoch: first.epoch,
-            effects: first.effects,
+        let first = self.queue.front().expect("take_batch is only called with a waiting submission");
+        let (first_submission, epoch) = (first.id, first.epoch);
+        // A batch takes at least the first submission, whatever its size.
+        let last_submission = self.queue[taken - 1].id;
+        self.queue.drain(..taken);
+        let mut batch_effects = self.spare_batches.pop().unwrap_or_default();
+        batch_effects.reserve(effects);
+        batch_effects.extend(self.queued.drain(..effects));
+        Batch {
+            first_submission,
+            last_submission,
+            epoch,
+            effects: batch_effects,
             latency_us: 0,
             work_us: 0,
             attempts: 0,
             attempt_started: 0,
             timed_out: false,
-        };
-        batch.effects.reserve_exact(effects - batch.effects.len());
-        for submission in self.queue.drain(..taken - 1) {
-            batch.last_submission = submission.id;
-            batch.effects.extend(submission.effects);
         }
-        batch
+    }
+
+    /// Keeps the vector of a batch done with for a later batch.
+    fn recycle(&mut self, mut effects: Vec<Effect>) {
+        if self.spare_batches.len() < SPARE_BATCHES_MAX {
+            effects.clear();
+            self.spare_batches.push(effects);
+        }
     }
 
     fn park(&mut self, batch: Batch) -> u32 {
@@ -154,22 +170,25 @@ impl Writer {
             .chain(self.in_flight.into_iter().flatten())
             .map(|batch| (batch.first_submission, batch.epoch, batch.effects))
             .collect();
-        batches.extend(
-            self.queue.into_iter().map(|submission| (submission.id, submission.epoch, submission.effects)),
-        );
+        let mut queued = self.queued;
+        batches.extend(self.queue.into_iter().map(|submission| {
+            (submission.id, submission.epoch, queued.drain(..submission.effects).collect())
+        }));
         batches.sort_by_key(|(first, _, _)| *first);
         batches.into_iter().map(|(_, epoch, effects)| (epoch, effects)).collect()
     }
 }
 
 impl Simulation<'_> {
-    /// Queues a decision's effects; the actor reserved the room before deciding.
-    pub(super) fn submit(&mut self, effects: Vec<Effect>, epoch: u64) -> u64 {
+    /// Queues a decision's effects, taking them out of `effects`; the actor reserved the room
+    /// before deciding.
+    pub(super) fn submit(&mut self, effects: &mut Vec<Effect>, epoch: u64) -> u64 {
         let writer = &mut self.writer;
         let id = writer.next_submission;
         writer.next_submission += 1;
-        writer.queued_effects += effects.len();
-        writer.queue.push_back(Submission { id, epoch, enqueued_at: self.now, effects });
+        let count = effects.len();
+        writer.queued.extend(effects.drain(..));
+        writer.queue.push_back(Submission { id, epoch, enqueued_at: self.now, effects: count });
         self.metrics.observe_write_queue(self.now, writer.queue.len() as u64);
         self.try_flush();
         id
@@ -185,7 +204,7 @@ impl Simulation<'_> {
                 return;
             };
             let due_at = oldest.enqueued_at + self.settings.flush_interval_us;
-            if self.writer.queued_effects < batch_size_max && self.now < due_at {
+            if self.writer.queued.len() < batch_size_max && self.now < due_at {
                 return self.arm_flush(due_at);
             }
             let batch = self.writer.take_batch(batch_size_max);
@@ -308,6 +327,7 @@ impl Simulation<'_> {
             let batch = entry.remove();
             self.writer.durable_below = batch.last_submission + 1;
             self.commit_to_store(batch.epoch, &batch.effects);
+            self.writer.recycle(batch.effects);
         }
     }
 
