@@ -7,6 +7,7 @@ seeds 1-3: 33 runs). Reads the figures from `kuota-sim run`'s report.
 Usage: scripts/predict-faults.py KUOTA_SIM_BINARY SCENARIO_DIR [NAME ...]
   (NAME: store-stall, owner-freeze, redis-outage, owner-crash; all four by default)
 """
+import math
 import os
 import re
 import statistics
@@ -27,6 +28,11 @@ FIGURES = {
     "suite_served_ms": r"every node served again \*\*([\d.,]+) ms\*\*",
     "after_ready_p99_ms": r"s after `/readyz` said 200 ([\d.,]+) ms",
 }
+
+# The figures the suite itself prints in whole milliseconds, rounded down (`as_millis` in
+# `latency_percentile_ms` and `served_again`, api/tests/api/faults/load.rs): a live "7 ms" is
+# 7.0-7.99 ms.
+SUITE_WHOLE_MS = {"suite_served_ms", "after_ready_p99_ms"}
 
 
 def run(text, seed):
@@ -59,3 +65,8 @@ for name in names:
         print(f"{figure}: seeds 1/2/3 {' / '.join(str(r.get(figure)) for r in seeds)}; spread of "
               f"{len(values)}: {min(values)}-{max(values)}, mean {statistics.mean(values):.2f}, "
               f"median {statistics.median(values):.2f}; sorted {sorted(values)}", flush=True)
+        if figure in SUITE_WHOLE_MS:
+            # The suite prints whole milliseconds, rounded down (`as_millis`).
+            whole = [math.floor(value) for value in values]
+            print(f"{figure} in the suite's whole ms: mean {statistics.mean(whole):.2f}, "
+                  f"median {statistics.median(whole)}", flush=True)

@@ -257,9 +257,10 @@ fn behaviour_line(out: &mut String, scenario: &Scenario) {
     let behaviour = &scenario.behaviour;
     let _ = writeln!(
         out,
-        "- behaviour: retry on 503/429/409-in-flight: {} (after Retry-After + up to {} ms), at most {} requests per \
+        "- behaviour: retry on 503/429/409-in-flight: {}{} (after Retry-After + up to {} ms), at most {} requests per \
          action; {}% impatient (press again after {} ms); {}% join the waitlist; {}% pay after {}; {}% cancel after {}",
         behaviour.retry_on_overload,
+        if behaviour.retry_on_connection_lost { "" } else { ", not after a lost connection" },
         behaviour.retry_jitter_ms,
         behaviour.attempts_max,
         behaviour.impatient_share * 100.0,

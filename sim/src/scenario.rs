@@ -235,6 +235,10 @@ pub struct Arrivals {
 pub struct Behaviour {
     /// Retry after a 503 or 429 (after `Retry-After` plus jitter); otherwise give up at once.
     pub retry_on_overload: bool,
+    /// With `retry_on_overload`, a lost connection (its node died, or refused it while down) is
+    /// retried too, as a browser's user would; the live fault suite's client retries only a
+    /// 503 (`register_with_one_retry` in `api/tests/api/faults/load.rs`).
+    pub retry_on_connection_lost: bool,
     /// Extra wait added to `Retry-After`, drawn uniformly from 0 to this.
     pub retry_jitter_ms: f64,
     /// Requests one registrant sends for one action at most (first try included).
@@ -256,6 +260,7 @@ impl Default for Behaviour {
     fn default() -> Self {
         Behaviour {
             retry_on_overload: true,
+            retry_on_connection_lost: true,
             retry_jitter_ms: 1_000.0,
             attempts_max: 5,
             impatient_share: 0.0,

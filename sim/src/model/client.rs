@@ -281,7 +281,9 @@ impl Simulation<'_> {
 
     fn retry_or_give_up(&mut self, request: &Request) {
         let behaviour = &self.scenario.behaviour;
-        let may_retry = behaviour.retry_on_overload && request.attempt < behaviour.attempts_max;
+        let may_retry = behaviour.retry_on_overload
+            && (behaviour.retry_on_connection_lost || request.class != AnswerClass::ConnectionLost)
+            && request.attempt < behaviour.attempts_max;
         if !may_retry {
             if request.action == Action::Register {
                 self.metrics.note_gave_up(self.now);

@@ -328,3 +328,33 @@ fn a_restarted_node_serves_once_its_workers_start_and_its_claim_takes_its_lease_
     assert!(backlog_served > served, "{served} ms at once, {backlog_served} ms behind the backlog");
     assert!(slowest >= workers_start_ms, "the slowest answer after the restart took {slowest} ms");
 }
+
+#[test]
+fn the_suites_registrants_do_not_try_a_lost_connection_again_so_none_of_them_waits_for_the_claim() {
+    // The suite's client retries a 503 only (`register_with_one_retry`): a registration whose
+    // connection the killed node reset, or the down node refused, is not sent again. The model's
+    // registrants retry a lost connection by default, and the retries of those refused in the
+    // last jitter before the restart land while the restarted node claims and loads, and wait
+    // for it with the suite's own requests (seed 2: two of the seven answers after ready that
+    // waited for the load were retries, and its p99 after ready was one of them).
+    let text = calibration("owner-crash");
+    assert!(text.contains("retry_on_connection_lost = false\n"), "the calibration retries lost connections");
+    for seed in 1..=3 {
+        let as_suite = simulate_text(&text, seed);
+        let lost = as_suite.metrics.count(AnswerClass::ConnectionLost);
+        assert!(lost > 0, "seed {seed}: nobody lost a connection");
+        // Every lost connection ends its registrant's attempt: none is tried again.
+        assert_eq!(as_suite.metrics.faults[0].gave_up, lost, "seed {seed}");
+        let retrying = simulate_text(
+            &text.replace("retry_on_connection_lost = false\n", "retry_on_connection_lost = true\n"),
+            seed,
+        );
+        assert!(
+            retrying.metrics.requests_sent > as_suite.metrics.requests_sent,
+            "seed {seed}: {} requests retrying lost connections, {} without",
+            retrying.metrics.requests_sent,
+            as_suite.metrics.requests_sent
+        );
+        assert!(retrying.metrics.faults[0].gave_up < retrying.metrics.count(AnswerClass::ConnectionLost));
+    }
+}
