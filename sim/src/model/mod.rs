@@ -505,7 +505,8 @@ impl<'a> Simulation<'a> {
         // A frozen node does nothing: what it would have done waits until it goes on. (Most
         // events come while no node is frozen: then which node they happen on is not looked up.)
         if self.cluster.may_be_frozen(self.now)
-            && let Some(until) = self.node_of(&kind).and_then(|node| self.cluster.frozen_until(node, self.now))
+            && let Some(until) =
+                self.node_of(&kind).and_then(|node| self.cluster.frozen_until(node, self.now))
         {
             return self.agenda.schedule(until, kind);
         }

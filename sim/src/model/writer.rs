@@ -324,7 +324,12 @@ impl Simulation<'_> {
     /// Applies committed batches to the store view in submission order, as far as there is
     /// no gap, and tells promoted registrants.
     fn advance_durable_prefix(&mut self) {
-        while self.writer.committed.front().is_some_and(|first| first.first_submission == self.writer.durable_below) {
+        while self
+            .writer
+            .committed
+            .front()
+            .is_some_and(|first| first.first_submission == self.writer.durable_below)
+        {
             let batch = self.writer.committed.pop_front().expect("the loop condition just saw it");
             self.writer.durable_below = batch.last_submission + 1;
             self.commit_to_store(batch.epoch, &batch.effects);
