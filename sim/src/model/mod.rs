@@ -501,6 +501,7 @@ impl<'a> Simulation<'a> {
         self.progress.finish();
     }
 
+    #[inline(always)]
     fn dispatch(&mut self, kind: EventKind) {
         // A frozen node does nothing: what it would have done waits until it goes on. (Most
         // events come while no node is frozen: then which node they happen on is not looked up.)
