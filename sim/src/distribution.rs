@@ -166,7 +166,9 @@ impl Sampler {
 /// `micros` rounded half away from zero, at least 0 (NaN too) and at most `SAMPLE_MAX_US`:
 /// what `(micros.round().max(0.0) as Micros).min(SAMPLE_MAX_US)` gives, without `f64::round`,
 /// which this target computes in software (a swarm seed draws some 70,000 times). Below
-/// `SAMPLE_MAX_US` (< 2^53) the truncation and the fraction it leaves are exact.
+/// `SAMPLE_MAX_US` (< 2^53) the truncation and the fraction it leaves are exact. The whole part
+/// goes through `i64`, which the target converts to and from in one instruction each; `u64`
+/// takes a dozen (values of 2^63 and above need their own path).
 fn round_micros(micros: f64) -> Micros {
     if micros.is_nan() || micros <= 0.0 {
         return 0;
@@ -174,8 +176,9 @@ fn round_micros(micros: f64) -> Micros {
     if micros >= SAMPLE_MAX_US as f64 {
         return SAMPLE_MAX_US;
     }
-    let whole = micros as Micros;
-    if micros - whole as f64 >= 0.5 { whole + 1 } else { whole }
+    let whole = micros as i64;
+    let rounded = if micros - whole as f64 >= 0.5 { whole + 1 } else { whole };
+    rounded as Micros
 }
 
 #[cfg(test)]

@@ -95,18 +95,26 @@ impl Rng {
     /// A standard normal draw by Marsaglia and Tsang's ziggurat (128 layers): the same
     /// distribution as `standard_normal`, but other numbers. Nearly every draw is one `u64`, a
     /// table look-up and a multiplication, where Box–Muller takes a logarithm, a square root and
-    /// a cosine; the swarm's seeds draw this way (see `distribution::NormalDraw`).
+    /// a cosine; the swarm's seeds draw this way (see `distribution::NormalDraw`). That usual
+    /// draw is inlined; the rest (one in a hundred) is not.
+    #[inline]
     pub fn standard_normal_ziggurat(&mut self) -> f64 {
         let table = ziggurat();
+        let bits = self.next_u64();
+        let (layer, signed, x) = ziggurat_point(table, bits);
+        if signed.unsigned_abs() < table.inner[layer] {
+            return x;
+        }
+        self.standard_normal_ziggurat_beyond(table, bits)
+    }
+
+    /// `standard_normal_ziggurat` on from a draw of `bits` outside its layer's rectangle.
+    #[cold]
+    #[inline(never)]
+    fn standard_normal_ziggurat_beyond(&mut self, table: &Ziggurat, mut bits: u64) -> f64 {
         loop {
-            let bits = self.next_u64();
-            // The layer from the low bits, the signed abscissa from the high ones.
-            let layer = (bits & (ZIGGURAT_LAYERS as u64 - 1)) as usize;
-            let signed = (bits >> 32) as u32 as i32;
-            let x = f64::from(signed) * table.width[layer];
-            if signed.unsigned_abs() < table.inner[layer] {
-                return x;
-            }
+            // A draw outside its layer's rectangle.
+            let (layer, signed, x) = ziggurat_point(table, bits);
             if layer == 0 {
                 // The tail beyond `ZIGGURAT_TAIL_START` (Marsaglia's method for it).
                 loop {
@@ -121,6 +129,12 @@ impl Rng {
             // The sliver of the layer outside the rectangle below it: under the curve or not.
             let below = table.height[layer] + self.unit() * (table.height[layer - 1] - table.height[layer]);
             if below < (-0.5 * x * x).exp() {
+                return x;
+            }
+            // Another draw, as `standard_normal_ziggurat` makes it.
+            bits = self.next_u64();
+            let (layer, signed, x) = ziggurat_point(table, bits);
+            if signed.unsigned_abs() < table.inner[layer] {
                 return x;
             }
         }
@@ -149,6 +163,15 @@ struct Ziggurat {
     inner: [u32; ZIGGURAT_LAYERS],
     width: [f64; ZIGGURAT_LAYERS],
     height: [f64; ZIGGURAT_LAYERS],
+}
+
+/// The layer a ziggurat draw of `bits` picks (from the low bits), its signed 32-bit abscissa
+/// (the high bits) and that abscissa scaled to the layer.
+#[inline]
+fn ziggurat_point(table: &Ziggurat, bits: u64) -> (usize, i32, f64) {
+    let layer = (bits & (ZIGGURAT_LAYERS as u64 - 1)) as usize;
+    let signed = (bits >> 32) as u32 as i32;
+    (layer, signed, f64::from(signed) * table.width[layer])
 }
 
 fn ziggurat() -> &'static Ziggurat {

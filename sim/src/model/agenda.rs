@@ -110,6 +110,19 @@ struct Scheduled {
 // number and `u64` ids an event was 40 bytes.
 const _: () = assert!(std::mem::size_of::<Scheduled>() == 16);
 
+/// An event of the bucket being served, in the list of its microsecond: 16 bytes too.
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    kind: EventKind,
+    /// The next event due at the same microsecond (an index into `Agenda::links`), or `NONE`.
+    next: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Link>() == 16);
+
+/// No next event in a microsecond's list.
+const NONE: u32 = u32::MAX;
+
 /// An event due beyond the ring, in the heap with its scheduling number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Far {
@@ -119,27 +132,26 @@ struct Far {
 }
 
 /// The width of one calendar bucket, as a power of two of microseconds (2,048 µs): a few events
-/// each while a crowd is in, so that sorting one as it comes due is cheap.
+/// each while a crowd is in.
 const BUCKET_WIDTH_SHIFT: u32 = 11;
+/// Microseconds in a bucket: the bucket being served keeps a list for each.
+const BUCKET_MICROS: usize = 1 << BUCKET_WIDTH_SHIFT;
+/// Words of the bits that say which microseconds of the bucket being served hold events.
+const MICRO_WORDS: usize = BUCKET_MICROS / 64;
 /// Buckets in the calendar's ring (about 4.2 s of virtual time): longer than the delays the
 /// model schedules most (round trips, deadlines, retries, patience); events further ahead wait
 /// in a heap until the ring reaches them.
 const RING_BUCKETS: usize = 2_048;
 /// Words of the ring's occupancy bits.
 const RING_WORDS: usize = RING_BUCKETS / 64;
-/// A bucket due is sorted by a counting pass over this many slices of it, then an insertion
-/// sort within them (`Agenda::sort_current`).
-const SLICES_PER_BUCKET: usize = 64;
-/// Events in a due bucket above which the counting pass pays (below it, insertion sort alone).
-const COUNTING_SORT_FROM: usize = 24;
 
 fn bucket_of(at: Micros) -> u64 {
     at >> BUCKET_WIDTH_SHIFT
 }
 
-/// `at` as its bucket keeps it.
-fn in_bucket(at: Micros, kind: EventKind) -> Scheduled {
-    Scheduled { offset: (at & ((1 << BUCKET_WIDTH_SHIFT) - 1)) as u32, kind }
+/// The microseconds of `at` into its bucket.
+fn offset_of(at: Micros) -> u32 {
+    (at & (BUCKET_MICROS as u64 - 1)) as u32
 }
 
 impl Far {
@@ -163,13 +175,17 @@ impl PartialOrd for Far {
 
 /// A calendar queue: virtual time never goes back, so the agenda only ever takes events out of
 /// the earliest bucket of time that holds any. Events go into a ring of buckets of
-/// `1 << BUCKET_WIDTH_SHIFT` µs in the order they are scheduled; a bucket is sorted by time when
-/// it comes due (a stable sort, so that events due together stay in scheduling order), and
-/// events scheduled into it after that are inserted in place. A binary heap, which this
-/// replaced, compared and moved every event through a dozen levels on each push and pop (a
-/// fifth of a run's instructions).
+/// `1 << BUCKET_WIDTH_SHIFT` µs in the order they are scheduled. When a bucket comes due, its
+/// events are dealt, in that order, to one list per microsecond of the bucket (a timing wheel's
+/// finest level); events scheduled into it after that join the end of their microsecond's list.
+/// Each list is thus in scheduling order, and the agenda takes events out microsecond by
+/// microsecond, each list from its front: events due together come out in the order they were
+/// scheduled, with no sort and no scheduling numbers. A binary heap, which this replaced,
+/// compared and moved every event through a dozen levels on each push and pop (a fifth of a
+/// run's instructions); a bucket sorted as it came due, then, cost a tenth of them, and an event
+/// scheduled into it (an actor's 10 µs of work) moved the events due after it.
 ///
-/// A bucket's events are always in scheduling order before its sort, so the ring keeps no
+/// A bucket's events are always in scheduling order when it comes due, so the ring keeps no
 /// scheduling numbers: an event goes into the ring only when its bucket is within the ring of
 /// the current one, and events beyond it wait in the heap; a heap event moves into the ring at
 /// the first advance that brings its bucket within reach, when every event scheduled for that
@@ -178,11 +194,18 @@ impl PartialOrd for Far {
 /// them.
 #[derive(Debug)]
 pub struct Agenda {
-    /// The events of the bucket being served and not yet taken out, latest first (their times
-    /// are offsets into it): taken from the end, and an event scheduled into the bucket moves
-    /// only those due before it, which are few for the usual one, due within microseconds (an
-    /// actor's work). Earliest first, such an insertion moved nearly the whole bucket.
-    current: Vec<Scheduled>,
+    /// The events of the bucket being served, not yet taken out: per microsecond of it, the
+    /// first and the last of its list in `links` (meaningful while its bit in `due` is set).
+    first: Box<[u32; BUCKET_MICROS]>,
+    last: Box<[u32; BUCKET_MICROS]>,
+    /// Bit `offset` set while that microsecond's list holds an event: the lowest is the
+    /// earliest event's, since the model never schedules into the past.
+    due: [u64; MICRO_WORDS],
+    /// Bit `word` set while `due[word]` has a bit set.
+    due_words: u32,
+    /// The lists' events, in the order they joined the bucket; emptied when the next bucket
+    /// comes due.
+    links: Vec<Link>,
     /// The absolute number of that bucket (`at >> BUCKET_WIDTH_SHIFT`).
     current_bucket: u64,
     /// Events of the `RING_BUCKETS - 1` buckets after the current one, in scheduling order, at
@@ -194,21 +217,22 @@ pub struct Agenda {
     /// Events due beyond the ring.
     far: BinaryHeap<Far>,
     next_order: u64,
-    /// Room for `sort_current`'s counting pass, kept between buckets.
-    scratch: Vec<Scheduled>,
 }
 
 impl Default for Agenda {
     fn default() -> Self {
         Agenda {
-            current: Vec::new(),
+            first: Box::new([NONE; BUCKET_MICROS]),
+            last: Box::new([NONE; BUCKET_MICROS]),
+            due: [0; MICRO_WORDS],
+            due_words: 0,
+            links: Vec::new(),
             current_bucket: 0,
             ring: (0..RING_BUCKETS).map(|_| Vec::new()).collect(),
             occupied: [0; RING_WORDS],
             in_ring: 0,
             far: BinaryHeap::new(),
             next_order: 0,
-            scratch: Vec::new(),
         }
     }
 }
@@ -217,7 +241,9 @@ impl Agenda {
     /// Empties the agenda for another run, keeping what its buckets allocated (a swarm runs
     /// thousands of seeds on one thread).
     pub fn clear(&mut self) {
-        self.current.clear();
+        self.due = [0; MICRO_WORDS];
+        self.due_words = 0;
+        self.links.clear();
         self.current_bucket = 0;
         for bucket in &mut self.ring {
             bucket.clear();
@@ -238,7 +264,7 @@ impl Agenda {
         let ahead = bucket.wrapping_sub(self.current_bucket);
         if ahead.wrapping_sub(1) < RING_BUCKETS as u64 - 1 {
             // 1 to RING_BUCKETS - 1 buckets ahead.
-            self.put_in_ring(bucket, in_bucket(at, kind));
+            self.put_in_ring(bucket, Scheduled { offset: offset_of(at), kind });
         } else {
             self.schedule_elsewhere(at, kind);
         }
@@ -253,14 +279,11 @@ impl Agenda {
             "an event scheduled at {at} µs, before the agenda's bucket of {} µs",
             self.current_bucket << BUCKET_WIDTH_SHIFT
         );
-        let scheduled = in_bucket(at, kind);
         if bucket == self.current_bucket {
-            // Out after every event due before it or with it, since it was scheduled last: just
-            // before them, the bucket being latest first.
-            let position = self.current.partition_point(|event| event.offset > scheduled.offset);
-            self.current.insert(position, scheduled);
+            // After every event due with it, since it was scheduled last.
+            self.join_list(offset_of(at), kind);
         } else if bucket - self.current_bucket < RING_BUCKETS as u64 {
-            self.put_in_ring(bucket, scheduled);
+            self.put_in_ring(bucket, Scheduled { offset: offset_of(at), kind });
         } else {
             self.far.push(Far { at, order: self.next_order, kind });
             self.next_order += 1;
@@ -275,18 +298,49 @@ impl Agenda {
         self.in_ring += 1;
     }
 
+    /// Puts `kind` at the end of the list of microsecond `offset` of the current bucket.
+    #[inline]
+    fn join_list(&mut self, offset: u32, kind: EventKind) {
+        let offset = offset as usize % BUCKET_MICROS;
+        let index = self.links.len() as u32;
+        self.links.push(Link { kind, next: NONE });
+        let (word, bit) = (offset / 64, 1u64 << (offset % 64));
+        if self.due[word] & bit == 0 {
+            self.due[word] |= bit;
+            self.due_words |= 1 << word;
+            self.first[offset] = index;
+        } else {
+            let last = self.last[offset] as usize;
+            self.links[last].next = index;
+        }
+        self.last[offset] = index;
+    }
+
     /// The earliest event; inlined for the usual case, one more of the current bucket.
     #[inline]
     pub fn pop(&mut self) -> Option<(Micros, EventKind)> {
-        let scheduled = match self.current.pop() {
-            Some(scheduled) => scheduled,
-            None if self.advance() => self.current.pop().expect("a bucket made current holds events"),
-            None => return None,
-        };
-        Some(((self.current_bucket << BUCKET_WIDTH_SHIFT) + Micros::from(scheduled.offset), scheduled.kind))
+        if self.due_words == 0 && !self.advance() {
+            return None;
+        }
+        let word_index = self.due_words.trailing_zeros() as usize % MICRO_WORDS;
+        let word = self.due[word_index];
+        let offset = (word_index * 64 + word.trailing_zeros() as usize) % BUCKET_MICROS;
+        let link = self.links[self.first[offset] as usize];
+        if link.next == NONE {
+            // The list is empty now: its bit, the lowest set, goes.
+            let rest = word & (word - 1);
+            self.due[word_index] = rest;
+            if rest == 0 {
+                self.due_words &= self.due_words - 1;
+            }
+        } else {
+            self.first[offset] = link.next;
+        }
+        Some(((self.current_bucket << BUCKET_WIDTH_SHIFT) + offset as Micros, link.kind))
     }
 
-    /// Makes the next bucket holding events the current one; false when none does.
+    /// Makes the next bucket holding events the current one (the current one has none left);
+    /// false when none does.
     #[inline(never)]
     fn advance(&mut self) -> bool {
         let next = if self.in_ring > 0 {
@@ -305,53 +359,21 @@ impl Agenda {
                 break;
             }
             let Some(Far { at, kind, .. }) = self.far.pop() else { break };
-            self.put_in_ring(bucket, in_bucket(at, kind));
+            self.put_in_ring(bucket, Scheduled { offset: offset_of(at), kind });
         }
         let slot = (next % RING_BUCKETS as u64) as usize;
         self.occupied[slot / 64] &= !(1 << (slot % 64));
-        std::mem::swap(&mut self.current, &mut self.ring[slot]);
-        self.in_ring -= self.current.len();
-        self.sort_current();
+        // The bucket's events, in scheduling order, to their microseconds' lists; its vector
+        // goes back to the ring empty, with its capacity.
+        let mut events = std::mem::take(&mut self.ring[slot]);
+        self.in_ring -= events.len();
+        self.links.clear();
+        for scheduled in &events {
+            self.join_list(scheduled.offset, scheduled.kind);
+        }
+        events.clear();
+        self.ring[slot] = events;
         true
-    }
-
-    /// Sorts the bucket just made current by time, stably (events due at the same microsecond
-    /// stay in the order they were scheduled): what `sort_by_key(offset)` gives, in fewer
-    /// instructions; then reverses it, latest first, to be taken from the end. A bucket in the rush holds dozens of events; a counting pass first puts
-    /// them in order of their slice of the bucket (`SLICES_PER_BUCKET`), which leaves only the
-    /// few within a slice for the insertion sort to order.
-    fn sort_current(&mut self) {
-        const SLICE_SHIFT: u32 = BUCKET_WIDTH_SHIFT - SLICES_PER_BUCKET.trailing_zeros();
-        let events = self.current.len();
-        if events >= COUNTING_SORT_FROM {
-            let mut starts = [0u32; SLICES_PER_BUCKET + 1];
-            for scheduled in &self.current {
-                starts[(scheduled.offset >> SLICE_SHIFT) as usize + 1] += 1;
-            }
-            for slice in 1..=SLICES_PER_BUCKET {
-                starts[slice] += starts[slice - 1];
-            }
-            self.scratch.clear();
-            self.scratch.resize(events, Scheduled { offset: 0, kind: EventKind::Arrival });
-            for scheduled in &self.current {
-                let start = &mut starts[(scheduled.offset >> SLICE_SHIFT) as usize];
-                self.scratch[*start as usize] = *scheduled;
-                *start += 1;
-            }
-            std::mem::swap(&mut self.current, &mut self.scratch);
-        }
-        // Insertion sort, stable: an event moves only past later ones due strictly after it.
-        let current = &mut self.current;
-        for index in 1..current.len() {
-            let event = current[index];
-            let mut position = index;
-            while position > 0 && current[position - 1].offset > event.offset {
-                current[position] = current[position - 1];
-                position -= 1;
-            }
-            current[position] = event;
-        }
-        current.reverse();
     }
 
     /// The earliest bucket after the current one that holds events (there is one).
@@ -436,10 +458,10 @@ mod tests {
 
     #[test]
     fn a_crowded_bucket_comes_out_by_time_then_scheduling_order() {
-        // Hundreds of events in one bucket, many due at the same microsecond: the counting pass
-        // and the insertion sort after it (`sort_current`) must keep them in scheduling order.
+        // Hundreds of events in one bucket, many due at the same microsecond: the lists of the
+        // bucket's microseconds must keep them in scheduling order.
         let mut rng = crate::random::Rng::new(9, crate::random::Stream::System);
-        for events in [COUNTING_SORT_FROM - 1, COUNTING_SORT_FROM, 40, 700] {
+        for events in [1, 23, 24, 40, 700] {
             let mut agenda = Agenda::default();
             let bucket_start: Micros = 7 << BUCKET_WIDTH_SHIFT;
             let mut scheduled: Vec<(Micros, u32)> = Vec::new();

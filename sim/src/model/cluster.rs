@@ -143,6 +143,9 @@ pub(super) struct Cluster {
     unloadable: bool,
     /// The node each fault hit when it started (node faults only matter).
     fault_targets: Vec<u32>,
+    /// No node is frozen from then on (the latest end of a freeze so far): before each event,
+    /// the check for a frozen node is skipped past it.
+    frozen_before: Micros,
 }
 
 impl Cluster {
@@ -169,7 +172,13 @@ impl Cluster {
             store_epoch: 1,
             unloadable: false,
             fault_targets: Vec::new(),
+            frozen_before: 0,
         }
+    }
+
+    /// Whether a node may be frozen at `now` (`frozen_until` says which).
+    pub(super) fn may_be_frozen(&self, now: Micros) -> bool {
+        now < self.frozen_before
     }
 
     pub(super) fn frozen_until(&self, node: u32, now: Micros) -> Option<Micros> {
@@ -204,6 +213,7 @@ impl Cluster {
     pub(super) fn freeze(&mut self, node: u32, until: Micros) {
         if self.states[node as usize] == NodeState::Up {
             self.states[node as usize] = NodeState::Frozen { until };
+            self.frozen_before = self.frozen_before.max(until);
         }
     }
 

@@ -68,6 +68,7 @@ impl Simulation<'_> {
             reloads,
             mut agenda,
             registrants,
+            requests,
             ..
         } = self;
         agenda.clear();
@@ -75,6 +76,7 @@ impl Simulation<'_> {
         super::SPARE.with_borrow_mut(|spare| {
             spare.agenda = Some(agenda);
             spare.registrants = registrants;
+            spare.requests = requests.into_slots();
             spare.store = store_buffers;
         });
         let availability = actor.quota.availability();

@@ -78,6 +78,8 @@ const CHART_BUCKETS_MAX: u64 = 300;
 struct Spare {
     agenda: Option<Agenda>,
     registrants: Vec<client::Registrant>,
+    /// The request slots and free list of `Requests`, emptied.
+    requests: (Vec<Request>, Vec<u32>),
     store: crate::invariants::StoreBuffers,
     /// Quotas done with, for the next event or rebuild to grow into (`EventQuota::new_reusing`):
     /// a fresh 10,000-seat event's tables are megabytes, and page faults to get again.
@@ -285,6 +287,18 @@ struct Requests {
 }
 
 impl Requests {
+    /// No request, in the room of `slots` and `free` (emptied): what `default` gives.
+    fn reusing((mut slots, mut free): (Vec<Request>, Vec<u32>)) -> Self {
+        slots.clear();
+        free.clear();
+        Requests { slots, free, in_flight: 0, next_serial: 0 }
+    }
+
+    /// The slots and free list, for `reusing`.
+    fn into_slots(self) -> (Vec<Request>, Vec<u32>) {
+        (self.slots, self.free)
+    }
+
     fn insert(&mut self, mut request: Request) -> u32 {
         self.in_flight += 1;
         self.next_serial = self.next_serial.checked_add(1).expect("fewer than 2^32 requests in one run");
@@ -412,9 +426,10 @@ impl<'a> Simulation<'a> {
         if !options.counts_only || suite_probes {
             metrics.faults = plan.stats(!options.counts_only);
         }
-        let (agenda, mut spare_registrants, store_buffers) = SPARE.with_borrow_mut(|spare| {
+        let (agenda, mut spare_registrants, spare_requests, store_buffers) = SPARE.with_borrow_mut(|spare| {
             let agenda = spare.agenda.take().unwrap_or_default();
-            (agenda, std::mem::take(&mut spare.registrants), std::mem::take(&mut spare.store))
+            let requests = std::mem::take(&mut spare.requests);
+            (agenda, std::mem::take(&mut spare.registrants), requests, std::mem::take(&mut spare.store))
         });
         spare_registrants.clear();
         spare_registrants.reserve(registrants);
@@ -445,7 +460,7 @@ impl<'a> Simulation<'a> {
                 ..Default::default()
             }),
             registrants: spare_registrants,
-            requests: Requests::default(),
+            requests: Requests::reusing(spare_requests),
             nodes: node::Nodes::new(scenario.system.nodes),
             actor: actor::Actor::new(quota, &scenario.event, FIRST_OWNER_NODE, 0),
             writer: writer::Writer::new(0),
@@ -486,9 +501,14 @@ impl<'a> Simulation<'a> {
         self.progress.finish();
     }
 
+    #[inline(always)]
     fn dispatch(&mut self, kind: EventKind) {
-        // A frozen node does nothing: what it would have done waits until it goes on.
-        if let Some(until) = self.node_of(&kind).and_then(|node| self.cluster.frozen_until(node, self.now)) {
+        // A frozen node does nothing: what it would have done waits until it goes on. (Most
+        // events come while no node is frozen: then which node they happen on is not looked up.)
+        if self.cluster.may_be_frozen(self.now)
+            && let Some(until) =
+                self.node_of(&kind).and_then(|node| self.cluster.frozen_until(node, self.now))
+        {
             return self.agenda.schedule(until, kind);
         }
         match kind {

@@ -10,7 +10,7 @@
 //! its epoch (`EarlierWriteFailed`), counts toward the breaker, and makes the actor roll back. A
 //! batch whose epoch is older than the store's is fenced: nothing of it is stored.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use kuota_engine::Effect;
 
@@ -55,8 +55,10 @@ pub(super) struct Writer {
     connections_busy: u32,
     in_flight: Vec<Option<Batch>>,
     free_slots: Vec<u32>,
-    /// Committed batches not yet part of the durable prefix, by first submission.
-    committed: BTreeMap<u64, Batch>,
+    /// Committed batches not yet part of the durable prefix, by first submission: a few at
+    /// most (one per connection), usually none, so a sorted queue, not a map (a `BTreeMap`
+    /// allocated a node for every batch, some 500 instructions a commit).
+    committed: VecDeque<Batch>,
     /// Every submission below this one is committed and applied to the store view.
     durable_below: u64,
     flush_at: Option<Micros>,
@@ -166,7 +168,7 @@ impl Writer {
     pub(super) fn into_unfinished(self) -> Vec<(u64, Vec<Effect>)> {
         let mut batches: Vec<(u64, u64, Vec<Effect>)> = self
             .committed
-            .into_values()
+            .into_iter()
             .chain(self.in_flight.into_iter().flatten())
             .map(|batch| (batch.first_submission, batch.epoch, batch.effects))
             .collect();
@@ -283,7 +285,9 @@ impl Simulation<'_> {
         let batch = self.writer.unpark(slot).expect("the batch was just seen in flight");
         self.store_worked();
         self.metrics.record_transaction(self.now, batch.effects.len() as u64, batch.latency_us);
-        self.writer.committed.insert(batch.first_submission, batch);
+        let committed = &mut self.writer.committed;
+        let position = committed.partition_point(|earlier| earlier.first_submission < batch.first_submission);
+        committed.insert(position, batch);
         self.advance_durable_prefix();
         self.release_durable();
         self.try_flush();
@@ -320,11 +324,13 @@ impl Simulation<'_> {
     /// Applies committed batches to the store view in submission order, as far as there is
     /// no gap, and tells promoted registrants.
     fn advance_durable_prefix(&mut self) {
-        while let Some(entry) = self.writer.committed.first_entry() {
-            if *entry.key() != self.writer.durable_below {
-                return;
-            }
-            let batch = entry.remove();
+        while self
+            .writer
+            .committed
+            .front()
+            .is_some_and(|first| first.first_submission == self.writer.durable_below)
+        {
+            let batch = self.writer.committed.pop_front().expect("the loop condition just saw it");
             self.writer.durable_below = batch.last_submission + 1;
             self.commit_to_store(batch.epoch, &batch.effects);
             self.writer.recycle(batch.effects);
