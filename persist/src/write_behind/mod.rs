@@ -5,16 +5,16 @@
 //! How a batch forms: the first submission opens it; it gathers more for up to
 //! `flush_interval_ms` (0 by default: not at all), or until it holds `batch_size_max` effects.
 //! It starts when a connection is free (at most `connections_max` batches commit at once) and
-//! each of its events is free: in no batch still committing, or in one only that has already
-//! written its rows and now commits (`COMMITS_PER_EVENT_MAX`). While one batch commits the next
+//! each of its events is free: in no batch still committing, or only in batches that have
+//! already written their rows and now commit (`COMMITS_PER_EVENT_MAX`). While one batch commits the next
 //! one gathers; that wait is what forms batches under load, with no timer: an idle writer
 //! commits a lone registration at once, and a busy one commits everything that arrived during
 //! its last commit together. Submissions of events that are free start without the others.
 //!
-//! Commits of one event stay in submission order although two may be in flight: the later
-//! batch's writes wait for the earlier one's row locks, and its `last_seq` update matches only
-//! the row the earlier one leaves (`SqlStore::commit_batch_signalling`). If the earlier one
-//! fails, the later one cannot commit either, and fails too.
+//! Commits of one event stay in submission order although three may be in flight: a later
+//! batch's writes wait for the earlier ones' row locks, and its `last_seq` update matches only
+//! the row the one before it leaves (`SqlStore::commit_batch_signalling`). If an earlier one
+//! fails, the later ones cannot commit either, and fail too.
 //!
 //! The engine's contract (`kuota_engine::store`) is kept here: once a submission of an (event,
 //! epoch) failed, every later one of that pair fails (`EarlierWriteFailed`); a stale epoch is
@@ -50,11 +50,18 @@ use crate::store::SqlStore;
 /// Batches one writer may have committing at once (see `store::WRITER_CONNECTIONS_MAX`).
 pub use crate::store::WRITER_CONNECTIONS_MAX as CONNECTIONS_MAX;
 
-/// Batches of one event committing at once, at most: one that is writing while the one before it
-/// commits. A batch of an event starts beside the event's batch in flight only once that one
-/// has written its rows and holds the event's row lock (`commit_batch_signalling`): its writes
-/// then wait for that commit, and it commits only on top of it.
-const COMMITS_PER_EVENT_MAX: usize = 2;
+/// Batches of one event committing at once, at most: one that is writing while those before it
+/// commit. A batch of an event starts beside the event's batches in flight only once each of
+/// them has written its rows (the latest of them then holds the event's row lock, which the one
+/// before it released when it committed; `commit_batch_signalling`): its writes then wait for
+/// that commit, and it commits only on top of it.
+///
+/// Three, not two: a batch whose `COMMIT` has released the row lock still waits for its log
+/// flush, and with two the next batch could not start until that flush ended. The end-to-end
+/// harness (64 connections, one hot event; docs/benchmarks.md) measured about 1.4× the
+/// admissions per second with three, at the same MariaDB CPU per admission; four added nothing
+/// measurable.
+const COMMITS_PER_EVENT_MAX: usize = 3;
 
 /// (event, epoch) pairs the writer remembers as failed. A pair is forgotten as soon as a newer
 /// epoch of its event shows up (its owner reloaded, and the store fences the old epoch from
@@ -77,12 +84,14 @@ pub struct WriteBehindConfig {
     /// Submissions the queue holds; the engine's actors `try_reserve` in it, so a full queue
     /// is an immediate `Overloaded`.
     pub queue_capacity_max: usize,
-    /// Batches committing at once, each on its own connection: of different events, or two of
-    /// one event (`COMMITS_PER_EVENT_MAX`); at most `CONNECTIONS_MAX`, and one on SQLite. Two by
-    /// default: `benches/benches/write_behind.rs` measured one hot event with batches of 100 at
+    /// Batches committing at once, each on its own connection: of different events, or up to
+    /// three of one event (`COMMITS_PER_EVENT_MAX`); at most `CONNECTIONS_MAX`, and one on
+    /// SQLite. Three by default, so that one hot event can use all three: the end-to-end harness
+    /// measured about 1.4× the admissions per second of two (docs/benchmarks.md, 2026-12-06);
+    /// `benches/benches/write_behind.rs` had measured one hot event with batches of 100 at
     /// 30,500 registrations/s with two against 16,900/s with one (a batch writes while the one
     /// before it commits), and four events with batches of 1,000 at 31,900/s against 30,100/s,
-    /// on 2 cores shared with MariaDB (2026-11-24, docs/benchmarks.md).
+    /// on 2 cores shared with MariaDB (2026-11-24).
     pub connections_max: u32,
     /// Attempts of one transaction after transient errors (deadlock, lost connection).
     pub commit_attempts_max: u32,
@@ -110,7 +119,7 @@ impl Default for WriteBehindConfig {
             flush_interval_ms: 0,
             batch_size_max: 1_000,
             queue_capacity_max: 16_384,
-            connections_max: 2,
+            connections_max: 3,
             commit_attempts_max: 3,
             retry_backoff_ms: 20,
             breaker_failures_max: 3,
