@@ -59,8 +59,8 @@ pub use crate::store::WRITER_CONNECTIONS_MAX as CONNECTIONS_MAX;
 /// Three, not two: a batch whose `COMMIT` has released the row lock still waits for its log
 /// flush, and with two the next batch could not start until that flush ended. The end-to-end
 /// harness (64 connections, one hot event; docs/benchmarks.md) measured about 1.4× the
-/// admissions per second with three, at the same MariaDB CPU per admission; four added nothing
-/// measurable.
+/// admissions per second with three on a loaded machine, where commits take longer, at the same
+/// MariaDB CPU per admission, and the same rate on a quiet one; four added nothing measurable.
 const COMMITS_PER_EVENT_MAX: usize = 3;
 
 /// (event, epoch) pairs the writer remembers as failed. A pair is forgotten as soon as a newer
@@ -87,7 +87,8 @@ pub struct WriteBehindConfig {
     /// Batches committing at once, each on its own connection: of different events, or up to
     /// three of one event (`COMMITS_PER_EVENT_MAX`); at most `CONNECTIONS_MAX`, and one on
     /// SQLite. Three by default, so that one hot event can use all three: the end-to-end harness
-    /// measured about 1.4× the admissions per second of two (docs/benchmarks.md, 2026-12-06);
+    /// measured about 1.4× the admissions per second of two on a loaded machine, the same on a
+    /// quiet one (docs/benchmarks.md, 2026-12-06);
     /// `benches/benches/write_behind.rs` had measured one hot event with batches of 100 at
     /// 30,500 registrations/s with two against 16,900/s with one (a batch writes while the one
     /// before it commits), and four events with batches of 1,000 at 31,900/s against 30,100/s,
