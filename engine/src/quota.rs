@@ -1165,19 +1165,27 @@ impl QuotaBuilder {
     }
 
     pub fn add_idempotency(&mut self, record: IdempotencyRecord) {
-        self.add_idempotency_of(&record);
+        let key = KeyDigest::of_key(&record.key);
+        self.push_idempotency(key, record.fingerprint, record.decision, record.decided_at);
     }
 
-    /// `add_idempotency` from a borrowed record (see `add_registration_of`).
+    /// `add_idempotency` from a borrowed record (see `add_registration_of`): only the decision
+    /// is cloned.
     pub fn add_idempotency_of(&mut self, record: &IdempotencyRecord) {
+        let key = KeyDigest::of_key(&record.key);
+        self.push_idempotency(key, record.fingerprint, record.decision.clone(), record.decided_at);
+    }
+
+    fn push_idempotency(
+        &mut self,
+        key: KeyDigest,
+        fingerprint: Fingerprint,
+        decision: Decision,
+        decided_at: Timestamp,
+    ) {
         let retention = u64::from(self.quota.config.limits.idempotency_retention_seconds);
-        self.idempotency.push(IdempotencyEntry {
-            key: KeyDigest::of_key(&record.key),
-            fingerprint: record.fingerprint,
-            decision: record.decision.clone(),
-            seq: Seq(0),
-            expires_at: record.decided_at.plus_seconds(retention),
-        });
+        let expires_at = decided_at.plus_seconds(retention);
+        self.idempotency.push(IdempotencyEntry { key, fingerprint, decision, seq: Seq(0), expires_at });
     }
 
     /// Finishes the rebuild: `next_registration` and `last_seq` come from the store (the

@@ -577,3 +577,13 @@ impl Metrics {
         second.effects_committed += effects as u32;
     }
 }
+
+/// The value at `quantile` of sorted figures, by nearest rank (the live fault suite's
+/// `latency_percentile_ms` counts so too); `None` for none.
+pub(crate) fn at_quantile<T: Copy>(sorted: &[T], quantile: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
+    Some(sorted[index])
+}

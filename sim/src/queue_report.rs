@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use crate::distribution::Micros;
+use crate::metrics::at_quantile;
 use crate::model::queue::{QUEUE_CHECKS, QueueFate, QueueRunOptions, QueueRunResult, simulate_queue};
 use crate::scenario::{QueueSection, Scenario};
 
@@ -52,15 +53,6 @@ fn duration_ms(milliseconds: u64) -> String {
 
 fn duration_us(micros: Micros) -> String {
     duration_ms(micros / 1_000)
-}
-
-/// The value at `quantile` of sorted figures.
-fn at_quantile<T: Copy>(sorted: &[T], quantile: f64) -> Option<T> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
-    Some(sorted[index])
 }
 
 fn wait_cells(sorted_ms: &[u64]) -> String {

@@ -113,8 +113,11 @@ impl Rng {
     #[inline(never)]
     fn standard_normal_ziggurat_beyond(&mut self, table: &Ziggurat, mut bits: u64) -> f64 {
         loop {
-            // A draw outside its layer's rectangle.
             let (layer, signed, x) = ziggurat_point(table, bits);
+            // Inside its layer's rectangle: never so for the caller's draw, which it tested.
+            if signed.unsigned_abs() < table.inner[layer] {
+                return x;
+            }
             if layer == 0 {
                 // The tail beyond `ZIGGURAT_TAIL_START` (Marsaglia's method for it).
                 loop {
@@ -131,12 +134,7 @@ impl Rng {
             if below < (-0.5 * x * x).exp() {
                 return x;
             }
-            // Another draw, as `standard_normal_ziggurat` makes it.
             bits = self.next_u64();
-            let (layer, signed, x) = ziggurat_point(table, bits);
-            if signed.unsigned_abs() < table.inner[layer] {
-                return x;
-            }
         }
     }
 

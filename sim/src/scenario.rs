@@ -639,17 +639,16 @@ impl Scenario {
         distribution(&system.http_service, "system.http_service")?;
         distribution(&system.actor_service, "system.actor_service")?;
         distribution(&system.commit_latency, "system.commit_latency")?;
-        if let Some(load_latency) = &system.load_latency {
-            distribution(load_latency, "system.load_latency")?;
-        }
-        if let Some(redis_command) = &system.redis_command {
-            distribution(redis_command, "system.redis_command")?;
-        }
-        if let Some(workers_start) = &system.workers_start {
-            distribution(workers_start, "system.workers_start")?;
-        }
-        if let Some(first_claim) = &system.restart_first_claim {
-            distribution(first_claim, "system.restart_first_claim")?;
+        let optional = [
+            (&system.load_latency, "system.load_latency"),
+            (&system.redis_command, "system.redis_command"),
+            (&system.workers_start, "system.workers_start"),
+            (&system.restart_first_claim, "system.restart_first_claim"),
+        ];
+        for (value, field) in optional {
+            if let Some(value) = value {
+                distribution(value, field)?;
+            }
         }
         distribution(&system.network_round_trip, "system.network_round_trip")?;
         distribution(&system.store_connect, "system.store_connect")?;

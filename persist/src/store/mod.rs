@@ -59,8 +59,8 @@ pub use self::webhooks::{
 pub use self::write::{BatchItem, BatchReport};
 
 /// Batches one writer may have committing at once (of different events, or up to three of one
-/// event, whose commits follow one another on its row), each on a connection of its own that it keeps between batches
-/// (`backend::HELD_CONNECTIONS_MAX`). A pool beyond it takes connections from the readers.
+/// event, whose commits follow one another on its row), each on a connection of its own that it
+/// keeps between batches (`backend::HELD_CONNECTIONS_MAX`). A pool beyond it takes connections from the readers.
 /// `write_behind::CONNECTIONS_MAX` is this bound; it lives here, below the writer, so that the
 /// store needs nothing from the writer above it.
 pub const WRITER_CONNECTIONS_MAX: u32 = 4;

@@ -25,6 +25,7 @@ use super::http::{Pool, Request, Response};
 use super::target::Target;
 use super::{LoadError, RETRY_AFTER_WAIT_SECONDS_MAX, checks, lock, read_event};
 use crate::invariants::Violations;
+use crate::metrics::at_quantile;
 
 /// Registrants one queued run may have.
 pub const QUEUE_REGISTRANTS_MAX: u32 = 100_000;
@@ -482,11 +483,8 @@ pub fn render(outcome: &QueueLoadOutcome) -> String {
     let mut waits = recorder.waits_ms.clone();
     waits.sort_unstable();
     let at = |quantile: f64| {
-        if waits.is_empty() {
-            return "–".to_string();
-        }
-        let index = ((waits.len() as f64 * quantile).ceil() as usize).clamp(1, waits.len()) - 1;
-        format!("{:.1} s", waits[index] as f64 / 1_000.0)
+        at_quantile(&waits, quantile)
+            .map_or("–".to_string(), |wait| format!("{:.1} s", wait as f64 / 1_000.0))
     };
     let _ = writeln!(
         out,

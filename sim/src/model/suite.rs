@@ -18,7 +18,7 @@
 use super::Simulation;
 use super::agenda::{Action, EventKind};
 use crate::distribution::{MICROS_PER_MILLI, Micros};
-use crate::metrics::{AnswerClass, SuiteFigures};
+use crate::metrics::{AnswerClass, SuiteFigures, at_quantile};
 use crate::scenario::FaultKind;
 
 /// The pause between two `/readyz` polls (`api/tests/api/faults/client.rs::wait_until_ready`):
@@ -34,8 +34,8 @@ const SERVED_AGAIN_PAUSE_MS: u64 = 50;
 /// AFTERMATH`): the test harness's.
 pub const SUITE_AFTERMATH_MS: u64 = 2_500;
 
-/// The percentile of the suite's latency figure after a restart.
-const AFTER_READY_PERCENTILE: f64 = 99.0;
+/// The quantile of the suite's latency figure after a restart.
+const AFTER_READY_QUANTILE: f64 = 0.99;
 
 /// Registrations one fault's probing sends at most; then it gives up ("not served").
 pub(super) const SUITE_PROBES_MAX: u32 = 200;
@@ -226,11 +226,9 @@ impl Simulation<'_> {
     /// Each probed fault's figures into its stats, at the end of the run.
     pub(super) fn suite_record(&mut self) {
         for probe in &mut self.suite {
-            if let Some(latencies) = probe.after_ready.as_mut().filter(|latencies| !latencies.is_empty()) {
-                // The suite's nearest rank (`latency_percentile_ms`).
+            if let Some(latencies) = probe.after_ready.as_mut() {
                 latencies.sort_unstable();
-                let rank = (AFTER_READY_PERCENTILE / 100.0 * latencies.len() as f64).ceil() as usize;
-                probe.figures.after_ready_p99 = Some(latencies[rank.clamp(1, latencies.len()) - 1]);
+                probe.figures.after_ready_p99 = at_quantile(latencies, AFTER_READY_QUANTILE);
             }
             self.metrics.faults[probe.fault as usize].suite = Some(probe.figures);
         }
