@@ -23,6 +23,10 @@ SUITE_SETTINGS = dict(
 )
 
 
+# How long a node may take to listen, or to say it is ready, before a script gives up on it.
+STARTUP_SECONDS_MAX = 60
+
+
 def mysql(sql):
     subprocess.run(["mysql", "-uroot", "-h127.0.0.1", "-e", sql], check=True)
 
@@ -57,12 +61,15 @@ class Node:
     def wait_listening(self, poll_seconds=0.0005):
         """Waits for the latest log's "kuota listening on" line (the port is bound), as the fault
         suite's `KuotaProcess::restart` does; returns when, on the monotonic clock."""
+        deadline = time.monotonic() + STARTUP_SECONDS_MAX
         while True:
             with open(self.logs[-1]) as log:
                 if "kuota listening on" in log.read():
                     return time.monotonic()
             if self.process.poll() is not None:
                 raise RuntimeError(f"the node exited during startup: {open(self.logs[-1]).read()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node did not listen within {STARTUP_SECONDS_MAX} s")
             time.sleep(poll_seconds)
 
     def kill(self):
@@ -85,12 +92,15 @@ class Node:
 
     def wait_ready(self, poll_seconds=0.02):
         """Polls `/readyz` until it says 200; returns when, on the monotonic clock."""
+        deadline = time.monotonic() + STARTUP_SECONDS_MAX
         while True:
             try:
                 if self.request("GET", "/readyz")[0] == 200:
                     return time.monotonic()
             except OSError:
                 pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node was not ready within {STARTUP_SECONDS_MAX} s")
             time.sleep(poll_seconds)
 
     def create_event(self, event, seats):

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from calibration_node import Node
+from calibration_node import STARTUP_SECONDS_MAX, Node
 
 binary, port, runs, label, stored = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 mode = sys.argv[6] if len(sys.argv) > 6 else "alone"
@@ -76,6 +76,7 @@ class Trickle:
 def polls_until_ready():
     """[(status or None, ms)] of each `/readyz` poll, the last one the 200."""
     polls = []
+    deadline = time.monotonic() + STARTUP_SECONDS_MAX
     while True:
         try:
             status, ms = node.request("GET", "/readyz")
@@ -84,6 +85,8 @@ def polls_until_ready():
         polls.append((status, ms))
         if status == 200:
             return polls
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the node was not ready within {STARTUP_SECONDS_MAX} s")
         time.sleep(0.02)
 
 

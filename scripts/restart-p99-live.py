@@ -26,6 +26,8 @@ import time
 
 binary, first_seed, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 keep = sys.argv[4] if len(sys.argv) > 4 else None
+# One run of the scenario takes about half a minute; a run past this is stopped, not waited for.
+RUN_SECONDS_MAX = 600
 FIGURES = re.compile(
     r"^fault-figures \| node killed.*\| p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms \| recovered (\d+) ms after")
 
@@ -48,7 +50,7 @@ for seed in range(first_seed, first_seed + runs):
     start = time.strftime("%H:%M:%S", time.gmtime())
     before, began = pressure(), time.monotonic()
     out = subprocess.run([binary, "--test-threads=1", "--nocapture", "faults::scenarios::a_node_killed"],
-                         env=environment, capture_output=True, text=True).stdout
+                         env=environment, capture_output=True, text=True, timeout=RUN_SECONDS_MAX).stdout
     wall_us = (time.monotonic() - began) * 1e6
     if keep:
         with open(os.path.join(keep, f"{seed}.txt"), "w") as file:
