@@ -44,8 +44,8 @@ pub enum EventKind {
     CommitDone { writer: Incarnation, batch: u32 },
     /// A batch of `writer` tries its transaction again after a pause.
     CommitRetry { writer: Incarnation, batch: u32 },
-    /// The request deadline of the request with this serial number.
-    Deadline { request: u32, serial: Serial },
+    /// The earliest request deadline of `node` has come (see `Deadlines`).
+    Deadlines { node: NodeId },
     /// A refusal that took time to make (a Redis timeout, a forward timeout) is answered.
     LateRefusal { request: u32, serial: Serial, class: AnswerClass },
     /// A claim of `node` that waited for Redis gets its answer (Redis came back within the
@@ -78,8 +78,8 @@ pub enum EventKind {
     FaultEnd { fault: u32 },
     /// An answer reaches its registrant.
     ClientAnswer { request: u32 },
-    /// An impatient registrant has waited long enough for the answer to `sequence`.
-    PatienceOver { registrant: u32, sequence: u32 },
+    /// The earliest patience of an impatient registrant has run out (see `Simulation::patience`).
+    PatienceOver,
 }
 
 /// Names one life of the actor or of the writer in their timers (a run has a few).

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use kuota_engine::{Email, IdempotencyKey, RegistrationId};
 
 use super::agenda::{Action, EventKind};
+use super::timers::Front;
 use super::{Request, Simulation};
 use crate::distribution::Micros;
 use crate::invariants::{CHECK_CLIENT_ONE_ID, Promotion, StoredStatus, registrant_email};
@@ -189,17 +190,35 @@ impl Simulation<'_> {
         self.schedule_in(round_trip_us / 2, EventKind::NodeIngress { request: slot });
         let may_refresh = attempt < self.scenario.behaviour.attempts_max;
         if action == Action::Register && impatient && may_refresh {
-            let patience = self.settings.patience_us;
-            self.schedule_in(patience, EventKind::PatienceOver { registrant: index, sequence });
+            let due = self.now + self.settings.patience_us;
+            if self.patience.set(due, (index, sequence)) {
+                self.agenda.schedule(due, EventKind::PatienceOver);
+            }
         }
     }
 
-    /// An impatient registrant presses "register" again while the first is still unanswered.
-    pub(super) fn patience_over(&mut self, index: u32, sequence: u32) {
-        let registrant = &self.registrants[index as usize];
-        if registrant.register_sequence == sequence && registrant.awaiting_register {
-            let attempt = registrant.register_attempt + 1;
-            self.send(index, Action::Register, attempt);
+    /// The earliest patience has run out: an impatient registrant still waiting for the answer
+    /// presses "register" again. The patience of those answered since is dropped; the next
+    /// event is set for the first one left who still waits.
+    pub(super) fn patience_over(&mut self) {
+        loop {
+            let front = self.patience.front(self.now);
+            let waiting = |(index, sequence): (u32, u32)| {
+                let registrant = &self.registrants[index as usize];
+                registrant.register_sequence == sequence && registrant.awaiting_register
+            };
+            match front {
+                Front::Due((index, sequence)) if waiting((index, sequence)) => {
+                    let attempt = self.registrants[index as usize].register_attempt + 1;
+                    self.send(index, Action::Register, attempt);
+                }
+                Front::Due(_) => {}
+                Front::Later(due, waiter) if waiting(waiter) => {
+                    return self.agenda.schedule(due, EventKind::PatienceOver);
+                }
+                Front::Later(..) => self.patience.drop_front(),
+                Front::Empty => return,
+            }
         }
     }
 

@@ -39,6 +39,7 @@ mod finish;
 mod node;
 pub mod queue;
 mod suite;
+mod timers;
 mod writer;
 
 use std::cell::RefCell;
@@ -375,6 +376,9 @@ struct Simulation<'a> {
     details: Arc<RegistrationDetails>,
     registrants: Vec<client::Registrant>,
     requests: Requests,
+    /// Impatient registrants' patience for the answer to their register request (registrant,
+    /// register sequence): it runs for the same time from each send.
+    patience: timers::FifoTimers<(u32, u32)>,
     nodes: node::Nodes,
     actor: actor::Actor,
     writer: writer::Writer,
@@ -461,6 +465,7 @@ impl<'a> Simulation<'a> {
             }),
             registrants: spare_registrants,
             requests: Requests::reusing(spare_requests),
+            patience: timers::FifoTimers::default(),
             nodes: node::Nodes::new(scenario.system.nodes),
             actor: actor::Actor::new(quota, &scenario.event, FIRST_OWNER_NODE, 0),
             writer: writer::Writer::new(0),
@@ -524,8 +529,8 @@ impl<'a> Simulation<'a> {
             EventKind::CommitDone { writer, batch } => self.commit_done(writer, batch),
             EventKind::CommitRetry { writer, batch } => self.commit_retry(writer, batch),
             EventKind::ClientAnswer { request } => self.client_answer(request),
-            EventKind::PatienceOver { registrant, sequence } => self.patience_over(registrant, sequence),
-            EventKind::Deadline { request, serial } => self.deadline(request, serial),
+            EventKind::PatienceOver => self.patience_over(),
+            EventKind::Deadlines { node } => self.deadlines_due(node.into()),
             EventKind::LateRefusal { request, serial, class } => {
                 if self.requests.holds(request, serial) {
                     self.answer(request, class, None, false);
@@ -562,11 +567,9 @@ impl<'a> Simulation<'a> {
             EventKind::WorkerDone { node, .. }
             | EventKind::WorkersStart { node, .. }
             | EventKind::ClaimAgain { node, .. }
-            | EventKind::LimitChecked { node, .. } => Some(node.into()),
+            | EventKind::LimitChecked { node, .. }
+            | EventKind::Deadlines { node } => Some(node.into()),
             EventKind::ActorReceive { node, .. } => Some(node),
-            EventKind::Deadline { request, serial } => {
-                self.requests.holds(request, serial).then(|| self.requests.get(request).node)
-            }
             EventKind::ActorDone { incarnation }
             | EventKind::HoldTick { incarnation }
             | EventKind::LoadAttempt { incarnation }
@@ -637,14 +640,6 @@ impl<'a> Simulation<'a> {
             back += forward_half_us;
         }
         self.schedule_in(back, EventKind::ClientAnswer { request: slot });
-    }
-
-    /// The request deadline (`route_to_owner`): a request still unanswered gets 503, and what
-    /// it waited for goes on without it.
-    fn deadline(&mut self, slot: u32, serial: Serial) {
-        if self.requests.holds(slot, serial) {
-            self.answer_early(slot, AnswerClass::ShedDeadline);
-        }
     }
 
     fn timestamp(&self) -> Timestamp {

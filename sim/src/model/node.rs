@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use super::Simulation;
-use super::agenda::{Action, EventKind, node_id};
+use super::agenda::{Action, EventKind, Serial, node_id};
+use super::timers::{FifoTimers, Front};
 use crate::distribution::{MICROS_PER_SECOND, Micros};
 use crate::metrics::AnswerClass;
 
@@ -23,13 +24,21 @@ struct Node {
 #[derive(Debug)]
 pub(super) struct Nodes {
     nodes: Vec<Node>,
+    /// Each node's request deadlines. Apart from `nodes`, which a crash resets: the requests of
+    /// a crashed node keep their deadlines, as they kept their timers before.
+    deadlines: Vec<FifoTimers<(u32, Serial)>>,
     next: u32,
     queued_total: u64,
 }
 
 impl Nodes {
     pub(super) fn new(count: u32) -> Self {
-        Nodes { nodes: (0..count).map(|_| Node::default()).collect(), next: 0, queued_total: 0 }
+        Nodes {
+            nodes: (0..count).map(|_| Node::default()).collect(),
+            deadlines: (0..count).map(|_| FifoTimers::default()).collect(),
+            next: 0,
+            queued_total: 0,
+        }
     }
 
     /// The node the load balancer sends the next request to: round robin.
@@ -173,10 +182,40 @@ impl Simulation<'_> {
                 return self.answer(slot, AnswerClass::SoldOutFastPath, None, false);
             }
         }
-        let serial = request.serial;
-        let due = self.now + self.settings.request_timeout_us;
-        self.agenda.schedule(due, EventKind::Deadline { request: slot, serial });
+        self.set_deadline(slot, request.serial, request.node);
         self.serve_or_forward(slot, request.node, false);
+    }
+
+    /// The request deadline (`route_to_owner`) of the request in `slot`, from now. The node's
+    /// deadlines are a queue (`FifoTimers`): every request gets the same timeout.
+    fn set_deadline(&mut self, slot: u32, serial: Serial, node: u32) {
+        let due = self.now + self.settings.request_timeout_us;
+        if self.nodes.deadlines[node as usize].set(due, (slot, serial)) {
+            self.agenda.schedule(due, EventKind::Deadlines { node: node_id(node) });
+        }
+    }
+
+    /// The earliest deadline of `node` has come: every request whose deadline has passed and
+    /// that is still unanswered gets 503, and what it waited for goes on without it. The
+    /// deadlines of requests answered since are dropped; the next event is set for the first
+    /// one left whose request still waits.
+    pub(super) fn deadlines_due(&mut self, node: u32) {
+        loop {
+            let front = self.nodes.deadlines[node as usize].front(self.now);
+            let waiting =
+                |(slot, serial)| self.requests.holds(slot, serial) && !self.requests.get(slot).answered;
+            match front {
+                Front::Due(request) if waiting(request) => {
+                    self.answer_early(request.0, AnswerClass::ShedDeadline)
+                }
+                Front::Due(_) => {}
+                Front::Later(due, request) if waiting(request) => {
+                    return self.agenda.schedule(due, EventKind::Deadlines { node: node_id(node) });
+                }
+                Front::Later(..) => self.nodes.deadlines[node as usize].drop_front(),
+                Front::Empty => return,
+            }
+        }
     }
 
     /// Counts a registration write against the registrant's e-mail; `Some(retry_after)` when
