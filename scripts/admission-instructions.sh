@@ -4,6 +4,7 @@
 #
 #   scripts/admission-instructions.sh BIN OUT [COUNT]
 #   SEATS=100 scripts/admission-instructions.sh BIN OUT    # sold-out answers instead: the warm-up sells out
+#   SETTINGS="KUOTA_ACTOR_THREADS=0" scripts/admission-instructions.sh BIN OUT    # extra settings
 #
 # A database of its own (dropped after), rate limits off, every other setting at its default but
 # the deadlines (callgrind runs the server about 50 times slower). After 300 registrations to
@@ -20,7 +21,7 @@ env -i PATH="$PATH" HOME="$HOME" \
   KUOTA_LISTEN=127.0.0.1:$PORT KUOTA_DATABASE_URL=mysql://root@127.0.0.1:3306/$DB \
   KUOTA_ADMIN_TOKEN=cg-admin KUOTA_RATE_LIMIT_IP_PER_SECOND=0 KUOTA_RATE_LIMIT_EMAIL_PER_MINUTE=0 \
   KUOTA_REQUEST_TIMEOUT_MS=120000 KUOTA_STORE_TIMEOUT_MS=120000 KUOTA_STORE_STALL_MS=120000 \
-  RUST_LOG=warn valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no "$BIN" > server.log 2>&1 &
+  RUST_LOG=warn ${SETTINGS:-} valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no "$BIN" > server.log 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB"' EXIT
 for _ in $(seq 1 600); do curl -fs http://127.0.0.1:$PORT/healthz >/dev/null 2>&1 && break; sleep 0.5; done

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -21,6 +22,7 @@ use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::{Error, HttpMessage, Resource, web};
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use kuota_persist::random;
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
@@ -99,14 +101,19 @@ where
         request_id = %RequestId::next(),
         http.status_code = tracing::field::Empty,
     );
+    if span.is_disabled() {
+        // Entering, cloning and recording into a disabled span does nothing: the request runs
+        // without the wrappers.
+        return Either::Left(service.call(request));
+    }
     let future = span.in_scope(|| service.call(request));
     let finished = span.clone();
-    future.instrument(span).map(move |result| {
+    Either::Right(future.instrument(span).map(move |result| {
         if let Ok(response) = &result {
             finished.record("http.status_code", response.status().as_u16());
         }
         result
-    })
+    }))
 }
 
 /// Counts the request and records its duration in `kuota_http_requests_total` and
@@ -133,8 +140,8 @@ fn record<B>(response: &ServiceResponse<B>, seconds: f64) {
     let status = response.status().as_u16();
     if let (Some(route), Some(method)) = (route, standard_method(request.method())) {
         SERIES.with_borrow_mut(|series| {
-            let series =
-                series.entry((route, method, status)).or_insert_with(|| Series::new(route, method, status));
+            let key = SeriesKey { route: SeriesKey::text(route), method: SeriesKey::text(method), status };
+            let series = series.entry(key).or_insert_with(|| Series::new(route, method, status));
             series.requests.increment(1);
             series.duration.record(seconds);
         });
@@ -166,12 +173,60 @@ impl Series {
     }
 }
 
+/// A series as its cache finds it: the address and length of its route and method names (each
+/// a `&'static str`, so they name one text for the process's life, even where the compiler lets
+/// a shorter text share a longer one's start) and its status. Hashing them costs a few
+/// instructions where hashing the texts with SipHash cost several hundred per request. Two equal
+/// texts at two addresses are two entries with the same handles, which is harmless: the
+/// recorder gives one series one atomic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    route: (usize, usize),
+    method: (usize, usize),
+    status: u16,
+}
+
+impl SeriesKey {
+    fn text(text: &'static str) -> (usize, usize) {
+        (text.as_ptr() as usize, text.len())
+    }
+}
+
+/// Hashes a `SeriesKey` by multiplying and rotating its words (as FxHash does): its fields are
+/// addresses and a status chosen by the code, not by a client, so a keyed hash buys nothing.
+#[derive(Clone, Copy, Debug, Default)]
+struct SeriesKeyHasher(u64);
+
+impl std::hash::Hasher for SeriesKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u16(&mut self, word: u16) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 thread_local! {
     /// Each worker thread's series handles. Bounded without a limit of its own: routes are the
     /// resources' patterns, methods the nine standard ones (others are not cached) and statuses
     /// three digits.
-    static SERIES: RefCell<HashMap<(&'static str, &'static str, u16), Series>> =
-        RefCell::new(HashMap::new());
+    static SERIES: RefCell<HashMap<SeriesKey, Series, BuildHasherDefault<SeriesKeyHasher>>> =
+        RefCell::new(HashMap::default());
 }
 
 /// The name of a standard method as a `&'static str`; `None` for an extension method, which a
@@ -227,6 +282,30 @@ mod tests {
         assert_eq!(first.prefix, second.prefix);
         assert!(second.sequence > first.sequence);
         assert_ne!(first.to_string(), second.to_string());
+    }
+
+    /// The cache's key tells apart every (route, method, status) whose texts differ, a route
+    /// that starts another one included, and finds a series again by the same names.
+    #[test]
+    fn a_series_key_tells_routes_methods_and_statuses_apart() {
+        let routes = ["/v1/events/{event_id}", "/v1/events/{event_id}/stream", "/v1/events"];
+        let methods = ["GET", "POST"];
+        let mut cache: HashMap<SeriesKey, usize, BuildHasherDefault<SeriesKeyHasher>> = HashMap::default();
+        let key = |route: &'static str, method: &'static str, status: u16| SeriesKey {
+            route: SeriesKey::text(route),
+            method: SeriesKey::text(method),
+            status,
+        };
+        for route in routes {
+            for method in methods {
+                for status in [200, 201, 409] {
+                    let next = cache.len();
+                    assert_eq!(*cache.entry(key(route, method, status)).or_insert(next), next);
+                }
+            }
+        }
+        assert_eq!(cache.len(), routes.len() * methods.len() * 3);
+        assert_eq!(cache[&key(routes[1], methods[1], 409)], (2 + 1) * 3 + 2, "found again");
     }
 
     #[test]
