@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use kuota_engine::{Email, IdempotencyKey, RegistrationId};
 
 use super::agenda::{Action, EventKind};
-use super::timers::Front;
+use super::timers::Next;
 use super::{Request, Simulation};
 use crate::distribution::Micros;
 use crate::invariants::{CHECK_CLIENT_ONE_ID, Promotion, StoredStatus, registrant_email};
@@ -202,22 +202,18 @@ impl Simulation<'_> {
     /// event is set for the first one left who still waits.
     pub(super) fn patience_over(&mut self) {
         loop {
-            let front = self.patience.front(self.now);
+            let registrants = &self.registrants;
             let waiting = |(index, sequence): (u32, u32)| {
-                let registrant = &self.registrants[index as usize];
+                let registrant = &registrants[index as usize];
                 registrant.register_sequence == sequence && registrant.awaiting_register
             };
-            match front {
-                Front::Due((index, sequence)) if waiting((index, sequence)) => {
+            match self.patience.next(self.now, waiting) {
+                Next::Due((index, _)) => {
                     let attempt = self.registrants[index as usize].register_attempt + 1;
                     self.send(index, Action::Register, attempt);
                 }
-                Front::Due(_) => {}
-                Front::Later(due, waiter) if waiting(waiter) => {
-                    return self.agenda.schedule(due, EventKind::PatienceOver);
-                }
-                Front::Later(..) => self.patience.drop_front(),
-                Front::Empty => return,
+                Next::At(due) => return self.agenda.schedule(due, EventKind::PatienceOver),
+                Next::Idle => return,
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::Simulation;
 use super::agenda::{Action, EventKind, Serial, node_id};
-use super::timers::{FifoTimers, Front};
+use super::timers::{FifoTimers, Next};
 use crate::distribution::{MICROS_PER_SECOND, Micros};
 use crate::metrics::AnswerClass;
 
@@ -201,19 +201,14 @@ impl Simulation<'_> {
     /// one left whose request still waits.
     pub(super) fn deadlines_due(&mut self, node: u32) {
         loop {
-            let front = self.nodes.deadlines[node as usize].front(self.now);
-            let waiting =
-                |(slot, serial)| self.requests.holds(slot, serial) && !self.requests.get(slot).answered;
-            match front {
-                Front::Due(request) if waiting(request) => {
-                    self.answer_early(request.0, AnswerClass::ShedDeadline)
-                }
-                Front::Due(_) => {}
-                Front::Later(due, request) if waiting(request) => {
+            let requests = &self.requests;
+            let waiting = |(slot, serial)| requests.holds(slot, serial) && !requests.get(slot).answered;
+            match self.nodes.deadlines[node as usize].next(self.now, waiting) {
+                Next::Due((slot, _)) => self.answer_early(slot, AnswerClass::ShedDeadline),
+                Next::At(due) => {
                     return self.agenda.schedule(due, EventKind::Deadlines { node: node_id(node) });
                 }
-                Front::Later(..) => self.nodes.deadlines[node as usize].drop_front(),
-                Front::Empty => return,
+                Next::Idle => return,
             }
         }
     }

@@ -24,14 +24,14 @@ impl<T> Default for FifoTimers<T> {
 
 /// What the event standing for the front entry finds there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Front<T> {
-    /// The front timer, taken out: it is due.
+pub(super) enum Next<T> {
+    /// A timer that still matters is due: it is taken out.
     Due(T),
-    /// The front timer, still in the queue, comes due at this time: the caller schedules the
-    /// next event there if the timer still matters, or drops it with `drop_front`.
-    Later(Micros, T),
+    /// The earliest timer that still matters comes due then: the caller schedules the event
+    /// standing for it there.
+    At(Micros),
     /// No timer left; no event stands for one now.
-    Empty,
+    Idle,
 }
 
 impl<T: Copy> FifoTimers<T> {
@@ -43,24 +43,21 @@ impl<T: Copy> FifoTimers<T> {
         !std::mem::replace(&mut self.scheduled, true)
     }
 
-    /// The front timer as the event standing for it finds it at `now`.
-    pub(super) fn front(&mut self, now: Micros) -> Front<T> {
-        match self.due.front() {
-            Some(&(due, what)) if due <= now => {
+    /// The next timer as the event standing for the front finds it at `now`; timers for which
+    /// `matters` is false (their request was answered) are dropped on the way.
+    pub(super) fn next(&mut self, now: Micros, matters: impl Fn(T) -> bool) -> Next<T> {
+        while let Some(&(due, what)) = self.due.front() {
+            if !matters(what) {
                 self.due.pop_front();
-                Front::Due(what)
-            }
-            Some(&(due, what)) => Front::Later(due, what),
-            None => {
-                self.scheduled = false;
-                Front::Empty
+            } else if due <= now {
+                self.due.pop_front();
+                return Next::Due(what);
+            } else {
+                return Next::At(due);
             }
         }
-    }
-
-    /// Drops the front timer, which no longer matters.
-    pub(super) fn drop_front(&mut self) {
-        self.due.pop_front();
+        self.scheduled = false;
+        Next::Idle
     }
 }
 
@@ -74,11 +71,15 @@ mod tests {
         assert!(timers.set(10, 'a'), "the first timer needs an event");
         assert!(!timers.set(10, 'b'), "an event stands for an earlier timer");
         assert!(!timers.set(30, 'c'));
-        assert_eq!(timers.front(10), Front::Due('a'));
-        assert_eq!(timers.front(10), Front::Due('b'));
-        assert_eq!(timers.front(10), Front::Later(30, 'c'));
-        timers.drop_front();
-        assert_eq!(timers.front(10), Front::Empty);
-        assert!(timers.set(40, 'd'), "once empty, the next timer needs an event again");
+        assert!(!timers.set(50, 'd'));
+        let all = |_| true;
+        assert_eq!(timers.next(10, all), Next::Due('a'));
+        assert_eq!(timers.next(10, all), Next::Due('b'));
+        assert_eq!(timers.next(10, all), Next::At(30));
+        // 'c' no longer matters: dropped unseen, and the event goes on to 'd'.
+        assert_eq!(timers.next(10, |what| what != 'c'), Next::At(50));
+        assert_eq!(timers.next(50, all), Next::Due('d'));
+        assert_eq!(timers.next(50, all), Next::Idle);
+        assert!(timers.set(60, 'e'), "once idle, the next timer needs an event again");
     }
 }
