@@ -216,6 +216,12 @@ pub struct Agenda {
     /// Events of the `RING_BUCKETS - 1` buckets after the current one, in scheduling order, at
     /// `bucket % RING_BUCKETS`.
     ring: Vec<Vec<Scheduled>>,
+    /// Emptied bucket vectors, with their room, for the next bucket that gets an event, the
+    /// last emptied first. A bucket's own vector would be the one it used a whole ring's time
+    /// (seconds of a crowd) ago, out of the cache since; the vector just dealt is in it. Every
+    /// vector here came out of a bucket, and a bucket takes one only while it has none, so
+    /// there are never more than `RING_BUCKETS` of them.
+    spare: Vec<Vec<Scheduled>>,
     /// Bit `slot` set while `ring[slot]` holds an event.
     occupied: [u64; RING_WORDS],
     in_ring: usize,
@@ -234,6 +240,7 @@ impl Default for Agenda {
             links: Vec::new(),
             current_bucket: 0,
             ring: (0..RING_BUCKETS).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
             occupied: [0; RING_WORDS],
             in_ring: 0,
             far: BinaryHeap::new(),
@@ -250,7 +257,7 @@ impl Agenda {
         self.due_words = 0;
         self.links.clear();
         self.current_bucket = 0;
-        for bucket in &mut self.ring {
+        for bucket in self.ring.iter_mut().chain(&mut self.spare) {
             bucket.clear();
             bucket.shrink_to(RING_BUCKET_KEPT_MAX);
         }
@@ -299,7 +306,13 @@ impl Agenda {
     #[inline]
     fn put_in_ring(&mut self, bucket: u64, scheduled: Scheduled) {
         let slot = (bucket % RING_BUCKETS as u64) as usize;
-        self.ring[slot].push(scheduled);
+        let events = &mut self.ring[slot];
+        if events.capacity() == 0
+            && let Some(spare) = self.spare.pop()
+        {
+            *events = spare;
+        }
+        events.push(scheduled);
         self.occupied[slot / 64] |= 1 << (slot % 64);
         self.in_ring += 1;
     }
@@ -370,7 +383,7 @@ impl Agenda {
         let slot = (next % RING_BUCKETS as u64) as usize;
         self.occupied[slot / 64] &= !(1 << (slot % 64));
         // The bucket's events, in scheduling order, to their microseconds' lists; its vector
-        // goes back to the ring empty, with its capacity.
+        // goes to the spares empty, with its room, and the bucket keeps none.
         let mut events = std::mem::take(&mut self.ring[slot]);
         self.in_ring -= events.len();
         self.links.clear();
@@ -378,7 +391,7 @@ impl Agenda {
             self.join_list(scheduled.offset, scheduled.kind);
         }
         events.clear();
-        self.ring[slot] = events;
+        self.spare.push(events);
         true
     }
 
@@ -416,11 +429,25 @@ mod tests {
                 agenda.schedule((bucket << BUCKET_WIDTH_SHIFT) + event % 100, EventKind::Arrival);
             }
         }
-        assert!(agenda.ring.iter().any(|bucket| bucket.capacity() > RING_BUCKET_KEPT_MAX));
+        // Half the buckets come due, their vectors going to the spares.
+        let mut taken = 0;
+        while agenda.current_bucket < RING_BUCKETS as u64 / 2 {
+            agenda.pop().expect("scheduled above");
+            taken += 1;
+        }
+        assert!(taken > 0 && !agenda.spare.is_empty());
+        assert!(
+            agenda.ring.iter().chain(&agenda.spare).any(|bucket| bucket.capacity() > RING_BUCKET_KEPT_MAX)
+        );
         agenda.clear();
         assert!(
-            agenda.ring.iter().all(|bucket| bucket.is_empty() && bucket.capacity() <= RING_BUCKET_KEPT_MAX)
+            agenda
+                .ring
+                .iter()
+                .chain(&agenda.spare)
+                .all(|bucket| bucket.is_empty() && bucket.capacity() <= RING_BUCKET_KEPT_MAX)
         );
+        assert!(agenda.spare.len() <= RING_BUCKETS);
         assert_eq!(agenda.pop(), None);
     }
 
