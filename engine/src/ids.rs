@@ -38,10 +38,13 @@ impl EventId {
     }
 }
 
-/// A category's code, such as `10K`: 1–32 of `[A-Za-z0-9_-]`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+/// A category's code, such as `10K`: 1–32 of `[A-Za-z0-9_-]`. Kept in place when it is short
+/// (as nearly every code is): every registration's command and effect carries a copy, and
+/// cloning a shared text writes its counter, an atomic add, once for each and again when each
+/// is dropped. Equality, order and `Hash` are the text's.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct CategoryCode(Arc<str>);
+pub struct CategoryCode(Text);
 
 impl CategoryCode {
     pub fn parse(text: &str) -> Result<Self, InvalidId> {
@@ -51,11 +54,11 @@ impl CategoryCode {
         if !text.bytes().all(is_code_character) {
             return Err(InvalidId("a category code uses only A-Z, a-z, 0-9, '_' and '-'"));
         }
-        Ok(CategoryCode(Arc::from(text)))
+        Ok(CategoryCode(Text::new(text)))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -224,6 +227,28 @@ macro_rules! digested_text_impls {
 }
 
 digested_text_impls!(Email, IdempotencyKey);
+
+impl PartialEq for CategoryCode {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes() == other.0.as_bytes()
+    }
+}
+impl Eq for CategoryCode {}
+impl PartialOrd for CategoryCode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for CategoryCode {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_bytes().cmp(other.0.as_bytes())
+    }
+}
+impl std::hash::Hash for CategoryCode {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
 
 /// A digest of a request body, so that a key reused with another body can be told apart from
 /// a retry. The API computes it; the engine only compares.
@@ -435,6 +460,27 @@ mod tests {
         assert!(matches!(short.text, Text::Inline { .. }));
         assert!(matches!(short.clone().text, Text::Inline { .. }));
         assert!(matches!(Email::parse(&texts[2]).unwrap().text, Text::Shared(_)));
+    }
+
+    #[test]
+    fn category_codes_short_and_long_read_compare_and_hash_as_their_text() {
+        use std::hash::{BuildHasher, RandomState};
+        // 22 bytes (in place), 23 and 32 (shared), and short ones either side in order.
+        let texts = ["10K", "21K", "a234567890123456789012", "a2345678901234567890123", &"Z".repeat(32), "9"];
+        let hasher = RandomState::new();
+        for text in texts {
+            let code = CategoryCode::parse(text).unwrap();
+            assert_eq!(code.as_str(), text);
+            assert_eq!(format!("{code:?}"), format!("CategoryCode({text:?})"));
+            assert_eq!(hasher.hash_one(&code), hasher.hash_one(text), "{text}");
+            for other in texts {
+                let other_code = CategoryCode::parse(other).unwrap();
+                assert_eq!(code == other_code, text == other);
+                assert_eq!(code.cmp(&other_code), text.cmp(other), "{text} against {other}");
+            }
+        }
+        assert!(matches!(CategoryCode::parse(texts[2]).unwrap().0, Text::Inline { .. }));
+        assert!(matches!(CategoryCode::parse(texts[3]).unwrap().0, Text::Shared(_)));
     }
 
     #[test]
