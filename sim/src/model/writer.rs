@@ -10,7 +10,9 @@
 //! its epoch (`EarlierWriteFailed`), counts toward the breaker, and makes the actor roll back. A
 //! batch whose epoch is older than the store's is fenced: nothing of it is stored.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::mem::take;
 
 use kuota_engine::Effect;
 
@@ -43,7 +45,7 @@ struct Batch {
     timed_out: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
     pub(super) id: Incarnation,
@@ -70,9 +72,38 @@ pub(super) struct Writer {
 /// committed out of order.
 const SPARE_BATCHES_MAX: usize = 8;
 
+/// The queues of a writer done with, emptied, kept with their room for the thread's next
+/// writer (`Writer::new`). A store stall fills a writer's queue to thousands of effects, and
+/// each run, rollback and change of owner starts a new writer: growing a fresh queue again
+/// copied every effect at each doubling and took its memory from the system page by page. At
+/// most one set, no larger than the largest queue the thread ran (`write_queue_max`
+/// submissions, which validation bounds).
+type SpareQueues = (VecDeque<Submission>, VecDeque<Effect>, Vec<Vec<Effect>>);
+
+thread_local! {
+    static SPARE_QUEUES: RefCell<Option<SpareQueues>> = const { RefCell::new(None) };
+}
+
 impl Writer {
     pub(super) fn new(id: Incarnation) -> Self {
-        Writer { id, ..Writer::default() }
+        Writer::around(id, SPARE_QUEUES.with_borrow_mut(Option::take).unwrap_or_default())
+    }
+
+    /// A new writer whose queues grow into `queues`' room (empty).
+    fn around(id: Incarnation, (queue, queued, spare_batches): SpareQueues) -> Self {
+        Writer {
+            id,
+            queue,
+            queued,
+            next_submission: 0,
+            connections_busy: 0,
+            in_flight: Vec::new(),
+            free_slots: Vec::new(),
+            committed: VecDeque::new(),
+            durable_below: 0,
+            flush_at: None,
+            spare_batches,
+        }
     }
 
     pub(super) fn is_full(&self, write_queue_max: u32) -> bool {
@@ -155,29 +186,47 @@ impl Writer {
     /// that come later cannot commit on top of it), and the actor's decisions are rolled back.
     /// The writer goes on as `id`, so that the failed batches' timers find nothing.
     pub(super) fn fail_everything(&mut self, id: Incarnation) {
-        *self = Writer {
-            id,
-            next_submission: self.next_submission,
-            durable_below: self.next_submission,
-            ..Writer::default()
-        };
+        let next_submission = self.next_submission;
+        let queues = self.take_queues();
+        *self = Writer::around(id, queues);
+        self.next_submission = next_submission;
+        self.durable_below = next_submission;
+    }
+
+    /// The queues, emptied, with their room; this writer is left with none.
+    fn take_queues(&mut self) -> SpareQueues {
+        let (mut queue, mut queued) = (take(&mut self.queue), take(&mut self.queued));
+        queue.clear();
+        queued.clear();
+        (queue, queued, take(&mut self.spare_batches))
     }
 
     /// What a writer still has when its owner lost the event, in submission order, with each
     /// batch's epoch: it sends them to the store all the same.
-    pub(super) fn into_unfinished(self) -> Vec<(u64, Vec<Effect>)> {
-        let mut batches: Vec<(u64, u64, Vec<Effect>)> = self
-            .committed
+    pub(super) fn into_unfinished(mut self) -> Vec<(u64, Vec<Effect>)> {
+        let mut batches: Vec<(u64, u64, Vec<Effect>)> = take(&mut self.committed)
             .into_iter()
-            .chain(self.in_flight.into_iter().flatten())
+            .chain(take(&mut self.in_flight).into_iter().flatten())
             .map(|batch| (batch.first_submission, batch.epoch, batch.effects))
             .collect();
-        let mut queued = self.queued;
-        batches.extend(self.queue.into_iter().map(|submission| {
+        let queued = &mut self.queued;
+        batches.extend(self.queue.drain(..).map(|submission| {
             (submission.id, submission.epoch, queued.drain(..submission.effects).collect())
         }));
         batches.sort_by_key(|(first, _, _)| *first);
         batches.into_iter().map(|(_, epoch, effects)| (epoch, effects)).collect()
+    }
+}
+
+impl Drop for Writer {
+    /// Keeps the queues for the thread's next writer, unless a roomier set is kept already.
+    fn drop(&mut self) {
+        let queues = self.take_queues();
+        SPARE_QUEUES.with_borrow_mut(|spare| {
+            if spare.as_ref().is_none_or(|(_, queued, _)| queued.capacity() < queues.1.capacity()) {
+                *spare = Some(queues);
+            }
+        });
     }
 }
 
