@@ -49,16 +49,17 @@ pub fn registrant_email(index: u32) -> String {
 }
 
 /// The registrant an address of `registrant_email` belongs to: the store knows registrants by
-/// e-mail only, and so does the store view.
-pub(crate) fn registrant_of_email(email: &str) -> Option<u32> {
-    let digits = email.strip_prefix('r')?.strip_suffix(EMAIL_DOMAIN)?;
+/// e-mail only, and so does the store view. It reads the address's bytes, not its text, whose
+/// UTF-8 check cost more than the rest.
+pub(crate) fn registrant_of_email(email: &Email) -> Option<u32> {
+    let digits = email.as_bytes().strip_prefix(b"r")?.strip_suffix(EMAIL_DOMAIN.as_bytes())?;
     // What `digits.parse::<u32>().ok()` gives for the addresses `registrant_email` makes (plain
     // decimal digits), without its sign and radix handling: the store view reads one for every
     // registration it stores.
     if digits.is_empty() {
         return None;
     }
-    digits.bytes().try_fold(0u32, |number, byte| {
+    digits.iter().try_fold(0u32, |number, byte| {
         let digit = byte.checked_sub(b'0').filter(|digit| *digit < 10)?;
         number.checked_mul(10)?.checked_add(u32::from(digit))
     })
@@ -333,7 +334,7 @@ impl StoreView {
         match &effect.kind {
             EffectKind::Created { registration, category, status, registrant, .. } => {
                 let new = Stored {
-                    registrant: registrant_of_email(registrant.as_str()).unwrap_or(u32::MAX),
+                    registrant: registrant_of_email(registrant).unwrap_or(u32::MAX),
                     category: *category,
                     status: StoredStatus::from(*status),
                     hold_expires_at: hold_expiry(*status),
@@ -497,7 +498,7 @@ mod tests {
     #[test]
     fn a_registrants_number_is_read_back_from_their_address() {
         for index in [0, 7, 10, 12_345, u32::MAX] {
-            assert_eq!(registrant_of_email(&registrant_email(index)), Some(index));
+            assert_eq!(registrant_of_email(&Email::parse(&registrant_email(index)).unwrap()), Some(index));
         }
         for other in [
             "r@sim.kuota.test",
@@ -506,7 +507,7 @@ mod tests {
             "r1@other.test",
             "q1@sim.kuota.test",
         ] {
-            assert_eq!(registrant_of_email(other), None, "{other}");
+            assert_eq!(registrant_of_email(&Email::parse(other).unwrap()), None, "{other}");
         }
     }
 }

@@ -738,7 +738,7 @@ impl<'a> QueueSimulation<'a> {
             self.store.last_seq = effect.seq;
             match &effect.kind {
                 EffectKind::QueueJoined { ticket, registrant, lobby } => {
-                    let index = registrant_of_email(registrant.as_str()).expect("the simulator's addresses");
+                    let index = registrant_of_email(registrant).expect("the simulator's addresses");
                     if ticket.0 != self.store.tickets.len() as u64 + 1 {
                         self.violations
                             .add(CHECK_QUEUE_ONE_TICKET, format!("ticket {ticket:?} out of sequence"));
@@ -779,7 +779,7 @@ impl<'a> QueueSimulation<'a> {
                     passes_used.push((*ticket, *registration));
                 }
                 EffectKind::Created { registration, category, registrant, status, .. } => {
-                    let index = registrant_of_email(registrant.as_str()).expect("the simulator's addresses");
+                    let index = registrant_of_email(registrant).expect("the simulator's addresses");
                     created.push((*registration, index));
                     self.store.next_registration = self.store.next_registration.max(registration.0 + 1);
                     if let Some(other) = self.store.active_of.insert(index, *registration) {
