@@ -268,13 +268,15 @@ impl RegistrationRequest {
         key: IdempotencyKey,
         token_key: &tokens::TokenKey,
     ) -> (Register, String) {
+        // Bytes, not texts: an e-mail's or a code's text is checked to be UTF-8 again on each
+        // read, and the digest reads bytes anyway.
         let fingerprint = tokens::fingerprint(&[
-            self.category.as_str(),
-            self.registrant.as_str(),
-            &self.full_name,
-            self.phone.as_deref().unwrap_or(""),
-            self.attributes_json.as_deref().unwrap_or(""),
-            if self.waitlist { "1" } else { "0" },
+            self.category.as_bytes(),
+            self.registrant.as_bytes(),
+            self.full_name.as_bytes(),
+            self.phone.as_deref().unwrap_or("").as_bytes(),
+            self.attributes_json.as_deref().unwrap_or("").as_bytes(),
+            if self.waitlist { b"1" } else { b"0" },
         ]);
         let access_token = token_key.access_token(event, &key);
         let details = RegistrationDetails {

@@ -29,7 +29,7 @@ impl TokenKey {
         let mut mac = self.0.clone();
         mac.update(event.as_str().as_bytes());
         mac.update(b"\n");
-        mac.update(key.as_str().as_bytes());
+        mac.update(key.as_bytes());
         hex_string(&mac.finalize().into_bytes()[..16])
     }
 }
@@ -70,11 +70,11 @@ pub fn constant_time_eq(left: &str, right: &str) -> bool {
 
 /// A digest of a registration body's parsed fields, so that the same request sent with other
 /// whitespace or key order is still the same request.
-pub fn fingerprint(canonical_fields: &[&str]) -> Fingerprint {
+pub fn fingerprint(canonical_fields: &[&[u8]]) -> Fingerprint {
     let mut hasher = Sha256::new();
     for field in canonical_fields {
         hasher.update((field.len() as u64).to_be_bytes());
-        hasher.update(field.as_bytes());
+        hasher.update(field);
     }
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
@@ -122,8 +122,8 @@ mod tests {
 
     #[test]
     fn fingerprints_separate_fields() {
-        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
-        assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
+        assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
+        assert_eq!(fingerprint(&[b"a", b"b"]), fingerprint(&[b"a", b"b"]));
     }
 
     #[test]

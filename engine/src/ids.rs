@@ -60,6 +60,11 @@ impl CategoryCode {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// The code's bytes: `as_str` without its UTF-8 check, for a caller that reads bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// Bytes of a text that `Text` keeps in place rather than behind an `Arc`: most e-mail
@@ -196,6 +201,11 @@ impl IdempotencyKey {
 
     pub fn as_str(&self) -> &str {
         self.text.as_str()
+    }
+
+    /// The key's bytes: `as_str` without its UTF-8 check, for a caller that reads bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes()
     }
 
     /// `text_digest` of the key, made when it was parsed.

@@ -60,7 +60,7 @@ pub async fn join(
     let registrant = domain::queue_join(&body)?;
     state.limits.limit_registrant(&registrant).await?;
     state.shedding.refuse_if_stalled()?;
-    let fingerprint: Fingerprint = tokens::fingerprint(&["queue", registrant.as_str()]);
+    let fingerprint: Fingerprint = tokens::fingerprint(&[b"queue", registrant.as_bytes()]);
     let idempotency = Some(Idempotency { key, fingerprint });
     // Joins share the adaptive limit of registrations in flight: both wait for a commit.
     let _permit = state
