@@ -26,10 +26,24 @@
 //! - **Failures.** A creation that failed holds its event's cursor and is tried again after the
 //!   worker's backoff, counted in `attempts`; it is never dead: skipping it would announce the
 //!   registration's later changes without its creation.
+//! - **Handed over in memory.** Reading every creation back is most of the worker's work, so
+//!   the write-behind, once a batch has committed, hands the creations of its committed
+//!   submissions to the worker of its node (`creation_feed`: a bounded channel, and a bounded
+//!   map on the worker's side, `HeldCreations`). For a claimed cursor, the worker delivers the
+//!   creations it holds that continue the cursor without a gap (`cursor + 1`, `cursor + 2`, …)
+//!   instead of reading them, and walks the rows as above when it holds none that do: when the
+//!   channel was full (the writer then drops what it would hand over), when a bound made it
+//!   forget them, when another node's writer stored them, or after a restart. Only what a
+//!   commit answered as stored is handed over, so what the worker holds is what the walk would
+//!   read; the cursor, its claim and its settling are the same either way, and so is every
+//!   guarantee above. Creations the cursor has passed (delivered by this worker or another)
+//!   are dropped when the worker next claims their cursor.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
-use kuota_engine::{EventId, RegistrationId, Timestamp};
+use kuota_engine::{Effect, EffectKind, EventId, RegistrationId, Timestamp};
+use tokio::sync::mpsc;
 
 use crate::store::backend::{RowAccess, Statement};
 use crate::store::plan::{Creation, millis, registration_payload_json, signed, unsigned};
@@ -40,6 +54,17 @@ pub const CREATED_KIND: &str = "registration_created";
 
 /// Cursors one claim takes at most.
 const CURSORS_PER_CLAIM_MAX: u32 = 100;
+
+/// Committed batches the channel from the write-behind to the delivery worker holds, at most;
+/// a batch that finds it full is not handed over (the worker walks the rows instead). With the
+/// writer's `batch_size_max` of 1,000 effects, a few MB at most.
+pub const CREATION_BATCHES_QUEUED_MAX: usize = 64;
+
+/// Creations the delivery worker holds in memory, at most. Past it, it forgets all it holds
+/// and walks the rows of those creations instead: what it holds is only ever a shortcut. A
+/// round takes at most `OutboxConfig::batch_max` of them, so this bound is seldom reached but
+/// when rounds are deferred (a busy store) or when another node delivers this node's events.
+pub const CREATIONS_HELD_MAX: usize = 16_384;
 
 /// One event's cursor, claimed with the creations past it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,18 +116,157 @@ pub struct CreationBacklog {
     pub oldest_created_at: Option<Timestamp>,
 }
 
+/// A registration's creation as a commit of the write-behind stored it (see `creation_feed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommittedCreation {
+    pub number: u64,
+    /// The status it was created with.
+    pub status: &'static str,
+    pub created_at: Timestamp,
+}
+
+impl CommittedCreation {
+    /// The creations among `effects`, as they are stored once the effects are committed.
+    pub fn of_effects(effects: &[Effect]) -> impl Iterator<Item = CommittedCreation> + '_ {
+        effects.iter().filter_map(|effect| match &effect.kind {
+            EffectKind::Created { registration, status, waitlist_position, .. } => Some(CommittedCreation {
+                number: registration.0,
+                status: Creation::of(*status, *waitlist_position).status().as_str(),
+                created_at: effect.at,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// One committed batch's creations, per event.
+pub type CommittedCreations = Vec<(EventId, Vec<CommittedCreation>)>;
+
+/// The write-behind's side of `creation_feed`.
+#[derive(Clone, Debug)]
+pub struct CreationFeed {
+    sender: mpsc::Sender<CommittedCreations>,
+}
+
+impl CreationFeed {
+    /// Hands a committed batch's creations to the delivery worker; when the channel is full
+    /// (`CREATION_BATCHES_QUEUED_MAX`) or the worker is gone, drops them: the worker reads
+    /// them from the store instead. Never waits.
+    pub fn hand_over(&self, creations: CommittedCreations) {
+        if !creations.is_empty() {
+            let _ = self.sender.try_send(creations);
+        }
+    }
+}
+
+/// The delivery worker's side of `creation_feed`: the creations handed over and not yet
+/// delivered, by event and number (commits of one event may be handed over out of their order:
+/// each commit task answers on its own).
+#[derive(Debug)]
+pub struct HeldCreations {
+    receiver: mpsc::Receiver<CommittedCreations>,
+    events: HashMap<EventId, BTreeMap<u64, CommittedCreation>>,
+    /// Creations in `events`, at most `CREATIONS_HELD_MAX`.
+    held: usize,
+    /// Creations delivered from memory instead of read back, since the start.
+    served: u64,
+}
+
+/// A channel from the write-behind (`CreationFeed`) to the delivery worker (`HeldCreations`)
+/// for the creations of committed batches (see the module documentation).
+pub fn creation_feed() -> (CreationFeed, HeldCreations) {
+    let (sender, receiver) = mpsc::channel(CREATION_BATCHES_QUEUED_MAX);
+    let held = HeldCreations { receiver, events: HashMap::new(), held: 0, served: 0 };
+    (CreationFeed { sender }, held)
+}
+
+impl HeldCreations {
+    /// Creations held now.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Creations delivered from memory instead of read back from the store, since the start.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// Takes in what the write-behind handed over since the last call (what the channel
+    /// holds: at most `CREATION_BATCHES_QUEUED_MAX` batches).
+    fn receive(&mut self) {
+        for _ in 0..CREATION_BATCHES_QUEUED_MAX {
+            let Ok(batch) = self.receiver.try_recv() else { return };
+            for (event, creations) in batch {
+                if self.held + creations.len() > CREATIONS_HELD_MAX {
+                    // Forgotten, they are walked: the bound holds, and the cursors lose nothing.
+                    self.events.clear();
+                    self.held = 0;
+                }
+                let numbers = self.events.entry(event).or_default();
+                for creation in creations.into_iter().take(CREATIONS_HELD_MAX) {
+                    if numbers.insert(creation.number, creation).is_none() {
+                        self.held += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` creations of `event` that continue `created_through` without a gap, in
+    /// number order, taken out; `None` when the next one past the cursor is not held. Drops
+    /// those the cursor has passed.
+    fn take(&mut self, event: &EventId, created_through: u64, limit: u32) -> Option<Vec<CommittedCreation>> {
+        let numbers = self.events.get_mut(event)?;
+        // Those the cursor has passed were delivered, by this worker or another one.
+        while let Some(entry) = numbers.first_entry()
+            && *entry.key() <= created_through
+        {
+            entry.remove();
+            self.held -= 1;
+        }
+        let mut taken = Vec::new();
+        while taken.len() < limit as usize
+            && let Some(entry) = numbers.first_entry()
+            && *entry.key() == created_through + 1 + taken.len() as u64
+        {
+            taken.push(entry.remove());
+        }
+        self.held -= taken.len();
+        if numbers.is_empty() {
+            self.events.remove(event);
+        }
+        self.served += taken.len() as u64;
+        if taken.is_empty() { None } else { Some(taken) }
+    }
+}
+
 impl SqlStore {
     /// Claims the cursors of events with registrations past them (those longest unclaimed
     /// first) until `until`, and reads up to `limit` creations past them in all, in number
     /// order. A cursor claimed after the limit was reached carries no creations; settling it
     /// unchanged gives it back.
-    #[tracing::instrument(skip(self))]
     pub async fn claim_creations(
         &self,
         now: Timestamp,
         until: Timestamp,
         limit: u32,
     ) -> Result<CreationClaim, PersistError> {
+        self.claim_creations_holding(now, until, limit, None).await
+    }
+
+    /// `claim_creations`, taking the creations that continue a cursor from `held` (see the
+    /// module documentation) where it holds them, instead of reading them.
+    #[tracing::instrument(skip(self, held))]
+    pub async fn claim_creations_holding(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: u32,
+        mut held: Option<&mut HeldCreations>,
+    ) -> Result<CreationClaim, PersistError> {
+        if let Some(held) = held.as_deref_mut() {
+            held.receive();
+        }
         let token = crate::random::token_hex(16);
         let mut claim = CreationClaim { token, until, cursors: Vec::new() };
         // A point read of the primary key per cursor: is its next registration stored?
@@ -162,7 +326,22 @@ impl SqlStore {
             if remaining == 0 {
                 break;
             }
-            cursor.creations = self.creations_past(cursor, remaining).await?;
+            let taken = held.as_deref_mut().and_then(|held| {
+                held.take(&cursor.event, cursor.created_through, remaining)
+            });
+            cursor.creations = match taken {
+                Some(taken) => {
+                    let attempts = cursor.attempts + 1;
+                    let mut creations = Vec::with_capacity(taken.len());
+                    for (position, creation) in taken.into_iter().enumerate() {
+                        // The creation just past the cursor is tried again after failures.
+                        let attempts = if position == 0 { attempts } else { 1 };
+                        creations.push(creation_entry(&cursor.event, creation, attempts));
+                    }
+                    creations
+                }
+                None => self.creations_past(cursor, remaining).await?,
+            };
             remaining -= cursor.creations.len() as u32;
         }
         Ok(claim)
@@ -325,15 +504,85 @@ fn creation_row(event: &EventId, row: &dyn RowAccess) -> Result<OutboxRow, Persi
             .unwrap_or(Cow::Borrowed(row.text(1)?)),
     };
     let created_at = timestamp(row.int(3)?, "registrations.created_at")?;
-    Ok(OutboxRow {
+    Ok(created_entry(event, number, &status, created_at, 1))
+}
+
+/// A creation entry from what the write-behind handed over.
+fn creation_entry(event: &EventId, creation: CommittedCreation, attempts: u32) -> OutboxRow {
+    created_entry(event, creation.number, creation.status, creation.created_at, attempts)
+}
+
+fn created_entry(event: &EventId, number: u64, status: &str, created_at: Timestamp, attempts: u32) -> OutboxRow {
+    OutboxRow {
         id: 0,
         event: event.clone(),
         registration: RegistrationId(number),
         kind: CREATED_KIND.to_owned(),
-        payload_json: registration_payload_json(event, signed(number), &status),
+        payload_json: registration_payload_json(event, signed(number), status),
         status: super::maintenance::PENDING.to_owned(),
-        attempts: 1,
+        attempts,
         available_at: created_at,
         created_at,
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creations(numbers: std::ops::RangeInclusive<u64>) -> Vec<CommittedCreation> {
+        numbers
+            .map(|number| CommittedCreation { number, status: "confirmed", created_at: Timestamp::from_millis(number) })
+            .collect()
+    }
+
+    fn numbers(taken: Option<Vec<CommittedCreation>>) -> Vec<u64> {
+        taken.unwrap_or_default().iter().map(|creation| creation.number).collect()
+    }
+
+    fn event(id: &str) -> EventId {
+        EventId::parse(id).expect("a valid id")
+    }
+
+    #[test]
+    fn commits_handed_over_out_of_order_are_taken_in_number_order_up_to_a_gap() {
+        let (feed, mut held) = creation_feed();
+        feed.hand_over(vec![(event("race"), creations(4..=5))]);
+        feed.hand_over(vec![(event("race"), creations(1..=2)), (event("walk"), creations(1..=1))]);
+        feed.hand_over(vec![(event("race"), creations(7..=7))]);
+        held.receive();
+        assert_eq!(held.held(), 6);
+        // Nothing continues a cursor at 3 but what lies past 3; those at or below go.
+        assert_eq!(numbers(held.take(&event("race"), 2, 10)), Vec::<u64>::new());
+        assert_eq!(held.held(), 4);
+        assert_eq!(numbers(held.take(&event("race"), 3, 1)), [4]);
+        assert_eq!(numbers(held.take(&event("race"), 4, 10)), [5]);
+        assert_eq!(numbers(held.take(&event("race"), 5, 10)), Vec::<u64>::new());
+        assert_eq!(numbers(held.take(&event("walk"), 0, 10)), [1]);
+        assert_eq!((held.held(), held.served()), (1, 3));
+    }
+
+    #[test]
+    fn a_full_channel_drops_what_is_handed_over() {
+        let (feed, mut held) = creation_feed();
+        for number in 1..=CREATION_BATCHES_QUEUED_MAX as u64 + 1 {
+            feed.hand_over(vec![(event("race"), creations(number..=number))]);
+        }
+        held.receive();
+        assert_eq!(held.held(), CREATION_BATCHES_QUEUED_MAX);
+        let taken = numbers(held.take(&event("race"), 0, u32::MAX));
+        assert_eq!(taken, (1..=CREATION_BATCHES_QUEUED_MAX as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn past_the_bound_the_worker_forgets_what_it_holds() {
+        let (feed, mut held) = creation_feed();
+        let bound = CREATIONS_HELD_MAX as u64;
+        feed.hand_over(vec![(event("race"), creations(1..=bound - 1))]);
+        feed.hand_over(vec![(event("walk"), creations(1..=2))]);
+        held.receive();
+        assert_eq!(held.held(), 2);
+        assert_eq!(held.take(&event("race"), 0, 10), None);
+        assert_eq!(numbers(held.take(&event("walk"), 0, 10)), [1, 2]);
+    }
 }

@@ -52,7 +52,7 @@ pub(crate) enum Creation {
 }
 
 impl Creation {
-    fn of(status: ActiveStatus, waitlist_position: Option<u32>) -> Creation {
+    pub fn of(status: ActiveStatus, waitlist_position: Option<u32>) -> Creation {
         match status {
             ActiveStatus::Confirmed => Creation::Confirmed,
             ActiveStatus::Held { expires_at } => Creation::Held { expires_at },
