@@ -208,8 +208,14 @@ impl Application {
                     defer_while_busy_max: Duration::from_millis(WEBHOOK_DEFER_WHILE_BUSY_MAX_MS),
                     ..outbox_config
                 };
-                let worker =
-                    OutboxWorker::start(state.store.clone(), Arc::new(fan_out), clock.clone(), busy, config, held);
+                let worker = OutboxWorker::start(
+                    state.store.clone(),
+                    Arc::new(fan_out),
+                    clock.clone(),
+                    busy,
+                    config,
+                    held,
+                );
                 (Some(worker), Some(dispatcher))
             }
             "log" => {

@@ -180,7 +180,7 @@ impl OutboxWorker {
         clock: Arc<dyn Clock>,
         busy: Busy,
         config: OutboxConfig,
-        mut held: Option<HeldCreations>,
+        held: Option<HeldCreations>,
     ) -> OutboxWorker {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -201,7 +201,8 @@ impl OutboxWorker {
                     }
                 }
                 deferring_since = None;
-                let round = deliver_due_holding(&store, deliver.as_ref(), clock.now(), &config, held.as_mut());
+                let round =
+                    deliver_due_holding(&store, deliver.as_ref(), clock.now(), &config, held.as_ref());
                 let delivered = match round.await {
                     Ok(count) => count,
                     Err(error) => {
@@ -273,7 +274,7 @@ pub async fn deliver_due_holding(
     deliver: &dyn Deliver,
     now: Timestamp,
     config: &OutboxConfig,
-    held: Option<&mut HeldCreations>,
+    held: Option<&HeldCreations>,
 ) -> Result<usize, crate::store::PersistError> {
     // The entries are delivered after the creations: their claim outlives both deliveries.
     let (cursors_until, entries_until) = claim_ends(now, config.delivery_timeout);
@@ -358,7 +359,7 @@ async fn deliver_creations(
     now: Timestamp,
     until: Timestamp,
     config: &OutboxConfig,
-    held: Option<&mut HeldCreations>,
+    held: Option<&HeldCreations>,
 ) -> Result<usize, crate::store::PersistError> {
     let mut claim = store.claim_creations_holding(now, until, config.batch_max, held).await?;
     if claim.cursors.is_empty() {

@@ -43,9 +43,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use self::backend::{Pool, RowAccess, Runner, Statement};
 pub use self::creations::{
-    CREATED_KIND, CREATION_BATCHES_QUEUED_MAX, CREATIONS_HELD_MAX, ClaimedCursor, CommittedCreation,
-    CommittedCreations, CreationBacklog, CreationClaim, CreationFeed, CursorSettlement, CursorState,
-    HeldCreations, creation_feed,
+    CREATED_KIND, CREATIONS_HELD_MAX, ClaimedCursor, CommittedCreation, CommittedCreations, CreationBacklog,
+    CreationClaim, CreationFeed, CursorSettlement, CursorState, HeldCreations, creation_feed,
 };
 pub use self::error::{FailureKind, PersistError};
 pub use self::maintenance::{OutboxClaim, Purged, Settlement};

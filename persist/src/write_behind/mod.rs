@@ -493,7 +493,8 @@ impl Dispatcher {
             }
         };
         let feed = self.feed.clone();
-        let task = commit::commit(self.store.clone(), self.config, shared.clone(), feed, batch, number, written);
+        let task =
+            commit::commit(self.store.clone(), self.config, shared.clone(), feed, batch, number, written);
         self.commits.spawn(async move {
             let outcome = task.await;
             shared.taken.fetch_sub(committing, Ordering::Relaxed);

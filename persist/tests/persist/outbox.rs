@@ -15,7 +15,9 @@ use kuota_engine::{Command, Decision, EventQuota, ManualClock, Outcome, Registra
 use kuota_persist::outbox::{
     Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, deliver_due_holding, never_busy,
 };
-use kuota_persist::store::{BatchItem, CreationFeed, CursorSettlement, HeldCreations, OutboxRow, SqlStore, creation_feed};
+use kuota_persist::store::{
+    BatchItem, CreationFeed, CursorSettlement, HeldCreations, OutboxRow, SqlStore, creation_feed,
+};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
@@ -610,9 +612,9 @@ async fn register_all(
 }
 
 /// Rounds of `deliver_due_holding` until one delivers nothing.
-async fn deliver_all_holding(store: &SqlStore, recorder: &Recorder, now: Timestamp, held: &mut HeldCreations) {
+async fn deliver_all_holding(store: &SqlStore, recorder: &Recorder, now: Timestamp, held: &HeldCreations) {
     for _ in 0..100 {
-        if deliver_due_holding(store, recorder, now, &config(), Some(&mut *held)).await.unwrap() == 0 {
+        if deliver_due_holding(store, recorder, now, &config(), Some(held)).await.unwrap() == 0 {
             return;
         }
     }
@@ -624,7 +626,7 @@ async fn deliver_all_holding(store: &SqlStore, recorder: &Recorder, now: Timesta
 async fn the_creations_handed_over_are_the_entries_the_walk_reads(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, _) = stored_event(&database, "race", &[("10K", 2)], 600).await;
-    let (feed, mut held) = creation_feed();
+    let (feed, held) = creation_feed();
     let emails = ["a@x.org", "b@x.org", "c@x.org"];
     register_all(&store, &mut quota, &emails, START.plus_millis(1_234), Some(&feed)).await;
     let now = START.plus_seconds(10);
@@ -632,7 +634,7 @@ async fn the_creations_handed_over_are_the_entries_the_walk_reads(backend: Backe
     let walked = store.claim_creations(now, now.plus_seconds(1), 10).await.unwrap();
     // ...and one that takes them from memory.
     let later = now.plus_seconds(2);
-    let handed = store.claim_creations_holding(later, later.plus_seconds(1), 10, Some(&mut held)).await.unwrap();
+    let handed = store.claim_creations_holding(later, later.plus_seconds(1), 10, Some(&held)).await.unwrap();
     assert_eq!(held.served(), 3, "read back: {handed:?}");
     assert_eq!(held.held(), 0);
     let [walked] = walked.cursors.as_slice() else { panic!("one cursor: {walked:?}") };
@@ -642,9 +644,9 @@ async fn the_creations_handed_over_are_the_entries_the_walk_reads(backend: Backe
     assert!(statuses[0].contains("\"held\"") && statuses[2].contains("\"waitlisted\""), "{statuses:?}");
     // Delivered and settled like walked ones.
     let recorder = Recorder::default();
-    let (feed_after, mut held_after) = creation_feed();
+    let (feed_after, held_after) = creation_feed();
     register_all(&store, &mut quota, &["d@x.org"], START, Some(&feed_after)).await;
-    deliver_all_holding(&store, &recorder, later.plus_seconds(2), &mut held_after).await;
+    deliver_all_holding(&store, &recorder, later.plus_seconds(2), &held_after).await;
     assert_eq!(recorder.delivered(), [created(1), created(2), created(3), created(4)]);
     assert_eq!((cursor(&store).await, held_after.served()), (4, 1));
 }
@@ -655,7 +657,7 @@ async fn the_creations_handed_over_are_the_entries_the_walk_reads(backend: Backe
 async fn a_gap_in_the_creations_handed_over_is_walked(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, _) = stored_event(&database, "race", &[("10K", 100)], 0).await;
-    let (feed, mut held) = creation_feed();
+    let (feed, held) = creation_feed();
     register_all(&store, &mut quota, &["a@x.org", "b@x.org"], START, Some(&feed)).await;
     register_all(&store, &mut quota, &["c@x.org", "d@x.org"], START, None).await;
     register_all(&store, &mut quota, &["e@x.org", "f@x.org"], START, Some(&feed)).await;
@@ -665,10 +667,10 @@ async fn a_gap_in_the_creations_handed_over_is_walked(backend: Backend) {
     // then 6 from memory (5, held too, was passed).
     let mut rounds = Vec::new();
     for _ in 0..3 {
-        rounds.push(deliver_due_holding(&store, &recorder, now, &config(), Some(&mut held)).await.unwrap());
+        rounds.push(deliver_due_holding(&store, &recorder, now, &config(), Some(&held)).await.unwrap());
     }
     assert_eq!(rounds, [2, 3, 1]);
-    assert_eq!(deliver_due_holding(&store, &recorder, now, &config(), Some(&mut held)).await.unwrap(), 0);
+    assert_eq!(deliver_due_holding(&store, &recorder, now, &config(), Some(&held)).await.unwrap(), 0);
     assert_eq!(recorder.delivered(), (1..=6).map(created).collect::<Vec<_>>());
     assert_eq!((held.served(), held.held()), (3, 0));
     assert_eq!(cursor(&store).await, 6);
@@ -679,14 +681,14 @@ async fn a_gap_in_the_creations_handed_over_is_walked(backend: Backend) {
 async fn creations_another_worker_delivered_are_dropped_and_not_delivered_again(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, _) = stored_event(&database, "race", &[("10K", 100)], 0).await;
-    let (feed, mut held) = creation_feed();
+    let (feed, held) = creation_feed();
     register_all(&store, &mut quota, &["a@x.org", "b@x.org", "c@x.org"], START, Some(&feed)).await;
     let now = START.plus_seconds(1);
     let other = Recorder::default();
     assert_eq!(deliver_due(&store, &other, now, &config()).await.unwrap(), 3);
     register_all(&store, &mut quota, &["d@x.org"], START, None).await;
     let recorder = Recorder::default();
-    deliver_all_holding(&store, &recorder, now, &mut held).await;
+    deliver_all_holding(&store, &recorder, now, &held).await;
     assert_eq!(recorder.delivered(), [created(4)]);
     assert_eq!((held.served(), held.held()), (0, 0));
     assert_eq!(cursor(&store).await, 4);
@@ -698,14 +700,16 @@ async fn a_fenced_batch_s_creation_is_not_handed_over(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
     let id = event_id("race");
-    let (feed, mut held) = creation_feed();
-    let (sender, writer) = WriteBehind::start_handing_over(store.clone(), WriteBehindConfig::default(), Some(feed));
+    let (feed, held) = creation_feed();
+    let (sender, writer) =
+        WriteBehind::start_handing_over(store.clone(), WriteBehindConfig::default(), Some(feed));
     let (_, effects) = decide(&mut stale_quota, Command::Register(register("10K", "a@x.org")), START);
     submit(&sender, &id, stale_epoch, effects).await.unwrap();
     let current = store.load(&id).await.unwrap().unwrap();
     let mut current_quota = current.quota;
     let owner_at = START.plus_seconds(5);
-    let (_, effects) = decide(&mut current_quota, Command::Register(register("10K", "owner@x.org")), owner_at);
+    let (_, effects) =
+        decide(&mut current_quota, Command::Register(register("10K", "owner@x.org")), owner_at);
     submit(&sender, &id, current.epoch, effects).await.unwrap();
     // Handed over after the owner's, the stale one would take its place in what is held.
     let (_, stale_effects) =
@@ -714,7 +718,7 @@ async fn a_fenced_batch_s_creation_is_not_handed_over(backend: Backend) {
     drop(sender);
     writer.closed().await;
     let now = START.plus_seconds(10);
-    let claim = store.claim_creations_holding(now, now.plus_seconds(1), 10, Some(&mut held)).await.unwrap();
+    let claim = store.claim_creations_holding(now, now.plus_seconds(1), 10, Some(&held)).await.unwrap();
     let [cursor] = claim.cursors.as_slice() else { panic!("one cursor: {claim:?}") };
     let created_at: Vec<(u64, Timestamp)> =
         cursor.creations.iter().map(|entry| (entry.registration.0, entry.created_at)).collect();
