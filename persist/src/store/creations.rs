@@ -40,7 +40,7 @@
 //!   clears the map.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kuota_engine::{Effect, EffectKind, EventId, RegistrationId, Timestamp};
@@ -163,11 +163,12 @@ pub struct HeldCreations {
     held: Arc<Mutex<Held>>,
 }
 
-/// The creations handed over and not yet delivered, by event and number (commits of one event
-/// may be handed over out of their order: each commit task answers on its own).
+/// The creations handed over and not yet delivered, by event in number order. Commits of one
+/// event are mostly handed over in their order, which appends; each commit task answers on its
+/// own, though, so a later one may come first, and the one before it is then put in its place.
 #[derive(Debug, Default)]
 struct Held {
-    events: HashMap<EventId, BTreeMap<u64, CommittedCreation>>,
+    events: HashMap<EventId, VecDeque<CommittedCreation>>,
     /// Creations in `events`, at most `CREATIONS_HELD_MAX`.
     count: usize,
     /// Creations delivered from memory instead of read back, since the start.
@@ -205,18 +206,18 @@ impl HeldCreations {
         let held = &mut *held;
         let numbers = held.events.get_mut(event)?;
         // Those the cursor has passed were delivered, by this worker or another one.
-        while let Some(entry) = numbers.first_entry()
-            && *entry.key() <= created_through
-        {
-            entry.remove();
+        while numbers.front().is_some_and(|creation| creation.number <= created_through) {
+            numbers.pop_front();
             held.count -= 1;
         }
         let mut taken = Vec::new();
         while taken.len() < limit as usize
-            && let Some(entry) = numbers.first_entry()
-            && *entry.key() == created_through + 1 + taken.len() as u64
+            && numbers
+                .front()
+                .is_some_and(|creation| creation.number == created_through + 1 + taken.len() as u64)
+            && let Some(creation) = numbers.pop_front()
         {
-            taken.push(entry.remove());
+            taken.push(creation);
         }
         held.count -= taken.len();
         if numbers.is_empty() {
@@ -237,7 +238,16 @@ impl Held {
             }
             let numbers = self.events.entry(event).or_default();
             for creation in creations.into_iter().take(CREATIONS_HELD_MAX) {
-                if numbers.insert(creation.number, creation).is_none() {
+                if numbers.back().is_none_or(|last| last.number < creation.number) {
+                    numbers.push_back(creation);
+                    self.count += 1;
+                    continue;
+                }
+                let place = numbers.partition_point(|held| held.number < creation.number);
+                if numbers.get(place).is_some_and(|held| held.number == creation.number) {
+                    numbers[place] = creation;
+                } else {
+                    numbers.insert(place, creation);
                     self.count += 1;
                 }
             }
@@ -560,6 +570,8 @@ mod tests {
         feed.hand_over(vec![(event("race"), creations(4..=5))]);
         feed.hand_over(vec![(event("race"), creations(1..=2)), (event("walk"), creations(1..=1))]);
         feed.hand_over(vec![(event("race"), creations(7..=7))]);
+        // Handed over twice (it cannot be, but the count would not tell), held once.
+        feed.hand_over(vec![(event("race"), creations(2..=2))]);
         assert_eq!(held.held(), 6);
         // Nothing continues a cursor at 2 but 3; those at or below it go.
         assert_eq!(numbers(held.take(&event("race"), 2, 10)), Vec::<u64>::new());

@@ -633,7 +633,9 @@ mod tests {
         let events = [EventId::parse("race").unwrap(), EventId::parse("A-z_09").unwrap()];
         for event in &events {
             for registration in [0, 7, 10, 999, 1_000_000, i64::MAX, -1, i64::MIN] {
-                for status in ["held", "confirmed", "waitlisted", "cancelled", "expired", "", "say \"hi\"\\\n"] {
+                for status in
+                    ["held", "confirmed", "waitlisted", "cancelled", "expired", "", "say \"hi\"\\\n"]
+                {
                     let payload = OutboxPayload { event_id: event.as_str(), registration, status };
                     let expected = serde_json::to_string(&payload).unwrap();
                     assert_eq!(registration_payload_json(event, registration, status), expected);
