@@ -58,8 +58,8 @@ const CURSORS_PER_CLAIM_MAX: u32 = 100;
 /// Creations handed over and not yet delivered that a node holds in memory, at most
 /// (`creation_feed`). Past it, the map is cleared and then takes what comes: the creations it
 /// forgot are walked instead (what it holds is only ever a shortcut), and so are those of
-/// events another node delivers, which this worker may never claim again to drop them. About
-/// 100 bytes each: 6 MB at most. It holds what the writer commits between two rounds of the
+/// events another node delivers, which this worker may never claim again to drop them. 32
+/// bytes each, 64 with a queue's spare room: 4 MB at most. It holds what the writer commits between two rounds of the
 /// worker: in `webhooks` mode a round waits a second at most while the writer is busy
 /// (`OutboxConfig::defer_while_busy_max`), which at the 17,000 admissions a second measured on
 /// 2 cores (docs/benchmarks.md) this holds four times over.
