@@ -20,7 +20,7 @@ use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
 use kuota_persist::redis_connection;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
-use kuota_persist::store::SqlStore;
+use kuota_persist::store::{SqlStore, creation_feed};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::cluster::Cluster;
@@ -149,7 +149,16 @@ impl Application {
         };
         // The writer runs on this thread's runtime, and so do the event actors with
         // `actor_threads` 0 (`kuota_engine::actor::registry`, `Placement`).
-        let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config);
+        // The writer hands the creations it commits to this node's delivery worker, which then
+        // need not read them back (`kuota_persist::store::creation_feed`); without a worker,
+        // nobody would take them.
+        let delivering = matches!(settings.outbox_delivery.as_str(), "webhooks" | "log");
+        let (feed, held) = match delivering.then(creation_feed) {
+            Some((feed, held)) => (Some(feed), Some(held)),
+            None => (None, None),
+        };
+        let (submissions, write_behind) =
+            WriteBehind::start_handing_over(store.clone(), write_behind_config, feed);
         let registry_config = RegistryConfig {
             arbiters: settings.actor_threads,
             mailbox_capacity_max: settings.mailbox_capacity_max,
@@ -199,8 +208,14 @@ impl Application {
                     defer_while_busy_max: Duration::from_millis(WEBHOOK_DEFER_WHILE_BUSY_MAX_MS),
                     ..outbox_config
                 };
-                let worker =
-                    OutboxWorker::start(state.store.clone(), Arc::new(fan_out), clock.clone(), busy, config);
+                let worker = OutboxWorker::start(
+                    state.store.clone(),
+                    Arc::new(fan_out),
+                    clock.clone(),
+                    busy,
+                    config,
+                    held,
+                );
                 (Some(worker), Some(dispatcher))
             }
             "log" => {
@@ -210,6 +225,7 @@ impl Application {
                     clock.clone(),
                     busy,
                     outbox_config,
+                    held,
                 );
                 (Some(worker), None)
             }

@@ -8,7 +8,9 @@
 //!
 //! A registration's creation has no outbox row: each round also walks the registrations past
 //! each event's cursor (`SqlStore::claim_creations`), delivers them as `registration_created`
-//! entries before the round's other entries, and advances the cursor after their delivery. An
+//! entries before the round's other entries, and advances the cursor after their delivery. The
+//! creations that the node's write-behind committed and handed over (`HeldCreations`) are
+//! delivered from memory instead of read back, where they continue the cursor. An
 //! entry whose registration the cursor has not reached yet waits for a later round, so that a
 //! registration's entries are delivered in their order. Every
 //! `purge_interval` it also deletes idempotency entries past their event's retention and
@@ -28,7 +30,7 @@ use kuota_engine::{Clock, EventId, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::store::{CursorSettlement, CursorState, OutboxRow, Purged, Settlement, SqlStore};
+use crate::store::{CursorSettlement, CursorState, HeldCreations, OutboxRow, Purged, Settlement, SqlStore};
 
 /// A delivery's outcome: `Err` carries what went wrong, stored as the row's `last_error`.
 pub type DeliveryResult = Result<(), String>;
@@ -170,13 +172,15 @@ pub struct OutboxWorker {
 
 impl OutboxWorker {
     /// Starts the worker as a task of the current tokio runtime.
-    /// `busy` says whether registrations are being written right now (see `Busy`).
+    /// `busy` says whether registrations are being written right now (see `Busy`); `held`, the
+    /// creations this node's write-behind hands over (`crate::store::creation_feed`), if it does.
     pub fn start(
         store: SqlStore,
         deliver: Arc<dyn Deliver>,
         clock: Arc<dyn Clock>,
         busy: Busy,
         config: OutboxConfig,
+        held: Option<HeldCreations>,
     ) -> OutboxWorker {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -197,7 +201,9 @@ impl OutboxWorker {
                     }
                 }
                 deferring_since = None;
-                let delivered = match deliver_due(&store, deliver.as_ref(), clock.now(), &config).await {
+                let round =
+                    deliver_due_holding(&store, deliver.as_ref(), clock.now(), &config, held.as_ref());
+                let delivered = match round.await {
                     Ok(count) => count,
                     Err(error) => {
                         tracing::warn!(%error, "outbox round failed; trying again after the poll interval");
@@ -258,12 +264,24 @@ pub async fn deliver_due(
     now: Timestamp,
     config: &OutboxConfig,
 ) -> Result<usize, crate::store::PersistError> {
+    deliver_due_holding(store, deliver, now, config, None).await
+}
+
+/// `deliver_due`, delivering the creations `held` holds that continue their cursors from
+/// memory (`SqlStore::claim_creations_holding`).
+pub async fn deliver_due_holding(
+    store: &SqlStore,
+    deliver: &dyn Deliver,
+    now: Timestamp,
+    config: &OutboxConfig,
+    held: Option<&HeldCreations>,
+) -> Result<usize, crate::store::PersistError> {
     // The entries are delivered after the creations: their claim outlives both deliveries.
     let (cursors_until, entries_until) = claim_ends(now, config.delivery_timeout);
     let mut claim = store.claim_outbox(now, entries_until, config.batch_max).await?;
     // After the entries: an entry's registration is stored before the entry is, so the walk
     // reaches the registrations of the entries just claimed and none of them waits a round.
-    let walked = match deliver_creations(store, deliver, now, cursors_until, config).await {
+    let walked = match deliver_creations(store, deliver, now, cursors_until, config, held).await {
         Ok(walked) => walked,
         Err(error) => {
             // The entries still go, those whose creations were delivered before.
@@ -341,13 +359,16 @@ async fn deliver_creations(
     now: Timestamp,
     until: Timestamp,
     config: &OutboxConfig,
+    held: Option<&HeldCreations>,
 ) -> Result<usize, crate::store::PersistError> {
-    let claim = store.claim_creations(now, until, config.batch_max).await?;
+    let mut claim = store.claim_creations_holding(now, until, config.batch_max, held).await?;
     if claim.cursors.is_empty() {
         return Ok(0);
     }
+    // Settling needs only the cursors as claimed: their creations move out of the claim.
+    let counts: Vec<usize> = claim.cursors.iter().map(|cursor| cursor.creations.len()).collect();
     let creations: Vec<OutboxRow> =
-        claim.cursors.iter().flat_map(|cursor| cursor.creations.iter().cloned()).collect();
+        claim.cursors.iter_mut().flat_map(|cursor| std::mem::take(&mut cursor.creations)).collect();
     let mut results = if creations.is_empty() {
         Vec::new()
     } else {
@@ -355,10 +376,11 @@ async fn deliver_creations(
     };
     results.resize_with(creations.len(), || Err("no result from the delivery".into()));
     let mut results = results.into_iter();
+    let mut delivered = creations.iter();
     let mut settlements = Vec::with_capacity(claim.cursors.len());
-    for cursor in &claim.cursors {
+    for (cursor, count) in claim.cursors.iter().zip(counts) {
         let mut settlement = CursorSettlement { created_through: cursor.created_through, failed: None };
-        for (creation, result) in cursor.creations.iter().zip(results.by_ref()) {
+        for (creation, result) in delivered.by_ref().take(count).zip(results.by_ref()) {
             if settlement.failed.is_some() {
                 // Past a failure: delivered perhaps, but the cursor stops before the failure, so
                 // they go again (at least once).

@@ -43,7 +43,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use self::backend::{Pool, RowAccess, Runner, Statement};
 pub use self::creations::{
-    CREATED_KIND, ClaimedCursor, CreationBacklog, CreationClaim, CursorSettlement, CursorState,
+    CREATED_KIND, CREATIONS_HELD_MAX, ClaimedCursor, CommittedCreation, CommittedCreations, CreationBacklog,
+    CreationClaim, CreationFeed, CursorSettlement, CursorState, HeldCreations, creation_feed,
 };
 pub use self::error::{FailureKind, PersistError};
 pub use self::maintenance::{OutboxClaim, Purged, Settlement};

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use kuota_engine::EventId;
 use kuota_engine::store::{StoreError, Submission};
 
-use crate::store::{BatchItem, BatchReport, FailureKind, PersistError, SqlStore};
+use crate::store::{
+    BatchItem, BatchReport, CommittedCreation, CommittedCreations, CreationFeed, FailureKind, PersistError,
+    SqlStore,
+};
 use crate::write_behind::WriteBehindConfig;
 use crate::write_behind::stats::Shared;
 
@@ -29,11 +32,13 @@ pub(super) struct CommitOutcome {
 /// Commits `submissions` (one batch; an event in it is in no other running batch, or in one
 /// that has written its rows) and answers each of them. `written` is called when the batch's
 /// rows are written, before its commit (see `SqlStore::commit_batch_signalling`), once per
-/// attempt that gets that far.
+/// attempt that gets that far. The creations of the submissions answered as committed go to
+/// `feed`.
 pub(super) async fn commit(
     store: SqlStore,
     config: WriteBehindConfig,
     shared: Arc<Shared>,
+    feed: Option<CreationFeed>,
     submissions: Vec<Submission>,
     batch: u64,
     mut written: impl FnMut(),
@@ -43,15 +48,16 @@ pub(super) async fn commit(
     events.dedup();
     let mut outcome =
         CommitOutcome { batch, events, failed_pairs: Vec::new(), store_failed: false, store_worked: false };
+    let feed = feed.as_ref();
     match attempt(&store, &config, &shared, &submissions, &mut written).await {
-        Ok(report) => answer(&shared, submissions, &report, &mut outcome),
+        Ok(report) => answer(&shared, feed, submissions, &report, &mut outcome),
         Err(error) if error.failure_kind() == FailureKind::Data && outcome.events.len() > 1 => {
             // One event's effects broke a rule of the database. Commit each event on its own,
             // so that the others are not failed with it.
             tracing::warn!(error = %error.chain(), "a batch broke a rule of the database; committing its events one by one");
             for group in split_by_event(submissions) {
                 match attempt(&store, &config, &shared, &group, &mut written).await {
-                    Ok(report) => answer(&shared, group, &report, &mut outcome),
+                    Ok(report) => answer(&shared, feed, group, &report, &mut outcome),
                     Err(error) => fail_all(&shared, group, &error, &mut outcome),
                 }
             }
@@ -86,8 +92,11 @@ async fn attempt(
         let started = Instant::now();
         // Cut short, the attempt's transaction is dropped with its connection (closed, never
         // reused): whether it committed is unknown here, and the next attempt reads it back.
-        let attempted =
-            tokio::time::timeout(deadline, store.commit_batch_signalling(&items, &mut *written)).await;
+        // On the heap: the transaction's future is about 15 KB (sqlx's, for both dialects), and
+        // inline it made the commit task's as large, copied whole on each spawn and wrapper
+        // (callgrind: about 6,500 instructions of `memcpy` per admission); boxed, once per attempt.
+        let transaction = Box::pin(store.commit_batch_signalling(&items, &mut *written));
+        let attempted = tokio::time::timeout(deadline, transaction).await;
         let result = attempted.unwrap_or_else(|_elapsed| {
             // Writes are refused from now on until a commit or a probe works: this one waits.
             shared.set_store_failing(true);
@@ -118,8 +127,22 @@ async fn attempt(
     }
 }
 
-fn answer(shared: &Shared, submissions: Vec<Submission>, report: &BatchReport, outcome: &mut CommitOutcome) {
+fn answer(
+    shared: &Shared,
+    feed: Option<&CreationFeed>,
+    submissions: Vec<Submission>,
+    report: &BatchReport,
+    outcome: &mut CommitOutcome,
+) {
     outcome.store_worked = true;
+    if let Some(feed) = feed {
+        // Before the answers: once a registrant is told of the commit, the worker may know it.
+        let mut creations = CommittedCreations::new();
+        for submission in submissions.iter().filter(|submission| stored(report, submission)) {
+            hand_over_later(&mut creations, submission);
+        }
+        feed.hand_over(creations);
+    }
     for submission in submissions {
         let result = if report.missing.contains(&submission.event) {
             Err(StoreError::Unavailable(format!("event {} is not stored", submission.event)))
@@ -137,6 +160,23 @@ fn answer(shared: &Shared, submissions: Vec<Submission>, report: &BatchReport, o
         }
         // The actor may have stopped meanwhile; then nobody waits for the answer.
         let _ = submission.done.send(result);
+    }
+}
+
+/// Whether the batch stored the submission's effects (answered `Ok`).
+fn stored(report: &BatchReport, submission: &Submission) -> bool {
+    !report.missing.contains(&submission.event) && report.committed(&submission.event, submission.epoch)
+}
+
+/// Adds a committed submission's creations to those its batch hands over.
+fn hand_over_later(creations: &mut CommittedCreations, submission: &Submission) {
+    let mut created = CommittedCreation::of_effects(&submission.effects).peekable();
+    if created.peek().is_none() {
+        return;
+    }
+    match creations.iter_mut().find(|(event, _)| *event == submission.event) {
+        Some((_, event_creations)) => event_creations.extend(created),
+        None => creations.push((submission.event.clone(), created.collect())),
     }
 }
 

@@ -45,7 +45,7 @@ pub use self::stats::{
     BATCH_EFFECTS_BOUNDS, COMMIT_LATENCY_BOUNDS_MICROS, Histogram, RETRY_AFTER_SECONDS_MAX, WriteBehindStats,
     retry_after_seconds,
 };
-use crate::store::SqlStore;
+use crate::store::{CreationFeed, SqlStore};
 
 /// Batches one writer may have committing at once (see `store::WRITER_CONNECTIONS_MAX`).
 pub use crate::store::WRITER_CONNECTIONS_MAX as CONNECTIONS_MAX;
@@ -139,6 +139,16 @@ impl WriteBehind {
     /// Starts the writer as a task of the current tokio runtime and returns the sending side of
     /// its queue (for the engine's `Registry`) and a handle to watch and await it.
     pub fn start(store: SqlStore, config: WriteBehindConfig) -> (SubmissionSender, WriteBehindHandle) {
+        Self::start_handing_over(store, config, None)
+    }
+
+    /// `start`, handing the creations of every committed submission to `feed` (the node's
+    /// outbox delivery worker, see `crate::store::creation_feed`).
+    pub fn start_handing_over(
+        store: SqlStore,
+        config: WriteBehindConfig,
+        feed: Option<CreationFeed>,
+    ) -> (SubmissionSender, WriteBehindHandle) {
         let (sender, receiver) = submission_channel(config.queue_capacity_max.max(1));
         let shared = Arc::new(Shared::publishing_to(store.health().clone()));
         let concurrency =
@@ -146,6 +156,7 @@ impl WriteBehind {
         let (written_sender, written) = tokio::sync::mpsc::channel(CONNECTIONS_MAX as usize);
         let dispatcher = Dispatcher {
             store,
+            feed,
             config,
             concurrency: concurrency as usize,
             receiver,
@@ -293,6 +304,8 @@ impl Poisoned {
 
 struct Dispatcher {
     store: SqlStore,
+    /// Where committed creations go, if anywhere.
+    feed: Option<CreationFeed>,
     config: WriteBehindConfig,
     concurrency: usize,
     receiver: SubmissionReceiver,
@@ -479,7 +492,9 @@ impl Dispatcher {
                 let _ = written_sender.try_send(number);
             }
         };
-        let task = commit::commit(self.store.clone(), self.config, shared.clone(), batch, number, written);
+        let feed = self.feed.clone();
+        let task =
+            commit::commit(self.store.clone(), self.config, shared.clone(), feed, batch, number, written);
         self.commits.spawn(async move {
             let outcome = task.await;
             shared.taken.fetch_sub(committing, Ordering::Relaxed);

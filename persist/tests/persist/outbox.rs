@@ -12,8 +12,12 @@ use std::time::Duration;
 
 use kuota_engine::store::{EventLoader, StoreError};
 use kuota_engine::{Command, Decision, EventQuota, ManualClock, Outcome, RegistrationId, Timestamp};
-use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, never_busy};
-use kuota_persist::store::{BatchItem, CursorSettlement, OutboxRow, SqlStore};
+use kuota_persist::outbox::{
+    Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, deliver_due_holding, never_busy,
+};
+use kuota_persist::store::{
+    BatchItem, CreationFeed, CursorSettlement, HeldCreations, OutboxRow, SqlStore, creation_feed,
+};
 use kuota_persist::write_behind::{WriteBehind, WriteBehindConfig};
 
 use crate::sql_support::{
@@ -35,6 +39,10 @@ on_both_databases!(
     the_purge_deletes_only_rows_past_their_retention,
     the_worker_task_delivers_in_the_background_and_stops,
     a_busy_store_defers_delivery_but_not_past_the_longest_deferral,
+    the_creations_handed_over_are_the_entries_the_walk_reads,
+    a_gap_in_the_creations_handed_over_is_walked,
+    creations_another_worker_delivered_are_dropped_and_not_delivered_again,
+    a_fenced_batch_s_creation_is_not_handed_over,
 );
 
 /// One delivery as the recorder keeps it: the registration and the entry's kind.
@@ -535,7 +543,7 @@ async fn the_worker_task_delivers_in_the_background_and_stops(backend: Backend) 
     let recorder = Arc::new(Recorder::default());
     let clock = Arc::new(ManualClock::new(START.plus_seconds(1)));
     let config = OutboxConfig { poll_interval: Duration::from_millis(10), ..config() };
-    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock, never_busy(), config);
+    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock, never_busy(), config, None);
     wait_for_deliveries(&recorder, 5).await;
     tokio::time::timeout(Duration::from_secs(5), worker.stop()).await.expect("the worker stops");
     assert!(statuses(&store).await.iter().all(|(_, status, _)| status == "delivered"));
@@ -555,7 +563,7 @@ async fn a_busy_store_defers_delivery_but_not_past_the_longest_deferral(backend:
     };
     let reader = busy.clone();
     let is_busy = Arc::new(move || reader.load(std::sync::atomic::Ordering::Relaxed));
-    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock.clone(), is_busy, config);
+    let worker = OutboxWorker::start(store.clone(), recorder.clone(), clock.clone(), is_busy, config, None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(recorder.attempts.lock().unwrap().is_empty(), "delivered while the store was busy");
     busy.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -568,7 +576,7 @@ async fn a_busy_store_defers_delivery_but_not_past_the_longest_deferral(backend:
     let recorder = Arc::new(Recorder::default());
     let config = OutboxConfig { defer_while_busy_max: Duration::from_millis(200), ..config };
     let always = Arc::new(|| true);
-    let worker = OutboxWorker::start(store, recorder.clone(), clock, always, config);
+    let worker = OutboxWorker::start(store, recorder.clone(), clock, always, config, None);
     wait_for_deliveries(&recorder, 2).await;
     worker.stop().await;
 }
@@ -579,4 +587,141 @@ async fn wait_for_deliveries(recorder: &Recorder, count: usize) {
         assert!(tokio::time::Instant::now() < deadline, "not delivered within 10 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Registers `emails` in order, through a write-behind that hands its creations to `feed` if
+/// given, each at `at`, one submission each.
+async fn register_all(
+    store: &SqlStore,
+    quota: &mut EventQuota,
+    emails: &[&str],
+    at: Timestamp,
+    feed: Option<&CreationFeed>,
+) {
+    let id = event_id("race");
+    let epoch = store.event_progress(&id).await.unwrap().unwrap().epoch;
+    let (sender, writer) =
+        WriteBehind::start_handing_over(store.clone(), WriteBehindConfig::default(), feed.cloned());
+    for email in emails {
+        let request = kuota_engine::Register { waitlist: true, ..register("10K", email) };
+        let (_, effects) = decide(quota, Command::Register(request), at);
+        submit(&sender, &id, epoch, effects).await.unwrap();
+    }
+    drop(sender);
+    writer.closed().await;
+}
+
+/// Rounds of `deliver_due_holding` until one delivers nothing.
+async fn deliver_all_holding(store: &SqlStore, recorder: &Recorder, now: Timestamp, held: &HeldCreations) {
+    for _ in 0..100 {
+        if deliver_due_holding(store, recorder, now, &config(), Some(held)).await.unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("still delivering after 100 rounds");
+}
+
+/// What the write-behind hands over (the status each registration was created with: held, then
+/// waitlisted; its creation time) gives the very entries that reading the rows back gives.
+async fn the_creations_handed_over_are_the_entries_the_walk_reads(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, _) = stored_event(&database, "race", &[("10K", 2)], 600).await;
+    let (feed, held) = creation_feed();
+    let emails = ["a@x.org", "b@x.org", "c@x.org"];
+    register_all(&store, &mut quota, &emails, START.plus_millis(1_234), Some(&feed)).await;
+    let now = START.plus_seconds(10);
+    // A claim that reads them back, left to run out...
+    let walked = store.claim_creations(now, now.plus_seconds(1), 10).await.unwrap();
+    // ...and one that takes them from memory.
+    let later = now.plus_seconds(2);
+    let handed = store.claim_creations_holding(later, later.plus_seconds(1), 10, Some(&held)).await.unwrap();
+    assert_eq!(held.served(), 3, "read back: {handed:?}");
+    assert_eq!(held.held(), 0);
+    let [walked] = walked.cursors.as_slice() else { panic!("one cursor: {walked:?}") };
+    let [handed] = handed.cursors.as_slice() else { panic!("one cursor: {handed:?}") };
+    assert_eq!(handed, walked);
+    let statuses: Vec<&str> = handed.creations.iter().map(|entry| entry.payload_json.as_str()).collect();
+    assert!(statuses[0].contains("\"held\"") && statuses[2].contains("\"waitlisted\""), "{statuses:?}");
+    // Delivered and settled like walked ones.
+    let recorder = Recorder::default();
+    let (feed_after, held_after) = creation_feed();
+    register_all(&store, &mut quota, &["d@x.org"], START, Some(&feed_after)).await;
+    deliver_all_holding(&store, &recorder, later.plus_seconds(2), &held_after).await;
+    assert_eq!(recorder.delivered(), [created(1), created(2), created(3), created(4)]);
+    assert_eq!((cursor(&store).await, held_after.served()), (4, 1));
+}
+
+/// Creations committed without being handed over (a full channel, another node's writer) leave
+/// a gap in what the worker holds: it delivers what continues the cursor, walks the gap, and
+/// delivers each creation once, in order.
+async fn a_gap_in_the_creations_handed_over_is_walked(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, _) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let (feed, held) = creation_feed();
+    register_all(&store, &mut quota, &["a@x.org", "b@x.org"], START, Some(&feed)).await;
+    register_all(&store, &mut quota, &["c@x.org", "d@x.org"], START, None).await;
+    register_all(&store, &mut quota, &["e@x.org", "f@x.org"], START, Some(&feed)).await;
+    let recorder = Recorder::default();
+    let now = START.plus_seconds(1);
+    // 1 and 2 from memory (the round's limit is 3: it stops at the gap); then 3 to 5 walked;
+    // then 6 from memory (5, held too, was passed).
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        rounds.push(deliver_due_holding(&store, &recorder, now, &config(), Some(&held)).await.unwrap());
+    }
+    assert_eq!(rounds, [2, 3, 1]);
+    assert_eq!(deliver_due_holding(&store, &recorder, now, &config(), Some(&held)).await.unwrap(), 0);
+    assert_eq!(recorder.delivered(), (1..=6).map(created).collect::<Vec<_>>());
+    assert_eq!((held.served(), held.held()), (3, 0));
+    assert_eq!(cursor(&store).await, 6);
+}
+
+/// Two nodes: the one whose writer handed the creations over did not deliver them; the other
+/// one did. What the first holds is behind the cursor: dropped, never delivered again.
+async fn creations_another_worker_delivered_are_dropped_and_not_delivered_again(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, _) = stored_event(&database, "race", &[("10K", 100)], 0).await;
+    let (feed, held) = creation_feed();
+    register_all(&store, &mut quota, &["a@x.org", "b@x.org", "c@x.org"], START, Some(&feed)).await;
+    let now = START.plus_seconds(1);
+    let other = Recorder::default();
+    assert_eq!(deliver_due(&store, &other, now, &config()).await.unwrap(), 3);
+    register_all(&store, &mut quota, &["d@x.org"], START, None).await;
+    let recorder = Recorder::default();
+    deliver_all_holding(&store, &recorder, now, &held).await;
+    assert_eq!(recorder.delivered(), [created(4)]);
+    assert_eq!((held.served(), held.held()), (0, 0));
+    assert_eq!(cursor(&store).await, 4);
+}
+
+/// A stale owner's batch is fenced: its creation (number 2, as the new owner's) is never handed
+/// over; the new owner's, decided later, is.
+async fn a_fenced_batch_s_creation_is_not_handed_over(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
+    let id = event_id("race");
+    let (feed, held) = creation_feed();
+    let (sender, writer) =
+        WriteBehind::start_handing_over(store.clone(), WriteBehindConfig::default(), Some(feed));
+    let (_, effects) = decide(&mut stale_quota, Command::Register(register("10K", "a@x.org")), START);
+    submit(&sender, &id, stale_epoch, effects).await.unwrap();
+    let current = store.load(&id).await.unwrap().unwrap();
+    let mut current_quota = current.quota;
+    let owner_at = START.plus_seconds(5);
+    let (_, effects) =
+        decide(&mut current_quota, Command::Register(register("10K", "owner@x.org")), owner_at);
+    submit(&sender, &id, current.epoch, effects).await.unwrap();
+    // Handed over after the owner's, the stale one would take its place in what is held.
+    let (_, stale_effects) =
+        decide(&mut stale_quota, Command::Register(register("10K", "stale@x.org")), START);
+    assert_eq!(submit(&sender, &id, stale_epoch, stale_effects).await, Err(StoreError::Fenced));
+    drop(sender);
+    writer.closed().await;
+    let now = START.plus_seconds(10);
+    let claim = store.claim_creations_holding(now, now.plus_seconds(1), 10, Some(&held)).await.unwrap();
+    let [cursor] = claim.cursors.as_slice() else { panic!("one cursor: {claim:?}") };
+    let created_at: Vec<(u64, Timestamp)> =
+        cursor.creations.iter().map(|entry| (entry.registration.0, entry.created_at)).collect();
+    assert_eq!(created_at, [(1, START), (2, owner_at)]);
+    assert_eq!(held.served(), 2);
 }
