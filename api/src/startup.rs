@@ -16,7 +16,7 @@ use anyhow::Context;
 use futures_util::FutureExt;
 use kuota_engine::actor::{Registry, RegistryConfig};
 use kuota_engine::{Clock, SystemClock};
-use kuota_persist::outbox::{Busy, LogDelivery, OutboxConfig, OutboxWorker};
+use kuota_persist::outbox::{Busy, Deliver, LogDelivery, OutboxConfig, OutboxWorker};
 use kuota_persist::random;
 use kuota_persist::redis_connection;
 use kuota_persist::session::{MemorySessionStore, RedisSessionStore, SessionStore};
@@ -199,37 +199,30 @@ impl Application {
         // Registrations waiting for their commit: the writer is busy.
         let busy: Busy = Arc::new(move || watched.shedding.write_behind.queue_depth() > 0);
         let outbox_config = OutboxConfig { batch_max: OUTBOX_ROUND_ENTRIES_MAX, ..OutboxConfig::default() };
-        let (outbox, webhook_dispatcher) = match state.settings.outbox_delivery.as_str() {
-            "webhooks" => {
-                let (fan_out, dispatcher) = webhooks::start(&state.store, &state.settings, clock.clone())?;
-                // The contract's first attempt within 2 s of the commit: a busy writer defers
-                // the fan-out for a second at most, not the default's half minute.
-                let config = OutboxConfig {
-                    defer_while_busy_max: Duration::from_millis(WEBHOOK_DEFER_WHILE_BUSY_MAX_MS),
-                    ..outbox_config
-                };
-                let worker = OutboxWorker::start(
-                    state.store.clone(),
-                    Arc::new(fan_out),
-                    clock.clone(),
-                    busy,
-                    config,
-                    held,
-                );
-                (Some(worker), Some(dispatcher))
+        // What the mode delivers through, with which settings (and the webhooks' dispatcher).
+        let delivery: Option<(Arc<dyn Deliver>, OutboxConfig, Option<Dispatcher>)> =
+            match state.settings.outbox_delivery.as_str() {
+                "webhooks" => {
+                    let (fan_out, dispatcher) =
+                        webhooks::start(&state.store, &state.settings, clock.clone())?;
+                    // The contract's first attempt within 2 s of the commit: a busy writer defers
+                    // the fan-out for a second at most, not the default's half minute.
+                    let config = OutboxConfig {
+                        defer_while_busy_max: Duration::from_millis(WEBHOOK_DEFER_WHILE_BUSY_MAX_MS),
+                        ..outbox_config
+                    };
+                    Some((Arc::new(fan_out), config, Some(dispatcher)))
+                }
+                "log" => Some((Arc::new(LogDelivery), outbox_config, None)),
+                _ => None,
+            };
+        let (outbox, webhook_dispatcher) = match delivery {
+            Some((deliver, config, dispatcher)) => {
+                let worker =
+                    OutboxWorker::start(state.store.clone(), deliver, clock.clone(), busy, config, held);
+                (Some(worker), dispatcher)
             }
-            "log" => {
-                let worker = OutboxWorker::start(
-                    state.store.clone(),
-                    Arc::new(LogDelivery),
-                    clock.clone(),
-                    busy,
-                    outbox_config,
-                    held,
-                );
-                (Some(worker), None)
-            }
-            _ => (None, None),
+            None => (None, None),
         };
         let watched = state.clone();
         let sold_out = SoldOutWatcher::start(
