@@ -222,7 +222,10 @@ impl Drop for Writer {
     /// Keeps the queues for the thread's next writer, unless a roomier set is kept already.
     fn drop(&mut self) {
         let queues = self.take_queues();
-        SPARE_QUEUES.with_borrow_mut(|spare| {
+        // `try_with`: a writer dropped while the thread's locals are being torn down keeps
+        // nothing, rather than panicking in a drop.
+        let _ = SPARE_QUEUES.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
             if spare.as_ref().is_none_or(|(_, queued, _)| queued.capacity() < queues.1.capacity()) {
                 *spare = Some(queues);
             }
