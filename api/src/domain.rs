@@ -13,8 +13,9 @@
 //! `additionalProperties: false` and the server's refusal come from the same attribute.
 //!
 //! A registration body, the body of the hottest request, is first read straight into borrowed
-//! fields (`RegistrationBody`, also its schema); only a body that this reading refuses is read
-//! again as a JSON map, which finds every mistake. Both readings hand the same
+//! fields (`RegistrationBody`, also its schema): by hand when it has the common shape
+//! (`RegistrationBody::read_plain`), else by serde_json; only a body that this reading refuses
+//! is read again as a JSON map, which finds every mistake. Both readings hand the same
 //! `FoundRegistration` to the same checks.
 
 use std::borrow::Cow;
@@ -395,12 +396,70 @@ impl Text<'_> {
 
 impl<'a> RegistrationBody<'a> {
     fn read(body: &'a [u8]) -> Option<Self> {
+        if let Some(read) = Self::read_plain(body) {
+            return Some(read);
+        }
         // serde_json skips exactly these before a value.
-        let first = body.iter().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+        let first = body.iter().find(|byte| !is_json_whitespace(**byte));
         if first != Some(&b'{') {
             return None;
         }
         serde_json::from_slice(body).ok()
+    }
+
+    /// The common body read by hand: an object of the known members but `attributes`, each at
+    /// most once, whose values are `null`, strings without escapes or control characters, or,
+    /// for `waitlist`, `true` and `false`. Everything else (`None`) goes to serde_json, which
+    /// reads a body like this one alike. Every registration, a sold-out one too, reads one:
+    /// serde_json's reading of the common body was about 2,300 instructions, this one about
+    /// 1,750 (callgrind).
+    fn read_plain(body: &'a [u8]) -> Option<Self> {
+        let mut reader = PlainJson { body, at: 0 };
+        let mut read = RegistrationBody {
+            category: None,
+            email: None,
+            full_name: None,
+            phone: None,
+            attributes: None,
+            waitlist: None,
+        };
+        // serde refuses a member given twice, even when the first was `null`.
+        let mut seen = [false; 5];
+        reader.expect(b'{')?;
+        if !reader.eat(b'}') {
+            loop {
+                let member = match reader.string()? {
+                    b"category" => 0,
+                    b"email" => 1,
+                    b"full_name" => 2,
+                    b"phone" => 3,
+                    b"waitlist" => 4,
+                    _ => return None,
+                };
+                if std::mem::replace(&mut seen[member], true) {
+                    return None;
+                }
+                reader.expect(b':')?;
+                if member == 4 {
+                    read.waitlist = reader.flag()?;
+                } else {
+                    let text = reader.text()?.map(|text| Text(Cow::Borrowed(text)));
+                    match member {
+                        0 => read.category = text,
+                        1 => read.email = text,
+                        2 => read.full_name = text,
+                        _ => read.phone = text,
+                    }
+                }
+                if reader.eat(b',') {
+                    continue;
+                }
+                reader.expect(b'}')?;
+                break;
+            }
+        }
+        reader.skip_whitespace();
+        (reader.at == body.len()).then_some(read)
     }
 
     fn found(&self) -> FoundRegistration<'_> {
@@ -411,6 +470,86 @@ impl<'a> RegistrationBody<'a> {
             phone: Text::found(&self.phone),
             attributes: Found::from(self.attributes.as_ref()),
             waitlist: Found::from(self.waitlist),
+        }
+    }
+}
+
+/// The whitespace JSON allows between tokens, which serde_json skips.
+fn is_json_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A cursor over a JSON body for `RegistrationBody::read_plain`: each read skips the whitespace
+/// before its token, and answers `None` for anything it does not read as serde_json would.
+struct PlainJson<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> PlainJson<'a> {
+    fn skip_whitespace(&mut self) {
+        while self.body.get(self.at).copied().is_some_and(is_json_whitespace) {
+            self.at += 1;
+        }
+    }
+
+    /// Takes `byte` when it comes next.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_whitespace();
+        let found = self.body.get(self.at) == Some(&byte);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+
+    /// Takes `word` when it comes next.
+    fn eat_word(&mut self, word: &[u8]) -> bool {
+        self.skip_whitespace();
+        let found = self.body.get(self.at..).is_some_and(|rest| rest.starts_with(word));
+        if found {
+            self.at += word.len();
+        }
+        found
+    }
+
+    /// A string's bytes, without its quotes; `None` for one with an escape or a control
+    /// character (serde_json refuses those, or decodes them).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let length =
+            self.body.get(start..)?.iter().position(|byte| matches!(byte, b'"' | b'\\' | 0..0x20))?;
+        let end = start + length;
+        if self.body[end] != b'"' {
+            return None;
+        }
+        self.at = end + 1;
+        Some(&self.body[start..end])
+    }
+
+    /// `null`, or a string that is UTF-8 (as serde_json checks it).
+    fn text(&mut self) -> Option<Option<&'a str>> {
+        if self.eat_word(b"null") {
+            return Some(None);
+        }
+        std::str::from_utf8(self.string()?).ok().map(Some)
+    }
+
+    /// `null`, `true` or `false`.
+    fn flag(&mut self) -> Option<Option<bool>> {
+        if self.eat_word(b"null") {
+            Some(None)
+        } else if self.eat_word(b"true") {
+            Some(Some(true))
+        } else if self.eat_word(b"false") {
+            Some(Some(false))
+        } else {
+            None
         }
     }
 }
@@ -794,6 +933,52 @@ mod tests {
         for body in bodies {
             assert!(!agrees_with_the_map_reading(body), "{body}");
         }
+    }
+
+    /// The hand reading takes the common bodies, and whatever it takes, serde_json reads alike:
+    /// every body below, and every body one byte away from them (a byte left out, doubled, or
+    /// replaced by one that JSON gives a meaning).
+    #[test]
+    fn the_plain_reading_reads_what_it_takes_as_serde_json_does() {
+        let bodies = [
+            r#"{"category":"10K","email":"runner1@example.org","full_name":"Bench Runner"}"#,
+            " \n\t{ \"category\" : \"5K\", \"email\": \"a@example.org\", \"full_name\": \" Ana \" } \r\n",
+            r#"{"category":"10K","email":"a@example.org","full_name":"A","phone":null,"waitlist":null}"#,
+            r#"{"category":"10K","email":"a@example.org","full_name":"Zoë 😀","phone":"+1 555","waitlist":true}"#,
+            r#"{"waitlist":false,"phone":"1","full_name":"A","email":"a@example.org","category":null}"#,
+            "{}",
+        ];
+        let serde_reading = |body: &[u8]| {
+            serde_json::from_slice::<RegistrationBody<'_>>(body).ok().map(|read| format!("{read:?}"))
+        };
+        for body in bodies {
+            assert!(RegistrationBody::read_plain(body.as_bytes()).is_some(), "{body}");
+        }
+        let replacements = b"\"\\{}[],: \n\t0an\x01\xff";
+        let mut taken = 0;
+        for body in bodies.iter().map(|body| body.as_bytes()) {
+            let mut variants = vec![body.to_vec()];
+            for at in 0..body.len() {
+                let mut shorter = body.to_vec();
+                shorter.remove(at);
+                let mut doubled = body.to_vec();
+                doubled.insert(at, body[at]);
+                variants.extend([shorter, doubled]);
+                for &byte in replacements {
+                    let mut replaced = body.to_vec();
+                    replaced[at] = byte;
+                    variants.push(replaced);
+                }
+            }
+            for variant in variants {
+                if let Some(read) = RegistrationBody::read_plain(&variant) {
+                    taken += 1;
+                    let shown = String::from_utf8_lossy(&variant);
+                    assert_eq!(Some(format!("{read:?}")), serde_reading(&variant), "{shown}");
+                }
+            }
+        }
+        assert!(taken > bodies.len(), "the variants that stay valid are read by hand too");
     }
 
     #[test]

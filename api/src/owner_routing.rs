@@ -110,6 +110,20 @@ struct OwnedRoute {
 /// local; reading a registration needs the actor only for a waitlist position, but is sent to
 /// the owner all the same so that every node answers alike.
 fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
+    // A registration, nearly every request of a sale, is found without splitting the path into
+    // segments (about 400 instructions): the same route the match below finds.
+    if method == "POST"
+        && let Some(event) =
+            path.strip_prefix("/v1/events/").and_then(|rest| rest.strip_suffix("/registrations"))
+        && !event.contains('/')
+    {
+        return Some(OwnedRoute {
+            event: EventId::parse(&percent_decoded(event)?).ok()?,
+            stream: false,
+            use_case: Some(UseCase::Submitted(Submitted::Registration)),
+            pattern: REGISTRATIONS_PATTERN,
+        });
+    }
     // The segments in an array, not a `Vec`: every request asks, and none of these routes has
     // more than four.
     let mut segments = [""; 4];
@@ -550,6 +564,32 @@ mod tests {
         assert_eq!(use_case("POST", "/v1/events/race/registrations/a/b"), None);
         assert_eq!(use_case("POST", "/v1/registrations/race.3/confirm"), None);
         assert_eq!(use_case("GET", "/v1/events/race/queue/draw"), None);
+    }
+
+    /// The registration route's shortcut finds what splitting the path finds, and nothing else.
+    #[test]
+    fn registration_paths_are_found_as_the_segments_find_them() {
+        let found =
+            |path: &str| owned_route("POST", path).map(|route| (route.event.to_string(), route.use_case));
+        let registration = Some(UseCase::Submitted(Submitted::Registration));
+        assert_eq!(found("/v1/events/race/registrations"), Some(("race".into(), registration)));
+        assert_eq!(found("/v1/events/r%61ce/registrations"), Some(("race".into(), registration)));
+        for path in [
+            "/v1/events//registrations",
+            "/v1/events/registrations",
+            "/v1/events/a/b/registrations",
+            "/v1/events/ra%2Fce/registrations",
+            "/v1/events/race/registrations/",
+            "/v1/events/race/registrationsx",
+            "/v2/events/race/registrations",
+        ] {
+            assert_eq!(found(path), None, "{path}");
+        }
+        assert_eq!(owned_route("GET", "/v1/events/race/registrations"), None);
+        assert_eq!(
+            found("/v1/events/race/queue").and_then(|(_, use_case)| use_case),
+            Some(UseCase::Submitted(Submitted::QueueJoin))
+        );
     }
 
     #[test]

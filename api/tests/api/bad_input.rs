@@ -258,3 +258,48 @@ async fn arbitrary_bytes_and_json_never_get_a_5xx() {
     let statuses = statuses.unwrap_or_else(|failure| panic!("{failure}"));
     assert!(statuses.contains(&400), "the generator never produced malformed input");
 }
+
+/// Bodies of the common shape are read by hand (`RegistrationBody::read_plain`); at its edges
+/// the server answers as the JSON reading does: whitespace and `null`s are taken, a repeated
+/// member keeps its last value, and a raw control character or trailing bytes are malformed.
+#[actix_rt::test]
+async fn bodies_at_the_edges_of_the_common_shape_are_answered_as_json_reads_them() {
+    let app = app_with_event().await;
+    let post = |key: &'static str, body: &'static [u8]| {
+        let app = &app;
+        async move {
+            app.request(
+                "POST",
+                PATH,
+                &[("Idempotency-Key", key), ("Content-Type", "application/json")],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let spaced = post(
+        "k1",
+        b" {\"category\" :\"10K\" ,\"email\":\"Ana@Example.org\",\n\"full_name\":\" Ana \",\"phone\":null,\"waitlist\":false} ",
+    )
+    .await;
+    assert_eq!(spaced.status, 201);
+    let repeated =
+        post("k2", br#"{"category":"10K","email":"b@example.org","full_name":"B","full_name":"C"}"#).await;
+    assert_eq!(repeated.status, 201);
+    let control =
+        post("k3", b"{\"category\":\"10K\",\"email\":\"c@example.org\",\"full_name\":\"C\x01\"}").await;
+    assert_eq!((control.status, control.code()), (400, "malformed_body".into()));
+    let trailing = post("k4", br#"{"category":"10K","email":"d@example.org","full_name":"D"} x"#).await;
+    assert_eq!((trailing.status, trailing.code()), (400, "malformed_body".into()));
+    let mistyped =
+        post("k5", br#"{"category":"10K","email":"e@example.org","full_name":"E","waitlist":1}"#).await;
+    assert_eq!((mistyped.status, mistyped.code()), (422, "validation_failed".into()));
+    let listing = app.admin("GET", "/v1/events/race/registrations", None).await.json();
+    let stored: Vec<(String, String)> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| (item["email"].as_str().unwrap().into(), item["full_name"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(stored, [("ana@example.org".into(), "Ana".into()), ("b@example.org".into(), "C".into())]);
+}
