@@ -568,36 +568,18 @@ pub(crate) fn registration_payload_json(event: &EventId, registration: i64, stat
         // A plain struct of strings and integers; serializing it cannot fail.
         return serde_json::to_string(&payload).expect("an outbox payload serializes to JSON");
     }
-    let mut number = [0u8; 20];
-    let digits = decimal(registration.unsigned_abs(), &mut number);
+    // Through `itoa`, as the statements' integers are (`text_protocol`); it writes the sign.
+    let mut number = itoa::Buffer::new();
+    let digits = number.format(registration);
     let mut json = String::with_capacity(48 + event.as_str().len() + digits.len() + status.len());
     json.push_str("{\"event_id\":\"");
     json.push_str(event.as_str());
     json.push_str("\",\"registration\":");
-    if registration < 0 {
-        json.push('-');
-    }
     json.push_str(digits);
     json.push_str(",\"status\":\"");
     json.push_str(status);
     json.push_str("\"}");
     json
-}
-
-/// `value` in decimal, written at the end of `buffer` (20 digits hold any `u64`).
-fn decimal(mut value: u64, buffer: &mut [u8; 20]) -> &str {
-    let mut start = buffer.len();
-    loop {
-        start -= 1;
-        // A digit: `value % 10` is below 10.
-        buffer[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    // ASCII digits only.
-    std::str::from_utf8(&buffer[start..]).expect("decimal digits are UTF-8")
 }
 
 fn hold_expiry(status: ActiveStatus) -> Option<i64> {
