@@ -144,12 +144,12 @@ fn answer(
         feed.hand_over(creations);
     }
     for submission in submissions {
-        let result = if report.missing.contains(&submission.event) {
-            Err(StoreError::Unavailable(format!("event {} is not stored", submission.event)))
-        } else if !report.committed(&submission.event, submission.epoch) {
-            Err(StoreError::Fenced)
-        } else {
+        let result = if stored(report, &submission) {
             Ok(())
+        } else if report.missing.contains(&submission.event) {
+            Err(StoreError::Unavailable(format!("event {} is not stored", submission.event)))
+        } else {
+            Err(StoreError::Fenced)
         };
         match &result {
             Ok(()) => shared.submission_committed(),
@@ -163,7 +163,7 @@ fn answer(
     }
 }
 
-/// Whether the batch stored the submission's effects (answered `Ok`).
+/// Whether the batch stored the submission's effects: answered `Ok`, and its creations handed over.
 fn stored(report: &BatchReport, submission: &Submission) -> bool {
     !report.missing.contains(&submission.event) && report.committed(&submission.event, submission.epoch)
 }
