@@ -214,13 +214,14 @@ impl IdempotencyKey {
     }
 }
 
-/// Equality, order and hashing of a text identifier that carries its digest: those of its text
-/// alone (the digest follows from the text), as when it was the text alone.
-macro_rules! digested_text_impls {
+/// Equality, order and hashing of a text identifier kept as a `Text` (with its digest, for an
+/// e-mail or a key): those of its text alone, as when it was the text alone (the digest
+/// follows from the text).
+macro_rules! text_order_impls {
     ($($name:ident),*) => {$(
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
-                self.text.as_bytes() == other.text.as_bytes()
+                self.as_bytes() == other.as_bytes()
             }
         }
         impl Eq for $name {}
@@ -231,40 +232,18 @@ macro_rules! digested_text_impls {
         }
         impl Ord for $name {
             fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                self.text.as_bytes().cmp(other.text.as_bytes())
+                self.as_bytes().cmp(other.as_bytes())
             }
         }
         impl std::hash::Hash for $name {
             fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                self.text.as_str().hash(state);
+                self.as_str().hash(state);
             }
         }
     )*};
 }
 
-digested_text_impls!(Email, IdempotencyKey);
-
-impl PartialEq for CategoryCode {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_bytes() == other.0.as_bytes()
-    }
-}
-impl Eq for CategoryCode {}
-impl PartialOrd for CategoryCode {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for CategoryCode {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.as_bytes().cmp(other.0.as_bytes())
-    }
-}
-impl std::hash::Hash for CategoryCode {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.as_str().hash(state);
-    }
-}
+text_order_impls!(Email, IdempotencyKey, CategoryCode);
 
 /// A digest of a request body, so that a key reused with another body can be told apart from
 /// a retry. The API computes it; the engine only compares.
