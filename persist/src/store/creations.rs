@@ -258,21 +258,11 @@ impl Held {
 impl SqlStore {
     /// Claims the cursors of events with registrations past them (those longest unclaimed
     /// first) until `until`, and reads up to `limit` creations past them in all, in number
-    /// order. A cursor claimed after the limit was reached carries no creations; settling it
-    /// unchanged gives it back.
-    pub async fn claim_creations(
-        &self,
-        now: Timestamp,
-        until: Timestamp,
-        limit: u32,
-    ) -> Result<CreationClaim, PersistError> {
-        self.claim_creations_holding(now, until, limit, None).await
-    }
-
-    /// `claim_creations`, taking the creations that continue a cursor from `held` (see the
-    /// module documentation) where it holds them, instead of reading them.
+    /// order; the creations that continue a cursor are taken from `held` (see the module
+    /// documentation) where it holds them, instead of read. A cursor claimed after the limit was
+    /// reached carries no creations; settling it unchanged gives it back.
     #[tracing::instrument(skip(self, held))]
-    pub async fn claim_creations_holding(
+    pub async fn claim_creations(
         &self,
         now: Timestamp,
         until: Timestamp,
