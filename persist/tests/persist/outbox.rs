@@ -72,7 +72,7 @@ impl Deliver for Recorder {
         entry: &'a OutboxRow,
     ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
         Box::pin(async move {
-            let key = (entry.registration.0, entry.kind.clone());
+            let key = (entry.registration.0, entry.kind.to_string());
             *self.attempts.lock().unwrap().entry(key.clone()).or_default() += 1;
             // A real delivery waits for a remote party; let the other worker run meanwhile.
             tokio::task::yield_now().await;
@@ -80,7 +80,7 @@ impl Deliver for Recorder {
             if failing.iter().any(|(registration, kind)| (*registration, *kind) == (key.0, key.1.as_str())) {
                 return Err(format!("mail server refused registration {}", entry.registration.0));
             }
-            self.payloads.lock().unwrap().insert(key.clone(), entry.payload_json.clone());
+            self.payloads.lock().unwrap().insert(key.clone(), entry.payload_json.to_string());
             self.delivered.lock().unwrap().push(key);
             Ok(())
         })
@@ -138,7 +138,7 @@ async fn cancel(store: &SqlStore, quota: &mut EventQuota, registrations: &[u64],
 
 async fn statuses(store: &SqlStore) -> Vec<(u64, String, u32)> {
     let rows = store.outbox_page(100, None).await.unwrap();
-    rows.into_iter().map(|row| (row.registration.0, row.status, row.attempts)).collect()
+    rows.into_iter().map(|row| (row.registration.0, row.status.to_string(), row.attempts)).collect()
 }
 
 async fn cursor(store: &SqlStore) -> u64 {
