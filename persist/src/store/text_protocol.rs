@@ -96,6 +96,7 @@ fn rendered_bytes(statement: &Statement<'_>) -> usize {
             Value::Int(_) => 20,
             Value::Null => 4,
             Value::Text(text) => LITERAL_FRAME_BYTES + 2 * text.len(),
+            Value::Utf8(bytes) => LITERAL_FRAME_BYTES + 2 * bytes.len(),
         })
         .sum();
     statement.sql.len() + values
@@ -129,6 +130,7 @@ pub(crate) fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
         Value::Int(number) => out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes()),
         Value::Null => out.extend_from_slice(b"NULL"),
         Value::Text(text) => push_text(out, text.as_bytes()),
+        Value::Utf8(bytes) => push_text(out, bytes),
     }
 }
 
@@ -371,7 +373,7 @@ mod tests {
     #[test]
     fn values_written_in_are_the_values_rendered() {
         use crate::store::backend::Dialect;
-        let values: [Value<'_>; 9] = [
+        let values: [Value<'_>; 12] = [
             Value::Int(i64::MIN),
             Value::Null,
             Value::Text("é\u{1}'"),
@@ -381,6 +383,9 @@ mod tests {
             Value::Text("Zoë O'Brien; -- ? 李小龍 🏃"),
             Value::Text("a\\b"),
             Value::Text("runner1@example.org"),
+            Value::Utf8("o'brien@example.org".as_bytes()),
+            Value::Utf8("a\\b".as_bytes()),
+            Value::Utf8("runner1@example.org".as_bytes()),
         ];
         let mut bound = Statement::new("INSERT INTO t VALUES ");
         let mut written = Statement::writing(Dialect::Mysql, "INSERT INTO t VALUES ");
@@ -491,7 +496,9 @@ mod tests {
                 let bound = Statement::new("SELECT ?").bind(text);
                 let mut written = Statement::writing(crate::store::backend::Dialect::Mysql, "SELECT ");
                 written.write_value(text);
-                for statement in [bound, written] {
+                let mut bytes = Statement::writing(crate::store::backend::Dialect::Mysql, "SELECT ");
+                bytes.write_value(Value::Utf8(text.as_bytes()));
+                for statement in [bound, written, bytes] {
                     let sql = rendered(&statement).unwrap();
                     let row = connection.fetch_one(sqlx::raw_sql(AssertSqlSafe(sql.clone()))).await.unwrap();
                     let read: String = row.try_get(0).unwrap();

@@ -439,9 +439,11 @@ fn registration_inserts<'a>(
             let (waitlist_position, created_hold_expires_at) = row.creation.columns();
             values.push(event.as_str());
             values.push(row.number);
-            values.push(row.category);
-            values.push(row.email);
-            values.push(row.status.is_active().then_some(row.email));
+            // The identifiers' bytes, not their texts (`Value::Utf8`).
+            let email = Value::Utf8(row.email.as_bytes());
+            values.push(Value::Utf8(row.category.as_bytes()));
+            values.push(email);
+            values.push(if row.status.is_active() { email } else { Value::Null });
             values.push(details.full_name.as_str());
             values.push(details.phone.as_deref());
             values.push(details.attributes_json.as_deref());
@@ -449,7 +451,7 @@ fn registration_inserts<'a>(
             values.push(row.hold_expires_at);
             values.push(waitlist_position);
             values.push(created_hold_expires_at);
-            values.push(row.idempotency_key);
+            values.push(row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())));
             values.push(row.fingerprint);
             values.push(details.access_token_hash.as_str());
             values.push(row.created_seq);
