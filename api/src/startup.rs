@@ -157,8 +157,7 @@ impl Application {
             Some((feed, held)) => (Some(feed), Some(held)),
             None => (None, None),
         };
-        let (submissions, write_behind) =
-            WriteBehind::start_handing_over(store.clone(), write_behind_config, feed);
+        let (submissions, write_behind) = WriteBehind::start(store.clone(), write_behind_config, feed);
         let registry_config = RegistryConfig {
             arbiters: settings.actor_threads,
             mailbox_capacity_max: settings.mailbox_capacity_max,

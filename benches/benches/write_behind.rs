@@ -201,7 +201,7 @@ async fn writer_run(batch_size_max: usize, events: usize, connections_max: u32) 
     let database = BenchDatabase::create("writer").await;
     let store = SqlStore::connect(&database.url).await.expect("the bench database takes the schema");
     let config = WriteBehindConfig { batch_size_max, connections_max, ..WriteBehindConfig::default() };
-    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let (sender, writer) = WriteBehind::start(store.clone(), config, None);
     let in_flight = IN_FLIGHT_BATCHES * batch_size_max * events;
     let (answers, mut answered) = mpsc::channel::<(Instant, oneshot::Receiver<Answer>)>(in_flight);
     let stop = Arc::new(AtomicBool::new(false));
@@ -357,7 +357,7 @@ async fn recovery() {
     assert!(store.create_event(&config, now()).await.expect("the event is stored"));
     let loaded = store.load(&config.id).await.expect("the event loads").expect("it exists");
     let mut quota = loaded.quota;
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let codes = [CategoryCode::parse("10K").expect("valid"), CategoryCode::parse("21K").expect("valid")];
     let details = Arc::new(RegistrationDetails {
         full_name: "Bench Runner".into(),

@@ -201,8 +201,7 @@ impl OutboxWorker {
                     }
                 }
                 deferring_since = None;
-                let round =
-                    deliver_due_holding(&store, deliver.as_ref(), clock.now(), &config, held.as_ref());
+                let round = deliver_due(&store, deliver.as_ref(), clock.now(), &config, held.as_ref());
                 let delivered = match round.await {
                     Ok(count) => count,
                     Err(error) => {
@@ -256,20 +255,10 @@ impl OutboxWorker {
 /// One round: claims due entries, then the creations past their events' cursors (see
 /// `crate::store::CreationClaim`); delivers the creations and advances the cursors; then
 /// delivers the entries whose registrations the cursors have reached, defers the others, and
-/// settles them. Returns how many entries and creations it delivered or tried (deferred ones
-/// not counted).
+/// settles them. The creations `held` holds that continue their cursors are delivered from
+/// memory (`SqlStore::claim_creations`). Returns how many entries and creations it delivered or
+/// tried (deferred ones not counted).
 pub async fn deliver_due(
-    store: &SqlStore,
-    deliver: &dyn Deliver,
-    now: Timestamp,
-    config: &OutboxConfig,
-) -> Result<usize, crate::store::PersistError> {
-    deliver_due_holding(store, deliver, now, config, None).await
-}
-
-/// `deliver_due`, delivering the creations `held` holds that continue their cursors from
-/// memory (`SqlStore::claim_creations_holding`).
-pub async fn deliver_due_holding(
     store: &SqlStore,
     deliver: &dyn Deliver,
     now: Timestamp,
@@ -361,7 +350,7 @@ async fn deliver_creations(
     config: &OutboxConfig,
     held: Option<&HeldCreations>,
 ) -> Result<usize, crate::store::PersistError> {
-    let mut claim = store.claim_creations_holding(now, until, config.batch_max, held).await?;
+    let mut claim = store.claim_creations(now, until, config.batch_max, held).await?;
     if claim.cursors.is_empty() {
         return Ok(0);
     }

@@ -54,7 +54,7 @@ async fn run(url: &str, event: &EventId, prefix: &str, count: usize) -> Result<(
     let (mut quota, epoch) = (loaded.quota, loaded.epoch);
     let codes: Vec<CategoryCode> =
         quota.config().categories.iter().map(|category| category.code.clone()).collect();
-    let (sender, writer) = WriteBehind::start(store, WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store, WriteBehindConfig::default(), None);
     let clock = SystemClock;
     let mut pending = VecDeque::new();
     let mut stdout = std::io::stdout().lock();

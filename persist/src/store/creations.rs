@@ -47,7 +47,7 @@ use kuota_engine::{Effect, EffectKind, EventId, RegistrationId, Timestamp};
 
 use crate::store::backend::{RowAccess, Statement};
 use crate::store::plan::{Creation, millis, registration_payload_json, signed, unsigned};
-use crate::store::{OutboxRow, PersistError, SqlStore, invalid, timestamp};
+use crate::store::{OutboxRow, PayloadJson, PersistError, SqlStore, invalid, timestamp};
 
 /// The `kind` of a derived creation entry, as outbox entries of the other kinds have theirs.
 pub const CREATED_KIND: &str = "registration_created";
@@ -258,21 +258,11 @@ impl Held {
 impl SqlStore {
     /// Claims the cursors of events with registrations past them (those longest unclaimed
     /// first) until `until`, and reads up to `limit` creations past them in all, in number
-    /// order. A cursor claimed after the limit was reached carries no creations; settling it
-    /// unchanged gives it back.
-    pub async fn claim_creations(
-        &self,
-        now: Timestamp,
-        until: Timestamp,
-        limit: u32,
-    ) -> Result<CreationClaim, PersistError> {
-        self.claim_creations_holding(now, until, limit, None).await
-    }
-
-    /// `claim_creations`, taking the creations that continue a cursor from `held` (see the
-    /// module documentation) where it holds them, instead of reading them.
+    /// order; the creations that continue a cursor are taken from `held` (see the module
+    /// documentation) where it holds them, instead of read. A cursor claimed after the limit was
+    /// reached carries no creations; settling it unchanged gives it back.
     #[tracing::instrument(skip(self, held))]
-    pub async fn claim_creations_holding(
+    pub async fn claim_creations(
         &self,
         now: Timestamp,
         until: Timestamp,
@@ -514,18 +504,20 @@ fn creation_row(event: &EventId, row: &dyn RowAccess) -> Result<OutboxRow, Persi
             .unwrap_or(Cow::Borrowed(row.text(1)?)),
     };
     let created_at = timestamp(row.int(3)?, "registrations.created_at")?;
-    Ok(created_entry(event, number, &status, created_at, 1))
+    let payload_json = PayloadJson::from(registration_payload_json(event, signed(number), &status));
+    Ok(created_entry(event, number, payload_json, created_at, 1))
 }
 
-/// A creation entry from what the write-behind handed over.
+/// A creation entry from what the write-behind handed over, its payload written when read.
 fn creation_entry(event: &EventId, creation: CommittedCreation, attempts: u32) -> OutboxRow {
-    created_entry(event, creation.number, creation.status, creation.created_at, attempts)
+    let payload_json = PayloadJson::registration(event, signed(creation.number), creation.status);
+    created_entry(event, creation.number, payload_json, creation.created_at, attempts)
 }
 
 fn created_entry(
     event: &EventId,
     number: u64,
-    status: &str,
+    payload_json: PayloadJson,
     created_at: Timestamp,
     attempts: u32,
 ) -> OutboxRow {
@@ -533,9 +525,9 @@ fn created_entry(
         id: 0,
         event: event.clone(),
         registration: RegistrationId(number),
-        kind: CREATED_KIND.to_owned(),
-        payload_json: registration_payload_json(event, signed(number), status),
-        status: super::maintenance::PENDING.to_owned(),
+        kind: CREATED_KIND.into(),
+        payload_json,
+        status: super::maintenance::PENDING.into(),
         attempts,
         available_at: created_at,
         created_at,

@@ -51,7 +51,8 @@ pub use self::maintenance::{OutboxClaim, Purged, Settlement};
 pub use self::overview::{ListedEvent, OutboxSummary};
 use self::plan::{millis, signed, unsigned};
 pub use self::rows::{
-    AuditRow, EventProgress, OutboxRow, RegistrationRow, RowStatus, StatusCount, UnknownStatus,
+    AuditRow, EventProgress, OutboxRow, OutboxText, PayloadJson, RegistrationRow, RowStatus, StatusCount,
+    UnknownStatus,
 };
 pub use self::webhooks::{
     ClaimedMessage, DISABLED_FAILING, DISABLED_GONE, MessageClaim, MessageCounts, MessageSettlement,

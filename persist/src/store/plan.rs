@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use kuota_engine::{
-    ActiveStatus, Effect, EffectKind, EventId, RegistrationDetails, RegistrationId, Seq, StoredTicketState,
-    TicketId, Timestamp,
+    ActiveStatus, CategoryCode, Effect, EffectKind, Email, EventId, IdempotencyKey, RegistrationDetails,
+    RegistrationId, Seq, StoredTicketState, TicketId, Timestamp,
 };
 
 use crate::store::error::PersistError;
@@ -129,8 +129,8 @@ impl Creation {
 #[derive(Debug)]
 pub(crate) struct NewRegistration<'a> {
     pub number: i64,
-    pub category: &'a str,
-    pub email: &'a str,
+    pub category: &'a CategoryCode,
+    pub email: &'a Email,
     pub details: &'a RegistrationDetails,
     pub status: RowStatus,
     pub hold_expires_at: Option<i64>,
@@ -140,7 +140,7 @@ pub(crate) struct NewRegistration<'a> {
     /// idempotency entry of its own) and its creation's audit detail (a creation is no
     /// audit_log row of its own, see `SqlStore::audit_page`).
     pub creation: Creation,
-    pub idempotency_key: Option<&'a str>,
+    pub idempotency_key: Option<&'a IdempotencyKey>,
     pub fingerprint: Option<i64>,
     /// The seq of the effect that created it.
     pub created_seq: i64,
@@ -271,13 +271,13 @@ impl<'a> EventPlan<'a> {
                     registration.0,
                     NewRegistration {
                         number: signed(registration.0),
-                        category: category_code.as_str(),
-                        email: registrant.as_str(),
+                        category: category_code,
+                        email: registrant,
                         details,
                         status: creation.status(),
                         hold_expires_at: hold_expiry(*status),
                         creation,
-                        idempotency_key: idempotency.as_ref().map(|idempotency| idempotency.key.as_str()),
+                        idempotency_key: idempotency.as_ref().map(|idempotency| &idempotency.key),
                         fingerprint: idempotency
                             .as_ref()
                             .map(|idempotency| fingerprint(idempotency.fingerprint.0)),
@@ -666,7 +666,7 @@ mod tests {
         // The creation's audit entry is in the row, with the status it was created in.
         assert_eq!((row.created_seq, row.creation), (1, Creation::Confirmed));
         assert_eq!(
-            row.creation.detail_json(row.category, None),
+            row.creation.detail_json(row.category.as_str(), None),
             r#"{"category":"10K","status":"confirmed"}"#
         );
         let kinds: Vec<_> = plan.audit.iter().map(|entry| (entry.seq, entry.kind)).collect();
@@ -868,7 +868,7 @@ mod tests {
             assert_eq!(read, row.creation);
             let number = RegistrationId(u64::try_from(row.number).unwrap());
             assert_eq!(decision_json(&read.decision(number)), decision);
-            assert_eq!(read.detail_json(row.category, key), detail);
+            assert_eq!(read.detail_json(row.category.as_str(), key), detail);
         }
         assert!(Creation::from_columns(Some(1), Some(2)).is_err());
         assert!(Creation::from_columns(None, Some(-1)).is_err());

@@ -11,7 +11,7 @@ use kuota_engine::{
     TicketRecord,
 };
 
-use crate::store::backend::{RowAccess, Runner, Statement};
+use crate::store::backend::{Dialect, RowAccess, Runner, Statement};
 use crate::store::error::PersistError;
 use crate::store::plan::{EventPlan, fingerprint_bits, millis, unsigned};
 use crate::store::recovery::parse_key;
@@ -213,34 +213,38 @@ fn pass_expires_at(state: StoredTicketState) -> Option<i64> {
 }
 
 /// `INSERT`s of the tickets the batch creates, in the state the batch leaves them in.
-pub(crate) fn ticket_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+pub(crate) fn ticket_inserts<'a>(
+    dialect: Dialect,
+    plans: &'a BTreeMap<&EventId, EventPlan<'_>>,
+) -> Vec<Statement<'a>> {
     let rows = plans.values().flat_map(|plan| {
         plan.tickets.values().filter_map(move |row| row.new.as_ref().map(|new| (plan.event, row, new)))
     });
     multi_row_inserts(
+        dialect,
         "INSERT INTO queue_tickets (event_id, number, email, lobby, status, pass_expires_at, pass_granted_at, \
          registration_number, idempotency_key, body_fingerprint, decision_json, decision_seq, created_seq, \
          created_at, updated_at) VALUES ",
         15,
         "",
         rows,
-        |statement, (event, row, new)| {
+        |values, (event, row, new)| {
             let decision = new.decision.as_ref();
-            statement.push_value(event.as_str());
-            statement.push_value(row.number);
-            statement.push_value(new.email);
-            statement.push_value(i64::from(new.lobby));
-            statement.push_value(row.state.as_str());
-            statement.push_value(pass_expires_at(row.state));
-            statement.push_value(row.pass_granted_at);
-            statement.push_value(row.registration);
-            statement.push_value(decision.map(|decision| decision.key));
-            statement.push_value(decision.map(|decision| decision.fingerprint));
-            statement.push_value(decision.map(|decision| decision.decision_json.as_str()));
-            statement.push_value(decision.map(|decision| decision.seq));
-            statement.push_value(new.created_seq);
-            statement.push_value(new.created_at);
-            statement.push_value(row.updated_at);
+            values.push(event.as_str());
+            values.push(row.number);
+            values.push(new.email);
+            values.push(i64::from(new.lobby));
+            values.push(row.state.as_str());
+            values.push(pass_expires_at(row.state));
+            values.push(row.pass_granted_at);
+            values.push(row.registration);
+            values.push(decision.map(|decision| decision.key));
+            values.push(decision.map(|decision| decision.fingerprint));
+            values.push(decision.map(|decision| decision.decision_json.as_str()));
+            values.push(decision.map(|decision| decision.seq));
+            values.push(new.created_seq);
+            values.push(new.created_at);
+            values.push(row.updated_at);
         },
     )
 }

@@ -1,9 +1,13 @@
 //! Rows as the store hands them out: registrations, audit entries, outbox entries.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use kuota_engine::{ActiveStatus, CategoryCode, EventId, RegistrationId, Seq, Timestamp};
+
+use crate::store::plan::registration_payload_json;
 
 /// A registration's status as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,13 +122,144 @@ pub struct OutboxRow {
     /// `registration_created`, `registration_confirmed`, `registration_cancelled`,
     /// `registration_expired`, `registration_promoted`, or `event_sold_out` (event-wide:
     /// `registration` is 0).
-    pub kind: String,
-    pub payload_json: String,
+    pub kind: OutboxText,
+    pub payload_json: PayloadJson,
     /// `pending` until a worker delivers it.
-    pub status: String,
+    pub status: OutboxText,
     pub attempts: u32,
     pub available_at: Timestamp,
     pub created_at: Timestamp,
+}
+
+/// A word of an outbox entry (its kind or status): read from its row, or one of Kuota's own
+/// for a creation (`CREATED_KIND`, pending), which has no row and needs no copy of them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OutboxText(Cow<'static, str>);
+
+impl OutboxText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&'static str> for OutboxText {
+    fn from(text: &'static str) -> OutboxText {
+        OutboxText(Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for OutboxText {
+    fn from(text: String) -> OutboxText {
+        OutboxText(Cow::Owned(text))
+    }
+}
+
+impl std::ops::Deref for OutboxText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for OutboxText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for OutboxText {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl fmt::Debug for OutboxText {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), formatter)
+    }
+}
+
+impl fmt::Display for OutboxText {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// An outbox entry's payload, JSON text (a `str` to read). A creation's (`SqlStore::claim_creations`,
+/// from what the write-behind handed over) is written when it is first read: most deliveries
+/// never read it (the webhooks' fan-out reads it only for an entry that some endpoint wants,
+/// `LogDelivery` only when its log line is on), and writing it was about a third of the
+/// delivery worker's instructions per creation (callgrind). Either way its text is
+/// `registration_payload_json`'s.
+#[derive(Clone)]
+pub struct PayloadJson {
+    text: OnceLock<String>,
+    /// What the text is written from, until it is.
+    registration: Option<(EventId, i64, &'static str)>,
+}
+
+impl PayloadJson {
+    /// The payload of an entry about registration `registration` of `event` with `status`,
+    /// written when first read.
+    pub(crate) fn registration(event: &EventId, registration: i64, status: &'static str) -> PayloadJson {
+        PayloadJson { text: OnceLock::new(), registration: Some((event.clone(), registration, status)) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.text.get_or_init(|| match &self.registration {
+            Some((event, registration, status)) => registration_payload_json(event, *registration, status),
+            // `From` set the text; this is never reached.
+            None => String::new(),
+        })
+    }
+}
+
+impl From<String> for PayloadJson {
+    fn from(text: String) -> PayloadJson {
+        PayloadJson { text: OnceLock::from(text), registration: None }
+    }
+}
+
+impl From<&str> for PayloadJson {
+    fn from(text: &str) -> PayloadJson {
+        PayloadJson::from(text.to_owned())
+    }
+}
+
+impl std::ops::Deref for PayloadJson {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Payloads are equal when their texts are, written or not yet.
+impl PartialEq for PayloadJson {
+    fn eq(&self, other: &PayloadJson) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for PayloadJson {}
+
+impl PartialEq<&str> for PayloadJson {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for PayloadJson {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), formatter)
+    }
+}
+
+impl fmt::Display for PayloadJson {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
 }
 
 /// Where an event's ownership and writes stand.
@@ -140,4 +275,25 @@ pub struct StatusCount {
     pub category: CategoryCode,
     pub status: RowStatus,
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_s_payload_is_written_only_when_read_and_then_as_a_stored_one_reads() {
+        let event = EventId::parse("race").expect("a valid id");
+        let lazy = PayloadJson::registration(&event, 7, "held");
+        let stored = PayloadJson::from(r#"{"event_id":"race","registration":7,"status":"held"}"#);
+        assert!(lazy.text.get().is_none(), "written before it was read");
+        assert_eq!(lazy.as_str(), stored.as_str());
+        assert!(lazy.text.get().is_some());
+        let unread = PayloadJson::registration(&event, 7, "held");
+        assert_eq!(unread, stored);
+        assert_eq!(
+            format!("{:?} {}", PayloadJson::registration(&event, 7, "held"), unread),
+            format!("{stored:?} {stored}")
+        );
+    }
 }

@@ -55,6 +55,16 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 /// once, when it is sent (`sql_text`): the writer renders a few hundred bytes of text per
 /// admission, and a `String` would check each piece as it is appended.
 pub(crate) fn render(statement: &Statement<'_>, out: &mut Vec<u8>) -> Result<(), sqlx::Error> {
+    if let Some(literal) = &statement.literal {
+        if !statement.sql.is_empty() || !statement.values.is_empty() {
+            return Err(sqlx::Error::InvalidArgument(format!(
+                "a statement with its values written in has bound ones too: {:.120}",
+                String::from_utf8_lossy(literal)
+            )));
+        }
+        out.extend_from_slice(literal);
+        return Ok(());
+    }
     // Room for the whole statement at once: grown as it is written, a batch's text was copied
     // over and over as its buffer doubled.
     out.reserve(rendered_bytes(statement));
@@ -86,6 +96,7 @@ fn rendered_bytes(statement: &Statement<'_>) -> usize {
             Value::Int(_) => 20,
             Value::Null => 4,
             Value::Text(text) => LITERAL_FRAME_BYTES + 2 * text.len(),
+            Value::Utf8(bytes) => LITERAL_FRAME_BYTES + 2 * bytes.len(),
         })
         .sum();
     statement.sql.len() + values
@@ -111,15 +122,29 @@ fn placeholder_mismatch(statement: &Statement<'_>) -> sqlx::Error {
     ))
 }
 
-fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
+/// Appends `value` as a literal (see the module documentation).
+pub(crate) fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
         // Through `itoa`, not `format!`: the formatting machinery costs several times more per
         // integer, and a batch writes thousands.
         Value::Int(number) => out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes()),
         Value::Null => out.extend_from_slice(b"NULL"),
-        Value::Text(text) if quotable(text) => {
+        Value::Text(text) => push_text(out, text.as_bytes()),
+        Value::Utf8(bytes) => push_text(out, bytes),
+    }
+}
+
+/// Appends UTF-8 `text` as a quoted literal if it may be one (`quoting`), else as hex.
+fn push_text(out: &mut Vec<u8>, text: &[u8]) {
+    match quoting(text) {
+        Quoting::Plain => {
             out.extend_from_slice(b"_utf8mb4'");
-            let mut rest = text.as_bytes();
+            out.extend_from_slice(text);
+            out.push(b'\'');
+        }
+        Quoting::Quotes => {
+            out.extend_from_slice(b"_utf8mb4'");
+            let mut rest = text;
             while let Some(position) = rest.iter().position(|byte| *byte == b'\'') {
                 out.extend_from_slice(&rest[..=position]);
                 out.push(b'\'');
@@ -128,11 +153,11 @@ fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
             out.extend_from_slice(rest);
             out.push(b'\'');
         }
-        Value::Text(text) => {
+        Quoting::Hex => {
             out.extend_from_slice(b"_utf8mb4 X'");
             // Two digits per byte from a table, straight into the text: through the hex crate a
             // chunk at a time (a zeroed buffer, its UTF-8 check) this was most of the rendering.
-            for byte in text.as_bytes() {
+            for byte in text {
                 out.extend_from_slice(&HEX_PAIRS[usize::from(*byte)]);
             }
             out.push(b'\'');
@@ -140,11 +165,36 @@ fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
     }
 }
 
-/// Whether `text` may be written as a quoted literal that reads the same in every `sql_mode`:
-/// no backslash (an escape unless `NO_BACKSLASH_ESCAPES`) and no control character (a NUL
-/// would end the statement for some parsers; the others are left to hex for plainness).
-fn quotable(text: &str) -> bool {
-    !text.bytes().any(|byte| byte == b'\\' || byte < 0x20 || byte == 0x7f)
+/// How a text is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quoting {
+    /// Quoted as it is.
+    Plain,
+    /// Quoted, each quote doubled.
+    Quotes,
+    /// As hex: it holds a backslash or a control character.
+    Hex,
+}
+
+/// How `text` is written. A quoted literal reads the same in every `sql_mode` when it holds no
+/// backslash (an escape unless `NO_BACKSLASH_ESCAPES`) and no control character (a NUL would end
+/// the statement for some parsers; the others are left to hex for plainness); a quote in it is
+/// doubled. One pass that never stops early, so that the compiler checks many bytes at a time:
+/// nearly every text is plain, and looking for the two kinds of byte one after the other, a
+/// byte at a time, was most of the writer's rendering (callgrind).
+fn quoting(text: &[u8]) -> Quoting {
+    let (mut hex, mut quote) = (false, false);
+    for &byte in text {
+        hex |= (byte < 0x20) | (byte == 0x7f) | (byte == b'\\');
+        quote |= byte == b'\'';
+    }
+    if hex {
+        Quoting::Hex
+    } else if quote {
+        Quoting::Quotes
+    } else {
+        Quoting::Plain
+    }
 }
 
 /// Runs `statements` in order, as few round trips as `ROUND_TRIP_BYTES_MAX` allows, and returns
@@ -292,6 +342,74 @@ mod tests {
         assert!(!text.contains('\\'));
     }
 
+    /// `quoting` against its definition byte by byte, with the one byte that decides at every
+    /// place of texts longer than the chunks the compiler checks at once.
+    #[test]
+    fn a_text_is_quoted_unless_a_byte_of_it_needs_hex() {
+        let reference = |text: &[u8]| {
+            if text.iter().any(|byte| *byte == b'\\' || *byte < 0x20 || *byte == 0x7f) {
+                Quoting::Hex
+            } else if text.contains(&b'\'') {
+                Quoting::Quotes
+            } else {
+                Quoting::Plain
+            }
+        };
+        for length in [1, 2, 7, 15, 16, 17, 31, 32, 33, 64, 65] {
+            for place in 0..length {
+                for byte in 0..=255_u8 {
+                    let mut text = vec![b'a'; length];
+                    text[place] = byte;
+                    assert_eq!(quoting(&text), reference(&text), "{byte:#04x} at {place} of {length}");
+                }
+            }
+        }
+        assert_eq!(quoting(b""), Quoting::Plain);
+        assert_eq!(quoting("'\\".as_bytes()), Quoting::Hex);
+    }
+
+    /// A statement written with its values in (`Statement::writing`) is the text that the same
+    /// statement bound and rendered is.
+    #[test]
+    fn values_written_in_are_the_values_rendered() {
+        use crate::store::backend::Dialect;
+        let values: [Value<'_>; 12] = [
+            Value::Int(i64::MIN),
+            Value::Null,
+            Value::Text("é\u{1}'"),
+            Value::Int(i64::MAX),
+            Value::Text(""),
+            Value::Text("''x''"),
+            Value::Text("Zoë O'Brien; -- ? 李小龍 🏃"),
+            Value::Text("a\\b"),
+            Value::Text("runner1@example.org"),
+            Value::Utf8("o'brien@example.org".as_bytes()),
+            Value::Utf8("a\\b".as_bytes()),
+            Value::Utf8("runner1@example.org".as_bytes()),
+        ];
+        let mut bound = Statement::new("INSERT INTO t VALUES ");
+        let mut written = Statement::writing(Dialect::Mysql, "INSERT INTO t VALUES ");
+        for (index, value) in values.into_iter().enumerate() {
+            let separator = if index % 3 == 0 { if index == 0 { "(" } else { "), (" } } else { ", " };
+            bound.push_sql(separator);
+            bound.write_value(value);
+            written.push_sql(separator);
+            written.write_value(value);
+        }
+        bound.push_sql(")");
+        written.push_sql(")");
+        assert!(bound.literal.is_none() && written.values.is_empty());
+        assert_eq!(rendered(&written).unwrap(), rendered(&bound).unwrap());
+    }
+
+    #[test]
+    fn a_statement_with_values_both_written_in_and_bound_is_refused() {
+        let mut statement = Statement::writing(crate::store::backend::Dialect::Mysql, "SELECT ");
+        statement.write_value("x");
+        statement.push_value(1_i64);
+        assert!(rendered(&statement).is_err());
+    }
+
     #[test]
     fn the_empty_string_is_an_empty_quoted_literal() {
         assert_eq!(rendered(&Statement::new("SELECT ?").bind("")).unwrap(), "SELECT _utf8mb4''");
@@ -360,8 +478,14 @@ mod tests {
             "Zoë O'Brien; DROP TABLE t; -- ? 李小龍 🏃",
             r#"{"note":"it's \"quoted\"\n"}"#,
             "\\'",
+            "\\",
+            "'\\'",
             "a\0b\tc\u{7f}",
+            "\0",
             "\"double\" `back` %_",
+            "a plain text longer than the chunks the check looks at once, with one ' near its end",
+            "a plain text longer than the chunks the check looks at once, with one \\ near its end",
+            "ünïcödé without a quote: 😀€ and more than thirty-two bytes of it",
         ];
         for mode in ["", "NO_BACKSLASH_ESCAPES", "ANSI_QUOTES,PIPES_AS_CONCAT", "ANSI", "TRADITIONAL"] {
             sqlx::raw_sql(AssertSqlSafe(format!("SET SESSION sql_mode = '{mode}'")))
@@ -369,10 +493,17 @@ mod tests {
                 .await
                 .expect("the mode is set");
             for text in texts {
-                let sql = rendered(&Statement::new("SELECT ?").bind(text)).unwrap();
-                let row = connection.fetch_one(sqlx::raw_sql(AssertSqlSafe(sql.clone()))).await.unwrap();
-                let read: String = row.try_get(0).unwrap();
-                assert_eq!(read, text, "mode {mode:?}, sent {sql}");
+                let bound = Statement::new("SELECT ?").bind(text);
+                let mut written = Statement::writing(crate::store::backend::Dialect::Mysql, "SELECT ");
+                written.write_value(text);
+                let mut bytes = Statement::writing(crate::store::backend::Dialect::Mysql, "SELECT ");
+                bytes.write_value(Value::Utf8(text.as_bytes()));
+                for statement in [bound, written, bytes] {
+                    let sql = rendered(&statement).unwrap();
+                    let row = connection.fetch_one(sqlx::raw_sql(AssertSqlSafe(sql.clone()))).await.unwrap();
+                    let read: String = row.try_get(0).unwrap();
+                    assert_eq!(read, text, "mode {mode:?}, sent {sql}");
+                }
             }
         }
         connection.close().await.unwrap();

@@ -324,22 +324,23 @@ impl SqlStore {
             Dialect::Sqlite => " ON CONFLICT (endpoint_id, ordering_key, outbox_id) DO NOTHING",
         };
         let statements = multi_row_inserts(
+            self.pool.dialect(),
             "INSERT INTO webhook_messages (endpoint_id, outbox_id, message_id, event_type, ordering_key, body, \
              status, attempts, available_at, created_at) VALUES ",
             10,
             tail,
             messages,
-            |statement, (outbox_id, message)| {
-                statement.push_value(message.endpoint_id);
-                statement.push_value(signed(*outbox_id));
-                statement.push_value(message.message_id);
-                statement.push_value(message.event_type);
-                statement.push_value(message.ordering_key);
-                statement.push_value(message.body);
-                statement.push_value(PENDING);
-                statement.push_value(0_i64);
-                statement.push_value(millis(now));
-                statement.push_value(millis(now));
+            |values, (outbox_id, message)| {
+                values.push(message.endpoint_id);
+                values.push(signed(*outbox_id));
+                values.push(message.message_id);
+                values.push(message.event_type);
+                values.push(message.ordering_key);
+                values.push(message.body);
+                values.push(PENDING);
+                values.push(0_i64);
+                values.push(millis(now));
+                values.push(millis(now));
             },
         );
         if statements.is_empty() {

@@ -300,12 +300,12 @@ fn plan_statements<'a>(
             expected.push(Expect::Changes(plan.event, count));
         }
     }
-    let inserts = registration_inserts(plans)
+    let inserts = registration_inserts(dialect, plans)
         .into_iter()
-        .chain(queue::ticket_inserts(plans))
+        .chain(queue::ticket_inserts(dialect, plans))
         .chain(idempotency_upserts(dialect, plans))
-        .chain(audit_inserts(plans))
-        .chain(outbox_inserts(plans));
+        .chain(audit_inserts(dialect, plans))
+        .chain(outbox_inserts(dialect, plans));
     for statement in inserts {
         statements.push(statement);
         expected.push(Expect::Any);
@@ -354,11 +354,6 @@ fn check_all(expected: &[Expect<'_>], matched: &[u64]) -> Result<(), PersistErro
     expected.iter().zip(matched).try_for_each(|(expect, matched)| expect.check(*matched))
 }
 
-/// The bytes of some values (text as its length, a number or NULL as 8).
-fn value_bytes(values: &[Value<'_>]) -> usize {
-    values.iter().map(|value| if let Value::Text(text) = value { text.len() } else { 8 }).sum()
-}
-
 /// Appends `?, ?, ?` (`count` of them).
 fn push_placeholders(sql: &mut String, count: usize) {
     for index in 0..count {
@@ -366,78 +361,102 @@ fn push_placeholders(sql: &mut String, count: usize) {
     }
 }
 
+/// One row's values, written into a multi-row statement one after another (`multi_row_inserts`).
+pub(crate) struct RowValues<'s, 'a> {
+    statement: &'s mut Statement<'a>,
+    written: usize,
+}
+
+impl<'a> RowValues<'_, 'a> {
+    /// Appends the row's next value.
+    pub fn push(&mut self, value: impl Into<Value<'a>>) {
+        if self.written > 0 {
+            self.statement.push_sql(", ");
+        }
+        self.statement.write_value(value);
+        self.written += 1;
+    }
+}
+
 /// Builds `INSERT INTO table (columns) VALUES (…), (…)` statements of at most
 /// `PARAMETERS_PER_STATEMENT_MAX` parameters and about `VALUE_BYTES_PER_STATEMENT_MAX` bytes of
-/// text values, from rows of `columns` values each.
+/// values, from rows of `columns` values each that `push_row` writes (`Statement::writing`: on
+/// MySQL straight into the text, for a transaction's statements only).
 pub(crate) fn multi_row_inserts<'a, Row>(
+    dialect: Dialect,
     head: &str,
     columns: usize,
     tail: &str,
     rows: impl IntoIterator<Item = Row>,
-    mut push_row: impl FnMut(&mut Statement<'a>, Row),
+    mut push_row: impl FnMut(&mut RowValues<'_, 'a>, Row),
 ) -> Vec<Statement<'a>> {
     let rows_per_statement = (PARAMETERS_PER_STATEMENT_MAX / columns).max(1);
-    let mut row_placeholders = String::from("(");
-    push_placeholders(&mut row_placeholders, columns);
-    row_placeholders.push(')');
     let mut statements = Vec::new();
     // The statement being built, its rows and the bytes of its values.
     let mut current: Option<(Statement<'a>, usize, usize)> = None;
     for row in rows {
-        let (statement, count, bytes) = current.get_or_insert_with(|| (Statement::new(head), 0, 0));
-        if *count > 0 {
-            statement.sql.push_str(", ");
-        }
-        statement.sql.push_str(&row_placeholders);
-        let values_before = statement.values.len();
-        push_row(statement, row);
-        *bytes += value_bytes(&statement.values[values_before..]);
+        let (statement, count, bytes) =
+            current.get_or_insert_with(|| (Statement::writing(dialect, head), 0, 0));
+        statement.push_sql(if *count > 0 { ", (" } else { "(" });
+        let mark = statement.mark();
+        let mut values = RowValues { statement, written: 0 };
+        push_row(&mut values, row);
+        // A row of another width is a bug of its builder, which the database would refuse.
+        assert_eq!(values.written, columns, "a row's values for the columns of {head:.80}");
+        *bytes += statement.value_bytes_since(mark);
+        statement.push_sql(")");
         *count += 1;
         if (*count == rows_per_statement || *bytes >= VALUE_BYTES_PER_STATEMENT_MAX)
             && let Some((mut full, ..)) = current.take()
         {
-            full.sql.push_str(tail);
+            full.push_sql(tail);
             statements.push(full);
         }
     }
     if let Some((mut last, ..)) = current {
-        last.sql.push_str(tail);
+        last.push_sql(tail);
         statements.push(last);
     }
     statements
 }
 
-fn registration_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+fn registration_inserts<'a>(
+    dialect: Dialect,
+    plans: &'a BTreeMap<&EventId, EventPlan<'_>>,
+) -> Vec<Statement<'a>> {
     let rows =
         plans.values().flat_map(|plan| plan.new_registrations.values().map(move |row| (plan.event, row)));
     multi_row_inserts(
+        dialect,
         "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, phone, \
          attributes_json, status, hold_expires_at, waitlist_position, created_hold_expires_at, idempotency_key, \
          body_fingerprint, access_token_hash, created_seq, created_at, updated_at) VALUES ",
         18,
         "",
         rows,
-        |statement, (event, row)| {
+        |values, (event, row)| {
             let details = row.details;
             let (waitlist_position, created_hold_expires_at) = row.creation.columns();
-            statement.push_value(event.as_str());
-            statement.push_value(row.number);
-            statement.push_value(row.category);
-            statement.push_value(row.email);
-            statement.push_value(row.status.is_active().then_some(row.email));
-            statement.push_value(details.full_name.as_str());
-            statement.push_value(details.phone.as_deref());
-            statement.push_value(details.attributes_json.as_deref());
-            statement.push_value(row.status.as_str());
-            statement.push_value(row.hold_expires_at);
-            statement.push_value(waitlist_position);
-            statement.push_value(created_hold_expires_at);
-            statement.push_value(row.idempotency_key);
-            statement.push_value(row.fingerprint);
-            statement.push_value(details.access_token_hash.as_str());
-            statement.push_value(row.created_seq);
-            statement.push_value(row.created_at);
-            statement.push_value(row.updated_at);
+            values.push(event.as_str());
+            values.push(row.number);
+            // The identifiers' bytes, not their texts (`Value::Utf8`).
+            let email = Value::Utf8(row.email.as_bytes());
+            values.push(Value::Utf8(row.category.as_bytes()));
+            values.push(email);
+            values.push(if row.status.is_active() { email } else { Value::Null });
+            values.push(details.full_name.as_str());
+            values.push(details.phone.as_deref());
+            values.push(details.attributes_json.as_deref());
+            values.push(row.status.as_str());
+            values.push(row.hold_expires_at);
+            values.push(waitlist_position);
+            values.push(created_hold_expires_at);
+            values.push(row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())));
+            values.push(row.fingerprint);
+            values.push(details.access_token_hash.as_str());
+            values.push(row.created_seq);
+            values.push(row.created_at);
+            values.push(row.updated_at);
         },
     )
 }
@@ -461,52 +480,55 @@ fn idempotency_upserts<'a>(
     let rows =
         plans.values().flat_map(|plan| plan.idempotency.values().map(move |entry| (plan.event, entry)));
     multi_row_inserts(
+        dialect,
         "INSERT INTO idempotency_entries (event_id, idempotency_key, fingerprint, decision_json, decided_at) VALUES ",
         5,
         tail,
         rows,
-        |statement, (event, entry)| {
-            statement.push_value(event.as_str());
-            statement.push_value(entry.key);
-            statement.push_value(entry.fingerprint);
-            statement.push_value(entry.decision_json.as_str());
-            statement.push_value(entry.decided_at);
+        |values, (event, entry)| {
+            values.push(event.as_str());
+            values.push(entry.key);
+            values.push(entry.fingerprint);
+            values.push(entry.decision_json.as_str());
+            values.push(entry.decided_at);
         },
     )
 }
 
-fn audit_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+fn audit_inserts<'a>(dialect: Dialect, plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
     let rows = plans.values().flat_map(|plan| plan.audit.iter().map(move |entry| (plan.event, entry)));
     multi_row_inserts(
+        dialect,
         "INSERT INTO audit_log (event_id, seq, registration_number, kind, detail_json, at) VALUES ",
         6,
         "",
         rows,
-        |statement, (event, entry)| {
-            statement.push_value(event.as_str());
-            statement.push_value(entry.seq);
-            statement.push_value(entry.registration);
-            statement.push_value(entry.kind);
-            statement.push_value(entry.detail_json.as_str());
-            statement.push_value(entry.at);
+        |values, (event, entry)| {
+            values.push(event.as_str());
+            values.push(entry.seq);
+            values.push(entry.registration);
+            values.push(entry.kind);
+            values.push(entry.detail_json.as_str());
+            values.push(entry.at);
         },
     )
 }
 
-fn outbox_inserts<'a>(plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
+fn outbox_inserts<'a>(dialect: Dialect, plans: &'a BTreeMap<&EventId, EventPlan<'_>>) -> Vec<Statement<'a>> {
     let rows = plans.values().flat_map(|plan| plan.outbox.iter().map(move |entry| (plan.event, entry)));
     multi_row_inserts(
+        dialect,
         "INSERT INTO outbox (event_id, registration_number, kind, payload_json, available_at, created_at) VALUES ",
         6,
         "",
         rows,
-        |statement, (event, entry)| {
-            statement.push_value(event.as_str());
-            statement.push_value(entry.registration);
-            statement.push_value(entry.kind);
-            statement.push_value(entry.payload_json.as_str());
-            statement.push_value(entry.at);
-            statement.push_value(entry.at);
+        |values, (event, entry)| {
+            values.push(event.as_str());
+            values.push(entry.registration);
+            values.push(entry.kind);
+            values.push(entry.payload_json.as_str());
+            values.push(entry.at);
+            values.push(entry.at);
         },
     )
 }

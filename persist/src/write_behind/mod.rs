@@ -137,14 +137,10 @@ pub struct WriteBehind;
 
 impl WriteBehind {
     /// Starts the writer as a task of the current tokio runtime and returns the sending side of
-    /// its queue (for the engine's `Registry`) and a handle to watch and await it.
-    pub fn start(store: SqlStore, config: WriteBehindConfig) -> (SubmissionSender, WriteBehindHandle) {
-        Self::start_handing_over(store, config, None)
-    }
-
-    /// `start`, handing the creations of every committed submission to `feed` (the node's
-    /// outbox delivery worker, see `crate::store::creation_feed`).
-    pub fn start_handing_over(
+    /// its queue (for the engine's `Registry`) and a handle to watch and await it. The creations
+    /// of every committed submission go to `feed` (the node's outbox delivery worker, see
+    /// `crate::store::creation_feed`), if there is one.
+    pub fn start(
         store: SqlStore,
         config: WriteBehindConfig,
         feed: Option<CreationFeed>,

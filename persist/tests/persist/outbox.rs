@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use kuota_engine::store::{EventLoader, StoreError};
 use kuota_engine::{Command, Decision, EventQuota, ManualClock, Outcome, RegistrationId, Timestamp};
-use kuota_persist::outbox::{
-    Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, deliver_due_holding, never_busy,
-};
+use kuota_persist::outbox::{Deliver, DeliveryResult, OutboxConfig, OutboxWorker, deliver_due, never_busy};
 use kuota_persist::store::{
     BatchItem, CreationFeed, CursorSettlement, HeldCreations, OutboxRow, SqlStore, creation_feed,
 };
@@ -74,7 +72,7 @@ impl Deliver for Recorder {
         entry: &'a OutboxRow,
     ) -> Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>> {
         Box::pin(async move {
-            let key = (entry.registration.0, entry.kind.clone());
+            let key = (entry.registration.0, entry.kind.to_string());
             *self.attempts.lock().unwrap().entry(key.clone()).or_default() += 1;
             // A real delivery waits for a remote party; let the other worker run meanwhile.
             tokio::task::yield_now().await;
@@ -82,7 +80,7 @@ impl Deliver for Recorder {
             if failing.iter().any(|(registration, kind)| (*registration, *kind) == (key.0, key.1.as_str())) {
                 return Err(format!("mail server refused registration {}", entry.registration.0));
             }
-            self.payloads.lock().unwrap().insert(key.clone(), entry.payload_json.clone());
+            self.payloads.lock().unwrap().insert(key.clone(), entry.payload_json.to_string());
             self.delivered.lock().unwrap().push(key);
             Ok(())
         })
@@ -113,7 +111,7 @@ fn config() -> OutboxConfig {
 async fn event_with_registrations(database: &TestDatabase, registrations: usize) -> (SqlStore, EventQuota) {
     let (store, mut quota, epoch) = stored_event(database, "race", &[("10K", 100)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     for n in 0..registrations {
         let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n as u64);
         let (_, effects) = decide(&mut quota, Command::Register(request), START);
@@ -128,7 +126,7 @@ async fn event_with_registrations(database: &TestDatabase, registrations: usize)
 async fn cancel(store: &SqlStore, quota: &mut EventQuota, registrations: &[u64], at: Timestamp) {
     let id = event_id("race");
     let epoch = store.event_progress(&id).await.unwrap().unwrap().epoch;
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     for registration in registrations {
         let command = Command::Cancel { registration: RegistrationId(*registration) };
         let (_, effects) = decide(quota, command, at);
@@ -140,7 +138,7 @@ async fn cancel(store: &SqlStore, quota: &mut EventQuota, registrations: &[u64],
 
 async fn statuses(store: &SqlStore) -> Vec<(u64, String, u32)> {
     let rows = store.outbox_page(100, None).await.unwrap();
-    rows.into_iter().map(|row| (row.registration.0, row.status, row.attempts)).collect()
+    rows.into_iter().map(|row| (row.registration.0, row.status.to_string(), row.attempts)).collect()
 }
 
 async fn cursor(store: &SqlStore) -> u64 {
@@ -156,10 +154,10 @@ async fn every_entry_is_delivered_once_and_a_second_round_finds_nothing(backend:
     let now = START.plus_seconds(1);
     // Each round takes three entries and three creations at most (batch_max): the creations
     // first, then the entries whose registrations the cursor has reached.
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 5);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 5);
     assert_eq!(cursor(&store).await, 3);
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 2);
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 0);
     assert_eq!(
         recorder.delivered(),
         [created(1), created(2), created(3), cancelled(1), cancelled(2), created(4), created(5)]
@@ -175,22 +173,22 @@ async fn a_failing_entry_is_retried_after_its_backoff_and_dead_after_its_attempt
     let recorder = Recorder::failing(&[(2, "registration_cancelled")]);
     let config = config();
     let mut now = START.plus_seconds(1);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 4);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 4);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 1), (2, "pending".into(), 1)]);
     // Not due again before its backoff (10 s after the first failure)...
     now = now.plus_millis(9_999);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 0);
     // ...then tried again; the second failure waits twice as long.
     now = now.plus_millis(1);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 1);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 1);
     now = now.plus_seconds(19);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 0);
     now = now.plus_seconds(1);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 1);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 1);
     // The third attempt was the last: dead, kept, never claimed again.
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 1), (2, "dead".into(), 3)]);
     now = now.plus_seconds(3_600);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 0);
     let attempts = recorder.attempts.lock().unwrap().clone();
     assert_eq!(attempts[&cancelled(2)], 3);
     assert_eq!(attempts.values().sum::<u32>(), 6, "{attempts:?}");
@@ -208,7 +206,7 @@ async fn a_failing_creation_holds_its_cursor_and_its_registration_s_later_entrie
     let mut now = START.plus_seconds(1);
     // Creations 1 to 3 are tried and 2 fails: the cursor stops at 1, so 1's cancellation goes
     // and 3's waits.
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 4);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 4);
     assert_eq!(cursor(&store).await, 1);
     assert_eq!(recorder.delivered(), [created(1), created(3), cancelled(1)]);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 1), (3, "pending".into(), 0)]);
@@ -217,17 +215,17 @@ async fn a_failing_creation_holds_its_cursor_and_its_registration_s_later_entrie
     assert_eq!(waiting.available_at, now.plus_seconds(10));
     now = now.plus_millis(9_999);
     assert!(store.claim_outbox(now, now.plus_seconds(1), 10).await.unwrap().entries.is_empty());
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 0);
     // Past the attempts an entry has, still tried: 10, 20, 40, 60 s apart.
     for pause in [1, 20_000, 40_000, 60_000] {
         now = now.plus_millis(pause);
-        assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 2);
+        assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 2);
         assert_eq!(cursor(&store).await, 1);
     }
     assert_eq!(recorder.attempts.lock().unwrap()[&created(2)], 5);
     recorder.failing.lock().unwrap().clear();
     now = now.plus_seconds(60);
-    assert_eq!(deliver_due(&store, &recorder, now, &config).await.unwrap(), 3);
+    assert_eq!(deliver_due(&store, &recorder, now, &config, None).await.unwrap(), 3);
     assert_eq!(cursor(&store).await, 3);
     let delivered = recorder.delivered();
     assert_eq!(delivered[delivered.len() - 3..], [created(2), created(3), cancelled(3)]);
@@ -241,7 +239,7 @@ async fn a_registration_s_creation_is_delivered_before_its_cancellation(backend:
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let (_, mut effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
     let cancel_first = Command::Cancel { registration: RegistrationId(1) };
     effects.extend(decide(&mut quota, cancel_first, START).1);
@@ -258,8 +256,8 @@ async fn a_registration_s_creation_is_delivered_before_its_cancellation(backend:
     let recorder = Recorder::default();
     let now = START.plus_seconds(1);
     // The first round walks 1 to 3: 5's cancellation waits for the second.
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 4);
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 3);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 4);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 3);
     assert_eq!(
         recorder.delivered(),
         [created(1), created(2), created(3), cancelled(1), created(4), created(5), cancelled(5)]
@@ -283,14 +281,14 @@ async fn two_workers_at_once_deliver_every_entry_exactly_once(backend: Backend) 
     let workers = (0..2).map(|_| {
         let (store, recorder) = (store.clone(), recorder.clone());
         tokio::spawn(async move {
-            while deliver_due(&store, recorder.as_ref(), now, &config).await.unwrap() > 0 {}
+            while deliver_due(&store, recorder.as_ref(), now, &config, None).await.unwrap() > 0 {}
         })
     });
     for worker in workers.collect::<Vec<_>>() {
         worker.await.unwrap();
     }
     // A worker stops at a round that only deferred entries; what the other left is finished here.
-    while deliver_due(&store, recorder.as_ref(), now, &config).await.unwrap() > 0 {}
+    while deliver_due(&store, recorder.as_ref(), now, &config, None).await.unwrap() > 0 {}
     let attempts = recorder.attempts.lock().unwrap().clone();
     assert_eq!(attempts.len(), 40);
     assert!(attempts.values().all(|count| *count == 1), "delivered twice: {attempts:?}");
@@ -322,7 +320,7 @@ async fn an_entry_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_c
     );
     // After the claim ran out, another worker delivers it (after the creation).
     let recorder = Recorder::default();
-    assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(2), &config()).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(2), &config(), None).await.unwrap(), 2);
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 2)]);
     // The stalled worker's late settlement changes nothing.
     let late = kuota_persist::store::Settlement::Retry { retry_at: now, error: "late".into() };
@@ -373,7 +371,7 @@ async fn a_round_s_entries_stay_claimed_until_both_of_its_deliveries_could_have_
         probe_at: now.plus_millis(both_deliveries).plus_seconds(1),
         claimed: Mutex::default(),
     };
-    assert_eq!(deliver_due(&store, &probe, now, &config).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &probe, now, &config, None).await.unwrap(), 2);
     assert_eq!(*probe.claimed.lock().unwrap(), [0], "another worker claimed an entry being delivered");
     assert_eq!(statuses(&store).await, [(1, "delivered".into(), 1)]);
 }
@@ -385,17 +383,17 @@ async fn a_cursor_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_c
     let (store, _) = event_with_registrations(&database, 2).await;
     let now = START.plus_seconds(1);
     // A worker claims the cursor for one second and then stalls (or dies).
-    let stalled = store.claim_creations(now, now.plus_seconds(1), 10).await.unwrap();
+    let stalled = store.claim_creations(now, now.plus_seconds(1), 10, None).await.unwrap();
     let [claimed] = stalled.cursors.as_slice() else { panic!("one cursor: {stalled:?}") };
     let numbers: Vec<u64> = claimed.creations.iter().map(|creation| creation.registration.0).collect();
     assert_eq!((claimed.created_through, numbers), (0, vec![1, 2]));
     assert!(
-        store.claim_creations(now, now.plus_seconds(1), 10).await.unwrap().cursors.is_empty(),
+        store.claim_creations(now, now.plus_seconds(1), 10, None).await.unwrap().cursors.is_empty(),
         "claimed twice"
     );
     // After the claim ran out, another worker delivers the creations.
     let recorder = Recorder::default();
-    assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(2), &config()).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(2), &config(), None).await.unwrap(), 2);
     assert_eq!(cursor(&store).await, 2);
     // The stalled worker's late settlement moves the cursor neither back nor on.
     for late in [1, 2] {
@@ -403,7 +401,7 @@ async fn a_cursor_whose_claim_ran_out_goes_to_the_next_worker_and_the_late_one_c
         assert_eq!(store.settle_creations(&stalled, &[settlement], now).await.unwrap(), 0);
     }
     assert_eq!(cursor(&store).await, 2);
-    assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(3), &config()).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now.plus_seconds(3), &config(), None).await.unwrap(), 0);
     assert_eq!(recorder.delivered(), [created(1), created(2)]);
 }
 
@@ -415,7 +413,7 @@ async fn claimers_at_once_never_hold_one_cursor(backend: Backend) {
     let now = START.plus_seconds(1);
     let claims = (0..16).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.claim_creations(now, now.plus_seconds(10), 10).await.unwrap() })
+        tokio::spawn(async move { store.claim_creations(now, now.plus_seconds(10), 10, None).await.unwrap() })
     });
     let mut holding = 0;
     for claim in claims.collect::<Vec<_>>() {
@@ -443,12 +441,12 @@ async fn a_batch_numbered_past_an_uncommitted_one_cannot_commit_before_it(backen
     let now = START.plus_seconds(1);
     let refused = store.commit_batch(&[BatchItem { event: &id, epoch, effects: second }]).await;
     assert!(refused.is_err(), "registrations 3 and 4 committed before 1 and 2: {refused:?}");
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 0);
     let report = store.commit_batch(&[BatchItem { event: &id, epoch, effects: first }]).await.unwrap();
     assert!(report.committed(&id, epoch));
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 2);
     store.commit_batch(&[BatchItem { event: &id, epoch, effects: second }]).await.unwrap();
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 2);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 2);
     assert_eq!(recorder.delivered(), [created(1), created(2), created(3), created(4)]);
 }
 
@@ -459,12 +457,12 @@ async fn a_fenced_batch_s_numbers_are_the_new_owner_s_and_announced_once(backend
     let database = TestDatabase::create(backend).await;
     let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let (_, effects) = decide(&mut stale_quota, Command::Register(register("10K", "a@x.org")), START);
     submit(&sender, &id, stale_epoch, effects).await.unwrap();
     let recorder = Recorder::default();
     let now = START.plus_seconds(1);
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 1);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 1);
 
     let current = store.load(&id).await.unwrap().unwrap();
     let mut current_quota = current.quota;
@@ -478,8 +476,8 @@ async fn a_fenced_batch_s_numbers_are_the_new_owner_s_and_announced_once(backend
     drop(sender);
     writer.closed().await;
 
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 1);
-    assert_eq!(deliver_due(&store, &recorder, now, &config()).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 1);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), None).await.unwrap(), 0);
     assert_eq!(recorder.delivered(), [created(1), created(2)]);
     let second = store.registration(&id, RegistrationId(2)).await.unwrap().unwrap();
     assert_eq!(second.email, "owner@x.org");
@@ -492,7 +490,7 @@ async fn the_purge_deletes_only_rows_past_their_retention(backend: Backend) {
     let retention_seconds = u64::from(quota.config().limits.idempotency_retention_seconds);
     let loaded = store.load(&id).await.unwrap().unwrap();
     quota = loaded.quota;
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     // The five keys above created registrations: they live in those rows, which the purge
     // leaves (recovery leaves their keys out past the retention). Five keyed refusals at the
     // same time get idempotency entries of their own.
@@ -515,7 +513,7 @@ async fn the_purge_deletes_only_rows_past_their_retention(backend: Backend) {
     cancel(&store, &mut quota, &[1, 2, 3, 4, 5, 6, 7], later).await;
     // Deliver the first three entries (and creations) a second later.
     let delivered_at = later.plus_seconds(1);
-    deliver_due(&store, &Recorder::default(), delivered_at, &config()).await.unwrap();
+    deliver_due(&store, &Recorder::default(), delivered_at, &config(), None).await.unwrap();
 
     // Just before the first keys' retention ends nothing goes; just after, exactly those five.
     let edge = START.plus_seconds(retention_seconds);
@@ -600,8 +598,7 @@ async fn register_all(
 ) {
     let id = event_id("race");
     let epoch = store.event_progress(&id).await.unwrap().unwrap().epoch;
-    let (sender, writer) =
-        WriteBehind::start_handing_over(store.clone(), WriteBehindConfig::default(), feed.cloned());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), feed.cloned());
     for email in emails {
         let request = kuota_engine::Register { waitlist: true, ..register("10K", email) };
         let (_, effects) = decide(quota, Command::Register(request), at);
@@ -611,10 +608,10 @@ async fn register_all(
     writer.closed().await;
 }
 
-/// Rounds of `deliver_due_holding` until one delivers nothing.
+/// Rounds of `deliver_due` until one delivers nothing.
 async fn deliver_all_holding(store: &SqlStore, recorder: &Recorder, now: Timestamp, held: &HeldCreations) {
     for _ in 0..100 {
-        if deliver_due_holding(store, recorder, now, &config(), Some(held)).await.unwrap() == 0 {
+        if deliver_due(store, recorder, now, &config(), Some(held)).await.unwrap() == 0 {
             return;
         }
     }
@@ -631,10 +628,10 @@ async fn the_creations_handed_over_are_the_entries_the_walk_reads(backend: Backe
     register_all(&store, &mut quota, &emails, START.plus_millis(1_234), Some(&feed)).await;
     let now = START.plus_seconds(10);
     // A claim that reads them back, left to run out...
-    let walked = store.claim_creations(now, now.plus_seconds(1), 10).await.unwrap();
+    let walked = store.claim_creations(now, now.plus_seconds(1), 10, None).await.unwrap();
     // ...and one that takes them from memory.
     let later = now.plus_seconds(2);
-    let handed = store.claim_creations_holding(later, later.plus_seconds(1), 10, Some(&held)).await.unwrap();
+    let handed = store.claim_creations(later, later.plus_seconds(1), 10, Some(&held)).await.unwrap();
     assert_eq!(held.served(), 3, "read back: {handed:?}");
     assert_eq!(held.held(), 0);
     let [walked] = walked.cursors.as_slice() else { panic!("one cursor: {walked:?}") };
@@ -667,10 +664,10 @@ async fn a_gap_in_the_creations_handed_over_is_walked(backend: Backend) {
     // then 6 from memory (5, held too, was passed).
     let mut rounds = Vec::new();
     for _ in 0..3 {
-        rounds.push(deliver_due_holding(&store, &recorder, now, &config(), Some(&held)).await.unwrap());
+        rounds.push(deliver_due(&store, &recorder, now, &config(), Some(&held)).await.unwrap());
     }
     assert_eq!(rounds, [2, 3, 1]);
-    assert_eq!(deliver_due_holding(&store, &recorder, now, &config(), Some(&held)).await.unwrap(), 0);
+    assert_eq!(deliver_due(&store, &recorder, now, &config(), Some(&held)).await.unwrap(), 0);
     assert_eq!(recorder.delivered(), (1..=6).map(created).collect::<Vec<_>>());
     assert_eq!((held.served(), held.held()), (3, 0));
     assert_eq!(cursor(&store).await, 6);
@@ -685,7 +682,7 @@ async fn creations_another_worker_delivered_are_dropped_and_not_delivered_again(
     register_all(&store, &mut quota, &["a@x.org", "b@x.org", "c@x.org"], START, Some(&feed)).await;
     let now = START.plus_seconds(1);
     let other = Recorder::default();
-    assert_eq!(deliver_due(&store, &other, now, &config()).await.unwrap(), 3);
+    assert_eq!(deliver_due(&store, &other, now, &config(), None).await.unwrap(), 3);
     register_all(&store, &mut quota, &["d@x.org"], START, None).await;
     let recorder = Recorder::default();
     deliver_all_holding(&store, &recorder, now, &held).await;
@@ -701,8 +698,7 @@ async fn a_fenced_batch_s_creation_is_not_handed_over(backend: Backend) {
     let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
     let id = event_id("race");
     let (feed, held) = creation_feed();
-    let (sender, writer) =
-        WriteBehind::start_handing_over(store.clone(), WriteBehindConfig::default(), Some(feed));
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), Some(feed));
     let (_, effects) = decide(&mut stale_quota, Command::Register(register("10K", "a@x.org")), START);
     submit(&sender, &id, stale_epoch, effects).await.unwrap();
     let current = store.load(&id).await.unwrap().unwrap();
@@ -718,7 +714,7 @@ async fn a_fenced_batch_s_creation_is_not_handed_over(backend: Backend) {
     drop(sender);
     writer.closed().await;
     let now = START.plus_seconds(10);
-    let claim = store.claim_creations_holding(now, now.plus_seconds(1), 10, Some(&held)).await.unwrap();
+    let claim = store.claim_creations(now, now.plus_seconds(1), 10, Some(&held)).await.unwrap();
     let [cursor] = claim.cursors.as_slice() else { panic!("one cursor: {claim:?}") };
     let created_at: Vec<(u64, Timestamp)> =
         cursor.creations.iter().map(|entry| (entry.registration.0, entry.created_at)).collect();

@@ -44,7 +44,7 @@ impl Deliver for Refusing {
 async fn event_with_entries(database: &TestDatabase, registrations: usize, cancelled: u64) -> SqlStore {
     let (store, mut quota, epoch) = stored_event(database, "race", &[("10K", 100)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     for n in 0..registrations {
         let request = keyed(register("10K", &format!("r{n}@x.org")), &format!("key-{n}"), n as u64);
         let (_, effects) = decide(&mut quota, Command::Register(request), START);
@@ -83,7 +83,7 @@ async fn the_outbox_summary_counts_the_backlog_its_oldest_overdue_wait_and_the_d
     // Two creations are delivered, and the two cancellations fail with no attempt left: dead,
     // out of the backlog. The third creation waits.
     let config = OutboxConfig { batch_max: 2, attempts_max: 1, ..OutboxConfig::default() };
-    assert_eq!(deliver_due(&store, &Refusing, later, &config).await.unwrap(), 4);
+    assert_eq!(deliver_due(&store, &Refusing, later, &config, None).await.unwrap(), 4);
     let summary = store.outbox_summary(later, 100).await.unwrap();
     assert_eq!((summary.pending, summary.oldest_due_age_ms, summary.dead), (1, 4_500, 2));
     assert!(!summary.pending_capped && !summary.dead_capped);

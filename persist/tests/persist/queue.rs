@@ -71,7 +71,7 @@ async fn tickets_written_through_the_writer_are_recovered_with_their_places_and_
     let database = TestDatabase::create(backend).await;
     let (store, config, mut quota, epoch) = stored_queued_event(&database, 2).await;
     let id = config.id.clone();
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let emails: Vec<String> = (0..8).map(|n| format!("r{n}@x.org")).collect();
     for (n, email) in emails.iter().enumerate() {
         let (_, effects) = decide(&mut quota, join(email, &format!("k{n}")), START.plus_millis(n as u64));
@@ -124,7 +124,7 @@ async fn a_keyed_join_is_one_row_and_its_key_replays_from_it_after_a_restart(bac
     let database = TestDatabase::create(backend).await;
     let (store, config, mut quota, epoch) = stored_queued_event(&database, 2).await;
     let id = config.id.clone();
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let mut decided = Vec::new();
     for n in 0..3 {
         let command = join(&format!("r{n}@x.org"), &format!("k{n}"));
@@ -178,7 +178,7 @@ async fn the_audit_shows_one_entry_per_effect_of_a_queue_on_every_page_size(back
     let database = TestDatabase::create(backend).await;
     let (store, config, mut quota, epoch) = stored_queued_event(&database, 4).await;
     let id = config.id.clone();
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let unkeyed = |email: &str| {
         Command::JoinQueue(JoinQueue { registrant: Email::parse(email).unwrap(), idempotency: None })
     };

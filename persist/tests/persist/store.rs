@@ -70,7 +70,7 @@ async fn effects_written_through_the_writer_become_rows_and_a_load_rebuilds_the_
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 3), ("21K", 1)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let mut now = START;
     let mut confirmed = Vec::new();
     for n in 0..5 {
@@ -138,7 +138,7 @@ async fn the_same_submission_applied_twice_changes_nothing(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 3)], 60).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let (_, created) =
         decide(&mut quota, Command::Register(keyed(register("10K", "a@x.org"), "k1", 7)), START);
     let (_, confirmed) = decide(&mut quota, Command::Confirm { registration: RegistrationId(1) }, START);
@@ -176,7 +176,7 @@ async fn a_writer_with_a_stale_epoch_is_fenced_while_other_events_in_its_batch_c
     let current = store.load(&race).await.unwrap().unwrap();
     assert_eq!(current.epoch, stale_epoch + 1);
 
-    let (sender, writer) = WriteBehind::start(store.clone(), slow_flush());
+    let (sender, writer) = WriteBehind::start(store.clone(), slow_flush(), None);
     let (_, stale_effects) =
         decide(&mut stale_quota, Command::Register(register("10K", "stale@x.org")), START);
     let (_, other_effects) = decide(&mut other_quota, Command::Register(register("5K", "o@x.org")), START);
@@ -209,7 +209,7 @@ async fn a_stale_writer_whose_registration_numbers_the_new_owner_stored_is_fence
     let (store, mut stale_quota, stale_epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
     let race = event_id("race");
     let current = store.load(&race).await.unwrap().unwrap();
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let mut current_quota = current.quota;
     let (owner, effects) =
         decide(&mut current_quota, Command::Register(register("10K", "owner@x.org")), START);
@@ -233,7 +233,7 @@ async fn a_failed_submission_poisons_later_ones_of_the_same_event_and_epoch(back
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     // Confirming a registration the store does not have: the engine and the store disagree,
     // and the writer must not paper over it.
     let impossible =
@@ -259,7 +259,7 @@ async fn keyed_decisions_are_replayed_after_a_restart(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     // A key ending in a space must stay apart from the same key without it.
     let first = keyed(register("10K", "a@x.org"), "key ", 11);
     let (outcome, effects) = decide(&mut quota, Command::Register(first.clone()), START);
@@ -299,7 +299,7 @@ async fn a_key_replays_the_decision_that_created_its_registration_whatever_becam
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 5)], 60).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let expires_at = START.plus_seconds(60);
     let mut requests = Vec::new();
     for (n, email) in ["a@x.org", "b@x.org"].into_iter().enumerate() {
@@ -334,7 +334,7 @@ async fn an_expired_hold_frees_its_registrant_for_a_new_registration_in_the_same
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 60).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let (outcome, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
     let expires_at = START.plus_seconds(60);
     assert_eq!(outcome, Outcome::Decided(Decision::Held { registration: RegistrationId(1), expires_at }));
@@ -369,7 +369,7 @@ async fn a_waitlist_promotion_and_a_capacity_change_survive_a_restart(backend: B
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     for email in ["a@x.org", "b@x.org", "c@x.org", "d@x.org"] {
         let (_, effects) = decide(&mut quota, Command::Register(waitlisting(register("10K", email))), START);
         submit(&sender, &id, epoch, effects).await.unwrap();
@@ -398,7 +398,7 @@ async fn registration_and_audit_pages_follow_keyset_order(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 4)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     for n in 0..7 {
         let (_, effects) = decide(
             &mut quota,
@@ -448,7 +448,7 @@ async fn the_outbox_gets_one_pending_row_per_announced_registration_change_but_c
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 2)], 60).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let commands = [
         Command::Register(register("10K", "a@x.org")),
         Command::Register(register("10K", "b@x.org")),
@@ -479,7 +479,7 @@ async fn the_database_refuses_a_second_active_registration_of_one_registrant(bac
     let database = TestDatabase::create(backend).await;
     let (store, _, epoch) = stored_event(&database, "race", &[("10K", 5)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     // What a broken engine might send: two active registrations of one registrant.
     let created = |seq: u64, number: u64| Effect {
         seq: Seq(seq),
@@ -551,7 +551,7 @@ async fn text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte(bac
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let awkward_name = "Zoë O'Brien \\' \"; DROP TABLE registrations; -- 李小龍 🏃";
     let awkward_attributes = r#"{"note":"it's \"quoted\"\\n","emoji":"🏃‍♀️","empty":""}"#;
     let mut request = keyed(register("10K", "zoe@x.org"), "key-'\\-? ;", 7);
@@ -657,7 +657,7 @@ async fn the_audit_merges_creations_kept_in_their_rows_with_the_other_entries_in
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 60).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     // One submission, so one batch: registrations created and changed in the batch that
     // creates them, between entries of other kinds.
     let mut effects = Vec::new();
@@ -721,7 +721,7 @@ async fn creation_reads(
         .collect();
     let audit = store.audit_page(&id, 100, None).await.unwrap();
     // Each read claims the cursor anew: the one before ran out.
-    let claim = store.claim_creations(now, now.plus_seconds(1), 100).await.unwrap();
+    let claim = store.claim_creations(now, now.plus_seconds(1), 100, None).await.unwrap();
     let creations = claim.cursors.into_iter().flat_map(|cursor| cursor.creations).collect();
     (replays, audit, creations)
 }
@@ -734,7 +734,7 @@ async fn rows_stored_before_migration_0011_read_as_the_rows_stored_since(backend
     let database = TestDatabase::create(backend).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 1)], 60).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let requests = [
         keyed(register("10K", "a@x.org"), "k-a", 1),
         keyed(waitlisting(register("10K", "b@x.org")), "k-b", 2),

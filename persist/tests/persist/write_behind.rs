@@ -94,7 +94,7 @@ async fn concurrent_registrations_store_exactly_capacity_and_survive_a_restart(b
     assert!(store.create_event(&config, START).await.unwrap());
     let id = config.id.clone();
 
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let registry = Registry::new(RegistryConfig::default(), Arc::new(store.clone()), sender, clock.clone());
     let event = registry.event(&id).await.unwrap().expect("the event is stored");
     let attempts: Vec<_> = (0..CONCURRENT_REGISTRATIONS)
@@ -124,7 +124,7 @@ async fn concurrent_registrations_store_exactly_capacity_and_survive_a_restart(b
     drop(event);
     drop(registry);
 
-    let (sender, second_writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, second_writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let restarted = Registry::new(RegistryConfig::default(), Arc::new(store.clone()), sender, clock.clone());
     let event = restarted.event(&id).await.unwrap().unwrap();
     assert_eq!(event.counters().snapshot(), counters);
@@ -146,7 +146,7 @@ async fn submissions_sent_within_the_flush_interval_commit_in_one_transaction(ba
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
     let id = event_id("race");
     let config = WriteBehindConfig { flush_interval_ms: 300, ..WriteBehindConfig::default() };
-    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let (sender, writer) = WriteBehind::start(store.clone(), config, None);
     let mut answers = Vec::new();
     for n in 0..50 {
         let (_, effects) =
@@ -185,7 +185,7 @@ async fn batches_of_different_events_commit_side_by_side_and_each_event_keeps_it
         connections_max: 4,
         ..WriteBehindConfig::default()
     };
-    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config, None);
     let mut answers = Vec::new();
     // Blocks of one batch per event, so that a full batch of each event waits while the
     // previous event's batch commits.
@@ -251,7 +251,7 @@ async fn batches_of_one_event_overlap_and_commit_in_order(backend: Backend, conn
         connections_max,
         ..WriteBehindConfig::default()
     };
-    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config, None);
     let mut answers = Vec::new();
     for n in 0..PIPELINED_SUBMISSIONS {
         // Waitlisting past the seats and cancelling now and then, which promotes from the
@@ -296,7 +296,7 @@ async fn a_batch_whose_predecessor_did_not_commit_stores_nothing(backend: Backen
     let id = event_id("race");
     let (_, first) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
     let (_, second) = decide(&mut quota, Command::Register(register("10K", "b@x.org")), START);
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     assert!(submit(&sender, &id, epoch, second.clone()).await.is_err(), "the second before the first");
     assert!(store.registrations_page(&id, None, 10, None).await.unwrap().is_empty());
     // The failure poisoned this epoch; a new owner (epoch) of the same stored state decides the
@@ -326,7 +326,7 @@ async fn a_batch_gathers_at_most_batch_size_max_effects(backend: Backend) {
     let id = event_id("race");
     let writer_config =
         WriteBehindConfig { flush_interval_ms: 300, batch_size_max: 10, ..WriteBehindConfig::default() };
-    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config, None);
     let mut answers = Vec::new();
     for n in 0..35 {
         let (_, effects) =
@@ -351,7 +351,7 @@ async fn closing_every_sender_commits_everything_accepted_before_closed_resolves
     // A long flush interval: only the closing queue makes the last batch start early.
     let writer_config =
         WriteBehindConfig { flush_interval_ms: 60_000, batch_size_max: 64, ..Default::default() };
-    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config, None);
     let mut answers = Vec::new();
     for n in 0..300 {
         let (_, effects) =
@@ -384,7 +384,7 @@ async fn a_store_that_keeps_failing_opens_the_breaker_and_a_working_probe_closes
         breaker_probe_interval_ms: 100,
         ..WriteBehindConfig::default()
     };
-    let (sender, writer) = WriteBehind::start(store.clone(), writer_config);
+    let (sender, writer) = WriteBehind::start(store.clone(), writer_config, None);
     // The store loses its tables underneath the writer.
     server_sql(format!("DROP DATABASE {}", database.name())).await;
     // Three events, so that the poison of the first failure does not spare the store the others.
@@ -445,7 +445,7 @@ async fn a_connection_lost_in_the_middle_of_a_batch_is_retried_and_the_submissio
         .execute(&mut holder)
         .await
         .unwrap();
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
     let answer = submit_later(&sender, &id, epoch, effects).await;
 
@@ -487,7 +487,7 @@ async fn a_kept_connection_the_server_closed_between_batches_is_replaced_and_the
     let database = TestDatabase::create(Backend::Mysql).await;
     let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 100)], 0).await;
     let id = event_id("race");
-    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default());
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
     assert_eq!(submit(&sender, &id, epoch, effects).await, Ok(()));
     assert_eq!(writer.stats().retries, 0);
@@ -692,7 +692,7 @@ async fn a_commit_older_than_the_stall_threshold_stalls_the_writer_until_it_comm
         commit_timeout_ms: 10_000,
         ..WriteBehindConfig::default()
     };
-    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let (sender, writer) = WriteBehind::start(store.clone(), config, None);
     assert!(!writer.stalled());
 
     let mut holder = hold_event_row(&database, "race").await;
@@ -725,7 +725,7 @@ async fn a_commit_that_does_not_answer_in_time_is_cut_short_and_tried_again_on_a
         commit_attempts_max: 3,
         ..WriteBehindConfig::default()
     };
-    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let (sender, writer) = WriteBehind::start(store.clone(), config, None);
 
     let mut holder = hold_event_row(&database, "race").await;
     let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
@@ -759,7 +759,7 @@ async fn a_batch_whose_every_attempt_times_out_fails_and_a_probe_ends_the_stall(
         breaker_probe_interval_ms: 50,
         ..WriteBehindConfig::default()
     };
-    let (sender, writer) = WriteBehind::start(store.clone(), config);
+    let (sender, writer) = WriteBehind::start(store.clone(), config, None);
     let mut holder = hold_event_row(&database, "race").await;
     let (_, effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
     let failed = submit(&sender, &id, epoch, effects).await;
