@@ -268,7 +268,7 @@ impl RegistrationRequest {
         event: &EventId,
         key: IdempotencyKey,
         token_key: &tokens::TokenKey,
-    ) -> (Register, String) {
+    ) -> (Register, tokens::AccessToken) {
         // Bytes, not texts: an e-mail's or a code's text is checked to be UTF-8 again on each
         // read, and the digest reads bytes anyway.
         let fingerprint = tokens::fingerprint(&[
@@ -284,7 +284,7 @@ impl RegistrationRequest {
             full_name: self.full_name,
             phone: self.phone,
             attributes_json: self.attributes_json,
-            access_token_hash: tokens::token_hash(&access_token),
+            access_token_hash: tokens::token_hash(access_token.as_str()),
         };
         let register = Register {
             category: self.category,
