@@ -189,18 +189,30 @@ fn check_address(normalized: &[u8], spaced: bool) -> Result<(), InvalidId> {
     if spaced {
         return Err(InvalidId("an e-mail address has no spaces or control characters"));
     }
-    let Some(at) = normalized.iter().rposition(|&byte| byte == b'@') else {
-        return Err(InvalidId("an e-mail address has the shape name@domain"));
-    };
-    let (local, domain) = (&normalized[..at], &normalized[at + 1..]);
-    let domain_is_valid = !domain.is_empty()
-        && domain.contains(&b'.')
-        && !domain.starts_with(b".")
-        && !domain.ends_with(b".")
-        && !domain.windows(2).any(|pair| pair == b"..")
-        && !domain.contains(&b'@');
-    if local.is_empty() || local.contains(&b'@') || !domain_is_valid {
-        return Err(InvalidId("an e-mail address has the shape name@domain"));
+    let shape = Err(InvalidId("an e-mail address has the shape name@domain"));
+    // The domain (after the last `@`) in one pass from the end: not empty, a dot in it, none
+    // first, last or next to another. Every registration, a sold-out one too, checks one; a
+    // search for each rule was a pass of its own.
+    let mut dotted = false;
+    // Whether the byte after this one is a dot, or this is the last: then a dot here is last
+    // or next to another, and an `@` here leaves the domain empty or starting with a dot.
+    let mut before_dot = true;
+    let mut at = None;
+    for (index, &byte) in normalized.iter().enumerate().rev() {
+        match byte {
+            b'@' => {
+                at = Some(index);
+                break;
+            }
+            b'.' if before_dot => return shape,
+            b'.' => (dotted, before_dot) = (true, true),
+            _ => before_dot = false,
+        }
+    }
+    let Some(at) = at else { return shape };
+    let local = &normalized[..at];
+    if before_dot || !dotted || local.is_empty() || local.contains(&b'@') {
+        return shape;
     }
     Ok(())
 }
