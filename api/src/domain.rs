@@ -301,10 +301,7 @@ impl RegistrationRequest {
 /// Parses `Idempotency-Key`: required, 1–255 printable ASCII.
 pub fn idempotency_key(header: Option<&[u8]>) -> Result<IdempotencyKey, ApiError> {
     let bytes = header.ok_or(ApiError::IdempotencyKeyMissing)?;
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        ApiError::IdempotencyKeyInvalid("an Idempotency-Key uses printable ASCII only".into())
-    })?;
-    IdempotencyKey::parse(text).map_err(|error| ApiError::IdempotencyKeyInvalid(error.to_string()))
+    IdempotencyKey::parse_bytes(bytes).map_err(|error| ApiError::IdempotencyKeyInvalid(error.to_string()))
 }
 
 /// The fields of a registration body, as either reading found them.

@@ -89,8 +89,22 @@ impl Text {
         if text.len() > TEXT_INLINE_MAX {
             return Text::Shared(Arc::from(text));
         }
+        Text::inline(text.as_bytes())
+    }
+
+    /// `new` of an ASCII text given as its bytes.
+    fn from_ascii(bytes: &[u8]) -> Self {
+        if bytes.len() > TEXT_INLINE_MAX {
+            // The caller gives ASCII, which is UTF-8.
+            return Text::Shared(Arc::from(std::str::from_utf8(bytes).expect("ASCII is UTF-8")));
+        }
+        Text::inline(bytes)
+    }
+
+    /// The bytes of a text of at most `TEXT_INLINE_MAX` bytes, in place.
+    fn inline(text: &[u8]) -> Self {
         let mut bytes = [0; TEXT_INLINE_MAX];
-        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        bytes[..text.len()].copy_from_slice(text);
         Text::Inline { length: text.len() as u8, bytes }
     }
 
@@ -235,6 +249,23 @@ impl IdempotencyKey {
             return Err(InvalidId("an Idempotency-Key uses printable ASCII only"));
         }
         Ok(IdempotencyKey { digest: text_digest(text), text: Text::new(text) })
+    }
+
+    /// `parse` of a header's bytes, as `parse` of their text decides it, and a refusal for
+    /// bytes that are not UTF-8 (they are not printable ASCII either). A key (printable ASCII)
+    /// is read without a check that it is UTF-8 first: every registration, a sold-out one too,
+    /// reads one.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, InvalidId> {
+        if !bytes.iter().all(|byte| (0x20..=0x7e).contains(byte)) {
+            return match std::str::from_utf8(bytes) {
+                Ok(text) => Self::parse(text),
+                Err(_) => Err(InvalidId("an Idempotency-Key uses printable ASCII only")),
+            };
+        }
+        if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+            return Err(InvalidId("an Idempotency-Key has 1 to 255 characters"));
+        }
+        Ok(IdempotencyKey { digest: bytes_digest(bytes), text: Text::from_ascii(bytes) })
     }
 
     pub fn as_str(&self) -> &str {
@@ -654,6 +685,42 @@ mod tests {
                     matches!(email.text, Text::Inline { .. }),
                     email.as_str().len() <= TEXT_INLINE_MAX
                 );
+            }
+        }
+    }
+
+    /// A header's bytes read as `parse` reads their text, and bytes that are not UTF-8 refused
+    /// as not printable ASCII (what the API said of them): every byte in a key, keys either side
+    /// of the in-place length and of the length bound, broken and valid UTF-8 beyond ASCII.
+    #[test]
+    fn a_key_from_bytes_is_the_key_from_their_text() {
+        let mut keys: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"k".to_vec(),
+            vec![b'k'; 22],
+            vec![b'k'; 23],
+            vec![b'k'; 255],
+            vec![b'k'; 256],
+            vec![0xff; 300],
+            "cl\u{e9}".as_bytes().to_vec(),
+            vec![b'k', 0xc3],
+        ];
+        for byte in 0u8..=0xff {
+            keys.push(vec![b'a', byte, b'b']);
+            keys.push([vec![byte], vec![b'k'; 24]].concat());
+        }
+        for bytes in &keys {
+            let from_text = match std::str::from_utf8(bytes) {
+                Ok(text) => IdempotencyKey::parse(text),
+                Err(_) => Err(InvalidId("an Idempotency-Key uses printable ASCII only")),
+            };
+            let from_bytes = IdempotencyKey::parse_bytes(bytes);
+            let seen = |key: &Result<IdempotencyKey, InvalidId>| {
+                key.as_ref().map(|key| (key.as_str().to_string(), key.digest())).map_err(Clone::clone)
+            };
+            assert_eq!(seen(&from_bytes), seen(&from_text), "{bytes:?}");
+            if let Ok(key) = from_bytes {
+                assert_eq!(matches!(key.text, Text::Inline { .. }), bytes.len() <= TEXT_INLINE_MAX);
             }
         }
     }
