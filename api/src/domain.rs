@@ -268,7 +268,7 @@ impl RegistrationRequest {
         event: &EventId,
         key: IdempotencyKey,
         token_key: &tokens::TokenKey,
-    ) -> (Register, String) {
+    ) -> (Register, tokens::AccessToken) {
         // Bytes, not texts: an e-mail's or a code's text is checked to be UTF-8 again on each
         // read, and the digest reads bytes anyway.
         let fingerprint = tokens::fingerprint(&[
@@ -284,7 +284,7 @@ impl RegistrationRequest {
             full_name: self.full_name,
             phone: self.phone,
             attributes_json: self.attributes_json,
-            access_token_hash: tokens::token_hash(&access_token),
+            access_token_hash: tokens::token_hash(access_token.as_str()),
         };
         let register = Register {
             category: self.category,
@@ -301,10 +301,7 @@ impl RegistrationRequest {
 /// Parses `Idempotency-Key`: required, 1–255 printable ASCII.
 pub fn idempotency_key(header: Option<&[u8]>) -> Result<IdempotencyKey, ApiError> {
     let bytes = header.ok_or(ApiError::IdempotencyKeyMissing)?;
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        ApiError::IdempotencyKeyInvalid("an Idempotency-Key uses printable ASCII only".into())
-    })?;
-    IdempotencyKey::parse(text).map_err(|error| ApiError::IdempotencyKeyInvalid(error.to_string()))
+    IdempotencyKey::parse_bytes(bytes).map_err(|error| ApiError::IdempotencyKeyInvalid(error.to_string()))
 }
 
 /// The fields of a registration body, as either reading found them.

@@ -91,7 +91,8 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Reads a request body of at most `limit_bytes` (413 beyond it), however it arrives in chunks;
-/// `expected_bytes` only sizes the buffer.
+/// `expected_bytes` only sizes the buffer. A body that arrives in one chunk (a registration's,
+/// nearly always) is that chunk as it came, without a copy.
 pub async fn read_bounded<S>(
     payload: &mut S,
     expected_bytes: usize,
@@ -100,21 +101,88 @@ pub async fn read_bounded<S>(
 where
     S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
 {
-    let mut body = web::BytesMut::with_capacity(expected_bytes.min(limit_bytes));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::MalformedBody(format!("the body could not be read: {error}")))?;
+    let Some(first) = payload.next().await else {
+        return Ok(web::Bytes::new());
+    };
+    let first = first.map_err(unreadable)?;
+    if first.len() > limit_bytes {
+        return Err(ApiError::PayloadTooLarge { limit_bytes });
+    }
+    let Some(mut next) = payload.next().await else {
+        return Ok(first);
+    };
+    let mut body = web::BytesMut::with_capacity(expected_bytes.min(limit_bytes).max(first.len()));
+    body.extend_from_slice(&first);
+    loop {
+        let chunk = next.map_err(unreadable)?;
         if body.len() + chunk.len() > limit_bytes {
             return Err(ApiError::PayloadTooLarge { limit_bytes });
         }
         body.extend_from_slice(&chunk);
+        match payload.next().await {
+            Some(chunk) => next = chunk,
+            None => return Ok(body.freeze()),
+        }
     }
-    Ok(body.freeze())
+}
+
+fn unreadable(error: actix_web::error::PayloadError) -> ApiError {
+    ApiError::MalformedBody(format!("the body could not be read: {error}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body in chunks: each chunk as the payload yields it.
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin {
+        futures_util::stream::iter(
+            parts.iter().map(|part| Ok(web::Bytes::from_static(part))).collect::<Vec<_>>(),
+        )
+    }
+
+    #[actix_rt::test]
+    async fn a_body_in_one_chunk_is_that_chunk_and_one_in_several_is_their_concatenation() {
+        let whole: &'static [u8] = b"{\"category\":\"10K\"}";
+        let body = read_bounded(&mut chunks(&[whole]), whole.len(), 64).await.unwrap();
+        assert_eq!(body, whole);
+        // The same bytes, not a copy of them.
+        assert_eq!(body.as_ptr(), whole.as_ptr());
+        let body = read_bounded(&mut chunks(&[b"{\"category\"", b":", b"\"10K\"}"]), 0, 64).await.unwrap();
+        assert_eq!(body, whole);
+        assert_eq!(read_bounded(&mut chunks(&[]), 0, 64).await.unwrap(), web::Bytes::new());
+        assert_eq!(read_bounded(&mut chunks(&[b""]), 0, 64).await.unwrap(), web::Bytes::new());
+        // The limit holds for a body in one chunk and one in several; at the limit, it is read.
+        assert_eq!(read_bounded(&mut chunks(&[whole]), 0, whole.len()).await.unwrap(), whole);
+        assert_eq!(
+            read_bounded(&mut chunks(&[&whole[..5], &whole[5..]]), 0, whole.len()).await.unwrap(),
+            whole
+        );
+        for parts in [&[whole][..], &[&whole[..5], &whole[5..]]] {
+            let refused = read_bounded(&mut chunks(parts), 0, whole.len() - 1).await;
+            assert!(
+                matches!(refused, Err(ApiError::PayloadTooLarge { limit_bytes }) if limit_bytes == whole.len() - 1)
+            );
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_body_that_cannot_be_read_is_malformed_in_any_chunk() {
+        for failing_chunk in 0..3 {
+            let parts = (0..3).map(|index| {
+                if index == failing_chunk {
+                    Err(actix_web::error::PayloadError::Incomplete(None))
+                } else {
+                    Ok(web::Bytes::from_static(b"{}"))
+                }
+            });
+            let mut payload = futures_util::stream::iter(parts.collect::<Vec<_>>());
+            let read = read_bounded(&mut payload, 0, 64).await;
+            assert!(matches!(read, Err(ApiError::MalformedBody(_))), "chunk {failing_chunk}: {read:?}");
+        }
+    }
 
     #[test]
     fn json_media_types_are_recognized_in_any_case_as_the_lower_cased_comparison_did() {

@@ -30,13 +30,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `2026-11-24T10:00:00.000Z`.
 pub fn format(timestamp: Timestamp) -> String {
+    let mut text = Vec::with_capacity(24);
+    push(timestamp, &mut text);
+    String::from_utf8(text).expect("digits and separators are ASCII")
+}
+
+/// `format(timestamp)` appended to `out`, for a writer of a document that names a time (an
+/// admission's answer), without a `String` of its own.
+pub fn push(timestamp: Timestamp, out: &mut Vec<u8>) {
     let millis = timestamp.as_millis() as i64;
     let (year, month, day) = civil_from_days(millis.div_euclid(MILLIS_PER_DAY));
     let in_day = millis.rem_euclid(MILLIS_PER_DAY);
     let (hours, minutes) = (in_day / 3_600_000, in_day / 60_000 % 60);
     let (seconds, fraction) = (in_day / 1_000 % 60, in_day % 1_000);
     if !(0..=9_999).contains(&year) {
-        return format!("{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{fraction:03}Z");
+        let text =
+            format!("{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{fraction:03}Z");
+        out.extend_from_slice(text.as_bytes());
+        return;
     }
     // Every response that names a time writes one or two: the digits by hand cost a tenth of
     // what `format!` does with its padding.
@@ -61,7 +72,7 @@ pub fn format(timestamp: Timestamp) -> String {
     {
         text[position] = separator;
     }
-    String::from_utf8(text.to_vec()).expect("digits and separators are ASCII")
+    out.extend_from_slice(&text);
 }
 
 fn number(text: &str, range: std::ops::RangeInclusive<u32>) -> Option<u32> {

@@ -25,12 +25,31 @@ impl TokenKey {
 
     /// The access token of the registration created by this event's request with this key:
     /// `access_token` under this secret.
-    pub fn access_token(&self, event: &EventId, key: &IdempotencyKey) -> String {
+    pub fn access_token(&self, event: &EventId, key: &IdempotencyKey) -> AccessToken {
         let mut mac = self.0.clone();
         mac.update(event.as_str().as_bytes());
         mac.update(b"\n");
         mac.update(key.as_bytes());
-        hex_string(&mac.finalize().into_bytes()[..16])
+        AccessToken(hex_string(&mac.finalize().into_bytes()[..16]))
+    }
+}
+
+/// A registrant's access token: 32 lower-case hexadecimal digits, made only by
+/// `TokenKey::access_token`. Typed so that a writer of it knows it needs no escape (the
+/// admission's JSON writes it as it is).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A bearer credential: kept out of logs and panic messages.
+        formatter.write_str("AccessToken(..)")
     }
 }
 
@@ -41,7 +60,7 @@ impl std::fmt::Debug for TokenKey {
 }
 
 /// The access token of the registration created by this event's request with this key.
-pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> String {
+pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> AccessToken {
     TokenKey::new(secret).access_token(event, key)
 }
 
@@ -91,8 +110,8 @@ mod tests {
         let event = EventId::parse("race").unwrap();
         let key = IdempotencyKey::parse("k1").unwrap();
         let token = access_token(b"secret", &event, &key);
-        assert_eq!(token.len(), 32);
-        assert!(token.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_eq!(token.as_str().len(), 32);
+        assert!(token.as_str().bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')));
         assert_eq!(token, access_token(b"secret", &event, &key));
         assert_ne!(token, access_token(b"other", &event, &key));
         assert_ne!(token, access_token(b"secret", &event, &IdempotencyKey::parse("k2").unwrap()));
@@ -107,10 +126,10 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
         mac.update(b"race\nk1");
         let expected = hex::encode(&mac.finalize().into_bytes()[..16]);
-        assert_eq!(keyed.access_token(&event, &key), expected);
+        assert_eq!(keyed.access_token(&event, &key).as_str(), expected);
         // The keyed state is not consumed: the next token is computed from the key alone.
-        assert_eq!(keyed.access_token(&event, &key), expected);
-        assert_eq!(access_token(b"secret", &event, &key), expected);
+        assert_eq!(keyed.access_token(&event, &key).as_str(), expected);
+        assert_eq!(access_token(b"secret", &event, &key).as_str(), expected);
     }
 
     #[test]

@@ -89,8 +89,22 @@ impl Text {
         if text.len() > TEXT_INLINE_MAX {
             return Text::Shared(Arc::from(text));
         }
+        Text::inline(text.as_bytes())
+    }
+
+    /// `new` of an ASCII text given as its bytes.
+    fn from_ascii(bytes: &[u8]) -> Self {
+        if bytes.len() > TEXT_INLINE_MAX {
+            // The caller gives ASCII, which is UTF-8.
+            return Text::Shared(Arc::from(std::str::from_utf8(bytes).expect("ASCII is UTF-8")));
+        }
+        Text::inline(bytes)
+    }
+
+    /// The bytes of a text of at most `TEXT_INLINE_MAX` bytes, in place.
+    fn inline(text: &[u8]) -> Self {
         let mut bytes = [0; TEXT_INLINE_MAX];
-        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        bytes[..text.len()].copy_from_slice(text);
         Text::Inline { length: text.len() as u8, bytes }
     }
 
@@ -133,33 +147,24 @@ impl Email {
         // is `to_lowercase`, and the bytes that are whitespace or control characters are those
         // up to the space and DEL. Every registration, a sold-out one too, parses one.
         let ascii = trimmed.is_ascii();
+        if ascii && trimmed.len() <= TEXT_INLINE_MAX {
+            // Short (most addresses): lower-cased in the array that `Text` keeps in place, so
+            // that no heap copy is made only to be copied again and dropped.
+            let mut bytes = [0; TEXT_INLINE_MAX];
+            let normalized = &mut bytes[..trimmed.len()];
+            normalized.copy_from_slice(trimmed.as_bytes());
+            normalized.make_ascii_lowercase();
+            check_address(normalized, ascii_is_spaced(normalized))?;
+            let digest = bytes_digest(normalized);
+            return Ok(Email { digest, text: Text::Inline { length: trimmed.len() as u8, bytes } });
+        }
         let normalized = if ascii { trimmed.to_ascii_lowercase() } else { trimmed.to_lowercase() };
-        if normalized.is_empty() {
-            return Err(InvalidId("an e-mail address is required"));
-        }
-        if normalized.len() > EMAIL_LENGTH_MAX {
-            return Err(InvalidId("an e-mail address has at most 254 characters"));
-        }
         let spaced = if ascii {
-            normalized.bytes().any(|byte| byte <= b' ' || byte == 0x7f)
+            ascii_is_spaced(normalized.as_bytes())
         } else {
             normalized.chars().any(|c| c.is_whitespace() || c.is_control())
         };
-        if spaced {
-            return Err(InvalidId("an e-mail address has no spaces or control characters"));
-        }
-        let Some((local, domain)) = normalized.rsplit_once('@') else {
-            return Err(InvalidId("an e-mail address has the shape name@domain"));
-        };
-        let domain_is_valid = !domain.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains("..")
-            && !domain.contains('@');
-        if local.is_empty() || local.contains('@') || !domain_is_valid {
-            return Err(InvalidId("an e-mail address has the shape name@domain"));
-        }
+        check_address(normalized.as_bytes(), spaced)?;
         Ok(Email { digest: text_digest(&normalized), text: Text::new(&normalized) })
     }
 
@@ -177,6 +182,53 @@ impl Email {
     pub(crate) fn digest(&self) -> [u64; 2] {
         self.digest
     }
+}
+
+/// Whether an ASCII text holds whitespace or a control character: for ASCII, the bytes up to
+/// the space and DEL are those `char::is_whitespace` or `char::is_control` names.
+fn ascii_is_spaced(text: &[u8]) -> bool {
+    text.iter().any(|&byte| byte <= b' ' || byte == 0x7f)
+}
+
+/// The checks of `Email::parse` on a normalized address, in their order; `spaced` says whether
+/// it holds whitespace or a control character. Over bytes, for either way of normalizing: in
+/// UTF-8, `@` and `.` are single bytes that no other character's bytes contain.
+fn check_address(normalized: &[u8], spaced: bool) -> Result<(), InvalidId> {
+    if normalized.is_empty() {
+        return Err(InvalidId("an e-mail address is required"));
+    }
+    if normalized.len() > EMAIL_LENGTH_MAX {
+        return Err(InvalidId("an e-mail address has at most 254 characters"));
+    }
+    if spaced {
+        return Err(InvalidId("an e-mail address has no spaces or control characters"));
+    }
+    let shape = Err(InvalidId("an e-mail address has the shape name@domain"));
+    // The domain (after the last `@`) in one pass from the end: not empty, a dot in it, none
+    // first, last or next to another. Every registration, a sold-out one too, checks one; a
+    // search for each rule was a pass of its own.
+    let mut dotted = false;
+    // Whether the byte after this one is a dot, or this is the last: then a dot here is last
+    // or next to another, and an `@` here leaves the domain empty or starting with a dot.
+    let mut before_dot = true;
+    let mut at = None;
+    for (index, &byte) in normalized.iter().enumerate().rev() {
+        match byte {
+            b'@' => {
+                at = Some(index);
+                break;
+            }
+            b'.' if before_dot => return shape,
+            b'.' => (dotted, before_dot) = (true, true),
+            _ => before_dot = false,
+        }
+    }
+    let Some(at) = at else { return shape };
+    let local = &normalized[..at];
+    if before_dot || !dotted || local.is_empty() || local.contains(&b'@') {
+        return shape;
+    }
+    Ok(())
 }
 
 /// The client's `Idempotency-Key`: 1–255 printable ASCII characters (space to `~`). Like
@@ -197,6 +249,23 @@ impl IdempotencyKey {
             return Err(InvalidId("an Idempotency-Key uses printable ASCII only"));
         }
         Ok(IdempotencyKey { digest: text_digest(text), text: Text::new(text) })
+    }
+
+    /// `parse` of a header's bytes, as `parse` of their text decides it, and a refusal for
+    /// bytes that are not UTF-8 (they are not printable ASCII either). A key (printable ASCII)
+    /// is read without a check that it is UTF-8 first: every registration, a sold-out one too,
+    /// reads one.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, InvalidId> {
+        if !bytes.iter().all(|byte| (0x20..=0x7e).contains(byte)) {
+            return match std::str::from_utf8(bytes) {
+                Ok(text) => Self::parse(text),
+                Err(_) => Err(InvalidId("an Idempotency-Key uses printable ASCII only")),
+            };
+        }
+        if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+            return Err(InvalidId("an Idempotency-Key has 1 to 255 characters"));
+        }
+        Ok(IdempotencyKey { digest: bytes_digest(bytes), text: Text::from_ascii(bytes) })
     }
 
     pub fn as_str(&self) -> &str {
@@ -267,7 +336,12 @@ pub struct Seq(pub u64);
 /// both words about as likely as one of 128 bits, at little more than the cost of one SipHash.
 /// `Email` and `IdempotencyKey` make it once, when they are parsed.
 pub(crate) fn text_digest(text: &str) -> [u64; 2] {
-    [sip13_of_str(text.as_bytes()), fold_hash(text.as_bytes())]
+    bytes_digest(text.as_bytes())
+}
+
+/// `text_digest` of a text's bytes.
+fn bytes_digest(bytes: &[u8]) -> [u64; 2] {
+    [sip13_of_str(bytes), fold_hash(bytes)]
 }
 
 /// What `std::hash::DefaultHasher::new()` gives for `text.hash(..)` (SipHash-1-3 with both keys
@@ -520,6 +594,135 @@ mod tests {
         // Beyond ASCII the general way runs: `İ` lower-cases to two characters.
         assert_eq!(Email::parse("İ@X.ORG").unwrap().as_str(), "i\u{307}@x.org");
         assert!(Email::parse("a\u{85}b@x.org").is_err(), "NEL is whitespace");
+    }
+
+    /// `Email::parse` as it was written with one heap copy for every address, kept here as the
+    /// reference that the short ASCII way (lower-cased in place) must agree with.
+    fn parse_through_the_heap(text: &str) -> Result<String, InvalidId> {
+        let trimmed = text.trim();
+        let ascii = trimmed.is_ascii();
+        let normalized = if ascii { trimmed.to_ascii_lowercase() } else { trimmed.to_lowercase() };
+        if normalized.is_empty() {
+            return Err(InvalidId("an e-mail address is required"));
+        }
+        if normalized.len() > EMAIL_LENGTH_MAX {
+            return Err(InvalidId("an e-mail address has at most 254 characters"));
+        }
+        if normalized.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidId("an e-mail address has no spaces or control characters"));
+        }
+        let Some((local, domain)) = normalized.rsplit_once('@') else {
+            return Err(InvalidId("an e-mail address has the shape name@domain"));
+        };
+        let domain_is_valid = !domain.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && !domain.contains('@');
+        if local.is_empty() || local.contains('@') || !domain_is_valid {
+            return Err(InvalidId("an e-mail address has the shape name@domain"));
+        }
+        Ok(normalized)
+    }
+
+    /// Every ASCII character in every place of short addresses (kept in place) and of addresses
+    /// just past that length, and the shapes at the checks' edges: the same text or the same
+    /// refusal, with the same message, as the reference; and the digest of the text.
+    #[test]
+    fn an_email_parses_as_the_heap_way_parsed_it_short_or_long() {
+        let mut texts: Vec<String> = [
+            "",
+            " ",
+            "@",
+            "a@",
+            "@b.c",
+            "a@b",
+            "a@b.c",
+            "a@.bc",
+            "a@bc.",
+            "a@b..c",
+            "a@@b.c",
+            "A@B.C",
+            " A@B.C\t",
+            "a.b@c.d.e",
+            "a@b@c.d",
+            "ab@c.d\u{7f}",
+            "\u{85}a@b.c",
+            "ä@b.c",
+            "İ@B.C",
+            "a@b.çom",
+            "a2345678901@sample.org",
+            "a23456789012@sample.org",
+            "A2345678901@SAMPLE.ORG ",
+        ]
+        .iter()
+        .map(|text| text.to_string())
+        .collect();
+        for byte in 0u8..=0x7f {
+            let c = char::from(byte);
+            for padding in ["", "0123456789abcd"] {
+                texts.push(format!("{c}a{padding}b@x.org"));
+                texts.push(format!("a{padding}{c}b@x.org"));
+                texts.push(format!("ab@x{c}{padding}.org"));
+                texts.push(format!("ab{padding}@x.or{c}"));
+                texts.push(format!("{c}{padding}ab@x.org{c}"));
+            }
+        }
+        texts.push(format!("{}@example.org", "a".repeat(242)));
+        texts.push(format!("{}@example.org", "a".repeat(243)));
+        for text in &texts {
+            let parsed = Email::parse(text);
+            let reference = parse_through_the_heap(text);
+            assert_eq!(
+                parsed.as_ref().map(Email::as_str).map_err(Clone::clone),
+                reference.as_deref().map_err(Clone::clone),
+                "{text:?}"
+            );
+            if let Ok(email) = parsed {
+                assert_eq!(email.digest(), text_digest(email.as_str()), "{text:?}");
+                assert_eq!(
+                    matches!(email.text, Text::Inline { .. }),
+                    email.as_str().len() <= TEXT_INLINE_MAX
+                );
+            }
+        }
+    }
+
+    /// A header's bytes read as `parse` reads their text, and bytes that are not UTF-8 refused
+    /// as not printable ASCII (what the API said of them): every byte in a key, keys either side
+    /// of the in-place length and of the length bound, broken and valid UTF-8 beyond ASCII.
+    #[test]
+    fn a_key_from_bytes_is_the_key_from_their_text() {
+        let mut keys: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"k".to_vec(),
+            vec![b'k'; 22],
+            vec![b'k'; 23],
+            vec![b'k'; 255],
+            vec![b'k'; 256],
+            vec![0xff; 300],
+            "cl\u{e9}".as_bytes().to_vec(),
+            vec![b'k', 0xc3],
+        ];
+        for byte in 0u8..=0xff {
+            keys.push(vec![b'a', byte, b'b']);
+            keys.push([vec![byte], vec![b'k'; 24]].concat());
+        }
+        for bytes in &keys {
+            let from_text = match std::str::from_utf8(bytes) {
+                Ok(text) => IdempotencyKey::parse(text),
+                Err(_) => Err(InvalidId("an Idempotency-Key uses printable ASCII only")),
+            };
+            let from_bytes = IdempotencyKey::parse_bytes(bytes);
+            let seen = |key: &Result<IdempotencyKey, InvalidId>| {
+                key.as_ref().map(|key| (key.as_str().to_string(), key.digest())).map_err(Clone::clone)
+            };
+            assert_eq!(seen(&from_bytes), seen(&from_text), "{bytes:?}");
+            if let Ok(key) = from_bytes {
+                assert_eq!(matches!(key.text, Text::Inline { .. }), bytes.len() <= TEXT_INLINE_MAX);
+            }
+        }
     }
 
     #[test]

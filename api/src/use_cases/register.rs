@@ -17,12 +17,13 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::Stream;
 use kuota_engine::actor::EventHandle;
-use kuota_engine::{Decision, EventId, Outcome, RegistrationId, Timestamp};
+use kuota_engine::{CategoryCode, Decision, EventId, Outcome, RegistrationId, Timestamp};
 use serde::Serialize;
 
 use crate::error::{ApiError, FieldError, ProblemExtra};
 use crate::http::{QUEUE_PASS, mark_replayed};
 use crate::state::AppState;
+use crate::tokens::AccessToken;
 use crate::use_cases::Submission;
 use crate::{admission, domain, metrics, time_format};
 
@@ -53,7 +54,8 @@ where
     register(state, RegisterRequest { event_id, submission, queue_pass }, located).await
 }
 
-/// The answer to a registration request that got (or waits for) a seat.
+/// The answer to a registration request that got (or waits for) a seat, as the API's schema
+/// names it; `AdmissionBody` writes it (a test holds its bytes to `serde_json`'s for this).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Admission<'a> {
     #[schema(example = "city-race.17")]
@@ -88,33 +90,70 @@ pub fn external_id(event: &EventId, registration: RegistrationId) -> String {
     id
 }
 
-impl Admission<'_> {
-    /// The body as `serde_json` writes this struct (field order, `skip_serializing_if`, string
-    /// escapes), written directly: every admission answers one, and the serializer's machinery
-    /// cost more than the rest of the answer.
+/// An admission's answer as it is written: its parts typed, each of an alphabet that JSON never
+/// escapes (an event id's and a category code's `[A-Za-z0-9_-]`, the registration's number,
+/// the three status labels, an access token's hexadecimal digits, a time's digits and
+/// separators), so that each text goes between quotes as it is, without a look at its bytes
+/// for escapes. The bytes are those `serde_json` writes for `Admission` (field order,
+/// `skip_serializing_if`): every admission answers one, and the serializer's machinery cost
+/// more than the rest of the answer.
+struct AdmissionBody<'a> {
+    event: &'a EventId,
+    registration: RegistrationId,
+    category: &'a CategoryCode,
+    status: AdmissionLabel,
+    waitlist_position: Option<u32>,
+    expires_at: Option<Timestamp>,
+    access_token: &'a AccessToken,
+    created_at: Timestamp,
+}
+
+/// The `status` of an admission (`responses::AdmissionStatus`).
+#[derive(Clone, Copy, Debug)]
+enum AdmissionLabel {
+    Confirmed,
+    Held,
+    Waitlisted,
+}
+
+impl AdmissionLabel {
+    fn as_str(self) -> &'static str {
+        match self {
+            AdmissionLabel::Confirmed => "confirmed",
+            AdmissionLabel::Held => "held",
+            AdmissionLabel::Waitlisted => "waitlisted",
+        }
+    }
+}
+
+impl AdmissionBody<'_> {
     fn to_json(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(ADMISSION_BODY_BYTES);
-        body.extend_from_slice(b"{\"id\":");
-        push_json_string(&mut body, &self.id);
-        body.extend_from_slice(b",\"event_id\":");
-        push_json_string(&mut body, self.event_id);
-        body.extend_from_slice(b",\"category\":");
-        push_json_string(&mut body, self.category);
-        body.extend_from_slice(b",\"status\":");
-        push_json_string(&mut body, self.status);
+        body.extend_from_slice(b"{\"id\":\"");
+        body.extend_from_slice(self.event.as_str().as_bytes());
+        body.push(b'.');
+        body.extend_from_slice(itoa::Buffer::new().format(self.registration.0).as_bytes());
+        body.extend_from_slice(b"\",\"event_id\":\"");
+        body.extend_from_slice(self.event.as_str().as_bytes());
+        body.extend_from_slice(b"\",\"category\":\"");
+        body.extend_from_slice(self.category.as_bytes());
+        body.extend_from_slice(b"\",\"status\":\"");
+        body.extend_from_slice(self.status.as_str().as_bytes());
+        body.push(b'"');
         if let Some(position) = self.waitlist_position {
             body.extend_from_slice(b",\"waitlist_position\":");
             body.extend_from_slice(itoa::Buffer::new().format(position).as_bytes());
         }
-        if let Some(expires_at) = &self.expires_at {
-            body.extend_from_slice(b",\"expires_at\":");
-            push_json_string(&mut body, expires_at);
+        if let Some(expires_at) = self.expires_at {
+            body.extend_from_slice(b",\"expires_at\":\"");
+            time_format::push(expires_at, &mut body);
+            body.push(b'"');
         }
-        body.extend_from_slice(b",\"access_token\":");
-        push_json_string(&mut body, self.access_token);
-        body.extend_from_slice(b",\"created_at\":");
-        push_json_string(&mut body, &self.created_at);
-        body.push(b'}');
+        body.extend_from_slice(b",\"access_token\":\"");
+        body.extend_from_slice(self.access_token.as_str().as_bytes());
+        body.extend_from_slice(b"\",\"created_at\":\"");
+        time_format::push(self.created_at, &mut body);
+        body.extend_from_slice(b"\"}");
         body
     }
 }
@@ -123,46 +162,35 @@ impl Admission<'_> {
 /// it seldom grows the buffer.
 const ADMISSION_BODY_BYTES: usize = 256;
 
-/// `text` as a JSON string, as `serde_json` writes it: quoted as it is when nothing in it needs
-/// an escape (the ids, codes, tokens and times of an admission never do), else by `serde_json`.
-fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing a string into a `Vec` cannot fail.
-        serde_json::to_writer(&mut *out, text).expect("a string serializes into memory");
-    }
-}
-
 fn admission_response(
     decision: &Decision,
     event: &EventId,
-    category: &str,
-    access_token: &str,
+    category: &CategoryCode,
+    access_token: &AccessToken,
     created_at: Timestamp,
     replayed: bool,
 ) -> Result<HttpResponse, ApiError> {
     let (status, registration, label, waitlist_position, expires_at) = match *decision {
-        Decision::Confirmed { registration } => (StatusCode::CREATED, registration, "confirmed", None, None),
+        Decision::Confirmed { registration } => {
+            (StatusCode::CREATED, registration, AdmissionLabel::Confirmed, None, None)
+        }
         Decision::Held { registration, expires_at } => {
-            (StatusCode::CREATED, registration, "held", None, Some(time_format::format(expires_at)))
+            (StatusCode::CREATED, registration, AdmissionLabel::Held, None, Some(expires_at))
         }
         Decision::Waitlisted { registration, position } => {
-            (StatusCode::ACCEPTED, registration, "waitlisted", Some(position), None)
+            (StatusCode::ACCEPTED, registration, AdmissionLabel::Waitlisted, Some(position), None)
         }
         _ => return Err(refusal(decision)),
     };
-    let body = Admission {
-        id: external_id(event, registration),
-        event_id: event.as_str(),
+    let body = AdmissionBody {
+        event,
+        registration,
         category,
         status: label,
         waitlist_position,
         expires_at,
         access_token,
-        created_at: time_format::format(created_at),
+        created_at,
     };
     let mut response = HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
@@ -303,7 +331,7 @@ pub async fn register(
     admissions_counter(&outcome).increment(1);
     match outcome {
         Outcome::Decided(decision) => {
-            admission_response(&decision, event_id, category.as_str(), &access_token, decided_at, false)
+            admission_response(&decision, event_id, &category, &access_token, decided_at, false)
         }
         // Boxed (see `owner_routing::route_to_owner`): a store query's state is large, and replays rare.
         Outcome::Replayed(decision) => Box::pin(replay(state, event_id, &access_token, &decision)).await,
@@ -338,7 +366,7 @@ pub async fn register(
 async fn replay(
     state: &AppState,
     event: &EventId,
-    access_token: &str,
+    access_token: &AccessToken,
     decision: &Decision,
 ) -> Result<HttpResponse, ApiError> {
     let Some(registration) = decision.registration() else {
@@ -349,42 +377,93 @@ async fn replay(
     let row = state.store.registration(event, registration).await?.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!("replayed registration {registration} is not stored"))
     })?;
-    admission_response(decision, event, row.category.as_str(), access_token, row.created_at, true)
+    admission_response(decision, event, &row.category, access_token, row.created_at, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `Admission`, the schema, for an admission's typed parts: what `serde_json` writes for it
+    /// is what `AdmissionBody::to_json` must write.
+    fn schema<'a>(body: &'a AdmissionBody<'a>) -> Admission<'a> {
+        Admission {
+            id: external_id(body.event, body.registration),
+            event_id: body.event.as_str(),
+            category: body.category.as_str(),
+            status: body.status.as_str(),
+            waitlist_position: body.waitlist_position,
+            expires_at: body.expires_at.map(time_format::format),
+            access_token: body.access_token.as_str(),
+            created_at: time_format::format(body.created_at),
+        }
+    }
+
     #[test]
     fn an_admission_is_written_as_serde_json_writes_it() {
-        let admission =
-            |id: &str, category: &'static str, waitlist_position: Option<u32>, expires_at: Option<&str>| {
-                let event_id: &'static str = "city-race";
-                Admission {
-                    id: id.to_string(),
-                    event_id,
-                    category,
-                    status: if waitlist_position.is_some() { "waitlisted" } else { "held" },
-                    waitlist_position,
-                    expires_at: expires_at.map(str::to_string),
-                    access_token: "0123456789abcdef0123456789abcdef",
-                    created_at: "2026-11-24T10:00:00.000Z".to_string(),
+        let token = crate::tokens::access_token(
+            b"secret",
+            &EventId::parse("race").unwrap(),
+            &"k1".try_into().unwrap(),
+        );
+        // Every character of the code alphabet, the longest ids and codes, the largest numbers,
+        // and times on both sides of year 9999 (whose writer takes another way).
+        let events = ["city-race", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", "x"];
+        let categories = ["10K", "half_marathon", "Zz09_-", &"c".repeat(32)];
+        let times = [0, 1_795_521_600_123, 253_402_300_799_999, 253_402_300_800_000, u64::MAX / 2];
+        let mut written = 0;
+        for (index, event) in events.iter().enumerate() {
+            let event = EventId::parse(event).unwrap();
+            for category in categories {
+                let category = CategoryCode::parse(category).unwrap();
+                for (label, waitlist_position, expires_at) in [
+                    (AdmissionLabel::Confirmed, None, None),
+                    (AdmissionLabel::Held, None, Some(Timestamp::from_millis(times[index + 1]))),
+                    (AdmissionLabel::Waitlisted, Some(1), None),
+                    (AdmissionLabel::Waitlisted, Some(u32::MAX), None),
+                ] {
+                    for (registration, created_at) in
+                        [(1, times[0]), (17, times[index + 2]), (u64::MAX, times[4])]
+                    {
+                        let body = AdmissionBody {
+                            event: &event,
+                            registration: RegistrationId(registration),
+                            category: &category,
+                            status: label,
+                            waitlist_position,
+                            expires_at,
+                            access_token: &token,
+                            created_at: Timestamp::from_millis(created_at),
+                        };
+                        let expected = serde_json::to_string(&schema(&body)).unwrap();
+                        assert_eq!(String::from_utf8(body.to_json()).unwrap(), expected);
+                        written += 1;
+                    }
                 }
-            };
-        for body in [
-            admission("city-race.17", "10K", None, None),
-            admission("city-race.18", "10K", Some(4_294_967_295), None),
-            admission("city-race.19", "half_marathon", None, Some("2026-11-24T10:15:00.000Z")),
-            // Strings that need escapes take `serde_json`'s way.
-            admission("a\"b\\c\u{1}d\u{7f}é", "10K", Some(1), Some("\n")),
-        ] {
-            assert_eq!(
-                String::from_utf8(body.to_json()).unwrap(),
-                serde_json::to_string(&body).unwrap(),
-                "{body:?}"
-            );
+            }
         }
+        assert_eq!(written, 3 * 4 * 4 * 3);
+    }
+
+    /// What lets `AdmissionBody::to_json` write its texts as they are: every character that an
+    /// event id or a category code may hold is one `serde_json` writes as it is. The characters
+    /// it escapes (quotes, backslashes, control characters) and those beyond ASCII are refused
+    /// by both parsers.
+    #[test]
+    fn every_character_of_an_event_id_or_a_code_is_one_json_writes_as_it_is() {
+        let mut accepted = 0;
+        let others = ['\u{7f}', '\u{80}', '\u{a0}', 'é', '\u{2028}', '\u{2029}', '\u{feff}', '😀'];
+        for character in (0u8..=0x7f).map(char::from).chain(others) {
+            let text = format!("a{character}b");
+            let as_id = EventId::parse(&text).is_ok();
+            assert_eq!(as_id, CategoryCode::parse(&text).is_ok(), "{text:?}");
+            if as_id {
+                assert_eq!(serde_json::to_string(&text).unwrap(), format!("\"{text}\""));
+                accepted += 1;
+            }
+        }
+        // A-Z, a-z, 0-9, '_' and '-'.
+        assert_eq!(accepted, 26 + 26 + 10 + 2);
     }
 
     #[test]

@@ -42,9 +42,15 @@ impl Default for RegistryConfig {
     }
 }
 
-/// A running event: where to send its commands and where to read its figures.
+/// A running event: where to send its commands and where to read its figures. Its parts are
+/// behind one `Arc`: a request clones its event's handle more than once (the lookup, the
+/// owner-routing layer), and each clone of the parts wrote an atomic counter for the actor's
+/// address, its figures and its configuration, again when each was dropped.
 #[derive(Clone, Debug)]
-pub struct EventHandle {
+pub struct EventHandle(Arc<HandleParts>);
+
+#[derive(Debug)]
+struct HandleParts {
     address: Addr<EventActor>,
     shared: Arc<EventShared>,
     config: Arc<EventConfig>,
@@ -54,20 +60,20 @@ pub struct EventHandle {
 impl EventHandle {
     /// The event as loaded (capacities change later; the counters have the current ones).
     pub fn config(&self) -> &EventConfig {
-        &self.config
+        &self.0.config
     }
 
     pub fn counters(&self) -> &PublishedCounters {
-        &self.shared.published
+        &self.0.shared.published
     }
 
     /// Messages waiting in the actor's mailbox.
     pub fn mailbox_depth(&self) -> usize {
-        self.shared.mailbox_depth.load(Ordering::Acquire)
+        self.0.shared.mailbox_depth.load(Ordering::Acquire)
     }
 
     pub fn is_running(&self) -> bool {
-        self.address.connected()
+        self.0.address.connected()
     }
 
     pub async fn register(&self, request: Register) -> Result<Outcome, ActorError> {
@@ -121,13 +127,14 @@ impl EventHandle {
         M: Message<Result = ()> + Send + 'static,
         EventActor: Handler<M>,
     {
-        let depth = &self.shared.mailbox_depth;
-        if depth.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity_max {
+        let parts = &*self.0;
+        let depth = &parts.shared.mailbox_depth;
+        if depth.fetch_add(1, Ordering::AcqRel) >= parts.mailbox_capacity_max {
             depth.fetch_sub(1, Ordering::AcqRel);
             return Err(ActorError::Overloaded);
         }
         let (reply, answered) = oneshot::channel();
-        if let Err(error) = self.address.try_send(message(reply)) {
+        if let Err(error) = parts.address.try_send(message(reply)) {
             depth.fetch_sub(1, Ordering::AcqRel);
             return Err(match error {
                 actix::prelude::SendError::Full(_) => ActorError::Overloaded,
@@ -329,7 +336,8 @@ impl Registry {
             return Err(StartError::Load(ActorError::Stopped));
         }
         tracing::info!(event_id = %id, epoch = loaded.epoch, "event actor started");
-        Ok(EventHandle { address, shared, config, mailbox_capacity_max: self.config.mailbox_capacity_max })
+        let mailbox_capacity_max = self.config.mailbox_capacity_max;
+        Ok(EventHandle(Arc::new(HandleParts { address, shared, config, mailbox_capacity_max })))
     }
 
     fn submission_sender(&self) -> Option<SubmissionSender> {
@@ -354,7 +362,7 @@ impl Registry {
                         // below, so a second `stop_actors` sends nothing); it must not be
                         // refused by a full mailbox the way requests are, or the actor would
                         // keep the writer from draining.
-                        handle.address.do_send(StopMessage);
+                        handle.0.address.do_send(StopMessage);
                     }
                 }
             }
