@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix::{Actor, Addr, Arbiter, ArbiterHandle, Handler, Message};
+use actix::dev::channel;
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, Context, Handler, Message};
 use dashmap::DashMap;
 use tokio::sync::{OnceCell, oneshot};
 
@@ -318,15 +319,7 @@ impl Registry {
             clock: self.clock.clone(),
             tenure,
         };
-        let arbiter = self.next_arbiter_handle();
-        let actor = EventActor::new(parts);
-        let address = EventActor::start_in_arbiter(&arbiter, move |context| {
-            // The mailbox is bounded by `mailbox_depth` at the sender (`EventHandle::request`).
-            // Actix's own bound parks a sender instead of refusing, so it is switched off (0),
-            // before any message can arrive.
-            context.set_mailbox_capacity(0);
-            actor
-        });
+        let address = start_without_mailbox_bound(&self.next_arbiter_handle(), EventActor::new(parts));
         if self.submission_sender().is_none() {
             // Shut down while it loaded: on the current arbiter nothing else would stop it, and
             // its copy of the writer's queue would keep the writer from finishing. Bounded: the
@@ -386,6 +379,24 @@ impl Registry {
     }
 }
 
+/// Starts `actor` on `arbiter` with actix's own mailbox bound switched off from its first
+/// message: the mailbox is bounded by `mailbox_depth` at the sender (`EventHandle::request`), and
+/// actix's bound refuses a `try_send` past 16 messages. `Actor::start_in_arbiter` hands out the
+/// address at once but runs its set-up, where the bound could be switched off, only when the
+/// arbiter's thread gets to it: a burst sent in between was refused (`Overloaded`) while the
+/// actor had not even started. Here the channel is made unbounded before the address exists.
+fn start_without_mailbox_bound<A>(arbiter: &ArbiterHandle, actor: A) -> Addr<A>
+where
+    A: Actor<Context = Context<A>> + Send,
+{
+    // 0: no bound (`actix::dev::channel::channel`).
+    let (sender, receiver) = channel::channel(0);
+    arbiter.spawn_fn(move || {
+        actix::spawn(Context::with_receiver(receiver).into_future(actor));
+    });
+    Addr::new(sender)
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop_actors();
@@ -396,4 +407,55 @@ enum StartError {
     NotFound,
     Elsewhere(Owner),
     Load(ActorError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Counts the messages it gets.
+    struct Counter(Arc<AtomicUsize>);
+
+    impl Actor for Counter {
+        type Context = Context<Self>;
+    }
+
+    struct Count;
+
+    impl Message for Count {
+        type Result = usize;
+    }
+
+    impl Handler<Count> for Counter {
+        type Result = usize;
+
+        fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
+            self.0.fetch_add(1, Ordering::SeqCst) + 1
+        }
+    }
+
+    /// A burst sent before the arbiter's thread got to start the actor is taken, not refused:
+    /// with actix's own bound still on, the 17th `try_send` was refused as if the mailbox were
+    /// full (what `EventHandle::request` answers `Overloaded`).
+    #[actix_rt::test]
+    async fn an_actor_takes_a_burst_sent_before_its_arbiter_started_it() {
+        let arbiter = Arbiter::new();
+        // The arbiter's thread is kept busy until the burst is sent (or the test ends).
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        assert!(arbiter.spawn_fn(move || {
+            let _ = released.recv();
+        }));
+        let counted = Arc::new(AtomicUsize::new(0));
+        let address = start_without_mailbox_bound(&arbiter.handle(), Counter(counted.clone()));
+        for sent in 1..=100 {
+            assert!(address.try_send(Count).is_ok(), "message {sent} of the burst was refused");
+        }
+        release.send(()).expect("the arbiter waits for the release");
+        let last = tokio::time::timeout(Duration::from_secs(10), address.send(Count)).await;
+        assert_eq!(last.expect("the actor answers").expect("the actor runs"), 101);
+        assert_eq!(counted.load(Ordering::SeqCst), 101);
+        arbiter.stop();
+    }
 }
