@@ -154,38 +154,6 @@ impl From<String> for OutboxText {
     }
 }
 
-impl std::ops::Deref for OutboxText {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<&str> for OutboxText {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialEq<str> for OutboxText {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl fmt::Debug for OutboxText {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), formatter)
-    }
-}
-
-impl fmt::Display for OutboxText {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
 /// An outbox entry's payload, JSON text (a `str` to read). A creation's (`SqlStore::claim_creations`,
 /// from what the write-behind handed over) is written when it is first read: most deliveries
 /// never read it (the webhooks' fan-out reads it only for an entry that some endpoint wants,
@@ -193,45 +161,42 @@ impl fmt::Display for OutboxText {
 /// delivery worker's instructions per creation (callgrind). Either way its text is
 /// `registration_payload_json`'s.
 #[derive(Clone)]
-pub struct PayloadJson {
-    text: OnceLock<String>,
-    /// What the text is written from, until it is.
-    registration: Option<(EventId, i64, &'static str)>,
+pub struct PayloadJson(Payload);
+
+#[derive(Clone)]
+enum Payload {
+    /// Read from its row, or given.
+    Stored(String),
+    /// A creation's: `text` is written from the rest when first read.
+    Registration { event: EventId, number: i64, status: &'static str, text: OnceLock<String> },
 }
 
 impl PayloadJson {
-    /// The payload of an entry about registration `registration` of `event` with `status`,
-    /// written when first read.
-    pub(crate) fn registration(event: &EventId, registration: i64, status: &'static str) -> PayloadJson {
-        PayloadJson { text: OnceLock::new(), registration: Some((event.clone(), registration, status)) }
+    /// The payload of an entry about registration `number` of `event` with `status`, written
+    /// when first read.
+    pub(crate) fn registration(event: &EventId, number: i64, status: &'static str) -> PayloadJson {
+        PayloadJson(Payload::Registration { event: event.clone(), number, status, text: OnceLock::new() })
     }
 
     pub fn as_str(&self) -> &str {
-        self.text.get_or_init(|| match &self.registration {
-            Some((event, registration, status)) => registration_payload_json(event, *registration, status),
-            // `From` set the text; this is never reached.
-            None => String::new(),
-        })
+        match &self.0 {
+            Payload::Stored(text) => text,
+            Payload::Registration { event, number, status, text } => {
+                text.get_or_init(|| registration_payload_json(event, *number, status))
+            }
+        }
     }
 }
 
 impl From<String> for PayloadJson {
     fn from(text: String) -> PayloadJson {
-        PayloadJson { text: OnceLock::from(text), registration: None }
+        PayloadJson(Payload::Stored(text))
     }
 }
 
 impl From<&str> for PayloadJson {
     fn from(text: &str) -> PayloadJson {
         PayloadJson::from(text.to_owned())
-    }
-}
-
-impl std::ops::Deref for PayloadJson {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
     }
 }
 
@@ -244,23 +209,45 @@ impl PartialEq for PayloadJson {
 
 impl Eq for PayloadJson {}
 
-impl PartialEq<&str> for PayloadJson {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
+/// `OutboxText` and `PayloadJson` read as the `str` they hold: dereferenced, compared with a
+/// `str`, and shown as it.
+macro_rules! reads_as_str {
+    ($($name:ident),+) => {$(
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                self.as_str()
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.as_str(), formatter)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+    )+};
 }
 
-impl fmt::Debug for PayloadJson {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), formatter)
-    }
-}
-
-impl fmt::Display for PayloadJson {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+reads_as_str!(OutboxText, PayloadJson);
 
 /// Where an event's ownership and writes stand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,9 +273,13 @@ mod tests {
         let event = EventId::parse("race").expect("a valid id");
         let lazy = PayloadJson::registration(&event, 7, "held");
         let stored = PayloadJson::from(r#"{"event_id":"race","registration":7,"status":"held"}"#);
-        assert!(lazy.text.get().is_none(), "written before it was read");
+        let written = |payload: &PayloadJson| match &payload.0 {
+            Payload::Registration { text, .. } => text.get().is_some(),
+            Payload::Stored(_) => panic!("a creation's payload is written from its parts"),
+        };
+        assert!(!written(&lazy), "written before it was read");
         assert_eq!(lazy.as_str(), stored.as_str());
-        assert!(lazy.text.get().is_some());
+        assert!(written(&lazy));
         let unread = PayloadJson::registration(&event, 7, "held");
         assert_eq!(unread, stored);
         assert_eq!(
