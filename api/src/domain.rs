@@ -297,7 +297,7 @@ impl RegistrationRequest {
             full_name: self.full_name,
             phone: self.phone,
             attributes_json: self.attributes_json,
-            access_token_hash: tokens::token_hash(access_token.as_str()),
+            access_token_hash: tokens::token_hash(access_token.as_bytes()),
         };
         let register = Register {
             category: self.category,
