@@ -80,6 +80,11 @@ where
 /// case, with any parameters. Compared in place, without a lower-cased copy: every registration
 /// asks.
 fn is_json(content_type: &str) -> bool {
+    // What nearly every client sends, as one comparison: splitting, trimming and comparing
+    // without case was about 300 instructions per registration (callgrind).
+    if content_type == "application/json" {
+        return true;
+    }
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     let starts_with =
         |prefix: &str| media_type.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix));
@@ -206,6 +211,11 @@ mod tests {
             "application/",
             "",
             ";application/json",
+            "application/jsoN",
+            "application/json;",
+            "application/json ",
+            "application/jso",
+            "application/json+json",
         ];
         for content_type in content_types {
             assert_eq!(is_json(content_type), lower_cased(content_type), "{content_type:?}");

@@ -30,18 +30,27 @@ impl TokenKey {
         mac.update(event.as_str().as_bytes());
         mac.update(b"\n");
         mac.update(key.as_bytes());
-        AccessToken(hex_string(&mac.finalize().into_bytes()[..16]))
+        let mut digits = [0; 32];
+        hex_into(&mac.finalize().into_bytes()[..16], &mut digits);
+        AccessToken(digits)
     }
 }
 
 /// A registrant's access token: 32 lower-case hexadecimal digits, made only by
 /// `TokenKey::access_token`. Typed so that a writer of it knows it needs no escape (the
-/// admission's JSON writes it as it is).
+/// admission's JSON writes it as it is). Kept in place: every admission makes one, and a
+/// `String` of it was an allocation and a free more.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(String);
+pub struct AccessToken([u8; 32]);
 
 impl AccessToken {
     pub fn as_str(&self) -> &str {
+        // Only `hex_into` writes the digits.
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+
+    /// The token's digits: `as_str` without its check that they are UTF-8.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }
@@ -64,20 +73,23 @@ pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> Acc
     TokenKey::new(secret).access_token(event, key)
 }
 
-/// What the store keeps of a token.
-pub fn token_hash(token: &str) -> String {
-    hex_string(&Sha256::digest(token.as_bytes()))
+/// What the store keeps of a token: the hexadecimal SHA-256 of its text.
+pub fn token_hash(token: &[u8]) -> String {
+    // The digits on the stack and then one allocation of their size, not a zeroed one.
+    let mut digits = [0; 64];
+    hex_into(&Sha256::digest(token), &mut digits);
+    std::str::from_utf8(&digits).expect("hex digits are ASCII").to_owned()
 }
 
-/// Lower-case hexadecimal, as `hex::encode`, without collecting a character at a time.
-pub fn hex_string(bytes: &[u8]) -> String {
+/// Writes the lower-case hexadecimal digits of `bytes` into `digits`, twice as long, as
+/// `hex::encode` writes them, without collecting a character at a time.
+fn hex_into(bytes: &[u8], digits: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = vec![0u8; 2 * bytes.len()];
-    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+    assert_eq!(digits.len(), 2 * bytes.len(), "two digits per byte");
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
-    String::from_utf8(text).expect("hex digits are ASCII")
 }
 
 /// Compares two secrets in time that depends only on their length class, not on where they
@@ -135,8 +147,14 @@ mod tests {
     #[test]
     fn hex_is_the_hex_crates() {
         let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(hex_string(&bytes), hex::encode(&bytes));
-        assert_eq!(token_hash("abc"), hex::encode(Sha256::digest(b"abc")));
+        let mut digits = vec![0; 2 * bytes.len()];
+        hex_into(&bytes, &mut digits);
+        assert_eq!(String::from_utf8(digits).unwrap(), hex::encode(&bytes));
+        assert_eq!(token_hash(b"abc"), hex::encode(Sha256::digest(b"abc")));
+        for length in [0, 1, 31, 32, 33, 100] {
+            let token = vec![b'7'; length];
+            assert_eq!(token_hash(&token), hex::encode(Sha256::digest(&token)));
+        }
     }
 
     #[test]

@@ -243,8 +243,9 @@ async fn authorized_row(
         .registration(&event, registration)
         .await?
         .ok_or(ApiError::NotFound("the registration"))?;
-    let token_matches = token
-        .is_some_and(|token| tokens::constant_time_eq(&tokens::token_hash(token), &row.access_token_hash));
+    let token_matches = token.is_some_and(|token| {
+        tokens::constant_time_eq(&tokens::token_hash(token.as_bytes()), &row.access_token_hash)
+    });
     if is_admin || token_matches { Ok(row) } else { Err(ApiError::NotFound("the registration")) }
 }
 

@@ -150,7 +150,7 @@ impl AdmissionBody<'_> {
             body.push(b'"');
         }
         body.extend_from_slice(b",\"access_token\":\"");
-        body.extend_from_slice(self.access_token.as_str().as_bytes());
+        body.extend_from_slice(self.access_token.as_bytes());
         body.extend_from_slice(b"\",\"created_at\":\"");
         time_format::push(self.created_at, &mut body);
         body.extend_from_slice(b"\"}");

@@ -92,10 +92,9 @@ async fn attempt(
         let started = Instant::now();
         // Cut short, the attempt's transaction is dropped with its connection (closed, never
         // reused): whether it committed is unknown here, and the next attempt reads it back.
-        // On the heap: the transaction's future is about 15 KB (sqlx's, for both dialects), and
-        // inline it made the commit task's as large, copied whole on each spawn and wrapper
-        // (callgrind: about 6,500 instructions of `memcpy` per admission); boxed, once per attempt.
-        let transaction = Box::pin(store.commit_batch_signalling(&items, &mut *written));
+        // The transaction's future is on the heap already (`commit_batch_signalling`), so the
+        // commit task's stays small, however often it is moved.
+        let transaction = store.commit_batch_signalling(&items, &mut *written);
         let attempted = tokio::time::timeout(deadline, transaction).await;
         let result = attempted.unwrap_or_else(|_elapsed| {
             // Writes are refused from now on until a commit or a probe works: this one waits.
