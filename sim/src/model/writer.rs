@@ -34,7 +34,8 @@ struct Batch {
     first_submission: u64,
     last_submission: u64,
     epoch: u64,
-    effects: Vec<Effect>,
+    /// How many effects it holds: those after every earlier batch's in `Writer::queued`.
+    effects: usize,
     latency_us: Micros,
     /// The database's own time for the current attempt (its drawn latency and a connection),
     /// which stalls pause (`FaultPlan::store_work_done`).
@@ -50,9 +51,14 @@ pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
     pub(super) id: Incarnation,
     queue: VecDeque<Submission>,
-    /// The effects of the queued submissions, in submission order: one buffer for all of them,
-    /// so that a decision's effects cost no allocation of their own.
+    /// The effects of every submission not yet durable, in submission order: those of the
+    /// batches taken (in flight, or committed after a gap) first, then those of `queue`. One
+    /// buffer for all of them, so that a decision's effects cost no allocation of their own, and
+    /// a batch is a count of them rather than a copy (each `Effect` is 168 bytes, and moving them
+    /// into batches was a fortieth of a swarm seed's time); they leave it once durable.
     queued: VecDeque<Effect>,
+    /// Effects of `queued` that belong to batches taken (the rest wait in `queue`'s submissions).
+    batched: usize,
     next_submission: u64,
     connections_busy: u32,
     in_flight: Vec<Option<Batch>>,
@@ -64,13 +70,7 @@ pub(super) struct Writer {
     /// Every submission below this one is committed and applied to the store view.
     durable_below: u64,
     flush_at: Option<Micros>,
-    /// Vectors of batches done with, for the next batches to fill (at most `SPARE_BATCHES_MAX`).
-    spare_batches: Vec<Vec<Effect>>,
 }
-
-/// Batch vectors a writer keeps for reuse: enough for every connection's batch and a few
-/// committed out of order.
-const SPARE_BATCHES_MAX: usize = 8;
 
 /// The queues of a writer done with, emptied, kept with their room for the thread's next
 /// writer (`Writer::new`). A store stall fills a writer's queue to thousands of effects, and
@@ -78,7 +78,7 @@ const SPARE_BATCHES_MAX: usize = 8;
 /// copied every effect at each doubling and took its memory from the system page by page. At
 /// most one set, no larger than the largest queue the thread ran (`write_queue_max`
 /// submissions, which validation bounds).
-type SpareQueues = (VecDeque<Submission>, VecDeque<Effect>, Vec<Vec<Effect>>);
+type SpareQueues = (VecDeque<Submission>, VecDeque<Effect>);
 
 thread_local! {
     static SPARE_QUEUES: RefCell<Option<SpareQueues>> = const { RefCell::new(None) };
@@ -90,11 +90,12 @@ impl Writer {
     }
 
     /// A new writer whose queues grow into `queues`' room (empty).
-    fn around(id: Incarnation, (queue, queued, spare_batches): SpareQueues) -> Self {
+    fn around(id: Incarnation, (queue, queued): SpareQueues) -> Self {
         Writer {
             id,
             queue,
             queued,
+            batched: 0,
             next_submission: 0,
             connections_busy: 0,
             in_flight: Vec::new(),
@@ -102,7 +103,6 @@ impl Writer {
             committed: VecDeque::new(),
             durable_below: 0,
             flush_at: None,
-            spare_batches,
         }
     }
 
@@ -141,14 +141,12 @@ impl Writer {
         // A batch takes at least the first submission, whatever its size.
         let last_submission = self.queue[taken - 1].id;
         self.queue.drain(..taken);
-        let mut batch_effects = self.spare_batches.pop().unwrap_or_default();
-        batch_effects.reserve(effects);
-        batch_effects.extend(self.queued.drain(..effects));
+        self.batched += effects;
         Batch {
             first_submission,
             last_submission,
             epoch,
-            effects: batch_effects,
+            effects,
             latency_us: 0,
             work_us: 0,
             attempts: 0,
@@ -157,12 +155,9 @@ impl Writer {
         }
     }
 
-    /// Keeps the vector of a batch done with for a later batch.
-    fn recycle(&mut self, mut effects: Vec<Effect>) {
-        if self.spare_batches.len() < SPARE_BATCHES_MAX {
-            effects.clear();
-            self.spare_batches.push(effects);
-        }
+    /// Effects queued and not yet in a batch.
+    fn unbatched(&self) -> usize {
+        self.queued.len() - self.batched
     }
 
     fn park(&mut self, batch: Batch) -> u32 {
@@ -198,23 +193,26 @@ impl Writer {
         let (mut queue, mut queued) = (take(&mut self.queue), take(&mut self.queued));
         queue.clear();
         queued.clear();
-        (queue, queued, take(&mut self.spare_batches))
+        self.batched = 0;
+        (queue, queued)
     }
 
     /// What a writer still has when its owner lost the event, in submission order, with each
     /// batch's epoch: it sends them to the store all the same.
     pub(super) fn into_unfinished(mut self) -> Vec<(u64, Vec<Effect>)> {
-        let mut batches: Vec<(u64, u64, Vec<Effect>)> = take(&mut self.committed)
+        // Batches and waiting submissions in submission order, which is the order of their
+        // effects in `queued`.
+        let mut batches: Vec<(u64, u64, usize)> = take(&mut self.committed)
             .into_iter()
             .chain(take(&mut self.in_flight).into_iter().flatten())
             .map(|batch| (batch.first_submission, batch.epoch, batch.effects))
+            .chain(
+                self.queue.drain(..).map(|submission| (submission.id, submission.epoch, submission.effects)),
+            )
             .collect();
-        let queued = &mut self.queued;
-        batches.extend(self.queue.drain(..).map(|submission| {
-            (submission.id, submission.epoch, queued.drain(..submission.effects).collect())
-        }));
         batches.sort_by_key(|(first, _, _)| *first);
-        batches.into_iter().map(|(_, epoch, effects)| (epoch, effects)).collect()
+        let queued = &mut self.queued;
+        batches.into_iter().map(|(_, epoch, effects)| (epoch, queued.drain(..effects).collect())).collect()
     }
 }
 
@@ -226,7 +224,7 @@ impl Drop for Writer {
         // nothing, rather than panicking in a drop.
         let _ = SPARE_QUEUES.try_with(|spare| {
             let mut spare = spare.borrow_mut();
-            if spare.as_ref().is_none_or(|(_, queued, _)| queued.capacity() < queues.1.capacity()) {
+            if spare.as_ref().is_none_or(|(_, queued)| queued.capacity() < queues.1.capacity()) {
                 *spare = Some(queues);
             }
         });
@@ -258,7 +256,7 @@ impl Simulation<'_> {
                 return;
             };
             let due_at = oldest.enqueued_at + self.settings.flush_interval_us;
-            if self.writer.queued.len() < batch_size_max && self.now < due_at {
+            if self.writer.unbatched() < batch_size_max && self.now < due_at {
                 return self.arm_flush(due_at);
             }
             let batch = self.writer.take_batch(batch_size_max);
@@ -270,8 +268,7 @@ impl Simulation<'_> {
     /// One attempt of a batch's transaction: its drawn latency, slowed by a latency fault,
     /// waiting out a stalled store, and cut short by the store timeout.
     fn start_attempt(&mut self, slot: u32) {
-        let Some(effects) = self.writer.in_flight[slot as usize].as_ref().map(|batch| batch.effects.len())
-        else {
+        let Some(effects) = self.writer.in_flight[slot as usize].as_ref().map(|batch| batch.effects) else {
             return;
         };
         let per_effect = (self.settings.commit_per_effect_us * effects as f64).round() as Micros;
@@ -336,7 +333,7 @@ impl Simulation<'_> {
         }
         let batch = self.writer.unpark(slot).expect("the batch was just seen in flight");
         self.store_worked();
-        self.metrics.record_transaction(self.now, batch.effects.len() as u64, batch.latency_us);
+        self.metrics.record_transaction(self.now, batch.effects as u64, batch.latency_us);
         let committed = &mut self.writer.committed;
         let position = committed.partition_point(|earlier| earlier.first_submission < batch.first_submission);
         committed.insert(position, batch);
@@ -384,14 +381,20 @@ impl Simulation<'_> {
         {
             let batch = self.writer.committed.pop_front().expect("the loop condition just saw it");
             self.writer.durable_below = batch.last_submission + 1;
-            self.commit_to_store(batch.epoch, &batch.effects);
-            self.writer.recycle(batch.effects);
+            // The batch's effects are the first of the queue: every earlier batch is durable and
+            // gone from it. The queue is taken out while the store applies them (which touches
+            // no writer) and put back without them.
+            let mut queued = take(&mut self.writer.queued);
+            self.commit_to_store(batch.epoch, queued.range(..batch.effects));
+            queued.drain(..batch.effects);
+            self.writer.queued = queued;
+            self.writer.batched -= batch.effects;
         }
     }
 
     /// The store's side of a committed batch: fenced when its epoch is stale (unless the test
     /// switch turned fencing off), else applied to the store view.
-    pub(super) fn commit_to_store(&mut self, epoch: u64, effects: &[Effect]) {
+    pub(super) fn commit_to_store<'e>(&mut self, epoch: u64, effects: impl IntoIterator<Item = &'e Effect>) {
         if epoch < self.cluster.store_epoch && !self.break_fencing {
             self.fenced_batches += 1;
             return;
