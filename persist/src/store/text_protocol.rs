@@ -261,10 +261,8 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
     visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     then: &[Statement<'_>],
 ) -> Result<Vec<u64>, Failure> {
-    const START: &[u8] = b"START TRANSACTION";
-    let first_bytes = first.map_or(0, |first| packed_bytes(std::slice::from_ref(first)));
-    let mut text = Vec::with_capacity(START.len() + first_bytes + packed_bytes(then));
-    text.extend_from_slice(START);
+    // `pack` makes room for `then`, the bulk of the text, when it gets to them.
+    let mut text = b"START TRANSACTION".to_vec();
     let mut leading = 1;
     if let Some(first) = first {
         text.extend_from_slice(b";\n");
