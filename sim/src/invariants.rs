@@ -160,7 +160,7 @@ pub struct Promotion {
 pub type CategoryFigures = (u32, u32, u32);
 
 /// What the store would hold after the effects committed so far.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StoreView {
     codes: Vec<String>,
     /// The same codes parsed, for a reload's records (cloning one shares its text).
