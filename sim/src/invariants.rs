@@ -160,7 +160,7 @@ pub struct Promotion {
 pub type CategoryFigures = (u32, u32, u32);
 
 /// What the store would hold after the effects committed so far.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct StoreView {
     codes: Vec<String>,
     /// The same codes parsed, for a reload's records (cloning one shares its text).
@@ -186,6 +186,24 @@ pub struct StoreBuffers {
     registrations: Vec<Option<Stored>>,
     active_of: Vec<u64>,
     decisions: Vec<IdempotencyRecord>,
+}
+
+/// A forked run's clone (`model::simulate_forked`) keeps the room of the growing tables.
+impl Clone for StoreView {
+    fn clone(&self) -> Self {
+        StoreView {
+            codes: self.codes.clone(),
+            parsed_codes: self.parsed_codes.clone(),
+            capacity: self.capacity.clone(),
+            figures: self.figures.clone(),
+            registrations: crate::model::with_room(&self.registrations),
+            active_of: self.active_of.clone(),
+            last_seq: self.last_seq,
+            decisions: self.decisions.as_ref().map(crate::model::with_room),
+            break_model: self.break_model,
+            violations: self.violations.clone(),
+        }
+    }
 }
 
 impl StoreView {

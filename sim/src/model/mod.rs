@@ -335,12 +335,23 @@ struct Request {
 
 /// Requests in flight, in reusable slots so that memory follows the requests in flight rather
 /// than all requests ever sent.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Requests {
     slots: Vec<Request>,
     free: Vec<u32>,
     in_flight: u64,
     next_serial: Serial,
+}
+
+impl Clone for Requests {
+    fn clone(&self) -> Self {
+        Requests {
+            slots: with_room(&self.slots),
+            free: with_room(&self.free),
+            in_flight: self.in_flight,
+            next_serial: self.next_serial,
+        }
+    }
 }
 
 impl Requests {
@@ -416,7 +427,6 @@ impl Requests {
     }
 }
 
-#[derive(Clone)]
 struct Simulation<'a> {
     scenario: &'a Scenario,
     seed: u64,
@@ -455,6 +465,54 @@ struct Simulation<'a> {
     suite_rng: Rng,
     /// The vector each decision's effects are made in (see `actor::decide`).
     effects_scratch: Vec<kuota_engine::Effect>,
+}
+
+/// A clone of a forked run's trunk (`simulate_forked`) goes on growing what the trunk grew: the
+/// vectors that grow through a run keep their room in the clone (see `with_room`), so that
+/// they are not grown again, copied at each doubling.
+impl Clone for Simulation<'_> {
+    fn clone(&self) -> Self {
+        Simulation {
+            scenario: self.scenario,
+            seed: self.seed,
+            settings: self.settings,
+            now: self.now,
+            agenda: self.agenda.clone(),
+            arrivals: self.arrivals.clone(),
+            next_arrival: self.next_arrival,
+            behaviour_rng: self.behaviour_rng.clone(),
+            system_rng: self.system_rng.clone(),
+            demand_cumulative: self.demand_cumulative.clone(),
+            codes: self.codes.clone(),
+            details: self.details.clone(),
+            registrants: with_room(&self.registrants),
+            requests: self.requests.clone(),
+            patience: self.patience.clone(),
+            nodes: self.nodes.clone(),
+            actor: self.actor.clone(),
+            writer: self.writer.clone(),
+            zombies: self.zombies.clone(),
+            cluster: self.cluster.clone(),
+            faults: self.faults.clone(),
+            health: self.health.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            progress: self.progress.clone(),
+            break_fencing: self.break_fencing,
+            fenced_batches: self.fenced_batches,
+            reloads: self.reloads,
+            suite: self.suite.clone(),
+            suite_rng: self.suite_rng.clone(),
+            effects_scratch: with_room(&self.effects_scratch),
+        }
+    }
+}
+
+/// A copy of `items` with the room of the original, not only its length (what `Vec::clone` gives).
+pub(crate) fn with_room<T: Clone>(items: &Vec<T>) -> Vec<T> {
+    let mut copy = Vec::with_capacity(items.capacity());
+    copy.extend_from_slice(items);
+    copy
 }
 
 impl<'a> Simulation<'a> {
