@@ -45,7 +45,7 @@ enum Command {
     Plan(PlanArgs),
     /// Simulate a scenario file on the real EventQuota in virtual time.
     #[command(override_usage = "kuota-sim run SCENARIO.toml [--seed N] [--report FILE.md] \
-                                [--random-faults] [--target-p99-ms X [--refused-share-max F]]")]
+                                [--random-faults [--fault-seed N]] [--target-p99-ms X [--refused-share-max F]]")]
     Run(RunArgs),
     /// Run many seeds of a scenario with random fault schedules, in parallel, and report the
     /// first seed that breaks an invariant with the command that replays it.
@@ -106,6 +106,10 @@ struct RunArgs {
     /// and draw durations as the swarm does (how `swarm` replays a seed).
     #[arg(long)]
     random_faults: bool,
+    /// With --random-faults: draw the faults from this seed instead of --seed's, which then
+    /// gives the crowd alone (how `swarm` replays a seed that shares another seed's crowd).
+    #[arg(long, value_name = "N", requires = "random_faults")]
+    fault_seed: Option<u64>,
     /// Search the smallest node count and batch settings whose p99 is at most this.
     #[arg(long)]
     target_p99_ms: Option<f64>,
@@ -436,7 +440,14 @@ fn run_command(args: &RunArgs) -> ExitCode {
     if scenario.queue.is_some() {
         return queued_run_command(args, &scenario, seed);
     }
-    let scenario = if args.random_faults { swarm::with_random_faults(&scenario, seed) } else { scenario };
+    // A swarm's seed replayed: its faults on its crowd, run as the swarm runs it (`swarm::replay`).
+    let replayed =
+        (args.random_faults && args.target_p99_ms.is_none()).then(|| args.fault_seed.unwrap_or(seed));
+    let scenario = if args.random_faults {
+        swarm::with_random_faults(&scenario, args.fault_seed.unwrap_or(seed))
+    } else {
+        scenario
+    };
     let options = RunOptions {
         break_model: args.break_model,
         progress: true,
@@ -448,7 +459,10 @@ fn run_command(args: &RunArgs) -> ExitCode {
     let started = Instant::now();
     let (text, result, verdict) = match args.target_p99_ms {
         None => {
-            let result = simulate(&scenario, seed, options);
+            let result = match replayed {
+                Some(fault_seed) => swarm::replay(&scenario, seed, fault_seed, options).1,
+                None => simulate(&scenario, seed, options),
+            };
             let verdict =
                 if result.violations.total > 0 { Verdict::InvariantViolated } else { Verdict::Done };
             (report::render(&scenario, &result, None), Some(result), verdict)
@@ -589,7 +603,10 @@ fn swarm_command(args: &SwarmArgs) -> ExitCode {
         println!("every seed kept every invariant ({} seeds)", outcome.seeds_run);
         return ExitCode::SUCCESS;
     };
-    println!("first failing seed: {} (number {} of the swarm)", failure.seed, failure.index);
+    println!(
+        "first failing seed: {} (number {} of the swarm, on the crowd of seed {})",
+        failure.seed, failure.index, failure.crowd_seed
+    );
     for fault in &failure.faults {
         println!("  fault: {}", fault.describe());
     }
@@ -598,8 +615,9 @@ fn swarm_command(args: &SwarmArgs) -> ExitCode {
     }
     let broken = if args.break_fencing { " --break-fencing" } else { "" };
     println!(
-        "replay: kuota-sim run {} --seed {} --random-faults{broken}",
+        "replay: kuota-sim run {} --seed {} --random-faults --fault-seed {}{broken}",
         args.scenario.display(),
+        failure.crowd_seed,
         failure.seed
     );
     ExitCode::from(EXIT_INVARIANT_VIOLATED)
@@ -607,9 +625,10 @@ fn swarm_command(args: &SwarmArgs) -> ExitCode {
 
 /// `run` of a queued scenario: the queue model, its report and the sweep.
 fn queued_run_command(args: &RunArgs, scenario: &Scenario, seed: u64) -> ExitCode {
-    if args.target_p99_ms.is_some() || args.break_model || args.break_fencing {
+    if args.target_p99_ms.is_some() || args.break_model || args.break_fencing || args.fault_seed.is_some() {
         return bad_input(
-            "a queued scenario (with [queue]) takes neither --target-p99-ms, --break-model nor --break-fencing",
+            "a queued scenario (with [queue]) takes neither --target-p99-ms, --break-model, --break-fencing \
+             nor --fault-seed",
         );
     }
     let scenario = if args.random_faults {

@@ -188,6 +188,24 @@ pub struct StoreBuffers {
     decisions: Vec<IdempotencyRecord>,
 }
 
+/// A forked run's clone (`model::simulate_forked`) keeps the room of the growing tables.
+impl Clone for StoreView {
+    fn clone(&self) -> Self {
+        StoreView {
+            codes: self.codes.clone(),
+            parsed_codes: self.parsed_codes.clone(),
+            capacity: self.capacity.clone(),
+            figures: self.figures.clone(),
+            registrations: crate::model::with_room(&self.registrations),
+            active_of: self.active_of.clone(),
+            last_seq: self.last_seq,
+            decisions: self.decisions.as_ref().map(crate::model::with_room),
+            break_model: self.break_model,
+            violations: self.violations.clone(),
+        }
+    }
+}
+
 impl StoreView {
     /// A view of an empty store for categories `(code, capacity)`.
     /// `keep_decisions`: keep what a reload needs (runs with faults).

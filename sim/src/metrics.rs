@@ -260,7 +260,7 @@ fn histogram(high: u64, figures: u8) -> Histogram<u64> {
 pub const FAULT_WINDOW_MIN_US: Micros = 10 * MICROS_PER_SECOND;
 
 /// Answers received in one window of time around a fault.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FaultWindow {
     pub from: Micros,
     pub until: Micros,
@@ -291,7 +291,7 @@ impl FaultWindow {
 /// What one fault did: answers before, during and after it (by when they reached the
 /// registrant), and, as the servers answered: when requests were first and last refused for a
 /// fault, when the event was served again, how many were shed, and who gave up.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FaultStats {
     pub start: Micros,
     pub end: Micros,
@@ -362,7 +362,7 @@ impl FaultStats {
 }
 
 /// Every figure a run collects.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     pub answers: [u64; AnswerClass::ALL.len()],
     pub latency: Vec<Histogram<u64>>,

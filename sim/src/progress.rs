@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A run shorter than this shows no bar at all.
 const SHOW_AFTER: Duration = Duration::from_millis(500);
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
     started: Instant,

@@ -4,16 +4,21 @@
 //! simulated time, injected faults, invariants checked over many seeds).
 //!
 //! Seed number `i` of a swarm is derived from its meta-seed alone, and a seed's faults from the
-//! seed alone, so `kuota-sim run SCENARIO --seed S --random-faults` replays any seed of any
-//! swarm byte for byte. The first failing seed reported is the lowest-numbered one, whatever
-//! the threads' timing: a worker takes no seed numbered above a failure already found.
+//! seed alone. The seeds share crowds: each `SEEDS_PER_CROWD` seeds in a row run on the crowd
+//! of the first of them (its arrivals, behaviour and service times), each with its own faults,
+//! which join the crowd's run when the first of them starts (`model::simulate_forked`). So
+//! `kuota-sim run SCENARIO --seed C --random-faults --fault-seed S` replays any seed `S` of any
+//! swarm byte for byte, `C` being its crowd's seed. The first failing seed reported is the
+//! lowest-numbered one, whatever the threads' timing: a worker takes no crowd whose first seed
+//! is numbered above a failure already found.
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::distribution::NormalDraw;
-use crate::model::{RunOptions, simulate};
+use crate::model::{RunOptions, RunResult, SEEDS_PER_CROWD, simulate_forked};
 use crate::progress::Progress;
 use crate::random::{Rng, SplitMix64, Stream};
 use crate::scenario::{Fault, FaultKind, Scenario};
@@ -38,6 +43,29 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// seeds.
 pub fn seed_of(meta_seed: u64, index: u64) -> u64 {
     SplitMix64::new(meta_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
+}
+
+/// The seed of the crowd that seed number `index` of the swarm with `meta_seed` runs on: the
+/// seed of the first of its `SEEDS_PER_CROWD`.
+pub fn crowd_seed_of(meta_seed: u64, index: u64) -> u64 {
+    seed_of(meta_seed, index - index % SEEDS_PER_CROWD as u64)
+}
+
+/// The run of the seed whose faults are drawn from `fault_seed` on the crowd of `crowd_seed`,
+/// alone: what the swarm ran for it, and what `kuota-sim run --random-faults` reports. Returns
+/// the scenario with those faults, for the report.
+pub fn replay(
+    scenario: &Scenario,
+    crowd_seed: u64,
+    fault_seed: u64,
+    options: RunOptions,
+) -> (Scenario, RunResult) {
+    let member = with_random_faults(scenario, fault_seed);
+    let mut found = None;
+    simulate_forked(&member, crowd_seed, std::slice::from_ref(&member), options, |_, result| {
+        found = Some(result)
+    });
+    (member, found.expect("simulate_forked runs every member"))
 }
 
 /// The fault schedule of `seed`: one to `FAULTS_PER_SEED_MAX` faults of any kind, each starting
@@ -77,7 +105,10 @@ pub fn with_random_faults(scenario: &Scenario, seed: u64) -> Scenario {
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub index: u64,
+    /// The seed its faults were drawn from.
     pub seed: u64,
+    /// The seed of the crowd it ran on (`crowd_seed_of`).
+    pub crowd_seed: u64,
     pub faults: Vec<Fault>,
     /// Each violated check with its count and first detail.
     pub violations: Vec<(String, u64, String)>,
@@ -105,20 +136,33 @@ pub fn run(
     // Each seed's own bar is never shown, and only its invariants are read.
     let options =
         RunOptions { progress: false, counts_only: true, normal_draw: NormalDraw::Ziggurat, ..options };
-    let found = run_seeds(meta_seed, seeds, threads, progress, |index, seed| {
-        let faulty = with_random_faults(scenario, seed);
-        let result = simulate(&faulty, seed, options);
-        (result.violations.total > 0).then(|| Failure {
-            index,
-            seed,
-            faults: faulty.faults,
-            violations: result
-                .violations
-                .summary()
-                .into_iter()
-                .map(|(check, count, detail)| (check.to_string(), count, detail))
-                .collect(),
-        })
+    let found = run_groups(seeds, SEEDS_PER_CROWD as u64, threads, progress, |indices| {
+        let crowd_seed = crowd_seed_of(meta_seed, indices.start);
+        let seeds: Vec<u64> = indices.clone().map(|index| seed_of(meta_seed, index)).collect();
+        let members: Vec<Scenario> = seeds.iter().map(|seed| with_random_faults(scenario, *seed)).collect();
+        let mut failures = Vec::new();
+        simulate_forked(scenario, crowd_seed, &members, options, |member, result| {
+            if result.violations.total == 0 {
+                return;
+            }
+            let index = indices.start + member as u64;
+            failures.push((
+                index,
+                Failure {
+                    index,
+                    seed: seeds[member],
+                    crowd_seed,
+                    faults: members[member].faults.clone(),
+                    violations: result
+                        .violations
+                        .summary()
+                        .into_iter()
+                        .map(|(check, count, detail)| (check.to_string(), count, detail))
+                        .collect(),
+                },
+            ));
+        });
+        failures
     });
     SwarmOutcome { seeds_run: found.seeds_run, first_failure: found.first_failure, elapsed: found.elapsed }
 }
@@ -142,6 +186,25 @@ pub(crate) fn run_seeds<F: Send>(
     progress: bool,
     check: impl Fn(u64, u64) -> Option<F> + Sync,
 ) -> SeedsRun<F> {
+    run_groups(seeds, 1, threads, progress, |indices| {
+        check(indices.start, seed_of(meta_seed, indices.start))
+            .map(|failure| (indices.start, failure))
+            .into_iter()
+            .collect()
+    })
+}
+
+/// Runs `check(indices)` for the seed numbers `0..seeds` in groups of `group` in a row, handed
+/// out in order to `threads` threads; `check` returns the failures of its group with their
+/// numbers. Once a seed fails, no group that starts above it is started, so the first failure
+/// is the same whatever the threads. `progress` shows a bar on stderr.
+pub(crate) fn run_groups<F: Send>(
+    seeds: u64,
+    group: u64,
+    threads: usize,
+    progress: bool,
+    check: impl Fn(Range<u64>) -> Vec<(u64, F)> + Sync,
+) -> SeedsRun<F> {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -153,19 +216,18 @@ pub(crate) fn run_seeds<F: Send>(
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
                 loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= seeds || index > lowest_failure.load(Ordering::Relaxed) {
+                    let first = next.fetch_add(1, Ordering::Relaxed).saturating_mul(group);
+                    if first >= seeds || first > lowest_failure.load(Ordering::Relaxed) {
                         workers_left.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
-                    let failure = check(index, seed_of(meta_seed, index));
-                    done.fetch_add(1, Ordering::Relaxed);
-                    if let Some(failure) = failure {
-                        lowest_failure.fetch_min(index, Ordering::Relaxed);
-                        failures
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push((index, failure));
+                    let indices = first..seeds.min(first + group);
+                    let count = indices.end - indices.start;
+                    let found = check(indices);
+                    done.fetch_add(count, Ordering::Relaxed);
+                    if let Some(lowest) = found.iter().map(|(index, _)| *index).min() {
+                        lowest_failure.fetch_min(lowest, Ordering::Relaxed);
+                        failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(found);
                     }
                 }
             });

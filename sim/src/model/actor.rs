@@ -29,7 +29,7 @@ enum Job {
 }
 
 /// A decision taken and not yet answered.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Pending {
     request: Option<u32>,
     outcome: Outcome,
@@ -50,7 +50,7 @@ pub(super) enum ActorState {
     Stopped,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Actor {
     pub(super) quota: EventQuota,
     /// This life of the actor, for its timers (see `EventKind::ActorDone`).

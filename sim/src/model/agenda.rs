@@ -230,6 +230,33 @@ pub struct Agenda {
     next_order: u64,
 }
 
+/// A clone keeps the room of each bucket and spare, not only the events: a forked run
+/// (`simulate_forked`) goes on pushing into them, and growing some 2,000 vectors again from
+/// nothing took 2.6 % of a forked seed's time.
+impl Clone for Agenda {
+    fn clone(&self) -> Self {
+        fn with_room<T: Copy>(events: &Vec<T>) -> Vec<T> {
+            let mut copy = Vec::with_capacity(events.capacity());
+            copy.extend_from_slice(events);
+            copy
+        }
+        Agenda {
+            first: self.first.clone(),
+            last: self.last.clone(),
+            due: self.due,
+            due_words: self.due_words,
+            links: with_room(&self.links),
+            current_bucket: self.current_bucket,
+            ring: self.ring.iter().map(with_room).collect(),
+            spare: self.spare.iter().map(with_room).collect(),
+            occupied: self.occupied,
+            in_ring: self.in_ring,
+            far: self.far.clone(),
+            next_order: self.next_order,
+        }
+    }
+}
+
 impl Default for Agenda {
     fn default() -> Self {
         Agenda {
@@ -358,17 +385,42 @@ impl Agenda {
         Some(((self.current_bucket << BUCKET_WIDTH_SHIFT) + offset as Micros, link.kind))
     }
 
+    /// The earliest event if it is due before `until`. The agenda moves on to no bucket that
+    /// starts at or after `until`, so that events can still be scheduled from `until` on (the
+    /// faults that join a forked run, see `simulate_forked`).
+    #[inline]
+    pub fn pop_before(&mut self, until: Micros) -> Option<(Micros, EventKind)> {
+        if self.due_words == 0 {
+            let next = self.next_bucket()?;
+            if next << BUCKET_WIDTH_SHIFT >= until {
+                return None;
+            }
+        }
+        if self.due_words == 0 && !self.advance() {
+            return None;
+        }
+        let word_index = self.due_words.trailing_zeros() as usize % MICRO_WORDS;
+        let offset = word_index * 64 + self.due[word_index].trailing_zeros() as usize;
+        if (self.current_bucket << BUCKET_WIDTH_SHIFT) + offset as Micros >= until {
+            return None;
+        }
+        self.pop()
+    }
+
+    /// The next bucket after the current one that holds events, if any.
+    fn next_bucket(&self) -> Option<u64> {
+        if self.in_ring > 0 {
+            Some(self.next_occupied_bucket())
+        } else {
+            self.far.peek().map(|earliest| bucket_of(earliest.at))
+        }
+    }
+
     /// Makes the next bucket holding events the current one (the current one has none left);
     /// false when none does.
     #[inline(never)]
     fn advance(&mut self) -> bool {
-        let next = if self.in_ring > 0 {
-            self.next_occupied_bucket()
-        } else if let Some(earliest) = self.far.peek() {
-            bucket_of(earliest.at)
-        } else {
-            return false;
-        };
+        let Some(next) = self.next_bucket() else { return false };
         self.current_bucket = next;
         // Far events the ring now reaches move into it (the ring's events are all due before
         // any of them, so none of them is due before `next`).

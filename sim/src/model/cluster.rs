@@ -103,7 +103,7 @@ enum Claim {
     },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Cluster {
     states: Vec<NodeState>,
     /// Bumped when a node crashes, so that what its former life scheduled is ignored.
@@ -148,14 +148,26 @@ pub(super) struct Cluster {
     frozen_before: Micros,
 }
 
+/// When lease renewals stop being simulated: a few TTLs after the last fault.
+fn leases_until(plan: &FaultPlan, times: &LeaseTimes) -> Micros {
+    plan.last_end() + 4 * times.ttl_us
+}
+
 impl Cluster {
-    pub(super) fn new(nodes: u32, plan: &FaultPlan, settings: &Settings) -> Self {
+    /// The faults of `plan` joined a forked run (`Cluster::new`): renewals go on until after them.
+    pub(super) fn model_leases_until(&mut self, plan: &FaultPlan) {
+        self.leases_until = leases_until(plan, &self.times);
+    }
+
+    /// `forked`: the trunk of `simulate_forked`, whose members' faults join it later: leases
+    /// are modelled, and renewed until a member's faults say how long.
+    pub(super) fn new(nodes: u32, plan: &FaultPlan, settings: &Settings, forked: bool) -> Self {
         let times = settings.lease;
         Cluster {
             states: vec![NodeState::Up; nodes as usize],
             lives: vec![0; nodes as usize],
-            leases_modelled: plan.moves_ownership(),
-            leases_until: plan.last_end() + 4 * times.ttl_us,
+            leases_modelled: forked || plan.moves_ownership(),
+            leases_until: if forked { Micros::MAX } else { leases_until(plan, &times) },
             times,
             holder: 0,
             expires_at: Micros::MAX,

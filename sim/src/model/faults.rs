@@ -25,7 +25,7 @@ impl Span {
 }
 
 /// The scenario's faults as spans, by what they break.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct FaultPlan {
     /// Every fault in the scenario's order, with its span.
     faults: Vec<(FaultKind, Span)>,
@@ -78,6 +78,11 @@ impl FaultPlan {
                     | FaultKind::LostLeaseReply
             )
         })
+    }
+
+    /// When the first fault starts (`Micros::MAX` without faults).
+    pub(super) fn first_start(&self) -> Micros {
+        self.faults.iter().map(|(_, span)| span.from).min().unwrap_or(Micros::MAX)
     }
 
     /// When the last fault ends.
@@ -154,7 +159,7 @@ impl FaultPlan {
 }
 
 /// The writer's view of the store (`write_behind::stats::Shared` and the dispatcher's breaker).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct StoreHealth {
     /// An attempt timed out or a batch failed, and nothing has worked since.
     pub(super) failing: bool,

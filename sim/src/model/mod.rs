@@ -157,9 +157,65 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> RunResul
     let mut arrivals_rng = Rng::new(seed, Stream::Arrivals);
     let arrivals = arrival_times(&scenario.arrivals, &mut arrivals_rng);
     let progress = Progress::new(options.progress, u64::from(scenario.arrivals.registrants), "registrants");
-    let mut simulation = Simulation::new(scenario, seed, arrivals, options, progress);
+    let mut simulation = Simulation::new(scenario, seed, arrivals, options, progress, false);
     simulation.run();
     simulation.finish()
+}
+
+/// Seeds that share one crowd in the swarm (see `simulate_forked`).
+pub const SEEDS_PER_CROWD: usize = 16;
+
+/// The runs of `members`, which are `scenario` with faults of their own, on the crowd of
+/// `crowd_seed`; `each(index, result)` gets member `index`'s run, in the order the members'
+/// first faults start. This is how the swarm runs its seeds and `run --random-faults` replays
+/// one (a single member): each member's faults join the run at the start of its first fault.
+///
+/// Until then a member's run is the crowd's run without faults, so it is run once for all the
+/// members (the trunk): at each member's first fault the trunk is cloned, the member's faults
+/// join the clone, and the clone runs to its end. A seed's work before its first fault is a
+/// third of it on average (race-10k-faults), and a member's run is its own from there on.
+///
+/// What this changes against `simulate` with the faults from the start (the simplification
+/// docs/capacity-planning.md states): leases and Redis are modelled in every member, as if
+/// ownership could move (`simulate` leaves them out of runs whose faults cannot move it), the
+/// store's decisions are kept for a reload, and work the store started before a member's first
+/// fault ends as it would have without it (`simulate` lets a stall that starts while a commit
+/// is in flight hold that commit up). Each member is still the same run whether it is run
+/// alone or with others: the trunk is cloned whole.
+pub fn simulate_forked(
+    scenario: &Scenario,
+    crowd_seed: u64,
+    members: &[Scenario],
+    options: RunOptions,
+    mut each: impl FnMut(usize, RunResult),
+) {
+    let trunk_scenario = Scenario { faults: Vec::new(), ..scenario.clone() };
+    let mut arrivals_rng = Rng::new(crowd_seed, Stream::Arrivals);
+    let arrivals = arrival_times(&trunk_scenario.arrivals, &mut arrivals_rng);
+    let progress = Progress::new(options.progress, u64::from(scenario.arrivals.registrants), "registrants");
+    let mut trunk = Simulation::new(&trunk_scenario, crowd_seed, arrivals, options, progress, true);
+    if let [only] = members
+        && !options.counts_only
+    {
+        // One member (a replay): its faults' figures count from the start, as `simulate`'s do.
+        trunk.metrics.faults = faults::FaultPlan::new(only).stats(true);
+    }
+    trunk.schedule_next_arrival();
+    trunk.start_lease_keeper(FIRST_OWNER_NODE);
+    let mut order: Vec<(Micros, usize)> = members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| (faults::FaultPlan::new(member).first_start(), index))
+        .collect();
+    order.sort_unstable();
+    let Some((&(last_at, last), others)) = order.split_last() else { return };
+    for &(fork_at, index) in others {
+        trunk.run_until(fork_at);
+        each(index, trunk.clone().run_with_faults(&members[index]));
+    }
+    // The last member takes the trunk itself.
+    trunk.run_until(last_at);
+    each(last, trunk.run_with_faults(&members[last]));
 }
 
 /// Scenario figures in the simulator's units.
@@ -287,6 +343,17 @@ struct Requests {
     next_serial: Serial,
 }
 
+impl Clone for Requests {
+    fn clone(&self) -> Self {
+        Requests {
+            slots: with_room(&self.slots),
+            free: with_room(&self.free),
+            in_flight: self.in_flight,
+            next_serial: self.next_serial,
+        }
+    }
+}
+
 impl Requests {
     /// No request, in the room of `slots` and `free` (emptied): what `default` gives.
     fn reusing((mut slots, mut free): (Vec<Request>, Vec<u32>)) -> Self {
@@ -400,6 +467,54 @@ struct Simulation<'a> {
     effects_scratch: Vec<kuota_engine::Effect>,
 }
 
+/// A clone of a forked run's trunk (`simulate_forked`) goes on growing what the trunk grew: the
+/// vectors that grow through a run keep their room in the clone (see `with_room`), so that
+/// they are not grown again, copied at each doubling.
+impl Clone for Simulation<'_> {
+    fn clone(&self) -> Self {
+        Simulation {
+            scenario: self.scenario,
+            seed: self.seed,
+            settings: self.settings,
+            now: self.now,
+            agenda: self.agenda.clone(),
+            arrivals: self.arrivals.clone(),
+            next_arrival: self.next_arrival,
+            behaviour_rng: self.behaviour_rng.clone(),
+            system_rng: self.system_rng.clone(),
+            demand_cumulative: self.demand_cumulative.clone(),
+            codes: self.codes.clone(),
+            details: self.details.clone(),
+            registrants: with_room(&self.registrants),
+            requests: self.requests.clone(),
+            patience: self.patience.clone(),
+            nodes: self.nodes.clone(),
+            actor: self.actor.clone(),
+            writer: self.writer.clone(),
+            zombies: self.zombies.clone(),
+            cluster: self.cluster.clone(),
+            faults: self.faults.clone(),
+            health: self.health.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            progress: self.progress.clone(),
+            break_fencing: self.break_fencing,
+            fenced_batches: self.fenced_batches,
+            reloads: self.reloads,
+            suite: self.suite.clone(),
+            suite_rng: self.suite_rng.clone(),
+            effects_scratch: with_room(&self.effects_scratch),
+        }
+    }
+}
+
+/// A copy of `items` with the room of the original, not only its length (what `Vec::clone` gives).
+pub(crate) fn with_room<T: Clone>(items: &Vec<T>) -> Vec<T> {
+    let mut copy = Vec::with_capacity(items.capacity());
+    copy.extend_from_slice(items);
+    copy
+}
+
 impl<'a> Simulation<'a> {
     fn new(
         scenario: &'a Scenario,
@@ -407,6 +522,7 @@ impl<'a> Simulation<'a> {
         arrivals: Vec<Micros>,
         options: RunOptions,
         progress: Progress,
+        forked: bool,
     ) -> Self {
         let config = scenario.event_config();
         let codes = config.categories.iter().map(|category| category.code.clone()).collect();
@@ -449,7 +565,7 @@ impl<'a> Simulation<'a> {
         Simulation {
             scenario,
             seed,
-            cluster: cluster::Cluster::new(scenario.system.nodes, &plan, &settings),
+            cluster: cluster::Cluster::new(scenario.system.nodes, &plan, &settings, forked),
             settings,
             now: 0,
             agenda,
@@ -475,7 +591,7 @@ impl<'a> Simulation<'a> {
                 // The suite's probe registrants come after the crowd's.
                 registrants + suite_probe_registrants(scenario),
                 options.break_model,
-                plan.has_faults(),
+                plan.has_faults() || forked,
                 store_buffers,
             ),
             faults: plan,
@@ -495,7 +611,16 @@ impl<'a> Simulation<'a> {
         self.schedule_next_arrival();
         self.schedule_faults();
         self.start_lease_keeper(FIRST_OWNER_NODE);
-        while let Some((at, kind)) = self.agenda.pop() {
+        self.run_until(Micros::MAX);
+        self.progress.finish();
+    }
+
+    /// Handles every event due before `until` (all of them for `Micros::MAX`).
+    fn run_until(&mut self, until: Micros) {
+        loop {
+            // To the end, the agenda's own `pop`: `pop_before` looks ahead before moving on.
+            let next = if until == Micros::MAX { self.agenda.pop() } else { self.agenda.pop_before(until) };
+            let Some((at, kind)) = next else { break };
             self.now = at;
             self.dispatch(kind);
             self.metrics.events_processed += 1;
@@ -503,7 +628,23 @@ impl<'a> Simulation<'a> {
                 self.progress.update(self.next_arrival as u64);
             }
         }
+    }
+
+    /// A trunk of `simulate_forked`, or a clone of it, run to its end with `scenario`'s faults.
+    fn run_with_faults(mut self, scenario: &'a Scenario) -> RunResult {
+        self.join_faults(scenario);
+        self.run_until(Micros::MAX);
         self.progress.finish();
+        self.finish()
+    }
+
+    /// `scenario`'s faults join a run of the trunk of `simulate_forked`, due before none of them.
+    fn join_faults(&mut self, scenario: &'a Scenario) {
+        let plan = faults::FaultPlan::new(scenario);
+        self.cluster.model_leases_until(&plan);
+        self.scenario = scenario;
+        self.faults = plan;
+        self.schedule_faults();
     }
 
     #[inline(always)]

@@ -12,7 +12,7 @@ use crate::metrics::AnswerClass;
 /// The rate limit's window, in microseconds (the API limits registration writes per minute).
 const RATE_WINDOW_US: Micros = 60 * MICROS_PER_SECOND;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Node {
     busy_workers: u32,
     queue: VecDeque<u32>,
@@ -21,7 +21,7 @@ struct Node {
 }
 
 /// Every node, and the load balancer's round-robin position.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Nodes {
     nodes: Vec<Node>,
     /// Each node's request deadlines. Apart from `nodes`, which a crash resets: the requests of
@@ -63,7 +63,7 @@ impl Nodes {
 }
 
 /// When each category's published counters started to say "sold out", for the fast path.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct FastPath {
     no_seat_since: Vec<Option<Micros>>,
     waitlist_full_since: Vec<Option<Micros>>,

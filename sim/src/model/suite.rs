@@ -41,7 +41,7 @@ const AFTER_READY_QUANTILE: f64 = 0.99;
 pub(super) const SUITE_PROBES_MAX: u32 = 200;
 
 /// One fault's probing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct SuiteProbe {
     fault: u32,
     /// The node whose `/readyz` is polled first, if the suite waits for it.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use crate::distribution::Micros;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct FifoTimers<T> {
     /// When each timer comes due, and what it is for; earliest first.
     due: VecDeque<(Micros, T)>,

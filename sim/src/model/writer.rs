@@ -21,7 +21,7 @@ use super::agenda::{EventKind, Incarnation};
 use crate::distribution::{MICROS_PER_MILLI, Micros};
 
 /// A decision's effects waiting in the queue; the effects themselves wait in `Writer::queued`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Submission {
     id: u64,
     epoch: u64,
@@ -29,7 +29,7 @@ struct Submission {
     effects: usize,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Batch {
     first_submission: u64,
     last_submission: u64,
@@ -46,7 +46,7 @@ struct Batch {
     timed_out: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
     pub(super) id: Incarnation,
