@@ -479,7 +479,7 @@ fn registration_inserts<'a>(
             values.push(Value::Utf8(row.category.as_bytes()));
             values.push(email);
             values.push(if row.status.is_active() { email } else { Value::Null });
-            values.push(details.full_name.as_str());
+            values.push(Value::Utf8(details.full_name.as_bytes()));
             values.push(details.phone.as_deref());
             values.push(details.attributes_json.as_deref());
             values.push(row.status.as_str());
@@ -488,7 +488,7 @@ fn registration_inserts<'a>(
             values.push(created_hold_expires_at);
             values.push(row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())));
             values.push(row.fingerprint);
-            values.push(details.access_token_hash.as_str());
+            values.push(Value::Utf8(details.access_token_hash.as_bytes()));
             values.push(row.created_seq);
             values.push(row.created_at);
             values.push(row.updated_at);
