@@ -22,8 +22,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use kuota_engine::{
-    CategoryCode, CategoryConfig, Email, EventConfig, EventId, Idempotency, IdempotencyKey, QuotaLimits,
-    Register, RegistrationDetails, Timestamp, limits,
+    CategoryCode, CategoryConfig, Email, EventConfig, EventId, FullName, Idempotency, IdempotencyKey,
+    QuotaLimits, Register, RegistrationDetails, Timestamp, limits,
 };
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
@@ -205,13 +205,14 @@ impl Fields {
         }
     }
 
-    fn bounded_text(
+    /// The text trimmed, borrowed: the caller makes what it keeps of it.
+    fn bounded_text<'a>(
         &mut self,
-        found: Found<&str>,
+        found: Found<&'a str>,
         field: &str,
         required: bool,
         max: usize,
-    ) -> Option<String> {
+    ) -> Option<&'a str> {
         let text = self.text(found, field, required)?.trim();
         let (length, control) = length_and_control(text);
         if required && length == 0 {
@@ -223,7 +224,7 @@ impl Fields {
         if control {
             return self.fail(field, "must not contain control characters");
         }
-        Some(text.to_string())
+        Some(text)
     }
 
     fn flag(&mut self, found: Found<bool>, field: &str) -> bool {
@@ -268,7 +269,7 @@ pub struct RegistrationRequest {
     pub category: CategoryCode,
     pub registrant: Email,
     pub waitlist: bool,
-    full_name: String,
+    full_name: FullName,
     phone: Option<String>,
     attributes_json: Option<String>,
 }
@@ -607,8 +608,10 @@ fn check_registration(
         Ok(email) => Some(email),
         Err(error) => fields.fail("email", error.to_string()),
     });
-    let full_name = fields.bounded_text(found.full_name, "full_name", true, FULL_NAME_LENGTH_MAX);
-    let phone = fields.bounded_text(found.phone, "phone", false, PHONE_LENGTH_MAX);
+    // In place, from the body's text: most names need no allocation (`FullName`).
+    let full_name =
+        fields.bounded_text(found.full_name, "full_name", true, FULL_NAME_LENGTH_MAX).map(FullName::new);
+    let phone = fields.bounded_text(found.phone, "phone", false, PHONE_LENGTH_MAX).map(str::to_owned);
     let attributes = match found.attributes {
         Found::Absent => None,
         Found::Present(attributes) => {
@@ -715,7 +718,8 @@ pub fn new_event(
         Some(text) => EventId::parse(text).map_err(|error| fields.fail::<()>("id", error.to_string())).ok(),
         None => EventId::parse(generated_id).ok(),
     };
-    let name = fields.bounded_text(new.name.as_deref(), "name", true, EVENT_NAME_LENGTH_MAX);
+    let name =
+        fields.bounded_text(new.name.as_deref(), "name", true, EVENT_NAME_LENGTH_MAX).map(str::to_owned);
     let opens_at = fields.time(new.opens_at.as_deref(), "opens_at");
     let closes_at = fields.time(new.closes_at.as_deref(), "closes_at");
     if let (Some(opens_at), Some(closes_at)) = (opens_at, closes_at)
@@ -1176,7 +1180,9 @@ mod tests {
                         );
                         for (required, max) in [(true, 32), (false, 32), (true, 8), (false, 200)] {
                             let mut fields = Fields::default();
-                            let read = fields.bounded_text(Found::Present(text), "f", required, max);
+                            let read = fields
+                                .bounded_text(Found::Present(text), "f", required, max)
+                                .map(str::to_owned);
                             let errors: Vec<String> =
                                 fields.errors.iter().map(|error| format!("{error:?}")).collect();
                             assert_eq!(
@@ -1194,7 +1200,7 @@ mod tests {
         for found in [Found::Absent, Found::Mistyped, Found::Present(""), Found::Present("  ")] {
             for required in [true, false] {
                 let mut fields = Fields::default();
-                let read = fields.bounded_text(found, "f", required, 8);
+                let read = fields.bounded_text(found, "f", required, 8).map(str::to_owned);
                 let errors: Vec<String> = fields.errors.iter().map(|error| format!("{error:?}")).collect();
                 assert_eq!((read, errors), bounded_text_by_characters(found, required, 8));
             }

@@ -26,7 +26,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use kuota_engine::EventId;
-use kuota_engine::actor::{EventHandle, Located};
+use kuota_engine::actor::{EventHandle, Located, Registry};
 use kuota_engine::ownership::Owner;
 
 use crate::cluster::{FORWARD_TOKEN, FORWARDED_BY, ForwardedClient, LocatedHere, NOT_OWNER, OWNER};
@@ -90,10 +90,24 @@ enum Submitted {
     QueueJoin,
 }
 
-/// A route that needs the event's actor, and therefore its owner.
+/// A route that needs the event's actor, and therefore its owner, as the path names it.
 #[derive(Debug, PartialEq, Eq)]
+struct RouteInPath<'p> {
+    /// The event's id, percent-decoded (borrowed from the path unless it had a `%`), and a
+    /// valid one (`EventId::check`).
+    event: Cow<'p, str>,
+    stream: bool,
+    use_case: Option<UseCase>,
+    pattern: &'static str,
+}
+
+/// A route that needs the event's actor, and therefore its owner.
+#[derive(Debug)]
 struct OwnedRoute {
     event: EventId,
+    /// The event, when it ran here as the request came in: found by the path's text, without
+    /// making an id of it (which allocated a copy per request).
+    running: Option<EventHandle>,
     /// `GET /v1/events/{event_id}/stream` and `GET /v1/queue/{ticket_id}/stream`: redirected
     /// rather than relayed (they never end).
     stream: bool,
@@ -106,10 +120,24 @@ struct OwnedRoute {
     pattern: &'static str,
 }
 
+impl OwnedRoute {
+    /// `route` with its event: the running one's id, shared, or else one made of the path's text.
+    fn of(route: RouteInPath<'_>, registry: &Registry) -> Self {
+        let RouteInPath { event, stream, use_case, pattern } = route;
+        let running = registry.running_event(&event);
+        let event = match &running {
+            Some(handle) => handle.config().id.clone(),
+            // `owned_route` took only valid ids.
+            None => EventId::parse(&event).expect("owned_route checked the event id"),
+        };
+        OwnedRoute { event, running, stream, use_case, pattern }
+    }
+}
+
 /// Which routes reach an event's actor. Listings and the audit trail read the store and stay
 /// local; reading a registration needs the actor only for a waitlist position, but is sent to
 /// the owner all the same so that every node answers alike.
-fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
+fn owned_route<'p>(method: &str, path: &'p str) -> Option<RouteInPath<'p>> {
     // A registration, nearly every request of a sale, is found without splitting the path into
     // segments (about 400 instructions): the same route the match below finds.
     if method == "POST"
@@ -117,8 +145,8 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
             path.strip_prefix("/v1/events/").and_then(|rest| rest.strip_suffix("/registrations"))
         && !event.contains('/')
     {
-        return Some(OwnedRoute {
-            event: EventId::parse(&percent_decoded(event)?).ok()?,
+        return Some(RouteInPath {
+            event: event_id_text(event)?,
             stream: false,
             use_case: Some(UseCase::Submitted(Submitted::Registration)),
             pattern: REGISTRATIONS_PATTERN,
@@ -159,7 +187,12 @@ fn owned_route(method: &str, path: &str) -> Option<OwnedRoute> {
         }
         _ => return None,
     };
-    Some(OwnedRoute { event: EventId::parse(&percent_decoded(event)?).ok()?, stream, use_case, pattern })
+    Some(RouteInPath { event: event_id_text(event)?, stream, use_case, pattern })
+}
+
+/// A path segment's event id: percent-decoded, if it is a valid one.
+fn event_id_text(segment: &str) -> Option<Cow<'_, str>> {
+    percent_decoded(segment).filter(|text| EventId::check(text).is_ok())
 }
 
 /// A path segment as the router reads it: `%XX` decoded. Borrowed when it has no `%` (every
@@ -213,7 +246,8 @@ pub async fn route_to_owner(
     let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
-    let route = owned_route(request.method().as_str(), request.path());
+    let route = owned_route(request.method().as_str(), request.path())
+        .map(|route| OwnedRoute::of(route, &state.events.registry));
     let deadline = Duration::from_millis(state.settings.request_timeout_ms);
     match tokio::time::timeout(deadline, route_parsed(request, next, &state, route)).await {
         Ok(result) => result,
@@ -231,7 +265,7 @@ async fn route_parsed(
     state: &web::Data<AppState>,
     route: Option<OwnedRoute>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(route) = route else {
+    let Some(mut route) = route else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
     let forwarded_by = state.cluster.forwarded_by(request.headers()).map(str::to_owned);
@@ -239,7 +273,12 @@ async fn route_parsed(
         let client = forwarded_client_ip(request.headers(), &state.settings.trusted_proxies);
         request.extensions_mut().insert(ForwardedClient(client));
     }
-    let owner = match state.events.registry.locate(&route.event).await {
+    // The event found running as the request came in, or else looked up (and started) now.
+    let located = match route.running.take() {
+        Some(event) => Ok(Located::Here(event)),
+        None => state.events.registry.locate(&route.event).await,
+    };
+    let owner = match located {
         Ok(Located::Elsewhere(owner)) => owner,
         Ok(Located::Here(event)) => return serve_here(request, next, state, &route, event).await,
         // No such event, or errors (the lease service or the store is down): left to the

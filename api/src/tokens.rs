@@ -9,7 +9,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use kuota_engine::{EventId, Fingerprint, IdempotencyKey};
+use kuota_engine::{AccessTokenHash, EventId, Fingerprint, IdempotencyKey};
 
 /// The node group's token secret, keyed once: HMAC-SHA-256 hashes the key's inner and outer
 /// pads before any message, two of the four SHA-256 blocks of a token, so a request clones the
@@ -73,12 +73,12 @@ pub fn access_token(secret: &[u8], event: &EventId, key: &IdempotencyKey) -> Acc
     TokenKey::new(secret).access_token(event, key)
 }
 
-/// What the store keeps of a token: the hexadecimal SHA-256 of its text.
-pub fn token_hash(token: &[u8]) -> String {
-    // The digits on the stack and then one allocation of their size, not a zeroed one.
+/// What the store keeps of a token: the hexadecimal SHA-256 of its text, in place (no
+/// allocation: every registration makes one).
+pub fn token_hash(token: &[u8]) -> AccessTokenHash {
     let mut digits = [0; 64];
     hex_into(&Sha256::digest(token), &mut digits);
-    std::str::from_utf8(&digits).expect("hex digits are ASCII").to_owned()
+    AccessTokenHash::new(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
 }
 
 /// Writes the lower-case hexadecimal digits of `bytes` into `digits`, twice as long, as
@@ -150,10 +150,10 @@ mod tests {
         let mut digits = vec![0; 2 * bytes.len()];
         hex_into(&bytes, &mut digits);
         assert_eq!(String::from_utf8(digits).unwrap(), hex::encode(&bytes));
-        assert_eq!(token_hash(b"abc"), hex::encode(Sha256::digest(b"abc")));
+        assert_eq!(token_hash(b"abc").as_str(), hex::encode(Sha256::digest(b"abc")));
         for length in [0, 1, 31, 32, 33, 100] {
             let token = vec![b'7'; length];
-            assert_eq!(token_hash(&token), hex::encode(Sha256::digest(&token)));
+            assert_eq!(token_hash(&token).as_str(), hex::encode(Sha256::digest(&token)));
         }
     }
 

@@ -18,19 +18,29 @@ fn is_code_character(byte: u8) -> bool {
 }
 
 /// An event's id: 1–64 of `[A-Za-z0-9_-]`. Cheap to clone.
+///
+/// Equality, order and `Hash` are its text's (the derived ones, of the one field, are `str`'s),
+/// so it is `Borrow<str>`: a map keyed by ids is looked up by a request's text without making
+/// an id of it (an allocation) first.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EventId(Arc<str>);
 
 impl EventId {
     pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        Self::check(text)?;
+        Ok(EventId(Arc::from(text)))
+    }
+
+    /// Whether `parse` would accept `text`, without making the id.
+    pub fn check(text: &str) -> Result<(), InvalidId> {
         if text.is_empty() || text.len() > EVENT_ID_LENGTH_MAX {
             return Err(InvalidId("an event id has 1 to 64 characters"));
         }
         if !text.bytes().all(is_code_character) {
             return Err(InvalidId("an event id uses only A-Z, a-z, 0-9, '_' and '-'"));
         }
-        Ok(EventId(Arc::from(text)))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -455,6 +465,12 @@ macro_rules! text_identifier_impls {
 
 text_identifier_impls!(EventId, CategoryCode, Email, IdempotencyKey);
 
+impl std::borrow::Borrow<str> for EventId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RegistrationId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}", self.0)
@@ -733,6 +749,33 @@ mod tests {
         }
         assert!(EventId::parse("race-2026").is_ok());
         assert!(EventId::parse("race.2026").is_err());
+    }
+
+    /// `Borrow<str>` holds only while an id hashes, compares and orders as its text: a map keyed
+    /// by ids is looked up by text.
+    #[test]
+    fn an_event_id_hashes_compares_and_orders_as_its_text() {
+        use std::hash::BuildHasher;
+        let texts = ["r", "race", "race-2026", "Race_2", &"x".repeat(64)];
+        let hasher = std::collections::hash_map::RandomState::new();
+        for text in texts {
+            let id = EventId::parse(text).unwrap();
+            assert_eq!(EventId::check(text), Ok(()));
+            assert_eq!(hasher.hash_one(&id), hasher.hash_one(text), "{text}");
+            for other in texts {
+                let other_id = EventId::parse(other).unwrap();
+                assert_eq!(id == other_id, text == other);
+                assert_eq!(id.cmp(&other_id), text.cmp(other), "{text} against {other}");
+            }
+        }
+        let map: std::collections::HashMap<EventId, u32> =
+            texts.iter().zip(0..).map(|(text, index)| (EventId::parse(text).unwrap(), index)).collect();
+        assert_eq!(map.get("race-2026"), Some(&2));
+        assert_eq!(map.get("race-2027"), None);
+        for bad in ["", "race.2026", "ü", &"x".repeat(65)] {
+            assert_eq!(EventId::check(bad), EventId::parse(bad).map(|_| ()), "{bad:?}");
+            assert!(EventId::check(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

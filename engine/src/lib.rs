@@ -37,7 +37,9 @@ pub mod quota;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use command::{Command, Idempotency, JoinQueue, Register, RegistrationDetails};
+pub use command::{
+    AccessTokenHash, Command, FullName, Idempotency, InlineText, JoinQueue, Register, RegistrationDetails,
+};
 pub use effect::{Effect, EffectKind};
 pub use event::{CategoryConfig, CategoryIndex, EventConfig, EventConfigError};
 pub use ids::{CategoryCode, Email, EventId, Fingerprint, IdempotencyKey, InvalidId, RegistrationId, Seq};

@@ -244,7 +244,7 @@ async fn authorized_row(
         .await?
         .ok_or(ApiError::NotFound("the registration"))?;
     let token_matches = token.is_some_and(|token| {
-        tokens::constant_time_eq(&tokens::token_hash(token.as_bytes()), &row.access_token_hash)
+        tokens::constant_time_eq(tokens::token_hash(token.as_bytes()).as_str(), &row.access_token_hash)
     });
     if is_admin || token_matches { Ok(row) } else { Err(ApiError::NotFound("the registration")) }
 }

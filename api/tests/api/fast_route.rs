@@ -152,6 +152,34 @@ async fn an_unknown_event_and_another_method_are_answered_alike_on_both_routes()
     assert_eq!(put.header("allow"), Some("GET, POST"));
 }
 
+/// The owner-routing layer looks a running event up by its path's text and leaves an id that is
+/// not one to the router: a malformed id (too long, a character outside the alphabet, decoded
+/// or not) gets the very 404 problem document an unknown event gets, and a running event's id
+/// with one character more or less is not that event.
+#[actix_rt::test]
+async fn a_malformed_event_id_gets_the_same_404_as_an_unknown_one() {
+    let app = spawn_app(Backend::MariaDb).await;
+    app.create_event(race("race", 5, 0)).await;
+    let body = registration("10K", "a@example.org").to_string();
+    let unknown = post(&app, "/v1/events/nope/registrations", &json_headers("k"), body.as_bytes()).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.code_if_problem(), "not_found");
+    let too_long = format!("/v1/events/{}/registrations", "r".repeat(65));
+    for path in [
+        too_long.as_str(),
+        "/v1/events/ra.ce/registrations",
+        "/v1/events/ra%2Ece/registrations",
+        "/v1/events/rac/registrations",
+        "/v1/events/racee/registrations",
+        "/v1/events/RACE/registrations",
+    ] {
+        let answer = post(&app, path, &json_headers("k"), body.as_bytes()).await;
+        assert_eq!(comparable(&answer), comparable(&unknown), "{path}");
+    }
+    let listing = app.admin("GET", "/v1/events/race/registrations", None).await.json();
+    assert_eq!(listing["items"].as_array().unwrap().len(), 0, "something was stored: {listing}");
+}
+
 /// The three spellings of ticket `race.q{number}`'s path: plain and decoded by the owner-routing
 /// layer, which answer it, and one whose event only the router can tell.
 fn ticket_paths(number: u32) -> [String; 3] {

@@ -253,6 +253,14 @@ impl Registry {
         }
     }
 
+    /// The event whose id is `id`, if it runs here now; starts nothing. Looked up by the id's
+    /// text (`EventId: Borrow<str>`): the owner-routing layer asks with the text of every
+    /// request's path, and making an id of it first allocated a copy per request.
+    pub fn running_event(&self, id: &str) -> Option<EventHandle> {
+        let cell = self.events.get(id)?;
+        cell.get().filter(|handle| handle.is_running()).cloned()
+    }
+
     /// The running event, started on first use when this node can own it; else its owner.
     /// Concurrent first uses share one claim and one load.
     pub async fn locate(&self, id: &EventId) -> Result<Located, ActorError> {

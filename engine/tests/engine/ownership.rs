@@ -112,3 +112,27 @@ async fn a_lapsed_tenure_refuses_the_next_decision_before_the_loss_is_reported()
     assert_eq!(event.register(register("10K", "a@x.org")).await.unwrap_err(), ActorError::Stopped);
     assert!(store.registrations(&race()).is_empty(), "nothing was decided after the lapse");
 }
+
+/// The owner-routing layer looks a running event up by its path's text: that finds the event
+/// while it runs here and nothing else, and never starts one.
+#[actix_rt::test]
+async fn a_running_event_is_found_by_its_text_while_it_runs_here() {
+    let ownership = Controlled::granting();
+    let (registry, store) = registry(ownership.clone());
+    assert!(registry.running_event("race").is_none(), "not started yet");
+    assert_eq!(store.epoch(&race()), Some(0), "a look by text starts nothing");
+    let event = registry.event(&race()).await.unwrap().unwrap();
+    let found = registry.running_event("race").expect("it runs here");
+    assert_eq!(found.config().id, race());
+    assert!(registry.running_event("rac").is_none());
+    assert!(registry.running_event("race.1").is_none());
+    ownership.lost.send_replace(true);
+    for _ in 0..100 {
+        if !event.is_running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!event.is_running(), "the actor stopped");
+    assert!(registry.running_event("race").is_none(), "a stopped event is not running here");
+}

@@ -101,6 +101,14 @@ impl<'a> Statement<'a> {
         }
     }
 
+    /// Makes room for `bytes` more of a text with its values written in (`literal`); nothing
+    /// for one with bound values, whose text is short.
+    pub fn reserve_written(&mut self, bytes: usize) {
+        if let Some(text) = &mut self.literal {
+            text.reserve(bytes);
+        }
+    }
+
     /// Where the statement's values end now, for `value_bytes_since`.
     pub fn mark(&self) -> usize {
         match &self.literal {

@@ -244,8 +244,9 @@ pub(crate) async fn execute_all(
 ) -> Result<Vec<u64>, sqlx::Error> {
     let mut matched = Vec::with_capacity(statements.len());
     while matched.len() < statements.len() {
-        let mut text = Vec::new();
-        let sent = pack(&mut text, &statements[matched.len()..])?;
+        let rest = &statements[matched.len()..];
+        let mut text = Vec::with_capacity(packed_bytes(rest));
+        let sent = pack(&mut text, rest)?;
         matched.extend(run(connection, sql_text(text)?, 0, sent, |_| Ok::<(), sqlx::Error>(())).await?);
     }
     Ok(matched)
@@ -261,8 +262,12 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
     visit: impl FnMut(&dyn RowAccess) -> Result<(), Failure>,
     then: &[Statement<'_>],
 ) -> Result<Vec<u64>, Failure> {
-    // `pack` makes room for `then`, the bulk of the text, when it gets to them.
-    let mut text = b"START TRANSACTION".to_vec();
+    // The room for the whole text, `then` the bulk of it, at once: a text started as
+    // `START TRANSACTION` alone was moved into a larger buffer when `then` came.
+    const BEGIN: &[u8] = b"START TRANSACTION";
+    let first_bytes = first.map_or(0, |first| 2 + statement_bytes(first));
+    let mut text = Vec::with_capacity(BEGIN.len() + first_bytes + packed_bytes(then));
+    text.extend_from_slice(BEGIN);
     let mut leading = 1;
     if let Some(first) = first {
         text.extend_from_slice(b";\n");
@@ -275,8 +280,8 @@ pub(crate) async fn begin_with<Failure: From<sqlx::Error>>(
 
 /// Appends statements from the start of `statements` to `text`, separated by `;`, while `text`
 /// is below `ROUND_TRIP_BYTES_MAX` (an empty `text` takes one however long); returns how many.
+/// The caller makes the room first (`packed_bytes`), when it makes `text`.
 fn pack(text: &mut Vec<u8>, statements: &[Statement<'_>]) -> Result<usize, sqlx::Error> {
-    text.reserve(packed_bytes(statements));
     let mut packed = 0;
     for statement in statements {
         if !text.is_empty() {
@@ -297,12 +302,17 @@ fn pack(text: &mut Vec<u8>, statements: &[Statement<'_>]) -> Result<usize, sqlx:
 fn packed_bytes(statements: &[Statement<'_>]) -> usize {
     statements
         .iter()
-        .map(|statement| statement.literal.as_ref().map_or_else(|| rendered_bytes(statement), Vec::len) + 2)
+        .map(|statement| statement_bytes(statement) + 2)
         .try_fold(0, |room: usize, bytes| {
             let room = room + bytes;
             if room < ROUND_TRIP_BYTES_MAX { Ok(room) } else { Err(room) }
         })
         .unwrap_or_else(|room| room)
+}
+
+/// The bytes `render` writes for `statement`, at most: its text as it is, or `rendered_bytes`.
+fn statement_bytes(statement: &Statement<'_>) -> usize {
+    statement.literal.as_ref().map_or_else(|| rendered_bytes(statement), Vec::len)
 }
 
 /// Sends one text of `leading` statements and then `counted` more, streams the rows it returns
@@ -528,9 +538,11 @@ mod tests {
         let mut written = Statement::writing(crate::store::backend::Dialect::Mysql, "INSERT INTO t VALUES ");
         written.write_value("é'\u{1}");
         let statements = [bound, written, Statement::new("SELECT 1")];
-        let mut text = Vec::new();
+        let mut text = Vec::with_capacity(packed_bytes(&statements));
+        let room = text.capacity();
         assert_eq!(pack(&mut text, &statements).unwrap(), 3);
         assert!(text.len() <= packed_bytes(&statements), "{} > {}", text.len(), packed_bytes(&statements));
+        assert_eq!(text.capacity(), room, "packed into the room made, not into a larger buffer");
         assert_eq!(packed_bytes(&[]), 0);
     }
 

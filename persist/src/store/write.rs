@@ -23,6 +23,9 @@ const PARAMETERS_PER_STATEMENT_MAX: usize = 30_000;
 /// `max_allowed_packet` (16 MiB by default on MariaDB), where rows alone would not.
 const VALUE_BYTES_PER_STATEMENT_MAX: usize = 1 << 20;
 
+/// What a row adds to a multi-row statement besides its values: `, (` and `)`.
+const ROW_FRAME_BYTES: usize = 4;
+
 /// Registrations one `UPDATE … CASE` statement changes. The database scans a `CASE` list
 /// linearly for every row it updates, so a statement's cost grows with its square.
 const CHANGES_PER_STATEMENT_MAX: usize = 100;
@@ -414,7 +417,8 @@ pub(crate) fn multi_row_inserts<'a, Row>(
     let mut statements = Vec::new();
     // The statement being built, its rows and the bytes of its values.
     let mut current: Option<(Statement<'a>, usize, usize)> = None;
-    for row in rows {
+    let mut rows = rows.into_iter();
+    while let Some(row) = rows.next() {
         let (statement, count, bytes) =
             current.get_or_insert_with(|| (Statement::writing(dialect, head), 0, 0));
         statement.push_sql(if *count > 0 { ", (" } else { "(" });
@@ -423,9 +427,20 @@ pub(crate) fn multi_row_inserts<'a, Row>(
         push_row(&mut values, row);
         // A row of another width is a bug of its builder, which the database would refuse.
         assert_eq!(values.written, columns, "a row's values for the columns of {head:.80}");
-        *bytes += statement.value_bytes_since(mark);
+        let row_bytes = statement.value_bytes_since(mark);
+        *bytes += row_bytes;
         statement.push_sql(")");
         *count += 1;
+        if *count == 1 {
+            // Room for the statement's other rows at once, each taken as long as its first and
+            // a quarter more: grown a row at a time, the text was copied into a larger buffer
+            // each time it doubled. The rows still to come are the iterator's lower bound
+            // (exact for one event's rows, nearly every batch; a bound that is short only
+            // leaves the rest to grow as before).
+            let rest = rows.size_hint().0.min(rows_per_statement - 1);
+            let room = rest.saturating_mul(row_bytes + row_bytes / 4 + ROW_FRAME_BYTES);
+            statement.reserve_written(room.min(VALUE_BYTES_PER_STATEMENT_MAX) + tail.len());
+        }
         if (*count == rows_per_statement || *bytes >= VALUE_BYTES_PER_STATEMENT_MAX)
             && let Some((mut full, ..)) = current.take()
         {
@@ -464,7 +479,7 @@ fn registration_inserts<'a>(
             values.push(Value::Utf8(row.category.as_bytes()));
             values.push(email);
             values.push(if row.status.is_active() { email } else { Value::Null });
-            values.push(details.full_name.as_str());
+            values.push(Value::Utf8(details.full_name.as_bytes()));
             values.push(details.phone.as_deref());
             values.push(details.attributes_json.as_deref());
             values.push(row.status.as_str());
@@ -473,7 +488,7 @@ fn registration_inserts<'a>(
             values.push(created_hold_expires_at);
             values.push(row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())));
             values.push(row.fingerprint);
-            values.push(details.access_token_hash.as_str());
+            values.push(Value::Utf8(details.access_token_hash.as_bytes()));
             values.push(row.created_seq);
             values.push(row.created_at);
             values.push(row.updated_at);

@@ -137,8 +137,10 @@ fn answer(
     if let Some(feed) = feed {
         // Before the answers: once a registrant is told of the commit, the worker may know it.
         let mut creations = CommittedCreations::new();
+        // Room for an event's creations at once: at most one per effect of the batch.
+        let room = submissions.iter().map(|submission| submission.effects.len()).sum();
         for submission in submissions.iter().filter(|submission| stored(report, submission)) {
-            hand_over_later(&mut creations, submission);
+            hand_over_later(&mut creations, submission, room);
         }
         feed.hand_over(creations);
     }
@@ -167,15 +169,21 @@ fn stored(report: &BatchReport, submission: &Submission) -> bool {
     !report.missing.contains(&submission.event) && report.committed(&submission.event, submission.epoch)
 }
 
-/// Adds a committed submission's creations to those its batch hands over.
-fn hand_over_later(creations: &mut CommittedCreations, submission: &Submission) {
+/// Adds a committed submission's creations to those its batch hands over; an event's first
+/// takes `room` for all of them (grown a submission at a time, its list was moved into a larger
+/// buffer every time it doubled).
+fn hand_over_later(creations: &mut CommittedCreations, submission: &Submission, room: usize) {
     let mut created = CommittedCreation::of_effects(&submission.effects).peekable();
     if created.peek().is_none() {
         return;
     }
     match creations.iter_mut().find(|(event, _)| *event == submission.event) {
         Some((_, event_creations)) => event_creations.extend(created),
-        None => creations.push((submission.event.clone(), created.collect())),
+        None => {
+            let mut event_creations = Vec::with_capacity(room);
+            event_creations.extend(created);
+            creations.push((submission.event.clone(), event_creations));
+        }
     }
 }
 

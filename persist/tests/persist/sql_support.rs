@@ -204,7 +204,7 @@ pub fn register(category: &str, email: &str) -> Register {
             full_name: "Ana Runner".into(),
             phone: Some("+41 79 000 00 00".into()),
             attributes_json: Some(r#"{"shirt":"M"}"#.into()),
-            access_token_hash: format!("hash-of-{email}"),
+            access_token_hash: format!("hash-of-{email}").into(),
         }),
         queue_pass: None,
     }
