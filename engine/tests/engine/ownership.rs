@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kuota_engine::actor::{ActorError, Located, Registry, RegistryConfig};
+use kuota_engine::actor::{ActorError, EventHandle, Located, Registry, RegistryConfig};
 use kuota_engine::memory::MemoryStore;
 use kuota_engine::ownership::{Claim, Owner, Ownership, OwnershipError, Tenure};
 use kuota_engine::store::{BoxFuture, submission_channel};
@@ -85,13 +85,8 @@ async fn an_event_owned_elsewhere_is_located_there_and_never_loaded_here() {
     assert_eq!(registry.owned_events(), 0);
 }
 
-#[actix_rt::test]
-async fn an_actor_steps_down_when_its_ownership_is_reported_lost() {
-    let ownership = Controlled::granting();
-    let (registry, _store) = registry(ownership.clone());
-    let event = registry.event(&race()).await.unwrap().unwrap();
-    assert!(matches!(event.register(register("10K", "a@x.org")).await, Ok(Outcome::Decided(_))));
-    ownership.lost.send_replace(true);
+/// Waits (up to a second) for `event`'s actor to stop after its loss was reported.
+async fn wait_until_stopped(event: &EventHandle) {
     for _ in 0..100 {
         if !event.is_running() {
             break;
@@ -99,6 +94,16 @@ async fn an_actor_steps_down_when_its_ownership_is_reported_lost() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!event.is_running(), "the actor stopped");
+}
+
+#[actix_rt::test]
+async fn an_actor_steps_down_when_its_ownership_is_reported_lost() {
+    let ownership = Controlled::granting();
+    let (registry, _store) = registry(ownership.clone());
+    let event = registry.event(&race()).await.unwrap().unwrap();
+    assert!(matches!(event.register(register("10K", "a@x.org")).await, Ok(Outcome::Decided(_))));
+    ownership.lost.send_replace(true);
+    wait_until_stopped(&event).await;
     assert_eq!(event.register(register("10K", "b@x.org")).await.unwrap_err(), ActorError::Stopped);
 }
 
@@ -127,12 +132,6 @@ async fn a_running_event_is_found_by_its_text_while_it_runs_here() {
     assert!(registry.running_event("rac").is_none());
     assert!(registry.running_event("race.1").is_none());
     ownership.lost.send_replace(true);
-    for _ in 0..100 {
-        if !event.is_running() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!event.is_running(), "the actor stopped");
+    wait_until_stopped(&event).await;
     assert!(registry.running_event("race").is_none(), "a stopped event is not running here");
 }
