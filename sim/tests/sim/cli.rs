@@ -51,3 +51,15 @@ fn a_written_report_has_a_self_contained_html_page_beside_it() {
     assert!(html.contains("<table>"));
     assert!(std::fs::read_to_string(report).unwrap().contains("report-opening.svg"));
 }
+
+#[test]
+fn a_fault_seed_is_refused_without_random_faults_and_for_a_queued_scenario() {
+    let path = scenario_file("fault_seed_alone", SMALL_SCENARIO);
+    let output = kuota_sim(&["run", path.to_str().unwrap(), "--fault-seed", "5"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--random-faults"), "{}", stderr(&output));
+    let queued = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/race-10k-queue.toml");
+    let output = kuota_sim(&["run", queued, "--random-faults", "--fault-seed", "5", "--no-sweep"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--fault-seed"), "{}", stderr(&output));
+}
