@@ -460,7 +460,7 @@ fn run_command(args: &RunArgs) -> ExitCode {
     let (text, result, verdict) = match args.target_p99_ms {
         None => {
             let result = match replayed {
-                Some(fault_seed) => swarm::replay(&scenario, seed, fault_seed, options).1,
+                Some(fault_seed) => swarm::replay(&scenario, seed, fault_seed, options),
                 None => simulate(&scenario, seed, options),
             };
             let verdict =

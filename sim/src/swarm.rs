@@ -52,20 +52,14 @@ pub fn crowd_seed_of(meta_seed: u64, index: u64) -> u64 {
 }
 
 /// The run of the seed whose faults are drawn from `fault_seed` on the crowd of `crowd_seed`,
-/// alone: what the swarm ran for it, and what `kuota-sim run --random-faults` reports. Returns
-/// the scenario with those faults, for the report.
-pub fn replay(
-    scenario: &Scenario,
-    crowd_seed: u64,
-    fault_seed: u64,
-    options: RunOptions,
-) -> (Scenario, RunResult) {
+/// alone: what the swarm ran for it, and what `kuota-sim run --random-faults` reports.
+pub fn replay(scenario: &Scenario, crowd_seed: u64, fault_seed: u64, options: RunOptions) -> RunResult {
     let member = with_random_faults(scenario, fault_seed);
     let mut found = None;
     simulate_forked(&member, crowd_seed, std::slice::from_ref(&member), options, |_, result| {
         found = Some(result)
     });
-    (member, found.expect("simulate_forked runs every member"))
+    found.expect("simulate_forked runs every member")
 }
 
 /// The fault schedule of `seed`: one to `FAULTS_PER_SEED_MAX` faults of any kind, each starting

@@ -235,11 +235,7 @@ pub struct Agenda {
 /// nothing took 2.6 % of a forked seed's time.
 impl Clone for Agenda {
     fn clone(&self) -> Self {
-        fn with_room<T: Copy>(events: &Vec<T>) -> Vec<T> {
-            let mut copy = Vec::with_capacity(events.capacity());
-            copy.extend_from_slice(events);
-            copy
-        }
+        use super::with_room;
         Agenda {
             first: self.first.clone(),
             last: self.last.clone(),

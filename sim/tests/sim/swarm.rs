@@ -148,7 +148,7 @@ fn a_seed_runs_the_same_alone_as_among_the_seeds_of_its_crowd() {
             together[member] = Some(summary(&result));
         });
         for (member, seed) in seeds.iter().enumerate() {
-            let alone = swarm::replay(&scenario, crowd_seed, *seed, options).1;
+            let alone = swarm::replay(&scenario, crowd_seed, *seed, options);
             assert_eq!(together[member].as_ref(), Some(&summary(&alone)), "seed {seed}");
         }
     }
@@ -160,10 +160,9 @@ fn a_forked_seed_counts_only_what_a_full_replay_counts() {
     let scenario = Scenario::parse(FAULT_SCENARIO, "fault-race").unwrap();
     let crowd_seed = swarm::crowd_seed_of(scenario.seed, 3);
     let seed = swarm::seed_of(scenario.seed, 3);
-    let full = swarm::replay(&scenario, crowd_seed, seed, RunOptions::default()).1;
+    let full = swarm::replay(&scenario, crowd_seed, seed, RunOptions::default());
     let counts =
-        swarm::replay(&scenario, crowd_seed, seed, RunOptions { counts_only: true, ..RunOptions::default() })
-            .1;
+        swarm::replay(&scenario, crowd_seed, seed, RunOptions { counts_only: true, ..RunOptions::default() });
     assert_eq!(summary(&full), summary(&counts));
     assert!(!full.metrics.registration_latency.is_empty());
     assert!(!full.metrics.faults.is_empty(), "a replay reports each fault's figures");
