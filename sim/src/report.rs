@@ -369,6 +369,13 @@ fn registrants_section(out: &mut String, scenario: &Scenario, result: &RunResult
 
 fn seats_section(out: &mut String, result: &RunResult) {
     let _ = writeln!(out, "## Seats at the end (`EventQuota::availability()`)\n");
+    if result.availability.is_empty() {
+        let _ = writeln!(
+            out,
+            "No engine held the event at the end: nobody served it and the store did not load (see the checks).\n"
+        );
+        return;
+    }
     let _ = writeln!(out, "| category | capacity | confirmed | held | available | waitlisted |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for category in &result.availability {

@@ -133,6 +133,8 @@ pub struct RunOptions {
 pub struct RunResult {
     pub seed: u64,
     pub metrics: Metrics,
+    /// The engine's seats at the end; empty when no engine held the event then (nobody served
+    /// it and the store did not load: a violation).
     pub availability: Vec<kuota_engine::CategoryAvailability>,
     pub final_states: [u64; FinalState::ALL.len()],
     /// Registrants whose waitlisted registration got a seat.
