@@ -213,7 +213,7 @@ pub enum RestoreError {
 }
 
 /// One event's quota state. See the module documentation.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct EventQuota {
     config: EventConfig,
     categories: Vec<CategoryState>,
@@ -247,6 +247,81 @@ struct Tables {
     holds: BTreeSet<(Timestamp, RegistrationId)>,
     idempotency_entries: VecDeque<IdempotencyEntry>,
     idempotency: Map<KeyDigest, u64>,
+}
+
+/// `clone_from` copies into the tables `self` already allocated: the simulator copies one
+/// event's state into the same run again and again (its forked seeds), and fresh tables of a
+/// 10,000-seat event are megabytes that page faults must get again. Both list every field, so
+/// that a new one cannot be left out of either.
+impl Clone for EventQuota {
+    fn clone(&self) -> Self {
+        let EventQuota {
+            config,
+            categories,
+            slots,
+            registrants,
+            holds,
+            idempotency_entries,
+            idempotency_front,
+            idempotency,
+            active,
+            last_seq,
+            durable_seq,
+            latest_now,
+            applies,
+            queue,
+        } = self;
+        EventQuota {
+            config: config.clone(),
+            categories: categories.clone(),
+            slots: slots.clone(),
+            registrants: registrants.clone(),
+            holds: holds.clone(),
+            idempotency_entries: idempotency_entries.clone(),
+            idempotency_front: *idempotency_front,
+            idempotency: idempotency.clone(),
+            active: *active,
+            last_seq: *last_seq,
+            durable_seq: *durable_seq,
+            latest_now: *latest_now,
+            applies: *applies,
+            queue: queue.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let EventQuota {
+            config,
+            categories,
+            slots,
+            registrants,
+            holds,
+            idempotency_entries,
+            idempotency_front,
+            idempotency,
+            active,
+            last_seq,
+            durable_seq,
+            latest_now,
+            applies,
+            queue,
+        } = source;
+        self.config.clone_from(config);
+        self.categories.clone_from(categories);
+        self.slots.clone_from(slots);
+        // A map with as many buckets as the source's is copied in place, else allocated again.
+        self.registrants.clone_from(registrants);
+        self.holds.clone_from(holds);
+        self.idempotency_entries.clone_from(idempotency_entries);
+        self.idempotency_front = *idempotency_front;
+        self.idempotency.clone_from(idempotency);
+        self.active = *active;
+        self.last_seq = *last_seq;
+        self.durable_seq = *durable_seq;
+        self.latest_now = *latest_now;
+        self.applies = *applies;
+        self.queue.clone_from(queue);
+    }
 }
 
 impl fmt::Debug for EventQuota {

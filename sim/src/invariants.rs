@@ -204,6 +204,31 @@ impl Clone for StoreView {
             violations: self.violations.clone(),
         }
     }
+
+    fn clone_from(&mut self, source: &Self) {
+        let StoreView {
+            codes,
+            parsed_codes,
+            capacity,
+            figures,
+            registrations,
+            active_of,
+            last_seq,
+            decisions,
+            break_model,
+            violations,
+        } = source;
+        self.codes.clone_from(codes);
+        self.parsed_codes.clone_from(parsed_codes);
+        self.capacity.clone_from(capacity);
+        self.figures.clone_from(figures);
+        self.registrations.clone_from(registrations);
+        self.active_of.clone_from(active_of);
+        self.last_seq = *last_seq;
+        self.decisions.clone_from(decisions);
+        self.break_model = *break_model;
+        self.violations.clone_from(violations);
+    }
 }
 
 impl StoreView {
@@ -252,14 +277,13 @@ impl StoreView {
         }
     }
 
-    /// The violations found, and the buffers for another view.
-    pub fn into_parts(self) -> (Violations, StoreBuffers) {
-        let buffers = StoreBuffers {
+    /// The buffers, for another view.
+    pub fn into_buffers(self) -> StoreBuffers {
+        StoreBuffers {
             registrations: self.registrations,
             active_of: self.active_of,
             decisions: self.decisions.unwrap_or_default(),
-        };
-        (self.violations, buffers)
+        }
     }
 
     /// The registrant of a stored registration.

@@ -425,3 +425,32 @@ fn an_event_made_in_a_used_events_tables_is_a_new_event() {
     let rebuilt = QuotaBuilder::new_reusing(config.clone(), used).unwrap().finish(1, Seq(0)).unwrap();
     assert!(rebuilt == QuotaBuilder::new(config).unwrap().finish(1, Seq(0)).unwrap());
 }
+
+#[test]
+fn a_quota_cloned_into_another_is_the_source_and_decides_as_the_source_does() {
+    // `clone_from` copies into the tables the target already has (the simulator's forked runs):
+    // whatever the target held before, event, registrations and keys, it must be the source's
+    // state after, and decide the next requests as the source does.
+    let mut source = quota(&[("5K", 3), ("10K", 2)], 30);
+    decide(&mut source, keyed(register("5K", "a@x.org"), "key-a", 1), START);
+    decide(&mut source, register("10K", "b@x.org"), START);
+    durable(&mut source);
+    let mut target = quota(&[("42K", 50)], 0);
+    for n in 0..40 {
+        decide(&mut target, keyed(register("42K", &format!("t{n}@x.org")), &format!("t-{n}"), n), START);
+    }
+    target.clone_from(&source);
+    assert!(target == source, "{target:?} is not {source:?}");
+    target.check_invariants_fully();
+    let later = START.plus_seconds(1);
+    for request in [
+        keyed(register("5K", "a@x.org"), "key-a", 1),
+        register("10K", "b@x.org"),
+        register("10K", "c@x.org"),
+        register("10K", "d@x.org"),
+        register("42K", "t1@x.org"),
+    ] {
+        assert_eq!(decide(&mut target, request.clone(), later), decide(&mut source, request, later));
+    }
+    assert!(target == source);
+}

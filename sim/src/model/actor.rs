@@ -50,7 +50,7 @@ pub(super) enum ActorState {
     Stopped,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct Actor {
     pub(super) quota: EventQuota,
     /// This life of the actor, for its timers (see `EventKind::ActorDone`).
@@ -71,6 +71,65 @@ pub(super) struct Actor {
     pub(super) load_wait_until: Option<Micros>,
     pub(super) fast_path: FastPath,
     waitlist_length_max: u32,
+}
+
+/// `clone_from` copies into what `self` allocated, the quota's tables above all (see
+/// `Simulation`'s `clone_from`).
+impl Clone for Actor {
+    fn clone(&self) -> Self {
+        Actor {
+            quota: self.quota.clone(),
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+            node: self.node,
+            state: self.state,
+            mailbox: self.mailbox.clone(),
+            requests_in_mailbox: self.requests_in_mailbox,
+            current: self.current,
+            pending: self.pending.clone(),
+            expire_job_queued: self.expire_job_queued,
+            tick_at: self.tick_at,
+            load_work: self.load_work,
+            load_wait_until: self.load_wait_until,
+            fast_path: self.fast_path.clone(),
+            waitlist_length_max: self.waitlist_length_max,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Actor {
+            quota,
+            incarnation,
+            epoch,
+            node,
+            state,
+            mailbox,
+            requests_in_mailbox,
+            current,
+            pending,
+            expire_job_queued,
+            tick_at,
+            load_work,
+            load_wait_until,
+            fast_path,
+            waitlist_length_max,
+        } = source;
+        self.quota.clone_from(quota);
+        self.incarnation = *incarnation;
+        self.epoch = *epoch;
+        self.node = *node;
+        self.state = *state;
+        self.mailbox.clone_from(mailbox);
+        self.requests_in_mailbox = *requests_in_mailbox;
+        self.current = *current;
+        self.pending.clone_from(pending);
+        self.expire_job_queued = *expire_job_queued;
+        self.tick_at = *tick_at;
+        self.load_work = *load_work;
+        self.load_wait_until = *load_wait_until;
+        self.fast_path.clone_from(fast_path);
+        self.waitlist_length_max = *waitlist_length_max;
+    }
 }
 
 impl Actor {

@@ -251,6 +251,47 @@ impl Clone for Agenda {
             next_order: self.next_order,
         }
     }
+
+    /// Into the vectors `self` has, with their room: each of the source's buckets that holds
+    /// events is copied into `self`'s bucket, given one of `self`'s spares when it has no vector
+    /// (as `put_in_ring` does). `self` keeps its own spares, all empty, whatever the source's
+    /// are, so that it allocates a vector only when it has none left, and never holds more than
+    /// `RING_BUCKETS` of them (see `spare`).
+    fn clone_from(&mut self, source: &Self) {
+        let Agenda {
+            first,
+            last,
+            due,
+            due_words,
+            links,
+            current_bucket,
+            ring,
+            spare: _,
+            occupied,
+            in_ring,
+            far,
+            next_order,
+        } = source;
+        self.first.clone_from(first);
+        self.last.clone_from(last);
+        self.due = *due;
+        self.due_words = *due_words;
+        self.links.clone_from(links);
+        self.current_bucket = *current_bucket;
+        for (bucket, events) in self.ring.iter_mut().zip(ring) {
+            if bucket.capacity() == 0
+                && !events.is_empty()
+                && let Some(spare) = self.spare.pop()
+            {
+                *bucket = spare;
+            }
+            bucket.clone_from(events);
+        }
+        self.occupied = *occupied;
+        self.in_ring = *in_ring;
+        self.far.clone_from(far);
+        self.next_order = *next_order;
+    }
 }
 
 impl Default for Agenda {
@@ -580,6 +621,45 @@ mod tests {
                 .collect();
             assert_eq!(taken, scheduled, "{events} events");
         }
+    }
+
+    #[test]
+    fn an_agenda_cloned_into_another_gives_the_sources_events_in_its_order() {
+        // `clone_from` copies into the vectors the target has (`simulate_forked` copies its
+        // trunk into one member after another): whatever the target held and however far it
+        // had gone, it must give the source's events, and take new ones, as the source does.
+        let mut rng = crate::random::Rng::new(9, crate::random::Stream::System);
+        let mut source = Agenda::default();
+        let mut target = Agenda::default();
+        for agenda in [&mut source, &mut target] {
+            for request in 0..5_000 {
+                agenda.schedule(rng.below(20_000_000), EventKind::NodeIngress { request });
+            }
+        }
+        // The target has gone further than the source: its buckets and spares differ.
+        for _ in 0..3_000 {
+            target.pop();
+        }
+        for _ in 0..1_000 {
+            source.pop();
+        }
+        target.clone_from(&source);
+        let mut now = 0;
+        for step in 0..4_000u32 {
+            let (Some(expected), Some(got)) = (source.pop(), target.pop()) else {
+                panic!("the agendas ran out at step {step}");
+            };
+            assert_eq!(got, expected, "step {step}");
+            now = expected.0;
+            let later = now + rng.below(9_000_000);
+            source.schedule(later, EventKind::ClientAnswer { request: step });
+            target.schedule(later, EventKind::ClientAnswer { request: step });
+        }
+        assert!(now > 0);
+        assert_eq!(
+            std::iter::from_fn(|| source.pop()).collect::<Vec<_>>(),
+            std::iter::from_fn(|| target.pop()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

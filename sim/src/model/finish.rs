@@ -8,7 +8,7 @@ use super::{RunResult, Simulation};
 use crate::invariants::{
     CHECK_ACKNOWLEDGED, CHECK_ANSWERED, CHECK_CLIENT_CAPACITY, CHECK_RELOAD, StoreView, StoredStatus,
 };
-use crate::metrics::FinalState;
+use crate::metrics::{FinalState, Metrics};
 
 /// Where a registrant's story ended: the store's status of the registration the engine gave
 /// them when there is one (whether or not they heard of it), else what they last heard.
@@ -36,7 +36,17 @@ fn final_state(index: u32, registrant: &Registrant, store: &StoreView) -> FinalS
 }
 
 impl Simulation<'_> {
+    /// `conclude`, then what the run allocated is kept for the thread's next run.
     pub(super) fn finish(mut self) -> RunResult {
+        let result = self.conclude();
+        self.keep_spares();
+        result
+    }
+
+    /// The run's result, with the checks that need the whole run. What the run allocated stays
+    /// in `self` (for `keep_spares`, or to be copied into by `clone_from`); its figures and
+    /// violations move into the result.
+    pub(super) fn conclude(&mut self) -> RunResult {
         let mut final_states = [0u64; FinalState::ALL.len()];
         for (index, registrant) in self.registrants.iter().enumerate() {
             if registrant.suite_probe {
@@ -68,40 +78,33 @@ impl Simulation<'_> {
         if engine_at_end {
             self.store.check_against_engine(&self.actor.quota);
         }
-        let Simulation {
-            seed,
+        let empty = Metrics::counts_only(self.metrics.window);
+        let metrics = std::mem::replace(&mut self.metrics, empty);
+        RunResult {
+            seed: self.seed,
+            availability: if engine_at_end { self.actor.quota.availability() } else { Vec::new() },
+            final_states,
+            promoted_registrants: metrics.effects.promoted,
+            violations: std::mem::take(&mut self.store.violations),
+            end_at: self.now,
             metrics,
-            store,
-            actor,
-            now,
-            fenced_batches,
-            reloads,
-            mut agenda,
-            registrants,
-            requests,
-            ..
-        } = self;
+            fenced_batches: self.fenced_batches,
+            reloads: self.reloads,
+        }
+    }
+
+    /// Keeps what the run allocated for the thread's next run (see `Spare`).
+    pub(super) fn keep_spares(self) {
+        let Simulation { mut agenda, store, actor, registrants, requests, .. } = self;
         agenda.clear();
-        let (violations, store_buffers) = store.into_parts();
+        let store_buffers = store.into_buffers();
         super::SPARE.with_borrow_mut(|spare| {
             spare.agenda = Some(agenda);
             spare.registrants = registrants;
             spare.requests = requests.into_slots();
             spare.store = store_buffers;
         });
-        let availability = if engine_at_end { actor.quota.availability() } else { Vec::new() };
         super::keep_spare_quota(actor.quota);
-        RunResult {
-            seed,
-            availability,
-            final_states,
-            promoted_registrants: metrics.effects.promoted,
-            violations,
-            end_at: now,
-            metrics,
-            fenced_batches,
-            reloads,
-        }
     }
 
     /// Every registrant who heard a 201 or 202 finds that registration stored, as theirs.

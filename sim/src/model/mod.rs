@@ -213,13 +213,25 @@ pub fn simulate_forked(
         .collect();
     order.sort_unstable();
     let Some((&(last_at, last), others)) = order.split_last() else { return };
+    // One member at a time, copied into the tables the one before it allocated.
+    let mut member: Option<Simulation> = None;
     for &(fork_at, index) in others {
         trunk.run_until(fork_at);
-        each(index, trunk.clone().run_with_faults(&members[index]));
+        let member = match &mut member {
+            Some(member) => {
+                member.clone_from(&trunk);
+                member
+            }
+            None => member.insert(trunk.clone()),
+        };
+        each(index, member.run_with_faults(&members[index]));
     }
+    drop(member);
     // The last member takes the trunk itself.
     trunk.run_until(last_at);
-    each(last, trunk.run_with_faults(&members[last]));
+    let result = trunk.run_with_faults(&members[last]);
+    trunk.keep_spares();
+    each(last, result);
 }
 
 /// Scenario figures in the simulator's units.
@@ -355,6 +367,14 @@ impl Clone for Requests {
             in_flight: self.in_flight,
             next_serial: self.next_serial,
         }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Requests { slots, free, in_flight, next_serial } = source;
+        self.slots.clone_from(slots);
+        self.free.clone_from(free);
+        self.in_flight = *in_flight;
+        self.next_serial = *next_serial;
     }
 }
 
@@ -510,6 +530,76 @@ impl Clone for Simulation<'_> {
             effects_scratch: with_room(&self.effects_scratch),
         }
     }
+
+    /// Into what `self` allocated, its tables and queues keeping their room: `simulate_forked`
+    /// copies its trunk into one member after another. Every field is named, so that a new one
+    /// cannot be left out.
+    fn clone_from(&mut self, source: &Self) {
+        let Simulation {
+            scenario,
+            seed,
+            settings,
+            now,
+            agenda,
+            arrivals,
+            next_arrival,
+            behaviour_rng,
+            system_rng,
+            demand_cumulative,
+            codes,
+            details,
+            registrants,
+            requests,
+            patience,
+            nodes,
+            actor,
+            writer,
+            zombies,
+            cluster,
+            faults,
+            health,
+            store,
+            metrics,
+            progress,
+            break_fencing,
+            fenced_batches,
+            reloads,
+            suite,
+            suite_rng,
+            effects_scratch,
+        } = source;
+        self.scenario = scenario;
+        self.seed = *seed;
+        self.settings = *settings;
+        self.now = *now;
+        self.agenda.clone_from(agenda);
+        self.arrivals.clone_from(arrivals);
+        self.next_arrival = *next_arrival;
+        self.behaviour_rng.clone_from(behaviour_rng);
+        self.system_rng.clone_from(system_rng);
+        self.demand_cumulative.clone_from(demand_cumulative);
+        self.codes.clone_from(codes);
+        self.details.clone_from(details);
+        self.registrants.clone_from(registrants);
+        self.requests.clone_from(requests);
+        self.patience.clone_from(patience);
+        self.nodes.clone_from(nodes);
+        self.actor.clone_from(actor);
+        self.writer.clone_from(writer);
+        self.zombies.clone_from(zombies);
+        self.cluster.clone_from(cluster);
+        self.faults.clone_from(faults);
+        self.health.clone_from(health);
+        self.store.clone_from(store);
+        self.metrics.clone_from(metrics);
+        self.progress.clone_from(progress);
+        self.break_fencing = *break_fencing;
+        self.fenced_batches = *fenced_batches;
+        self.reloads = *reloads;
+        self.suite.clone_from(suite);
+        self.suite_rng.clone_from(suite_rng);
+        self.effects_scratch.clone_from(effects_scratch);
+    }
 }
 
 /// A copy of `items` with the room of the original, not only its length (what `Vec::clone` gives).
@@ -634,12 +724,12 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    /// A trunk of `simulate_forked`, or a clone of it, run to its end with `scenario`'s faults.
-    fn run_with_faults(mut self, scenario: &'a Scenario) -> RunResult {
+    /// A trunk of `simulate_forked`, or a copy of it, run to its end with `scenario`'s faults.
+    fn run_with_faults(&mut self, scenario: &'a Scenario) -> RunResult {
         self.join_faults(scenario);
         self.run_until(Micros::MAX);
         self.progress.finish();
-        self.finish()
+        self.conclude()
     }
 
     /// `scenario`'s faults join a run of the trunk of `simulate_forked`, due before none of them.

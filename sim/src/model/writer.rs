@@ -46,7 +46,7 @@ struct Batch {
     timed_out: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct Writer {
     /// Names this writer in its timers (see `EventKind::FlushDue`).
     pub(super) id: Incarnation,
@@ -82,6 +82,52 @@ type SpareQueues = (VecDeque<Submission>, VecDeque<Effect>);
 
 thread_local! {
     static SPARE_QUEUES: RefCell<Option<SpareQueues>> = const { RefCell::new(None) };
+}
+
+/// `clone_from` copies into the queues `self` allocated (see `Simulation`'s `clone_from`).
+impl Clone for Writer {
+    fn clone(&self) -> Self {
+        Writer {
+            id: self.id,
+            queue: self.queue.clone(),
+            queued: self.queued.clone(),
+            batched: self.batched,
+            next_submission: self.next_submission,
+            connections_busy: self.connections_busy,
+            in_flight: self.in_flight.clone(),
+            free_slots: self.free_slots.clone(),
+            committed: self.committed.clone(),
+            durable_below: self.durable_below,
+            flush_at: self.flush_at,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Writer {
+            id,
+            queue,
+            queued,
+            batched,
+            next_submission,
+            connections_busy,
+            in_flight,
+            free_slots,
+            committed,
+            durable_below,
+            flush_at,
+        } = source;
+        self.id = *id;
+        self.queue.clone_from(queue);
+        self.queued.clone_from(queued);
+        self.batched = *batched;
+        self.next_submission = *next_submission;
+        self.connections_busy = *connections_busy;
+        self.in_flight.clone_from(in_flight);
+        self.free_slots.clone_from(free_slots);
+        self.committed.clone_from(committed);
+        self.durable_below = *durable_below;
+        self.flush_at = *flush_at;
+    }
 }
 
 impl Writer {
