@@ -251,41 +251,25 @@ struct Tables {
 
 /// `clone_from` copies into the tables `self` already allocated: the simulator copies one
 /// event's state into the same run again and again (its forked seeds), and fresh tables of a
-/// 10,000-seat event are megabytes that page faults must get again. Both list every field, so
-/// that a new one cannot be left out of either.
+/// 10,000-seat event are megabytes that page faults must get again. Both name every field (a
+/// struct literal, a pattern without `..`), so that a new one cannot be left out of either.
 impl Clone for EventQuota {
     fn clone(&self) -> Self {
-        let EventQuota {
-            config,
-            categories,
-            slots,
-            registrants,
-            holds,
-            idempotency_entries,
-            idempotency_front,
-            idempotency,
-            active,
-            last_seq,
-            durable_seq,
-            latest_now,
-            applies,
-            queue,
-        } = self;
         EventQuota {
-            config: config.clone(),
-            categories: categories.clone(),
-            slots: slots.clone(),
-            registrants: registrants.clone(),
-            holds: holds.clone(),
-            idempotency_entries: idempotency_entries.clone(),
-            idempotency_front: *idempotency_front,
-            idempotency: idempotency.clone(),
-            active: *active,
-            last_seq: *last_seq,
-            durable_seq: *durable_seq,
-            latest_now: *latest_now,
-            applies: *applies,
-            queue: queue.clone(),
+            config: self.config.clone(),
+            categories: self.categories.clone(),
+            slots: self.slots.clone(),
+            registrants: self.registrants.clone(),
+            holds: self.holds.clone(),
+            idempotency_entries: self.idempotency_entries.clone(),
+            idempotency_front: self.idempotency_front,
+            idempotency: self.idempotency.clone(),
+            active: self.active,
+            last_seq: self.last_seq,
+            durable_seq: self.durable_seq,
+            latest_now: self.latest_now,
+            applies: self.applies,
+            queue: self.queue.clone(),
         }
     }
 
