@@ -32,7 +32,7 @@ use kuota_engine::ownership::Owner;
 use crate::cluster::{FORWARD_TOKEN, FORWARDED_BY, ForwardedClient, LocatedHere, NOT_OWNER, OWNER};
 use crate::error::ApiError;
 use crate::forward::{self, ForwardError, Outgoing, PeerAddress};
-use crate::http::read_bounded;
+use crate::http::{DispatcherFedBody, read_bounded};
 use crate::metrics;
 use crate::middleware::label_route;
 use crate::owner_cache::FAILING_OWNER_ENTRY_MS_MAX;
@@ -337,6 +337,8 @@ async fn serve_here(
     // The route label the resource would have given, for the request metrics.
     label_route(&request, route.pattern);
     let (request, payload) = request.into_parts();
+    // This future is the dispatcher's service call: its body wakes nobody (`DispatcherFedBody`).
+    let payload = DispatcherFedBody(payload);
     let answer = match submitted {
         Submitted::Registration => {
             register::answer(state, &route.event, Some(event), &request, payload).await
