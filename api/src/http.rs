@@ -60,9 +60,7 @@ pub async fn json_body<S>(
 where
     S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
 {
-    let content_type =
-        request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    if !is_json(content_type) {
+    if !names_json(request.headers().get(header::CONTENT_TYPE)) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let declared = request
@@ -74,6 +72,15 @@ where
         return Err(ApiError::PayloadTooLarge { limit_bytes });
     }
     read_bounded(&mut payload, declared.unwrap_or(0), limit_bytes).await
+}
+
+/// Whether a request's `Content-Type` names JSON (`is_json`); a missing one, or one that is not
+/// visible ASCII, names nothing.
+fn names_json(content_type: Option<&header::HeaderValue>) -> bool {
+    // What nearly every client sends, compared as bytes: `to_str` first checks every byte to be
+    // visible ASCII, about 140 instructions per registration (callgrind).
+    content_type.is_some_and(|value| value.as_bytes() == b"application/json")
+        || is_json(content_type.and_then(|value| value.to_str().ok()).unwrap_or(""))
 }
 
 /// Whether a `Content-Type` names JSON: `application/json` or `application/*+json`, in any
@@ -262,6 +269,29 @@ mod tests {
             1,
             "the stream had the task's waker"
         );
+    }
+
+    /// A header names JSON as its text does (none when it is not visible ASCII, or missing).
+    #[test]
+    fn a_content_type_header_names_json_as_its_text_does() {
+        let values: [&[u8]; 9] = [
+            b"application/json",
+            b"application/jsoN",
+            b"application/json ",
+            b"application/json\t",
+            b"application/problem+json",
+            b"application/json; charset=utf-8",
+            b"application/json\xc3\xa9",
+            b"\xffapplication/json",
+            b"",
+        ];
+        for bytes in values {
+            let value = header::HeaderValue::from_bytes(bytes).unwrap();
+            let by_text = is_json(value.to_str().unwrap_or(""));
+            assert_eq!(names_json(Some(&value)), by_text, "{bytes:?}");
+        }
+        assert!(names_json(Some(&header::HeaderValue::from_static("application/json"))));
+        assert_eq!(names_json(None), is_json(""));
     }
 
     #[test]
