@@ -22,8 +22,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use kuota_engine::{
-    CategoryCode, CategoryConfig, Email, EventConfig, EventId, FullName, Idempotency, IdempotencyKey,
-    QuotaLimits, Register, RegistrationDetails, Timestamp, limits,
+    CategoryCode, CategoryConfig, CheckedEmail, Email, EventConfig, EventId, FullName, Idempotency,
+    IdempotencyKey, QuotaLimits, Register, RegistrationDetails, Timestamp, limits,
 };
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
@@ -267,7 +267,8 @@ impl Fields {
 #[derive(Debug)]
 pub struct RegistrationRequest {
     pub category: CategoryCode,
-    pub registrant: Email,
+    /// Checked; its digest is made by `into_register`, past the sold-out answer.
+    pub registrant: CheckedEmail,
     pub waitlist: bool,
     full_name: FullName,
     phone: Option<String>,
@@ -302,7 +303,7 @@ impl RegistrationRequest {
         };
         let register = Register {
             category: self.category,
-            registrant: self.registrant,
+            registrant: Email::from(self.registrant),
             idempotency: Some(Idempotency { key, fingerprint }),
             waitlist: self.waitlist,
             details: Arc::new(details),
@@ -639,7 +640,7 @@ fn check_registration(
             Err(error) => fields.fail("category", error.to_string()),
         }
     });
-    let email = fields.text(found.email, "email", true).and_then(|text| match Email::parse(text) {
+    let email = fields.text(found.email, "email", true).and_then(|text| match CheckedEmail::parse(text) {
         Ok(email) => Some(email),
         Err(error) => fields.fail("email", error.to_string()),
     });
@@ -894,13 +895,14 @@ pub struct NewTicket {
 }
 
 /// Parses `POST /v1/events/{event_id}/queue`: `{email}`.
-pub fn queue_join(body: &[u8]) -> Result<Email, ApiError> {
+pub fn queue_join(body: &[u8]) -> Result<CheckedEmail, ApiError> {
     let mut fields = Fields::default();
     let new: NewTicket = read_closed(json_object(body)?, "", &mut fields.errors)?;
-    let email = fields.text(new.email.as_deref(), "email", true).and_then(|text| match Email::parse(text) {
-        Ok(email) => Some(email),
-        Err(error) => fields.fail("email", error.to_string()),
-    });
+    let email =
+        fields.text(new.email.as_deref(), "email", true).and_then(|text| match CheckedEmail::parse(text) {
+            Ok(email) => Some(email),
+            Err(error) => fields.fail("email", error.to_string()),
+        });
     fields.finish(email)
 }
 
