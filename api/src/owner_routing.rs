@@ -32,9 +32,9 @@ use kuota_engine::ownership::Owner;
 use crate::cluster::{FORWARD_TOKEN, FORWARDED_BY, ForwardedClient, LocatedHere, NOT_OWNER, OWNER};
 use crate::error::ApiError;
 use crate::forward::{self, ForwardError, Outgoing, PeerAddress};
-use crate::http::read_bounded;
+use crate::http::{DispatcherFedBody, read_bounded};
 use crate::metrics;
-use crate::middleware::label_route;
+use crate::middleware::{label_route, registration_event_segment};
 use crate::owner_cache::FAILING_OWNER_ENTRY_MS_MAX;
 use crate::rate_limit::client_ip;
 use crate::routes::queue::{QUEUE_PATTERN, TICKET_PATTERN};
@@ -141,9 +141,7 @@ fn owned_route<'p>(method: &str, path: &'p str) -> Option<RouteInPath<'p>> {
     // A registration, nearly every request of a sale, is found without splitting the path into
     // segments (about 400 instructions): the same route the match below finds.
     if method == "POST"
-        && let Some(event) =
-            path.strip_prefix("/v1/events/").and_then(|rest| rest.strip_suffix("/registrations"))
-        && !event.contains('/')
+        && let Some(event) = registration_event_segment(path)
     {
         return Some(RouteInPath {
             event: event_id_text(event)?,
@@ -334,9 +332,14 @@ async fn serve_here(
             return Ok(next.call(request).await?.map_into_boxed_body());
         }
     };
-    // The route label the resource would have given, for the request metrics.
-    label_route(&request, route.pattern);
+    // The route label the resource would have given, for the request metrics; they find a
+    // registration's by its path (`middleware::registration_event_segment`).
+    if submitted != Submitted::Registration {
+        label_route(&request, route.pattern);
+    }
     let (request, payload) = request.into_parts();
+    // This future is the dispatcher's service call: its body wakes nobody (`DispatcherFedBody`).
+    let payload = DispatcherFedBody(payload);
     let answer = match submitted {
         Submitted::Registration => {
             register::answer(state, &route.event, Some(event), &request, payload).await

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest};
 use kuota_engine::actor::{ActorError, EventHandle, Registry};
-use kuota_engine::{Clock, Email, EventId, SystemClock};
+use kuota_engine::{CheckedEmail, Clock, EventId, SystemClock};
 use kuota_persist::session::{SessionId, SessionStore};
 use kuota_persist::store::SqlStore;
 use kuota_persist::write_behind::WriteBehindHandle;
@@ -91,7 +91,7 @@ impl Auth {
 #[derive(Debug)]
 pub struct Limits {
     ip: Option<Gcra<IpAddr>>,
-    email: Option<Gcra<Email>>,
+    email: Option<Gcra<CheckedEmail>>,
     shared: SharedGcra,
     redis: Option<redis::aio::ConnectionManager>,
     trusted_proxies: Vec<IpAddr>,
@@ -138,7 +138,7 @@ impl Limits {
     /// Applies the per-e-mail limit: in Redis when configured, so that it holds across nodes; in
     /// this process otherwise, or while Redis fails (a limit that fails closed would turn a
     /// cache outage into a registration outage).
-    pub async fn limit_registrant(&self, email: &Email) -> Result<(), ApiError> {
+    pub async fn limit_registrant(&self, email: &CheckedEmail) -> Result<(), ApiError> {
         let Some(limit) = &self.email else { return Ok(()) };
         if let Some(redis) = &self.redis {
             let mut connection = redis.clone();

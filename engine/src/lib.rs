@@ -42,7 +42,9 @@ pub use command::{
 };
 pub use effect::{Effect, EffectKind};
 pub use event::{CategoryConfig, CategoryIndex, EventConfig, EventConfigError};
-pub use ids::{CategoryCode, Email, EventId, Fingerprint, IdempotencyKey, InvalidId, RegistrationId, Seq};
+pub use ids::{
+    CategoryCode, CheckedEmail, Email, EventId, Fingerprint, IdempotencyKey, InvalidId, RegistrationId, Seq,
+};
 pub use limits::QuotaLimits;
 pub use outcome::{ActiveStatus, CategoryAvailability, Decision, EndedStatus, Outcome};
 pub use queue::{

@@ -19,9 +19,8 @@ use crate::{time_format, tokens};
 // The registration's id names its event; webhooks and the audit trail write it too.
 pub use crate::use_cases::register::external_id;
 
-/// The registration resource's pattern: its route, and the route label of its metrics, those of
-/// the answers the owner-routing layer gives without the router too.
-pub const REGISTRATIONS_PATTERN: &str = "/v1/events/{event_id}/registrations";
+// The registration resource's pattern, which the request metrics know too.
+pub use crate::middleware::REGISTRATIONS_PATTERN;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config

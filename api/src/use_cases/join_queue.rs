@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::Stream;
 use kuota_engine::actor::EventHandle;
-use kuota_engine::{Decision, EventId, Fingerprint, Idempotency, JoinQueue, Outcome};
+use kuota_engine::{Decision, Email, EventId, Fingerprint, Idempotency, JoinQueue, Outcome};
 
 use crate::error::{ApiError, ProblemExtra};
 use crate::http::mark_replayed;
@@ -69,7 +69,7 @@ pub async fn join(
         .try_acquire()
         .ok_or_else(|| state.shedding.shed(admission::REFUSAL_REASON))?;
     let (outcome, _) = event
-        .join_queue(JoinQueue { registrant, idempotency })
+        .join_queue(JoinQueue { registrant: Email::from(registrant), idempotency })
         .await
         .map_err(|error| state.shedding.actor_error(error))?;
     match outcome {

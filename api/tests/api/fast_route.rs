@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use super::queue::{OPENS_IN_MS, drawn, join, open, queued_race};
 use super::support::{
-    ADMIN_TOKEN, Backend, Response, TestApp, race, registration, spawn_app, spawn_app_with_clock,
+    ADMIN_TOKEN, Backend, Response, TestApp, race, registration, spawn_app, spawn_app_with,
+    spawn_app_with_clock,
 };
 
 const FAST: &str = "/v1/events/race/registrations";
@@ -247,4 +248,84 @@ async fn a_ticket_read_answers_alike_on_every_route_in_every_status() {
         );
         assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
     }
+}
+
+/// Sends a registration's head and body in the writes given (each a number of the request's
+/// bytes), a pause before each write after the first, and returns the answer's head.
+async fn send_in_parts(
+    stream: &mut tokio::net::TcpStream,
+    key: &str,
+    email: &str,
+    parts: &[usize],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = registration("10K", email).to_string();
+    let request = format!(
+        "POST {FAST} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut sent = 0;
+    for (index, length) in parts.iter().enumerate() {
+        if index > 0 {
+            // Not a wait for a condition: the server must have read, and polled, what came
+            // before this write on its own, which only the time between the writes can make so.
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+        stream.write_all(&request.as_bytes()[sent..sent + length]).await.unwrap();
+        sent += length;
+    }
+    stream.write_all(&request.as_bytes()[sent..]).await.unwrap();
+    // Well within the request's deadline (60 s): a body that woke nobody would be read only then.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned)
+                })
+                .and_then(|length| length.trim().parse::<usize>().ok())
+                .expect("the answer has a length");
+            if body.len() >= length {
+                return head.to_owned();
+            }
+        }
+        let read =
+            tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await.expect("an answer within 10 s");
+        answer.extend_from_slice(&buffer[..read.unwrap()]);
+    }
+}
+
+/// The owner-routing layer reads a registration's body without handing it the task's waker
+/// (`http::DispatcherFedBody`): the dispatcher that feeds a body in polls its request again. A
+/// body that arrives after its head, whole or in parts, is answered as it arrives, on a fresh
+/// connection and on a kept-alive one alike, not at the request's deadline.
+#[actix_rt::test]
+async fn a_body_that_arrives_after_its_head_is_answered_when_it_arrives() {
+    let app = spawn_app_with(Backend::Sqlite, |settings| settings.request_timeout_ms = 60_000).await;
+    app.create_event(race("race", 1, 0)).await;
+    let head_length = |key: &str, email: &str| {
+        let body = registration("10K", email).to_string();
+        format!(
+            "POST {FAST} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .len()
+    };
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let admitted =
+        send_in_parts(&mut stream, "late-1", "a@example.org", &[head_length("late-1", "a@example.org")])
+            .await;
+    assert!(admitted.starts_with("HTTP/1.1 201"), "{admitted}");
+    let length = head_length("late-2", "b@example.org");
+    let sold_out = send_in_parts(&mut stream, "late-2", "b@example.org", &[length, 10]).await;
+    assert!(sold_out.starts_with("HTTP/1.1 409"), "{sold_out}");
+    let mut fresh = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let sold_out = send_in_parts(&mut fresh, "late-3", "c@example.org", &[length - 3]).await;
+    assert!(sold_out.starts_with("HTTP/1.1 409"), "{sold_out}");
 }
