@@ -175,9 +175,11 @@ pub const SEEDS_PER_CROWD: usize = 64;
 /// one (a single member): each member's faults join the run at the start of its first fault.
 ///
 /// Until then a member's run is the crowd's run without faults, so it is run once for all the
-/// members (the trunk): at each member's first fault the trunk is cloned, the member's faults
-/// join the clone, and the clone runs to its end. A seed's work before its first fault is a
-/// third of it on average (race-10k-faults), and a member's run is its own from there on.
+/// members (the trunk): at each member's first fault the trunk is copied (into one `Simulation`
+/// that every member but the last reuses, `clone_from`: its tables keep their room), the
+/// member's faults join the copy, and the copy runs to its end. A seed's work before its first
+/// fault is a third of it on average (race-10k-faults), and a member's run is its own from
+/// there on.
 ///
 /// What this changes against `simulate` with the faults from the start (the simplification
 /// docs/capacity-planning.md states): leases and Redis are modelled in every member, as if
@@ -185,7 +187,7 @@ pub const SEEDS_PER_CROWD: usize = 64;
 /// store's decisions are kept for a reload, and work the store started before a member's first
 /// fault ends as it would have without it (`simulate` lets a stall that starts while a commit
 /// is in flight hold that commit up). Each member is still the same run whether it is run
-/// alone or with others: the trunk is cloned whole.
+/// alone or with others: the trunk is copied whole.
 pub fn simulate_forked(
     scenario: &Scenario,
     crowd_seed: u64,
