@@ -25,6 +25,7 @@ use kuota_engine::{
     CategoryCode, CategoryConfig, CheckedEmail, Email, EventConfig, EventId, FullName, Idempotency,
     IdempotencyKey, QuotaLimits, Register, RegistrationDetails, Timestamp, limits,
 };
+use kuota_persist::words::{bytes_below, bytes_equal};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde_json::{Map, Number, Value};
@@ -580,25 +581,6 @@ fn string_stop(bytes: &[u8]) -> Option<usize> {
     }
     let stop = rest.iter().position(|byte| matches!(byte, b'"' | b'\\' | 0..0x20))?;
     Some(words.len() * 8 + stop)
-}
-
-/// Every byte of a word set to `byte`.
-const fn repeated(byte: u8) -> u64 {
-    0x0101_0101_0101_0101 * byte as u64
-}
-
-/// The high bit set in each byte of `word` below `bound` (at most 0x80), and maybe in bytes above
-/// one of those: a byte below it borrows in the subtraction and sets its high bit, which `!word`
-/// keeps only if the byte had it clear; a borrow carried on into the bytes above can only follow
-/// a byte that was below ("Bit Twiddling Hacks", `hasless`; as `kuota_persist`'s text protocol
-/// uses it).
-const fn bytes_below(word: u64, bound: u8) -> u64 {
-    word.wrapping_sub(repeated(bound)) & !word & repeated(0x80)
-}
-
-/// `bytes_below` for the bytes of `word` equal to `byte`: the zero bytes of their difference.
-const fn bytes_equal(word: u64, byte: u8) -> u64 {
-    bytes_below(word ^ repeated(byte), 1)
 }
 
 /// Parses a registration body for `event` (whose categories are known).

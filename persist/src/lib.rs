@@ -18,4 +18,5 @@ pub mod random;
 pub mod redis_connection;
 pub mod session;
 pub mod store;
+pub mod words;
 pub mod write_behind;

@@ -28,6 +28,7 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Either, Executor};
 
 use crate::store::backend::{RowAccess, Statement, Value, next_item, next_within};
+use crate::words::{bytes_below, bytes_equal};
 
 /// SQL text sent in one round trip, at most (a single longer statement goes alone). MariaDB's
 /// and MySQL's default `max_allowed_packet` is 16 MiB and 64 MiB; this stays far below both.
@@ -214,25 +215,6 @@ fn quoting(text: &[u8]) -> Quoting {
     } else {
         Quoting::Plain
     }
-}
-
-/// Every byte of a word set to `byte`.
-const fn repeated(byte: u8) -> u64 {
-    0x0101_0101_0101_0101 * byte as u64
-}
-
-/// Not zero when a byte of `word` is below `bound` (at most 0x80). A byte below it borrows in
-/// the subtraction and sets its high bit, which `!word` keeps only if the byte had it clear; a
-/// borrow carried on into the byte above can only follow a byte that was below, so the answer
-/// for the word is exact, if not which byte ("Bit Twiddling Hacks", `hasless`; a test holds it
-/// to the bytewise one).
-const fn bytes_below(word: u64, bound: u8) -> u64 {
-    word.wrapping_sub(repeated(bound)) & !word & repeated(0x80)
-}
-
-/// Not zero when a byte of `word` is `byte`: a zero byte of their difference.
-const fn bytes_equal(word: u64, byte: u8) -> u64 {
-    bytes_below(word ^ repeated(byte), 1)
 }
 
 /// Runs `statements` in order, as few round trips as `ROUND_TRIP_BYTES_MAX` allows, and returns
