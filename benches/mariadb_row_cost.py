@@ -40,6 +40,8 @@ VARIANTS = {
     "kuota-no-checks": "Kuota's row without its three CHECK constraints",
     "kuota-no-unique-index": "Kuota's row without the unique active-registrant index",
     "kuota-no-secondary-indexes": "Kuota's row with its primary key only: no unique active-registrant index, no registrations_by_status, no registrations_by_created_seq",
+    "kuota-bare": "Kuota's row as since 0011, its quoted texts without the `_utf8mb4` introducer (the connection's character set is utf8mb4)",
+    "kuota-bare-omitted": "kuota-bare without the columns NULL in every row of the batch (attributes_json, hold_expires_at, waitlist_position, created_hold_expires_at)",
     "kuota-generated-active": "Kuota's row as since 0011, active_email a virtual column the server derives from email and status (one value fewer to send)",
     "kuota-lean": "Kuota's row without the JSON columns and with the digest key (no-json + digest-key)",
     "kuota-two-trips": "Kuota's row, sent as the writer sends it: START, INSERT and UPDATE in one round trip, then COMMIT",
@@ -96,17 +98,21 @@ REGISTRATION_COLUMNS = (
 
 def registration_columns(variant):
     columns = REGISTRATION_COLUMNS
-    if variant in ("kuota-no-json", "kuota-0011", "kuota-generated-active", "kuota-lean"):
+    if variant in ("kuota-no-json", "kuota-0011", "kuota-bare", "kuota-bare-omitted", "kuota-generated-active", "kuota-lean"):
         columns = columns.replace("decision_json, ", "").replace("created_detail_json, ", "created_hold_expires_at, ")
     if variant in ("kuota-digest-key", "kuota-lean"):
         columns = columns.replace("active_email", "active_registrant")
     if variant == "kuota-generated-active":
         columns = columns.replace("active_email, ", "")
+    if variant == "kuota-bare-omitted":
+        for omitted in ("created_hold_expires_at", "attributes_json", "hold_expires_at", "waitlist_position"):
+            columns = columns.replace(f"{omitted}, ", "")
     return columns
 
 
 def mysql(args, sql, database=None, user=None):
-    command = ["mysql", "-h", args.host, "-P", str(args.port), "-N", "-B"]
+    # utf8mb4, as sqlx sets every connection of Kuota's (`SET NAMES utf8mb4`).
+    command = ["mysql", "-h", args.host, "-P", str(args.port), "-N", "-B", "--default-character-set=utf8mb4"]
     command += ["-u", user[0], f"-p{user[1]}"] if user else ["-u", "root"]
     if database:
         command.append(database)
@@ -123,9 +129,14 @@ def quoted_literal(text):
     return "_utf8mb4'" + text.replace("'", "''") + "'"
 
 
+def bare_literal(text):
+    quoted = quoted_literal(text)
+    return quoted.removeprefix("_utf8mb4")
+
+
 def batches_sql(variant, rows, batch):
-    literal = hex_literal if variant == "kuota" else quoted_literal
-    json = variant not in ("kuota-no-json", "kuota-0011", "kuota-generated-active", "kuota-lean")
+    literal = {"kuota": hex_literal, "kuota-bare": bare_literal, "kuota-bare-omitted": bare_literal}.get(variant, quoted_literal)
+    json = variant not in ("kuota-no-json", "kuota-0011", "kuota-bare", "kuota-bare-omitted", "kuota-generated-active", "kuota-lean")
     digest = variant in ("kuota-digest-key", "kuota-lean")
     statements = []
     seq = 0
@@ -149,6 +160,14 @@ def batches_sql(variant, rows, batch):
                 decision, detail = f"{decision}, ", f"{detail}, "
             else:
                 decision, detail = "", "NULL, "
+            if variant == "kuota-bare-omitted":
+                values.append(
+                    f"({literal('race')}, {seq}, {literal('10k')}, {literal(email)}, {active}"
+                    f"{literal(name)}, {literal('+6281234567')}, {literal('confirmed')}, "
+                    f"{literal(key)}, {random.getrandbits(62)}, "
+                    f"{literal('%064x' % random.getrandbits(256))}, {seq}, 1796567726098, 1796567726098)"
+                )
+                continue
             values.append(
                 f"({literal('race')}, {seq}, {literal('10k')}, {literal(email)}, {active}"
                 f"{literal(name)}, {literal('+6281234567')}, NULL, {literal('confirmed')}, NULL, NULL, "

@@ -581,7 +581,9 @@ impl SqlStore {
 
 async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
     let url = url.strip_prefix("mariadb:").map_or_else(|| url.to_owned(), |rest| format!("mysql:{rest}"));
-    let options = MySqlConnectOptions::from_str(&url)?;
+    // utf8mb4 whatever the URL names (`charset=`): the writer's quoted literals are read in the
+    // connection's character set (`text_protocol`), and results come back in it.
+    let options = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
     let pool = MySqlPoolOptions::new()
         .max_connections(MYSQL_CONNECTIONS_MAX)
         .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))

@@ -14,15 +14,22 @@
 //! batch needs three round trips (`START TRANSACTION` with the row locks, the writes, `COMMIT`;
 //! see `begin_with`) instead of about fifteen.
 //!
-//! Values cannot change a statement's meaning: integers are written in decimal, and text with
-//! a character set introducer either quoted (`_utf8mb4'…'`, each quote doubled) or as a
-//! hexadecimal literal (`_utf8mb4 X'…'`). Text is quoted only when it holds no backslash and no
-//! control character: such a literal means the same whatever the session's `sql_mode` (only a
-//! backslash is read differently under `NO_BACKSLASH_ESCAPES`, and `ANSI_QUOTES` changes double
-//! quotes, not single ones), and in UTF-8 no byte of a multi-byte character is a quote or a
-//! backslash. Any other text goes as hex, which means the same in every mode and cannot contain
-//! a quote. Quoting is the common case (names, e-mail addresses, most JSON): half the bytes of
-//! hex to write, send and parse (`docs/benchmarks.md`, "Where MariaDB's CPU per admission goes").
+//! Values cannot change a statement's meaning: integers are written in decimal, and text either
+//! quoted (`'…'`, each quote doubled) or as a hexadecimal literal with its character set
+//! (`_utf8mb4 X'…'`). Text is quoted only when it holds no backslash and no control character:
+//! such a literal means the same whatever the session's `sql_mode` (only a backslash is read
+//! differently under `NO_BACKSLASH_ESCAPES`, and `ANSI_QUOTES` changes double quotes, not single
+//! ones), and in UTF-8 no byte of a multi-byte character is a quote or a backslash. Any other
+//! text goes as hex, which means the same in every mode and cannot contain a quote. Quoting is
+//! the common case (names, e-mail addresses, most JSON): half the bytes of hex to write, send and
+//! parse (`docs/benchmarks.md`, "Where MariaDB's CPU per admission goes").
+//!
+//! A quoted literal is read in the connection's character set, which is utf8mb4 on every
+//! connection of the store: `connect_mysql` sets it whatever the URL says. It carries no
+//! `_utf8mb4` introducer of its own: MariaDB looks an introducer's character set up by name for
+//! every literal, and the introducers were about a sixth of its CPU per registration row
+//! (`benches/mariadb_row_cost.py`, `kuota-0011` against `kuota-bare`; docs/benchmarks.md). A hex
+//! literal keeps its introducer: without one it would be a binary string.
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Either, Executor};
@@ -104,8 +111,8 @@ fn rendered_bytes(statement: &Statement<'_>) -> usize {
 }
 
 /// What a text literal adds to its digits: `_utf8mb4 X'` and the closing quote. A quoted
-/// literal stays within the same bound: `_utf8mb4'`, the closing quote, and at most one more
-/// byte per byte of text (a doubled quote).
+/// literal stays within the same bound: its two quotes, and at most one more byte per byte of
+/// text (a doubled quote).
 const LITERAL_FRAME_BYTES: usize = 12;
 
 /// The SQL text `render` built, as the `String` sqlx sends.
@@ -139,12 +146,12 @@ pub(crate) fn push_literal(out: &mut Vec<u8>, value: Value<'_>) {
 fn push_text(out: &mut Vec<u8>, text: &[u8]) {
     match quoting(text) {
         Quoting::Plain => {
-            out.extend_from_slice(b"_utf8mb4'");
+            out.push(b'\'');
             out.extend_from_slice(text);
             out.push(b'\'');
         }
         Quoting::Quotes => {
-            out.extend_from_slice(b"_utf8mb4'");
+            out.push(b'\'');
             let mut rest = text;
             while let Some(position) = rest.iter().position(|byte| *byte == b'\'') {
                 out.extend_from_slice(&rest[..=position]);
@@ -362,13 +369,13 @@ mod tests {
             .bind(-42_i64)
             .bind(None::<i64>)
             .bind("x'y");
-        assert_eq!(rendered(&statement).unwrap(), "UPDATE t SET a = -42, b = NULL WHERE c = _utf8mb4'x''y'");
+        assert_eq!(rendered(&statement).unwrap(), "UPDATE t SET a = -42, b = NULL WHERE c = 'x''y'");
     }
 
     #[test]
     fn quoted_text_doubles_every_quote() {
         let statement = Statement::new("SELECT ?").bind("'O'Brien'; DROP TABLE t; -- ?'");
-        assert_eq!(rendered(&statement).unwrap(), "SELECT _utf8mb4'''O''Brien''; DROP TABLE t; -- ?'''");
+        assert_eq!(rendered(&statement).unwrap(), "SELECT '''O''Brien''; DROP TABLE t; -- ?'''");
     }
 
     #[test]
@@ -478,7 +485,7 @@ mod tests {
 
     #[test]
     fn the_empty_string_is_an_empty_quoted_literal() {
-        assert_eq!(rendered(&Statement::new("SELECT ?").bind("")).unwrap(), "SELECT _utf8mb4''");
+        assert_eq!(rendered(&Statement::new("SELECT ?").bind("")).unwrap(), "SELECT ''");
     }
 
     #[test]

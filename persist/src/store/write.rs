@@ -10,7 +10,7 @@ use tracing::Instrument;
 use crate::store::SqlStore;
 use crate::store::backend::{Dialect, RowAccess, Statement, Value};
 use crate::store::error::{FailureKind, PersistError};
-use crate::store::plan::{EventPlan, signed, unsigned};
+use crate::store::plan::{EventPlan, NewRegistration, signed, unsigned};
 use crate::store::queue;
 
 /// Parameters one statement may carry. SQLite allows 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`
@@ -455,45 +455,80 @@ pub(crate) fn multi_row_inserts<'a, Row>(
     statements
 }
 
+/// The columns of a new registration that may be NULL, each with whether a row has a value for
+/// it. A column NULL in every new row of a batch is left out of the batch's `INSERT`s (it
+/// defaults to NULL): MariaDB parses and stores every value it is sent, and a flash crowd's
+/// confirmed registrations leave five of these NULL (`benches/mariadb_row_cost.py`,
+/// `kuota-bare-omitted`; docs/benchmarks.md).
+const NULLABLE_REGISTRATION_COLUMNS: [(&str, HasValue); 7] = [
+    ("phone", |row| row.details.phone.is_some()),
+    ("attributes_json", |row| row.details.attributes_json.is_some()),
+    ("hold_expires_at", |row| row.hold_expires_at.is_some()),
+    ("waitlist_position", |row| row.creation.columns().0.is_some()),
+    ("created_hold_expires_at", |row| row.creation.columns().1.is_some()),
+    ("idempotency_key", |row| row.idempotency_key.is_some()),
+    ("body_fingerprint", |row| row.fingerprint.is_some()),
+];
+
+/// Whether a new registration has a value for a column of `NULLABLE_REGISTRATION_COLUMNS`.
+type HasValue = fn(&NewRegistration<'_>) -> bool;
+
 fn registration_inserts<'a>(
     dialect: Dialect,
     plans: &'a BTreeMap<&EventId, EventPlan<'_>>,
 ) -> Vec<Statement<'a>> {
     let rows =
-        plans.values().flat_map(|plan| plan.new_registrations.values().map(move |row| (plan.event, row)));
-    multi_row_inserts(
-        dialect,
-        "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, phone, \
-         attributes_json, status, hold_expires_at, waitlist_position, created_hold_expires_at, idempotency_key, \
-         body_fingerprint, access_token_hash, created_seq, created_at, updated_at) VALUES ",
-        18,
-        "",
-        rows,
-        |values, (event, row)| {
-            let details = row.details;
-            let (waitlist_position, created_hold_expires_at) = row.creation.columns();
-            values.push(event.as_str());
-            values.push(row.number);
-            // The identifiers' bytes, not their texts (`Value::Utf8`).
-            let email = Value::Utf8(row.email.as_bytes());
-            values.push(Value::Utf8(row.category.as_bytes()));
-            values.push(email);
-            values.push(if row.status.is_active() { email } else { Value::Null });
-            values.push(Value::Utf8(details.full_name.as_bytes()));
-            values.push(details.phone.as_deref());
-            values.push(details.attributes_json.as_deref());
-            values.push(row.status.as_str());
-            values.push(row.hold_expires_at);
-            values.push(waitlist_position);
-            values.push(created_hold_expires_at);
-            values.push(row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())));
-            values.push(row.fingerprint);
-            values.push(Value::Utf8(details.access_token_hash.as_bytes()));
-            values.push(row.created_seq);
-            values.push(row.created_at);
-            values.push(row.updated_at);
-        },
-    )
+        || plans.values().flat_map(|plan| plan.new_registrations.values().map(move |row| (plan.event, row)));
+    let mut sent = [false; NULLABLE_REGISTRATION_COLUMNS.len()];
+    for (_, row) in rows() {
+        for (sent, (_, has_value)) in sent.iter_mut().zip(NULLABLE_REGISTRATION_COLUMNS) {
+            *sent |= has_value(row);
+        }
+    }
+    let mut head = String::from(
+        "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, status, \
+         access_token_hash, created_seq, created_at, updated_at",
+    );
+    for (name, _) in
+        NULLABLE_REGISTRATION_COLUMNS.iter().zip(sent).filter_map(|(column, sent)| sent.then_some(column))
+    {
+        head.push_str(", ");
+        head.push_str(name);
+    }
+    head.push_str(") VALUES ");
+    let columns = 11 + sent.iter().filter(|sent| **sent).count();
+    multi_row_inserts(dialect, &head, columns, "", rows(), |values, (event, row)| {
+        let details = row.details;
+        values.push(event.as_str());
+        values.push(row.number);
+        // The identifiers' bytes, not their texts (`Value::Utf8`).
+        let email = Value::Utf8(row.email.as_bytes());
+        values.push(Value::Utf8(row.category.as_bytes()));
+        values.push(email);
+        values.push(if row.status.is_active() { email } else { Value::Null });
+        values.push(Value::Utf8(details.full_name.as_bytes()));
+        values.push(row.status.as_str());
+        values.push(Value::Utf8(details.access_token_hash.as_bytes()));
+        values.push(row.created_seq);
+        values.push(row.created_at);
+        values.push(row.updated_at);
+        // In the order of `NULLABLE_REGISTRATION_COLUMNS`, those the batch sends.
+        let (waitlist_position, created_hold_expires_at) = row.creation.columns();
+        let nullable: [Value<'a>; NULLABLE_REGISTRATION_COLUMNS.len()] = [
+            details.phone.as_deref().into(),
+            details.attributes_json.as_deref().into(),
+            row.hold_expires_at.into(),
+            waitlist_position.into(),
+            created_hold_expires_at.into(),
+            row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())),
+            row.fingerprint.into(),
+        ];
+        for (value, sent) in nullable.into_iter().zip(sent) {
+            if sent {
+                values.push(value);
+            }
+        }
+    })
 }
 
 /// Idempotency entries replace older ones of the same key: a key whose retention has passed

@@ -36,6 +36,7 @@ on_both_databases!(
     the_database_refuses_a_second_active_registration_of_one_registrant,
     a_setting_keeps_its_first_value,
     text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte,
+    rows_of_one_batch_keep_their_values_whichever_columns_the_others_leave_null,
 );
 
 /// A writer whose batches gather long enough for a test to put several submissions in one.
@@ -545,11 +546,96 @@ async fn a_closed_store_fails_its_calls() {
     assert!(store.load(&id).await.is_err());
 }
 
+/// A batch's `INSERT` leaves out the columns NULL in all its new rows (`registration_inserts`):
+/// a batch of rows with none of them, and one whose rows each have some the other lacks.
+async fn rows_of_one_batch_keep_their_values_whichever_columns_the_others_leave_null(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 2)], 0).await;
+    let id = event_id("race");
+    let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
+    let bare = |email: &str| {
+        let mut request = register("10K", email);
+        request.details = std::sync::Arc::new(RegistrationDetails {
+            full_name: "Bo Runner".into(),
+            phone: None,
+            attributes_json: None,
+            access_token_hash: "hash".into(),
+        });
+        request
+    };
+    let (_, effects) = decide(&mut quota, Command::Register(bare("b@x.org")), START);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    let (confirmed, mut effects) = decide(&mut quota, Command::Register(register("10K", "a@x.org")), START);
+    let (waitlisted, more) =
+        decide(&mut quota, Command::Register(keyed(waitlisting(bare("c@x.org")), "key-c", 7)), START);
+    effects.extend(more);
+    submit(&sender, &id, epoch, effects).await.unwrap();
+    drop(sender);
+    writer.closed().await;
+
+    let row = |number| {
+        let store = &store;
+        let id = &id;
+        async move { store.registration(id, number).await.unwrap().expect("the registration is stored") }
+    };
+    let b = row(RegistrationId(1)).await;
+    assert_eq!(
+        (b.status, b.phone, b.attributes_json, b.waitlist_position),
+        (RowStatus::Confirmed, None, None, None)
+    );
+    let a = row(registration_number(&confirmed)).await;
+    assert_eq!(
+        (a.status, a.phone.as_deref(), a.waitlist_position),
+        (RowStatus::Confirmed, Some("+41 79 000 00 00"), None)
+    );
+    assert_eq!(a.attributes_json.as_deref(), Some(r#"{"shirt":"M"}"#));
+    let c = row(registration_number(&waitlisted)).await;
+    assert_eq!(
+        (c.status, c.phone, c.attributes_json, c.waitlist_position),
+        (RowStatus::Waitlisted, None, None, Some(1))
+    );
+    let reloaded = store.load(&id).await.unwrap().unwrap().quota;
+    assert_eq!(reloaded.availability(), quota.availability());
+    for number in 1..=3 {
+        assert_eq!(
+            reloaded.status_of(RegistrationId(number)),
+            quota.status_of(RegistrationId(number)),
+            "{number}"
+        );
+    }
+    // The key that made c is replayed from c's row.
+    let (replayed, _) = decide(
+        &mut store.load(&id).await.unwrap().unwrap().quota,
+        Command::Register(keyed(waitlisting(bare("c@x.org")), "key-c", 7)),
+        START,
+    );
+    let Outcome::Decided(decision) = waitlisted else { panic!("c was decided: {waitlisted:?}") };
+    assert_eq!(replayed, Outcome::Replayed(decision));
+}
+
 /// The writer inlines values into MySQL's text protocol (`text_protocol`): nothing a registrant
 /// types may change a statement or come back different.
 async fn text_with_quotes_backslashes_and_any_script_is_stored_byte_for_byte(backend: Backend) {
     let database = TestDatabase::create(backend).await;
-    let (store, mut quota, epoch) = stored_event(&database, "race", &[("10K", 10)], 0).await;
+    awkward_text_comes_back_byte_for_byte(database.store().await).await;
+}
+
+/// The writer's quoted literals carry no character set of their own (`text_protocol`): they
+/// are read in the connection's, which the store sets to utf8mb4 whatever the URL names. Under
+/// latin1, 李小龍 would be stored as question marks.
+#[tokio::test]
+async fn text_is_stored_byte_for_byte_whatever_character_set_the_url_names() {
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let store =
+        SqlStore::connect(&format!("{}?charset=latin1", database.url)).await.expect("MariaDB answers");
+    awkward_text_comes_back_byte_for_byte(store).await;
+}
+
+async fn awkward_text_comes_back_byte_for_byte(store: SqlStore) {
+    let config = event_config("race", &[("10K", 10)], 0);
+    assert!(store.create_event(&config, START).await.unwrap());
+    let loaded = store.load(&config.id).await.unwrap().expect("the event was just stored");
+    let (mut quota, epoch) = (loaded.quota, loaded.epoch);
     let id = event_id("race");
     let (sender, writer) = WriteBehind::start(store.clone(), WriteBehindConfig::default(), None);
     let awkward_name = "Zoë O'Brien \\' \"; DROP TABLE registrations; -- 李小龍 🏃";
