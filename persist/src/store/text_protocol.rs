@@ -27,7 +27,7 @@
 //! A quoted literal is read in the connection's character set, which is utf8mb4 on every
 //! connection of the store: `connect_mysql` sets it whatever the URL says. It carries no
 //! `_utf8mb4` introducer of its own: MariaDB looks an introducer's character set up by name for
-//! every literal, and the introducers were about a sixth of its CPU per registration row
+//! every literal, and the introducers were 8–15 % of its CPU per registration row
 //! (`benches/mariadb_row_cost.py`, `kuota-0011` against `kuota-bare`; docs/benchmarks.md). A hex
 //! literal keeps its introducer: without one it would be a binary string.
 
