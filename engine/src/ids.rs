@@ -155,21 +155,6 @@ impl Email {
     pub fn parse(text: &str) -> Result<Self, InvalidId> {
         CheckedEmail::parse(text).map(Email::from)
     }
-
-    pub fn as_str(&self) -> &str {
-        self.text.as_str()
-    }
-
-    /// The address's bytes: `as_str` without its check that they are UTF-8 (a short text's
-    /// check is some 170 instructions), for a caller that reads bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.text.as_bytes()
-    }
-
-    /// `text_digest` of the address, made when it was parsed.
-    pub(crate) fn digest(&self) -> [u64; 2] {
-        self.digest
-    }
 }
 
 /// An e-mail address as `Email::parse` checks and normalizes it, without the digest an `Email`
@@ -306,20 +291,6 @@ impl IdempotencyKey {
         }
         Ok(IdempotencyKey { digest: bytes_digest(bytes), text: Text::from_ascii(bytes) })
     }
-
-    pub fn as_str(&self) -> &str {
-        self.text.as_str()
-    }
-
-    /// The key's bytes: `as_str` without its UTF-8 check, for a caller that reads bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.text.as_bytes()
-    }
-
-    /// `text_digest` of the key, made when it was parsed.
-    pub(crate) fn digest(&self) -> [u64; 2] {
-        self.digest
-    }
 }
 
 /// Equality, order and hashing of a text identifier kept as a `Text` (with its digest, for an
@@ -352,6 +323,31 @@ macro_rules! text_order_impls {
 }
 
 text_order_impls!(Email, CheckedEmail, IdempotencyKey, CategoryCode);
+
+/// The accessors of a text identifier kept as a `Text` with its digest (`text_digest`, made
+/// when it was parsed): an e-mail or a key.
+macro_rules! digested_text_accessors {
+    ($($name:ident),*) => {$(
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                self.text.as_str()
+            }
+
+            /// The text's bytes: `as_str` without its check that they are UTF-8 (a short
+            /// text's check is some 170 instructions), for a caller that reads bytes.
+            pub fn as_bytes(&self) -> &[u8] {
+                self.text.as_bytes()
+            }
+
+            /// `text_digest` of the text, made when it was parsed.
+            pub(crate) fn digest(&self) -> [u64; 2] {
+                self.digest
+            }
+        }
+    )*};
+}
+
+digested_text_accessors!(Email, IdempotencyKey);
 
 /// A digest of a request body, so that a key reused with another body can be told apart from
 /// a retry. The API computes it; the engine only compares.

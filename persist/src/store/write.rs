@@ -455,23 +455,24 @@ pub(crate) fn multi_row_inserts<'a, Row>(
     statements
 }
 
-/// The columns of a new registration that may be NULL, each with whether a row has a value for
-/// it. A column NULL in every new row of a batch is left out of the batch's `INSERT`s (it
-/// defaults to NULL): MariaDB parses and stores every value it is sent, and a flash crowd's
-/// confirmed registrations leave five of these NULL (`benches/mariadb_row_cost.py`,
-/// `kuota-bare-omitted`; docs/benchmarks.md).
-const NULLABLE_REGISTRATION_COLUMNS: [(&str, HasValue); 7] = [
-    ("phone", |row| row.details.phone.is_some()),
-    ("attributes_json", |row| row.details.attributes_json.is_some()),
-    ("hold_expires_at", |row| row.hold_expires_at.is_some()),
-    ("waitlist_position", |row| row.creation.columns().0.is_some()),
-    ("created_hold_expires_at", |row| row.creation.columns().1.is_some()),
-    ("idempotency_key", |row| row.idempotency_key.is_some()),
-    ("body_fingerprint", |row| row.fingerprint.is_some()),
+/// The columns of a new registration that may be NULL, each with its value in a row. A column
+/// NULL in every new row of a batch is left out of the batch's `INSERT`s (it defaults to NULL):
+/// MariaDB parses and stores every value it is sent, and a flash crowd's confirmed
+/// registrations leave five of these NULL (`benches/mariadb_row_cost.py`, `kuota-bare-omitted`;
+/// docs/benchmarks.md).
+const NULLABLE_REGISTRATION_COLUMNS: [(&str, NullableValue); 7] = [
+    ("phone", |row| row.details.phone.as_deref().into()),
+    ("attributes_json", |row| row.details.attributes_json.as_deref().into()),
+    ("hold_expires_at", |row| row.hold_expires_at.into()),
+    ("waitlist_position", |row| row.creation.columns().0.into()),
+    ("created_hold_expires_at", |row| row.creation.columns().1.into()),
+    // The key's bytes, not its text (`Value::Utf8`).
+    ("idempotency_key", |row| row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes()))),
+    ("body_fingerprint", |row| row.fingerprint.into()),
 ];
 
-/// Whether a new registration has a value for a column of `NULLABLE_REGISTRATION_COLUMNS`.
-type HasValue = fn(&NewRegistration<'_>) -> bool;
+/// A new registration's value for a column of `NULLABLE_REGISTRATION_COLUMNS`.
+type NullableValue = for<'r> fn(&'r NewRegistration<'_>) -> Value<'r>;
 
 fn registration_inserts<'a>(
     dialect: Dialect,
@@ -481,17 +482,15 @@ fn registration_inserts<'a>(
         || plans.values().flat_map(|plan| plan.new_registrations.values().map(move |row| (plan.event, row)));
     let mut sent = [false; NULLABLE_REGISTRATION_COLUMNS.len()];
     for (_, row) in rows() {
-        for (sent, (_, has_value)) in sent.iter_mut().zip(NULLABLE_REGISTRATION_COLUMNS) {
-            *sent |= has_value(row);
+        for (sent, (_, value)) in sent.iter_mut().zip(NULLABLE_REGISTRATION_COLUMNS) {
+            *sent |= !matches!(value(row), Value::Null);
         }
     }
     let mut head = String::from(
         "INSERT INTO registrations (event_id, number, category_code, email, active_email, full_name, status, \
          access_token_hash, created_seq, created_at, updated_at",
     );
-    for (name, _) in
-        NULLABLE_REGISTRATION_COLUMNS.iter().zip(sent).filter_map(|(column, sent)| sent.then_some(column))
-    {
+    for ((name, _), _) in NULLABLE_REGISTRATION_COLUMNS.iter().zip(sent).filter(|(_, sent)| *sent) {
         head.push_str(", ");
         head.push_str(name);
     }
@@ -512,21 +511,8 @@ fn registration_inserts<'a>(
         values.push(row.created_seq);
         values.push(row.created_at);
         values.push(row.updated_at);
-        // In the order of `NULLABLE_REGISTRATION_COLUMNS`, those the batch sends.
-        let (waitlist_position, created_hold_expires_at) = row.creation.columns();
-        let nullable: [Value<'a>; NULLABLE_REGISTRATION_COLUMNS.len()] = [
-            details.phone.as_deref().into(),
-            details.attributes_json.as_deref().into(),
-            row.hold_expires_at.into(),
-            waitlist_position.into(),
-            created_hold_expires_at.into(),
-            row.idempotency_key.map_or(Value::Null, |key| Value::Utf8(key.as_bytes())),
-            row.fingerprint.into(),
-        ];
-        for (value, sent) in nullable.into_iter().zip(sent) {
-            if sent {
-                values.push(value);
-            }
+        for ((_, value), _) in NULLABLE_REGISTRATION_COLUMNS.iter().zip(sent).filter(|(_, sent)| *sent) {
+            values.push(value(row));
         }
     })
 }
