@@ -158,12 +158,25 @@ impl SqlStore {
 
     /// The common way on MySQL: the batch planned on the stored rows it assumes (`assumed_rows`),
     /// its writes sent with `START TRANSACTION` in one round trip, then `COMMIT`: two round trips
-    /// instead of three. The writes end with each event's `last_seq` update, which takes the
-    /// event's row lock and matches only the assumed row (epoch and `last_seq`): a batch commits
-    /// only directly on top of the one before it. `None` (after a rollback) when a row is not
-    /// the assumed one: an earlier commit of these effects (a retry), another owner's epoch, a
-    /// missing event, or a batch before this one that did not commit; `commit_step_by_step`
-    /// sorts those out.
+    /// instead of three. The writes end with each event's `last_seq` update, which matches only
+    /// the assumed row (epoch and `last_seq`): a batch commits only directly on top of the one
+    /// before it. `None` (after a rollback) when a row is not the assumed one: an earlier commit
+    /// of these effects (a retry), another owner's epoch, a missing event, or a batch before
+    /// this one that did not commit; `commit_step_by_step` sorts those out.
+    ///
+    /// The events' rows are locked first (`lock_statements`, in the same round trip), before any
+    /// write: a batch waiting for the batch before it holds no row of the event meanwhile. Were
+    /// the lock taken by the `last_seq` update at the end, a batch queued behind a frozen
+    /// owner's batch would have inserted its registrations already, and when its lock wait
+    /// timed out (`LOCK_WAIT_TIMEOUT_SECONDS`: the statement fails, the transaction stays open,
+    /// and a frozen client never rolls it back) it would keep them locked without holding the
+    /// event row. A take-over kills only what blocks the event row (`recovery::take_epoch`), so
+    /// the new owner's batches would wait on those registrations (a retried registrant's e-mail
+    /// address, say) until the frozen owner thawed. With the lock first, whatever a former
+    /// owner's transaction holds of an event, it holds the event row too, or it holds nothing.
+    /// `FOR UPDATE` rather than the update itself first: a locking read keeps the row locked
+    /// at every isolation level, where an update that matches nothing (the assumed row gone
+    /// with a killed batch) releases it under `READ COMMITTED`.
     async fn commit_as_assumed(
         &self,
         items: &[BatchItem<'_>],
@@ -179,8 +192,10 @@ impl SqlStore {
                 .add(item.effects)?;
         }
         let (statements, expected) = plan_statements(Dialect::Mysql, &plans, Some(assumed));
+        // The rows it reads are not needed: the `last_seq` updates check them.
+        let locks = lock_statements(Dialect::Mysql, items);
         let (transaction, matched) =
-            self.pool.begin_locked(&[], |_| Ok::<(), PersistError>(()), &statements).await?;
+            self.pool.begin_locked(&locks, |_| Ok::<(), PersistError>(()), &statements).await?;
         let as_assumed = expected
             .iter()
             .zip(&matched)
