@@ -676,15 +676,7 @@ async fn a_load_blocked_by_a_frozen_owners_open_transaction_kills_it_and_takes_a
     let (store, _, epoch) = stored_event(&database, "race", &[("10K", 3)], 0).await;
     // A former owner frozen in the middle of a write-behind commit: its transaction holds the
     // event row and never ends.
-    let mut frozen = sqlx::MySqlConnection::connect(&database.url).await.expect("MariaDB answers");
-    let frozen_id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut frozen).await.unwrap();
-    sqlx::raw_sql("START TRANSACTION").execute(&mut frozen).await.unwrap();
-    let locked = sqlx::query("UPDATE events SET last_seq = last_seq WHERE id = ?")
-        .bind("race")
-        .execute(&mut frozen)
-        .await
-        .unwrap();
-    assert_eq!(locked.rows_affected(), 1, "the event row is locked");
+    let (mut frozen, frozen_id) = frozen_batch_holding(&database, "race").await;
 
     let started = std::time::Instant::now();
     let loaded = store.load(&event_id("race")).await.expect("the load is not blocked").expect("stored");
@@ -787,7 +779,8 @@ async fn a_batch_waiting_for_its_events_row_lock_has_written_nothing_yet() {
 }
 
 /// How long the new owner's batch may take once it loaded the event: a commit, with room for a
-/// loaded machine; a row lock held by the frozen owner would keep it 2 s and then fail it.
+/// loaded machine; a row lock held by the frozen owner would keep it waiting until the store's call
+/// timeout (1 s) failed it, as it did before the lock came first.
 const NEW_OWNERS_COMMIT_WITHIN: Duration = Duration::from_millis(1_000);
 
 /// The CI failure, end to end on the store: an owner freezes with one batch written and the
