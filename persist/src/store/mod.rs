@@ -589,7 +589,11 @@ async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
         .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
         .after_connect(|connection, _| {
             Box::pin(async move {
-                let bound = format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECONDS}");
+                // The idle bound is MariaDB's (10.3 and later): other servers skip the comment.
+                let bound = format!(
+                    "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECONDS} \
+                     /*M!100300 , SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT_SECONDS} */"
+                );
                 sqlx::Executor::execute(connection, sqlx::raw_sql(sqlx::AssertSqlSafe(bound))).await?;
                 Ok(())
             })
@@ -605,6 +609,15 @@ async fn connect_mysql(url: &str) -> Result<sqlx::MySqlPool, PersistError> {
 /// soon (a node frozen in the middle of a commit): failing transiently, and trying again, beats
 /// waiting for it. A take-over kills such holders (`recovery::take_epoch`).
 pub(crate) const LOCK_WAIT_TIMEOUT_SECONDS: u64 = 2;
+
+/// How long the server lets a transaction of Kuota's wait for its client's next statement, in
+/// seconds, before it closes the connection and rolls the transaction back. Kuota sends a
+/// transaction's statements one right after another (no client work between them takes
+/// longer than a round trip), so a transaction idle that long belongs to a client that stopped
+/// (a node frozen between two statements). Without the bound its locks would stay until it thawed: the take-over kills
+/// only what blocks an event's row (`recovery::take_epoch`), and the webhooks' transactions
+/// (fan-out, settlement, sold-out announcements) have no take-over at all.
+pub(crate) const IDLE_TRANSACTION_TIMEOUT_SECONDS: u64 = 2;
 
 /// How long a node waits for another node's schema migrations to finish, in seconds.
 const MIGRATION_LOCK_TIMEOUT_SECONDS: u64 = 120;

@@ -184,6 +184,11 @@ impl SqlStore {
             })
             .await?;
 
+        // Committed before the quota is built: building a large event's quota is the one piece
+        // of client work inside this transaction, and the server ends a transaction idle for
+        // `IDLE_TRANSACTION_TIMEOUT_SECONDS`. Everything read is in hand; a build that fails
+        // leaves the epoch taken, which only fences the former owner, as a load that succeeds does.
+        transaction.commit().await?;
         let quota = builder.finish(highest_number + 1, stored.last_seq)?;
         let epoch = stored.epoch;
         if !killed.is_empty() {
@@ -194,7 +199,6 @@ impl SqlStore {
                 "took the event over from transactions that held its row (killed)"
             );
         }
-        transaction.commit().await?;
         tracing::info!(
             event_id = %event,
             epoch,

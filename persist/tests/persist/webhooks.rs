@@ -1,7 +1,10 @@
 //! The store's side of webhooks, on MariaDB and on SQLite: a fan-out written twice adds
 //! nothing (a creation's, without an outbox entry, too), messages of one registration are claimed in order, two claimers never hold one
 //! message, an endpoint failing for five days is disabled and a replay enables it again, and a
-//! sell-out is announced once however many nodes see it.
+//! sell-out is announced once however many nodes see it; a node frozen inside a transaction
+//! holds its rows no longer than the store's idle bound.
+
+use std::time::{Duration, Instant};
 
 use kuota_engine::Timestamp;
 use kuota_persist::store::{
@@ -284,4 +287,79 @@ async fn a_round_of_messages_is_written_at_once_and_claimed_in_due_order(backend
     let ids: Vec<&str> = claimed.iter().map(|message| message.message_id.as_str()).collect();
     let first_of_each: Vec<String> = (0..20).map(|number| format!("msg_{number}")).collect();
     assert_eq!(ids, first_of_each, "each registration's first message, none of the disabled endpoint's");
+}
+
+/// How long the other node keeps trying to announce the sell-out the frozen node holds: the
+/// store's idle bound (2 s), the attempt under way when it runs out (each ends within the 1 s
+/// call timeout), and a margin. Without the bound the frozen node's row stays locked for as
+/// long as the test keeps it.
+const ANNOUNCED_DESPITE_THE_FROZEN_NODE_WITHIN: Duration = Duration::from_secs(7);
+
+/// The sell-out states of the event `race`, read by a session in `READ UNCOMMITTED` (an
+/// uncommitted row counts: the frozen node's), or in `READ COMMITTED` right after
+/// `ONLY_COMMITTED`.
+const RACE_STATES: &str = "SELECT COUNT(*) FROM webhook_event_states WHERE event_id = 'race'";
+const ONLY_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
+/// A node frozen between two statements of a transaction (here a sell-out's announcement)
+/// holds what it wrote no longer than the store's idle bound: MariaDB closes its connection
+/// and rolls the transaction back, and another node announcing the same sell-out goes ahead.
+/// Without the bound, each of the other node's attempts waited out its lock wait and failed
+/// for as long as the first node stayed frozen (the take-over's kills reach only what blocks
+/// an event's row). The frozen node, thawed, reports a failure, not the announcement.
+#[tokio::test]
+async fn a_node_frozen_inside_a_transaction_holds_its_rows_no_longer_than_the_idle_bound() {
+    use sqlx::Connection;
+    let database = TestDatabase::create(Backend::Mysql).await;
+    let frozen_node = database.store().await;
+    let other_node = database.store().await;
+    let race = event_id("race");
+    let mut observer = sqlx::MySqlConnection::connect(&database.url).await.expect("MariaDB answers");
+    sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+        .execute(&mut observer)
+        .await
+        .unwrap();
+
+    // Polled once at a time, it gets at most one statement further per poll: it is stopped as
+    // soon as its transaction has written the event's row, before its `COMMIT`.
+    let announce = frozen_node.announce_sold_out(&race, r#"{"id":"race"}"#, START);
+    tokio::pin!(announce);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let step =
+            std::future::poll_fn(|context| std::task::Poll::Ready(announce.as_mut().poll(context))).await;
+        assert!(step.is_pending(), "the announcement ended before it was seen holding a row: {step:?}");
+        let written: i64 = sqlx::query_scalar(RACE_STATES).fetch_one(&mut observer).await.unwrap();
+        if written > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the announcement was never seen holding a row");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let frozen_at = Instant::now();
+    sqlx::raw_sql(ONLY_COMMITTED).execute(&mut observer).await.unwrap();
+    let committed: i64 = sqlx::query_scalar(RACE_STATES).fetch_one(&mut observer).await.unwrap();
+    assert_eq!(committed, 0, "the frozen node's row is written, not committed");
+
+    let mut failures = Vec::new();
+    let announced = loop {
+        match other_node.announce_sold_out(&race, r#"{"id":"race"}"#, START).await {
+            Ok(announced) => break announced,
+            Err(error) => failures.push(error.to_string()),
+        }
+        assert!(
+            frozen_at.elapsed() < ANNOUNCED_DESPITE_THE_FROZEN_NODE_WITHIN,
+            "the frozen node's row still held the other node up after {:?}: {failures:?}",
+            frozen_at.elapsed()
+        );
+    };
+    assert!(announced, "the frozen node's announcement was rolled back: the other node's is the one");
+    // Its call timed out meanwhile; whatever ends it, it must not report success.
+    assert!(
+        announce.await.is_err(),
+        "the frozen node, thawed, must not report an announcement its server rolled back"
+    );
+    let entries = other_node.outbox_page(10, None).await.unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|entry| entry.kind.as_str()).collect();
+    assert_eq!(kinds, [SOLD_OUT_KIND], "announced once");
 }
