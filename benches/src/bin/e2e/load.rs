@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
@@ -25,6 +25,11 @@ const ANSWER_SECONDS_MAX: u64 = 10;
 /// Registrants who submit again reuse the e-mail of the registrant this many requests earlier
 /// (still in flight or just answered, to race the first submission).
 const RESUBMIT_DISTANCE: u64 = 50;
+/// A phase's successes are also kept as the slowest one per slot of this length, so that a
+/// stall can be placed in time (and set beside the store's counters sampled meanwhile).
+const SLOT: Duration = Duration::from_millis(100);
+/// Slots kept per phase (10 minutes); answers after that are in the histograms only.
+const SLOTS_MAX: usize = 6_000;
 
 /// What a phase sends.
 #[derive(Clone, Debug)]
@@ -148,6 +153,8 @@ pub struct Tally {
     pub first_sold_out_at: Option<Duration>,
     /// The first unexpected answer, to show what went wrong.
     pub first_failure: Option<String>,
+    /// The slowest success (µs) answered in each `SLOT` from the start of the phase.
+    pub slowest_per_slot: Vec<u32>,
 }
 
 impl Tally {
@@ -168,6 +175,7 @@ impl Tally {
             last_success_at: Duration::ZERO,
             first_sold_out_at: None,
             first_failure: None,
+            slowest_per_slot: Vec::new(),
         }
     }
 
@@ -178,6 +186,14 @@ impl Tally {
             Kind::Success => {
                 self.successes.saturating_record(microseconds);
                 self.last_success_at = self.last_success_at.max(since_start);
+                let slot = (since_start.as_micros() / SLOT.as_micros()) as usize;
+                if slot < SLOTS_MAX {
+                    if self.slowest_per_slot.len() <= slot {
+                        self.slowest_per_slot.resize(slot + 1, 0);
+                    }
+                    let slowest = &mut self.slowest_per_slot[slot];
+                    *slowest = (*slowest).max(u32::try_from(microseconds).unwrap_or(u32::MAX));
+                }
             }
             Kind::SoldOut | Kind::AlreadyRegistered => {
                 self.refusals.saturating_record(microseconds);
@@ -208,6 +224,12 @@ impl Tally {
         self.broken_connections += other.broken_connections;
         self.unanswered += other.unanswered;
         self.last_success_at = self.last_success_at.max(other.last_success_at);
+        if self.slowest_per_slot.len() < other.slowest_per_slot.len() {
+            self.slowest_per_slot.resize(other.slowest_per_slot.len(), 0);
+        }
+        for (slowest, other) in self.slowest_per_slot.iter_mut().zip(&other.slowest_per_slot) {
+            *slowest = (*slowest).max(*other);
+        }
         self.first_sold_out_at = match (self.first_sold_out_at, other.first_sold_out_at) {
             (Some(mine), Some(theirs)) => Some(mine.min(theirs)),
             (mine, theirs) => mine.or(theirs),
@@ -232,6 +254,25 @@ impl Tally {
 pub struct PhaseResult {
     pub tally: Tally,
     pub elapsed: Duration,
+    /// When the phase started, by the wall clock.
+    pub started_at: SystemTime,
+}
+
+impl PhaseResult {
+    /// The `count` slots whose slowest success took longer than `over`, slowest first: when
+    /// each began (seconds since the Unix epoch) and its slowest success (ms).
+    pub fn slow_moments(&self, over: Duration, count: usize) -> Vec<(f64, f64)> {
+        let start = self.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let over = over.as_micros() as u32;
+        let mut slow: Vec<(usize, u32)> = (self.tally.slowest_per_slot.iter().copied().enumerate())
+            .filter(|(_, slowest)| *slowest > over)
+            .collect();
+        slow.sort_by_key(|(_, slowest)| std::cmp::Reverse(*slowest));
+        slow.truncate(count);
+        slow.into_iter()
+            .map(|(slot, slowest)| (start + (slot as f64) * SLOT.as_secs_f64(), f64::from(slowest) / 1_000.0))
+            .collect()
+    }
 }
 
 /// What every connection of a phase shares.
@@ -296,6 +337,7 @@ async fn drive(
     registrants: Arc<Registrants>,
     rate: Option<f64>,
 ) -> anyhow::Result<PhaseResult> {
+    let started_at = SystemTime::now();
     let shared = Arc::new(Shared {
         plan,
         registrants,
@@ -316,7 +358,7 @@ async fn drive(
     while let Some(worker) = workers.join_next().await {
         tally.merge(&worker?);
     }
-    Ok(PhaseResult { tally, elapsed: shared.started.elapsed() })
+    Ok(PhaseResult { tally, elapsed: shared.started.elapsed(), started_at })
 }
 
 async fn closed_worker(shared: Arc<Shared>, connection: Connection) -> Tally {

@@ -443,7 +443,16 @@ fn summary(measurement: &Measurement) -> String {
         measurement.paced_rate,
         p99(measurement.paced_latency),
         measurement.admission_errors + measurement.sold_out_errors + measurement.paced_errors,
-    )
+    ) + &slow_moments(&measurement.paced_slow_moments)
+}
+
+/// The open loop's slowest moments, to set beside what else the machine recorded then.
+fn slow_moments(moments: &[(f64, f64)]) -> String {
+    if moments.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = moments.iter().map(|(at, ms)| format!("{at:.1}: {ms:.1} ms")).collect();
+    format!("\n      open loop's slowest 100 ms slots (Unix time: slowest success): {}", shown.join(", "))
 }
 
 fn print_results(

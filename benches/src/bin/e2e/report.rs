@@ -73,6 +73,9 @@ pub struct Measurement {
     pub paced_rate: f64,
     pub paced_latency: Option<Latency>,
     pub paced_errors: u64,
+    /// The open loop's slowest moments (see `PhaseResult::slow_moments`); one pass's only, not
+    /// combined.
+    pub paced_slow_moments: Vec<(f64, f64)>,
     pub stored: Option<u64>,
     pub topped_up: u64,
     pub oversold: Option<u64>,
@@ -188,6 +191,7 @@ pub fn combine(runs: &[&Measurement]) -> Measurement {
         paced_rate: value(|run| run.paced_rate),
         paced_latency: median_latency(runs, |run| run.paced_latency),
         paced_errors: count(|run| run.paced_errors),
+        paced_slow_moments: Vec::new(),
         stored: whole(|run| run.stored),
         topped_up: count(|run| run.topped_up),
         oversold: worst(|run| run.oversold),

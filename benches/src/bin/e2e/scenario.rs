@@ -37,6 +37,10 @@ const PACED_SHARE: f64 = 0.5;
 const PACED_SEATS_MARGIN: f64 = 1.5;
 /// Kuota fills the hot event through its API; this bounds how long that may take, in seconds.
 const FILL_SECONDS_MAX: u64 = 120;
+/// The open loop's 100 ms slots whose slowest success took longer than this are shown, at
+/// most `SLOW_MOMENTS_SHOWN` of them (twice the p99 goal: a stall, not the tail).
+const SLOW_MOMENT: Duration = Duration::from_millis(20);
+const SLOW_MOMENTS_SHOWN: usize = 5;
 
 /// What every contender is run with.
 #[derive(Debug)]
@@ -307,6 +311,7 @@ impl Phases<'_> {
         measurement.paced_rate = rate;
         measurement.paced_latency = Latency::of(&paced.tally.successes);
         measurement.paced_errors = paced.tally.errors();
+        measurement.paced_slow_moments = paced.slow_moments(SLOW_MOMENT, SLOW_MOMENTS_SHOWN);
         Ok(())
     }
 
