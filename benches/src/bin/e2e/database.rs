@@ -76,6 +76,16 @@ impl Counters {
     }
 }
 
+/// The server's page flushing (server-wide, whoever writes): pages flushed so far, and the
+/// checkpoint age against its limit. MariaDB flushes hard as the age nears the limit, and its
+/// commits stall meanwhile (docs/benchmarks.md, "Where the open loop's stalls come from").
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flushing {
+    pub pages_flushed: u64,
+    pub checkpoint_age: u64,
+    pub checkpoint_age_max: u64,
+}
+
 /// Active registrations of an event, as stored.
 #[derive(Clone, Copy, Debug)]
 pub struct Stored {
@@ -190,6 +200,29 @@ impl Admin {
             rows_written: value("HANDLER_WRITE") + value("HANDLER_UPDATE") + value("HANDLER_DELETE"),
             cpu_seconds: None,
         })
+    }
+
+    /// The server's flushing now; `None` where the server does not say (MySQL has no checkpoint
+    /// age among its status variables).
+    pub async fn flushing(&self) -> anyhow::Result<Option<Flushing>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN \
+             ('INNODB_BUFFER_POOL_PAGES_FLUSHED', 'INNODB_CHECKPOINT_AGE', 'INNODB_CHECKPOINT_MAX_AGE')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let value = |wanted: &str| -> Option<u64> {
+            let found = rows.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted));
+            found.and_then(|(_, value)| value.parse().ok())
+        };
+        let flushing = || {
+            Some(Flushing {
+                pages_flushed: value("INNODB_BUFFER_POOL_PAGES_FLUSHED")?,
+                checkpoint_age: value("INNODB_CHECKPOINT_AGE")?,
+                checkpoint_age_max: value("INNODB_CHECKPOINT_MAX_AGE")?,
+            })
+        };
+        Ok(flushing())
     }
 
     /// The active registrations of `event` in the contender's tables.

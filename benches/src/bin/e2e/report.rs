@@ -76,6 +76,10 @@ pub struct Measurement {
     /// The open loop's slowest moments (see `PhaseResult::slow_moments`); one pass's only, not
     /// combined.
     pub paced_slow_moments: Vec<(f64, f64)>,
+    /// Pages the store flushed during the open loop (server-wide), and its checkpoint age when
+    /// the open loop started, as a share of its limit.
+    pub paced_pages_flushed: Option<f64>,
+    pub paced_checkpoint_share: Option<f64>,
     pub stored: Option<u64>,
     pub topped_up: u64,
     pub oversold: Option<u64>,
@@ -192,6 +196,8 @@ pub fn combine(runs: &[&Measurement]) -> Measurement {
         paced_latency: median_latency(runs, |run| run.paced_latency),
         paced_errors: count(|run| run.paced_errors),
         paced_slow_moments: Vec::new(),
+        paced_pages_flushed: option(|run| run.paced_pages_flushed),
+        paced_checkpoint_share: option(|run| run.paced_checkpoint_share),
         stored: whole(|run| run.stored),
         topped_up: count(|run| run.topped_up),
         oversold: worst(|run| run.oversold),
@@ -235,6 +241,10 @@ const ROWS: &[Row] = &[
     ("**open loop at ½ max**: rate/s", |m| rate(m.paced_rate)),
     ("  success latency p50 / p99 / max (ms)", |m| Latency::show(m.paced_latency)),
     ("  errors", |m| m.paced_errors.to_string()),
+    ("  store: pages flushed meanwhile (server-wide)", |m| decimal_places(m.paced_pages_flushed, 0)),
+    ("  store: checkpoint age at its start (share of the limit)", |m| {
+        m.paced_checkpoint_share.map_or("—".into(), |share| format!("{:.0} %", share * 100.0))
+    }),
     ("registrations stored (hot event)", |m| match m.stored {
         Some(stored) if m.topped_up > 0 => format!("{stored} ({} by harness)", m.topped_up),
         Some(stored) => stored.to_string(),

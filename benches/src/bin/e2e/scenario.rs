@@ -305,9 +305,16 @@ impl Phases<'_> {
         let duration = Duration::from_secs(self.settings().seconds);
         let seats = (rate * duration.as_secs_f64() * PACED_SEATS_MARGIN).ceil() as u64 + 1;
         self.create_event(PACED_EVENT, seats).await?;
+        let flushing_before = self.run.admin.flushing().await?;
         let paced =
             load::open_loop(self.plan(Self::register(PACED_EVENT), duration, false), registrants, rate)
                 .await?;
+        if let (Some(before), Some(after)) = (flushing_before, self.run.admin.flushing().await?) {
+            measurement.paced_pages_flushed =
+                Some(after.pages_flushed.saturating_sub(before.pages_flushed) as f64);
+            measurement.paced_checkpoint_share = (before.checkpoint_age_max > 0)
+                .then(|| before.checkpoint_age as f64 / before.checkpoint_age_max as f64);
+        }
         measurement.paced_rate = rate;
         measurement.paced_latency = Latency::of(&paced.tally.successes);
         measurement.paced_errors = paced.tally.errors();
