@@ -129,16 +129,23 @@ impl Admin {
         self.per_user
     }
 
-    /// The server's version and the settings that decide what a commit costs.
+    /// The server's version and the settings that decide what a commit costs, and whether it
+    /// must flush pages during a long sale (a redo log smaller than the sale's redo: see
+    /// docs/operations.md, "Sizing MariaDB for a sale").
     pub async fn describe(&self) -> anyhow::Result<String> {
-        let (version, flush, sync_binlog, log_bin): (String, i64, i64, i64) = sqlx::query_as(
+        let (version, flush, sync_binlog, log_bin, redo, pool): (String, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT @@version, CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
-             CAST(@@sync_binlog AS SIGNED), CAST(@@log_bin AS SIGNED)",
+             CAST(@@sync_binlog AS SIGNED), CAST(@@log_bin AS SIGNED), CAST(@@innodb_log_file_size AS SIGNED), \
+             CAST(@@innodb_buffer_pool_size AS SIGNED)",
         )
         .fetch_one(&self.pool)
         .await?;
+        let mib = |bytes: i64| bytes / (1 << 20);
         Ok(format!(
-            "MariaDB {version}, innodb_flush_log_at_trx_commit={flush}, log_bin={log_bin}, sync_binlog={sync_binlog}"
+            "MariaDB {version}, innodb_flush_log_at_trx_commit={flush}, log_bin={log_bin}, sync_binlog={sync_binlog}, \
+             redo log {} MiB, buffer pool {} MiB",
+            mib(redo),
+            mib(pool)
         ))
     }
 
