@@ -614,9 +614,9 @@ pub(crate) const LOCK_WAIT_TIMEOUT_SECONDS: u64 = 2;
 /// seconds, before it closes the connection and rolls the transaction back. Kuota sends a
 /// transaction's statements one right after another (no client work between them takes
 /// longer than a round trip), so a transaction idle that long belongs to a client that stopped
-/// (a node frozen between two statements). Without the bound its locks would stay until it thawed: the take-over kills
-/// only what blocks an event's row (`recovery::take_epoch`), and the webhooks' transactions
-/// (fan-out, settlement, sold-out announcements) have no take-over at all.
+/// (a node frozen between two statements). Without the bound its locks would stay until it
+/// thawed: the take-over kills only what blocks an event's row (`recovery::take_epoch`), and
+/// the webhooks' transactions (fan-out, settlement, sold-out announcements) have no take-over.
 pub(crate) const IDLE_TRANSACTION_TIMEOUT_SECONDS: u64 = 2;
 
 /// How long a node waits for another node's schema migrations to finish, in seconds.
