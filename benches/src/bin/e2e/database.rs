@@ -192,16 +192,9 @@ impl Admin {
                 cpu_seconds: Some(cpu_seconds),
             });
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
-             WHERE VARIABLE_NAME IN ('QUESTIONS', 'HANDLER_WRITE', 'HANDLER_UPDATE', 'HANDLER_DELETE')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let value = |wanted: &str| -> u64 {
-            let found = rows.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted));
-            found.and_then(|(_, value)| value.parse().ok()).unwrap_or(0)
-        };
+        let status =
+            self.global_status("'QUESTIONS', 'HANDLER_WRITE', 'HANDLER_UPDATE', 'HANDLER_DELETE'").await?;
+        let value = |wanted: &str| status(wanted).unwrap_or(0);
         Ok(Counters {
             statements: value("QUESTIONS"),
             rows_written: value("HANDLER_WRITE") + value("HANDLER_UPDATE") + value("HANDLER_DELETE"),
@@ -212,16 +205,11 @@ impl Admin {
     /// The server's flushing now; `None` where the server does not say (MySQL has no checkpoint
     /// age among its status variables).
     pub async fn flushing(&self) -> anyhow::Result<Option<Flushing>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN \
-             ('INNODB_BUFFER_POOL_PAGES_FLUSHED', 'INNODB_CHECKPOINT_AGE', 'INNODB_CHECKPOINT_MAX_AGE')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let value = |wanted: &str| -> Option<u64> {
-            let found = rows.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted));
-            found.and_then(|(_, value)| value.parse().ok())
-        };
+        let value = self
+            .global_status(
+                "'INNODB_BUFFER_POOL_PAGES_FLUSHED', 'INNODB_CHECKPOINT_AGE', 'INNODB_CHECKPOINT_MAX_AGE'",
+            )
+            .await?;
         let flushing = || {
             Some(Flushing {
                 pages_flushed: value("INNODB_BUFFER_POOL_PAGES_FLUSHED")?,
@@ -230,6 +218,20 @@ impl Admin {
             })
         };
         Ok(flushing())
+    }
+
+    /// The server-wide status variables `names` (quoted, comma-separated), read at once; the
+    /// lookup gives `None` for a variable the server does not have.
+    async fn global_status(&self, names: &str) -> anyhow::Result<impl Fn(&str) -> Option<u64> + use<>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ({names})"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(move |wanted: &str| {
+            let found = rows.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted));
+            found.and_then(|(_, value)| value.parse().ok())
+        })
     }
 
     /// The active registrations of `event` in the contender's tables.
